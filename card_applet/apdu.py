@@ -1,0 +1,125 @@
+"""ISO/IEC 7816-4 APDU codec: command cases 1-4, short and extended length.
+
+Shared by the card (parsing) and the terminal (building). Parsing never raises anything but
+`CardError(SW.WRONG_LENGTH)`: a malformed APDU is the terminal's mistake and gets a status word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from card_applet.sw import SW, CardError
+
+SHORT_MAX_DATA = 255
+SHORT_MAX_LE = 256
+EXTENDED_MAX_DATA = 65535
+EXTENDED_MAX_LE = 65536
+
+CLA_CHAINING = 0x10  # ISO 7816-4 5.4.1: b5 of an inter-industry CLA, "more commands follow"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandApdu:
+    cla: int
+    ins: int
+    p1: int
+    p2: int
+    data: bytes = b""
+    le: int | None = None  # Ne: None = no Le field; 256 / 65536 encode as 00 / 0000
+    extended: bool = False  # how it travelled (parse) or must travel (build)
+
+    def __post_init__(self) -> None:
+        for name in ("cla", "ins", "p1", "p2"):
+            if not 0 <= getattr(self, name) <= 0xFF:
+                raise ValueError(f"{name} out of range")
+        if len(self.data) > EXTENDED_MAX_DATA:
+            raise ValueError("command data longer than 65535 bytes")
+        if self.le is not None and not 1 <= self.le <= EXTENDED_MAX_LE:
+            raise ValueError("Le must be 1..65536")
+
+    @property
+    def needs_extended(self) -> bool:
+        return len(self.data) > SHORT_MAX_DATA or (self.le or 0) > SHORT_MAX_LE
+
+    @property
+    def is_chained(self) -> bool:
+        return self.cla != 0xFF and bool(self.cla & CLA_CHAINING)
+
+    def to_bytes(self) -> bytes:
+        header = bytes((self.cla, self.ins, self.p1, self.p2))
+        extended = self.extended or self.needs_extended
+        body = b""
+        if extended:
+            if self.data:
+                body += b"\x00" + len(self.data).to_bytes(2, "big") + self.data
+            if self.le is not None:
+                le = (self.le % EXTENDED_MAX_LE).to_bytes(2, "big")
+                body += le if self.data else b"\x00" + le
+        else:
+            if self.data:
+                body += bytes((len(self.data),)) + self.data
+            if self.le is not None:
+                body += bytes((self.le % SHORT_MAX_LE,))
+        return header + body
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CommandApdu:
+        """Decode by ISO 7816-3 12.1.3 / 7816-4 5.1 case analysis."""
+        if len(raw) < 4:
+            raise CardError(SW.WRONG_LENGTH)
+        cla, ins, p1, p2 = raw[:4]
+        body = raw[4:]
+        n = len(body)
+        if n == 0:  # case 1
+            return cls(cla, ins, p1, p2)
+        if n == 1:  # case 2S
+            return cls(cla, ins, p1, p2, le=body[0] or SHORT_MAX_LE)
+        if body[0] != 0:  # short Lc
+            lc = body[0]
+            if n == 1 + lc:  # case 3S
+                return cls(cla, ins, p1, p2, data=bytes(body[1:]))
+            if n == 2 + lc:  # case 4S
+                return cls(cla, ins, p1, p2, data=bytes(body[1:-1]), le=body[-1] or SHORT_MAX_LE)
+            raise CardError(SW.WRONG_LENGTH)
+        # body[0] == 0 and n >= 2: extended
+        if n == 3:  # case 2E
+            return cls(cla, ins, p1, p2, le=_ext_le(body[1:3]), extended=True)
+        if n < 3:
+            raise CardError(SW.WRONG_LENGTH)
+        lc = int.from_bytes(body[1:3], "big")
+        if lc == 0:
+            raise CardError(SW.WRONG_LENGTH)
+        if n == 3 + lc:  # case 3E
+            return cls(cla, ins, p1, p2, data=bytes(body[3:]), extended=True)
+        if n == 5 + lc:  # case 4E
+            return cls(
+                cla, ins, p1, p2, data=bytes(body[3:-2]), le=_ext_le(body[-2:]), extended=True
+            )
+        raise CardError(SW.WRONG_LENGTH)
+
+
+def _ext_le(two: bytes) -> int:
+    return int.from_bytes(two, "big") or EXTENDED_MAX_LE
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseApdu:
+    data: bytes
+    sw: int
+
+    @property
+    def sw1(self) -> int:
+        return self.sw >> 8
+
+    @property
+    def sw2(self) -> int:
+        return self.sw & 0xFF
+
+    def to_bytes(self) -> bytes:
+        return self.data + self.sw.to_bytes(2, "big")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ResponseApdu:
+        if len(raw) < 2:
+            raise ValueError(f"response APDU of {len(raw)} bytes has no status word")
+        return cls(bytes(raw[:-2]), int.from_bytes(raw[-2:], "big"))

@@ -1,0 +1,587 @@
+"""The nettx applet: ISO/IEC 7816-4 commands over a Blom/KPS key row.
+
+Theory of operation. `Applet.process(command) -> response` is the only edge, bytes in and
+bytes out; no I/O happens here but `CardStore.commit`. `process` runs three small stages:
+
+1. class check and decode (CommandApdu.from_bytes): a malformed APDU is a status word;
+2. command chaining (CLA b5, ISO 7816-4 5.4.1): partial commands are buffered, answered
+   9000, and the last one executes with the whole data field;
+3. dispatch by (class, INS) to a handler, then response chaining: a response longer than
+   Ne is cut and the rest handed out by GET RESPONSE (61xx).
+
+Each handler states its preconditions first and raises `CardError(SW.X)` before touching
+anything, so a rejected command leaves both persistent and volatile state as they were.
+Persistent changes are whole-state commits (see state.py).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from card_applet import blom, keys, pin
+from card_applet.apdu import CommandApdu
+from card_applet.state import (
+    PIN_MAX_TRIES,
+    PUK_MAX_TRIES,
+    CardStore,
+    Lifecycle,
+    PersistentState,
+)
+from card_applet.sw import SW, CardError, verify_failed
+from card_applet.tlv import TlvError, parse_unique, tlv
+
+log = logging.getLogger(__name__)
+
+AID = bytes.fromhex("F0") + b"EP0791901"
+APPLET_VERSION = (1, 0)
+SCHEME_VERSION = 1
+MAX_K = 1024
+MAX_COMMAND_DATA = MAX_K * 32 + 256  # a whole row in one (chained or extended) command
+MIN_PARTIAL_AID = 5
+PIN_REFERENCE = 0x81  # ISO 7816-4 P2: specific reference data, qualifier 1
+MIN_CHALLENGE, MAX_CHALLENGE = 8, 256
+MAX_AUTH_CHALLENGE = 64
+ATC_MAX = 0xFFFF_FFFF
+
+
+class Ins(IntEnum):
+    SELECT = 0xA4
+    GET_DATA = 0xCA
+    VERIFY = 0x20
+    CHANGE_REFERENCE_DATA = 0x24
+    RESET_RETRY_COUNTER = 0x2C
+    MANAGE_SECURITY_ENVIRONMENT = 0x22
+    PERFORM_SECURITY_OPERATION = 0x2A
+    GET_CHALLENGE = 0x84
+    INTERNAL_AUTHENTICATE = 0x88
+    EXTERNAL_AUTHENTICATE = 0x82
+    GET_RESPONSE = 0xC0
+    # proprietary (CLA 80), personalisation only
+    INITIALIZE_UPDATE = 0x50
+    STORE_DATA = 0xE2
+    SET_STATUS = 0xF0
+
+
+class DataObject(IntEnum):
+    """GET DATA tags (P1-P2) and FCI proprietary tags."""
+
+    ALL = 0x00C0
+    HOLDER_ID = 0x00C1
+    SERIAL = 0x00C2
+    TRIES = 0x00C3
+    SCHEME = 0x00C4
+    LIFECYCLE = 0x00C5
+    ATC = 0x00C6
+    VERSION = 0x00C7
+
+
+class PersoObject(IntEnum):
+    """STORE DATA tags: write-only personalisation objects."""
+
+    HOLDER_ID = 0xDF10
+    ROW = 0xDF11
+    PIN = 0xDF12
+    PUK = 0xDF13
+
+
+class Pso(IntEnum):
+    """PERFORM SECURITY OPERATION P1-P2 (ISO 7816-8)."""
+
+    ENCIPHER = 0x8680  # output: cryptogram; input: plain value
+    DECIPHER = 0x8086  # output: plain value; input: cryptogram
+
+
+# PSO data objects
+TAG_PLAIN = 0x80
+TAG_AAD = 0x81
+TAG_CONTEXT = 0x82
+TAG_CRYPTOGRAM = 0x86
+TAG_KEY_REFERENCE = 0x83  # MSE: the peer identifier
+MSE_SET_P1 = {0x41, 0x81, 0xC1, 0xF1}
+MSE_TEMPLATES = {0xA4, 0xB8}
+MAX_CONTEXT = 64
+
+
+@dataclass
+class PersoSession:
+    key: bytes
+    counter: int = 0
+
+
+@dataclass
+class Peer:
+    identifier: bytes
+    pair_key: bytes
+    authenticated: bool = False
+
+
+@dataclass
+class Volatile:
+    """RAM: cleared by power-off, reset and (except `selected`) by SELECT."""
+
+    selected: bool = False
+    pin_verified: bool = False
+    peer: Peer | None = None
+    challenge: bytes | None = None
+    perso: PersoSession | None = None
+    chain_header: tuple[int, int, int, int] | None = None
+    chain_data: bytearray = field(default_factory=bytearray)
+    pending_response: bytes = b""
+
+
+Handler = Callable[["Applet", CommandApdu], bytes]
+_INTER_INDUSTRY: dict[int, Handler] = {}
+_PROPRIETARY: dict[int, Handler] = {}
+
+
+def command(ins: Ins, *, proprietary: bool = False) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        (_PROPRIETARY if proprietary else _INTER_INDUSTRY)[ins] = handler
+        return handler
+
+    return register
+
+
+class Applet:
+    def __init__(self, store: CardStore) -> None:
+        self.store = store
+        self.state: PersistentState = store.load()
+        self.v = Volatile()
+        self._row_cache: tuple[bytes, list[int]] | None = None
+        self.executed = 0  # commands that reached a handler (for tests and benches)
+
+    # -- power ------------------------------------------------------------------------------
+
+    def power_on(self) -> None:
+        self.v = Volatile()
+
+    power_off = power_on
+    reset = power_on
+
+    # -- the edge ---------------------------------------------------------------------------
+
+    def process(self, raw: bytes) -> bytes:
+        try:
+            return self._process(raw)
+        except CardError as err:
+            self._drop_chain()
+            return err.sw.to_bytes(2, "big")
+        except Exception:  # a bug must not take the card down or reach the terminal
+            log.exception("internal error on command %s", raw[:5].hex())
+            self._drop_chain()
+            return SW.UNKNOWN.to_bytes(2, "big")
+
+    def _process(self, raw: bytes) -> bytes:
+        if not raw:
+            raise CardError(SW.WRONG_LENGTH)
+        proprietary = self._check_class(raw[0])
+        cmd = CommandApdu.from_bytes(raw)
+        if len(cmd.data) > MAX_COMMAND_DATA:
+            raise CardError(SW.WRONG_LENGTH)
+        table = _PROPRIETARY if proprietary else _INTER_INDUSTRY
+        if not proprietary and cmd.ins == Ins.GET_RESPONSE:
+            return self._get_response(cmd)
+        self.v.pending_response = b""
+        header = (cmd.cla & ~0x10, cmd.ins, cmd.p1, cmd.p2)
+        if self.v.chain_header is not None and self.v.chain_header != header:
+            raise CardError(SW.LAST_COMMAND_EXPECTED)
+        handler = table.get(cmd.ins)
+        if handler is None:
+            raise CardError(SW.INS_NOT_SUPPORTED)
+        if cmd.is_chained:
+            if len(self.v.chain_data) + len(cmd.data) > MAX_COMMAND_DATA:
+                raise CardError(SW.NOT_ENOUGH_MEMORY)
+            self.v.chain_header = header
+            self.v.chain_data += cmd.data
+            return SW.OK.to_bytes(2, "big")
+        if self.v.chain_header is not None:
+            whole = bytes(self.v.chain_data) + cmd.data
+            self._drop_chain()
+            if len(whole) > MAX_COMMAND_DATA:
+                raise CardError(SW.NOT_ENOUGH_MEMORY)
+            cmd = CommandApdu(header[0], cmd.ins, cmd.p1, cmd.p2, whole, cmd.le, True)
+        if cmd.ins != Ins.SELECT and not self.v.selected:
+            raise CardError(SW.CONDITIONS_NOT_SATISFIED)
+        self.executed += 1
+        return self._respond(handler(self, cmd), cmd.le)
+
+    @staticmethod
+    def _check_class(cla: int) -> bool:
+        """Returns True for a proprietary class. ISO 7816-4 5.4.1."""
+        if cla == 0xFF or 0x20 <= cla <= 0x3F or 0xA0 <= cla <= 0xFE:
+            raise CardError(SW.CLA_NOT_SUPPORTED)
+        if 0x40 <= cla <= 0x7F or cla & 0x03:
+            raise CardError(SW.LOGICAL_CHANNEL_NOT_SUPPORTED)
+        if cla & 0x0C:
+            raise CardError(SW.SECURE_MESSAGING_NOT_SUPPORTED)
+        return bool(cla & 0x80)
+
+    def _drop_chain(self) -> None:
+        self.v.chain_header = None
+        self.v.chain_data = bytearray()
+
+    def _respond(self, data: bytes, le: int | None) -> bytes:
+        limit = le or 0
+        if len(data) <= limit:
+            return data + b"\x90\x00"
+        self.v.pending_response = data[limit:]
+        return data[:limit] + self._more_bytes()
+
+    def _more_bytes(self) -> bytes:
+        return bytes((0x61, min(len(self.v.pending_response), 256) & 0xFF))
+
+    def _get_response(self, cmd: CommandApdu) -> bytes:
+        if cmd.p1 or cmd.p2:
+            raise CardError(SW.INCORRECT_P1P2)
+        if cmd.data or cmd.le is None:
+            raise CardError(SW.WRONG_LENGTH)
+        if not self.v.pending_response:
+            raise CardError(SW.CONDITIONS_NOT_SATISFIED)
+        chunk = self.v.pending_response[: cmd.le]
+        self.v.pending_response = self.v.pending_response[cmd.le :]
+        if self.v.pending_response:
+            return chunk + self._more_bytes()
+        return chunk + b"\x90\x00"
+
+    # -- shared preconditions --------------------------------------------------------------
+
+    def _commit(self, new: PersistentState) -> None:
+        try:
+            self.store.commit(new)
+        except OSError as exc:
+            log.error("EEPROM write failed: %s", exc)
+            raise CardError(SW.MEMORY_FAILURE) from exc
+        self.state = new
+
+    def _require_lifecycle(self, lifecycle: Lifecycle) -> None:
+        if self.state.lifecycle != lifecycle:
+            raise CardError(SW.CONDITIONS_NOT_SATISFIED)
+
+    def _require_pin(self) -> None:
+        self._require_lifecycle(Lifecycle.OPERATIONAL)
+        if not self.v.pin_verified:
+            raise CardError(SW.SECURITY_STATUS_NOT_SATISFIED)
+
+    def _require_peer(self) -> Peer:
+        if self.v.peer is None:
+            raise CardError(SW.CONDITIONS_NOT_SATISFIED)
+        return self.v.peer
+
+    @staticmethod
+    def _require_p1p2(cmd: CommandApdu, p1: int, p2: int) -> None:
+        if (cmd.p1, cmd.p2) != (p1, p2):
+            raise CardError(SW.INCORRECT_P1P2)
+
+    def _row(self) -> list[int]:
+        raw = self.state.row
+        assert raw is not None
+        if self._row_cache is None or self._row_cache[0] is not raw:
+            self._row_cache = (raw, blom.row_from_bytes(raw))
+        return self._row_cache[1]
+
+    def _check_reference(self, block: bytes, stored_field: str, tries_field: str,
+                         max_tries: int) -> None:
+        """Anti-tearing: the try counter is decremented and persisted *before* the
+        comparison, and restored only after a match, so cutting power mid-command never
+        yields a free guess."""
+        tries = getattr(self.state, tries_field)
+        if tries == 0:
+            raise CardError(SW.AUTH_METHOD_BLOCKED)
+        self._commit(self.state.with_(**{tries_field: tries - 1}))
+        stored = getattr(self.state, stored_field)
+        if not pin.matches(self.state.pin_salt, block, stored):
+            raise CardError(verify_failed(tries - 1))
+        self._commit(self.state.with_(**{tries_field: max_tries}))
+
+    # -- public data ------------------------------------------------------------------------
+
+    def _data_object(self, tag: int) -> bytes:
+        s = self.state
+        if tag == DataObject.HOLDER_ID and s.holder_id is not None:
+            return s.holder_id
+        if tag == DataObject.SERIAL:
+            return s.serial
+        if tag == DataObject.TRIES:
+            return bytes((s.pin_tries, PIN_MAX_TRIES, s.puk_tries, PUK_MAX_TRIES))
+        if tag == DataObject.SCHEME:
+            return (tlv(0x80, bytes((SCHEME_VERSION,))) + tlv(0x81, blom.P.to_bytes(32, "big"))
+                    + tlv(0x82, s.k.to_bytes(2, "big")))
+        if tag == DataObject.LIFECYCLE:
+            return bytes((s.lifecycle,))
+        if tag == DataObject.ATC:
+            return s.atc.to_bytes(4, "big")
+        if tag == DataObject.VERSION:
+            return bytes(APPLET_VERSION)
+        raise CardError(SW.REFERENCED_DATA_NOT_FOUND)
+
+    def _public_template(self) -> bytes:
+        out = b""
+        for tag in (DataObject.VERSION, DataObject.SCHEME, DataObject.LIFECYCLE,
+                    DataObject.SERIAL, DataObject.TRIES, DataObject.ATC, DataObject.HOLDER_ID):
+            try:
+                out += tlv(tag, self._data_object(tag))
+            except CardError:
+                continue  # holder id is absent on a blank card
+        return out
+
+    # -- inter-industry commands ------------------------------------------------------------
+
+    @command(Ins.SELECT)
+    def select(self, cmd: CommandApdu) -> bytes:
+        if cmd.p1 in (0x00, 0x01, 0x02, 0x03, 0x08, 0x09):
+            raise CardError(SW.FILE_NOT_FOUND)  # no file system on this card
+        if cmd.p1 != 0x04 or cmd.p2 & 0xF0 or cmd.p2 & 0x0C not in (0x00, 0x0C):
+            raise CardError(SW.INCORRECT_P1P2)
+        occurrence = cmd.p2 & 0x03
+        if not (MIN_PARTIAL_AID <= len(cmd.data) <= 16 and AID.startswith(cmd.data)):
+            raise CardError(SW.FILE_NOT_FOUND)
+        if occurrence in (0x02, 0x03) and self.v.selected:
+            raise CardError(SW.FILE_NOT_FOUND)  # there is no next/previous application
+        self.v = Volatile(selected=True)
+        if cmd.p2 & 0x0C == 0x0C:
+            return b""
+        return tlv(0x6F, tlv(0x84, AID) + tlv(0xA5, self._public_template()))
+
+    @command(Ins.GET_DATA)
+    def get_data(self, cmd: CommandApdu) -> bytes:
+        if cmd.data:
+            raise CardError(SW.WRONG_LENGTH)
+        tag = (cmd.p1 << 8) | cmd.p2
+        if tag == DataObject.ALL:
+            return self._public_template()
+        return self._data_object(tag)
+
+    @command(Ins.VERIFY)
+    def verify(self, cmd: CommandApdu) -> bytes:
+        self._require_lifecycle(Lifecycle.OPERATIONAL)
+        if cmd.p1 not in (0x00, 0xFF):
+            raise CardError(SW.INCORRECT_P1P2)
+        if cmd.p2 != PIN_REFERENCE:
+            raise CardError(SW.REFERENCED_DATA_NOT_FOUND)
+        if cmd.p1 == 0xFF:  # ISO 7816-4:2013 11.5.6: reset the verification status
+            if cmd.data:
+                raise CardError(SW.WRONG_LENGTH)
+            self.v.pin_verified = False
+            return b""
+        if not cmd.data:  # status query: no try consumed
+            if self.state.pin_tries == 0:
+                raise CardError(SW.AUTH_METHOD_BLOCKED)
+            if self.v.pin_verified:
+                return b""
+            raise CardError(verify_failed(self.state.pin_tries))
+        if len(cmd.data) != pin.BLOCK_SIZE:
+            raise CardError(SW.WRONG_LENGTH)
+        if not pin.is_valid_block(cmd.data):
+            raise CardError(SW.WRONG_DATA)
+        self.v.pin_verified = False
+        self._check_reference(cmd.data, "pin_hash", "pin_tries", PIN_MAX_TRIES)
+        self.v.pin_verified = True
+        return b""
+
+    @command(Ins.CHANGE_REFERENCE_DATA)
+    def change_reference_data(self, cmd: CommandApdu) -> bytes:
+        self._require_lifecycle(Lifecycle.OPERATIONAL)
+        if cmd.p1 != 0x00:
+            raise CardError(SW.INCORRECT_P1P2)
+        if cmd.p2 != PIN_REFERENCE:
+            raise CardError(SW.REFERENCED_DATA_NOT_FOUND)
+        if len(cmd.data) != 2 * pin.BLOCK_SIZE:
+            raise CardError(SW.WRONG_LENGTH)
+        old, new = cmd.data[: pin.BLOCK_SIZE], cmd.data[pin.BLOCK_SIZE :]
+        if not (pin.is_valid_block(old) and pin.is_valid_block(new)):
+            raise CardError(SW.WRONG_DATA)
+        self.v.pin_verified = False
+        self._check_reference(old, "pin_hash", "pin_tries", PIN_MAX_TRIES)
+        self._commit(self.state.with_(pin_hash=pin.pin_hash(self.state.pin_salt, new)))
+        self.v.pin_verified = True
+        return b""
+
+    @command(Ins.RESET_RETRY_COUNTER)
+    def reset_retry_counter(self, cmd: CommandApdu) -> bytes:
+        self._require_lifecycle(Lifecycle.OPERATIONAL)
+        if cmd.p1 not in (0x00, 0x01):
+            raise CardError(SW.INCORRECT_P1P2)
+        if cmd.p2 != PIN_REFERENCE:
+            raise CardError(SW.REFERENCED_DATA_NOT_FOUND)
+        expected = 2 * pin.BLOCK_SIZE if cmd.p1 == 0x00 else pin.BLOCK_SIZE
+        if len(cmd.data) != expected:
+            raise CardError(SW.WRONG_LENGTH)
+        puk, new = cmd.data[: pin.BLOCK_SIZE], cmd.data[pin.BLOCK_SIZE :]
+        if not pin.is_valid_block(puk) or (new and not pin.is_valid_block(new)):
+            raise CardError(SW.WRONG_DATA)
+        self._check_reference(puk, "puk_hash", "puk_tries", PUK_MAX_TRIES)
+        changes: dict[str, object] = {"pin_tries": PIN_MAX_TRIES}
+        if new:
+            changes["pin_hash"] = pin.pin_hash(self.state.pin_salt, new)
+        self._commit(self.state.with_(**changes))
+        self.v.pin_verified = False
+        return b""
+
+    @command(Ins.MANAGE_SECURITY_ENVIRONMENT)
+    def manage_security_environment(self, cmd: CommandApdu) -> bytes:
+        self._require_lifecycle(Lifecycle.OPERATIONAL)
+        if cmd.p1 not in MSE_SET_P1 or cmd.p2 not in MSE_TEMPLATES:
+            raise CardError(SW.INCORRECT_P1P2)
+        try:
+            peer_id = parse_unique(cmd.data, {TAG_KEY_REFERENCE})[TAG_KEY_REFERENCE]
+            x = blom.x_of(peer_id)
+        except (TlvError, KeyError, blom.IdentifierError) as exc:
+            raise CardError(SW.WRONG_DATA) from exc
+        if peer_id == self.state.holder_id or x == 0:
+            raise CardError(SW.WRONG_DATA)
+        assert self.state.holder_id is not None
+        element = blom.shared_element(self._row(), x)
+        self.v.peer = Peer(peer_id, blom.pair_key(element, self.state.holder_id, peer_id))
+        self.v.challenge = None
+        return b""
+
+    @command(Ins.PERFORM_SECURITY_OPERATION)
+    def perform_security_operation(self, cmd: CommandApdu) -> bytes:
+        operation = (cmd.p1 << 8) | cmd.p2
+        if operation not in (Pso.ENCIPHER, Pso.DECIPHER):
+            raise CardError(SW.INCORRECT_P1P2)
+        self._require_pin()
+        peer = self._require_peer()
+        own = self.state.holder_id
+        assert own is not None
+        main_tag = TAG_PLAIN if operation == Pso.ENCIPHER else TAG_CRYPTOGRAM
+        try:
+            fields = parse_unique(cmd.data, {main_tag, TAG_AAD, TAG_CONTEXT})
+        except TlvError as exc:
+            raise CardError(SW.WRONG_DATA) from exc
+        if main_tag not in fields or len(fields.get(TAG_CONTEXT, b"")) > MAX_CONTEXT:
+            raise CardError(SW.WRONG_DATA)
+        aad, context = fields.get(TAG_AAD, b""), fields.get(TAG_CONTEXT, b"")
+        if operation == Pso.ENCIPHER:
+            if self.state.atc >= ATC_MAX:
+                raise CardError(SW.CONDITIONS_NOT_SATISFIED)
+            key = keys.seal_key(peer.pair_key, own, peer.identifier, context)
+            # the counter is spent before the cryptogram exists, so no two cryptograms share it
+            self._commit(self.state.with_(atc=self.state.atc + 1))
+            return keys.seal(key, self.state.atc, fields[main_tag], aad)
+        key = keys.seal_key(peer.pair_key, peer.identifier, own, context)
+        try:
+            _, plaintext = keys.open_sealed(key, fields[main_tag], aad)
+        except keys.IntegrityError as exc:
+            raise CardError(SW.INCORRECT_SM_DATA) from exc
+        except ValueError as exc:
+            raise CardError(SW.WRONG_DATA) from exc
+        return plaintext
+
+    @command(Ins.GET_CHALLENGE)
+    def get_challenge(self, cmd: CommandApdu) -> bytes:
+        self._require_p1p2(cmd, 0, 0)
+        if cmd.data or cmd.le is None or cmd.le < MIN_CHALLENGE:
+            raise CardError(SW.WRONG_LENGTH)
+        self.v.challenge = secrets.token_bytes(min(cmd.le, MAX_CHALLENGE))
+        return self.v.challenge
+
+    @command(Ins.INTERNAL_AUTHENTICATE)
+    def internal_authenticate(self, cmd: CommandApdu) -> bytes:
+        self._require_p1p2(cmd, 0, 0)
+        if not MIN_CHALLENGE <= len(cmd.data) <= MAX_AUTH_CHALLENGE:
+            raise CardError(SW.WRONG_LENGTH)
+        self._require_pin()
+        peer = self._require_peer()
+        assert self.state.holder_id is not None
+        key = keys.confirm_key(peer.pair_key, self.state.holder_id, peer.identifier)
+        return keys.confirm_mac(key, cmd.data)
+
+    @command(Ins.EXTERNAL_AUTHENTICATE)
+    def external_authenticate(self, cmd: CommandApdu) -> bytes:
+        self._require_p1p2(cmd, 0, 0)
+        if len(cmd.data) != keys.CONFIRM_SIZE:
+            raise CardError(SW.WRONG_LENGTH)
+        self._require_lifecycle(Lifecycle.OPERATIONAL)
+        peer = self._require_peer()
+        challenge, self.v.challenge = self.v.challenge, None  # single use, pass or fail
+        if challenge is None:
+            raise CardError(SW.CONDITIONS_NOT_SATISFIED)
+        assert self.state.holder_id is not None
+        key = keys.confirm_key(peer.pair_key, peer.identifier, self.state.holder_id)
+        if not hmac.compare_digest(keys.confirm_mac(key, challenge), cmd.data):
+            peer.authenticated = False
+            raise CardError(SW.AUTHENTICATION_FAILED)
+        peer.authenticated = True
+        return b""
+
+    # -- personalisation (CLA 80) -----------------------------------------------------------
+
+    @command(Ins.INITIALIZE_UPDATE, proprietary=True)
+    def initialize_update(self, cmd: CommandApdu) -> bytes:
+        self._require_p1p2(cmd, 0, 0)
+        if len(cmd.data) != 8:
+            raise CardError(SW.WRONG_LENGTH)
+        self._require_lifecycle(Lifecycle.PERSONALISATION)
+        card_challenge = secrets.token_bytes(8)
+        session = keys.perso_session_key(self.state.transport_key, cmd.data, card_challenge)
+        self.v.perso = PersoSession(session)
+        return (self.state.serial + card_challenge
+                + keys.card_cryptogram(session, cmd.data, card_challenge))
+
+    def _check_command_mac(self, cmd: CommandApdu) -> bytes:
+        """Strip and check the C-MAC; a bad MAC ends the session (as GlobalPlatform SCP)."""
+        self._require_lifecycle(Lifecycle.PERSONALISATION)
+        session = self.v.perso
+        if session is None:
+            raise CardError(SW.SECURITY_STATUS_NOT_SATISFIED)
+        if len(cmd.data) < keys.MAC_SIZE:
+            raise CardError(SW.WRONG_LENGTH)
+        payload, mac = cmd.data[: -keys.MAC_SIZE], cmd.data[-keys.MAC_SIZE :]
+        header = bytes((cmd.cla & ~0x10 & 0xFF, cmd.ins, cmd.p1, cmd.p2))
+        expected = keys.command_mac(session.key, session.counter + 1, header, payload)
+        if not hmac.compare_digest(expected, mac):
+            self.v.perso = None
+            raise CardError(SW.SECURITY_STATUS_NOT_SATISFIED)
+        session.counter += 1
+        return payload
+
+    @command(Ins.STORE_DATA, proprietary=True)
+    def store_data(self, cmd: CommandApdu) -> bytes:
+        self._require_p1p2(cmd, 0, 0)
+        payload = self._check_command_mac(cmd)
+        try:
+            (tag, value), = parse_unique(payload, set(PersoObject)).items()
+        except (TlvError, ValueError) as exc:
+            raise CardError(SW.WRONG_DATA) from exc
+        salt = self.state.pin_salt
+        if tag == PersoObject.HOLDER_ID:
+            try:
+                blom.identifier_bytes(value)
+            except blom.IdentifierError as exc:
+                raise CardError(SW.WRONG_DATA) from exc
+            new = self.state.with_(holder_id=value)
+        elif tag == PersoObject.ROW:
+            try:
+                k = len(blom.row_from_bytes(value))
+            except ValueError as exc:
+                raise CardError(SW.WRONG_DATA) from exc
+            if k > MAX_K:
+                raise CardError(SW.WRONG_DATA)
+            new = self.state.with_(row=value)
+        else:
+            if not pin.is_valid_block(value):
+                raise CardError(SW.WRONG_DATA)
+            field_name = "pin_hash" if tag == PersoObject.PIN else "puk_hash"
+            new = self.state.with_(**{field_name: pin.pin_hash(salt, value)})
+        self._commit(new)
+        return b""
+
+    @command(Ins.SET_STATUS, proprietary=True)
+    def set_status(self, cmd: CommandApdu) -> bytes:
+        self._require_p1p2(cmd, 0x00, Lifecycle.OPERATIONAL)
+        payload = self._check_command_mac(cmd)
+        if payload:
+            raise CardError(SW.WRONG_LENGTH)
+        s = self.state
+        if None in (s.holder_id, s.row, s.pin_hash, s.puk_hash):
+            raise CardError(SW.CONDITIONS_NOT_SATISFIED)
+        self._commit(s.with_(lifecycle=Lifecycle.OPERATIONAL, pin_tries=PIN_MAX_TRIES,
+                             puk_tries=PUK_MAX_TRIES, atc=0))
+        self.v.perso = None
+        return b""

@@ -1,0 +1,102 @@
+"""Keys the card derives from the pair key and its transport key (docs/apdu.md, "Key
+derivation"). The pair key is never used directly: K(a,b) = K(b,a), so every derived key
+names its purpose and its direction (sender -> receiver), which stops reflection."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from Crypto.Cipher import AES
+from Crypto.Hash import CMAC, SHA256
+from Crypto.Protocol.KDF import HKDF
+
+SEAL_SALT = b"EP0791901/card/v1/seal"
+CONFIRM_SALT = b"EP0791901/card/v1/confirm"
+TRANSPORT_SALT = b"EP0791901/transport/v1"
+PERSO_SALT = b"EP0791901/perso/v1"
+
+SEAL_VERSION = 0x01
+NONCE_SIZE = 12
+TAG_SIZE = 16
+SEAL_OVERHEAD = 1 + 4 + NONCE_SIZE + TAG_SIZE
+CONFIRM_SIZE = 16
+MAC_SIZE = 16
+
+
+class IntegrityError(ValueError):
+    """An authentication tag or MAC did not verify."""
+
+
+def _lv(value: bytes) -> bytes:
+    return bytes((len(value),)) + value
+
+
+def directed_info(label: bytes, sender: bytes, receiver: bytes, context: bytes = b"") -> bytes:
+    return _lv(label) + _lv(sender) + _lv(receiver) + _lv(context)
+
+
+def seal_key(pair_key: bytes, sender: bytes, receiver: bytes, context: bytes) -> bytes:
+    info = directed_info(b"seal", sender, receiver, context)
+    return HKDF(pair_key, 32, SEAL_SALT, SHA256, context=info)
+
+
+def confirm_key(pair_key: bytes, sender: bytes, receiver: bytes) -> bytes:
+    return HKDF(pair_key, 32, CONFIRM_SALT, SHA256, context=directed_info(b"confirm", sender,
+                                                                          receiver))
+
+
+def confirm_mac(key: bytes, challenge: bytes) -> bytes:
+    return hmac.new(key, b"confirm" + challenge, hashlib.sha256).digest()[:CONFIRM_SIZE]
+
+
+def seal(key: bytes, atc: int, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> bytes:
+    """version(1) || atc(4) || nonce(12) || ciphertext || tag(16); version and ATC are
+    authenticated with the caller's associated data."""
+    nonce = nonce if nonce is not None else secrets.token_bytes(NONCE_SIZE)
+    header = bytes((SEAL_VERSION,)) + atc.to_bytes(4, "big")
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
+    cipher.update(header + aad)
+    ciphertext, tag = cipher.encrypt_and_digest(plaintext)
+    return header + nonce + ciphertext + tag
+
+
+def open_sealed(key: bytes, sealed: bytes, aad: bytes) -> tuple[int, bytes]:
+    """Returns (atc, plaintext); raises ValueError for a malformed box, IntegrityError for a
+    forged or altered one."""
+    if len(sealed) < SEAL_OVERHEAD or sealed[0] != SEAL_VERSION:
+        raise ValueError("not a v1 sealed box")
+    header, nonce = sealed[:5], sealed[5 : 5 + NONCE_SIZE]
+    ciphertext, tag = sealed[5 + NONCE_SIZE : -TAG_SIZE], sealed[-TAG_SIZE:]
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
+    cipher.update(header + aad)
+    try:
+        plaintext = cipher.decrypt_and_verify(ciphertext, tag)
+    except ValueError as exc:
+        raise IntegrityError("authentication tag mismatch") from exc
+    return int.from_bytes(header[1:5], "big"), plaintext
+
+
+def diversify_transport_key(master_transport_key: bytes, serial: bytes) -> bytes:
+    """Per-card transport key from the centre's master, as GlobalPlatform diversification."""
+    return HKDF(master_transport_key, 32, TRANSPORT_SALT, SHA256, context=b"card" + serial)
+
+
+def perso_session_key(transport_key: bytes, host_challenge: bytes, card_challenge: bytes) -> bytes:
+    return HKDF(transport_key, 32, PERSO_SALT, SHA256,
+                context=b"session" + host_challenge + card_challenge)
+
+
+def cmac(key: bytes, message: bytes) -> bytes:
+    return CMAC.new(key, message, ciphermod=AES).digest()
+
+
+def card_cryptogram(session_key: bytes, host_challenge: bytes, card_challenge: bytes) -> bytes:
+    return cmac(session_key, b"card" + host_challenge + card_challenge)
+
+
+def command_mac(session_key: bytes, counter: int, header: bytes, payload: bytes) -> bytes:
+    """C-MAC of a personalisation command: the counter makes each MAC single-use in the
+    session, the session key (from both challenges) makes it single-use across sessions."""
+    return cmac(session_key, counter.to_bytes(2, "big") + header + payload)

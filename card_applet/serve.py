@@ -1,0 +1,74 @@
+"""The card process: one applet over its EEPROM file, served to a vpcd reader.
+
+    python -m card_applet.serve --state card.json [--vpcd 127.0.0.1:35963]
+
+(`nettx card serve` is the same, plus manufacturing a blank card when the file is new.)
+SIGTERM and SIGINT stop it cleanly; every state change is already on disk by then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from card_applet.applet import Applet
+from card_applet.state import CardStore, FileStore, TearingStore
+from card_applet.vpcd import DEFAULT_PORT, CardSide, VpcdCard
+
+log = logging.getLogger("nettx.card")
+
+
+def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(default_port)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad HOST:PORT {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def serve(state_path: Path, host: str, port: int, *, tear_after_writes: int | None = None,
+          stop: threading.Event | None = None) -> None:
+    file_store = FileStore(state_path)
+    store: CardStore = file_store
+    if tear_after_writes is not None:
+        store = TearingStore(file_store, tear_after_writes)
+    applet = Applet(store)
+    card = VpcdCard(CardSide(applet), host, port, stop=stop or threading.Event())
+    log.info("card %s (%s) serving to vpcd %s:%d", applet.state.serial.hex(),
+             applet.state.lifecycle.name.lower(), host, port)
+    card.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m card_applet.serve", description=__doc__)
+    parser.add_argument("--state", required=True, type=Path, help="the card's EEPROM file")
+    parser.add_argument("--vpcd", default=f"127.0.0.1:{DEFAULT_PORT}", help="reader HOST:PORT")
+    parser.add_argument("--tear-after-writes", type=int, default=None,
+                        help="test facility: SIGKILL self right after the Nth EEPROM write")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s card %(levelname)s %(message)s")
+    try:
+        host, port = parse_endpoint(args.vpcd)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.state.exists():
+        print(f"error: no card state at {args.state} (manufacture one with `nettx card new`)",
+              file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    serve(args.state, host, port, tear_after_writes=args.tear_after_writes, stop=stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The vpcd protocol (vsmartcard's virtual PCD), card side.
+
+Every message is a 2-byte big-endian length then that many bytes. A 1-byte message is a
+control code; anything longer is a command APDU, answered with a response APDU.
+
+`FrameBuffer` is sans-IO (bytes in, whole frames out) and shared with the terminal's
+embedded reader; `VpcdCard` is the thin socket loop the card process runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol
+
+from card_applet.atr import ATR
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 35963
+MAX_FRAME = 0xFFFF
+
+
+class VpcdControl(IntEnum):
+    POWER_OFF = 0x00
+    POWER_ON = 0x01
+    RESET = 0x02
+    GET_ATR = 0x04
+
+
+def encode_frame(payload: bytes) -> bytes:
+    if len(payload) > MAX_FRAME:
+        raise ValueError("vpcd frame longer than 65535 bytes")
+    return len(payload).to_bytes(2, "big") + payload
+
+
+@dataclass
+class FrameBuffer:
+    """Accumulates stream bytes; yields frames only when whole (a short recv is not a frame)."""
+
+    _buf: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        frames = []
+        while len(self._buf) >= 2:
+            size = int.from_bytes(self._buf[:2], "big")
+            if len(self._buf) < 2 + size:
+                break
+            frames.append(bytes(self._buf[2 : 2 + size]))
+            del self._buf[: 2 + size]
+        return frames
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+class Card(Protocol):
+    """What a card process serves: the applet, or any object with its four verbs."""
+
+    def process(self, command: bytes) -> bytes: ...
+    def power_on(self) -> None: ...
+    def power_off(self) -> None: ...
+    def reset(self) -> None: ...
+
+
+@dataclass
+class CardSide:
+    """A card and its ATR, as the socket loop drives them."""
+
+    card: Card
+    atr: bytes = ATR
+
+    def handle(self, frame: bytes) -> bytes | None:
+        """One vpcd frame in, the reply out (None: no reply expected)."""
+        if len(frame) == 1:
+            code = frame[0]
+            if code == VpcdControl.GET_ATR:
+                return self.atr
+            if code == VpcdControl.POWER_ON:
+                self.card.power_on()
+            elif code == VpcdControl.POWER_OFF:
+                self.card.power_off()
+            elif code == VpcdControl.RESET:
+                self.card.reset()
+            else:
+                log.warning("unknown vpcd control code %02X ignored", code)
+            return None
+        return self.card.process(frame)
+
+
+def set_quickack(sock: socket.socket) -> None:
+    # Linux re-arms delayed ACKs after every read; without this a reader that writes a
+    # frame's length and body separately (vpcd 0.8) waits 40 ms per APDU.
+    quickack = getattr(socket, "TCP_QUICKACK", None)
+    if quickack is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+
+
+def tune(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    set_quickack(sock)
+
+
+def serve_connection(sock: socket.socket, card: CardSide, stop: threading.Event) -> None:
+    """Serve one reader connection until it closes or `stop` is set."""
+    frames = FrameBuffer()
+    sock.settimeout(0.5)
+    while not stop.is_set():
+        set_quickack(sock)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not data:
+            raise ConnectionResetError("reader closed the connection")
+        for frame in frames.feed(data):
+            reply = card.handle(frame)
+            if reply is not None:
+                sock.sendall(encode_frame(reply))
+
+
+@dataclass
+class VpcdCard:
+    """Connects to a vpcd (pcscd's driver, or the embedded reader) and serves the card;
+    reconnects with exponential backoff whenever the reader goes away."""
+
+    card: CardSide
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    backoff_initial: float = 0.05
+    backoff_max: float = 2.0
+    stop: threading.Event = field(default_factory=threading.Event)
+    connected: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        delay = self.backoff_initial
+        while not self.stop.is_set():
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=2)
+            except OSError as exc:
+                log.debug("reader %s:%d not reachable (%s); retry in %.2fs", self.host,
+                          self.port, exc, delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            delay = self.backoff_initial
+            log.info("connected to reader %s:%d", self.host, self.port)
+            tune(sock)
+            self.connected.set()
+            try:
+                serve_connection(sock, self.card, self.stop)
+            except OSError as exc:
+                log.info("reader connection lost (%s); reconnecting", exc)
+                self.card.card.power_off()  # the card lost power with its reader
+            finally:
+                self.connected.clear()
+                sock.close()
+            self.stop.wait(self.backoff_initial)
+

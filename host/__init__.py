@@ -1,0 +1,1 @@
+"""The parties: trusted centre, personalisation, CLI (and, later, the transaction)."""

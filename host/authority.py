@@ -1,0 +1,244 @@
+"""The trusted centre: master matrix, row issuance, registry, card manufacture.
+
+Files under HOME/authority/ (all 0600):
+    master.json     {"format": 1, "k": K, "master_upper_triangle_hex": [...]}, the vectors'
+                    format: row i lists D[i][i..k-1]
+    transport.key   hex of the master transport key (card keys are diversified from it)
+    registry.db     SQLite: every issued identifier, its x, and the card serial if any
+
+Issuance is O(k^2) per row; a batch is one matrix product R = V * D over GF(p) in
+python-flint, V the Vandermonde rows [x^0 .. x^(k-1)] of the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import flint
+
+from card_applet import blom
+from card_applet.keys import diversify_transport_key
+from card_applet.state import FileStore, manufacture
+from host.errors import AuthorityError
+from host.files import write_secret
+
+DEFAULT_K = 512
+MASTER_FORMAT = 1
+BATCH = 64  # rows per matrix product; progress is reported per batch
+
+
+@dataclass(frozen=True)
+class Master:
+    k: int
+    upper: tuple[tuple[int, ...], ...]  # upper[i][o] = D[i][i + o]
+
+    @classmethod
+    def generate(cls, k: int) -> Master:
+        if not 1 <= k <= 4096:
+            raise AuthorityError("k must be 1..4096")
+        return cls(k, tuple(tuple(secrets.randbelow(blom.P) for _ in range(k - i))
+                            for i in range(k)))
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Master:
+        try:
+            upper = tuple(tuple(int(h, 16) for h in row)
+                          for row in doc["master_upper_triangle_hex"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AuthorityError(f"not a master file: {exc}") from exc
+        k = len(upper)
+        if k == 0 or any(len(row) != k - i for i, row in enumerate(upper)):
+            raise AuthorityError("master_upper_triangle_hex is not an upper triangle")
+        if doc.get("k", k) != k or any(v >= blom.P for row in upper for v in row):
+            raise AuthorityError("master k or elements out of range")
+        return cls(k, upper)
+
+    def to_json(self) -> dict:
+        return {"format": MASTER_FORMAT, "k": self.k, "field_prime": hex(blom.P),
+                "master_upper_triangle_hex": [[f"{v:064x}" for v in row] for row in self.upper]}
+
+    def entry(self, i: int, j: int) -> int:
+        return self.upper[i][j - i] if j >= i else self.upper[j][i - j]
+
+    def matrix(self) -> list[list[int]]:
+        return [[self.entry(i, j) for j in range(self.k)] for i in range(self.k)]
+
+
+class Authority:
+    def __init__(self, home: Path) -> None:
+        self.dir = home / "authority"
+        self._master: Master | None = None
+        self._flint_master: flint.fmpz_mod_mat | None = None
+        self._ctx = flint.fmpz_mod_ctx(blom.P)
+
+    # -- files ------------------------------------------------------------------------------
+
+    @property
+    def master_path(self) -> Path:
+        return self.dir / "master.json"
+
+    @property
+    def transport_path(self) -> Path:
+        return self.dir / "transport.key"
+
+    def exists(self) -> bool:
+        return self.master_path.exists()
+
+    def init(self, k: int = DEFAULT_K, master: Master | None = None, force: bool = False) -> Master:
+        if self.exists() and not force:
+            raise AuthorityError(f"a centre already exists in {self.dir} (use --force to "
+                                 "replace it: every issued row becomes useless)")
+        master = master or Master.generate(k)
+        write_secret(self.transport_path, secrets.token_bytes(32).hex().encode())
+        write_secret(self.master_path, json.dumps(master.to_json()).encode())
+        registry = self.dir / "registry.db"
+        if registry.exists():
+            registry.unlink()
+        self._master, self._flint_master = master, None
+        with self._db():
+            pass
+        return master
+
+    @property
+    def master(self) -> Master:
+        if self._master is None:
+            if not self.exists():
+                raise AuthorityError(f"no centre in {self.dir}: run `nettx authority init`")
+            try:
+                self._master = Master.from_json(json.loads(self.master_path.read_text()))
+            except json.JSONDecodeError as exc:
+                raise AuthorityError(f"{self.master_path}: {exc}") from exc
+        return self._master
+
+    @property
+    def transport_master(self) -> bytes:
+        if not self.transport_path.exists():
+            raise AuthorityError(f"no transport key in {self.dir}: run `nettx authority init`")
+        return bytes.fromhex(self.transport_path.read_text().strip())
+
+    def _db(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.dir / "registry.db")
+        db.execute("""CREATE TABLE IF NOT EXISTS identifiers (
+                        id TEXT PRIMARY KEY, x TEXT NOT NULL UNIQUE, serial TEXT,
+                        issued_at REAL NOT NULL)""")
+        return db
+
+    # -- issuance ---------------------------------------------------------------------------
+
+    def registered(self) -> list[tuple[str, str, str | None, float]]:
+        with self._db() as db:
+            return db.execute("SELECT id, x, serial, issued_at FROM identifiers "
+                              "ORDER BY issued_at").fetchall()
+
+    def check_new(self, identifiers: Sequence[str]) -> list[int]:
+        """x of each identifier; refuses empty, over-long, x = 0, repeats and collisions."""
+        xs: list[int] = []
+        seen: dict[int, str] = {}
+        with self._db() as db:
+            for identifier in identifiers:
+                try:
+                    x = blom.x_of(identifier)
+                except blom.IdentifierError as exc:
+                    raise AuthorityError(f"{identifier!r}: {exc}") from exc
+                if x == 0:
+                    raise AuthorityError(f"{identifier!r} maps to x = 0")
+                if x in seen:
+                    raise AuthorityError(f"{identifier!r} repeats or collides with "
+                                         f"{seen[x]!r} in this batch")
+                row = db.execute("SELECT id FROM identifiers WHERE id = ? OR x = ?",
+                                 (identifier, f"{x:064x}")).fetchone()
+                if row is not None:
+                    raise AuthorityError(f"{identifier!r} is already issued"
+                                         if row[0] == identifier else
+                                         f"{identifier!r} collides with issued {row[0]!r}")
+                seen[x] = identifier
+                xs.append(x)
+        return xs
+
+    def _matrix(self) -> flint.fmpz_mod_mat:
+        if self._flint_master is None:
+            m = self.master
+            entries = [m.entry(i, j) for i in range(m.k) for j in range(m.k)]
+            self._flint_master = flint.fmpz_mod_mat(m.k, m.k, entries, self._ctx)
+        return self._flint_master
+
+    def rows_for(self, xs: Sequence[int],
+                 progress: Callable[[int], None] | None = None) -> list[list[int]]:
+        """Rows for points xs, BATCH at a time, as V * D (D symmetric, so row = v^T D)."""
+        k, p = self.master.k, blom.P
+        d = self._matrix()
+        rows: list[list[int]] = []
+        for start in range(0, len(xs), BATCH):
+            chunk = xs[start : start + BATCH]
+            powers = []
+            for x in chunk:
+                acc = 1
+                for _ in range(k):
+                    powers.append(acc)
+                    acc = acc * x % p
+            product = flint.fmpz_mod_mat(len(chunk), k, powers, self._ctx) * d
+            rows.extend([[int(product[r, c]) for c in range(k)] for r in range(len(chunk))])
+            if progress:
+                progress(len(chunk))
+        return rows
+
+    def register(self, identifiers: Iterable[str], serial: bytes | None = None) -> None:
+        now = time.time()
+        try:
+            with self._db() as db:
+                db.executemany("INSERT INTO identifiers VALUES (?, ?, ?, ?)",
+                               [(i, f"{blom.x_of(i):064x}", serial.hex() if serial else None,
+                                 now) for i in identifiers])
+        except sqlite3.IntegrityError as exc:
+            raise AuthorityError(f"registry refused: {exc}") from exc
+
+    def issue(self, identifiers: Sequence[str],
+              progress: Callable[[int], None] | None = None) -> dict[str, list[int]]:
+        """Issue and register rows; nothing is registered unless every row is computed."""
+        xs = self.check_new(identifiers)
+        rows = self.rows_for(xs, progress)
+        self.register(identifiers)
+        return dict(zip(identifiers, rows, strict=True))
+
+    def pair_key(self, id_a: str, id_b: str) -> bytes:
+        try:
+            xa, xb = blom.x_of(id_a), blom.x_of(id_b)
+        except blom.IdentifierError as exc:
+            raise AuthorityError(str(exc)) from exc
+        (row_a,) = self.rows_for([xa])
+        return blom.pair_key(blom.shared_element(row_a, xb), id_a, id_b)
+
+    # -- cards ------------------------------------------------------------------------------
+
+    def manufacture_card(self, path: Path) -> bytes:
+        """Write a blank card's EEPROM: fresh serial, transport key diversified from ours."""
+        if path.exists():
+            raise AuthorityError(f"{path} already holds a card")
+        serial = secrets.token_bytes(8)
+        key = diversify_transport_key(self.transport_master, serial)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        FileStore(path).commit(manufacture(key, serial))
+        return serial
+
+
+def write_row_file(path: Path, identifier: str, row: Sequence[int]) -> None:
+    doc = {"format": 1, "id": identifier, "k": len(row), "row_hex": [f"{v:064x}" for v in row]}
+    write_secret(path, json.dumps(doc, indent=1).encode())
+
+
+def read_row_file(path: Path) -> tuple[str, list[int]]:
+    try:
+        doc = json.loads(path.read_text())
+        row = [int(h, 16) for h in doc["row_hex"]]
+        identifier = str(doc["id"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AuthorityError(f"{path}: not a row file ({exc})") from exc
+    if not row or any(not 0 <= v < blom.P for v in row):
+        raise AuthorityError(f"{path}: row elements out of range")
+    return identifier, row

@@ -1,0 +1,46 @@
+"""Opening a card for a host command: through a named reader, or (the default) through
+the embedded reader with a card process this command starts and stops itself."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from terminal.cardproc import CardProcess
+from terminal.embedded import EmbeddedReader
+from terminal.errors import NoCardError, ReaderError
+from terminal.reader import Reader
+from terminal.readers import open_reader
+
+
+@contextlib.contextmanager
+def open_card(reader_spec: str | None, state: Path | None,
+              log_path: Path | None = None) -> Iterator[Reader]:
+    if reader_spec is not None:
+        reader = open_reader(reader_spec)
+        try:
+            if isinstance(reader, EmbeddedReader):
+                reader.wait_for_card()
+            yield reader
+        finally:
+            reader.close()
+        return
+    if state is None:
+        raise ReaderError("give --reader, or --state FILE to start a card on the embedded reader")
+    if not state.exists():
+        raise ReaderError(f"no card state at {state} (make one with `nettx card new`)")
+    reader = EmbeddedReader("127.0.0.1", 0)
+    card = CardProcess(state, "127.0.0.1", reader.port, log_path=log_path)
+    try:
+        try:
+            reader.wait_for_card(timeout=15)
+        except NoCardError as exc:
+            raise ReaderError(f"the card process for {state} did not connect "
+                              f"(exit status {card.proc.poll()})") from exc
+        yield reader
+    finally:
+        with contextlib.suppress(ReaderError, OSError):
+            reader.power_off()
+        reader.close()
+        card.stop()

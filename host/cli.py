@@ -1,0 +1,389 @@
+"""The `nettx` command line: `nettx <noun> <verb>`.
+
+Errors are one line on stderr and a non-zero exit: 1 for a refusal (card, centre, reader),
+2 for a usage mistake (click's own).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from card_applet import blom
+from card_applet.apdu import CommandApdu, ResponseApdu
+from card_applet.serve import parse_endpoint, serve
+from card_applet.sw import CardError, describe
+from host.authority import Authority, Master, write_row_file
+from host.cardaccess import open_card
+from host.personalisation import personalise
+from terminal.errors import NettxError
+from terminal.session import CardInfo, CardSession
+from terminal.trace import TRAFFIC
+
+console = Console()
+DEFAULT_HOME = Path(os.environ.get("NETTX_HOME", Path.home() / ".nettx"))
+
+
+class CliFail(click.ClickException):
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn every refusal the project raises into one line and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (NettxError, CardError, OSError) as exc:
+            raise CliFail(str(exc)) from exc
+
+    return wrapper
+
+
+def home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--home", type=click.Path(path_type=Path), default=DEFAULT_HOME,
+                        show_default=True, envvar="NETTX_HOME",
+                        help="Directory for the centre's and the parties' files.")(fn)
+
+
+def reader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--state", type=click.Path(path_type=Path),
+                      help="Card EEPROM file: start this card on the embedded reader "
+                           "(the default when no --reader is given).")(fn)
+    fn = click.option("--reader", "reader_spec", metavar="SPEC",
+                      help="inprocess:FILE | embedded:[HOST:]PORT | pcsc[:NAME|INDEX]")(fn)
+    return fn
+
+
+def identifier(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if v is None:
+            continue
+        try:
+            blom.identifier_bytes(v)
+        except blom.IdentifierError as exc:
+            raise click.BadParameter(f"{v!r}: {exc}") from exc
+    return value
+
+
+@click.group()
+@click.option("--trace", is_flag=True, help="Log every APDU and its status word to stderr.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the parties do.")
+@click.version_option(package_name="nettx")
+def main(trace: bool, verbose: bool) -> None:
+    """nettx: a virtual smart card holding a Blom/KPS key row (EP 0791901), its readers,
+    and the trusted centre that issues rows and personalises cards."""
+    level = TRAFFIC if trace else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s")
+
+
+# -- authority --------------------------------------------------------------------------------
+
+
+@main.group()
+def authority() -> None:
+    """The trusted centre: master matrix, rows, personalisation."""
+
+
+@authority.command("init")
+@home_option
+@click.option("--k", "k", type=click.IntRange(1, 4096), default=512, show_default=True,
+              help="Collusion threshold: k pooled rows rebuild the master.")
+@click.option("--master", "master_file", type=click.Path(exists=True, path_type=Path),
+              help="Import a master (vectors format: master_upper_triangle_hex).")
+@click.option("--force", is_flag=True, help="Replace an existing centre.")
+@fails_cleanly
+def authority_init(home: Path, k: int, master_file: Path | None, force: bool) -> None:
+    """Create the centre's master matrix and master transport key (files mode 0600)."""
+    master = None
+    if master_file is not None:
+        try:
+            master = Master.from_json(json.loads(master_file.read_text()))
+        except json.JSONDecodeError as exc:
+            raise CliFail(f"{master_file}: {exc}") from exc
+    with console.status("generating the master matrix"):
+        master = Authority(home).init(k, master, force)
+    console.print(f"centre initialised in {home / 'authority'}: k = {master.k}")
+
+
+@authority.command("issue")
+@home_option
+@click.argument("identifiers", nargs=-1, required=True, callback=identifier)
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Directory for the row files (default HOME/rows).")
+@fails_cleanly
+def authority_issue(home: Path, identifiers: tuple[str, ...], out: Path | None) -> None:
+    """Issue rows for IDENTIFIERS (one matrix product per batch) into row files."""
+    centre = Authority(home)
+    out = out or home / "rows"
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("issuing rows", total=len(identifiers))
+        rows = centre.issue(list(identifiers), lambda n: progress.advance(task, n))
+    for ident, row in rows.items():
+        path = out / f"{ident.replace('/', '_').replace(':', '_')}.row.json"
+        write_row_file(path, ident, row)
+        console.print(f"{ident}: row of k = {len(row)} written to {path}")
+
+
+@authority.command("pair-key")
+@home_option
+@click.argument("id_a", callback=identifier)
+@click.argument("id_b", callback=identifier)
+@fails_cleanly
+def authority_pair_key(home: Path, id_a: str, id_b: str) -> None:
+    """Print the 64-hex pair key K(ID_A, ID_B) as the centre computes it."""
+    click.echo(Authority(home).pair_key(id_a, id_b).hex())
+
+
+@authority.command("list")
+@home_option
+@fails_cleanly
+def authority_list(home: Path) -> None:
+    """List every identifier the centre has issued."""
+    table = Table("identifier", "x (first 16 hex)", "card serial")
+    for ident, x, serial, _at in Authority(home).registered():
+        table.add_row(ident, x[:16], serial or "-")
+    console.print(table)
+
+
+@authority.command("personalise")
+@home_option
+@reader_options
+@click.option("--holder", required=True, callback=identifier, help="Holder identifier.")
+@click.option("--pin", required=True, help="4..8 digits.")
+@click.option("--puk", required=True, help="4..8 digits.")
+@fails_cleanly
+def authority_personalise(home: Path, reader_spec: str | None, state: Path | None, holder: str,
+                          pin: str, puk: str) -> None:
+    """Issue HOLDER's row straight onto a blank card, with PIN and PUK, and lock it."""
+    for name, value in (("PIN", pin), ("PUK", puk)):
+        if not (4 <= len(value) <= 8 and value.isdigit()):
+            raise click.BadParameter(f"{name} must be 4..8 digits")
+    centre = Authority(home)
+    if reader_spec is None and state is not None and not state.exists():
+        centre.manufacture_card(state)
+    (x,) = centre.check_new([holder])
+    (row,) = centre.rows_for([x])
+    with open_card(reader_spec, state) as reader:
+        serial = personalise(CardSession(reader), centre.transport_master, holder, row, pin, puk)
+    centre.register([holder], serial)
+    console.print(f"card {serial.hex()} personalised for {holder} (k = {len(row)}) and locked")
+
+
+# -- card -------------------------------------------------------------------------------------
+
+
+@main.group()
+def card() -> None:
+    """The virtual card: make it, serve it, talk to it."""
+
+
+@card.command("new")
+@home_option
+@click.option("--state", required=True, type=click.Path(path_type=Path))
+@fails_cleanly
+def card_new(home: Path, state: Path) -> None:
+    """Manufacture a blank card (serial + transport key from the centre) into STATE."""
+    serial = Authority(home).manufacture_card(state)
+    console.print(f"blank card {serial.hex()} written to {state}")
+
+
+@card.command("serve")
+@home_option
+@click.option("--state", required=True, type=click.Path(path_type=Path),
+              help="The card's EEPROM file; a blank card is manufactured if it does not exist.")
+@click.option("--vpcd", default="127.0.0.1:35963", show_default=True,
+              help="The reader to connect to: pcscd's vpcd driver or an embedded reader.")
+@click.option("--tear-after-writes", type=int, hidden=True)
+@fails_cleanly
+def card_serve(home: Path, state: Path, vpcd: str, tear_after_writes: int | None) -> None:
+    """Serve the card to a vpcd reader; reconnects whenever the reader goes away."""
+    try:
+        host, port = parse_endpoint(vpcd)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--vpcd") from exc
+    if not state.exists():
+        Authority(home).manufacture_card(state)
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    stop = threading.Event()
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    serve(state, host, port, tear_after_writes=tear_after_writes, stop=stop)
+
+
+def _info_table(info: CardInfo) -> Table:
+    table = Table("field", "value", title="card")
+    table.add_row("serial", info.serial.hex())
+    table.add_row("lifecycle", info.lifecycle.name.lower())
+    table.add_row("holder", info.holder_id or "-")
+    table.add_row("applet version", f"{info.version[0]}.{info.version[1]}")
+    table.add_row("scheme", f"Blom v{info.scheme_version}, GF(2^255-19), k = {info.k}")
+    table.add_row("PIN tries", f"{info.pin_tries}/{info.pin_max}")
+    table.add_row("PUK tries", f"{info.puk_tries}/{info.puk_max}")
+    table.add_row("transaction counter", str(info.atc))
+    return table
+
+
+@card.command("info")
+@reader_options
+@fails_cleanly
+def card_info(reader_spec: str | None, state: Path | None) -> None:
+    """SELECT the applet and show its public data (never the row: no command reads it)."""
+    with open_card(reader_spec, state) as reader:
+        atr = reader.power_on()
+        info = CardSession(reader).select()
+    console.print(f"ATR {atr.hex(' ').upper()}")
+    console.print(_info_table(info))
+
+
+def _read_input(text: str | None, path: Path | None) -> bytes:
+    if (text is None) == (path is None):
+        raise click.UsageError("give exactly one of --text or --in")
+    return text.encode() if text is not None else path.read_bytes()  # type: ignore[union-attr]
+
+
+def _write_output(data: bytes, out: Path | None, as_hex: bool) -> None:
+    if out is not None:
+        out.write_bytes(data)
+    else:
+        click.echo(data.hex() if as_hex else data.decode("utf-8", "backslashreplace"))
+
+
+@card.command("encrypt")
+@reader_options
+@click.option("--pin", required=True)
+@click.option("--peer", required=True, callback=identifier, help="Receiver's identifier.")
+@click.option("--text", help="Plaintext as a string.")
+@click.option("--in", "in_path", type=click.Path(exists=True, path_type=Path))
+@click.option("--aad", default="", help="Associated data (authenticated, not encrypted).")
+@click.option("--context", default="", help="Key-derivation context, e.g. an order id.")
+@click.option("--out", type=click.Path(path_type=Path), help="Write the sealed box here.")
+@fails_cleanly
+def card_encrypt(reader_spec: str | None, state: Path | None, pin: str, peer: str,
+                 text: str | None, in_path: Path | None, aad: str, context: str,
+                 out: Path | None) -> None:
+    """Seal data for PEER on the card (AES-256-GCM under a key derived from the pair key)."""
+    plaintext = _read_input(text, in_path)
+    with open_card(reader_spec, state) as reader:
+        session = CardSession(reader)
+        session.select()
+        session.verify_pin(pin)
+        session.set_peer(peer)
+        sealed = session.encrypt(plaintext, aad.encode(), context.encode())
+    _write_output(sealed, out, as_hex=True)
+
+
+@card.command("decrypt")
+@reader_options
+@click.option("--pin", required=True)
+@click.option("--peer", required=True, callback=identifier, help="Sender's identifier.")
+@click.option("--hex", "hex_in", help="Sealed box as hex.")
+@click.option("--in", "in_path", type=click.Path(exists=True, path_type=Path))
+@click.option("--aad", default="")
+@click.option("--context", default="")
+@click.option("--out", type=click.Path(path_type=Path))
+@fails_cleanly
+def card_decrypt(reader_spec: str | None, state: Path | None, pin: str, peer: str,
+                 hex_in: str | None, in_path: Path | None, aad: str, context: str,
+                 out: Path | None) -> None:
+    """Open a box PEER sealed for this card."""
+    if (hex_in is None) == (in_path is None):
+        raise click.UsageError("give exactly one of --hex or --in")
+    try:
+        sealed = bytes.fromhex(hex_in) if hex_in is not None else in_path.read_bytes()  # type: ignore[union-attr]
+    except ValueError as exc:
+        raise click.BadParameter("not hex", param_hint="--hex") from exc
+    with open_card(reader_spec, state) as reader:
+        session = CardSession(reader)
+        session.select()
+        session.verify_pin(pin)
+        session.set_peer(peer)
+        plaintext = session.decrypt(sealed, aad.encode(), context.encode())
+    _write_output(plaintext, out, as_hex=False)
+
+
+@card.command("change-pin")
+@reader_options
+@click.option("--old", required=True)
+@click.option("--new", required=True)
+@fails_cleanly
+def card_change_pin(reader_spec: str | None, state: Path | None, old: str, new: str) -> None:
+    """CHANGE REFERENCE DATA: replace the PIN (the old one counts as a try)."""
+    with open_card(reader_spec, state) as reader:
+        session = CardSession(reader)
+        session.select()
+        session.change_pin(old, new)
+    console.print("PIN changed")
+
+
+@card.command("unblock")
+@reader_options
+@click.option("--puk", required=True)
+@click.option("--new-pin", help="Also set a new PIN.")
+@fails_cleanly
+def card_unblock(reader_spec: str | None, state: Path | None, puk: str,
+                 new_pin: str | None) -> None:
+    """RESET RETRY COUNTER with the PUK."""
+    with open_card(reader_spec, state) as reader:
+        session = CardSession(reader)
+        session.select()
+        session.unblock_pin(puk, new_pin)
+    console.print("PIN unblocked")
+
+
+@card.command("apdu")
+@reader_options
+@click.argument("apdus", nargs=-1, required=True)
+@fails_cleanly
+def card_apdu(reader_spec: str | None, state: Path | None, apdus: tuple[str, ...]) -> None:
+    """Send raw APDUs (hex, spaces allowed) and print each response with its status word."""
+    commands = []
+    for text in apdus:
+        try:
+            commands.append(CommandApdu.from_bytes(bytes.fromhex(text.replace(" ", ""))))
+        except (ValueError, CardError) as exc:
+            raise click.BadParameter(f"{text!r} is not a command APDU") from exc
+    with open_card(reader_spec, state) as reader:
+        for cmd in commands:
+            resp = ResponseApdu.from_bytes(reader.transmit(cmd.to_bytes()))
+            data = resp.data.hex(" ").upper() + " " if resp.data else ""
+            click.echo(f"{data}{resp.sw:04X}  {describe(resp.sw)}")
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--home", type=click.Path(path_type=Path),
+              help="Keep the demo's files here (default: a temporary directory).")
+@click.option("--k", "k", type=click.IntRange(2, 4096), default=512, show_default=True)
+@fails_cleanly
+def demo(home: Path | None, k: int) -> None:
+    """Personalise a virtual card on the embedded reader and use it, printing each step."""
+    from host.demo import run_demo
+
+    run_demo(console, home, k)
+
+
+if __name__ == "__main__":
+    main()

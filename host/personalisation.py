@@ -1,0 +1,71 @@
+"""Personalisation of a blank card by the centre, through any reader.
+
+INITIALIZE UPDATE gives the card's serial and challenge and proves the card holds the
+transport key diversified from ours; every following command carries a C-MAC under the
+session key with a counter, so no command can be replayed, within or across sessions.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Sequence
+
+from card_applet import blom, keys
+from card_applet import pin as pin_block
+from card_applet.apdu import SHORT_MAX_LE
+from card_applet.applet import Ins, PersoObject
+from card_applet.state import Lifecycle
+from card_applet.tlv import tlv
+from host.errors import PersonalisationError
+from terminal.session import CardSession
+
+CLA_PROPRIETARY = 0x80
+
+
+class PersoChannel:
+    def __init__(self, session: CardSession, transport_master: bytes) -> None:
+        self.session = session
+        host_challenge = secrets.token_bytes(8)
+        answer = session.protocol.send_apdu(CLA_PROPRIETARY, Ins.INITIALIZE_UPDATE, 0, 0,
+                                            host_challenge, SHORT_MAX_LE,
+                                            name="INITIALIZE UPDATE")
+        if len(answer) != 32:
+            raise PersonalisationError("INITIALIZE UPDATE answer is not 32 bytes")
+        self.serial, card_challenge, cryptogram = answer[:8], answer[8:16], answer[16:]
+        transport_key = keys.diversify_transport_key(transport_master, self.serial)
+        self._key = keys.perso_session_key(transport_key, host_challenge, card_challenge)
+        expected = keys.card_cryptogram(self._key, host_challenge, card_challenge)
+        if not hmac.compare_digest(expected, cryptogram):
+            raise PersonalisationError(f"card {self.serial.hex()} is not one of this centre's "
+                                       "(card cryptogram does not verify)")
+        self._counter = 0
+
+    def send(self, ins: int, p1: int, p2: int, payload: bytes, name: str) -> None:
+        self._counter += 1
+        header = bytes((CLA_PROPRIETARY, ins, p1, p2))
+        mac = keys.command_mac(self._key, self._counter, header, payload)
+        self.session.protocol.send_apdu(CLA_PROPRIETARY, ins, p1, p2, payload + mac, name=name)
+
+    def store(self, tag: PersoObject, value: bytes) -> None:
+        self.send(Ins.STORE_DATA, 0, 0, tlv(tag, value), f"STORE DATA {tag.name}")
+
+    def lock(self) -> None:
+        self.send(Ins.SET_STATUS, 0, Lifecycle.OPERATIONAL, b"", "SET STATUS")
+
+
+def personalise(session: CardSession, transport_master: bytes, holder_id: str,
+                row: Sequence[int], pin: str, puk: str) -> bytes:
+    """Load holder id, row, PIN and PUK, then lock the card for good. Returns its serial."""
+    info = session.select()
+    if info.lifecycle != Lifecycle.PERSONALISATION:
+        raise PersonalisationError(f"card {info.serial.hex()} is already personalised "
+                                   f"(holder {info.holder_id!r})")
+    pin_value, puk_value = pin_block.encode_pin(pin), pin_block.encode_pin(puk)
+    channel = PersoChannel(session, transport_master)
+    channel.store(PersoObject.HOLDER_ID, blom.identifier_bytes(holder_id))
+    channel.store(PersoObject.ROW, blom.row_to_bytes(row))
+    channel.store(PersoObject.PIN, pin_value)
+    channel.store(PersoObject.PUK, puk_value)
+    channel.lock()
+    return channel.serial

@@ -1,0 +1,116 @@
+"""The embedded reader: listens the way vpcd does, so a card process (`nettx card serve
+--vpcd HOST:PORT`) connects to it directly; no pcscd needed."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from card_applet.vpcd import FrameBuffer, VpcdControl, encode_frame, set_quickack, tune
+from terminal.errors import CardRemovedError, NoCardError, ReaderError
+
+
+class EmbeddedReader:
+    extended_length = True
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
+                 card_timeout: float = 10.0, response_timeout: float = 60.0) -> None:
+        self._listener = socket.create_server((host, port))
+        self.host = host
+        self.port = self._listener.getsockname()[1]
+        self.name = f"embedded vpcd {host}:{self.port}"
+        self.card_timeout = card_timeout
+        self.response_timeout = response_timeout
+        self._sock: socket.socket | None = None
+        self._frames = FrameBuffer()
+        self._atr = b""
+
+    # -- connection -------------------------------------------------------------------------
+
+    def wait_for_card(self, timeout: float | None = None) -> None:
+        if self._sock is not None:
+            return
+        self._listener.settimeout(self.card_timeout if timeout is None else timeout)
+        try:
+            sock, _ = self._listener.accept()
+        except TimeoutError as exc:
+            raise NoCardError(f"no card connected to {self.name}") from exc
+        tune(sock)
+        self._sock, self._frames = sock, FrameBuffer()
+
+    @property
+    def card_present(self) -> bool:
+        return self._sock is not None
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = None
+
+    def _send(self, payload: bytes) -> None:
+        self.wait_for_card()
+        assert self._sock is not None
+        try:
+            self._sock.sendall(encode_frame(payload))
+        except OSError as exc:
+            self._drop()
+            raise CardRemovedError(f"card left {self.name}: {exc}") from exc
+
+    def _receive(self) -> bytes:
+        assert self._sock is not None
+        deadline = time.monotonic() + self.response_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._drop()
+                raise ReaderError(f"card on {self.name} did not answer in time")
+            self._sock.settimeout(remaining)
+            set_quickack(self._sock)
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                self._drop()
+                raise CardRemovedError(f"card left {self.name}: {exc}") from exc
+            if not data:
+                self._drop()
+                raise CardRemovedError(f"card left {self.name}")
+            frames = self._frames.feed(data)
+            if frames:
+                return frames[0]
+
+    # -- Reader -----------------------------------------------------------------------------
+
+    def power_on(self) -> bytes:
+        self._send(bytes((VpcdControl.POWER_ON,)))
+        return self._read_atr()
+
+    def power_off(self) -> None:
+        if self._sock is not None:
+            self._send(bytes((VpcdControl.POWER_OFF,)))
+
+    def reset(self) -> bytes:
+        self._send(bytes((VpcdControl.RESET,)))
+        return self._read_atr()
+
+    def _read_atr(self) -> bytes:
+        self._send(bytes((VpcdControl.GET_ATR,)))
+        self._atr = self._receive()
+        return self._atr
+
+    @property
+    def atr(self) -> bytes:
+        return self._atr
+
+    def transmit(self, apdu: bytes) -> bytes:
+        if len(apdu) < 4:
+            raise ValueError("a command APDU has at least 4 bytes")
+        if self._sock is None:
+            self.power_on()
+        self._send(apdu)
+        return self._receive()
+
+    def close(self) -> None:
+        self._drop()
+        self._listener.close()

@@ -1,0 +1,91 @@
+"""One exception hierarchy for everything that talks to a card.
+
+`NettxError` is the root for the whole project (host errors derive from it too).
+`ApduError` carries the status word; `apdu_error(sw)` picks the subclass that names its ISO
+meaning, so callers catch `WrongPinError` rather than compare numbers.
+"""
+
+from __future__ import annotations
+
+from card_applet.sw import SW, describe
+
+
+class NettxError(Exception):
+    """Root of every error nettx raises on purpose."""
+
+
+class ReaderError(NettxError):
+    """The transport failed: no reader, no card, connection lost."""
+
+
+class NoCardError(ReaderError):
+    pass
+
+
+class CardRemovedError(ReaderError):
+    pass
+
+
+class ApduError(NettxError):
+    def __init__(self, sw: int, command: str = "") -> None:
+        self.sw = sw
+        self.command = command
+        where = f"{command}: " if command else ""
+        super().__init__(f"{where}card answered {sw:04X} ({describe(sw)})")
+
+
+class WrongPinError(ApduError):
+    @property
+    def tries_left(self) -> int:
+        return self.sw & 0x0F
+
+
+class AuthMethodBlockedError(ApduError):
+    pass
+
+
+class SecurityStatusError(ApduError):
+    pass
+
+
+class ConditionsNotSatisfiedError(ApduError):
+    pass
+
+
+class WrongDataError(ApduError):
+    pass
+
+
+class IntegrityError(ApduError):
+    """An authentication tag or MAC did not verify on the card."""
+
+
+class AuthenticationFailedError(ApduError):
+    pass
+
+
+class NotFoundError(ApduError):
+    pass
+
+
+class WrongLengthError(ApduError):
+    pass
+
+
+_BY_SW: dict[int, type[ApduError]] = {
+    SW.AUTH_METHOD_BLOCKED: AuthMethodBlockedError,
+    SW.SECURITY_STATUS_NOT_SATISFIED: SecurityStatusError,
+    SW.CONDITIONS_NOT_SATISFIED: ConditionsNotSatisfiedError,
+    SW.WRONG_DATA: WrongDataError,
+    SW.INCORRECT_SM_DATA: IntegrityError,
+    SW.AUTHENTICATION_FAILED: AuthenticationFailedError,
+    SW.FILE_NOT_FOUND: NotFoundError,
+    SW.REFERENCED_DATA_NOT_FOUND: NotFoundError,
+    SW.WRONG_LENGTH: WrongLengthError,
+}
+
+
+def apdu_error(sw: int, command: str = "") -> ApduError:
+    if sw & 0xFFF0 == SW.VERIFY_FAILED:
+        return WrongPinError(sw, command)
+    return _BY_SW.get(sw, ApduError)(sw, command)

@@ -1,0 +1,40 @@
+"""Reader specifications, as the CLI's --reader takes them.
+
+    inprocess:FILE          the applet in this process, over its EEPROM file
+    embedded[:HOST]:PORT    listen as vpcd does; a card process connects to it
+    pcsc[:NAME|INDEX]       a PC/SC reader through pcscd (default: index 0)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from card_applet.applet import Applet
+from card_applet.state import FileStore
+from terminal.embedded import EmbeddedReader
+from terminal.errors import ReaderError
+from terminal.inprocess import InProcessReader
+from terminal.reader import Reader
+
+KINDS = ("inprocess", "embedded", "pcsc")
+
+
+def open_reader(spec: str) -> Reader:
+    kind, _, arg = spec.partition(":")
+    if kind == "inprocess":
+        if not arg:
+            raise ReaderError("inprocess reader needs the card's state file: inprocess:FILE")
+        path = Path(arg)
+        if not path.exists():
+            raise ReaderError(f"no card state at {path}")
+        return InProcessReader(Applet(FileStore(path)), name=f"in-process {path.name}")
+    if kind == "embedded":
+        host, _, port = arg.rpartition(":")
+        if not port.isdigit():
+            raise ReaderError(f"embedded reader needs a port: embedded:[HOST:]PORT, got {spec!r}")
+        return EmbeddedReader(host or "127.0.0.1", int(port))
+    if kind == "pcsc":
+        from terminal.pcsc import PcscReader  # pyscard only when PC/SC is asked for
+
+        return PcscReader(arg or 0)
+    raise ReaderError(f"unknown reader {spec!r}: use one of {', '.join(KINDS)}")

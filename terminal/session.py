@@ -1,0 +1,178 @@
+"""CardSession: the nettx card's verbs, over any reader.
+
+Methods read like the card's manual (docs/apdu.md); each is one or two APDUs through the
+protocol stack, and every failure is an ApduError subclass carrying the status word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from card_applet import pin as pin_block
+from card_applet.apdu import EXTENDED_MAX_LE, SHORT_MAX_LE
+from card_applet.applet import (
+    AID,
+    TAG_AAD,
+    TAG_CONTEXT,
+    TAG_CRYPTOGRAM,
+    TAG_KEY_REFERENCE,
+    TAG_PLAIN,
+    DataObject,
+    Ins,
+    Pso,
+)
+from card_applet.state import Lifecycle
+from card_applet.tlv import TlvError, parse, tlv
+from terminal.errors import NettxError, WrongPinError
+from terminal.protocol import ApduProtocol
+from terminal.reader import Reader
+
+PIN_REFERENCE = 0x81
+
+
+class CardDataError(NettxError):
+    """The card answered 9000 with data this terminal cannot parse."""
+
+
+@dataclass(frozen=True, slots=True)
+class CardInfo:
+    serial: bytes
+    lifecycle: Lifecycle
+    version: tuple[int, int]
+    scheme_version: int
+    prime: int
+    k: int
+    pin_tries: int
+    pin_max: int
+    puk_tries: int
+    puk_max: int
+    atc: int
+    holder_id: str | None
+
+    @property
+    def personalised(self) -> bool:
+        return self.lifecycle == Lifecycle.OPERATIONAL
+
+    @classmethod
+    def from_template(cls, template: bytes) -> CardInfo:
+        try:
+            objects = {item.tag: item.value for item in parse(template)}
+            scheme = {item.tag: item.value for item in parse(objects[DataObject.SCHEME])}
+            tries = objects[DataObject.TRIES]
+            holder = objects.get(DataObject.HOLDER_ID)
+            return cls(
+                serial=objects[DataObject.SERIAL],
+                lifecycle=Lifecycle(objects[DataObject.LIFECYCLE][0]),
+                version=(objects[DataObject.VERSION][0], objects[DataObject.VERSION][1]),
+                scheme_version=scheme[0x80][0],
+                prime=int.from_bytes(scheme[0x81], "big"),
+                k=int.from_bytes(scheme[0x82], "big"),
+                pin_tries=tries[0], pin_max=tries[1], puk_tries=tries[2], puk_max=tries[3],
+                atc=int.from_bytes(objects[DataObject.ATC], "big"),
+                holder_id=holder.decode("utf-8") if holder is not None else None,
+            )
+        except (KeyError, IndexError, ValueError, TlvError) as exc:
+            raise CardDataError(f"unparseable card data: {exc}") from exc
+
+
+class CardSession:
+    def __init__(self, reader: Reader, *, extended: bool | None = None) -> None:
+        self.reader = reader
+        self.protocol = ApduProtocol(reader, extended=extended)
+        self._max_le = EXTENDED_MAX_LE if self.protocol.extended else SHORT_MAX_LE
+
+    # -- application ------------------------------------------------------------------------
+
+    def select(self) -> CardInfo:
+        fci = self.protocol.send_apdu(0x00, Ins.SELECT, 0x04, 0x00, AID, SHORT_MAX_LE,
+                                      name="SELECT")
+        try:
+            (outer,) = parse(fci)
+            inner = {item.tag: item.value for item in parse(outer.value)}
+            return CardInfo.from_template(inner[0xA5])
+        except (ValueError, KeyError, TlvError) as exc:
+            raise CardDataError(f"unparseable FCI: {exc}") from exc
+
+    def get_data(self, tag: int) -> bytes:
+        return self.protocol.send_apdu(0x00, Ins.GET_DATA, tag >> 8, tag & 0xFF, le=SHORT_MAX_LE,
+                                       name="GET DATA")
+
+    def info(self) -> CardInfo:
+        return CardInfo.from_template(self.get_data(DataObject.ALL))
+
+    # -- holder verification ----------------------------------------------------------------
+
+    def verify_pin(self, pin: str) -> None:
+        self.protocol.send_apdu(0x00, Ins.VERIFY, 0x00, PIN_REFERENCE,
+                                pin_block.encode_pin(pin), name="VERIFY")
+
+    def pin_tries_left(self) -> int:
+        """Status query (VERIFY without data): tries left, or -1 once verified."""
+        try:
+            self.protocol.send_apdu(0x00, Ins.VERIFY, 0x00, PIN_REFERENCE, name="VERIFY")
+        except WrongPinError as err:
+            return err.tries_left
+        return -1
+
+    def reset_verification(self) -> None:
+        self.protocol.send_apdu(0x00, Ins.VERIFY, 0xFF, PIN_REFERENCE, name="VERIFY")
+
+    def change_pin(self, old: str, new: str) -> None:
+        data = pin_block.encode_pin(old) + pin_block.encode_pin(new)
+        self.protocol.send_apdu(0x00, Ins.CHANGE_REFERENCE_DATA, 0x00, PIN_REFERENCE, data,
+                                name="CHANGE REFERENCE DATA")
+
+    def unblock_pin(self, puk: str, new_pin: str | None = None) -> None:
+        data = pin_block.encode_pin(puk)
+        p1 = 0x01
+        if new_pin is not None:
+            data += pin_block.encode_pin(new_pin)
+            p1 = 0x00
+        self.protocol.send_apdu(0x00, Ins.RESET_RETRY_COUNTER, p1, PIN_REFERENCE, data,
+                                name="RESET RETRY COUNTER")
+
+    # -- keys and cryptograms ---------------------------------------------------------------
+
+    def set_peer(self, peer_id: str) -> None:
+        data = tlv(TAG_KEY_REFERENCE, peer_id.encode("utf-8"))
+        self.protocol.send_apdu(0x00, Ins.MANAGE_SECURITY_ENVIRONMENT, 0x41, 0xA4, data,
+                                name="MANAGE SECURITY ENVIRONMENT")
+
+    def _pso(self, operation: Pso, main_tag: int, value: bytes, aad: bytes,
+             context: bytes) -> bytes:
+        data = tlv(main_tag, value)
+        if aad:
+            data += tlv(TAG_AAD, aad)
+        if context:
+            data += tlv(TAG_CONTEXT, context)
+        return self.protocol.send_apdu(0x00, Ins.PERFORM_SECURITY_OPERATION, operation >> 8,
+                                       operation & 0xFF, data, self._max_le,
+                                       name=f"PSO {operation.name}")
+
+    def encrypt(self, plaintext: bytes, aad: bytes = b"", context: bytes = b"") -> bytes:
+        """Seal for the peer set by set_peer(); see docs/apdu.md for the box format."""
+        return self._pso(Pso.ENCIPHER, TAG_PLAIN, plaintext, aad, context)
+
+    def decrypt(self, sealed: bytes, aad: bytes = b"", context: bytes = b"") -> bytes:
+        return self._pso(Pso.DECIPHER, TAG_CRYPTOGRAM, sealed, aad, context)
+
+    # -- confirmation (claim 7) -------------------------------------------------------------
+
+    def get_challenge(self, length: int = 16) -> bytes:
+        return self.protocol.send_apdu(0x00, Ins.GET_CHALLENGE, 0, 0, le=length,
+                                       name="GET CHALLENGE")
+
+    def internal_authenticate(self, challenge: bytes) -> bytes:
+        return self.protocol.send_apdu(0x00, Ins.INTERNAL_AUTHENTICATE, 0, 0, challenge,
+                                       SHORT_MAX_LE, name="INTERNAL AUTHENTICATE")
+
+    def external_authenticate(self, response: bytes) -> None:
+        self.protocol.send_apdu(0x00, Ins.EXTERNAL_AUTHENTICATE, 0, 0, response,
+                                name="EXTERNAL AUTHENTICATE")
+
+    def prove_to(self, verifier: CardSession) -> None:
+        """Challenge-response: `verifier` challenges, this card answers under the
+        this -> verifier direction of their pair key, and the verifier checks it.
+        Each side must have set the other as its peer."""
+        challenge = verifier.get_challenge()
+        verifier.external_authenticate(self.internal_authenticate(challenge))
