@@ -32,22 +32,26 @@ def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, in
 
 
 def serve(state_path: Path, host: str, port: int, *, tear_after_writes: int | None = None,
-          stop: threading.Event | None = None) -> None:
+          stop: threading.Event | None = None, listen: bool = False) -> None:
     file_store = FileStore(state_path)
     store: CardStore = file_store
     if tear_after_writes is not None:
         store = TearingStore(file_store, tear_after_writes)
     applet = Applet(store)
-    card = VpcdCard(CardSide(applet), host, port, stop=stop or threading.Event())
-    log.info("card %s (%s) serving to vpcd %s:%d", applet.state.serial.hex(),
-             applet.state.lifecycle.name.lower(), host, port)
+    card = VpcdCard(CardSide(applet), host, port, stop=stop or threading.Event(), listen=listen)
+    log.info("card %s (%s) %s vpcd %s:%d", applet.state.serial.hex(),
+             applet.state.lifecycle.name.lower(), "waiting for" if listen else "serving to",
+             host, port)
     card.run()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m card_applet.serve", description=__doc__)
     parser.add_argument("--state", required=True, type=Path, help="the card's EEPROM file")
-    parser.add_argument("--vpcd", default=f"127.0.0.1:{DEFAULT_PORT}", help="reader HOST:PORT")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--vpcd", default=f"127.0.0.1:{DEFAULT_PORT}",
+                       help="connect to the reader at HOST:PORT")
+    where.add_argument("--listen", help="listen on HOST:PORT for a vpcd in loopback mode")
     parser.add_argument("--tear-after-writes", type=int, default=None,
                         help="test facility: SIGKILL self right after the Nth EEPROM write")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s card %(levelname)s %(message)s")
     try:
-        host, port = parse_endpoint(args.vpcd)
+        host, port = parse_endpoint(args.listen or args.vpcd)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    serve(args.state, host, port, tear_after_writes=args.tear_after_writes, stop=stop)
+    serve(args.state, host, port, tear_after_writes=args.tear_after_writes, stop=stop,
+          listen=args.listen is not None)
     return 0
 
 

@@ -137,7 +137,12 @@ class VpcdCard:
     stop: threading.Event = field(default_factory=threading.Event)
     connected: threading.Event = field(default_factory=threading.Event)
 
+    listen: bool = False  # loopback mode: the card listens, vpcd connects out to it
+
     def run(self) -> None:
+        if self.listen:
+            self._run_listening()
+            return
         delay = self.backoff_initial
         while not self.stop.is_set():
             try:
@@ -149,16 +154,29 @@ class VpcdCard:
                 delay = min(delay * 2, self.backoff_max)
                 continue
             delay = self.backoff_initial
-            log.info("connected to reader %s:%d", self.host, self.port)
-            tune(sock)
-            self.connected.set()
-            try:
-                serve_connection(sock, self.card, self.stop)
-            except OSError as exc:
-                log.info("reader connection lost (%s); reconnecting", exc)
-                self.card.card.power_off()  # the card lost power with its reader
-            finally:
-                self.connected.clear()
-                sock.close()
+            self._serve(sock)
             self.stop.wait(self.backoff_initial)
 
+    def _run_listening(self) -> None:
+        with socket.create_server((self.host, self.port)) as server:
+            server.settimeout(0.5)
+            log.info("card listening on %s:%d for a reader", self.host, self.port)
+            while not self.stop.is_set():
+                try:
+                    sock, _ = server.accept()
+                except TimeoutError:
+                    continue
+                self._serve(sock)
+
+    def _serve(self, sock: socket.socket) -> None:
+        log.info("reader connected (%s:%d)", self.host, self.port)
+        tune(sock)
+        self.connected.set()
+        try:
+            serve_connection(sock, self.card, self.stop)
+        except OSError as exc:
+            log.info("reader connection lost (%s); waiting for it again", exc)
+            self.card.card.power_off()  # the card lost power with its reader
+        finally:
+            self.connected.clear()
+            sock.close()

@@ -22,6 +22,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from card_applet import blom
+from card_applet import pin as pin_block
 from card_applet.apdu import CommandApdu, ResponseApdu
 from card_applet.serve import parse_endpoint, serve
 from card_applet.sw import CardError, describe
@@ -69,6 +70,16 @@ def reader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--reader", "reader_spec", metavar="SPEC",
                       help="inprocess:FILE | embedded:[HOST:]PORT | pcsc[:NAME|INDEX]")(fn)
     return fn
+
+
+def pin_digits(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A PIN or PUK is 4..8 ASCII digits (the card's PIN block): refused before any APDU."""
+    if value is not None:
+        try:
+            pin_block.encode_pin(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    return value
 
 
 def identifier(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -168,8 +179,8 @@ def authority_list(home: Path) -> None:
 @home_option
 @reader_options
 @click.option("--holder", required=True, callback=identifier, help="Holder identifier.")
-@click.option("--pin", required=True, help="4..8 digits.")
-@click.option("--puk", required=True, help="4..8 digits.")
+@click.option("--pin", required=True, callback=pin_digits, help="4..8 digits.")
+@click.option("--puk", required=True, callback=pin_digits, help="4..8 digits.")
 @fails_cleanly
 def authority_personalise(home: Path, reader_spec: str | None, state: Path | None, holder: str,
                           pin: str, puk: str) -> None:
@@ -212,14 +223,18 @@ def card_new(home: Path, state: Path) -> None:
               help="The card's EEPROM file; a blank card is manufactured if it does not exist.")
 @click.option("--vpcd", default="127.0.0.1:35963", show_default=True,
               help="The reader to connect to: pcscd's vpcd driver or an embedded reader.")
+@click.option("--listen", metavar="HOST:PORT",
+              help="Loopback mode: listen here and let vpcd connect out to the card "
+                   "(reader.conf DEVICENAME HOST:PORT; see vpcd_config/).")
 @click.option("--tear-after-writes", type=int, hidden=True)
 @fails_cleanly
-def card_serve(home: Path, state: Path, vpcd: str, tear_after_writes: int | None) -> None:
+def card_serve(home: Path, state: Path, vpcd: str, listen: str | None,
+               tear_after_writes: int | None) -> None:
     """Serve the card to a vpcd reader; reconnects whenever the reader goes away."""
     try:
-        host, port = parse_endpoint(vpcd)
+        host, port = parse_endpoint(listen or vpcd)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--vpcd") from exc
+        raise click.BadParameter(str(exc), param_hint="--listen" if listen else "--vpcd") from exc
     if not state.exists():
         Authority(home).manufacture_card(state)
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
@@ -228,7 +243,8 @@ def card_serve(home: Path, state: Path, vpcd: str, tear_after_writes: int | None
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    serve(state, host, port, tear_after_writes=tear_after_writes, stop=stop)
+    serve(state, host, port, tear_after_writes=tear_after_writes, stop=stop,
+          listen=listen is not None)
 
 
 def _info_table(info: CardInfo) -> Table:
@@ -271,7 +287,7 @@ def _write_output(data: bytes, out: Path | None, as_hex: bool) -> None:
 
 @card.command("encrypt")
 @reader_options
-@click.option("--pin", required=True)
+@click.option("--pin", required=True, callback=pin_digits)
 @click.option("--peer", required=True, callback=identifier, help="Receiver's identifier.")
 @click.option("--text", help="Plaintext as a string.")
 @click.option("--in", "in_path", type=click.Path(exists=True, path_type=Path))
@@ -295,7 +311,7 @@ def card_encrypt(reader_spec: str | None, state: Path | None, pin: str, peer: st
 
 @card.command("decrypt")
 @reader_options
-@click.option("--pin", required=True)
+@click.option("--pin", required=True, callback=pin_digits)
 @click.option("--peer", required=True, callback=identifier, help="Sender's identifier.")
 @click.option("--hex", "hex_in", help="Sealed box as hex.")
 @click.option("--in", "in_path", type=click.Path(exists=True, path_type=Path))
@@ -324,8 +340,8 @@ def card_decrypt(reader_spec: str | None, state: Path | None, pin: str, peer: st
 
 @card.command("change-pin")
 @reader_options
-@click.option("--old", required=True)
-@click.option("--new", required=True)
+@click.option("--old", required=True, callback=pin_digits)
+@click.option("--new", required=True, callback=pin_digits)
 @fails_cleanly
 def card_change_pin(reader_spec: str | None, state: Path | None, old: str, new: str) -> None:
     """CHANGE REFERENCE DATA: replace the PIN (the old one counts as a try)."""
@@ -338,8 +354,8 @@ def card_change_pin(reader_spec: str | None, state: Path | None, old: str, new: 
 
 @card.command("unblock")
 @reader_options
-@click.option("--puk", required=True)
-@click.option("--new-pin", help="Also set a new PIN.")
+@click.option("--puk", required=True, callback=pin_digits)
+@click.option("--new-pin", callback=pin_digits, help="Also set a new PIN.")
 @fails_cleanly
 def card_unblock(reader_spec: str | None, state: Path | None, puk: str,
                  new_pin: str | None) -> None:

@@ -76,6 +76,14 @@ class PcscReader:
                               f"{readers}")
         return matches[0]
 
+    def card_present(self) -> bool:
+        """Whether pcscd currently sees a card in this reader (no connection needed)."""
+        context = self._establish()
+        hresult, states = scard.SCardGetStatusChange(
+            context, 0, [(self.name, scard.SCARD_STATE_UNAWARE)])
+        _check(hresult, "SCardGetStatusChange")
+        return bool(states[0][1] & scard.SCARD_STATE_PRESENT)
+
     def power_on(self) -> bytes:
         self._disconnect(scard.SCARD_LEAVE_CARD)
         context = self._establish()

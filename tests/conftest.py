@@ -1,0 +1,209 @@
+"""Shared fixtures: a personalised card on every reader, and the real pcscd + vpcd stack.
+
+`card_on_reader` is parametrised over in-process, embedded vpcd and PC/SC, so each session
+behaviour is tested through all of them. pcscd is one per machine (its client socket is
+fixed), so one is started per test session, on free ports, and stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from card_applet import blom
+from card_applet.applet import Applet
+from card_applet.state import FileStore
+from host.authority import Authority
+from host.personalisation import personalise
+from host.softcard import software_card
+from terminal.cardproc import CardProcess
+from terminal.embedded import EmbeddedReader
+from terminal.errors import ReaderError
+from terminal.inprocess import InProcessReader
+from terminal.reader import Reader
+from terminal.session import CardSession
+
+REPO = Path(__file__).resolve().parents[1]
+PCSCD_SCRIPT = REPO / "vpcd_config" / "pcscd-vpcd"
+HOLDER = "holder:alice@example.org"
+SELLER = "seller:shop.example"
+PIN, PUK = "1234", "12345678"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def free_port_pair() -> int:
+    """A port P with P and P+1 free (vpcd listens on both: two slots)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port >= 65534:
+            continue
+        with socket.socket() as s2:
+            try:
+                s2.bind(("0.0.0.0", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+# -- the centre and cards ---------------------------------------------------------------------
+
+
+@dataclass
+class Centre:
+    authority: Authority
+    seller_row: list[int]
+
+    def personalised_card(self, path: Path, holder: str = HOLDER) -> Path:
+        self.authority.manufacture_card(path)
+        (row,) = self.authority.rows_for([blom.x_of(holder)])
+        reader = InProcessReader(Applet(FileStore(path)))
+        personalise(CardSession(reader), self.authority.transport_master, holder, row, PIN, PUK)
+        return path
+
+    def seller(self) -> CardSession:
+        return software_card(SELLER, self.seller_row)
+
+
+@pytest.fixture(scope="session")
+def centre(tmp_path_factory: pytest.TempPathFactory) -> Centre:
+    authority = Authority(tmp_path_factory.mktemp("centre"))
+    authority.init(k=8)
+    rows = authority.issue([SELLER])
+    return Centre(authority, rows[SELLER])
+
+
+@pytest.fixture
+def card_state(centre: Centre, tmp_path: Path) -> Path:
+    return centre.personalised_card(tmp_path / "card.json")
+
+
+# -- pcscd ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pcscd:
+    port: int
+    run_dir: Path
+    pid: int = 0
+
+    def start(self) -> None:
+        out = subprocess.run([str(PCSCD_SCRIPT), "start", "--port", str(self.port),
+                              "--run-dir", str(self.run_dir)], capture_output=True, text=True,
+                             timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"pcscd-vpcd start failed: {out.stderr.strip()}")
+        self.pid = int(out.stdout.strip().splitlines()[-1])
+
+    def stop(self) -> None:
+        subprocess.run([str(PCSCD_SCRIPT), "stop", "--run-dir", str(self.run_dir)],
+                       capture_output=True, timeout=60, check=True)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def _pcsc_stack_missing() -> str | None:
+    for tool in ("pcscd", "pcsc_scan", "opensc-tool"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed"
+    if not list(Path("/usr/lib").glob("**/pcsc/drivers/serial/libifdvpcd.so")):
+        return "vsmartcard-vpcd not installed"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
+    missing = _pcsc_stack_missing()
+    if missing:
+        message = f"real PC/SC stack unavailable: {missing} (make test installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    service = Pcscd(free_port_pair(), tmp_path_factory.mktemp("pcscd"))
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def wait_for_pcsc_card_gone(timeout: float = 10.0) -> None:
+    """pcscd notices a departed card only at its next poll (~0.4 s): wait for it, so the
+    next card process is not mistaken for the old one."""
+    from terminal.pcsc import PcscReader
+
+    reader = PcscReader("Virtual PCD 00 00")
+    try:
+        deadline = time.monotonic() + timeout
+        while reader.card_present():
+            if time.monotonic() > deadline:
+                raise AssertionError("pcscd still sees the stopped card")
+            time.sleep(0.05)
+    finally:
+        reader.close()
+
+
+def wait_for_pcsc_card(timeout: float = 15.0) -> Reader:
+    from terminal.pcsc import PcscReader
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            reader = PcscReader("Virtual PCD 00 00")
+            reader.power_on()
+            return reader
+        except ReaderError as exc:
+            last = exc
+            time.sleep(0.1)
+    raise AssertionError(f"card never appeared in the PC/SC reader: {last}")
+
+
+# -- a personalised card on each reader ------------------------------------------------------
+
+
+READERS = ["inprocess", "embedded", "pcsc"]
+
+
+@pytest.fixture(params=READERS)
+def card_on_reader(request: pytest.FixtureRequest, card_state: Path) -> Iterator[Reader]:
+    kind = request.param
+    if kind == "inprocess":
+        reader: Reader = InProcessReader(Applet(FileStore(card_state)))
+        yield reader
+        reader.close()
+        return
+    if kind == "embedded":
+        embedded = EmbeddedReader("127.0.0.1", 0)
+        with CardProcess(card_state, "127.0.0.1", embedded.port):
+            embedded.wait_for_card(timeout=15)
+            try:
+                yield embedded
+            finally:
+                embedded.close()
+        return
+    service: Pcscd = request.getfixturevalue("pcscd")
+    with CardProcess(card_state, "127.0.0.1", service.port):
+        reader = wait_for_pcsc_card()
+        try:
+            yield reader
+        finally:
+            reader.close()
+    wait_for_pcsc_card_gone()
+
+
+@pytest.fixture
+def session(card_on_reader: Reader) -> CardSession:
+    return CardSession(card_on_reader)
