@@ -40,7 +40,8 @@ class ApduProtocol:
         while resp.sw1 == 0x61:
             if len(data) > MAX_RESPONSE:
                 raise ApduError(resp.sw, "GET RESPONSE")
-            resp = self._exchange(CommandApdu(cmd.cla & 0x80, GET_RESPONSE, 0, 0,
+            # GET RESPONSE is inter-industry (ISO 7816-4 11.4.1): CLA 00 even after CLA 80
+            resp = self._exchange(CommandApdu(0x00, GET_RESPONSE, 0, 0,
                                               le=resp.sw2 or SHORT_MAX_LE))
             data += resp.data
         return ResponseApdu(bytes(data), resp.sw)

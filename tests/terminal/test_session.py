@@ -141,3 +141,20 @@ def test_trace_logs_each_apdu_and_redacts_pin(session: CardSession,
     assert PIN.encode().hex() not in " ".join(lines).replace(" ", "").lower()
     assert all(r.levelno == TRAFFIC for r in caplog.records if r.name == "nettx.apdu")
     assert logging.getLevelName(TRAFFIC) == "TRAFFIC"
+
+
+
+def test_get_response_after_proprietary_command_uses_cla_00() -> None:
+    """INITIALIZE UPDATE (CLA 80) sent without Le answers 6120; the stack must fetch the
+    32 bytes with 00 C0 (GET RESPONSE is inter-industry), not 80 C0 (6D00)."""
+    from card_applet.apdu import CommandApdu
+    from card_applet.applet import AID, Applet
+    from card_applet.state import MemoryStore, manufacture
+    from terminal.inprocess import InProcessReader
+    from terminal.protocol import ApduProtocol
+
+    protocol = ApduProtocol(InProcessReader(Applet(MemoryStore(manufacture(bytes(32))))))
+    protocol.send(CommandApdu(0x00, 0xA4, 0x04, 0x0C, AID))
+    resp = protocol.send(CommandApdu(0x80, 0x50, 0x00, 0x00, bytes(8)))
+    assert resp.sw == 0x9000
+    assert len(resp.data) == 32
