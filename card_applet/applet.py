@@ -193,6 +193,9 @@ class Applet:
         handler = table.get(cmd.ins)
         if handler is None:
             raise CardError(SW.INS_NOT_SUPPORTED)
+        # before buffering a chain part: an unselected applet refuses the first part at once
+        if cmd.ins != Ins.SELECT and not self.v.selected:
+            raise CardError(SW.CONDITIONS_NOT_SATISFIED)
         if cmd.is_chained:
             if len(self.v.chain_data) + len(cmd.data) > MAX_COMMAND_DATA:
                 raise CardError(SW.NOT_ENOUGH_MEMORY)
@@ -205,8 +208,6 @@ class Applet:
             if len(whole) > MAX_COMMAND_DATA:
                 raise CardError(SW.NOT_ENOUGH_MEMORY)
             cmd = CommandApdu(header[0], cmd.ins, cmd.p1, cmd.p2, whole, cmd.le, True)
-        if cmd.ins != Ins.SELECT and not self.v.selected:
-            raise CardError(SW.CONDITIONS_NOT_SATISFIED)
         self.executed += 1
         return self._respond(handler(self, cmd), cmd.le)
 
