@@ -13,6 +13,7 @@ python-flint, V the Vandermonde rows [x^0 .. x^(k-1)] of the batch.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -123,7 +124,12 @@ class Authority:
         return bytes.fromhex(self.transport_path.read_text().strip())
 
     def _db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.dir / "registry.db")
+        if not self.exists():  # else sqlite3 fails with "unable to open database file"
+            raise AuthorityError(f"no centre in {self.dir}: run `nettx authority init`")
+        path = self.dir / "registry.db"
+        if not path.exists():  # 0600 as the other files: sqlite would create it 0644
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        db = sqlite3.connect(path)
         db.execute("""CREATE TABLE IF NOT EXISTS identifiers (
                         id TEXT PRIMARY KEY, x TEXT NOT NULL UNIQUE, serial TEXT,
                         issued_at REAL NOT NULL)""")
@@ -235,8 +241,12 @@ def write_row_file(path: Path, identifier: str, row: Sequence[int]) -> None:
 def read_row_file(path: Path) -> tuple[str, list[int]]:
     try:
         doc = json.loads(path.read_text())
+        # a hex string where the list belongs would otherwise be read digit by digit
+        if not isinstance(doc["row_hex"], list) or not isinstance(doc["id"], str):
+            raise TypeError("row_hex must be a list of hex strings and id a string")
         row = [int(h, 16) for h in doc["row_hex"]]
-        identifier = str(doc["id"])
+        identifier = doc["id"]
+        blom.identifier_bytes(identifier)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AuthorityError(f"{path}: not a row file ({exc})") from exc
     if not row or any(not 0 <= v < blom.P for v in row):

@@ -4,6 +4,7 @@ the embedded reader with a card process this command starts and stops itself."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from terminal.embedded import EmbeddedReader
 from terminal.errors import NoCardError, ReaderError
 from terminal.reader import Reader
 from terminal.readers import open_reader
+
+CONNECT_TIMEOUT = 15.0
 
 
 @contextlib.contextmanager
@@ -33,11 +36,18 @@ def open_card(reader_spec: str | None, state: Path | None,
     reader = EmbeddedReader("127.0.0.1", 0)
     card = CardProcess(state, "127.0.0.1", reader.port, log_path=log_path)
     try:
-        try:
-            reader.wait_for_card(timeout=15)
-        except NoCardError as exc:
-            raise ReaderError(f"the card process for {state} did not connect "
-                              f"(exit status {card.proc.poll()})") from exc
+        # wait in short steps: a card process that died at start (an unreadable state
+        # file) is reported at once, not after the whole timeout
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while True:
+            try:
+                reader.wait_for_card(timeout=0.1)
+                break
+            except NoCardError as exc:
+                if card.alive() and time.monotonic() < deadline:
+                    continue
+                raise ReaderError(f"the card process for {state} did not connect "
+                                  f"(exit status {card.proc.poll()})") from exc
         yield reader
     finally:
         with contextlib.suppress(ReaderError, OSError):

@@ -20,6 +20,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from card_applet import blom
 from card_applet import pin as pin_block
@@ -34,6 +35,7 @@ from terminal.session import CardInfo, CardSession
 from terminal.trace import TRAFFIC
 
 console = Console()
+err_console = Console(stderr=True)
 DEFAULT_HOME = Path(os.environ.get("NETTX_HOME", Path.home() / ".nettx"))
 
 
@@ -132,7 +134,7 @@ def authority_init(home: Path, k: int, master_file: Path | None, force: bool) ->
             raise CliFail(f"{master_file}: {exc}") from exc
     with console.status("generating the master matrix"):
         master = Authority(home).init(k, master, force)
-    console.print(f"centre initialised in {home / 'authority'}: k = {master.k}")
+    click.echo(f"centre initialised in {home / 'authority'}: k = {master.k}")
 
 
 @authority.command("issue")
@@ -145,13 +147,23 @@ def authority_issue(home: Path, identifiers: tuple[str, ...], out: Path | None) 
     """Issue rows for IDENTIFIERS (one matrix product per batch) into row files."""
     centre = Authority(home)
     out = out or home / "rows"
-    with Progress(console=console, transient=True) as progress:
+    paths = {i: out / f"{i.replace('/', '_').replace(':', '_')}.row.json" for i in identifiers}
+    # two identifiers can share a file name ("seller:a", "seller_a"): refuse before issuing
+    # rather than let one row overwrite another
+    seen: set[Path] = set()
+    for path in paths.values():
+        if path.exists() or path in seen:
+            raise CliFail(f"row file {path} exists or is shared by two identifiers")
+        seen.add(path)
+    # no progress bar unless stderr is a terminal: a non-interactive one still writes a
+    # blank line, which breaks the output for whatever reads it
+    with Progress(console=err_console, transient=True,
+                  disable=not err_console.is_terminal) as progress:
         task = progress.add_task("issuing rows", total=len(identifiers))
         rows = centre.issue(list(identifiers), lambda n: progress.advance(task, n))
     for ident, row in rows.items():
-        path = out / f"{ident.replace('/', '_').replace(':', '_')}.row.json"
-        write_row_file(path, ident, row)
-        console.print(f"{ident}: row of k = {len(row)} written to {path}")
+        write_row_file(paths[ident], ident, row)
+        click.echo(f"{ident}: row of k = {len(row)} written to {paths[ident]}")
 
 
 @authority.command("pair-key")
@@ -171,7 +183,7 @@ def authority_list(home: Path) -> None:
     """List every identifier the centre has issued."""
     table = Table("identifier", "x (first 16 hex)", "card serial")
     for ident, x, serial, _at in Authority(home).registered():
-        table.add_row(ident, x[:16], serial or "-")
+        table.add_row(Text(ident), x[:16], serial or "-")  # Text: no markup, no :emoji:
     console.print(table)
 
 
@@ -196,7 +208,7 @@ def authority_personalise(home: Path, reader_spec: str | None, state: Path | Non
     with open_card(reader_spec, state) as reader:
         serial = personalise(CardSession(reader), centre.transport_master, holder, row, pin, puk)
     centre.register([holder], serial)
-    console.print(f"card {serial.hex()} personalised for {holder} (k = {len(row)}) and locked")
+    click.echo(f"card {serial.hex()} personalised for {holder} (k = {len(row)}) and locked")
 
 
 # -- card -------------------------------------------------------------------------------------
@@ -214,7 +226,7 @@ def card() -> None:
 def card_new(home: Path, state: Path) -> None:
     """Manufacture a blank card (serial + transport key from the centre) into STATE."""
     serial = Authority(home).manufacture_card(state)
-    console.print(f"blank card {serial.hex()} written to {state}")
+    click.echo(f"blank card {serial.hex()} written to {state}")
 
 
 @card.command("serve")
@@ -251,7 +263,7 @@ def _info_table(info: CardInfo) -> Table:
     table = Table("field", "value", title="card")
     table.add_row("serial", info.serial.hex())
     table.add_row("lifecycle", info.lifecycle.name.lower())
-    table.add_row("holder", info.holder_id or "-")
+    table.add_row("holder", Text(info.holder_id or "-"))
     table.add_row("applet version", f"{info.version[0]}.{info.version[1]}")
     table.add_row("scheme", f"Blom v{info.scheme_version}, GF(2^255-19), k = {info.k}")
     table.add_row("PIN tries", f"{info.pin_tries}/{info.pin_max}")

@@ -1,0 +1,389 @@
+"""The `nettx` command line, through click's CliRunner and as a real process.
+
+Commands that talk to a card start their own card process on the embedded reader (a child
+of this process, stopped by PID when the command ends), exactly as a user's shell would.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from rich.console import Console
+
+from card_applet import blom
+from card_applet.atr import ATR
+from card_applet.state import FileStore
+from host import cli
+from host.authority import BATCH, Authority, read_row_file
+from host.softcard import software_card
+
+REPO = Path(__file__).resolve().parents[2]
+VECTORS_PATH = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "blom-v1.json"
+HOLDER = "holder:alice@example.org"
+SELLER = "seller:shop.example"
+PIN, PUK = "1234", "12345678"
+SELECT = "00A404000AF0455030373931393031"  # no Le: the FCI waits behind 61xx
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger() -> Iterator[None]:
+    """`main` calls logging.basicConfig; keep its handler (bound to the runner's stream,
+    closed after the run) from outliving the test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def nettx(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli.main, [str(a) for a in args])
+
+
+def nettx_process(*args: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
+    """The real thing: a `nettx` process, its own stdout and stderr, its exit status."""
+    return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "NETTX_HOME": str(home)})
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
+
+
+def assert_one_error_line(result: Result) -> str:
+    """A refusal: exit 1, one line "error: ..." on stderr, nothing on stdout, no exception."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert result.stdout == ""
+    return lines[0]
+
+
+def assert_usage_error(result: Result) -> str:
+    """click's own usage error: exit 2, "Usage:" and one "Error:" line, no exception."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Usage:" in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert "Traceback" not in result.output
+    return line
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    ok(nettx("authority", "init", "--home", home, "--k", "8"))
+    return home
+
+
+def personalised_card(home: Path, path: Path, holder: str = HOLDER, pin: str = PIN,
+                      puk: str = PUK) -> Path:
+    ok(nettx("card", "new", "--home", home, "--state", path))
+    ok(nettx("authority", "personalise", "--home", home, "--state", path, "--holder", holder,
+             "--pin", pin, "--puk", puk))
+    return path
+
+
+@pytest.fixture
+def card(home: Path, tmp_path: Path) -> Path:
+    return personalised_card(home, tmp_path / "alice.card.json")
+
+
+# -- the centre -------------------------------------------------------------------------------
+
+
+def test_authority_init_creates_the_centre(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    out = ok(nettx("authority", "init", "--home", home, "--k", "8"))
+
+    assert out == f"centre initialised in {home / 'authority'}: k = 8\n"
+    assert Authority(home).master.k == 8
+    assert_one_error_line(nettx("authority", "init", "--home", home, "--k", "8"))
+    ok(nettx("authority", "init", "--home", home, "--k", "4", "--force"))
+    assert Authority(home).master.k == 4
+
+
+def test_pair_key_from_imported_vectors(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    vectors = json.loads(VECTORS_PATH.read_text())
+    ok(nettx("authority", "init", "--home", home, "--master", VECTORS_PATH))
+
+    for pair in vectors["pairs"]:
+        out = ok(nettx("authority", "pair-key", "--home", home, pair["a"], pair["b"]))
+        assert out == pair["pair_key_hex"] + "\n"
+    reversed_pair = vectors["pairs"][0]
+    out = ok(nettx("authority", "pair-key", "--home", home, reversed_pair["b"],
+                   reversed_pair["a"]))
+    assert out == reversed_pair["pair_key_hex"] + "\n"
+
+
+def test_authority_init_refuses_a_bad_master_file(tmp_path: Path) -> None:
+    bad = tmp_path / "master.json"
+    bad.write_text("{not json")
+    assert_one_error_line(nettx("authority", "init", "--home", tmp_path / "h", "--master", bad))
+    bad.write_text('{"master_upper_triangle_hex": [["01", "02"], ["03", "04"]]}')
+    assert_one_error_line(nettx("authority", "init", "--home", tmp_path / "h", "--master", bad))
+    assert not (tmp_path / "h" / "authority" / "master.json").exists()
+
+
+def test_issue_writes_row_files_and_clean_lines(home: Path, tmp_path: Path) -> None:
+    ids = [SELLER, "issuer:card-manager.example", "delivery:parcel.example"]
+    out_dir = tmp_path / "rows"
+
+    result = nettx("authority", "issue", "--home", home, "--out", out_dir, *ids)
+
+    lines = ok(result).splitlines()
+    assert result.stderr == ""  # no progress bar drawn into a pipe
+    assert len(lines) == len(ids)
+    centre = Authority(home)
+    for ident, line in zip(ids, lines, strict=True):
+        path = out_dir / f"{ident.replace(':', '_')}.row.json"
+        assert line == f"{ident}: row of k = 8 written to {path}"
+        assert read_row_file(path) == (ident, centre.rows_for([blom.x_of(ident)])[0])
+
+
+def test_issue_output_stays_clean_with_a_progress_bar_on_a_terminal(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal = io.StringIO()
+    monkeypatch.setattr(cli, "err_console", Console(file=terminal, force_terminal=True))
+    ids = [f"holder:{n}@batch.example" for n in range(BATCH + 6)]  # two batches
+
+    lines = ok(nettx("authority", "issue", "--home", home, "--out", tmp_path / "rows",
+                     *ids)).splitlines()
+
+    assert len(lines) == len(ids)
+    for ident, line in zip(ids, lines, strict=True):
+        assert re.fullmatch(rf"{re.escape(ident)}: row of k = 8 written to \S+\.row\.json",
+                            line)
+
+
+def test_issue_default_out_is_home_rows_and_refuses_overwriting(home: Path) -> None:
+    ok(nettx("authority", "issue", "--home", home, "seller:a"))
+    assert read_row_file(home / "rows" / "seller_a.row.json")[0] == "seller:a"
+
+    # "seller_a" would land in the same file name: refused before anything is issued
+    assert_one_error_line(nettx("authority", "issue", "--home", home, "seller_a"))
+    assert_one_error_line(nettx("authority", "issue", "--home", home, "seller/b", "seller_b"))
+    assert [r[0] for r in Authority(home).registered()] == ["seller:a"]
+
+
+def test_identifiers_are_printed_literally(home: Path, tmp_path: Path) -> None:
+    """rich would read "[/x]" as markup and ":x:" as an emoji; the CLI prints data as is."""
+    ids = ["seller:x", "seller:[/x]", "seller:[bold]y"]
+    lines = ok(nettx("authority", "issue", "--home", home, "--out", tmp_path / "r",
+                     *ids)).splitlines()
+    assert [line.split(": row of k")[0] for line in lines] == ids
+    listing = ok(nettx("authority", "list", "--home", home))
+    for ident in ids:
+        assert f" {ident} " in listing
+
+
+def test_authority_list_shows_identifiers_and_card_serials(home: Path, card: Path) -> None:
+    ok(nettx("authority", "issue", "--home", home, SELLER))
+
+    out = ok(nettx("authority", "list", "--home", home))
+
+    serial = FileStore(card).load().serial.hex()
+    (holder_line,) = [line for line in out.splitlines() if HOLDER in line]
+    assert serial in holder_line
+    assert blom.x_of(HOLDER).to_bytes(32, "big").hex()[:16] in holder_line
+    (seller_line,) = [line for line in out.splitlines() if SELLER in line]
+    assert " - " in seller_line
+
+
+# -- the card ---------------------------------------------------------------------------------
+
+
+def test_card_new_then_personalise(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    out = ok(nettx("card", "new", "--home", home, "--state", path))
+    serial = FileStore(path).load().serial.hex()
+    assert out == f"blank card {serial} written to {path}\n"
+
+    out = ok(nettx("authority", "personalise", "--home", home, "--state", path,
+                   "--holder", HOLDER, "--pin", PIN, "--puk", PUK))
+
+    assert out == f"card {serial} personalised for {HOLDER} (k = 8) and locked\n"
+    state = FileStore(path).load()
+    assert state.holder_id == HOLDER.encode() and state.k == 8
+    # a second personalisation of the same card, or of the same holder, is refused
+    assert_one_error_line(nettx("authority", "personalise", "--home", home, "--state", path,
+                                "--holder", "holder:bob@example.org", "--pin", PIN,
+                                "--puk", PUK))
+    assert_one_error_line(nettx("authority", "personalise", "--home", home,
+                                "--state", tmp_path / "other.json", "--holder", HOLDER,
+                                "--pin", PIN, "--puk", PUK))
+
+
+def test_card_info(card: Path) -> None:
+    out = ok(nettx("card", "info", "--state", card))
+
+    assert out.splitlines()[0] == f"ATR {ATR.hex(' ').upper()}"
+    assert FileStore(card).load().serial.hex() in out
+    assert HOLDER in out and "operational" in out
+    assert re.search(r"PIN tries\s+│\s+3/3", out)
+    assert "k = 8" in out
+
+
+def test_card_encrypt_opens_in_the_sellers_software_card(home: Path, card: Path) -> None:
+    out = ok(nettx("card", "encrypt", "--state", card, "--pin", PIN, "--peer", SELLER,
+                   "--text", "hi", "--aad", "h", "--context", "c"))
+
+    sealed = bytes.fromhex(out.strip())
+    seller = software_card(SELLER, Authority(home).issue([SELLER])[SELLER])
+    seller.set_peer(HOLDER)
+    assert seller.decrypt(sealed, aad=b"h", context=b"c") == b"hi"
+    assert FileStore(card).load().atc == 1
+
+
+def test_card_decrypt_on_a_second_card_playing_the_seller(home: Path, card: Path,
+                                                          tmp_path: Path) -> None:
+    seller_card = personalised_card(home, tmp_path / "seller.card.json", holder=SELLER,
+                                    pin="5678", puk="87654321")
+    sealed = ok(nettx("card", "encrypt", "--state", card, "--pin", PIN, "--peer", SELLER,
+                      "--text", "two items", "--aad", "h", "--context", "c")).strip()
+
+    out = ok(nettx("card", "decrypt", "--state", seller_card, "--pin", "5678",
+                   "--peer", HOLDER, "--hex", sealed, "--aad", "h", "--context", "c"))
+
+    assert out == "two items\n"
+    # other associated data: the tag does not verify, one error line
+    line = assert_one_error_line(nettx("card", "decrypt", "--state", seller_card,
+                                       "--pin", "5678", "--peer", HOLDER, "--hex", sealed,
+                                       "--aad", "x", "--context", "c"))
+    assert "6988" in line
+
+
+def test_card_apdu_prints_responses_and_status_words(card: Path) -> None:
+    serial = FileStore(card).load().serial
+
+    out = ok(nettx("card", "apdu", "--state", card, SELECT, SELECT + "00", "00 CA 00 C2 00",
+                   "00CADF1100"))
+
+    no_le, with_le, get_serial, get_row = out.splitlines()
+    assert re.fullmatch(r"61[0-9A-F]{2}  \d+ more bytes available \(GET RESPONSE\)", no_le)
+    assert with_le.startswith("6F ") and with_le.endswith(" 9000  success")
+    assert get_serial == f"{serial.hex(' ').upper()} 9000  success"
+    assert get_row == "6A88  referenced data not found"  # the row never leaves
+
+
+def test_trace_shows_apdus_and_never_the_pin(card: Path, tmp_path: Path) -> None:
+    run = nettx_process("--trace", "card", "encrypt", "--state", card, "--pin", PIN,
+                        "--peer", SELLER, "--text", "hi", home=tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"SEND 00 A4 04 00", run.stderr)
+    assert re.search(r"RECV .*SW=9000", run.stderr)
+    (verify,) = [line for line in run.stderr.splitlines() if "SEND 00 20 00 81" in line]
+    assert verify.endswith("<8 bytes redacted>")
+    assert "31 32 33 34" not in run.stderr and "31323334" not in run.stderr
+    assert len(bytes.fromhex(run.stdout.strip())) > 2
+
+
+def test_trace_of_personalisation_shows_neither_pin_puk_nor_row(home: Path,
+                                                                tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    ok(nettx("card", "new", "--home", home, "--state", path))
+    run = nettx_process("--trace", "authority", "personalise", "--home", home, "--state", path,
+                        "--holder", HOLDER, "--pin", "9753", "--puk", "86420864", home=home)
+
+    assert run.returncode == 0, run.stderr
+    assert "SEND 80 E2 00 00" in run.stderr and "redacted" in run.stderr
+    assert "39 37 35 33" not in run.stderr and "38 36 34 32" not in run.stderr
+    (row,) = Authority(home).rows_for([blom.x_of(HOLDER)])
+    for element in row:
+        assert blom.element_to_bytes(element)[:8].hex(" ").upper() not in run.stderr
+
+
+# -- refusals: one line, a non-zero exit, never a traceback -----------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ("authority", "issue", "seller:a"),
+    ("authority", "list"),
+    ("authority", "pair-key", "seller:a", "holder:b"),
+    ("card", "new", "--state", "{tmp}/c.json"),
+])
+def test_an_uninitialised_home_is_one_error_line(tmp_path: Path, args: tuple[str, ...]) -> None:
+    argv = [a.format(tmp=tmp_path) for a in args]
+    line = assert_one_error_line(nettx(*argv[:2], "--home", tmp_path / "empty", *argv[2:]))
+    assert "authority init" in line
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 65])
+def test_a_bad_identifier_is_a_usage_error(home: Path, bad: str) -> None:
+    line = assert_usage_error(nettx("authority", "issue", "--home", home, "seller:ok", bad))
+    assert "identifier" in line
+    assert_usage_error(nettx("authority", "pair-key", "--home", home, "seller:ok", bad))
+    assert Authority(home).registered() == []
+
+
+def test_a_wrong_pin_names_the_status_word(card: Path) -> None:
+    line = assert_one_error_line(nettx("card", "encrypt", "--state", card, "--pin", "9999",
+                                       "--peer", SELLER, "--text", "hi"))
+    assert "63C2" in line
+    assert FileStore(card).load().pin_tries == 2
+
+
+@pytest.mark.parametrize("pin", ["abcd", "12", "123456789", "１２３４"])
+def test_a_pin_that_is_not_4_to_8_digits_is_refused_before_any_apdu(card: Path,
+                                                                     pin: str) -> None:
+    line = assert_usage_error(nettx("card", "encrypt", "--state", card, "--pin", pin,
+                                    "--peer", SELLER, "--text", "hi"))
+    assert "--pin" in line
+    assert_usage_error(nettx("card", "change-pin", "--state", card, "--old", PIN, "--new", pin))
+    assert_usage_error(nettx("card", "unblock", "--state", card, "--puk", pin))
+    assert FileStore(card).load().pin_tries == 3
+
+
+def test_bad_hex_is_a_usage_error(card: Path) -> None:
+    assert_usage_error(nettx("card", "apdu", "--state", card, "00A4zz"))
+    assert_usage_error(nettx("card", "apdu", "--state", card, "00A4"))  # not an APDU
+    assert_usage_error(nettx("card", "decrypt", "--state", card, "--pin", PIN,
+                             "--peer", SELLER, "--hex", "0g"))
+
+
+def test_a_missing_or_broken_state_file_is_one_error_line(tmp_path: Path) -> None:
+    line = assert_one_error_line(nettx("card", "info", "--state", tmp_path / "absent.json"))
+    assert "no card state" in line
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    line = assert_one_error_line(nettx("card", "info", "--state", broken))
+    assert "did not connect" in line
+
+
+def test_refusals_in_a_real_process_have_no_traceback(card: Path, tmp_path: Path) -> None:
+    for args in (("authority", "list", "--home", tmp_path / "empty"),
+                 ("card", "encrypt", "--state", card, "--pin", "9999", "--peer", SELLER,
+                  "--text", "hi"),
+                 ("card", "info", "--state", tmp_path / "absent.json")):
+        run = nettx_process(*args, home=tmp_path)
+        assert run.returncode == 1, run.stderr
+        assert run.stdout == ""
+        assert len(run.stderr.splitlines()) == 1 and run.stderr.startswith("error: ")
+    run = nettx_process("card", "encrypt", "--state", card, "--pin", "abcd", "--peer", SELLER,
+                        "--text", "hi", home=tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+
+
+# -- the demo ---------------------------------------------------------------------------------
+
+
+def test_demo_runs_to_completion(tmp_path: Path) -> None:
+    run = nettx_process("demo", "--k", "16", home=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "demo complete" in run.stdout
+    assert "Traceback" not in run.stderr
