@@ -1,0 +1,660 @@
+"""APDU throughput and latency of the nettx card through every reader, against the floor.
+
+    .venv/bin/python bench/apdu.py [--seconds S] [--runs N] [--vicc-seconds V]
+
+Prints the environment and ONE table: APDUs/s (median of N runs of S seconds each) and the
+median / p99 latency over every sample of those runs, for
+
+  workloads  GET DATA 00 CA 00 C2 (the card serial, short Le) and PSO ENCIPHER of 1 KiB
+             (SELECT, VERIFY and MSE SET peer once in setup, then only ENCIPHER);
+  readers    in-process (the applet object over its FileStore: every ENCIPHER fsyncs the
+             transaction counter), embedded vpcd (terminal.embedded + a card process), and
+             PC/SC (pcscd + vsmartcard's vpcd, started on free ports by
+             vpcd_config/pcscd-vpcd, + a card process + terminal.pcsc);
+  cards      nettx (card_applet.serve), the echo card (bench/echo_card.py: 90 00 to every
+             APDU over the same vpcd socket loop: the floor), and Debian's vicc where
+             /usr/bin/vicc exists (GET CHALLENGE as its short command: it crashes on a
+             SELECT with FCI).
+
+Runs are interleaved (run 1 of every cell, then run 2, ...) so background load hits all
+cells alike. The PC/SC cells run in their own phase, holding the machine's one pcscd as
+briefly as possible; if another pcscd is running we wait for it (10 s polls, 10 min).
+Everything started is stopped by PID on exit, error, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
+    sys.path.insert(0, str(REPO))
+
+from card_applet import blom  # noqa: E402
+from card_applet.apdu import EXTENDED_MAX_LE, CommandApdu  # noqa: E402
+from card_applet.applet import TAG_PLAIN, Applet, Ins, Pso  # noqa: E402
+from card_applet.state import FileStore  # noqa: E402
+from card_applet.tlv import tlv  # noqa: E402
+from host.authority import Authority  # noqa: E402
+from host.personalisation import personalise  # noqa: E402
+from terminal.cardproc import CardProcess  # noqa: E402
+from terminal.embedded import EmbeddedReader  # noqa: E402
+from terminal.inprocess import InProcessReader  # noqa: E402
+from terminal.session import CardSession  # noqa: E402
+
+PCSCD_SCRIPT = REPO / "vpcd_config" / "pcscd-vpcd"
+ECHO_CARD = Path(__file__).resolve().parent / "echo_card.py"
+VICC = Path("/usr/bin/vicc")
+VICC_PYTHONPATH = "/usr/lib/python3/site-packages/virtualsmartcard"
+SYSTEM_PCSCD_PID = Path("/run/pcscd/pcscd.pid")
+SLOT = ("Virtual PCD 00 00", "Virtual PCD 00 01")  # vpcd on port P and P+1
+
+HOLDERS = {"in-process": "holder:bench-inprocess@example.org",
+           "embedded": "holder:bench-embedded@example.org",
+           "pcsc": "holder:bench-pcsc@example.org"}
+PEER = "seller:shop.example"
+PIN, PUK = "1234", "12345678"
+K = 512
+OK = b"\x90\x00"
+
+GET_DATA_SERIAL = bytes.fromhex("00CA00C200")  # Le = 256: the whole 8-byte serial
+GET_CHALLENGE_8 = bytes.fromhex("0084000008")
+PLAINTEXT = bytes(range(256)) * 4  # 1 KiB
+ENCIPHER_1K = CommandApdu(0x00, Ins.PERFORM_SECURITY_OPERATION, Pso.ENCIPHER >> 8,
+                          Pso.ENCIPHER & 0xFF, tlv(TAG_PLAIN, PLAINTEXT),
+                          EXTENDED_MAX_LE).to_bytes()
+
+READER_LABEL = {"in-process": "in-process", "embedded": "embedded vpcd", "pcsc": "PC/SC"}
+WORKLOAD_LABEL = {"short": "GET DATA 00CA00C2 (serial)", "encipher": "PSO ENCIPHER 1 KiB"}
+
+err = Console(stderr=True, highlight=False)
+
+
+class BenchError(Exception):
+    pass
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    reader: str  # in-process | embedded | pcsc
+    card: str  # nettx | echo | vicc
+    workload: str  # short | encipher
+    seconds: float
+    apdu: bytes = b""
+    transmit: Callable[[bytes], bytes] | None = None
+    label: str = ""  # workload label override (vicc's short command)
+    na: str | None = None
+    rates: list[float] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)  # ns per APDU, every run
+
+    @property
+    def workload_label(self) -> str:
+        return self.label or WORKLOAD_LABEL[self.workload]
+
+    def run(self, seconds: float | None = None) -> None:
+        """One timed run: APDUs back to back for `seconds`; each response must end 90 00."""
+        assert self.transmit is not None
+        transmit, apdu, clock = self.transmit, self.apdu, time.perf_counter_ns
+        latencies: list[int] = []
+        start = clock()
+        end = start + int((self.seconds if seconds is None else seconds) * 1e9)
+        now = start
+        while now < end:
+            response = transmit(apdu)
+            done = clock()
+            if response[-2:] != OK:
+                raise BenchError(f"{self.card} answered {response[-2:].hex().upper()} to "
+                                 f"{apdu[:4].hex().upper()}")
+            latencies.append(done - now)
+            now = done
+        if seconds is None:  # a warm-up is not a run
+            self.rates.append(len(latencies) / ((now - start) / 1e9))
+            self.samples.extend(latencies)
+
+    def fail(self, exc: BaseException) -> None:
+        self.na = f"error: {type(exc).__name__}: {exc}"
+        self.rates.clear()
+        self.samples.clear()
+        err.print(f"[red]{self.reader} / {self.card} / {self.workload}: {self.na}")
+
+
+def measure(cells: list[Cell], runs: int, phase: str) -> None:
+    live = [c for c in cells if c.na is None]
+    for cell in live:  # warm-up: connections, caches, the first fsyncs
+        try:
+            cell.run(min(0.2, cell.seconds))
+        except Exception as exc:
+            cell.fail(exc)
+    for r in range(runs):
+        err.print(f"{phase}: run {r + 1}/{runs} "
+                  f"({sum(c.seconds for c in live if c.na is None):.1f} s)")
+        for cell in live:
+            if cell.na is not None:
+                continue
+            try:
+                cell.run()
+            except Exception as exc:
+                cell.fail(exc)
+
+
+def percentile(sorted_ns: list[int], q: float) -> float:
+    """Nearest-rank percentile, in ms."""
+    rank = max(1, math.ceil(q * len(sorted_ns)))
+    return sorted_ns[rank - 1] / 1e6
+
+
+# -- processes, all stopped by PID ------------------------------------------------------------
+
+
+def stop_popen(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def spawn(stack: contextlib.ExitStack, argv: list[str], log: Path,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
+    out = stack.enter_context(open(log, "ab"))  # noqa: SIM115
+    proc = subprocess.Popen(argv, stdout=out, stderr=out, env=env, cwd=REPO)
+    stack.callback(stop_popen, proc)
+    return proc
+
+
+def card_process(stack: contextlib.ExitStack, state: Path, port: int, log: Path) -> CardProcess:
+    proc = CardProcess(state, "127.0.0.1", port, log_path=log)
+    stack.callback(proc.stop)
+    return proc
+
+
+def echo_process(stack: contextlib.ExitStack, port: int, log: Path) -> subprocess.Popen:
+    return spawn(stack, [sys.executable, str(ECHO_CARD), "--vpcd", f"127.0.0.1:{port}"], log)
+
+
+def vicc_process(stack: contextlib.ExitStack, port: int, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=VICC_PYTHONPATH)
+    return spawn(stack, [sys.executable, str(VICC), "-t", "iso7816", "-H", "127.0.0.1",
+                         "-P", str(port)], log, env)
+
+
+def vicc_missing() -> str | None:
+    if not VICC.exists():
+        return "vicc not installed (Debian package vsmartcard-vpicc)"
+    if not Path(VICC_PYTHONPATH).is_dir():
+        return f"vicc's module not found in {VICC_PYTHONPATH}"
+    return None
+
+
+def free_port_pair() -> int:
+    """A port P with P and P+1 free (vpcd listens on both, on all interfaces)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port >= 65534:
+            continue
+        with socket.socket() as s1, socket.socket() as s2:
+            try:
+                s1.bind(("0.0.0.0", port))
+                s2.bind(("0.0.0.0", port + 1))
+            except OSError:
+                continue
+        return port
+    raise BenchError("no free port pair")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+
+
+def system_pcscd_pid() -> int | None:
+    try:
+        text = "".join(ch for ch in SYSTEM_PCSCD_PID.read_text(errors="ignore") if ch.isdigit())
+    except OSError:
+        return None
+    return int(text) if text and _alive(int(text)) else None
+
+
+def pcsc_missing() -> str | None:
+    if shutil.which("pcscd") is None:
+        return "pcscd not installed"
+    if shutil.which("pcsc_scan") is None:
+        return "pcsc_scan not installed (pcsc-tools, needed by pcscd-vpcd)"
+    if not list(Path("/usr/lib").glob("**/pcsc/drivers/serial/libifdvpcd.so")):
+        return "vsmartcard-vpcd not installed"
+    try:
+        import smartcard.scard  # noqa: F401
+    except ImportError as exc:
+        return f"pyscard not importable ({exc})"
+    return None
+
+
+@dataclass
+class Pcscd:
+    port: int
+    run_dir: Path
+    pid: int = 0
+    started: bool = False
+
+    def start(self, wait: float = 600.0, poll: float = 10.0) -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            self.started = True  # from here on, stop() must run (the pid file may exist)
+            out = subprocess.run([str(PCSCD_SCRIPT), "start", "--port", str(self.port),
+                                  "--run-dir", str(self.run_dir)], capture_output=True,
+                                 text=True, timeout=120)
+            if out.returncode == 0:
+                self.pid = int(out.stdout.strip().splitlines()[-1])
+                return
+            other = system_pcscd_pid()
+            if other is None or other == self._own_pid():
+                raise BenchError(f"pcscd-vpcd start failed: {out.stderr.strip()}")
+            if time.monotonic() + poll > deadline:
+                raise BenchError(f"pcscd busy: another pcscd (pid {other}) ran for "
+                                 f"{wait / 60:.0f} min")
+            err.print(f"[yellow]pcscd busy (pid {other}, someone else's); retry in "
+                      f"{poll:.0f} s")
+            time.sleep(poll)
+
+    def _own_pid(self) -> int | None:
+        try:
+            text = (self.run_dir / "pcscd.pid").read_text()
+        except OSError:
+            return None
+        digits = "".join(ch for ch in text if ch.isdigit())
+        return int(digits) if digits else None
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        pid = self.pid or self._own_pid()
+        subprocess.run([str(PCSCD_SCRIPT), "stop", "--run-dir", str(self.run_dir)],
+                       capture_output=True, timeout=60)
+        if pid and _alive(pid):  # the script failed us: by PID, hard
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.started = False
+
+
+def pcsc_reader(name: str, timeout: float = 15.0):
+    from terminal.errors import ReaderError
+    from terminal.pcsc import PcscReader
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            reader = PcscReader(name)
+            reader.power_on()
+            return reader
+        except ReaderError as exc:
+            last = exc
+            time.sleep(0.1)
+    raise BenchError(f"no card appeared in {name}: {last}")
+
+
+def wait_pcsc_card_gone(name: str, timeout: float = 10.0) -> None:
+    from terminal.pcsc import PcscReader
+
+    reader = PcscReader(name)
+    try:
+        deadline = time.monotonic() + timeout
+        while reader.card_present():
+            if time.monotonic() > deadline:
+                raise BenchError(f"pcscd still sees a card in {name}")
+            time.sleep(0.05)
+    finally:
+        reader.close()
+
+
+# -- the cards --------------------------------------------------------------------------------
+
+
+def personalise_cards(home: Path) -> dict[str, Path]:
+    """One card per reader (so no two applets share an EEPROM file), exactly as
+    tests/conftest.py Centre.personalised_card does, with the default k."""
+    authority = Authority(home / "centre")
+    authority.init(k=K)
+    rows = authority.rows_for([blom.x_of(holder) for holder in HOLDERS.values()])
+    cards = {}
+    for (reader, holder), row in zip(HOLDERS.items(), rows, strict=True):
+        path = home / f"card-{reader}.json"
+        authority.manufacture_card(path)
+        session = CardSession(InProcessReader(Applet(FileStore(path))))
+        personalise(session, authority.transport_master, holder, row, PIN, PUK)
+        cards[reader] = path
+    return cards
+
+
+def nettx_cells(reader_kind: str, reader, seconds: float) -> list[Cell]:
+    """SELECT, VERIFY PIN, MSE SET peer once; then raw GET DATA / ENCIPHER APDUs."""
+    session = CardSession(reader)
+    session.select()
+    session.verify_pin(PIN)
+    session.set_peer(PEER)
+    sealed = session.encrypt(PLAINTEXT)  # the raw APDU below is this very command
+    if len(sealed) <= len(PLAINTEXT):
+        raise BenchError("ENCIPHER returned less than its plaintext")
+    return [Cell(reader_kind, "nettx", "short", seconds, GET_DATA_SERIAL, reader.transmit),
+            Cell(reader_kind, "nettx", "encipher", seconds, ENCIPHER_1K, reader.transmit)]
+
+
+def echo_cells(reader_kind: str, reader, seconds: float) -> list[Cell]:
+    return [Cell(reader_kind, "echo", "short", seconds, GET_DATA_SERIAL, reader.transmit),
+            Cell(reader_kind, "echo", "encipher", seconds, ENCIPHER_1K, reader.transmit)]
+
+
+def vicc_cell(reader_kind: str, reader, seconds: float) -> Cell:
+    return Cell(reader_kind, "vicc", "short", seconds, GET_CHALLENGE_8, reader.transmit,
+                label="GET CHALLENGE 00840000 08")
+
+
+def na_cells(reader_kind: str, cards: list[str], reason: str, seconds: float) -> list[Cell]:
+    cells = []
+    for card in cards:
+        for workload in (("short",) if card == "vicc" else ("short", "encipher")):
+            label = "GET CHALLENGE 00840000 08" if card == "vicc" else ""
+            cells.append(Cell(reader_kind, card, workload, seconds, label=label, na=reason))
+    return cells
+
+
+def guarded(make: Callable[[], list[Cell]], fallback: list[Cell], what: str) -> list[Cell]:
+    """Set up one group of cells; a failure makes them n/a, it does not end the bench."""
+    try:
+        return make()
+    except Exception as exc:
+        reason = f"setup failed: {type(exc).__name__}: {exc}"
+        err.print(f"[red]{what}: {reason}")
+        for cell in fallback:
+            cell.na = reason
+        return fallback
+
+
+# -- phases -----------------------------------------------------------------------------------
+
+
+def phase_local(stack: contextlib.ExitStack, cards: dict[str, Path], tmp: Path,
+                args: argparse.Namespace) -> list[Cell]:
+    """In-process and embedded vpcd: no pcscd."""
+    cells: list[Cell] = []
+    inproc = InProcessReader(Applet(FileStore(cards["in-process"])))
+    stack.callback(inproc.close)
+    cells += nettx_cells("in-process", inproc, args.seconds)
+
+    def embedded(card: str, start: Callable[[int], object], make: Callable) -> list[Cell]:
+        reader = EmbeddedReader("127.0.0.1", 0, card_timeout=15)
+        stack.callback(reader.close)
+        start(reader.port)
+        reader.wait_for_card(timeout=15)
+        reader.power_on()
+        return make("embedded", reader)
+
+    s, vs = args.seconds, args.vicc_seconds
+    cells += guarded(lambda: embedded(
+        "nettx", lambda p: card_process(stack, cards["embedded"], p, tmp / "card-embedded.log"),
+        lambda kind, r: nettx_cells(kind, r, s)), na_cells("embedded", ["nettx"], "", s),
+        "embedded nettx")
+    cells += guarded(lambda: embedded(
+        "echo", lambda p: echo_process(stack, p, tmp / "echo-embedded.log"),
+        lambda kind, r: echo_cells(kind, r, s)), na_cells("embedded", ["echo"], "", s),
+        "embedded echo")
+    missing = vicc_missing()
+    if missing:
+        cells += na_cells("embedded", ["vicc"], f"n/a: {missing}", vs)
+    else:
+        cells += guarded(lambda: embedded(
+            "vicc", lambda p: vicc_process(stack, p, tmp / "vicc-embedded.log"),
+            lambda kind, r: [vicc_cell(kind, r, vs)]), na_cells("embedded", ["vicc"], "", vs),
+            "embedded vicc")
+    measure(cells, args.runs, "in-process + embedded")
+    return cells
+
+
+def phase_pcsc(stack: contextlib.ExitStack, cards: dict[str, Path], tmp: Path,
+               args: argparse.Namespace) -> list[Cell]:
+    """pcscd + vpcd: nettx on slot 00 (port P), the echo card on slot 01 (P+1), measured
+    interleaved; then the echo card leaves and vicc takes slot 01."""
+    s, vs = args.seconds, args.vicc_seconds
+    missing = pcsc_missing()
+    if missing:
+        reason = f"n/a: {missing}"
+        return na_cells("pcsc", ["nettx", "echo", "vicc"], reason, s)
+
+    pcscd = Pcscd(free_port_pair(), tmp / "pcscd")
+    pcscd.run_dir.mkdir()
+    stack.callback(pcscd.stop)
+    err.print(f"starting pcscd with vpcd on ports {pcscd.port}, {pcscd.port + 1}")
+    try:
+        pcscd.start()
+    except BenchError as exc:
+        err.print(f"[red]{exc}")
+        return na_cells("pcsc", ["nettx", "echo", "vicc"], f"n/a: {exc}", s)
+    err.print(f"pcscd pid {pcscd.pid}")
+
+    def on_slot(slot: int, start: Callable[[int], object], make: Callable) -> list[Cell]:
+        start(pcscd.port + slot)
+        reader = pcsc_reader(SLOT[slot])
+        stack.callback(reader.close)
+        return make("pcsc", reader)
+
+    cells: list[Cell] = []
+    cells += guarded(lambda: on_slot(
+        0, lambda p: card_process(stack, cards["pcsc"], p, tmp / "card-pcsc.log"),
+        lambda kind, r: nettx_cells(kind, r, s)), na_cells("pcsc", ["nettx"], "", s),
+        "PC/SC nettx")
+    echo_stack = contextlib.ExitStack()
+    stack.callback(echo_stack.close)
+    cells += guarded(lambda: on_slot(
+        1, lambda p: echo_process(echo_stack, p, tmp / "echo-pcsc.log"),
+        lambda kind, r: echo_cells(kind, r, s)), na_cells("pcsc", ["echo"], "", s),
+        "PC/SC echo")
+    measure(cells, args.runs, "PC/SC")
+
+    missing = vicc_missing()
+    if missing:
+        return cells + na_cells("pcsc", ["vicc"], f"n/a: {missing}", vs)
+    echo_stack.close()  # reader handle and echo process: slot 01 is free again
+    vicc = guarded(lambda: (wait_pcsc_card_gone(SLOT[1]), on_slot(
+        1, lambda p: vicc_process(stack, p, tmp / "vicc-pcsc.log"),
+        lambda kind, r: [vicc_cell(kind, r, vs)]))[1], na_cells("pcsc", ["vicc"], "", vs),
+        "PC/SC vicc")
+    measure(vicc, args.runs, "PC/SC vicc")
+    return cells + vicc
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    return lines[0] if lines else "?"
+
+
+def environment(tmp: Path) -> str:
+    pcscd = first_line(["pcscd", "--version"]) if shutil.which("pcscd") else "not installed"
+    vpcd = sorted(Path("/usr/lib").glob("**/pcsc/drivers/serial/libifdvpcd.so.*"))
+    try:
+        fs = subprocess.run(["df", "--output=fstype", str(tmp)], capture_output=True,
+                            text=True, timeout=5).stdout.split()[-1]
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        fs = "?"
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path(
+        "/proc/loadavg").exists() else "?"
+    return (f"Python {platform.python_version()} ({platform.python_implementation()}) | "
+            f"pcscd: {pcscd} | vpcd: {vpcd[-1].name if vpcd else 'not installed'} | "
+            f"CPUs: {os.cpu_count()} | load avg: {load} | {platform.system()} "
+            f"{platform.release()} | card EEPROM on {fs} ({tmp})")
+
+
+def render(cells: list[Cell], args: argparse.Namespace) -> Table:
+    floors = {(c.reader, c.workload): statistics.median(c.rates)
+              for c in cells if c.card == "echo" and c.rates}
+    table = Table(title="nettx APDU throughput and latency",
+                  caption=(
+                      f"APDUs/s: median of the runs ({args.runs} × {args.seconds:g} s; vicc "
+                      f"{args.runs} × {args.vicc_seconds:g} s), min–max beside it; latency: "
+                      "median and p99 over every APDU of every run.\n"
+                      "echo = bench/echo_card.py, 90 00 to everything over our vpcd socket "
+                      "loop (TCP_QUICKACK): the floor. For ENCIPHER (1,037-byte extended command) "
+                      "its answer is 2 bytes, ours 1,059, so that floor is a little kind.\n"
+                      "% of echo floor: this card's median APDUs/s over the echo card's, same "
+                      "reader and command (vicc: its GET CHALLENGE against the echo's GET "
+                      "DATA, both 5-byte case-2 commands).\n"
+                      "vicc cannot SELECT with FCI (Python 3 bug in Debian's vsmartcard 0.8), "
+                      "so its short command is GET CHALLENGE; it has no ENCIPHER.\n"
+                      "PC/SC: nettx in slot 00 (vpcd port P), echo then vicc in slot 01 (P+1)."),
+                  caption_justify="left")
+    table.add_column("reader")
+    table.add_column("card")
+    table.add_column("command")
+    table.add_column("APDUs/s", justify="right")
+    table.add_column("runs min–max", justify="right")
+    table.add_column("median ms", justify="right")
+    table.add_column("p99 ms", justify="right")
+    table.add_column("% of echo floor", justify="right")
+    table.add_column("samples", justify="right")
+    previous = None
+    for c in cells:
+        if previous is not None and c.reader != previous:
+            table.add_section()
+        previous = c.reader
+        row = [READER_LABEL[c.reader], c.card, c.workload_label]
+        if c.na is not None or not c.rates:
+            table.add_row(*row, c.na or "n/a", *[""] * 5)
+            continue
+        ns = sorted(c.samples)
+        rate = statistics.median(c.rates)
+        floor = floors.get((c.reader, c.workload))
+        pct = "—" if c.card == "echo" else (f"{100 * rate / floor:.1f} %" if floor else "n/a")
+        table.add_row(*row, f"{rate:,.0f}", f"{min(c.rates):,.0f}–{max(c.rates):,.0f}",
+                      f"{percentile(ns, 0.5):.3f}", f"{percentile(ns, 0.99):.3f}", pct,
+                      f"{len(ns):,}")
+    return table
+
+
+ORDER = {("in-process", "nettx"): 0, ("embedded", "nettx"): 1, ("embedded", "echo"): 2,
+         ("embedded", "vicc"): 3, ("pcsc", "nettx"): 4, ("pcsc", "echo"): 5,
+         ("pcsc", "vicc"): 6}
+
+
+def sort_key(c: Cell) -> tuple[int, int, int]:
+    reader = ["in-process", "embedded", "pcsc"].index(c.reader)
+    return reader, ["short", "encipher"].index(c.workload), ORDER[(c.reader, c.card)]
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGTERM / SIGHUP unwind like Ctrl-C, so every finally (and stop-by-PID) runs."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def close_quietly(stack: contextlib.ExitStack) -> None:
+    """Cleanup must finish: a second Ctrl-C must not leave a process behind."""
+    old = {s: signal.signal(s, signal.SIG_IGN)
+           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        stack.close()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of one run (2)")
+    parser.add_argument("--runs", type=int, default=5, help="runs per cell (5)")
+    parser.add_argument("--vicc-seconds", type=float, default=None,
+                        help="length of one vicc run (default: half of --seconds, >= 0.5)")
+    parser.add_argument("--no-pcsc", action="store_true", help="skip the PC/SC phase")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (card files, process logs)")
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.runs < 1:
+        parser.error("--seconds must be > 0 and --runs >= 1")
+    if args.vicc_seconds is None:
+        args.vicc_seconds = max(0.5, args.seconds / 2)
+
+    stack = contextlib.ExitStack()
+    with signals_raise():
+        try:
+            if args.keep:
+                tmp = Path(tempfile.mkdtemp(prefix="nettx-bench-"))
+                err.print(f"keeping {tmp}")
+            else:
+                tmp = Path(stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="nettx-bench-")))
+            env_line = environment(tmp)
+            err.print(f"personalising 3 cards (k = {K}) in {tmp}")
+            cards = personalise_cards(tmp)
+            with contextlib.ExitStack() as local:  # its processes end before PC/SC starts
+                stack.callback(close_quietly, local)
+                cells = phase_local(local, cards, tmp, args)
+            if args.no_pcsc:
+                cells += na_cells("pcsc", ["nettx", "echo", "vicc"], "n/a: --no-pcsc",
+                                  args.seconds)
+            else:
+                cells += phase_pcsc(stack, cards, tmp, args)
+        except KeyboardInterrupt:
+            err.print("[red]interrupted: stopping everything started")
+            close_quietly(stack)
+            return 130
+        finally:
+            close_quietly(stack)
+    out = Console(highlight=False, width=max(Console().width, 150))
+    out.print(env_line, soft_wrap=True)
+    out.print(render(sorted(cells, key=sort_key), args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
