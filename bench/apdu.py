@@ -31,7 +31,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,7 @@ from host.personalisation import personalise  # noqa: E402
 from terminal.cardproc import CardProcess  # noqa: E402
 from terminal.embedded import EmbeddedReader  # noqa: E402
 from terminal.inprocess import InProcessReader  # noqa: E402
+from terminal.ports import free_vpcd_port  # noqa: E402
 from terminal.session import CardSession  # noqa: E402
 
 PCSCD_SCRIPT = REPO / "vpcd_config" / "pcscd-vpcd"
@@ -207,24 +207,6 @@ def vicc_missing() -> str | None:
     if not Path(VICC_PYTHONPATH).is_dir():
         return f"vicc's module not found in {VICC_PYTHONPATH}"
     return None
-
-
-def free_port_pair() -> int:
-    """A port P with P and P+1 free (vpcd listens on both, on all interfaces)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65534:
-            continue
-        with socket.socket() as s1, socket.socket() as s2:
-            try:
-                s1.bind(("0.0.0.0", port))
-                s2.bind(("0.0.0.0", port + 1))
-            except OSError:
-                continue
-        return port
-    raise BenchError("no free port pair")
 
 
 def _alive(pid: int) -> bool:
@@ -453,7 +435,7 @@ def phase_pcsc(stack: contextlib.ExitStack, cards: dict[str, Path], tmp: Path,
         reason = f"n/a: {missing}"
         return na_cells("pcsc", ["nettx", "echo", "vicc"], reason, s)
 
-    pcscd = Pcscd(free_port_pair(), tmp / "pcscd")
+    pcscd = Pcscd(free_vpcd_port(), tmp / "pcscd")
     pcscd.run_dir.mkdir()
     stack.callback(pcscd.stop)
     err.print(f"starting pcscd with vpcd on ports {pcscd.port}, {pcscd.port + 1}")

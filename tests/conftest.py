@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from terminal.cardproc import CardProcess
 from terminal.embedded import EmbeddedReader
 from terminal.errors import ReaderError
 from terminal.inprocess import InProcessReader
+from terminal.ports import free_vpcd_port
 from terminal.reader import Reader
 from terminal.session import CardSession
 
@@ -37,23 +37,6 @@ HOLDER = "holder:alice@example.org"
 SELLER = "seller:shop.example"
 PIN, PUK = "1234", "12345678"
 IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def free_port_pair() -> int:
-    """A port P with P and P+1 free (vpcd listens on both: two slots)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65534:
-            continue
-        with socket.socket() as s2:
-            try:
-                s2.bind(("0.0.0.0", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 # -- the centre and cards ---------------------------------------------------------------------
@@ -131,7 +114,7 @@ def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    service = Pcscd(free_port_pair(), tmp_path_factory.mktemp("pcscd"))
+    service = Pcscd(free_vpcd_port(), tmp_path_factory.mktemp("pcscd"))
     service.start()
     try:
         yield service
