@@ -29,7 +29,7 @@ from card_applet.serve import parse_endpoint, serve
 from card_applet.sw import CardError, describe
 from host.authority import Authority, Master, write_row_file
 from host.cardaccess import open_card
-from host.personalisation import personalise
+from host.personalisation import issue_onto_card
 from terminal.errors import NettxError
 from terminal.session import CardInfo, CardSession
 from terminal.trace import TRAFFIC
@@ -197,18 +197,13 @@ def authority_list(home: Path) -> None:
 def authority_personalise(home: Path, reader_spec: str | None, state: Path | None, holder: str,
                           pin: str, puk: str) -> None:
     """Issue HOLDER's row straight onto a blank card, with PIN and PUK, and lock it."""
-    for name, value in (("PIN", pin), ("PUK", puk)):
-        if not (4 <= len(value) <= 8 and value.isdigit()):
-            raise click.BadParameter(f"{name} must be 4..8 digits")
     centre = Authority(home)
     if reader_spec is None and state is not None and not state.exists():
         centre.manufacture_card(state)
-    (x,) = centre.check_new([holder])
-    (row,) = centre.rows_for([x])
     with open_card(reader_spec, state) as reader:
-        serial = personalise(CardSession(reader), centre.transport_master, holder, row, pin, puk)
-    centre.register([holder], serial)
-    click.echo(f"card {serial.hex()} personalised for {holder} (k = {len(row)}) and locked")
+        serial = issue_onto_card(centre, CardSession(reader), holder, pin, puk)
+    click.echo(f"card {serial.hex()} personalised for {holder} (k = {centre.master.k}) "
+               "and locked")
 
 
 # -- card -------------------------------------------------------------------------------------

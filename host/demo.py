@@ -18,7 +18,7 @@ from rich.table import Table
 
 from host.authority import Authority
 from host.cardaccess import open_card
-from host.personalisation import personalise
+from host.personalisation import issue_onto_card
 from host.softcard import software_card
 from terminal.errors import ApduError, WrongPinError
 from terminal.session import CardSession
@@ -61,10 +61,7 @@ def _run(console: Console, home: Path, k: int) -> None:
         _step(console, f"embedded reader: card process connected; ATR {atr.hex(' ').upper()}")
         session = CardSession(reader)
 
-        (x,) = centre.check_new([HOLDER])
-        (row,) = centre.rows_for([x])
-        personalise(session, centre.transport_master, HOLDER, row, PIN, PUK)
-        centre.register([HOLDER], serial)
+        issue_onto_card(centre, session, HOLDER, PIN, PUK)
         _step(console, f"centre: card personalised for {HOLDER} over a MACed session "
                        "(INITIALIZE UPDATE, STORE DATA x4, SET STATUS) and locked for good")
 

@@ -17,6 +17,7 @@ from card_applet.apdu import SHORT_MAX_LE
 from card_applet.applet import Ins, PersoObject
 from card_applet.state import Lifecycle
 from card_applet.tlv import tlv
+from host.authority import Authority
 from host.errors import PersonalisationError
 from terminal.session import CardSession
 
@@ -69,3 +70,15 @@ def personalise(session: CardSession, transport_master: bytes, holder_id: str,
     channel.store(PersoObject.PUK, puk_value)
     channel.lock()
     return channel.serial
+
+
+def issue_onto_card(centre: Authority, session: CardSession, holder_id: str, pin: str,
+                    puk: str) -> bytes:
+    """The centre's whole job for one holder: refuse a taken identifier, compute the row,
+    write it straight onto the blank card (it is never stored anywhere else), and register
+    the identifier with the card's serial only once the card is locked."""
+    (x,) = centre.check_new([holder_id])
+    (row,) = centre.rows_for([x])
+    serial = personalise(session, centre.transport_master, holder_id, row, pin, puk)
+    centre.register([holder_id], serial)
+    return serial

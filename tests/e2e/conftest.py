@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from host.authority import Authority
-from host.personalisation import personalise
+from host.personalisation import issue_onto_card
 from terminal.readers import open_reader
 from terminal.session import CardSession
 from tests.e2e.support import HOLDER, PIN, PUK
@@ -20,13 +20,10 @@ def card_file(tmp_path: Path) -> Path:
     centre = Authority(home=tmp_path / "centre")
     centre.init(k=8)
     path = tmp_path / "card.json"
-    serial = centre.manufacture_card(path)
-    (x,) = centre.check_new([HOLDER])
-    (row,) = centre.rows_for([x])
+    centre.manufacture_card(path)
     reader = open_reader(f"inprocess:{path}")
     try:
-        personalise(CardSession(reader), centre.transport_master, HOLDER, row, PIN, PUK)
+        issue_onto_card(centre, CardSession(reader), HOLDER, PIN, PUK)
     finally:
         reader.close()
-    centre.register([HOLDER], serial)
     return path
