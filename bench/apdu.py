@@ -291,37 +291,6 @@ class Pcscd:
         self.started = False
 
 
-def pcsc_reader(name: str, timeout: float = 15.0):
-    from terminal.errors import ReaderError
-    from terminal.pcsc import PcscReader
-
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            reader = PcscReader(name)
-            reader.power_on()
-            return reader
-        except ReaderError as exc:
-            last = exc
-            time.sleep(0.1)
-    raise BenchError(f"no card appeared in {name}: {last}")
-
-
-def wait_pcsc_card_gone(name: str, timeout: float = 10.0) -> None:
-    from terminal.pcsc import PcscReader
-
-    reader = PcscReader(name)
-    try:
-        deadline = time.monotonic() + timeout
-        while reader.card_present():
-            if time.monotonic() > deadline:
-                raise BenchError(f"pcscd still sees a card in {name}")
-            time.sleep(0.05)
-    finally:
-        reader.close()
-
-
 # -- the cards --------------------------------------------------------------------------------
 
 
@@ -429,6 +398,8 @@ def phase_pcsc(stack: contextlib.ExitStack, cards: dict[str, Path], tmp: Path,
                args: argparse.Namespace) -> list[Cell]:
     """pcscd + vpcd: nettx on slot 00 (port P), the echo card on slot 01 (P+1), measured
     interleaved; then the echo card leaves and vicc takes slot 01."""
+    from terminal.pcsc import wait_for_card, wait_until_card_gone  # pyscard: only here
+
     s, vs = args.seconds, args.vicc_seconds
     missing = pcsc_missing()
     if missing:
@@ -448,7 +419,7 @@ def phase_pcsc(stack: contextlib.ExitStack, cards: dict[str, Path], tmp: Path,
 
     def on_slot(slot: int, start: Callable[[int], object], make: Callable) -> list[Cell]:
         start(pcscd.port + slot)
-        reader = pcsc_reader(SLOT[slot])
+        reader = wait_for_card(SLOT[slot])
         stack.callback(reader.close)
         return make("pcsc", reader)
 
@@ -469,7 +440,7 @@ def phase_pcsc(stack: contextlib.ExitStack, cards: dict[str, Path], tmp: Path,
     if missing:
         return cells + na_cells("pcsc", ["vicc"], f"n/a: {missing}", vs)
     echo_stack.close()  # reader handle and echo process: slot 01 is free again
-    vicc = guarded(lambda: (wait_pcsc_card_gone(SLOT[1]), on_slot(
+    vicc = guarded(lambda: (wait_until_card_gone(SLOT[1]), on_slot(
         1, lambda p: vicc_process(stack, p, tmp / "vicc-pcsc.log"),
         lambda kind, r: [vicc_cell(kind, r, vs)]))[1], na_cells("pcsc", ["vicc"], "", vs),
         "PC/SC vicc")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from smartcard import scard
 
 from terminal.errors import CardRemovedError, NoCardError, ReaderError
@@ -141,3 +143,34 @@ class PcscReader:
         if self._context is not None:
             scard.SCardReleaseContext(self._context)
             self._context = None
+
+
+def wait_for_card(which: str | int = 0, timeout: float = 15.0) -> PcscReader:
+    """A connected reader once a card in `which` answers a power-on. pcscd notices a new
+    card only at its next poll (about 0.4 s), so a card process that just connected to
+    vpcd is not usable at once."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            reader = PcscReader(which)
+            reader.power_on()
+            return reader
+        except ReaderError as exc:
+            last = exc
+            time.sleep(0.1)
+    raise NoCardError(f"no card appeared in PC/SC reader {which!r} within {timeout}s: {last}")
+
+
+def wait_until_card_gone(which: str | int = 0, timeout: float = 10.0) -> None:
+    """Until pcscd has noticed that the card left; before that, a new card process on the
+    same reader would be mistaken for the old card (SCardTransmit: 0x80100016)."""
+    reader = PcscReader(which)
+    try:
+        deadline = time.monotonic() + timeout
+        while reader.card_present():
+            if time.monotonic() > deadline:
+                raise ReaderError(f"pcscd still sees a card in {which!r} after {timeout}s")
+            time.sleep(0.05)
+    finally:
+        reader.close()

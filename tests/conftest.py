@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from host.personalisation import personalise
 from host.softcard import software_card
 from terminal.cardproc import CardProcess
 from terminal.embedded import EmbeddedReader
-from terminal.errors import ReaderError
 from terminal.inprocess import InProcessReader
 from terminal.ports import free_vpcd_port
 from terminal.reader import Reader
@@ -36,6 +34,7 @@ PCSCD_SCRIPT = REPO / "vpcd_config" / "pcscd-vpcd"
 HOLDER = "holder:alice@example.org"
 SELLER = "seller:shop.example"
 PIN, PUK = "1234", "12345678"
+PCSC_READER = "Virtual PCD 00 00"  # vpcd's first slot
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -122,38 +121,6 @@ def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
         service.stop()
 
 
-def wait_for_pcsc_card_gone(timeout: float = 10.0) -> None:
-    """pcscd notices a departed card only at its next poll (~0.4 s): wait for it, so the
-    next card process is not mistaken for the old one."""
-    from terminal.pcsc import PcscReader
-
-    reader = PcscReader("Virtual PCD 00 00")
-    try:
-        deadline = time.monotonic() + timeout
-        while reader.card_present():
-            if time.monotonic() > deadline:
-                raise AssertionError("pcscd still sees the stopped card")
-            time.sleep(0.05)
-    finally:
-        reader.close()
-
-
-def wait_for_pcsc_card(timeout: float = 15.0) -> Reader:
-    from terminal.pcsc import PcscReader
-
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            reader = PcscReader("Virtual PCD 00 00")
-            reader.power_on()
-            return reader
-        except ReaderError as exc:
-            last = exc
-            time.sleep(0.1)
-    raise AssertionError(f"card never appeared in the PC/SC reader: {last}")
-
-
 # -- a personalised card on each reader ------------------------------------------------------
 
 
@@ -177,14 +144,16 @@ def card_on_reader(request: pytest.FixtureRequest, card_state: Path) -> Iterator
             finally:
                 embedded.close()
         return
+    from terminal.pcsc import wait_for_card, wait_until_card_gone  # pyscard: only here
+
     service: Pcscd = request.getfixturevalue("pcscd")
     with CardProcess(card_state, "127.0.0.1", service.port):
-        reader = wait_for_pcsc_card()
+        reader = wait_for_card(PCSC_READER)
         try:
             yield reader
         finally:
             reader.close()
-    wait_for_pcsc_card_gone()
+    wait_until_card_gone(PCSC_READER)
 
 
 @pytest.fixture

@@ -17,16 +17,15 @@ from card_applet.applet import AID
 from card_applet.atr import ATR
 from terminal.cardproc import CardProcess
 from terminal.errors import ReaderError
-from terminal.pcsc import PcscReader, list_readers
+from terminal.pcsc import PcscReader, list_readers, wait_for_card, wait_until_card_gone
 from terminal.session import CardSession
 from tests.conftest import (
     HOLDER,
+    PCSC_READER,
     PIN,
     SELLER,
     Centre,
     Pcscd,
-    wait_for_pcsc_card,
-    wait_for_pcsc_card_gone,
 )
 
 pytestmark = pytest.mark.pcscd
@@ -35,9 +34,9 @@ pytestmark = pytest.mark.pcscd
 @pytest.fixture
 def served_card(pcscd: Pcscd, card_state: Path, tmp_path: Path) -> Iterator[CardProcess]:
     with CardProcess(card_state, "127.0.0.1", pcscd.port, log_path=tmp_path / "card.log") as cp:
-        wait_for_pcsc_card().close()
+        wait_for_card(PCSC_READER).close()
         yield cp
-    wait_for_pcsc_card_gone()
+    wait_until_card_gone(PCSC_READER)
 
 
 def run(*argv: str) -> str:
@@ -108,7 +107,7 @@ def test_card_reconnects_after_pcscd_restart(pcscd: Pcscd, served_card: CardProc
     pcscd.restart()
     assert pcscd.pid != old_pid
     assert served_card.alive(), "the card process must survive its reader going away"
-    reader = wait_for_pcsc_card(timeout=20)  # a new context: the old one died with pcscd
+    reader = wait_for_card(PCSC_READER, timeout=20)  # a new context: the old one died with pcscd
     try:
         assert CardSession(reader).select().holder_id == HOLDER
     finally:
@@ -117,9 +116,9 @@ def test_card_reconnects_after_pcscd_restart(pcscd: Pcscd, served_card: CardProc
 
 def test_stale_handle_after_card_left_raises_reader_error(pcscd: Pcscd, card_state: Path) -> None:
     with CardProcess(card_state, "127.0.0.1", pcscd.port):
-        reader = wait_for_pcsc_card()
+        reader = wait_for_card(PCSC_READER)
         CardSession(reader).select()
-    wait_for_pcsc_card_gone()
+    wait_until_card_gone(PCSC_READER)
     deadline = time.monotonic() + 5
     with pytest.raises(ReaderError):
         while time.monotonic() < deadline:
