@@ -45,6 +45,15 @@ def serve(state_path: Path, host: str, port: int, *, tear_after_writes: int | No
     card.run()
 
 
+def serve_until_signalled(state_path: Path, host: str, port: int, *, listen: bool = False,
+                          tear_after_writes: int | None = None) -> None:
+    """`serve` until SIGTERM or SIGINT; every state change is already on disk by then."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    serve(state_path, host, port, tear_after_writes=tear_after_writes, stop=stop, listen=listen)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m card_applet.serve", description=__doc__)
     parser.add_argument("--state", required=True, type=Path, help="the card's EEPROM file")
@@ -67,11 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no card state at {args.state} (manufacture one with `nettx card new`)",
               file=sys.stderr)
         return 2
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    serve(args.state, host, port, tear_after_writes=args.tear_after_writes, stop=stop,
-          listen=args.listen is not None)
+    serve_until_signalled(args.state, host, port, listen=args.listen is not None,
+                          tear_after_writes=args.tear_after_writes)
     return 0
 
 

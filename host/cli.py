@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from rich.text import Text
 from card_applet import blom
 from card_applet import pin as pin_block
 from card_applet.apdu import CommandApdu, ResponseApdu
-from card_applet.serve import parse_endpoint, serve
+from card_applet.serve import parse_endpoint, serve_until_signalled
 from card_applet.sw import CardError, describe
 from host.authority import Authority, Master, write_row_file
 from host.cardaccess import open_card
@@ -245,13 +244,8 @@ def card_serve(home: Path, state: Path, vpcd: str, listen: str | None,
     if not state.exists():
         Authority(home).manufacture_card(state)
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
-    stop = threading.Event()
-    import signal
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    serve(state, host, port, tear_after_writes=tear_after_writes, stop=stop,
-          listen=listen is not None)
+    serve_until_signalled(state, host, port, listen=listen is not None,
+                          tear_after_writes=tear_after_writes)
 
 
 def _info_table(info: CardInfo) -> Table:
