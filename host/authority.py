@@ -12,12 +12,13 @@ python-flint, V the Vandermonde rows [x^0 .. x^(k-1)] of the batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +124,10 @@ class Authority:
             raise AuthorityError(f"no transport key in {self.dir}: run `nettx authority init`")
         return bytes.fromhex(self.transport_path.read_text().strip())
 
-    def _db(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """One transaction on the registry; the connection is closed afterwards (sqlite3's
+        own `with` only commits or rolls back)."""
         if not self.exists():  # else sqlite3 fails with "unable to open database file"
             raise AuthorityError(f"no centre in {self.dir}: run `nettx authority init`")
         path = self.dir / "registry.db"
@@ -133,7 +137,11 @@ class Authority:
         db.execute("""CREATE TABLE IF NOT EXISTS identifiers (
                         id TEXT PRIMARY KEY, x TEXT NOT NULL UNIQUE, serial TEXT,
                         issued_at REAL NOT NULL)""")
-        return db
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
 
     # -- issuance ---------------------------------------------------------------------------
 
