@@ -31,7 +31,7 @@ from host.cardaccess import open_card
 from host.personalisation import issue_onto_card
 from terminal.errors import NettxError
 from terminal.session import CardInfo, CardSession
-from terminal.trace import TRAFFIC
+from terminal.trace import TRAFFIC, trace_command, trace_response
 
 console = Console()
 err_console = Console(stderr=True)
@@ -382,7 +382,10 @@ def card_apdu(reader_spec: str | None, state: Path | None, apdus: tuple[str, ...
             raise click.BadParameter(f"{text!r} is not a command APDU") from exc
     with open_card(reader_spec, state) as reader:
         for cmd in commands:
+            # raw on purpose (no GET RESPONSE, no chaining), but traced like every APDU
+            trace_command(reader.name, cmd)
             resp = ResponseApdu.from_bytes(reader.transmit(cmd.to_bytes()))
+            trace_response(reader.name, resp)
             data = resp.data.hex(" ").upper() + " " if resp.data else ""
             click.echo(f"{data}{resp.sw:04X}  {describe(resp.sw)}")
 

@@ -293,6 +293,19 @@ def test_trace_shows_apdus_and_never_the_pin(card: Path, tmp_path: Path) -> None
     assert len(bytes.fromhex(run.stdout.strip())) > 2
 
 
+def test_trace_covers_raw_apdus_too(card: Path, tmp_path: Path) -> None:
+    run = nettx_process("--trace", "card", "apdu", "--state", card,
+                        "00A404000AF0455030373931393031", "0020008108" + "31323334FFFFFFFF",
+                        home=tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"SEND 00 A4 04 00 Lc=10 F0 45 50", run.stderr)
+    assert re.search(r"RECV .*SW=6172", run.stderr)
+    (verify,) = [line for line in run.stderr.splitlines() if "SEND 00 20 00 81" in line]
+    assert verify.endswith("<8 bytes redacted>")
+    assert "31 32 33 34" not in run.stderr
+
+
 def test_trace_of_personalisation_shows_neither_pin_puk_nor_row(home: Path,
                                                                 tmp_path: Path) -> None:
     path = tmp_path / "c.json"
