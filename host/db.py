@@ -1,0 +1,324 @@
+"""The parties' durable state in SQLite: the card manager's ledger, the seller's order book,
+the delivery company's shipments; each doubles as that party's replay cache.
+
+Every database runs in WAL mode with synchronous=FULL, and every decision is one
+`BEGIN IMMEDIATE` transaction, so a party killed at any instant has either recorded an order
+completely or not at all. The order id is a primary key everywhere: a second debit for the
+same order is a constraint violation, not a code path.
+
+Idempotency vs replay: a request whose order id is known *with the same request digest* is a
+retransmission (a peer retrying after a crash) and gets the recorded answer again; the same
+order id with anything else is a replay and is refused.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from host.errors import TransactionError
+
+VIEWS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS views (
+    order_id BLOB PRIMARY KEY,
+    fields   TEXT NOT NULL            -- JSON list of the field names this party decrypted
+);
+"""
+
+
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(schema + VIEWS_SCHEMA)
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def record_view(conn: sqlite3.Connection, order_id: bytes, fields: Iterable[str]) -> None:
+    conn.execute("INSERT OR IGNORE INTO views VALUES (?, ?)",
+                 (order_id, json.dumps(sorted(fields))))
+
+
+def read_views(path: Path) -> dict[bytes, list[str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {row[0]: json.loads(row[1]) for row in conn.execute("SELECT * FROM views")}
+    finally:
+        conn.close()
+
+
+class Seen(enum.Enum):
+    NEW = "new"
+    RETRANSMISSION = "retransmission"
+
+
+def replay_error(order_id: bytes) -> TransactionError:
+    return TransactionError("replay", f"order {order_id.hex()} was already seen")
+
+
+# -- the card manager's ledger ------------------------------------------------------------------
+
+LEDGER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    card_number TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,        -- the card holder's identifier (its key row)
+    name        TEXT NOT NULL,
+    phone       TEXT NOT NULL,
+    expiry      TEXT NOT NULL,        -- MM/YY
+    balance     INTEGER NOT NULL CHECK (balance >= 0),
+    blocked     INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS authorisations (
+    order_id    BLOB PRIMARY KEY,     -- one decision, one debit at most, per order
+    request     BLOB NOT NULL,        -- digest of the request: retransmission vs replay
+    seller      TEXT NOT NULL,
+    card_number TEXT,
+    amount      INTEGER NOT NULL,
+    digest      BLOB NOT NULL,        -- the order digest the decision refers to
+    code        TEXT NOT NULL,        -- approved | declined
+    reason      TEXT NOT NULL,
+    at          INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    holder TEXT PRIMARY KEY,
+    atc    INTEGER NOT NULL           -- highest card transaction counter seen
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    card_number: str
+    holder: str
+    name: str
+    phone: str
+    expiry: str
+    balance: int
+    blocked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    code: str  # "approved" | "declined"
+    reason: str
+    amount: int
+    digest: bytes
+
+    @property
+    def approved(self) -> bool:
+        return self.code == "approved"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorisationRequest:
+    order_id: bytes
+    request_digest: bytes
+    seller: str
+    holder: str
+    digest: bytes
+    atc: int
+    fields: dict[str, object]
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = connect(path, LEDGER_SCHEMA)
+
+    def add_account(self, account: Account) -> None:
+        with transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(card_number) DO "
+                "UPDATE SET holder=excluded.holder, name=excluded.name, phone=excluded.phone, "
+                "expiry=excluded.expiry, balance=excluded.balance, blocked=excluded.blocked",
+                (account.card_number, account.holder, account.name, account.phone,
+                 account.expiry, account.balance, int(account.blocked)))
+
+    def account(self, card_number: str) -> Account | None:
+        row = self.conn.execute("SELECT * FROM accounts WHERE card_number = ?",
+                                (card_number,)).fetchone()
+        return Account(*row[:6], blocked=bool(row[6])) if row else None
+
+    def accounts(self) -> list[Account]:
+        return [Account(*row[:6], blocked=bool(row[6]))
+                for row in self.conn.execute("SELECT * FROM accounts ORDER BY card_number")]
+
+    def debits(self, order_id: bytes) -> int:
+        (count,) = self.conn.execute(
+            "SELECT count(*) FROM authorisations WHERE order_id = ? AND code = 'approved'",
+            (order_id,)).fetchone()
+        return int(count)
+
+    def authorise(self, request: AuthorisationRequest) -> tuple[Decision, Seen]:
+        """Decide and debit in one transaction; a retransmission gets the recorded decision."""
+        with transaction(self.conn):
+            row = self.conn.execute(
+                "SELECT request, code, reason, amount, digest FROM authorisations "
+                "WHERE order_id = ?", (request.order_id,)).fetchone()
+            if row is not None:
+                if row[0] != request.request_digest:
+                    raise replay_error(request.order_id)
+                return Decision(row[1], row[2], row[3], row[4]), Seen.RETRANSMISSION
+            decision, card_number = self._decide(request)
+            if decision.approved:
+                self.conn.execute("UPDATE accounts SET balance = balance - ? "
+                                  "WHERE card_number = ?", (decision.amount, card_number))
+            # every part the card sealed spent a counter value, approved or not
+            self.conn.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT(holder) "
+                              "DO UPDATE SET atc = max(atc, excluded.atc)",
+                              (request.holder, request.atc))
+            self.conn.execute(
+                "INSERT INTO authorisations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (request.order_id, request.request_digest, request.seller, card_number,
+                 decision.amount, decision.digest, decision.code, decision.reason,
+                 int(time.time())))
+            record_view(self.conn, request.order_id, request.fields)
+        return decision, Seen.NEW
+
+    def _decide(self, request: AuthorisationRequest) -> tuple[Decision, str | None]:
+        f = request.fields
+        amount = f.get("amount")
+        card_number = f.get("card_number")
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0 \
+                or not isinstance(card_number, str):
+            return Decision("declined", "the order lacks a valid amount or card number",
+                            0, request.digest), None
+
+        def decline(reason: str) -> tuple[Decision, str | None]:
+            return Decision("declined", reason, amount, request.digest), card_number
+
+        account = self.account(card_number)
+        if account is None:
+            return decline("unknown card number")
+        # the holder is authenticated twice: by its card (only it could seal this part) and
+        # against the account it claims (card number bound to its identifier, expiry, name)
+        if account.holder != request.holder:
+            return decline("the card number does not belong to this card holder")
+        if f.get("card_expiry") != account.expiry:
+            return decline("wrong expiry date")
+        if f.get("holder_name") != account.name:
+            return decline("the name does not match the account")
+        if account.phone and f.get("holder_phone") != account.phone:
+            return decline("the phone number does not match the account")
+        if account.blocked:
+            return decline("the card is blocked")
+        row = self.conn.execute("SELECT atc FROM counters WHERE holder = ?",
+                                (request.holder,)).fetchone()
+        if row is not None and request.atc <= row[0]:
+            return decline(f"card transaction counter {request.atc} not above {row[0]}: "
+                           f"a cloned or replayed card")
+        if account.balance < amount:
+            return decline("insufficient funds")
+        return Decision("approved", "approved", amount, request.digest), card_number
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# -- the seller's order book --------------------------------------------------------------------
+
+ORDERS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    order_id BLOB PRIMARY KEY,        -- the seller's replay cache
+    envelope BLOB NOT NULL,           -- kept until the order is final, to resume after a crash
+    holder   TEXT NOT NULL,
+    amount   INTEGER NOT NULL,
+    status   TEXT NOT NULL,           -- received | approved | completed | declined | failed
+    outcome  BLOB,                    -- the outcome message, once final
+    at       INTEGER NOT NULL
+);
+"""
+
+FINAL = ("completed", "declined", "failed")
+
+
+class OrderBook:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = connect(path, ORDERS_SCHEMA)
+
+    def receive(self, order_id: bytes, envelope: bytes, holder: str, amount: int,
+                fields: Iterable[str]) -> None:
+        with transaction(self.conn):
+            try:
+                self.conn.execute("INSERT INTO orders VALUES (?, ?, ?, ?, 'received', NULL, ?)",
+                                  (order_id, envelope, holder, amount, int(time.time())))
+            except sqlite3.IntegrityError:
+                raise replay_error(order_id) from None
+            record_view(self.conn, order_id, fields)
+
+    def set_status(self, order_id: bytes, status: str, outcome: bytes | None = None) -> None:
+        with transaction(self.conn):
+            self.conn.execute("UPDATE orders SET status = ?, outcome = ?, at = ?, "
+                              "envelope = CASE WHEN ? THEN x'' ELSE envelope END "
+                              "WHERE order_id = ?",
+                              (status, outcome, int(time.time()), status in FINAL, order_id))
+
+    def status(self, order_id: bytes) -> tuple[str, bytes | None] | None:
+        row = self.conn.execute("SELECT status, outcome FROM orders WHERE order_id = ?",
+                                (order_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def unfinished(self) -> list[tuple[bytes, bytes]]:
+        return list(self.conn.execute("SELECT order_id, envelope FROM orders "
+                                      "WHERE status IN ('received', 'approved')"))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# -- the delivery company's shipments -----------------------------------------------------------
+
+SHIPMENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS shipments (
+    order_id    BLOB PRIMARY KEY,
+    request     BLOB NOT NULL,
+    seller      TEXT NOT NULL,
+    recipient   TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    tracking    TEXT NOT NULL UNIQUE,
+    at          INTEGER NOT NULL
+);
+"""
+
+
+class Shipments:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = connect(path, SHIPMENTS_SCHEMA)
+
+    def ship(self, order_id: bytes, request_digest: bytes, seller: str, recipient: str,
+             destination: str, tracking: str, fields: Iterable[str]) -> tuple[str, Seen]:
+        with transaction(self.conn):
+            row = self.conn.execute("SELECT request, tracking FROM shipments WHERE order_id = ?",
+                                    (order_id,)).fetchone()
+            if row is not None:
+                if row[0] != request_digest:
+                    raise replay_error(order_id)
+                return row[1], Seen.RETRANSMISSION
+            self.conn.execute("INSERT INTO shipments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              (order_id, request_digest, seller, recipient, destination,
+                               tracking, int(time.time())))
+            record_view(self.conn, order_id, fields)
+        return tracking, Seen.NEW
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,63 @@
+"""The delivery company: on a request MACed by the seller, decrypts the destination from its
+part and answers with a tracking reference (MACed for the seller, sealed for the holder)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from host import codec, envelope
+from host.codec import Fields
+from host.db import Seen, Shipments
+from host.envelope import context, delivery_answer_body, delivery_request_body
+from host.errors import EnvelopeError
+from host.keymodule import KeyModule
+from host.order import OrderField, Party
+from host.server import PartyServer, ServerConfig, open_own_part, request_digest
+from host.wire import MessageType, frame
+
+
+class DeliveryServer(PartyServer):
+    role = Party.DELIVERY.value
+
+    def __init__(self, keys: KeyModule, config: ServerConfig, db_path: Path) -> None:
+        super().__init__(keys, config)
+        self.shipments = Shipments(db_path)
+        self.handlers[MessageType.DELIVER] = self.on_deliver
+
+    async def close(self) -> None:
+        await super().close()
+        self.shipments.close()
+
+    async def on_deliver(self, body: Fields) -> bytes:
+        header_bytes = body.get("header", bytes, max_size=1024)
+        box = body.get("part", bytes, max_size=envelope.MAX_PART)
+        approval = body.get("approval", bytes, max_size=64)
+        seller_mac = body.get("mac", bytes, max_size=64)
+        opened = await open_own_part(self.keys, Party.DELIVERY, header_bytes, box,
+                                     self.config.window)
+        header = opened.header
+        # the seller vouches that the card manager approved this very order (same digest)
+        await self.keys.check_mac(header.seller,
+                                  delivery_request_body(header.order_id, opened.digest, approval),
+                                  seller_mac, context("delivery-request", header.order_id),
+                                  "delivery request")
+        destination = opened.fields.get(OrderField.DESTINATION.value)
+        recipient = opened.fields.get(OrderField.HOLDER_NAME.value, "")
+        if not isinstance(destination, str) or not destination.strip() \
+                or not isinstance(recipient, str):
+            raise EnvelopeError("malformed", "the delivery part has no destination")
+        tracking, seen = self.shipments.ship(
+            header.order_id, request_digest(header_bytes, box), header.seller, recipient,
+            destination, "TRK-" + secrets.token_hex(6).upper(), opened.fields)
+        self.log.info("order %s: shipping as %s%s", header.order_id.hex(), tracking,
+                      " again" if seen is Seen.RETRANSMISSION else "")
+        self.crash_point("after-ship")
+        mac = await self.keys.mac(header.seller,
+                                  delivery_answer_body(header.order_id, opened.digest, tracking),
+                                  context("delivery-answer", header.order_id))
+        receipt = await self.keys.seal(
+            header.holder, codec.encode({"tracking": tracking, "digest": opened.digest}),
+            envelope.receipt_aad(Party.DELIVERY.value, header_bytes),
+            context("receipt", header.order_id))
+        return frame(MessageType.DELIVERY, tracking=tracking, mac=mac, receipt=receipt)

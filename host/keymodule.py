@@ -1,0 +1,108 @@
+"""A party's key module: its row inside the nettx applet, in-process (a software security
+module) or on a card behind any reader. Every key operation a server does goes through the
+card's own commands (MSE, PSO, INTERNAL / EXTERNAL AUTHENTICATE), so there is one code path
+for keys and no pair key ever sits in a server's memory outside the applet.
+
+The applet's volatile state (the peer set by MSE, the outstanding challenge) belongs to one
+conversation at a time, so a module lends whole sessions: software modules keep a small pool
+of identical applets; a card is a pool of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from card_applet import blom
+from card_applet.sw import SW
+from host.errors import EnvelopeError, TransactionError
+from host.softcard import software_card
+from terminal.errors import ApduError
+from terminal.session import CardSession
+
+DEFAULT_POOL = 8
+
+
+class KeyModule:
+    def __init__(self, identifier: str, sessions: Sequence[CardSession]) -> None:
+        self.identifier = identifier
+        self._idle: asyncio.Queue[CardSession] = asyncio.Queue()
+        for session in sessions:
+            self._idle.put_nowait(session)
+
+    @classmethod
+    def software(cls, identifier: str, row: Sequence[int], pool: int = DEFAULT_POOL) -> KeyModule:
+        return cls(identifier, [software_card(identifier, row) for _ in range(pool)])
+
+    @classmethod
+    def on_card(cls, session: CardSession, pin: str) -> KeyModule:
+        info = session.select()
+        if info.holder_id is None:
+            raise TransactionError("no-key", "the card in this reader is not personalised")
+        session.verify_pin(pin)
+        return cls(info.holder_id, [session])
+
+    @contextlib.asynccontextmanager
+    async def session(self, peer: str) -> AsyncIterator[CardSession]:
+        """A session whose peer is set to `peer`, for this caller alone."""
+        card = await self._idle.get()
+        try:
+            try:
+                card.set_peer(peer)
+            except ApduError as exc:
+                raise TransactionError("bad-peer", f"{peer!r}: {exc}") from exc
+            yield card
+        finally:
+            self._idle.put_nowait(card)
+
+    async def seal(self, peer: str, plaintext: bytes, aad: bytes, context: bytes) -> bytes:
+        async with self.session(peer) as card:
+            return card.encrypt(plaintext, aad, context)
+
+    async def open(self, peer: str, box: bytes, aad: bytes, context: bytes,
+                   what: str = "part") -> bytes:
+        async with self.session(peer) as card:
+            try:
+                return card.decrypt(box, aad, context)
+            except ApduError as exc:
+                if exc.sw == SW.INCORRECT_SM_DATA:
+                    raise EnvelopeError("forged", f"the {what} does not authenticate "
+                                        f"(not sealed by {peer} for this order)") from exc
+                raise EnvelopeError("malformed", f"the {what} is not a sealed box ({exc})") \
+                    from exc
+
+    async def mac(self, peer: str, body: bytes, context: bytes) -> bytes:
+        """A MAC is a seal of nothing with the body as associated data: the card's seal key
+        carries direction and purpose, so the MAC does too."""
+        return await self.seal(peer, b"", body, context)
+
+    async def check_mac(self, peer: str, body: bytes, mac: bytes, context: bytes,
+                        what: str) -> None:
+        if await self.open(peer, mac, body, context, what) != b"":
+            raise EnvelopeError("forged", f"the {what} MAC carries data")
+
+    async def answer(self, peer: str, challenge: bytes) -> bytes:
+        """Our half of claim 7's confirmation: prove to `peer` that we hold our row."""
+        async with self.session(peer) as card:
+            try:
+                return card.internal_authenticate(challenge)
+            except ApduError as exc:
+                raise TransactionError("bad-challenge", str(exc)) from exc
+
+    async def confirm(self, peer: str, exchange: Callable[[bytes], Awaitable[bytes]]) -> None:
+        """Confirm `peer` before sending it anything: challenge, let `exchange` carry the
+        challenge to it and bring back its answer, and check the answer on the card."""
+        async with self.session(peer) as card:
+            challenge = card.get_challenge()
+            response = await exchange(challenge)
+            try:
+                card.external_authenticate(response)
+            except ApduError as exc:
+                raise TransactionError("unconfirmed", f"{peer} failed confirmation: it does "
+                                       f"not hold the row for its identifier") from exc
+
+
+def check_identifier(identifier: str) -> str:
+    blom.identifier_bytes(identifier)
+    return identifier

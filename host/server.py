@@ -1,0 +1,173 @@
+"""What every party's server shares: the asyncio accept loop, dispatch by message type, the
+confirmation answer (claim 7), and the rule that no input crashes a server.
+
+A handler returns the reply frame or raises `TransactionError`: the peer gets an `error`
+message with its code and the connection stays open for the next request. A malformed frame
+(`WireError`) closes the connection after the error message, since the stream can no longer
+be trusted to be in step. Anything else is a bug: it is logged with its traceback, the peer
+gets `internal`, and the server carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from host import envelope
+from host.codec import Fields
+from host.envelope import Header, OpenedPart
+from host.errors import EnvelopeError, TransactionError, WireError
+from host.keymodule import KeyModule
+from host.order import Party
+from host.wire import AsyncConnection, MessageType, error_frame, frame
+
+Handler = Callable[[Fields], Awaitable[bytes]]
+
+MIN_CHALLENGE, MAX_CHALLENGE = 8, 64  # the card's INTERNAL AUTHENTICATE bounds
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    window: int = 300  # seconds a timestamp may differ from our clock
+    read_timeout: float = 15.0
+    crash_at: str | None = None  # tests: SIGKILL ourselves at this named point
+
+
+class PartyServer:
+    role = "party"
+
+    def __init__(self, keys: KeyModule, config: ServerConfig) -> None:
+        self.keys = keys
+        self.config = config
+        self.log = logging.getLogger(f"nettx.{self.role}")
+        self.handlers: dict[MessageType, Handler] = {MessageType.CONFIRM: self.on_confirm}
+        self.server: asyncio.Server | None = None
+
+    @property
+    def identifier(self) -> str:
+        return self.keys.identifier
+
+    def crash_point(self, name: str) -> None:
+        """Fault injection for the kill-and-restart tests: die exactly here, as a kill -9."""
+        if self.config.crash_at == name:
+            self.log.warning("crash point %s: killing this process", name)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._connection, self.config.host,
+                                                 self.config.port)
+        port = self.server.sockets[0].getsockname()[1]
+        self.log.info("%s %s listening on %s:%d", self.role, self.identifier,
+                      self.config.host, port)
+        return int(port)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        conn = AsyncConnection(reader, writer, timeout=self.config.read_timeout)
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                try:
+                    message = await conn.receive()
+                    if message is None:
+                        return
+                    handler = self.handlers.get(message.type)
+                    if handler is None:
+                        raise WireError(f"a {self.role} does not take {message.type} messages",
+                                        code="unexpected")
+                    await conn.send_raw(await handler(message.body))
+                except WireError as exc:
+                    self.log.info("%s: %s; closing", peer, exc)
+                    with contextlib.suppress(TransactionError):
+                        await conn.send_raw(error_frame(exc))
+                    return
+                except TransactionError as exc:
+                    if exc.code == "connection-lost":
+                        return
+                    self.log.info("%s: refused: %s", peer, exc)
+                    await conn.send_raw(error_frame(exc))
+        except TransactionError:
+            return  # the peer went away while we answered
+        except Exception:
+            self.log.exception("%s: internal error", peer)
+            with contextlib.suppress(Exception):
+                await conn.send_raw(error_frame(TransactionError("internal", "internal error")))
+        finally:
+            await conn.close()
+
+    async def on_confirm(self, body: Fields) -> bytes:
+        """Answer a confirmation challenge from `peer` (the holder, relayed by the seller, or
+        the seller itself). Only `peer` can check the answer, so answering anyone is safe."""
+        peer = body.get("peer", str, min_size=1, max_size=64)
+        challenge = body.get("challenge", bytes, min_size=MIN_CHALLENGE, max_size=MAX_CHALLENGE)
+        party = body.get("party", str, max_size=16)
+        if party != self.role:
+            raise TransactionError("wrong-party", f"this is the {self.role}, not the {party}")
+        return frame(MessageType.CONFIRMED, response=await self.keys.answer(peer, challenge))
+
+
+async def confirm_peer(keys: KeyModule, peer_id: str, party: str,
+                       conn: AsyncConnection) -> None:
+    """Confirm a party over an open connection before sending it anything (claim 7)."""
+
+    async def exchange(challenge: bytes) -> bytes:
+        reply = await conn.request(MessageType.CONFIRM, MessageType.CONFIRMED, party=party,
+                                   peer=keys.identifier, challenge=challenge)
+        return reply.body.get("response", bytes, max_size=64)
+
+    await keys.confirm(peer_id, exchange)
+
+
+def run_until_signalled(server: PartyServer, ready: Callable[[int], None] | None = None,
+                        on_start: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Run `server` until SIGTERM or SIGINT; `ready(port)` is told the bound port."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        port = await server.start()
+        if ready is not None:
+            ready(port)
+        if on_start is not None:
+            await on_start()
+        await stop.wait()
+        await server.close()
+
+    asyncio.run(main())
+
+
+async def open_own_part(keys: KeyModule, party: Party, header_bytes: bytes, box: bytes,
+                        window: int) -> OpenedPart:
+    """Check the header names us and is fresh, then open and check our part."""
+    header = Header.from_bytes(header_bytes)
+    if header.party_id(party) != keys.identifier:
+        raise EnvelopeError("wrong-party", f"this order names {header.party_id(party)} as "
+                                           f"{party}, not {keys.identifier}")
+    header.check_fresh(window)
+    plaintext = await keys.open(header.holder, box, envelope.part_aad(party, header_bytes),
+                                envelope.context("part", header.order_id), what=f"{party} part")
+    return envelope.parse_part(header, header_bytes, party, box, plaintext)
+
+
+def request_digest(*pieces: bytes) -> bytes:
+    """What tells a retransmission (same bytes) from a replay (same order id, other bytes)."""
+    import hashlib
+
+    h = hashlib.sha256(b"nettx/request/v1")
+    for piece in pieces:
+        h.update(len(piece).to_bytes(4, "big") + piece)
+    return h.digest()

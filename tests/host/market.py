@@ -1,0 +1,115 @@
+"""The three parties as asyncio servers on one event loop in a background thread, on free
+ports: the in-process harness for transaction tests (tests/e2e runs them as processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from host.authority import Authority
+from host.db import Account, Ledger
+from host.delivery import DeliveryServer
+from host.issuer import IssuerServer
+from host.keymodule import KeyModule
+from host.order import CatalogueItem, Order, OrderForm
+from host.seller import Endpoint, SellerConfig, SellerServer
+from host.server import PartyServer, ServerConfig
+
+T = TypeVar("T")
+
+SELLER, ISSUER, DELIVERY = "seller:shop.example", "issuer:bank.example", "delivery:post.example"
+HOLDER = "holder:alice@example.org"
+CARD_NUMBER, EXPIRY = "4000123412341234", "09/29"
+CATALOGUE = (CatalogueItem("A-100", "smart card reader", 2500),
+             CatalogueItem("B-200", "blank cards (10)", 1200),
+             CatalogueItem("C-300", "USB serial adapter", 900))
+
+
+def form(**overrides: Any) -> OrderForm:
+    return OrderForm(**{"seller": SELLER, "issuer": ISSUER, "delivery": DELIVERY,
+                        "currency": "EUR", "catalogue": CATALOGUE, **overrides})
+
+
+def order(**overrides: Any) -> Order:
+    fields = {"holder_name": "Alice Martin", "holder_address": "1 rue de la Paix, Paris",
+              "holder_phone": "+33 1 23 45 67 89", "card_number": CARD_NUMBER,
+              "card_expiry": EXPIRY, "destination": "Alice's office, 5 avenue Foch, Lyon",
+              "lines": (("A-100", 1), ("B-200", 2))}
+    return Order(**{**fields, **overrides})
+
+
+def account(**overrides: Any) -> Account:
+    fields = {"card_number": CARD_NUMBER, "holder": HOLDER, "name": "Alice Martin",
+              "phone": "+33 1 23 45 67 89", "expiry": EXPIRY, "balance": 100_000}
+    return Account(**{**fields, **overrides})
+
+
+@dataclass
+class Market:
+    authority: Authority
+    rows: dict[str, list[int]]
+    home: Path
+    servers: dict[str, PartyServer] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    loop: asyncio.AbstractEventLoop | None = None
+    thread: threading.Thread | None = None
+
+    def keys(self, identifier: str) -> KeyModule:
+        return KeyModule.software(identifier, self.rows[identifier], pool=4)
+
+    def run(self, coro: Awaitable[T]) -> T:
+        assert self.loop is not None
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        return future.result(timeout=60)
+
+    def start(self, *, seller_form: OrderForm | None = None,
+              config: ServerConfig | None = None,
+              issuer_keys: Callable[[], KeyModule] | None = None) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        config = config or ServerConfig()
+        ledger = self.home / "ledger.sqlite"
+        Ledger(ledger).add_account(account())
+
+        async def start_all() -> None:
+            issuer = IssuerServer(issuer_keys() if issuer_keys else self.keys(ISSUER), config,
+                                  ledger)
+            delivery = DeliveryServer(self.keys(DELIVERY), config, self.home / "ship.sqlite")
+            self.ports["issuer"] = await issuer.start()
+            self.ports["delivery"] = await delivery.start()
+            seller = SellerServer(self.keys(SELLER), config, SellerConfig(
+                seller_form or form(), Endpoint("127.0.0.1", self.ports["issuer"]),
+                Endpoint("127.0.0.1", self.ports["delivery"]), self.home / "orders.sqlite",
+                retry_every=0.2))
+            self.ports["seller"] = await seller.start()
+            self.servers.update(issuer=issuer, delivery=delivery, seller=seller)
+
+        self.run(start_all())
+
+    def stop(self) -> None:
+        if self.loop is None:
+            return
+
+        async def stop_all() -> None:
+            for server in self.servers.values():
+                await server.close()
+
+        self.run(stop_all())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        assert self.thread is not None
+        self.thread.join(timeout=10)
+        self.loop.close()
+        self.loop = None
+
+
+EVIL = "issuer:evil.example"  # a real row, for another identifier: the impersonator's
+
+
+def issue_market_rows(authority: Authority) -> dict[str, list[int]]:
+    return authority.issue([SELLER, ISSUER, DELIVERY, EVIL])
