@@ -1,14 +1,20 @@
-"""`nettx demo`: the card's life on the embedded reader, narrated.
+"""`nettx demo`: the transaction of EP 0791901, end to end, narrated.
 
-The centre issues rows; a blank virtual card is manufactured, served by its own process to
-the embedded reader, personalised and locked; the holder selects it, verifies the PIN, and
-has the card seal a message for the seller, whose row sits in a software security module.
-The seller opens it: both sides derived the same pair key without exchanging anything.
+1. The centre issues rows; a blank virtual card, served by its own process to the embedded
+   reader, is personalised for the holder and locked.
+2. The seller, the card manager and the delivery company start as real processes on loopback,
+   each with its row in a software security module.
+3. The holder buys two items: the card confirms the three parties, seals one part for each,
+   and the envelope goes to the seller. The flow of FIG. 1 is replayed from the seller's log,
+   and each party's database shows which fields it could read.
+4. The attacks the system stops, each rejected with its reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -16,112 +22,261 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from host.authority import Authority
+from host import envelope
+from host.authority import Authority, write_row_file
 from host.cardaccess import open_card
+from host.db import Account, Ledger, read_views
+from host.envelope import Envelope
+from host.errors import EnvelopeError, PolicyError, TransactionError
+from host.holder import HolderClient
+from host.keymodule import KeyModule
+from host.order import Order, OrderField, OrderForm, Party
+from host.partyproc import PartyProcess
 from host.personalisation import issue_onto_card
-from host.softcard import software_card
+from host.wire import Connection, MessageType, expect, frame
 from terminal.errors import ApduError, WrongPinError
 from terminal.session import CardSession
 
 HOLDER = "holder:alice@example.org"
 SELLER = "seller:shop.example"
-ISSUER = "issuer:card-manager.example"
+ISSUER = "issuer:bank.example"
+DELIVERY = "delivery:post.example"
+IMPOSTOR = "issuer:impostor.example"
 PIN, PUK = "2468", "13572468"
+CARD_NUMBER, EXPIRY = "4970101234567890", "09/29"
+CATALOGUE = {"currency": "EUR", "items": [
+    {"number": "A-100", "name": "smart card reader", "unit_price": 2490},
+    {"number": "B-200", "name": "blank JavaCards (10)", "unit_price": 1250},
+    {"number": "C-300", "name": "USB serial adapter", "unit_price": 890},
+]}
+ROLE_TITLES = {Party.SELLER: "seller", Party.ISSUER: "card manager",
+               Party.DELIVERY: "delivery"}
 
 
 def run_demo(console: Console, home: Path | None, k: int) -> None:
     with contextlib.ExitStack() as stack:
         if home is None:
             home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nettx-demo-")))
-        _run(console, home, k)
+        Demo(console, home, k, stack).run()
 
 
-def _step(console: Console, text: str) -> None:
-    console.print(f"[bold cyan]>[/] {text}")
+class Demo:
+    def __init__(self, console: Console, home: Path, k: int,
+                 stack: contextlib.ExitStack) -> None:
+        self.console, self.home, self.k, self.stack = console, home, k, stack
 
+    def step(self, text: str) -> None:
+        self.console.print(f"[bold cyan]>[/] {text}")
 
-def _run(console: Console, home: Path, k: int) -> None:
-    centre = Authority(home)
-    t = time.perf_counter()
-    centre.init(k, force=True)
-    _step(console, f"centre: master matrix k = {k} generated in {time.perf_counter() - t:.2f}s")
+    def run(self) -> None:
+        self.console.rule("1. the centre and the card")
+        rows = self.issue_rows()
+        with open_card(None, self.home / "alice.card.json",
+                       log_path=self.home / "card.log") as reader:
+            card = CardSession(reader)
+            self.personalise(card)
+            self.console.rule("2. the parties start")
+            seller_port = self.start_parties()
+            self.console.rule("3. the holder buys two items")
+            client = HolderClient(card, PIN, "127.0.0.1", seller_port,
+                                  narrate=lambda msg: self.step(f"holder's terminal: {msg}"))
+            first = self.purchase(client)
+            self.console.rule("4. what the system stops")
+            self.attacks(client, first, rows)
+        self.console.print("[bold green]demo complete[/]")
 
-    t = time.perf_counter()
-    rows = centre.issue([SELLER, ISSUER])
-    _step(console, f"centre: rows issued for {SELLER} and {ISSUER} "
-                   f"({(time.perf_counter() - t) * 1000:.0f} ms, one matrix product)")
+    # -- 1 --------------------------------------------------------------------------------------
 
-    state = home / "alice.card.json"
-    serial = centre.manufacture_card(state)
-    _step(console, f"factory: blank card {serial.hex()} (transport key diversified from the "
-                   f"centre's) -> {state.name}")
+    def issue_rows(self) -> dict[str, list[int]]:
+        centre = Authority(self.home)
+        t = time.perf_counter()
+        centre.init(self.k, force=True)
+        self.centre = centre
+        rows = centre.issue([SELLER, ISSUER, DELIVERY, IMPOSTOR])
+        self.step(f"centre: master k = {self.k}; rows for {SELLER}, {ISSUER}, {DELIVERY} "
+                  f"(and {IMPOSTOR}) in {time.perf_counter() - t:.2f} s")
+        for ident, row in rows.items():
+            write_row_file(self.row_file(ident), ident, row)
+        serial = centre.manufacture_card(self.home / "alice.card.json")
+        self.step(f"factory: blank card {serial.hex()}")
+        return rows
 
-    with open_card(None, state, log_path=home / "card.log") as reader:
-        atr = reader.power_on()
-        _step(console, f"embedded reader: card process connected; ATR {atr.hex(' ').upper()}")
-        session = CardSession(reader)
+    def row_file(self, ident: str) -> Path:
+        return self.home / (ident.replace(":", "_") + ".row.json")
 
-        issue_onto_card(centre, session, HOLDER, PIN, PUK)
-        _step(console, f"centre: card personalised for {HOLDER} over a MACed session "
-                       "(INITIALIZE UPDATE, STORE DATA x4, SET STATUS) and locked for good")
-
-        reader.reset()
-        info = session.select()
-        table = Table("public data (SELECT / FCI)", "value")
-        for name, value in (("holder", info.holder_id), ("serial", info.serial.hex()),
-                            ("lifecycle", info.lifecycle.name.lower()), ("k", str(info.k)),
-                            ("PIN tries", f"{info.pin_tries}/{info.pin_max}"),
-                            ("row", "write-only: no command reads it")):
-            table.add_row(name, value or "-")
-        console.print(table)
-
+    def personalise(self, card: CardSession) -> None:
+        card.reader.power_on()
+        issue_onto_card(self.centre, card, HOLDER, PIN, PUK)
+        self.step(f"centre: card personalised for {HOLDER} over a MACed session and locked")
+        card.select()
         try:
-            session.verify_pin("0000")
+            card.verify_pin("0000")
         except WrongPinError as err:
-            _step(console, f"VERIFY 0000 -> {err.sw:04X}: wrong PIN, {err.tries_left} tries left")
-        session.verify_pin(PIN)
-        _step(console, "VERIFY with the right PIN -> 9000 (try counter restored)")
-
+            self.step(f"VERIFY 0000 -> {err.sw:04X}: wrong PIN, {err.tries_left} tries left")
         try:
-            session.get_data(0xDF11)
+            card.get_data(0xDF11)
         except ApduError as err:
-            _step(console, f"GET DATA of the row object DF11 -> {err.sw:04X}: it never leaves")
+            self.step(f"GET DATA of the row DF11 -> {err.sw:04X}: the row never leaves the card")
 
-        session.set_peer(SELLER)
-        _step(console, f"MANAGE SECURITY ENVIRONMENT peer = {SELLER}: the card evaluates its "
-                       f"row at x({SELLER}) and derives the pair key inside")
+    # -- 2 --------------------------------------------------------------------------------------
 
-        seller = software_card(SELLER, rows[SELLER])
-        seller.set_peer(HOLDER)
-        session.prove_to(seller)
-        seller.prove_to(session)
-        _step(console, "confirmation (claim 7): seller GET CHALLENGE -> card INTERNAL "
-                       "AUTHENTICATE -> seller EXTERNAL AUTHENTICATE 9000, and the reverse")
+    def start_party(self, role: str, ident: str, *args: str, db: str | None = None,
+                    row_file: Path | None = None) -> PartyProcess:
+        proc = PartyProcess(role, ["--key", str(row_file or self.row_file(ident)),
+                                   "--db", str(self.home / (db or f"{role}.sqlite")), *args],
+                            self.home / f"{db or role}.log")
+        self.stack.callback(proc.stop)
+        self.step(f"{role} {ident}: pid {proc.pid}, listening on 127.0.0.1:{proc.port}")
+        return proc
 
-        message = b"order 1: 2 x item 1001, EUR 42.00"
-        header = b"nettx demo header v1"
-        sealed = session.encrypt(message, aad=header, context=b"order-1")
-        _step(console, f"PSO ENCIPHER on the card: {len(message)} bytes -> sealed box of "
-                       f"{len(sealed)} bytes (ATC {int.from_bytes(sealed[1:5], 'big')}, "
-                       "header bound as associated data)")
+    def start_parties(self) -> int:
+        ledger = Ledger(self.home / "issuer.sqlite")
+        ledger.add_account(Account(CARD_NUMBER, HOLDER, "Alice Martin", "+33 1 23 45 67 89",
+                                   EXPIRY, 50_000))
+        ledger.close()
+        self.step("card manager: account for Alice's card seeded (balance 500.00 EUR)")
+        issuer = self.start_party("issuer", ISSUER)
+        delivery = self.start_party("delivery", DELIVERY)
+        (self.home / "catalogue.json").write_text(json.dumps(CATALOGUE, indent=1))
+        self.issuer_port, self.delivery_port = issuer.port, delivery.port
+        seller = self.start_party("seller", SELLER, *self.seller_args(issuer.port))
+        self.seller_log = seller.log_path
+        return seller.port
 
-        opened = seller.decrypt(sealed, aad=header, context=b"order-1")
-        _step(console, f"seller's security module opens it: {opened.decode()!r}")
+    def seller_args(self, issuer_port: int) -> list[str]:
+        return ["--catalogue", str(self.home / "catalogue.json"),
+                "--issuer", f"127.0.0.1:{issuer_port}", "--issuer-id", ISSUER,
+                "--delivery", f"127.0.0.1:{self.delivery_port}", "--delivery-id", DELIVERY]
 
-        tampered = bytearray(sealed)
-        tampered[-1] ^= 1
+    # -- 3 --------------------------------------------------------------------------------------
+
+    def order(self) -> Order:
+        return Order(holder_name="Alice Martin", holder_address="1 rue de la Paix, 75002 Paris",
+                     holder_phone="+33 1 23 45 67 89", card_number=CARD_NUMBER,
+                     card_expiry=EXPIRY, destination="Alice's office, 5 avenue Foch, Lyon",
+                     lines=(("A-100", 1), ("B-200", 2)))
+
+    def purchase(self, client: HolderClient) -> envelope.SealedOrder:
+        log_offset = self.seller_log.stat().st_size
+        with Connection("127.0.0.1", client.port) as conn:
+            _form, sealed = client.prepare(conn, self.order())
+            outcome = client.send(conn, sealed)
+        time.sleep(0.2)  # the seller's log line for the outcome may trail the reply
+        self.show_flow(log_offset)
+        table = Table("outcome", "value", title=f"order {outcome.order_id.hex()}")
+        table.add_row("status", outcome.status)
+        table.add_row("amount", f"{(outcome.amount or 0) / 100:.2f} EUR")
+        table.add_row("tracking", outcome.tracking or "-")
+        table.add_row("receipts opened by the card",
+                      ", ".join(ROLE_TITLES[p] for p in sorted(outcome.verified)))
+        self.console.print(table)
+        if not outcome.approved:
+            raise TransactionError("demo", f"the purchase did not complete: {outcome.reason}")
+        self.show_visibility(sealed.header.order_id)
+        return sealed
+
+    def show_flow(self, offset: int) -> None:
+        table = Table("FIG. 1", "from", "", "to", "message", title="the flow, from the "
+                      "seller's log")
+        with open(self.seller_log, encoding="utf-8", errors="replace") as log:
+            log.seek(offset)
+            for line in log:
+                match = re.search(r"FLOW (\w) (\S+) -> (\S+): (.*)", line)
+                if match:
+                    arrow, source, target, what = match.groups()
+                    table.add_row(arrow, source, "->", target, what)
+        self.console.print(table)
+
+    def show_visibility(self, order_id: bytes) -> None:
+        views = {Party.SELLER: read_views(self.home / "seller.sqlite"),
+                 Party.ISSUER: read_views(self.home / "issuer.sqlite"),
+                 Party.DELIVERY: read_views(self.home / "delivery.sqlite")}
+        table = Table("order field", *ROLE_TITLES.values(),
+                      title="what each party decrypted (from its own database)")
+        for f in OrderField:
+            cells = []
+            for party in Party:
+                readable = f.value in views[party].get(order_id, [])
+                cells.append("[green]read[/]" if readable else "[dim]sealed[/]")
+            table.add_row(f.value, *cells)
+        self.console.print(table)
+        seller_db = (self.home / "seller.sqlite").read_bytes()
+        issuer_db = (self.home / "issuer.sqlite").read_bytes()
+        self.step(f"the card number in the seller's database: "
+                  f"{CARD_NUMBER.encode() in seller_db}; the destination in the card "
+                  f"manager's: {b'avenue Foch' in issuer_db}")
+
+    # -- 4 --------------------------------------------------------------------------------------
+
+    def refused(self, attack: str, reason: str) -> None:
+        self.console.print(f"[bold red]x[/] {attack}\n    [red]refused:[/] {reason}")
+
+    def attacks(self, client: HolderClient, first: envelope.SealedOrder,
+                rows: dict[str, list[int]]) -> None:
+        import asyncio
+
+        # a seller that wants the card number: its key module cannot open the issuer's part
+        seller_keys = KeyModule.software(SELLER, rows[SELLER], pool=1)
+        header = first.envelope.header
         try:
-            seller.decrypt(bytes(tampered), aad=header, context=b"order-1")
-        except ApduError as err:
-            _step(console, f"one flipped bit -> {err.sw:04X}: authentication tag rejected")
-
-        issuer = software_card(ISSUER, rows[ISSUER])
-        issuer.set_peer(HOLDER)
+            asyncio.run(seller_keys.open(HOLDER, first.envelope.parts[Party.ISSUER],
+                                         envelope.part_aad(Party.ISSUER, header),
+                                         envelope.context("part", first.header.order_id),
+                                         what="card manager's part"))
+        except EnvelopeError as exc:
+            self.refused("the seller opens the card manager's part to read the card number",
+                         str(exc))
+        # ... or publishes a form whose policy hands it the card number
         try:
-            issuer.decrypt(sealed, aad=header, context=b"order-1")
-        except ApduError as err:
-            _step(console, f"the card manager cannot read the seller's part -> {err.sw:04X}")
+            OrderForm.from_cbor(leaky_form())
+        except PolicyError as exc:
+            self.refused("the seller's form grants it the card number", str(exc))
 
-        same = centre.pair_key(HOLDER, SELLER) == centre.pair_key(SELLER, HOLDER)
-        _step(console, f"centre check: K(holder, seller) == K(seller, holder): {same}")
-    console.print("[bold green]demo complete[/]")
+        # the same envelope again
+        with Connection("127.0.0.1", client.port) as conn:
+            conn.send_raw(frame(MessageType.ORDER, envelope=first.envelope.to_cbor()))
+            try:
+                client.read_outcome(expect(conn.receive(), MessageType.OUTCOME), first)
+            except TransactionError as exc:
+                self.refused("the first envelope, replayed", str(exc))
+
+        # a part moved from the first order into a second one
+        with Connection("127.0.0.1", client.port) as conn:
+            _form, second = client.prepare(conn, self.order())
+            swapped = Envelope(second.envelope.header,
+                               {**second.envelope.parts,
+                                Party.ISSUER: first.envelope.parts[Party.ISSUER]})
+            conn.send_raw(frame(MessageType.ORDER, envelope=swapped.to_cbor()))
+            outcome = client.read_outcome(expect(conn.receive(), MessageType.OUTCOME), second)
+            self.refused("the card manager's part of order 1 swapped into order 2",
+                         f"order 2 {outcome.status}: {outcome.reason}")
+
+        # a card manager impersonated: a real row, for another identifier
+        impostor_row = self.home / "impostor-claiming-issuer.row.json"
+        write_row_file(impostor_row, ISSUER, rows[IMPOSTOR])
+        fake = self.start_party("issuer", ISSUER, db="impostor", row_file=impostor_row)
+        tricked = self.start_party("seller", SELLER, *self.seller_args(fake.port),
+                                   db="tricked-seller")
+        tricked_client = HolderClient(client.card, PIN, "127.0.0.1", tricked.port)
+        try:
+            tricked_client.buy(self.order())
+        except TransactionError as exc:
+            self.refused("an impostor answers as the card manager", str(exc))
+        ledger = Ledger(self.home / "issuer.sqlite")
+        account = ledger.account(CARD_NUMBER)
+        ledger.close()
+        assert account is not None
+        self.step(f"ledger: Alice's balance {account.balance / 100:.2f} EUR: debited once, "
+                  f"for order 1 only")
+
+
+def leaky_form() -> dict[str, object]:
+    """The order form a greedy seller would serve: the card number in its own part."""
+    return {
+        "seller": SELLER, "issuer": ISSUER, "delivery": DELIVERY, "currency": "EUR",
+        "catalogue": [["A-100", "smart card reader", 2490]],
+        "policy": {"grants": {
+            "seller": ["items", "amount", "holder_name", "card_number"],
+            "issuer": ["card_number", "card_expiry", "amount"],
+            "delivery": ["destination"]}, "exposures": []},
+    }

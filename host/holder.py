@@ -88,14 +88,17 @@ class HolderClient:
     def buy(self, order: Order) -> Outcome:
         with Connection(self.host, self.port) as conn:
             _form, sealed = self.prepare(conn, order)
-            try:
-                reply = conn.request(MessageType.ORDER, MessageType.OUTCOME,
-                                     envelope=sealed.envelope.to_cbor())
-            except TransactionError as exc:
-                if exc.code != "connection-lost":
-                    raise
-                self.narrate("connection lost after sending: asking for the order's status")
-                return self.wait_for_outcome(sealed)
+            return self.send(conn, sealed)
+
+    def send(self, conn: Connection, sealed: SealedOrder) -> Outcome:
+        try:
+            reply = conn.request(MessageType.ORDER, MessageType.OUTCOME,
+                                 envelope=sealed.envelope.to_cbor())
+        except TransactionError as exc:
+            if exc.code != "connection-lost":
+                raise
+            self.narrate("connection lost after sending: asking for the order's status")
+            return self.wait_for_outcome(sealed)
         return self.read_outcome(reply, sealed)
 
     def status(self, sealed: SealedOrder) -> Outcome:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,15 @@ from host.wire import AsyncConnection, Message, MessageType, frame
 
 # Answers that mean "this order is finished, it will not work": anything else (a party down,
 # a timeout) leaves the order pending, to be driven again.
+flow_log = logging.getLogger("nettx.flow")
+ARROW = {Party.ISSUER: "y", Party.DELIVERY: "z"}  # FIG. 1; x is holder <-> seller
+
+
+def flow(arrow: str, source: str, target: str, what: str) -> None:
+    """One line per message, as FIG. 1 draws it; the demo replays these from the log."""
+    flow_log.info("FLOW %s %s -> %s: %s", arrow, source, target, what)
+
+
 FINAL_REFUSALS = {"forged", "replay", "malformed", "commitment", "wrong-party", "stale",
                   "unconfirmed", "version", "unexpected"}
 
@@ -97,11 +107,15 @@ class SellerServer(PartyServer):
     # -- the holder's side ----------------------------------------------------------------------
 
     async def on_form_request(self, body: Fields) -> bytes:
+        flow("x", "holder", "seller", "order form request")
+        flow("x", "seller", "holder", "order form: catalogue, parties, partition policy")
         return frame(MessageType.FORM, form=self.form.to_cbor())
 
     async def on_confirm(self, body: Fields) -> bytes:
         party = body.get("party", str, max_size=16)
         if party == self.role:
+            flow("x", "holder", "seller", "confirm challenge (claim 7)")
+            flow("x", "seller", "holder", "answer under seller -> holder key")
             return await super().on_confirm(body)
         try:
             target = Party(party)
@@ -110,17 +124,22 @@ class SellerServer(PartyServer):
         # relay: we carry the challenge and the answer but hold neither key
         peer = body.get("peer", str, min_size=1, max_size=64)
         challenge = body.get("challenge", bytes, max_size=64)
+        flow("x", "holder", "seller", f"confirm challenge for the {target} (to relay)")
+        flow(ARROW[target], "seller", target.value, "relayed challenge")
         conn = await self._open(target)
         try:
             reply = await conn.request(MessageType.CONFIRM, MessageType.CONFIRMED,
                                        party=party, peer=peer, challenge=challenge)
         finally:
             await conn.close()
+        flow(ARROW[target], target.value, "seller", f"answer under {target} -> holder key")
+        flow("x", "seller", "holder", f"relayed {target} answer (the seller cannot forge it)")
         return frame(MessageType.CONFIRMED,
                      response=reply.body.get("response", bytes, max_size=64))
 
     async def on_order(self, body: Fields) -> bytes:
         env = Envelope.from_cbor(body.get("envelope", dict))
+        flow("x", "holder", "seller", "envelope: header + 3 parts sealed by the card")
         opened = await self._open_seller_part(env)
         self.orders.receive(opened.header.order_id, codec.encode(env.to_cbor()),
                             opened.header.holder, opened.fields[OrderField.AMOUNT.value],
@@ -128,7 +147,9 @@ class SellerServer(PartyServer):
         self.log.info("order %s from %s: %s", opened.header.order_id.hex(),
                       opened.header.holder, opened.fields[OrderField.ITEMS.value])
         self.crash_point("after-receive")
-        return frame(MessageType.OUTCOME, **await self._drive(env, opened))
+        outcome = await self._drive(env, opened)
+        flow("x", "seller", "holder", f"outcome: {outcome['status']}")
+        return frame(MessageType.OUTCOME, **outcome)
 
     async def on_status(self, body: Fields) -> bytes:
         order_id = body.get("order", bytes, min_size=16, max_size=16)
@@ -240,10 +261,17 @@ class SellerServer(PartyServer):
                         **body: Any) -> Message:
         """Confirm `party` (claim 7), then send it one request: an unconfirmed party gets
         nothing."""
+        arrow = ARROW[party]
         conn = await self._open(party)
         try:
+            flow(arrow, "seller", party.value, "confirm challenge (claim 7)")
             await confirm_peer(self.keys, self.form.party_id(party), party.value, conn)
-            return await conn.request(kind, answer, **body)
+            flow(arrow, party.value, "seller", "answer verified by the seller's key module")
+            flow(arrow, "seller", party.value, f"{kind}: its sealed part + seller's MAC")
+            reply = await conn.request(kind, answer, **body)
+            flow(arrow, party.value, "seller", f"{answer}: "
+                 + str(reply.body.map.get("code") or reply.body.map.get("tracking") or "?"))
+            return reply
         finally:
             await conn.close()
 

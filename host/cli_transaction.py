@@ -1,0 +1,286 @@
+"""`nettx seller|issuer|delivery serve`, `nettx issuer add-account|accounts` and `nettx buy`:
+the four parties of the transaction on the command line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from host.authority import read_row_file
+from host.cardaccess import open_card
+from host.clikit import console, fails_cleanly, identifier, pin_digits, reader_options
+from host.db import Account, Ledger
+from host.delivery import DeliveryServer
+from host.errors import OrderError, PolicyError
+from host.holder import HolderClient
+from host.issuer import IssuerServer
+from host.keymodule import KeyModule
+from host.order import (
+    DEFAULT_POLICY,
+    Order,
+    OrderForm,
+    PartitionPolicy,
+    load_catalogue,
+    parse_lines,
+)
+from host.seller import Endpoint, SellerConfig, SellerServer
+from host.server import PartyServer, ServerConfig, run_until_signalled
+from terminal.session import CardSession
+
+
+def endpoint(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """HOST:PORT; port 0 (listen only) picks a free port, printed once bound."""
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535 or not host:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
+    return Endpoint(host, int(port))
+
+
+def key_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--pin", callback=pin_digits,
+                      help="The PIN of the party's card (with --reader / --state).")(fn)
+    fn = reader_options(fn)
+    fn = click.option("--key", "key_file", type=click.Path(exists=True, path_type=Path),
+                      help="The party's row file (`nettx authority issue --out`): a software "
+                           "security module. Or give --reader/--state for a card.")(fn)
+    return fn
+
+
+def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--crash-at", hidden=True, help="Tests: kill -9 at this point.")(fn)
+    fn = click.option("--window", type=click.IntRange(1, 86400), default=300, show_default=True,
+                      help="Seconds an order's timestamp may differ from this clock.")(fn)
+    fn = click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                      help="This party's SQLite database (ledger, orders or shipments).")(fn)
+    fn = click.option("--listen", required=True, callback=endpoint, metavar="HOST:PORT",
+                      help="Where to accept connections (port 0: any free port).")(fn)
+    return key_options(fn)
+
+
+@contextlib.contextmanager
+def key_module(key_file: Path | None, reader_spec: str | None, state: Path | None,
+               pin: str | None) -> Iterator[KeyModule]:
+    if key_file is not None:
+        if reader_spec or state:
+            raise click.UsageError("give --key, or --reader/--state, not both")
+        ident, row = read_row_file(key_file)
+        yield KeyModule.software(ident, row)
+        return
+    if reader_spec is None and state is None:
+        raise click.UsageError("give --key ROWFILE, or --reader/--state with --pin")
+    if pin is None:
+        raise click.UsageError("a card needs --pin")
+    with open_card(reader_spec, state) as reader:
+        yield KeyModule.on_card(CardSession(reader), pin)
+
+
+def serve(server: PartyServer) -> None:
+    def ready(port: int) -> None:
+        # the one line a supervisor (tests, the demo) reads to learn the bound port
+        click.echo(f"{server.role} {server.identifier} listening on "
+                   f"{server.config.host}:{port}")
+        sys.stdout.flush()
+
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    run_until_signalled(server, ready)
+
+
+def config_of(listen: Endpoint, window: int, crash_at: str | None) -> ServerConfig:
+    return ServerConfig(host=listen.host, port=listen.port, window=window, crash_at=crash_at)
+
+
+# -- seller -----------------------------------------------------------------------------------
+
+
+@click.group()
+def seller() -> None:
+    """The seller: serves its order form and drives orders."""
+
+
+def read_form_file(path: Path, seller_id: str, issuer_id: str, delivery_id: str) -> OrderForm:
+    """The catalogue file: {"currency": "EUR", "items": [{"number", "name", "unit_price"}],
+    "policy": {"grants": {...}, "exposures": [[field, party], ...]}} (policy optional)."""
+    try:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+            raise PolicyError("needs an 'items' list")
+        policy = (PartitionPolicy.from_cbor(doc["policy"]) if "policy" in doc
+                  else DEFAULT_POLICY)
+        return OrderForm(seller_id, issuer_id, delivery_id, str(doc.get("currency", "EUR")),
+                         load_catalogue(doc["items"]), policy)
+    except (ValueError, PolicyError) as exc:
+        raise PolicyError(f"{path}: {exc}") from exc
+
+
+@seller.command("serve")
+@server_options
+@click.option("--catalogue", type=click.Path(exists=True, path_type=Path), required=True,
+              help="JSON catalogue (and optional partition policy); see docs/protocol.md.")
+@click.option("--issuer", "issuer_at", required=True, callback=endpoint, metavar="HOST:PORT")
+@click.option("--issuer-id", required=True, callback=identifier)
+@click.option("--delivery", "delivery_at", required=True, callback=endpoint, metavar="HOST:PORT")
+@click.option("--delivery-id", required=True, callback=identifier)
+@fails_cleanly
+def seller_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
+                 pin: str | None, listen: Endpoint, db: Path, window: int, crash_at: str | None,
+                 catalogue: Path, issuer_at: Endpoint, issuer_id: str, delivery_at: Endpoint,
+                 delivery_id: str) -> None:
+    """Serve the order form; forward each order's parts to the card manager and, once it
+    approves, to the delivery company."""
+    with key_module(key_file, reader_spec, state, pin) as keys:
+        form = read_form_file(catalogue, keys.identifier, issuer_id, delivery_id)
+        serve(SellerServer(keys, config_of(listen, window, crash_at),
+                           SellerConfig(form, issuer_at, delivery_at, db)))
+
+
+# -- card manager -----------------------------------------------------------------------------
+
+
+@click.group()
+def issuer() -> None:
+    """The card manager (card issuer): accounts, authorisations, the ledger."""
+
+
+@issuer.command("serve")
+@server_options
+@fails_cleanly
+def issuer_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
+                 pin: str | None, listen: Endpoint, db: Path, window: int,
+                 crash_at: str | None) -> None:
+    """Authorise orders: authenticate the holder against its account, debit once per order."""
+    with key_module(key_file, reader_spec, state, pin) as keys:
+        serve(IssuerServer(keys, config_of(listen, window, crash_at), db))
+
+
+def expiry(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and not re.fullmatch(r"(0[1-9]|1[0-2])/\d\d", value):
+        raise click.BadParameter("expected MM/YY")
+    return value
+
+
+def card_number(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and not re.fullmatch(r"\d{12,19}", value):
+        raise click.BadParameter("expected 12..19 digits")
+    return value
+
+
+@issuer.command("add-account")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--card-number", required=True, callback=card_number)
+@click.option("--expiry", required=True, callback=expiry, help="MM/YY")
+@click.option("--holder", required=True, callback=identifier,
+              help="The holder identifier the card number belongs to.")
+@click.option("--name", required=True)
+@click.option("--phone", default="", help="Checked against the order when given.")
+@click.option("--balance", type=click.IntRange(0), required=True,
+              help="Available funds, in minor units (cents).")
+@click.option("--blocked", is_flag=True, help="Refuse every authorisation on this card.")
+@fails_cleanly
+def issuer_add_account(db: Path, card_number: str, expiry: str, holder: str, name: str,
+                       phone: str, balance: int, blocked: bool) -> None:
+    """Create or replace an account in the card manager's ledger."""
+    ledger = Ledger(db)
+    try:
+        ledger.add_account(Account(card_number, holder, name, phone, expiry, balance, blocked))
+    finally:
+        ledger.close()
+    click.echo(f"account {mask(card_number)} for {holder}: balance {balance}"
+               f"{' (blocked)' if blocked else ''}")
+
+
+@issuer.command("accounts")
+@click.option("--db", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True)
+@fails_cleanly
+def issuer_accounts(db: Path) -> None:
+    """List the ledger's accounts."""
+    ledger = Ledger(db)
+    try:
+        table = Table("card", "holder", "name", "expiry", "balance", "blocked",
+                      title="accounts")
+        for a in ledger.accounts():
+            table.add_row(mask(a.card_number), a.holder, a.name, a.expiry, str(a.balance),
+                          "yes" if a.blocked else "")
+    finally:
+        ledger.close()
+    console.print(table)
+
+
+def mask(number: str) -> str:
+    return "•" * (len(number) - 4) + number[-4:]
+
+
+# -- delivery ---------------------------------------------------------------------------------
+
+
+@click.group()
+def delivery() -> None:
+    """The delivery company: ships approved orders to the destination only it can read."""
+
+
+@delivery.command("serve")
+@server_options
+@fails_cleanly
+def delivery_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
+                   pin: str | None, listen: Endpoint, db: Path, window: int,
+                   crash_at: str | None) -> None:
+    """Ship approved orders: answer the seller with a tracking reference."""
+    with key_module(key_file, reader_spec, state, pin) as keys:
+        serve(DeliveryServer(keys, config_of(listen, window, crash_at), db))
+
+
+# -- the holder -------------------------------------------------------------------------------
+
+
+@click.command()
+@reader_options
+@click.option("--seller", "seller_at", required=True, callback=endpoint, metavar="HOST:PORT")
+@click.option("--item", "items", multiple=True, required=True, metavar="NUMBER[:QTY]")
+@click.option("--card-number", required=True, callback=card_number)
+@click.option("--expiry", required=True, callback=expiry, help="MM/YY")
+@click.option("--name", required=True, help="The holder's name.")
+@click.option("--address", default="", help="The holder's address.")
+@click.option("--phone", default="")
+@click.option("--fax", default="")
+@click.option("--deliver-to", required=True, help="Destination (may differ from the address).")
+@click.option("--payment", default="full", show_default=True, help="full | instalments:N")
+@click.option("--pin", required=True, callback=pin_digits)
+@fails_cleanly
+def buy(reader_spec: str | None, state: Path | None, seller_at: Endpoint, items: tuple[str, ...],
+        card_number: str, expiry: str, name: str, address: str, phone: str, fax: str,
+        deliver_to: str, payment: str, pin: str) -> None:
+    """Buy from a seller with the card: confirm the parties, seal the parts on the card,
+    send the envelope, and check the receipts."""
+    try:
+        order = Order(holder_name=name, holder_address=address, holder_phone=phone,
+                      holder_fax=fax, card_number=card_number, card_expiry=expiry,
+                      destination=deliver_to, lines=parse_lines(items), payment_type=payment)
+    except OrderError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    with open_card(reader_spec, state) as reader:
+        client = HolderClient(CardSession(reader), pin, seller_at.host, seller_at.port,
+                              narrate=lambda msg: console.print(f"  {msg}"))
+        outcome = client.buy(order)
+    table = Table("field", "value", title=f"order {outcome.order_id.hex()}")
+    table.add_row("status", outcome.status)
+    table.add_row("reason", outcome.reason)
+    if outcome.amount is not None:
+        table.add_row("amount", str(outcome.amount))
+    if outcome.tracking:
+        table.add_row("tracking", outcome.tracking)
+    table.add_row("receipts verified by the card",
+                  ", ".join(sorted(outcome.verified)) or "none")
+    console.print(table)
+    if not outcome.approved:
+        sys.exit(3 if outcome.status == "declined" else 1)

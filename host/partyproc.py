@@ -1,0 +1,98 @@
+"""Start and stop a party's server process (`nettx <role> serve`) by PID, on a free port.
+
+The server is told to listen on port 0 and prints the port it bound on its first line of
+stdout, so there is no window in which a port picked here could be taken by someone else."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from host.errors import TransactionError
+
+READY = re.compile(rb"listening on ([^\s:]+):(\d+)")
+
+
+class PartyProcess:
+    def __init__(self, role: str, args: list[str], log_path: Path, *,
+                 host: str = "127.0.0.1", timeout: float = 20.0) -> None:
+        self.role, self.log_path, self.host = role, log_path, host
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "host.cli", "-v", role, "serve", *args,
+             "--listen", f"{host}:0"],
+            stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
+        )
+        try:
+            self.port = self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> int:
+        assert self.proc.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        line = b""
+        try:
+            while time.monotonic() < deadline:
+                if not selector.select(max(0.0, deadline - time.monotonic())):
+                    break
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                line += chunk
+                match = READY.search(line)
+                if match:
+                    return int(match.group(2))
+        finally:
+            selector.close()
+        raise TransactionError("unreachable", f"the {self.role} server did not start "
+                               f"(exit {self.proc.poll()}): {self.log_tail()}")
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """kill -9, as a crash."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout: float = 5.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if not self._log.closed:
+            self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> PartyProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
