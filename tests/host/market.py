@@ -69,13 +69,17 @@ class Market:
 
     def start(self, *, seller_form: OrderForm | None = None,
               config: ServerConfig | None = None,
-              issuer_keys: Callable[[], KeyModule] | None = None) -> None:
+              issuer_keys: Callable[[], KeyModule] | None = None,
+              accounts: tuple[Account, ...] | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         config = config or ServerConfig()
         ledger = self.home / "ledger.sqlite"
-        Ledger(ledger).add_account(account())
+        seeded = Ledger(ledger)
+        for acc in accounts or (account(),):
+            seeded.add_account(acc)
+        seeded.close()
 
         async def start_all() -> None:
             issuer = IssuerServer(issuer_keys() if issuer_keys else self.keys(ISSUER), config,

@@ -1,32 +1,46 @@
-"""The transaction through the three parties in-process (asyncio servers on free ports) and
-the holder's card on an in-process reader."""
+"""The transaction through the three parties in-process (asyncio servers on free ports, one
+background loop) with the holder's card on an in-process reader: the outcomes, each party's
+visibility, the declines and the attacks. tests/e2e runs the same parties as processes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from card_applet import blom
 from card_applet.applet import Applet
 from card_applet.state import FileStore
+from host import envelope
 from host.authority import Authority
+from host.db import Ledger
+from host.envelope import Envelope, SealedOrder
+from host.errors import TransactionError
 from host.holder import HolderClient
 from host.keymodule import KeyModule
+from host.order import DEFAULT_GRANTS, OrderField, PartitionPolicy, Party
 from host.personalisation import personalise
+from host.server import ServerConfig
 from host.softcard import software_card
+from host.wire import Connection, MessageType, expect, frame
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 from tests.host.market import (
+    CARD_NUMBER,
     EVIL,
     HOLDER,
     ISSUER,
     Market,
+    account,
+    form,
     issue_market_rows,
     order,
 )
 
 PIN, PUK = "1234", "12345678"
+DESTINATION = "Alice's office, 5 avenue Foch, Lyon"
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +55,6 @@ def holder_card(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path) 
     authority, _ = centre
     path = tmp_path / "holder.json"
     authority.manufacture_card(path)
-    from card_applet import blom
-
     (row,) = authority.rows_for([blom.x_of(HOLDER)])
     session = CardSession(InProcessReader(Applet(FileStore(path))))
     personalise(session, authority.transport_master, HOLDER, row, PIN, PUK)
@@ -50,35 +62,257 @@ def holder_card(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path) 
 
 
 @pytest.fixture
-def market(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path) -> Iterator[Market]:
-    authority, rows = centre
-    m = Market(authority, rows, tmp_path)
-    m.start()
-    yield m
-    m.stop()
+def make_market(centre: tuple[Authority, dict[str, list[int]]],
+                tmp_path: Path) -> Iterator[Callable[..., Market]]:
+    started: list[Market] = []
 
+    def make(**kwargs: object) -> Market:
+        authority, rows = centre
+        m = Market(authority, rows, tmp_path / f"market{len(started)}")
+        m.home.mkdir()
+        started.append(m)
+        m.start(**kwargs)  # type: ignore[arg-type]
+        return m
 
-def test_purchase_completes(market: Market, holder_card: CardSession) -> None:
-    client = HolderClient(holder_card, PIN, "127.0.0.1", market.ports["seller"])
-    outcome = client.buy(order())
-    assert outcome.status == "completed", outcome.reason
-    assert outcome.amount == 2500 + 2 * 1200
-    assert outcome.tracking and outcome.tracking.startswith("TRK-")
-    assert outcome.verified == {"issuer", "delivery"}
-
-
-def test_impersonated_issuer_is_not_confirmed(centre, holder_card, tmp_path: Path) -> None:
-    authority, rows = centre
-    m = Market(authority, rows, tmp_path)
-    # the impersonator holds a genuine row, but for its own identifier
-    m.start(issuer_keys=lambda: _claiming(ISSUER, rows[EVIL]))
-    try:
-        client = HolderClient(holder_card, PIN, "127.0.0.1", m.ports["seller"])
-        with pytest.raises(Exception, match="unconfirmed"):
-            client.buy(order())
-    finally:
+    yield make
+    for m in started:
         m.stop()
 
 
-def _claiming(identifier: str, row: list[int]) -> KeyModule:
-    return KeyModule(identifier, [software_card(EVIL, row)])
+@pytest.fixture
+def market(make_market: Callable[..., Market]) -> Market:
+    return make_market()
+
+
+def client_for(market: Market, card: CardSession) -> HolderClient:
+    return HolderClient(card, PIN, "127.0.0.1", market.ports["seller"])
+
+
+def prepared(market: Market, card: CardSession) -> tuple[HolderClient, SealedOrder]:
+    client = client_for(market, card)
+    with Connection("127.0.0.1", market.ports["seller"]) as conn:
+        _form, sealed = client.prepare(conn, order())
+    return client, sealed
+
+
+def send(market: Market, env: Envelope) -> object:
+    with Connection("127.0.0.1", market.ports["seller"]) as conn:
+        conn.send_raw(frame(MessageType.ORDER, envelope=env.to_cbor()))
+        return expect(conn.receive(), MessageType.OUTCOME).body.map
+
+
+def balance(market: Market) -> int:
+    ledger = Ledger(market.home / "ledger.sqlite")
+    try:
+        acc = ledger.account(CARD_NUMBER)
+        assert acc is not None
+        return acc.balance
+    finally:
+        ledger.close()
+
+
+def shipments(market: Market) -> int:
+    conn = sqlite3.connect(market.home / "ship.sqlite")
+    try:
+        return conn.execute("SELECT count(*) FROM shipments").fetchone()[0]
+    finally:
+        conn.close()
+
+
+# -- the purchase ---------------------------------------------------------------------------
+
+
+def test_purchase_completes_and_debits_once(market: Market, holder_card: CardSession) -> None:
+    outcome = client_for(market, holder_card).buy(order())
+    assert outcome.status == "completed", outcome.reason
+    assert outcome.amount == 2500 + 2 * 1200
+    assert outcome.tracking and outcome.tracking.startswith("TRK-")
+    assert outcome.verified == {Party.ISSUER, Party.DELIVERY}
+    assert balance(market) == 100_000 - 4900
+    assert shipments(market) == 1
+
+
+def test_two_orders_in_a_row(market: Market, holder_card: CardSession) -> None:
+    client = client_for(market, holder_card)
+    assert client.buy(order()).approved
+    assert client.buy(order(lines=(("C-300", 3),))).approved
+    assert balance(market) == 100_000 - 4900 - 2700
+
+
+def record_plaintexts(module: KeyModule) -> list[bytes]:
+    seen: list[bytes] = []
+    original = module.open
+
+    async def spying(*args: object, **kwargs: object) -> bytes:
+        plaintext = await original(*args, **kwargs)  # type: ignore[arg-type]
+        seen.append(plaintext)
+        return plaintext
+
+    module.open = spying  # type: ignore[method-assign]
+    return seen
+
+
+def test_each_party_decrypts_only_its_fields(market: Market, holder_card: CardSession) -> None:
+    seller_saw = record_plaintexts(market.servers["seller"].keys)
+    issuer_saw = record_plaintexts(market.servers["issuer"].keys)
+    delivery_saw = record_plaintexts(market.servers["delivery"].keys)
+    assert client_for(market, holder_card).buy(order()).approved
+    seller_text, issuer_text = b"".join(seller_saw), b"".join(issuer_saw)
+    delivery_text = b"".join(delivery_saw)
+    assert b"smart card reader" in seller_text
+    assert CARD_NUMBER.encode() not in seller_text
+    assert CARD_NUMBER.encode() in issuer_text
+    assert DESTINATION.encode() not in issuer_text
+    assert b"smart card reader" not in issuer_text
+    assert DESTINATION.encode() in delivery_text
+    assert CARD_NUMBER.encode() not in delivery_text
+    # and nothing of it reached the seller's database either
+    assert CARD_NUMBER.encode() not in (market.home / "orders.sqlite").read_bytes()
+    assert DESTINATION.encode() not in (market.home / "ledger.sqlite").read_bytes()
+
+
+def test_policy_marked_exposure_is_honoured(make_market: Callable[..., Market],
+                                            holder_card: CardSession) -> None:
+    grants = dict(DEFAULT_GRANTS)
+    grants[Party.SELLER] = grants[Party.SELLER] | {OrderField.CARD_NUMBER}
+    policy = PartitionPolicy(grants, frozenset({(OrderField.CARD_NUMBER, Party.SELLER)}))
+    m = make_market(seller_form=form(policy=policy))
+    seen = record_plaintexts(m.servers["seller"].keys)
+    assert client_for(m, holder_card).buy(order()).approved
+    assert CARD_NUMBER.encode() in b"".join(seen)
+
+
+# -- declines ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"order": {"card_expiry": "10/29"}}, "wrong expiry"),
+    ({"account": {"balance": 1000}}, "insufficient funds"),
+    ({"account": {"blocked": True}}, "blocked"),
+    ({"account": {"holder": "holder:bob@example.org"}}, "does not belong"),
+    ({"order": {"holder_name": "Mallory"}}, "name does not match"),
+    ({"order": {"card_number": "4000999999999999"}}, "unknown card"),
+])
+def test_declines(make_market: Callable[..., Market], holder_card: CardSession,
+                  change: dict[str, dict[str, object]], reason: str) -> None:
+    m = make_market(accounts=(account(**change.get("account", {})),))
+    outcome = client_for(m, holder_card).buy(order(**change.get("order", {})))
+    assert outcome.status == "declined"
+    assert reason in outcome.reason
+    assert outcome.verified == {Party.ISSUER}  # the card opened the card manager's receipt
+    assert balance(m) == account(**change.get("account", {})).balance
+    assert shipments(m) == 0  # the delivery part never left the seller
+
+
+# -- attacks ----------------------------------------------------------------------------------
+
+
+def test_replayed_envelope_is_refused(market: Market, holder_card: CardSession) -> None:
+    client, sealed = prepared(market, holder_card)
+    with Connection("127.0.0.1", market.ports["seller"]) as conn:
+        assert client.send(conn, sealed).approved
+    with pytest.raises(TransactionError, match="replay"):
+        send(market, sealed.envelope)
+    assert balance(market) == 100_000 - 4900
+
+
+def test_part_swapped_between_orders_is_refused(market: Market,
+                                                holder_card: CardSession) -> None:
+    _, first = prepared(market, holder_card)
+    _, second = prepared(market, holder_card)
+    swapped = Envelope(second.envelope.header,
+                       {**second.envelope.parts, Party.ISSUER: first.envelope.parts[Party.ISSUER]})
+    outcome = send(market, swapped)
+    assert outcome["status"] == "failed" and "forged" in outcome["reason"]
+    assert balance(market) == 100_000
+
+
+def test_part_relabelled_for_another_party_is_refused(market: Market,
+                                                      holder_card: CardSession) -> None:
+    _, sealed = prepared(market, holder_card)
+    parts = dict(sealed.envelope.parts)
+    parts[Party.ISSUER] = parts[Party.DELIVERY]
+    outcome = send(market, Envelope(sealed.envelope.header, parts))
+    assert outcome["status"] == "failed" and "forged" in outcome["reason"]
+
+
+def test_dropped_part_is_refused(market: Market, holder_card: CardSession) -> None:
+    _, sealed = prepared(market, holder_card)
+    cbor = sealed.envelope.to_cbor()
+    del cbor["parts"]["delivery"]
+    with Connection("127.0.0.1", market.ports["seller"]) as conn:
+        conn.send_raw(frame(MessageType.ORDER, envelope=cbor))
+        with pytest.raises(TransactionError, match="exactly the seller, issuer and delivery"):
+            expect(conn.receive(), MessageType.OUTCOME)
+
+
+def test_seller_cannot_open_the_card_managers_part(market: Market,
+                                                   holder_card: CardSession) -> None:
+    _, sealed = prepared(market, holder_card)
+    seller_keys: KeyModule = market.servers["seller"].keys
+    with pytest.raises(TransactionError, match="forged"):
+        market.run(seller_keys.open(HOLDER, sealed.envelope.parts[Party.ISSUER],
+                                    envelope.part_aad(Party.ISSUER, sealed.envelope.header),
+                                    envelope.context("part", sealed.header.order_id)))
+
+
+def test_holder_will_not_confirm_an_impostor(make_market: Callable[..., Market],
+                                            holder_card: CardSession,
+                                            centre: tuple[Authority, dict]) -> None:
+    _, rows = centre
+    m = make_market(issuer_keys=lambda: KeyModule(ISSUER, [software_card(EVIL, rows[EVIL])]))
+    with pytest.raises(TransactionError, match="unconfirmed"):
+        client_for(m, holder_card).buy(order())
+
+
+def test_seller_will_not_forward_to_an_impostor(make_market: Callable[..., Market],
+                                               holder_card: CardSession,
+                                               centre: tuple[Authority, dict]) -> None:
+    """Even with an envelope sealed without the holder's confirmations, the seller confirms
+    the card manager itself before handing it anything."""
+    _, rows = centre
+    m = make_market(issuer_keys=lambda: KeyModule(ISSUER, [software_card(EVIL, rows[EVIL])]))
+    client = client_for(m, holder_card)
+    with Connection("127.0.0.1", m.ports["seller"]) as conn:
+        the_form = client.fetch_form(conn)
+    header = envelope.new_header(the_form, HOLDER)
+    sealed = envelope.build(order(), the_form, header,
+                            lambda p, pt, aad, ctx: client.seal(p, pt, aad, ctx, the_form))
+    outcome = send(m, sealed.envelope)
+    assert outcome["status"] == "failed" and "unconfirmed" in outcome["reason"]
+
+
+def test_stale_timestamp_is_refused(market: Market, holder_card: CardSession) -> None:
+    client = client_for(market, holder_card)
+    with Connection("127.0.0.1", market.ports["seller"]) as conn:
+        the_form = client.fetch_form(conn)
+    header = envelope.new_header(the_form, HOLDER, timestamp=1_000_000_000)
+    sealed = envelope.build(order(), the_form, header,
+                            lambda p, pt, aad, ctx: client.seal(p, pt, aad, ctx, the_form))
+    with pytest.raises(TransactionError, match="stale"):
+        send(market, sealed.envelope)
+
+
+def test_cloned_card_counter_is_declined(make_market: Callable[..., Market],
+                                        holder_card: CardSession, tmp_path: Path) -> None:
+    """A clone replays the card's state from before a purchase: its counter goes back."""
+    state = Path(holder_card.reader.applet.store.path)  # type: ignore[attr-defined]
+    before = state.read_bytes()
+    m = make_market()
+    assert client_for(m, holder_card).buy(order()).approved
+    clone_path = tmp_path / "clone.json"
+    clone_path.write_bytes(before)
+    clone = CardSession(InProcessReader(Applet(FileStore(clone_path))))
+    outcome = client_for(m, clone).buy(order())
+    assert outcome.status == "declined" and "counter" in outcome.reason
+    assert balance(m) == 100_000 - 4900
+
+
+def test_short_read_timeout_closes_an_idle_connection(make_market: Callable[..., Market]) -> None:
+    m = make_market(config=ServerConfig(read_timeout=0.3))
+    with Connection("127.0.0.1", m.ports["seller"]) as conn:
+        message = conn.receive()  # we send nothing: the server gives up on us
+        assert message.type is MessageType.ERROR
+        assert message.body.map["code"] == "timeout"
+        with pytest.raises(TransactionError, match="connection-lost"):
+            conn.receive()
