@@ -60,9 +60,11 @@ def test_bad_messages(payload: bytes, match: str) -> None:
 @given(st.binary(max_size=300))
 def test_any_bytes_parse_or_raise_wire_error(data: bytes) -> None:
     try:
-        Message.parse(data)
-    except WireError:
-        pass
+        message = Message.parse(data)
+    except WireError as exc:
+        assert exc.code in ("malformed", "unknown-type")
+    else:
+        assert isinstance(message.type, MessageType)
 
 
 # -- a live seller ------------------------------------------------------------------------------
