@@ -256,12 +256,16 @@ def delivery_serve(key_file: Path | None, reader_spec: str | None, state: Path |
 @click.option("--deliver-to", required=True, help="Destination (may differ from the address).")
 @click.option("--payment", default="full", show_default=True, help="full | instalments:N")
 @click.option("--pin", required=True, callback=pin_digits)
+@click.option("--wait", type=click.IntRange(0, 3600), default=30, show_default=True,
+              help="Seconds to keep asking for the outcome of an order still pending.")
 @fails_cleanly
 def buy(reader_spec: str | None, state: Path | None, seller_at: Endpoint, items: tuple[str, ...],
         card_number: str, expiry: str, name: str, address: str, phone: str, fax: str,
-        deliver_to: str, payment: str, pin: str) -> None:
+        deliver_to: str, payment: str, pin: str, wait: int) -> None:
     """Buy from a seller with the card: confirm the parties, seal the parts on the card,
-    send the envelope, and check the receipts."""
+    send the envelope, and check the receipts.
+
+    Exit status: 0 completed, 3 declined by the card manager, 1 failed or still pending."""
     try:
         order = Order(holder_name=name, holder_address=address, holder_phone=phone,
                       holder_fax=fax, card_number=card_number, card_expiry=expiry,
@@ -272,6 +276,9 @@ def buy(reader_spec: str | None, state: Path | None, seller_at: Endpoint, items:
         client = HolderClient(CardSession(reader), pin, seller_at.host, seller_at.port,
                               narrate=lambda msg: console.print(f"  {msg}"))
         outcome = client.buy(order)
+        if outcome.status == "pending" and client.last_sealed is not None and wait > 0:
+            console.print(f"  pending ({outcome.reason}); asking again for up to {wait} s")
+            outcome = client.wait_for_outcome(client.last_sealed, timeout=wait)
     table = Table("field", "value", title=f"order {outcome.order_id.hex()}")
     table.add_row("status", outcome.status)
     table.add_row("reason", outcome.reason)

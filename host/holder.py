@@ -49,6 +49,7 @@ class HolderClient:
         if info.holder_id is None:
             raise TransactionError("no-key", "the card is not personalised")
         self.holder = info.holder_id
+        self.last_sealed: SealedOrder | None = None
         card.verify_pin(pin)
 
     def fetch_form(self, conn: Connection) -> OrderForm:
@@ -83,6 +84,7 @@ class HolderClient:
         sealed = envelope.build(order, form, header,
                                 lambda p, pt, aad, ctx: self.seal(p, pt, aad, ctx, form))
         self.narrate(f"card sealed 3 parts for order {header.order_id.hex()}")
+        self.last_sealed = sealed
         return form, sealed
 
     def buy(self, order: Order) -> Outcome:

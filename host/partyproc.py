@@ -1,7 +1,8 @@
 """Start and stop a party's server process (`nettx <role> serve`) by PID, on a free port.
 
-The server is told to listen on port 0 and prints the port it bound on its first line of
-stdout, so there is no window in which a port picked here could be taken by someone else."""
+The server is told to listen on port 0 (or, on a restart, on the port it had) and prints the
+port it bound on its first line of stdout: no window in which a port picked here could be
+taken by someone else."""
 
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ READY = re.compile(rb"listening on ([^\s:]+):(\d+)")
 
 class PartyProcess:
     def __init__(self, role: str, args: list[str], log_path: Path, *,
-                 host: str = "127.0.0.1", timeout: float = 20.0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0) -> None:
         self.role, self.log_path, self.host = role, log_path, host
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "host.cli", "-v", role, "serve", *args,
-             "--listen", f"{host}:0"],
+             "--listen", f"{host}:{port}"],
             stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
         )
         try:

@@ -4,6 +4,7 @@ ports: the in-process harness for transaction tests (tests/e2e runs them as proc
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -117,3 +118,14 @@ EVIL = "issuer:evil.example"  # a real row, for another identifier: the imperson
 
 def issue_market_rows(authority: Authority) -> dict[str, list[int]]:
     return authority.issue([SELLER, ISSUER, DELIVERY, EVIL])
+
+
+def dump(path: Path) -> str:
+    """Everything a party wrote: its database's every row (WAL included) or its log."""
+    if path.suffix != ".sqlite":
+        return path.read_text(errors="replace")
+    conn = sqlite3.connect(path)
+    try:
+        return "\n".join(conn.iterdump())
+    finally:
+        conn.close()

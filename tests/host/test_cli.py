@@ -400,3 +400,11 @@ def test_demo_runs_to_completion(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "demo complete" in run.stdout
     assert "Traceback" not in run.stderr
+    out = " ".join(run.stdout.split())  # rich wraps long lines
+    assert "status │ completed" in out or "completed" in out
+    # the four attacks of the issue (the seller's two ways to the card number count as one)
+    assert out.count("refused:") == 5
+    for reason in ("forged", "policy hands card_number to the seller", "replay",
+                   "unconfirmed"):
+        assert reason in out, reason
+    assert "debited once" in out

@@ -1,0 +1,266 @@
+"""The transaction with every party a real process on loopback: `nettx buy` through the
+embedded reader and through PC/SC, declines by exit status, and servers killed (kill -9 at a
+named point) and restarted mid-order: the order completes once, never debits twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from card_applet import blom
+from card_applet.applet import Applet
+from card_applet.state import FileStore
+from host.authority import Authority, write_row_file
+from host.errors import TransactionError
+from host.holder import HolderClient
+from host.partyproc import PartyProcess
+from host.personalisation import personalise
+from host.wire import Connection, MessageType, expect, frame
+from terminal.inprocess import InProcessReader
+from terminal.session import CardSession
+from tests.host.market import dump
+
+HOLDER = "holder:alice@example.org"
+SELLER, ISSUER, DELIVERY = "seller:shop.example", "issuer:bank.example", "delivery:post.example"
+PIN, PUK = "1234", "12345678"
+CARD_NUMBER, EXPIRY, NAME = "4970101234567890", "09/29", "Alice Martin"
+DESTINATION = "Alice's office, 5 avenue Foch, Lyon"
+BALANCE = 50_000
+CATALOGUE = {"currency": "EUR", "items": [
+    {"number": "A-100", "name": "smart card reader", "unit_price": 2490},
+    {"number": "B-200", "name": "blank cards", "unit_price": 1250}]}
+PRICE = 2490 + 2 * 1250
+
+
+def nettx(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@dataclass
+class Parties:
+    home: Path
+    card: Path
+    procs: dict[str, PartyProcess] = field(default_factory=dict)
+
+    def row(self, ident: str) -> Path:
+        return self.home / (ident.split(":")[0] + ".row.json")
+
+    def start(self, role: str, *, crash_at: str | None = None, port: int = 0) -> PartyProcess:
+        ident = {"seller": SELLER, "issuer": ISSUER, "delivery": DELIVERY}[role]
+        args = ["--key", str(self.row(ident)), "--db", str(self.home / f"{role}.sqlite")]
+        if role == "seller":
+            args += ["--catalogue", str(self.home / "catalogue.json"),
+                     "--issuer", f"127.0.0.1:{self.procs['issuer'].port}",
+                     "--issuer-id", ISSUER,
+                     "--delivery", f"127.0.0.1:{self.procs['delivery'].port}",
+                     "--delivery-id", DELIVERY]
+        if crash_at:
+            args += ["--crash-at", crash_at]
+        old = self.procs.get(role)
+        if old is not None:
+            old.stop()
+        proc = PartyProcess(role, args, self.home / f"{role}.log", port=port)
+        self.procs[role] = proc
+        return proc
+
+    def restart(self, role: str) -> PartyProcess:
+        return self.start(role, port=self.procs[role].port)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
+
+    @property
+    def seller_port(self) -> int:
+        return self.procs["seller"].port
+
+    def balance(self) -> int:
+        conn = sqlite3.connect(self.home / "issuer.sqlite")
+        try:
+            return conn.execute("SELECT balance FROM accounts WHERE card_number = ?",
+                                (CARD_NUMBER,)).fetchone()[0]
+        finally:
+            conn.close()
+
+    def count(self, db: str, table: str) -> int:
+        conn = sqlite3.connect(self.home / db)
+        try:
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def parties(tmp_path: Path) -> Iterator[Parties]:
+    centre = Authority(tmp_path / "centre")
+    centre.init(k=16)
+    rows = centre.issue([SELLER, ISSUER, DELIVERY])
+    p = Parties(tmp_path, tmp_path / "alice.card.json")
+    for ident, row in rows.items():
+        write_row_file(p.row(ident), ident, row)
+    centre.manufacture_card(p.card)
+    (holder_row,) = centre.rows_for([blom.x_of(HOLDER)])
+    personalise(CardSession(InProcessReader(Applet(FileStore(p.card)))),
+                centre.transport_master, HOLDER, holder_row, PIN, PUK)
+    (tmp_path / "catalogue.json").write_text(json.dumps(CATALOGUE))
+    run = nettx("issuer", "add-account", "--db", str(tmp_path / "issuer.sqlite"),
+                "--card-number", CARD_NUMBER, "--expiry", EXPIRY, "--holder", HOLDER,
+                "--name", NAME, "--phone", "+33 1 23 45 67 89", "--balance", str(BALANCE))
+    assert run.returncode == 0, run.stderr
+    try:
+        p.start("issuer")
+        p.start("delivery")
+        p.start("seller")
+        yield p
+    finally:
+        p.stop()
+
+
+def buy_args(p: Parties, *extra: str, expiry: str = EXPIRY) -> list[str]:
+    return ["buy", "--seller", f"127.0.0.1:{p.seller_port}", "--item", "A-100",
+            "--item", "B-200:2", "--card-number", CARD_NUMBER, "--expiry", expiry,
+            "--name", NAME, "--phone", "+33 1 23 45 67 89", "--address", "1 rue de la Paix",
+            "--deliver-to", DESTINATION, "--pin", PIN, *extra]
+
+
+def assert_nothing_leaked(p: Parties) -> None:
+    for name in ("seller.sqlite", "seller.log"):
+        assert CARD_NUMBER not in dump(p.home / name), name
+    for name in ("issuer.sqlite", "issuer.log"):
+        assert "avenue Foch" not in dump(p.home / name), name
+    assert CARD_NUMBER in dump(p.home / "issuer.sqlite")  # the check can see a leak
+    assert "avenue Foch" in dump(p.home / "delivery.sqlite")
+
+
+def test_buy_through_the_embedded_reader(parties: Parties) -> None:
+    # a hostile client first: the seller process answers it and keeps serving
+    with socket.create_connection(("127.0.0.1", parties.seller_port), timeout=5) as sock:
+        sock.sendall(b"\x00\x00\x00\x05\xff\xff\xff\xff\xff")
+        assert b"malformed" in sock.recv(4096)
+    run = nettx(*buy_args(parties, "--state", str(parties.card)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "completed" in run.stdout and "TRK-" in run.stdout
+    assert "card manager" in run.stdout or "issuer" in run.stdout
+    assert parties.balance() == BALANCE - PRICE
+    assert parties.count("delivery.sqlite", "shipments") == 1
+    assert_nothing_leaked(parties)
+
+
+@pytest.mark.pcscd
+def test_buy_through_pcsc(parties: Parties, pcscd: object) -> None:
+    from terminal.cardproc import CardProcess
+    from terminal.pcsc import wait_for_card, wait_until_card_gone
+    from tests.conftest import PCSC_READER
+
+    with CardProcess(parties.card, "127.0.0.1", pcscd.port):  # type: ignore[attr-defined]
+        wait_for_card(PCSC_READER).close()
+        run = nettx(*buy_args(parties, "--reader", f"pcsc:{PCSC_READER}"))
+    wait_until_card_gone(PCSC_READER)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "completed" in run.stdout
+    assert parties.balance() == BALANCE - PRICE
+    assert_nothing_leaked(parties)
+
+
+def test_declined_order_exits_3(parties: Parties) -> None:
+    run = nettx(*buy_args(parties, "--state", str(parties.card), expiry="10/30"))
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "declined" in run.stdout and "wrong expiry" in run.stdout
+    assert parties.balance() == BALANCE
+    assert parties.count("delivery.sqlite", "shipments") == 0
+
+
+def test_buy_refuses_bad_arguments_in_one_line(parties: Parties) -> None:
+    run = nettx(*buy_args(parties, "--state", str(parties.card), expiry="13/29"))
+    assert run.returncode == 2 and "MM/YY" in run.stderr
+    run = nettx("buy", "--seller", "nowhere", "--item", "A", "--card-number", "1",
+                "--expiry", "01/30", "--name", "x", "--deliver-to", "y", "--pin", "1234")
+    assert run.returncode == 2 and "HOST:PORT" in run.stderr
+    run = nettx(*buy_args(parties, "--state", str(parties.card), "--item", "Z-999"))
+    assert run.returncode == 1 and "not in" in run.stderr and "Traceback" not in run.stderr
+
+
+# -- kill -9 mid-order ------------------------------------------------------------------------
+
+
+def holder(p: Parties) -> HolderClient:
+    card = CardSession(InProcessReader(Applet(FileStore(p.card))))
+    return HolderClient(card, PIN, "127.0.0.1", p.seller_port)
+
+
+def an_order() -> object:
+    from host.order import Order
+
+    return Order(holder_name=NAME, holder_address="1 rue de la Paix",
+                 holder_phone="+33 1 23 45 67 89", card_number=CARD_NUMBER,
+                 card_expiry=EXPIRY, destination=DESTINATION,
+                 lines=(("A-100", 1), ("B-200", 2)))
+
+
+def test_issuer_killed_after_debit_completes_once(parties: Parties) -> None:
+    issuer = parties.start("issuer", crash_at="after-commit", port=parties.procs["issuer"].port)
+    client = holder(parties)
+    outcome = client.buy(an_order())  # the seller answers while the card manager is dead
+    assert outcome.status == "pending"
+    issuer.proc.wait(5)
+    assert parties.balance() == BALANCE - PRICE  # committed before it died
+    parties.restart("issuer")
+    with Connection("127.0.0.1", parties.seller_port) as conn:
+        conn.send_raw(frame(MessageType.STATUS, order=outcome.order_id))
+        expect(conn.receive(), MessageType.OUTCOME)
+    final = client_wait(client, outcome.order_id)
+    assert final.status == "completed", final.reason
+    assert parties.balance() == BALANCE - PRICE  # the retransmission did not debit again
+    assert parties.count("issuer.sqlite", "authorisations") == 1
+    assert parties.count("delivery.sqlite", "shipments") == 1
+
+
+def client_wait(client: HolderClient, order_id: bytes) -> object:
+    """The holder asks the seller until the order is final (the seller resumes it)."""
+    from host.envelope import SealedOrder
+
+    sealed = client.last_sealed
+    assert isinstance(sealed, SealedOrder) and sealed.header.order_id == order_id
+    return client.wait_for_outcome(sealed, timeout=30)
+
+
+def test_seller_killed_after_approval_resumes_on_restart(parties: Parties) -> None:
+    seller = parties.start("seller", crash_at="after-approval", port=parties.seller_port)
+    client = holder(parties)
+    with Connection("127.0.0.1", parties.seller_port) as conn:
+        _form, sealed = client.prepare(conn, an_order())
+        conn.send_raw(frame(MessageType.ORDER, envelope=sealed.envelope.to_cbor()))
+        with pytest.raises(TransactionError, match="connection-lost"):
+            conn.receive()
+    seller.proc.wait(5)
+    parties.restart("seller")
+    final = client.wait_for_outcome(sealed, timeout=30)
+    assert final.status == "completed", final.reason
+    assert final.verified == {"issuer", "delivery"}
+    assert parties.balance() == BALANCE - PRICE
+    assert parties.count("delivery.sqlite", "shipments") == 1
+
+
+def test_delivery_killed_after_shipping_ships_once(parties: Parties) -> None:
+    delivery = parties.start("delivery", crash_at="after-ship",
+                             port=parties.procs["delivery"].port)
+    client = holder(parties)
+    outcome = client.buy(an_order())
+    assert outcome.status == "pending"
+    delivery.proc.wait(5)
+    parties.restart("delivery")
+    final = client_wait(client, outcome.order_id)
+    assert final.status == "completed", final.reason
+    assert parties.count("delivery.sqlite", "shipments") == 1
+    assert parties.balance() == BALANCE - PRICE
