@@ -56,9 +56,11 @@ class Parties:
     def row(self, ident: str) -> Path:
         return self.home / (ident.split(":")[0] + ".row.json")
 
-    def start(self, role: str, *, crash_at: str | None = None, port: int = 0) -> PartyProcess:
+    def start(self, role: str, *, crash_at: str | None = None, port: int = 0,
+              card: Path | None = None) -> PartyProcess:
         ident = {"seller": SELLER, "issuer": ISSUER, "delivery": DELIVERY}[role]
-        args = ["--key", str(self.row(ident)), "--db", str(self.home / f"{role}.sqlite")]
+        key = ["--state", str(card), "--pin", PIN] if card else ["--key", str(self.row(ident))]
+        args = [*key, "--db", str(self.home / f"{role}.sqlite")]
         if role == "seller":
             args += ["--catalogue", str(self.home / "catalogue.json"),
                      "--issuer", f"127.0.0.1:{self.procs['issuer'].port}",
@@ -109,6 +111,10 @@ def parties(tmp_path: Path) -> Iterator[Parties]:
     p = Parties(tmp_path, tmp_path / "alice.card.json")
     for ident, row in rows.items():
         write_row_file(p.row(ident), ident, row)
+    # the card manager's row on a card of its own too, for the test that serves from it
+    centre.manufacture_card(tmp_path / "issuer.card.json")
+    personalise(CardSession(InProcessReader(Applet(FileStore(tmp_path / "issuer.card.json")))),
+                centre.transport_master, ISSUER, rows[ISSUER], PIN, PUK)
     centre.manufacture_card(p.card)
     (holder_row,) = centre.rows_for([blom.x_of(HOLDER)])
     personalise(CardSession(InProcessReader(Applet(FileStore(p.card)))),
@@ -171,6 +177,20 @@ def test_buy_through_pcsc(parties: Parties, pcscd: object) -> None:
     assert "completed" in run.stdout
     assert parties.balance() == BALANCE - PRICE
     assert_nothing_leaked(parties)
+
+
+def test_card_manager_with_its_row_on_a_card(parties: Parties) -> None:
+    """The card manager's key operations on a card behind the embedded reader (a card
+    process its `issuer serve` starts), the same applet as the software module."""
+    issuer = parties.start("issuer", card=parties.home / "issuer.card.json",
+                           port=parties.procs["issuer"].port)
+    run = nettx(*buy_args(parties, "--state", str(parties.card)))
+    assert run.returncode == 0, run.stdout + run.stderr + issuer.log_tail()
+    assert "completed" in run.stdout
+    assert parties.balance() == BALANCE - PRICE
+    info = nettx("card", "info", "--state", str(parties.home / "issuer.card.json"))
+    # the card manager's card sealed the authorisation MAC and the holder's receipt
+    assert "transaction counter" in info.stdout and " 2 " in info.stdout.replace("│", " ")
 
 
 def test_declined_order_exits_3(parties: Parties) -> None:
