@@ -404,6 +404,9 @@ def demo(home: Path | None, k: int) -> None:
 
     run_demo(console, home, k)
 
+from host.cli_conformance import conformance  # noqa: E402 (its own module: see its docstring)
+
+main.add_command(conformance)
 
 if __name__ == "__main__":
     main()
