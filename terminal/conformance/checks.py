@@ -39,8 +39,9 @@ def _maybe_select(p: Probe) -> None:
 def _challenge(p: Probe, le: int | None, *, extended: bool = False) -> ResponseApdu:
     _maybe_select(p)
     resp = p.send(0x00, GET_CHALLENGE, 0, 0, le=le, extended=extended)
-    if resp.sw in (0x6D00, 0x6E00):
-        raise NotApplicable(f"GET CHALLENGE not offered ({sw_text(resp.sw)})")
+    if resp.sw in (0x6D00, 0x6E00, 0x6A81, 0x6982, 0x6985):
+        where = "" if p.target.aid is None else " (the application was not found)"
+        raise NotApplicable(f"GET CHALLENGE not offered here{where}: {sw_text(resp.sw)}")
     return resp
 
 
