@@ -59,6 +59,13 @@ def _aid(ctx: click.Context, param: click.Parameter, value: str | None) -> bytes
     return raw
 
 
+def _byte(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    raw = _hex(ctx, param, value.removeprefix("0x") if value else value)
+    if raw is not None and len(raw) != 1:
+        raise click.BadParameter(f"{value!r} is not one byte in hex (e.g. 81)")
+    return None if raw is None else raw[0]
+
+
 def _digits(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None and not (value.isascii() and value.isdigit() and 4 <= len(value) <= 12):
         raise click.BadParameter("4..12 digits")
@@ -101,8 +108,8 @@ def results_table(report: SuiteReport) -> Table:
 @click.option("--pin", callback=_digits, help="The right PIN: enables the PIN checks.")
 @click.option("--puk", callback=_digits,
               help="The PUK: enables the blocking check (the PIN is blocked, then unblocked).")
-@click.option("--pin-ref", type=click.IntRange(0, 0xFF), default=None, metavar="BYTE",
-              help="VERIFY P2, the PIN reference (nettx: 129 = 0x81).")
+@click.option("--pin-ref", callback=_byte, metavar="HEX",
+              help="VERIFY P2, the PIN reference, one byte in hex (nettx: 81).")
 @click.option("--pin-format", type=click.Choice(PinFormat.ALL), default=None,
               help="How VERIFY carries the PIN (nettx: ascii-ff).")
 @click.option("--protected", callback=_apdu, metavar="APDU",

@@ -249,6 +249,7 @@ def test_cli_conformance_exit_status_is_1_when_a_check_fails(card_state: Path) -
     (["--aid", "F001"], "5..16 bytes"),
     (["--protected", "00"], "is not a command APDU"),
     (["--pin", "12"], "4..12 digits"),
+    (["--pin-ref", "0181"], "not one byte"),
 ])
 def test_cli_conformance_refuses_bad_options(card_state: Path, args: list[str],
                                              message: str) -> None:
@@ -256,6 +257,14 @@ def test_cli_conformance_refuses_bad_options(card_state: Path, args: list[str],
                                        *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_cli_conformance_takes_a_hex_pin_reference(card_state: Path) -> None:
+    # P2 = 80 is not our PIN: the card answers 6A88 and case 1 fails, so the option arrived
+    result = CliRunner().invoke(main, ["conformance", "--reader", f"inprocess:{card_state}",
+                                       "--pin-ref", "80", "--check", "case-1"])
+    assert result.exit_code == 1, result.output
+    assert "6A88" in result.output
 
 
 def test_cli_conformance_without_a_card_is_one_line(tmp_path: Path) -> None:
