@@ -77,10 +77,12 @@ def run_suite(reader: Reader, target: Target, *, only: Iterable[str] | None = No
         else:
             result = _run_one(chk, probe)
             if result.outcome is Outcome.ERROR:
-                if recover is None:
-                    lost = f"the card was lost during {chk.id}"
-                else:
-                    probe.reader = recover()
+                lost = f"the card was lost during {chk.id}"
+                if recover is not None:
+                    try:
+                        probe.reader, lost = recover(), None
+                    except (ReaderError, OSError) as exc:
+                        lost += f" and did not come back ({exc})"
         report.results.append(result)
         if progress is not None:
             progress(result)

@@ -160,6 +160,17 @@ def test_with_recover_the_suite_goes_on_after_a_lost_card(card_state: Path) -> N
     assert sum(r.outcome is Outcome.PASS for r in report.results) == len(REGISTRY) - 3
 
 
+def test_a_card_that_does_not_come_back_ends_the_suite(card_state: Path) -> None:
+    def recover() -> Reader:
+        raise CardRemovedError("no card in the reader")
+
+    reader = DyingCard(Applet(FileStore(card_state)), bytes.fromhex("2084"))
+    report = run_suite(reader, OURS, recover=recover)
+    last = report.results[-1]
+    assert last.outcome is Outcome.ERROR
+    assert "did not come back (no card in the reader)" in last.reason
+
+
 def test_reports_carry_every_check_with_its_clause(card_state: Path) -> None:
     reader = LyingCard(Applet(FileStore(card_state)), {bytes.fromhex("0002"): b"\x90\x00"})
     report = run_suite(reader, OURS)
