@@ -156,8 +156,7 @@ def seeds() -> dict[str, bytes]:
                           h("002C01810831323334353637 38".replace(" ", ""))),
         "encipher": encode(3, h("002A8680") + bytes((len(plain),)) + plain + b"\x10",
                            h("00C0000000")),
-        "decipher": encode(3, h("002A8086") + bytes((len(plain),)) + tlv(0x86, bytes(40)) +
-                           b"\x00"[:0]),
+        "decipher": encode(3, h("002A8086") + bytes((len(plain),)) + tlv(0x86, bytes(40))),
         "chain": encode(3, h("102A868004800568656C"), h("002A8680036C6F0000"),
                         h("102A868002AAAA"), h("00840000 08".replace(" ", ""))),
         "auth": encode(3, h("0084000008"), h("00880000080102030405060708 00".replace(" ", "")),
