@@ -54,7 +54,12 @@ from card_applet.state import FileStore  # noqa: E402
 from card_applet.tlv import tlv  # noqa: E402
 from host.authority import Authority  # noqa: E402
 from host.personalisation import personalise  # noqa: E402
-from terminal.cardproc import CardProcess  # noqa: E402
+from terminal.cardproc import (  # noqa: E402
+    VICC_PYTHONPATH,
+    CardProcess,
+    vicc_argv,
+    vicc_missing,
+)
 from terminal.embedded import EmbeddedReader  # noqa: E402
 from terminal.inprocess import InProcessReader  # noqa: E402
 from terminal.ports import free_vpcd_port  # noqa: E402
@@ -62,8 +67,6 @@ from terminal.session import CardSession  # noqa: E402
 
 PCSCD_SCRIPT = REPO / "vpcd_config" / "pcscd-vpcd"
 ECHO_CARD = Path(__file__).resolve().parent / "echo_card.py"
-VICC = Path("/usr/bin/vicc")
-VICC_PYTHONPATH = "/usr/lib/python3/site-packages/virtualsmartcard"
 SYSTEM_PCSCD_PID = Path("/run/pcscd/pcscd.pid")
 SLOT = ("Virtual PCD 00 00", "Virtual PCD 00 01")  # vpcd on port P and P+1
 
@@ -196,17 +199,8 @@ def echo_process(stack: contextlib.ExitStack, port: int, log: Path) -> subproces
 
 
 def vicc_process(stack: contextlib.ExitStack, port: int, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=VICC_PYTHONPATH)
-    return spawn(stack, [sys.executable, str(VICC), "-t", "iso7816", "-H", "127.0.0.1",
-                         "-P", str(port)], log, env)
-
-
-def vicc_missing() -> str | None:
-    if not VICC.exists():
-        return "vicc not installed (Debian package vsmartcard-vpicc)"
-    if not Path(VICC_PYTHONPATH).is_dir():
-        return f"vicc's module not found in {VICC_PYTHONPATH}"
-    return None
+    env = dict(os.environ, PYTHONPATH=str(VICC_PYTHONPATH))
+    return spawn(stack, vicc_argv("127.0.0.1", port), log, env)
 
 
 def _alive(pid: int) -> bool:

@@ -346,6 +346,9 @@ def demo(home: Path | None, k: int) -> None:
 
     run_demo(console, home, k)
 
+from host.cli_conformance import conformance  # noqa: E402 (its own module: see its docstring)
+
+main.add_command(conformance)
 
 for _command in (seller, issuer, delivery, buy):
     main.add_command(_command)

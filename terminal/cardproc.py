@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,34 @@ class CardProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+VICC = Path("/usr/bin/vicc")
+# Debian's vsmartcard-vpicc installs its module off the default path (DESIGN.md facts)
+VICC_PYTHONPATH = Path("/usr/lib/python3/site-packages/virtualsmartcard")
+
+
+def vicc_missing() -> str | None:
+    """Why Debian's vicc cannot run here, or None."""
+    if not VICC.exists():
+        return "vicc not installed (Debian package vsmartcard-vpicc)"
+    if not VICC_PYTHONPATH.is_dir():
+        return f"vicc's module not found in {VICC_PYTHONPATH}"
+    return None
+
+
+def vicc_argv(host: str, port: int) -> list[str]:
+    """vicc's ISO 7816 card, connecting to the vpcd at host:port; run it with this Python
+    (it needs pycryptodome) and PYTHONPATH=VICC_PYTHONPATH."""
+    return [sys.executable, str(VICC), "-t", "iso7816", "-H", host, "-P", str(port)]
+
+
+class ViccProcess(CardProcess):
+    """Debian's vicc (a card that is not ours) connected to the vpcd at host:port."""
+
+    def __init__(self, host: str, port: int, *, log_path: Path | None = None) -> None:
+        self.state, self.host, self.port = VICC, host, port
+        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        env = dict(os.environ, PYTHONPATH=str(VICC_PYTHONPATH))
+        self.proc = subprocess.Popen(vicc_argv(host, port), stdout=self._log,
+                                     stderr=self._log, env=env)

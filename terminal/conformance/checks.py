@@ -1,0 +1,457 @@
+"""The ISO/IEC 7816-4 checks, in run order. Clauses are those of ISO/IEC 7816-4:2005.
+
+Each check starts on a freshly reset card (the runner's `Probe.start`), talks raw APDUs, and
+returns a short reason. Checks that cost the card something (a PIN try) refuse to run without
+what they need to undo it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from card_applet.apdu import ResponseApdu
+from card_applet.tlv import TlvError, parse
+from terminal.conformance.model import Failed, NotApplicable, check
+from terminal.conformance.probe import (
+    GET_RESPONSE,
+    SELECT,
+    Probe,
+    expect,
+    other_pin,
+    pin_block,
+    sw_text,
+)
+
+GET_CHALLENGE, MANAGE_CHANNEL, RESET_RETRY_COUNTER = 0x84, 0x70, 0x2C
+UNASSIGNED_INS = 0x02  # no ISO/IEC 7816 part defines it in the inter-industry class
+RFU_CLA = 0x20  # 7816-4:2005 table 2: '2X' and '3X' are reserved for future use
+UNKNOWN_AID = bytes.fromhex("F04E4F5355434841505031")  # "F0" + "NOSUCHAPP1"
+REFUSALS = (0x6D00, 0x6E00, 0x6881, 0x6884, 0x6A81, 0x6A86, 0x6B00, 0x6A80)
+
+
+def _maybe_select(p: Probe) -> None:
+    """Commands that do not need the application still want it current if there is one
+    (a card with nothing selected may refuse everything with 6985)."""
+    with contextlib.suppress(NotApplicable):
+        p.select_application()
+
+
+def _challenge(p: Probe, le: int | None, *, extended: bool = False) -> ResponseApdu:
+    _maybe_select(p)
+    resp = p.send(0x00, GET_CHALLENGE, 0, 0, le=le, extended=extended)
+    if resp.sw in (0x6D00, 0x6E00, 0x6A81, 0x6982, 0x6985):
+        where = "" if p.target.aid is None else " (the application was not found)"
+        raise NotApplicable(f"GET CHALLENGE not offered here{where}: {sw_text(resp.sw)}")
+    return resp
+
+
+def _fci_aid(data: bytes) -> bytes | None:
+    """The DF name (84) of an FCI template (6F), if the response is one."""
+    try:
+        (outer,) = parse(data)
+        if outer.tag != 0x6F:
+            return None
+        for item in parse(outer.value):
+            if item.tag == 0x84:
+                return item.value
+    except (TlvError, ValueError):
+        return None
+    return None
+
+
+def _full_fci(p: Probe) -> bytes:
+    return p.select_application(p2=0x00).data
+
+
+# -- command-response pairs: cases and lengths ------------------------------------------------
+
+
+@check("case-1", "5.1 table 1; 7.5.6", "case 1 (no Lc, no Le): VERIFY status query")
+def case_1(p: Probe) -> str:
+    p.need_reference()
+    if p.target.aid is not None:  # else the card's default context
+        p.select_application()
+    resp = p.verify(None)
+    if resp.sw == 0x6700:
+        raise Failed("a case 1 VERIFY (status query) was refused as a wrong length (6700)")
+    if resp.data or not (resp.sw in (0x9000, 0x6983) or resp.sw & 0xFFF0 == 0x63C0):
+        raise Failed(f"status query answered {resp.data.hex() or 'no data,'} {sw_text(resp.sw)}")
+    return f"answered {sw_text(resp.sw)} without data"
+
+
+@check("case-2s", "5.1 table 1; 7.5.3", "case 2 short: GET CHALLENGE with Le = 08")
+def case_2s(p: Probe) -> str:
+    resp = _challenge(p, 8)
+    expect(resp, 0x9000, "GET CHALLENGE Le=08")
+    if len(resp.data) != 8:
+        raise Failed(f"Le = 08 gave {len(resp.data)} bytes")
+    return "8 bytes, 9000"
+
+
+@check("le-00-is-256", "5.1 (Le field '00' = Ne 256)", "short Le = 00 means up to 256 bytes")
+def le_256(p: Probe) -> str:
+    resp = _challenge(p, 256)
+    expect(resp, 0x9000, "GET CHALLENGE Le=00")
+    if not 0 < len(resp.data) <= 256:
+        raise Failed(f"Le = 00 gave {len(resp.data)} bytes (Ne = 256: 1..256 expected)")
+    return f"{len(resp.data)} bytes for Ne = 256"
+
+
+@check("le-0000-is-65536", "5.1 (Le field '0000' = Ne 65536)",
+       "extended Le = 0000 means up to 65536 bytes")
+def le_65536(p: Probe) -> str:
+    p.need_extended()
+    resp = _challenge(p, 65536, extended=True)
+    expect(resp, 0x9000, "GET CHALLENGE Le=0000 (extended)")
+    if not 0 < len(resp.data) <= 65536:
+        raise Failed(f"Le = 0000 gave {len(resp.data)} bytes")
+    return f"{len(resp.data)} bytes for Ne = 65536"
+
+
+@check("case-3s", "5.1 table 1; 7.1.1", "case 3 short: SELECT by AID, no response data")
+def case_3s(p: Probe) -> str:
+    resp = p.select_application(p2=0x0C)
+    if resp.data:
+        raise Failed(f"P2 = 0C asks for no response data, got {len(resp.data)} bytes")
+    return "9000, no data"
+
+
+@check("case-4s", "5.1 table 1; 7.1.1", "case 4 short: SELECT by AID returning FCI")
+def case_4s(p: Probe) -> str:
+    data = _full_fci(p)
+    if not data:
+        raise Failed("SELECT with P2 = 00 and Le = 00 returned no FCI")
+    return f"{len(data)} bytes of FCI"
+
+
+@check("case-3e-4e", "5.1 table 1 (extended Lc and Le)",
+       "cases 3 and 4 extended: SELECT by AID in extended form")
+def case_extended(p: Probe) -> str:
+    p.need_extended()
+    short = _full_fci(p)
+    aid = p.target.aid
+    assert aid is not None
+    resp = p.send(0x00, SELECT, 0x04, 0x0C, aid, extended=True)
+    expect(resp, 0x9000, "extended case 3 SELECT")
+    resp = p.fetch_all(p.send(0x00, SELECT, 0x04, 0x00, aid, 65536, extended=True))
+    expect(resp, 0x9000, "extended case 4 SELECT")
+    if resp.data != short:
+        raise Failed("the FCI differs between the short and the extended SELECT")
+    return f"case 3E 9000, case 4E same {len(short)}-byte FCI as short"
+
+
+@check("wrong-lc", "5.1; 5.1.3 ('6700')", "Lc that does not match the data: 6700")
+def wrong_lc(p: Probe) -> str:
+    _maybe_select(p)
+    data = (p.target.aid or bytes.fromhex("3F00"))[:5]
+    header = bytes((0x00, SELECT, 0x04 if p.target.aid else 0x00, 0x0C))
+    longer = p.raw(header + bytes((len(data) + 5,)) + data)  # Lc says more than follows
+    expect(longer, 0x6700, "Lc larger than the data field")
+    shorter = p.raw(header + bytes((2,)) + data)  # and less
+    expect(shorter, 0x6700, "Lc smaller than the data field")
+    return "6700 for Lc above and below the data length"
+
+
+@check("wrong-cla", "5.1.1 table 2; 5.1.3 ('6E00')", "reserved class byte 20: 6E00")
+def wrong_cla(p: Probe) -> str:
+    _maybe_select(p)
+    resp = p.send(RFU_CLA, GET_CHALLENGE, 0, 0, le=8)
+    expect(resp, 0x6E00, "GET CHALLENGE with CLA 20")
+    return "6E00"
+
+
+@check("unknown-ins", "5.1.2; 5.1.3 ('6D00')", "unassigned instruction 02: 6D00")
+def unknown_ins(p: Probe) -> str:
+    _maybe_select(p)
+    resp = p.send(0x00, UNASSIGNED_INS, 0, 0)
+    expect(resp, 0x6D00, "INS 02")
+    return "6D00"
+
+
+@check("wrong-p1p2", "5.1.3 ('6A86', '6B00'); 7.1.1 table 39",
+       "reserved P1 and P2 of SELECT: 6A86 or 6B00")
+def wrong_p1p2(p: Probe) -> str:
+    _maybe_select(p)
+    data = p.target.aid or bytes.fromhex("3F00")
+    bad_p1 = p.send(0x00, SELECT, 0x7F, 0x0C, data)
+    expect(bad_p1, (0x6A86, 0x6B00), "SELECT P1 = 7F (RFU)")
+    bad_p2 = p.send(0x00, SELECT, 0x04, 0x7C, data)
+    expect(bad_p2, (0x6A86, 0x6B00), "SELECT P2 = 7C (b8-b5 RFU)")
+    return f"P1 7F: {bad_p1.sw:04X}, P2 7C: {bad_p2.sw:04X}"
+
+
+# -- response chaining and Le correction ------------------------------------------------------
+
+
+@check("get-response", "5.1.3 ('61XX'); 7.6.1", "61xx then GET RESPONSE returns the rest")
+def get_response(p: Probe) -> str:
+    full = _full_fci(p)
+    if len(full) <= 8:
+        raise NotApplicable(f"FCI of {len(full)} bytes is too short to split")
+    aid = p.target.aid
+    assert aid is not None
+    first = p.send(0x00, SELECT, 0x04, 0x00, aid, le=4)
+    if first.sw1 == 0x6C:
+        raise NotApplicable(f"the card corrects Le with {first.sw:04X} (see wrong-le-6cxx)")
+    if first.sw == 0x9000:
+        raise NotApplicable("the card truncates the response to Ne with 9000 (no 61xx)")
+    if first.sw1 != 0x61:
+        raise Failed(f"SELECT with Le = 04: {sw_text(first.sw)}")
+    if first.data != full[:4]:
+        raise Failed("the first 4 bytes differ from the whole FCI's")
+    got, resp, steps = bytearray(first.data), first, 0
+    while resp.sw1 == 0x61:  # Le = 5 at first: the card must keep counting correctly
+        le = 5 if steps == 0 else (resp.sw2 or 256)
+        resp = p.send(0x00, GET_RESPONSE, 0, 0, le=le)
+        got += resp.data
+        steps += 1
+        if steps > 64:
+            raise Failed("GET RESPONSE never ends")
+    expect(resp, 0x9000, "last GET RESPONSE")
+    if bytes(got) != full:
+        raise Failed("the reassembled response differs from the FCI read in one go")
+    return f"{len(full)} bytes in {steps + 1} pieces"
+
+
+@check("get-response-nothing", "7.6.1", "GET RESPONSE with nothing pending is refused")
+def get_response_nothing(p: Probe) -> str:
+    _maybe_select(p)
+    resp = p.send(0x00, GET_RESPONSE, 0, 0, le=256)
+    if resp.sw == 0x9000 or resp.sw1 == 0x61:
+        raise Failed(f"answered {len(resp.data)} bytes with {sw_text(resp.sw)} "
+                     "though no response was pending")
+    return sw_text(resp.sw)
+
+
+@check("wrong-le-6cxx", "5.1.3 ('6CXX')", "6Cxx: re-issued with Le = xx gives xx bytes")
+def wrong_le(p: Probe) -> str:
+    full = _full_fci(p)
+    aid = p.target.aid
+    assert aid is not None
+    resp = p.send(0x00, SELECT, 0x04, 0x00, aid, le=1)
+    if resp.sw1 != 0x6C:
+        raise NotApplicable(f"the card does not correct Le: a short Le gave {resp.sw:04X}")
+    again = p.send(0x00, SELECT, 0x04, 0x00, aid, le=resp.sw2 or 256)
+    expect(again, 0x9000, "re-issued SELECT")
+    if again.data != full:
+        raise Failed("the re-issued command returned other data")
+    return f"6C{resp.sw2:02X} then {len(again.data)} bytes"
+
+
+# -- command chaining -------------------------------------------------------------------------
+
+
+def _chain_split(p: Probe) -> tuple[bytes, bytes]:
+    aid = p.target.aid
+    if aid is None or len(aid) < 2:
+        raise NotApplicable("no AID to split across a chain (--aid)")
+    p.select_application()  # the application must exist for a chained SELECT to mean much
+    p.start()
+    return aid[: len(aid) // 2], aid[len(aid) // 2 :]
+
+
+@check("chaining", "5.1.1.1", "command chaining: SELECT by AID in two chained links")
+def chaining(p: Probe) -> str:
+    head, tail = _chain_split(p)
+    first = p.send(0x10, SELECT, 0x04, 0x0C, head)
+    if first.sw != 0x9000:
+        if not p.caps.chaining:
+            raise NotApplicable(f"first link answered {first.sw:04X} and the ATR does not "
+                                "advertise command chaining")
+        raise Failed(f"the ATR advertises chaining, first link: {sw_text(first.sw)}")
+    last = p.send(0x00, SELECT, 0x04, 0x0C, tail)
+    expect(last, 0x9000, "last link")
+    return f"{len(head)} + {len(tail)} bytes, 9000"
+
+
+@check("chaining-interrupted", "5.1.1.1 ('6883')",
+       "a different command inside a chain is refused and the chain dropped")
+def chaining_interrupted(p: Probe) -> str:
+    head, tail = _chain_split(p)
+    first = p.send(0x10, SELECT, 0x04, 0x0C, head)
+    if first.sw != 0x9000:
+        raise NotApplicable(f"command chaining refused ({first.sw:04X})")
+    other = p.send(0x00, GET_CHALLENGE, 0, 0, le=8)
+    if other.sw == 0x9000 or other.sw1 == 0x61:
+        raise Failed(f"GET CHALLENGE inside an open chain was executed ({other.sw:04X})")
+    last = p.send(0x00, SELECT, 0x04, 0x0C, tail)
+    if last.sw == 0x9000:
+        raise Failed("after the interruption, the last link was joined to the dropped chain")
+    return f"interloper {other.sw:04X}, orphan last link {last.sw:04X}"
+
+
+# -- logical channels -------------------------------------------------------------------------
+
+
+def _channel_cla(n: int) -> int:
+    return n if n <= 3 else 0x40 | (n - 4)
+
+
+@check("manage-channel", "5.1.1.2; 7.1.2", "MANAGE CHANNEL open, use, close")
+def manage_channel(p: Probe) -> str:
+    resp = p.send(0x00, MANAGE_CHANNEL, 0x00, 0x00, le=1)
+    if resp.sw != 0x9000:
+        if p.caps.logical_channels == 0 and resp.sw in REFUSALS:
+            raise NotApplicable(f"no logical channels: MANAGE CHANNEL answered {resp.sw:04X} "
+                                "and the ATR advertises none")
+        raise Failed(f"MANAGE CHANNEL open: {sw_text(resp.sw)}")
+    if len(resp.data) != 1 or not 1 <= resp.data[0] <= 19:
+        raise Failed(f"MANAGE CHANNEL open returned {resp.data.hex()} (one channel number)")
+    n = resp.data[0]
+    used = "no application to select on it"
+    if p.target.aid is not None:
+        sel = p.send(_channel_cla(n), SELECT, 0x04, 0x0C, p.target.aid)
+        expect(sel, (0x9000, 0x6A82), f"SELECT on channel {n}")
+        used = f"SELECT there {sel.sw:04X}"
+    close = p.send(0x00, MANAGE_CHANNEL, 0x80, n)
+    expect(close, 0x9000, f"MANAGE CHANNEL close {n}")
+    after = p.send(_channel_cla(n), GET_CHALLENGE, 0, 0, le=8)
+    expect(after, 0x6881, f"command on closed channel {n}")
+    return f"opened channel {n}, {used}, closed; then 6881"
+
+
+@check("channel-not-open", "5.1.1.2; 5.1.3 ('6881')",
+       "a command on a logical channel that is not open: 6881")
+def channel_not_open(p: Probe) -> str:
+    _maybe_select(p)
+    resp = p.send(0x03, GET_CHALLENGE, 0, 0, le=8)  # channel 3: the last a '0X' CLA names
+    expect(resp, 0x6881, "GET CHALLENGE on channel 3")
+    return "6881"
+
+
+# -- selection --------------------------------------------------------------------------------
+
+
+@check("select-aid", "7.1.1; 5.3.3 (FCI)", "SELECT by full AID; the FCI names that AID")
+def select_aid(p: Probe) -> str:
+    data = _full_fci(p)
+    named = _fci_aid(data)
+    if named is None:
+        return f"9000, {len(data)} bytes (no FCI template with a DF name to compare)"
+    if named != p.target.aid:
+        raise Failed(f"FCI names DF {named.hex().upper()}")
+    return "9000, FCI tag 84 = the AID"
+
+
+def _partial(p: Probe) -> bytes:
+    aid = p.target.aid
+    if aid is None:
+        raise NotApplicable("no AID given (--aid)")
+    if len(aid) <= 5:
+        raise NotApplicable("AID of 5 bytes or less: no shorter partial AID (7.1.1)")
+    p.select_application()
+    p.start()
+    return aid[:5]
+
+
+@check("select-partial-aid", "7.1.1 (P2 b2-b1 = 00, right-truncated DF name)",
+       "SELECT by a 5-byte partial AID, first occurrence")
+def select_partial(p: Probe) -> str:
+    partial = _partial(p)
+    resp = p.fetch_all(p.send(0x00, SELECT, 0x04, 0x00, partial, 256))
+    if resp.sw == 0x6A82:
+        if not p.caps.partial_df_name:
+            raise NotApplicable("6A82, and the ATR does not advertise selection by partial "
+                                "DF name")
+        raise Failed("the ATR advertises selection by partial DF name, SELECT gave 6A82")
+    expect(resp, 0x9000, "SELECT partial AID")
+    named = _fci_aid(resp.data)
+    if named is not None and not named.startswith(partial):
+        raise Failed(f"selected DF {named.hex().upper()} does not start with the partial AID")
+    return f"selected {named.hex().upper() if named else 'an application'}"
+
+
+@check("select-next", "7.1.1 (P2 b2-b1 = 10, next occurrence)",
+       "SELECT next occurrence: another application, or 6A82")
+def select_next(p: Probe) -> str:
+    partial = _partial(p)
+    first = p.fetch_all(p.send(0x00, SELECT, 0x04, 0x00, partial, 256))
+    if first.sw != 0x9000:
+        raise NotApplicable(f"partial AID selection gave {first.sw:04X}")
+    nxt = p.fetch_all(p.send(0x00, SELECT, 0x04, 0x02, partial, 256))
+    if nxt.sw == 0x6A82:
+        return "6A82: no further application with that prefix"
+    expect(nxt, 0x9000, "SELECT next occurrence")
+    a, b = _fci_aid(first.data), _fci_aid(nxt.data)
+    if a is None or b is None:
+        raise Failed("9000 to next occurrence, but no DF name to show it is another one")
+    if a == b:
+        raise Failed(f"next occurrence selected the same application {a.hex().upper()}")
+    return f"next: {b.hex().upper()}"
+
+
+@check("select-unknown", "7.1.1; 5.1.3 ('6A82')", "SELECT of an absent AID: 6A82")
+def select_unknown(p: Probe) -> str:
+    resp = p.send(0x00, SELECT, 0x04, 0x0C, UNKNOWN_AID)
+    expect(resp, 0x6A82, f"SELECT {UNKNOWN_AID.hex().upper()}")
+    return "6A82"
+
+
+# -- security status and the PIN --------------------------------------------------------------
+
+
+@check("security-status", "5.4; 5.1.3 ('6982'); 7.5.6",
+       "a protected command: 6982 before VERIFY, allowed after")
+def security_status(p: Probe) -> str:
+    pin, _ = p.need_pin()
+    if p.target.protected is None:
+        raise NotApplicable("no command that needs the PIN given (--protected APDU)")
+    p.select_application()
+    before = p.raw(p.target.protected)
+    expect(before, 0x6982, "protected command before VERIFY")
+    expect(p.verify(pin), 0x9000, "VERIFY with the right PIN")
+    after = p.raw(p.target.protected)
+    if after.sw == 0x6982:
+        raise Failed("still 6982 after a successful VERIFY")
+    return f"6982 before, {after.sw:04X} after VERIFY"
+
+
+def _tries(p: Probe) -> int:
+    resp = p.verify(None)
+    if resp.sw == 0x6983:
+        raise NotApplicable("the PIN is blocked; unblock it first")
+    if resp.sw & 0xFFF0 != 0x63C0:
+        raise Failed(f"status query after a reset: {sw_text(resp.sw)} (63Cx expected)")
+    return resp.sw & 0x0F
+
+
+@check("pin-try-counter", "7.5.6; 7.5.1 ('63CX')",
+       "63Cx counts down on a wrong PIN; the right PIN resets it")
+def pin_try_counter(p: Probe) -> str:
+    pin, _ = p.need_pin()
+    p.select_application()
+    n = _tries(p)
+    if n < 2:
+        raise NotApplicable(f"only {n} try left: a wrong PIN would block the card")
+    wrong = p.verify(other_pin(pin))
+    expect(wrong, 0x63C0 | (n - 1), "wrong PIN")
+    expect(p.verify(None), 0x63C0 | (n - 1), "status query after a wrong PIN")
+    expect(p.verify(pin), 0x9000, "right PIN")
+    expect(p.verify(None), 0x9000, "status query while verified")
+    p.start()
+    p.select_application()
+    if (m := _tries(p)) != n:
+        raise Failed(f"after the right PIN the counter is {m}, not back to {n}")
+    return f"63C{n:X} -> 63C{n - 1:X} -> 9000 -> 63C{n:X}"
+
+
+@check("pin-blocked", "7.5.6; 5.1.3 ('6983'); 7.5.10",
+       "no tries left: 6983, even for the right PIN; RESET RETRY COUNTER unblocks")
+def pin_blocked(p: Probe) -> str:
+    pin, ref = p.need_pin()
+    if p.target.puk is None:
+        raise NotApplicable("no PUK given (--puk): the PIN would stay blocked")
+    p.select_application()
+    n = _tries(p)
+    for left in range(n - 1, -1, -1):
+        expect(p.verify(other_pin(pin)), 0x63C0 | left, "wrong PIN")
+    blocked = p.verify(pin)
+    query = p.verify(None)
+    puk = pin_block(p.target.puk, p.target.pin_format)
+    unblock = p.send(0x00, RESET_RETRY_COUNTER, 0x01, ref, puk)
+    if unblock.sw != 0x9000:
+        raise Failed(f"RESET RETRY COUNTER: {sw_text(unblock.sw)}; THE PIN IS LEFT BLOCKED")
+    expect(blocked, 0x6983, "right PIN while blocked")
+    expect(query, 0x6983, "status query while blocked")
+    expect(p.verify(pin), 0x9000, "right PIN after RESET RETRY COUNTER")
+    return f"{n} wrong tries, 6983 twice, unblocked with the PUK"

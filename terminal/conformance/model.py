@@ -1,0 +1,76 @@
+"""What a conformance check is, and what it yields.
+
+A check is a small named function with the ISO/IEC 7816-4 clause it follows. It returns a
+one-line reason on success, raises `NotApplicable` when the card does not offer what it needs
+(with the reason), and raises `Failed` when the card answers against the clause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from terminal.conformance.probe import Probe
+
+
+class Outcome(Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    NOT_APPLICABLE = "n/a"
+    ERROR = "error"  # the check could not finish: the reader or the card went away
+
+
+class NotApplicable(Exception):
+    pass
+
+
+class Failed(Exception):
+    pass
+
+
+CheckFn = Callable[["Probe"], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    id: str
+    title: str
+    clause: str  # ISO/IEC 7816-4:2005 unless the text names another part or edition
+    fn: CheckFn
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    command: bytes
+    response: bytes | None  # None: the transport failed
+
+    def render(self) -> str:
+        out = "<no response>" if self.response is None else self.response.hex(" ").upper()
+        return f"> {self.command.hex(' ').upper()}\n< {out}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    check: Check
+    outcome: Outcome
+    reason: str
+    seconds: float
+    exchanges: tuple[Exchange, ...] = ()
+
+
+REGISTRY: list[Check] = []
+
+
+def check(id: str, clause: str, title: str) -> Callable[[CheckFn], CheckFn]:
+    """Register a check; the registry keeps definition order, which is the run order."""
+
+    def register(fn: CheckFn) -> CheckFn:
+        if any(c.id == id for c in REGISTRY):
+            raise ValueError(f"duplicate conformance check {id!r}")
+        REGISTRY.append(Check(id, title, clause, fn))
+        return fn
+
+    return register

@@ -1,0 +1,107 @@
+"""Run the registered checks against one reader, each on a freshly reset card."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from terminal.conformance import checks as _checks  # noqa: F401 (registers the checks)
+from terminal.conformance.model import (
+    REGISTRY,
+    Check,
+    CheckResult,
+    Failed,
+    NotApplicable,
+    Outcome,
+)
+from terminal.conformance.probe import Probe, Target
+from terminal.errors import ReaderError
+from terminal.reader import Reader
+
+#: called after a check lost the card (a crash, a removal): returns a reader with the card
+#: back, so the rest of the suite can run; without it the remaining checks are not run
+Recover = Callable[[], Reader]
+
+
+@dataclass
+class SuiteReport:
+    reader: str
+    atr: bytes
+    capabilities: str
+    target: Target
+    started: datetime
+    results: list[CheckResult] = field(default_factory=list)
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(r.outcome is outcome for r in self.results)
+
+    @property
+    def passed(self) -> bool:
+        """Every applicable check passed (and none was cut short)."""
+        return all(r.outcome in (Outcome.PASS, Outcome.NOT_APPLICABLE) for r in self.results)
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.results)
+
+
+def select_checks(ids: Iterable[str] | None = None) -> list[Check]:
+    if not ids:
+        return list(REGISTRY)
+    known = {c.id: c for c in REGISTRY}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise ValueError(f"unknown check {', '.join(unknown)}; known: {', '.join(known)}")
+    wanted = set(ids)
+    return [c for c in REGISTRY if c.id in wanted]
+
+
+def run_suite(reader: Reader, target: Target, *, only: Iterable[str] | None = None,
+              recover: Recover | None = None,
+              progress: Callable[[CheckResult], None] | None = None) -> SuiteReport:
+    chosen = select_checks(only)
+    probe = Probe(reader, target)
+    try:
+        atr = reader.reset()
+    except (ReaderError, OSError) as exc:
+        raise ReaderError(f"cannot reset the card in {reader.name}: {exc}") from exc
+    probe.start()
+    report = SuiteReport(reader.name, atr, probe.caps.summary, target,
+                         datetime.now(UTC))
+    lost: str | None = None
+    for chk in chosen:
+        if lost is not None:
+            result = CheckResult(chk, Outcome.ERROR, f"not run: {lost}", 0.0)
+        else:
+            result = _run_one(chk, probe)
+            if result.outcome is Outcome.ERROR:
+                lost = f"the card was lost during {chk.id}"
+                if recover is not None:
+                    try:
+                        probe.reader, lost = recover(), None
+                    except (ReaderError, OSError) as exc:
+                        lost += f" and did not come back ({exc})"
+        report.results.append(result)
+        if progress is not None:
+            progress(result)
+    return report
+
+
+def _run_one(chk: Check, probe: Probe) -> CheckResult:
+    start = time.perf_counter()
+
+    def done(outcome: Outcome, reason: str) -> CheckResult:
+        exchanges = tuple(probe.log) if outcome in (Outcome.FAIL, Outcome.ERROR) else ()
+        return CheckResult(chk, outcome, reason, time.perf_counter() - start, exchanges)
+
+    try:
+        probe.start()
+        return done(Outcome.PASS, chk.fn(probe))
+    except NotApplicable as exc:
+        return done(Outcome.NOT_APPLICABLE, str(exc))
+    except Failed as exc:
+        return done(Outcome.FAIL, str(exc))
+    except (ReaderError, OSError) as exc:
+        return done(Outcome.ERROR, f"transport: {type(exc).__name__}: {exc}")

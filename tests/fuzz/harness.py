@@ -1,0 +1,169 @@
+"""The fuzz harness for the applet's parser and dispatcher: one input is a power state and a
+sequence of APDUs and resets; every response is checked against the card's invariants.
+
+Input layout (so a fuzzer can reach deep states without learning them first):
+
+    byte 0      preamble: b1-b0 = 0 nothing, 1 SELECT, 2 + VERIFY (right PIN), 3 + MSE peer;
+                b2 = 1: a blank card (personalisation state) instead of an operational one
+    then        records: op (1 byte), length (2 bytes, big-endian), data (length bytes);
+                op & 3 == 3 is a reset (no data follows), anything else sends data as an APDU
+
+Invariants, for every APDU (a violation raises `Finding`):
+- `process` returns; the response ends in a status word the ISO families allow (61xx, 62xx,
+  63xx, 64xx, 65xx, 67xx..6Fxx, 90xx), never 6F00 (an internal error the applet caught);
+- the response is at most Ne + 2 bytes (Ne = 256 when Le is absent or cut short by 61xx)
+  and the card's buffers stay under MAX_COMMAND_DATA;
+- one command takes less than MAX_SECONDS;
+- a rejected command leaves persistent state as it was, except 63Cx (a try spent, and only
+  that try: the counter goes down by one, nothing else moves).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import replace
+
+from card_applet import blom
+from card_applet import pin as pin_block
+from card_applet.applet import AID, MAX_COMMAND_DATA, Applet
+from card_applet.state import Lifecycle, MemoryStore, PersistentState, manufacture
+from card_applet.tlv import tlv
+
+HOLDER = b"holder:fuzz@example.org"
+PEER = b"seller:shop.example"
+PIN, PUK = "1234", "12345678"
+MAX_SECONDS = 2.0
+SW1_ALLOWED = {0x61, 0x62, 0x63, 0x64, 0x65, 0x67, 0x68, 0x69, 0x6A, 0x6B, 0x6C, 0x6D,
+               0x6E, 0x6F, 0x90}
+
+_SALT = bytes(range(16))
+OPERATIONAL = PersistentState(
+    serial=bytes.fromhex("F022002200220022"), transport_key=bytes(32), pin_salt=_SALT,
+    lifecycle=Lifecycle.OPERATIONAL, holder_id=HOLDER,
+    row=blom.row_to_bytes([(7 ** (j + 3)) % blom.P for j in range(4)]),
+    pin_hash=pin_block.pin_hash(_SALT, pin_block.encode_pin(PIN)),
+    puk_hash=pin_block.pin_hash(_SALT, pin_block.encode_pin(PUK)))
+BLANK = manufacture(bytes(range(32)), serial=bytes.fromhex("B1A2B3C4D5E6F708"))
+
+SELECT = bytes.fromhex("00A40400") + bytes((len(AID),)) + AID + b"\x00"
+VERIFY = bytes.fromhex("0020008108") + pin_block.encode_pin(PIN)
+MSE = bytes.fromhex("00224 1A4".replace(" ", "")) + bytes((len(PEER) + 2,)) + tlv(0x83, PEER)
+
+
+class Finding(AssertionError):
+    """An input that breaks an invariant."""
+
+
+def records(data: bytes) -> list[tuple[int, bytes]]:
+    out, i = [], 1
+    while i < len(data):
+        op = data[i]
+        if op & 3 == 3:
+            out.append((op, b""))
+            i += 1
+            continue
+        if i + 3 > len(data):
+            break
+        (n,) = struct.unpack(">H", data[i + 1 : i + 3])
+        out.append((op, data[i + 3 : i + 3 + n]))
+        i += 3 + n
+    return out
+
+
+def new_applet(preamble: int) -> Applet:
+    applet = Applet(MemoryStore(BLANK if preamble & 4 else OPERATIONAL))
+    for level, apdu in enumerate((SELECT, VERIFY, MSE), start=1):
+        if preamble & 3 >= level:
+            applet.process(apdu)
+    return applet
+
+
+def expected_ne(apdu: bytes) -> int:
+    """The most data a response to this APDU may carry (data beyond it goes to 61xx)."""
+    body = len(apdu) - 4
+    if body == 1:
+        return apdu[4] or 256
+    if body >= 3 and apdu[4] == 0 and (body == 3 or body == 5 + int.from_bytes(apdu[5:7], "big")):
+        return int.from_bytes(apdu[-2:], "big") or 65536
+    if body >= 2 and apdu[4] != 0 and body == 2 + apdu[4]:
+        return apdu[-1] or 256
+    return 256  # no Le: at most a GET RESPONSE chunk (GET RESPONSE itself always has one)
+
+
+def check_one(applet: Applet, apdu: bytes) -> bytes:
+    before = applet.store.load()
+    start = time.perf_counter()
+    response = applet.process(apdu)
+    elapsed = time.perf_counter() - start
+    if not isinstance(response, bytes) or len(response) < 2:
+        raise Finding(f"response {response!r} has no status word")
+    sw1, sw = response[-2], int.from_bytes(response[-2:], "big")
+    if sw1 not in SW1_ALLOWED:
+        raise Finding(f"status word {sw:04X} is not an ISO 7816-4 one")
+    if sw == 0x6F00:
+        raise Finding("6F00: the applet caught an internal exception")
+    if len(response) - 2 > expected_ne(apdu):
+        raise Finding(f"{len(response) - 2} data bytes for Ne = {expected_ne(apdu)}")
+    if elapsed > MAX_SECONDS:
+        raise Finding(f"command took {elapsed:.2f} s")
+    if len(applet.v.chain_data) > MAX_COMMAND_DATA or len(applet.v.pending_response) > 65536:
+        raise Finding("card buffer beyond its bound")
+    after = applet.store.load()
+    if sw1 in (0x90, 0x61) or after == before:
+        return response
+    if sw & 0xFFF0 == 0x63C0:  # a wrong PIN or PUK: exactly that try is spent
+        spent_pin = replace(before, pin_tries=before.pin_tries - 1)
+        spent_puk = replace(before, puk_tries=before.puk_tries - 1)
+        if after in (spent_pin, spent_puk):
+            return response
+    raise Finding(f"{sw:04X} rejected the command but persistent state changed")
+
+
+def run_one(data: bytes) -> None:
+    if not data:
+        return
+    applet = new_applet(data[0])
+    for op, apdu in records(data):
+        if op & 3 == 3:
+            applet.reset()
+        else:
+            check_one(applet, apdu)
+
+
+def encode(preamble: int, *steps: bytes | None) -> bytes:
+    """An input in the layout above; None is a reset."""
+    out = bytearray((preamble,))
+    for step in steps:
+        if step is None:
+            out.append(3)
+        else:
+            out += b"\x00" + struct.pack(">H", len(step)) + step
+    return bytes(out)
+
+
+def seeds() -> dict[str, bytes]:
+    """The seed corpus: one input per command family, in the states where they work."""
+    h = bytes.fromhex
+    plain = tlv(0x80, b"hello") + tlv(0x81, b"hdr")
+    return {
+        "select": encode(0, SELECT, h("00A4040C05F045503037"), h("00A4040205F04550303700")),
+        "get-data": encode(1, h("00CA00C000"), h("00CA00C204"), h("00C0000000"), h("00CA00C6")),
+        "verify": encode(1, h("00200081"), h("002000810839393939FFFFFFFF"), VERIFY,
+                         h("0020FF81")),
+        "change-pin": encode(1, h("002400811031323334FFFFFFFF35363738FFFFFFFF")),
+        "unblock": encode(1, *[h("002000810839393939FFFFFFFF")] * 3,
+                          h("002C01810831323334353637 38".replace(" ", ""))),
+        "encipher": encode(3, h("002A8680") + bytes((len(plain),)) + plain + b"\x10",
+                           h("00C0000000")),
+        "decipher": encode(3, h("002A8086") + bytes((len(plain),)) + tlv(0x86, bytes(40))),
+        "chain": encode(3, h("102A868004800568656C"), h("002A8680036C6F0000"),
+                        h("102A868002AAAA"), h("00840000 08".replace(" ", ""))),
+        "auth": encode(3, h("0084000008"), h("00880000080102030405060708 00".replace(" ", "")),
+                       h("0082000010") + bytes(16)),
+        "extended": encode(3, h("002A868000000A") + tlv(0x80, b"extended") + h("0000")),
+        "perso": encode(5, h("805000000811223344556677 88".replace(" ", "")),
+                        h("80E20000") + bytes((4 + 8,)) + h("DF1002AAAA") + bytes(7)),
+        "reset": encode(2, None, h("0084000008"), SELECT, None, h("00200081")),
+        "bad-class": encode(1, h("FFA40400"), h("01A40400"), h("0CA40400"), h("80CA00C0")),
+    }
