@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-from card_applet import blom
 from card_applet.sw import SW
 from host.errors import EnvelopeError, TransactionError
 from host.softcard import software_card
@@ -102,7 +101,3 @@ class KeyModule:
                 raise TransactionError("unconfirmed", f"{peer} failed confirmation: it does "
                                        f"not hold the row for its identifier") from exc
 
-
-def check_identifier(identifier: str) -> str:
-    blom.identifier_bytes(identifier)
-    return identifier
