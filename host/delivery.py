@@ -6,14 +6,13 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from host import codec, envelope
 from host.codec import Fields
 from host.db import Seen, Shipments
 from host.envelope import context, delivery_answer_body, delivery_request_body
 from host.errors import EnvelopeError
 from host.keymodule import KeyModule
 from host.order import OrderField, Party
-from host.server import PartyServer, ServerConfig, open_own_part, request_digest
+from host.server import PartyServer, ServerConfig, request_digest
 from host.wire import MessageType, frame
 
 
@@ -30,12 +29,9 @@ class DeliveryServer(PartyServer):
         self.shipments.close()
 
     async def on_deliver(self, body: Fields) -> bytes:
-        header_bytes = body.get("header", bytes, max_size=1024)
-        box = body.get("part", bytes, max_size=envelope.MAX_PART)
         approval = body.get("approval", bytes, max_size=64)
         seller_mac = body.get("mac", bytes, max_size=64)
-        opened = await open_own_part(self.keys, Party.DELIVERY, header_bytes, box,
-                                     self.config.window)
+        header_bytes, box, opened = await self.open_request(body)
         header = opened.header
         # the seller vouches that the card manager approved this very order (same digest)
         await self.keys.check_mac(header.seller,
@@ -56,8 +52,5 @@ class DeliveryServer(PartyServer):
         mac = await self.keys.mac(header.seller,
                                   delivery_answer_body(header.order_id, opened.digest, tracking),
                                   context("delivery-answer", header.order_id))
-        receipt = await self.keys.seal(
-            header.holder, codec.encode({"tracking": tracking, "digest": opened.digest}),
-            envelope.receipt_aad(Party.DELIVERY.value, header_bytes),
-            context("receipt", header.order_id))
+        receipt = await self.receipt(opened, header_bytes, tracking=tracking)
         return frame(MessageType.DELIVERY, tracking=tracking, mac=mac, receipt=receipt)

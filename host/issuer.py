@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from host import codec, envelope
 from host.codec import Fields
 from host.db import AuthorisationRequest, Ledger, Seen
 from host.envelope import authorisation_body, context
 from host.keymodule import KeyModule
 from host.order import Party
-from host.server import PartyServer, ServerConfig, open_own_part, request_digest
+from host.server import PartyServer, ServerConfig, request_digest
 from host.wire import MessageType, frame
 
 
@@ -29,11 +28,8 @@ class IssuerServer(PartyServer):
         self.ledger.close()
 
     async def on_authorise(self, body: Fields) -> bytes:
-        header_bytes = body.get("header", bytes, max_size=1024)
-        box = body.get("part", bytes, max_size=envelope.MAX_PART)
         seller_mac = body.get("mac", bytes, max_size=64)
-        opened = await open_own_part(self.keys, Party.ISSUER, header_bytes, box,
-                                     self.config.window)
+        header_bytes, box, opened = await self.open_request(body)
         header = opened.header
         # only the seller the holder chose may ask: its MAC covers exactly this request
         request = request_digest(header_bytes, box)
@@ -48,11 +44,7 @@ class IssuerServer(PartyServer):
         auth = authorisation_body(header.order_id, decision.code, decision.reason,
                                   decision.amount, decision.digest)
         mac = await self.keys.mac(header.seller, auth, context("authorisation", header.order_id))
-        receipt = await self.keys.seal(
-            header.holder,
-            codec.encode({"code": decision.code, "reason": decision.reason,
-                          "amount": decision.amount, "digest": decision.digest}),
-            envelope.receipt_aad(Party.ISSUER.value, header_bytes),
-            context("receipt", header.order_id))
+        receipt = await self.receipt(opened, header_bytes, code=decision.code,
+                                     reason=decision.reason, amount=decision.amount)
         return frame(MessageType.AUTHORISATION, code=decision.code, reason=decision.reason,
                      amount=decision.amount, digest=decision.digest, mac=mac, receipt=receipt)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from host.errors import TransactionError
+from terminal.cardproc import terminate
 
 READY = re.compile(rb"listening on ([^\s:]+):(\d+)")
 
@@ -79,13 +80,7 @@ class PartyProcess:
         self.proc.wait()
 
     def stop(self, timeout: float = 5.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         if not self._log.closed:

@@ -18,7 +18,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from host import envelope
+from host import codec, envelope
 from host.codec import Fields
 from host.envelope import Header, OpenedPart
 from host.errors import EnvelopeError, TransactionError, WireError
@@ -106,6 +106,22 @@ class PartyServer:
                 await conn.send_raw(error_frame(TransactionError("internal", "internal error")))
         finally:
             await conn.close()
+
+    async def open_request(self, body: Fields) -> tuple[bytes, bytes, OpenedPart]:
+        """A forwarded request's header and our sealed part, opened: (header, box, part)."""
+        header_bytes = body.get("header", bytes, max_size=1024)
+        box = body.get("part", bytes, max_size=envelope.MAX_PART)
+        opened = await open_own_part(self.keys, Party(self.role), header_bytes, box,
+                                     self.config.window)
+        return header_bytes, box, opened
+
+    async def receipt(self, opened: OpenedPart, header_bytes: bytes, **content: object) -> bytes:
+        """Our word to the holder, sealed for its card: only the card can open it, so the
+        seller cannot alter what we said."""
+        return await self.keys.seal(
+            opened.header.holder, codec.encode({**content, "digest": opened.digest}),
+            envelope.receipt_aad(self.role, header_bytes),
+            envelope.context("receipt", opened.header.order_id))
 
     async def on_confirm(self, body: Fields) -> bytes:
         """Answer a confirmation challenge from `peer` (the holder, relayed by the seller, or

@@ -8,6 +8,18 @@ import sys
 from pathlib import Path
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
+    """SIGTERM, then SIGKILL after `timeout`: a child never outlives its owner."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class CardProcess:
     """A `python -m card_applet.serve` child connected to the vpcd at host:port."""
 
@@ -29,13 +41,7 @@ class CardProcess:
         return self.proc.poll() is None
 
     def stop(self, timeout: float = 5.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         if self._log is not subprocess.DEVNULL:
             self._log.close()
         return self.proc.returncode
