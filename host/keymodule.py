@@ -20,19 +20,26 @@ from host.softcard import software_card
 from terminal.errors import ApduError
 from terminal.session import CardSession
 
-DEFAULT_POOL = 8
+DEFAULT_POOL = 32  # confirmations hold a session across a network round trip
 
 
 class KeyModule:
-    def __init__(self, identifier: str, sessions: Sequence[CardSession]) -> None:
+    def __init__(self, identifier: str, sessions: Sequence[CardSession], *,
+                 keep_peer: bool = False) -> None:
         self.identifier = identifier
+        # An applet only this module talks to keeps its peer between operations, so MSE
+        # (k field multiplications and an HKDF) runs only when the peer changes. A card
+        # behind a reader can be reset behind our back: it gets MSE every time.
+        self._keep_peer = keep_peer
+        self._peer: dict[int, str] = {}
         self._idle: asyncio.Queue[CardSession] = asyncio.Queue()
         for session in sessions:
             self._idle.put_nowait(session)
 
     @classmethod
     def software(cls, identifier: str, row: Sequence[int], pool: int = DEFAULT_POOL) -> KeyModule:
-        return cls(identifier, [software_card(identifier, row) for _ in range(pool)])
+        return cls(identifier, [software_card(identifier, row) for _ in range(pool)],
+                   keep_peer=True)
 
     @classmethod
     def on_card(cls, session: CardSession, pin: str) -> KeyModule:
@@ -47,10 +54,14 @@ class KeyModule:
         """A session whose peer is set to `peer`, for this caller alone."""
         card = await self._idle.get()
         try:
-            try:
-                card.set_peer(peer)
-            except ApduError as exc:
-                raise TransactionError("bad-peer", f"{peer!r}: {exc}") from exc
+            if self._peer.get(id(card)) != peer:
+                self._peer.pop(id(card), None)
+                try:
+                    card.set_peer(peer)
+                except ApduError as exc:
+                    raise TransactionError("bad-peer", f"{peer!r}: {exc}") from exc
+                if self._keep_peer:
+                    self._peer[id(card)] = peer
             yield card
         finally:
             self._idle.put_nowait(card)

@@ -6,9 +6,7 @@ taken by someone else."""
 
 from __future__ import annotations
 
-import os
 import re
-import selectors
 import signal
 import subprocess
 import sys
@@ -26,10 +24,12 @@ class PartyProcess:
                  host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0) -> None:
         self.role, self.log_path, self.host = role, log_path, host
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log_start = self._log.tell()  # a restart appends: read only what it writes
+        # stdout goes to the log too: a pipe nobody reads would block the server once full
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "host.cli", "-v", role, "serve", *args,
              "--listen", f"{host}:{port}"],
-            stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
+            stdout=self._log, stderr=self._log, start_new_session=True,
         )
         try:
             self.port = self._wait_ready(timeout)
@@ -38,24 +38,16 @@ class PartyProcess:
             raise
 
     def _wait_ready(self, timeout: float) -> int:
-        assert self.proc.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(self.proc.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout
-        line = b""
-        try:
-            while time.monotonic() < deadline:
-                if not selector.select(max(0.0, deadline - time.monotonic())):
-                    break
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    break
-                line += chunk
-                match = READY.search(line)
-                if match:
-                    return int(match.group(2))
-        finally:
-            selector.close()
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                match = READY.search(log.read())
+            if match:
+                return int(match.group(2))
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
         raise TransactionError("unreachable", f"the {self.role} server did not start "
                                f"(exit {self.proc.poll()}): {self.log_tail()}")
 
@@ -81,8 +73,6 @@ class PartyProcess:
 
     def stop(self, timeout: float = 5.0) -> int:
         terminate(self.proc, timeout)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
         if not self._log.closed:
             self._log.close()
         return self.proc.returncode
