@@ -10,6 +10,7 @@ to the card manager, is refused unless the policy marks that grant explicitly.
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -116,9 +117,7 @@ class PartitionPolicy:
         return cls(grants, exposures)
 
     def digest(self) -> bytes:
-        from hashlib import sha256
-
-        return sha256(b"nettx/policy/v1" + codec.encode(self.to_cbor())).digest()
+        return hashlib.sha256(b"nettx/policy/v1" + codec.encode(self.to_cbor())).digest()
 
 
 DEFAULT_POLICY = PartitionPolicy(DEFAULT_GRANTS)
