@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -128,6 +128,7 @@ class Port(Protocol):
     def read(self, size: int = 1) -> bytes: ...
     def write(self, data: bytes) -> int | None: ...
     def flush(self) -> None: ...
+    def reset_input_buffer(self) -> None: ...
     @property
     def in_waiting(self) -> int: ...
 
@@ -165,6 +166,8 @@ class SerialCard:
 
     def run(self) -> None:
         self.port.timeout = self.poll_interval
+        # a card that just got power remembers nothing the line carried before
+        self.port.reset_input_buffer()
         log.info("card on the serial line; waiting for a reset")
         try:
             while not self.stop.is_set():
@@ -233,9 +236,14 @@ class SerialCard:
                 time.sleep(delay)
             return self.applet.process(command)
 
-        self._running = (self._pool.submit(run), generation)
+        future = self._pool.submit(run)
+        self._running = (future, generation)
         # ask for more time well before the terminal's BWT runs out
         self._wtx_at = time.monotonic() + self.timing.bwt / 2
+        # The terminal is silent while we work (half duplex), so wait for the applet here
+        # rather than poll it between reads; only a reset could come, and it waits.
+        wait([future], timeout=self.timing.bwt / 2)
+        self._tend_command(time.monotonic())
 
     def _tend_command(self, now: float) -> None:
         if self._running is None:

@@ -187,6 +187,17 @@ class SerialReader:
             self.timing = LineTiming.from_atr(atr, fi_di, slack=self.slack)
             self.port.baudrate = self.timing.baudrate
 
+    def wait_for_card(self, timeout: float = 15.0) -> bytes:
+        """Reset until a card answers (a card process may still be starting); its ATR."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.power_on()
+            except ReaderError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+
     # -- Reader -----------------------------------------------------------------------------
 
     def power_on(self) -> bytes:
