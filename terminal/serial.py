@@ -139,18 +139,25 @@ class SerialReader:
             except AtrError as exc:
                 error = f"bad ATR {raw.hex(' ').upper()}: {exc}"
                 continue
-            self._start_t1(parsed)
+            self._check_protocols(parsed)
+            try:
+                self._start_t1(parsed)
+            except LineProtocolError as exc:  # PPS or S(IFS) lost on a noisy line: reset
+                self.t1, error = None, str(exc)
+                continue
             return self._atr
         if error == "no ATR":
             raise NoCardError(f"no card on {self.name}: no ATR after {RESET_ATTEMPTS} resets")
         raise LineProtocolError(f"{self.name}: {error}")
 
-    def _start_t1(self, atr: Atr) -> None:
+    def _check_protocols(self, atr: Atr) -> None:
         if 1 not in atr.protocols:
             raise LineProtocolError(f"{self.name}: the card does not offer T=1 "
                                     f"(offers T={', T='.join(map(str, atr.protocols))})")
         if atr.specific_mode not in (None, 1):
             raise LineProtocolError(f"{self.name}: card in specific mode T={atr.specific_mode}")
+
+    def _start_t1(self, atr: Atr) -> None:
         self.parsed, self._atr = atr, atr.raw
         self.timing = LineTiming.from_atr(atr, slack=self.slack)
         if self.use_pps and atr.specific_mode is None:
