@@ -13,7 +13,9 @@ The card's ATR:
     55 6E 65 74 74 78  card issuer's data: "nettx"
     xx        TCK  XOR of T0..last historical byte (required when T=1 is offered)
 
-No TA1: the card runs at Fd = 372, Dd = 1 (9,600 bit/s at 3.5712 MHz). No TC3: LRC.
+No TA1: the card runs at Fd = 372, Dd = 1 (9,600 bit/s at 3.5712 MHz). No TC3: LRC. On a
+serial line the card can announce CRC instead (`--crc`: TD2 71, TC3 01), for noisy lines
+where LRC is too weak: two corrupted bytes whose changes XOR to zero pass an LRC.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from functools import reduce
 HISTORICAL_BYTES = bytes.fromhex("80 73 00 00 C0") + bytes((0x55,)) + b"nettx"
 
 
-def build_atr(historical: bytes = HISTORICAL_BYTES, ifsc: int = 0xFE, bwi_cwi: int = 0x45) -> bytes:
+def build_atr(historical: bytes = HISTORICAL_BYTES, ifsc: int = 0xFE, bwi_cwi: int = 0x45,
+              crc: bool = False) -> bytes:
+    """The card's ATR; `crc` adds TC3 = 01 (TD2 71): T=1 blocks end in a CRC, not an LRC."""
     if len(historical) > 15:
         raise ValueError("at most 15 historical bytes")
-    body = bytes((0x80 | len(historical), 0x81, 0x31, ifsc, bwi_cwi)) + historical
+    t1 = (0x71, ifsc, bwi_cwi, 0x01) if crc else (0x31, ifsc, bwi_cwi)
+    body = bytes((0x80 | len(historical), 0x81, *t1)) + historical
     return b"\x3b" + body + bytes((xor(body),))
 
 
@@ -37,6 +42,7 @@ def xor(data: bytes) -> int:
 
 
 ATR = build_atr()
+ATR_CRC = build_atr(crc=True)  # 3B 8B 81 71 FE 45 01 ...: the same card, CRC epilogue
 
 # ISO/IEC 7816-3 table 7 and 8: clock rate conversion Fi (with fmax) and baud rate adjustment
 # Di; None marks the values the standard reserves for future use.

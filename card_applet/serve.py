@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from card_applet.applet import Applet
+from card_applet.atr import ATR, ATR_CRC
 from card_applet.state import CardStore, FileStore, TearingStore
 from card_applet.vpcd import DEFAULT_PORT, CardSide, VpcdCard
 
@@ -48,8 +49,9 @@ def serve(state_path: Path, host: str, port: int, *, tear_after_writes: int | No
 
 def serve_serial(state_path: Path, device: str, *, stop: threading.Event | None = None,
                  tear_after_writes: int | None = None,
-                 delays: dict[int, float] | None = None) -> None:
-    """Serve the card on a serial line (a UART, a pty, or any pyserial URL) until `stop`."""
+                 delays: dict[int, float] | None = None, crc: bool = False) -> None:
+    """Serve the card on a serial line (a UART, a pty, or any pyserial URL) until `stop`;
+    `crc`: the ATR announces a CRC epilogue for T=1 blocks instead of the LRC."""
     import serial  # pyserial only for the serial card
 
     from card_applet.line import serial_options
@@ -65,7 +67,7 @@ def serve_serial(state_path: Path, device: str, *, stop: threading.Event | None 
     log.info("card %s (%s) on serial line %s", applet.state.serial.hex(),
              applet.state.lifecycle.name.lower(), device)
     try:
-        SerialCard(applet, port, stop or threading.Event(),
+        SerialCard(applet, port, stop or threading.Event(), atr=ATR_CRC if crc else ATR,
                    command_delay=lambda apdu: slow.get(apdu[1], 0.0) if len(apdu) > 1 else 0.0,
                    ).run()
     finally:
@@ -102,9 +104,10 @@ def serve_until_signalled(state_path: Path, host: str, port: int, *, listen: boo
 
 def serve_serial_until_signalled(state_path: Path, device: str, *,
                                  tear_after_writes: int | None = None,
-                                 delays: dict[int, float] | None = None) -> None:
+                                 delays: dict[int, float] | None = None,
+                                 crc: bool = False) -> None:
     serve_serial(state_path, device, stop=_stop_on_signals(),
-                 tear_after_writes=tear_after_writes, delays=delays)
+                 tear_after_writes=tear_after_writes, delays=delays, crc=crc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="ISO 7816-3 T=1 on a serial line: a tty, a pty or a pyserial URL")
     parser.add_argument("--tear-after-writes", type=int, default=None,
                         help="test facility: SIGKILL self right after the Nth EEPROM write")
+    parser.add_argument("--crc", action="store_true",
+                        help="with --serial: announce CRC (TC3) instead of LRC for T=1 blocks")
     parser.add_argument("--delay", action="append", default=[], metavar="INS:SECONDS",
                         help="test facility: commands with this INS (hex) take this long")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -137,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.serial:
         try:
             serve_serial_until_signalled(args.state, args.serial,
-                                         tear_after_writes=args.tear_after_writes, delays=delays)
+                                         tear_after_writes=args.tear_after_writes, delays=delays,
+                                         crc=args.crc)
         except OSError as exc:  # pyserial's SerialException is an OSError
             print(f"error: serial line {args.serial}: {exc}", file=sys.stderr)
             return 1
