@@ -45,6 +45,8 @@ class T1Stats:
     wtx: int = 0
     resynchs: int = 0
     apdus: int = 0
+    bytes_sent: int = 0  # T=1 blocks, prologue and epilogue included
+    bytes_received: int = 0
 
 
 class T1Terminal:
@@ -62,7 +64,9 @@ class T1Terminal:
     def _send(self, block: Block) -> None:
         self.stats.blocks_sent += 1
         log.debug("%s -> %s", self.name, block)
-        self.link.send(block.encode(self.edc))
+        raw = block.encode(self.edc)
+        self.stats.bytes_sent += len(raw)
+        self.link.send(raw)
 
     def _receive(self, wait: float) -> Block | RError:
         raw = self.link.receive(wait)
@@ -70,6 +74,7 @@ class T1Terminal:
             self.stats.timeouts += 1
             return RError.OTHER
         self.stats.blocks_received += 1
+        self.stats.bytes_received += len(raw)
         try:
             block = Block.decode(raw, self.edc, self.ifsd)
         except BlockError as exc:
