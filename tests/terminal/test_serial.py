@@ -4,6 +4,9 @@ seeded fault line (terminal.faultline)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -236,3 +239,36 @@ def test_a_card_that_does_not_offer_t1_is_refused(line: FaultLine) -> None:
             responder.join()
         finally:
             reader.close()
+
+
+def nettx(*args: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "NETTX_HOME": str(home)})
+
+
+def test_cli_serves_on_a_serial_line_and_reads_through_it(card_state: Path,
+                                                           tmp_path: Path) -> None:
+    with socat_pair(tmp_path) as (card_tty, reader_tty):
+        card = subprocess.Popen([sys.executable, "-m", "host.cli", "card", "serve", "--home",
+                                 str(tmp_path / "home"), "--state", str(card_state),
+                                 "--serial", card_tty],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                info = nettx("card", "info", "--reader", f"serial:{reader_tty}",
+                             home=tmp_path / "home")
+                if info.returncode == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert info.returncode == 0, info.stderr
+            assert HOLDER in info.stdout and "operational" in info.stdout
+        finally:
+            card.terminate()
+            card.wait(10)
+    missing = nettx("card", "info", "--reader", "serial:/nonexistent/tty", home=tmp_path)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.splitlines() == [
+        "error: cannot open serial line /nonexistent/tty: [Errno 2] could not open port "
+        "/nonexistent/tty: [Errno 2] No such file or directory: '/nonexistent/tty'"]
