@@ -185,19 +185,27 @@ class SerialCard:
 
     # -- events -----------------------------------------------------------------------------
 
+    def _settle(self) -> None:
+        """A reset or deactivation cannot interrupt a Python call: let the running command
+        finish first (its answer goes to no one), so the applet's volatile state is never
+        reset under it. Else a VERIFY ending after a reset would leave the PIN verified."""
+        if self._running is not None:
+            wait([self._running[0]])
+            self._running = None
+
     def _on_event(self, event: Event, raw: bytes) -> None:
         if event is Event.RESET:
             self.resets += 1
+            self._settle()
             self.applet.reset()
             self.engine.reset()
-            self._running = None
             self.framer.pps_allowed = True
             self._write(self.atr)
             log.debug("reset: ATR sent")
         elif event is Event.POWER_OFF:
+            self._settle()
             self.applet.power_off()
             self.engine.reset()
-            self._running = None
         elif event is Event.PPS:
             self._on_pps(raw)
         elif event is Event.BLOCK:

@@ -231,6 +231,9 @@ class SerialReader:
         assert self.t1 is not None
         started = time.monotonic()
         try:
+            # Between commands the card never speaks unprompted: anything waiting is a late
+            # repeat of an answer we already have, and must not pass for the next one.
+            self.port.reset_input_buffer()
             response = self.t1.transceive(apdu)
         except ReaderError:
             self.t1 = None  # the next command starts with a reset

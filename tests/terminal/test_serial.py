@@ -18,7 +18,9 @@ import serial
 from card_applet.applet import Applet
 from card_applet.atr import ATR, ATR_CRC, Edc
 from card_applet.line import POWER_OFF_REQUEST, RESET_REQUEST, LineTiming, Pps
+from card_applet.pin import encode_pin
 from card_applet.state import MemoryStore, manufacture
+from card_applet.t1 import Block
 from terminal.cardproc import SerialCardProcess
 from terminal.errors import LineProtocolError, NoCardError, ReaderError, RetryLimitError
 from terminal.faultline import FaultLine, Faults
@@ -272,3 +274,44 @@ def test_cli_serves_on_a_serial_line_and_reads_through_it(card_state: Path,
     assert missing.stderr.splitlines() == [
         "error: cannot open serial line /nonexistent/tty: [Errno 2] could not open port "
         "/nonexistent/tty: [Errno 2] No such file or directory: '/nonexistent/tty'"]
+
+
+class RecordingApplet:
+    """Slow inside `process`, where a reset must not land."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def process(self, command: bytes) -> bytes:
+        self.events.append("start")
+        time.sleep(1.0)
+        self.events.append("end")
+        return b"\x90\x00"
+
+    def reset(self) -> None:
+        self.events.append("reset")
+
+    def power_off(self) -> None:
+        self.events.append("power off")
+
+
+def test_reset_waits_for_the_running_command(line: FaultLine) -> None:
+    """The applet runs on a worker thread; a reset (or deactivation) that comes while it runs
+    is applied after the command finishes, never under it: else a VERIFY finishing after
+    the reset could set state the reset had just cleared."""
+    applet = RecordingApplet()
+    with card_thread(applet, line.card_path), raw_port(line.reader_path) as port:
+        for _ in range(50):
+            port.write(RESET_REQUEST)
+            if port.read(len(ATR)) == ATR:
+                break
+        port.write(Block.i(0, bytes.fromhex("0020008108") + encode_pin(PIN)).encode())
+        time.sleep(0.2)
+        port.write(RESET_REQUEST)
+        port.timeout = 3
+        # an S(WTX request) may come first (the card is BWT/2 into the command); then the
+        # ATR, once the command has finished, its answer going to no one
+        assert port.read_until(ATR).endswith(ATR)
+        port.write(POWER_OFF_REQUEST)
+        time.sleep(0.2)
+    assert applet.events == ["reset", "start", "end", "reset", "power off"]
