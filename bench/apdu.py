@@ -50,6 +50,7 @@ if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
 from card_applet import blom  # noqa: E402
 from card_applet.apdu import EXTENDED_MAX_LE, CommandApdu  # noqa: E402
 from card_applet.applet import TAG_PLAIN, Applet, Ins, Pso  # noqa: E402
+from card_applet.line import LineTiming  # noqa: E402
 from card_applet.state import FileStore  # noqa: E402
 from card_applet.tlv import tlv  # noqa: E402
 from host.authority import Authority  # noqa: E402
@@ -57,12 +58,14 @@ from host.personalisation import personalise  # noqa: E402
 from terminal.cardproc import (  # noqa: E402
     VICC_PYTHONPATH,
     CardProcess,
+    SerialCardProcess,
     vicc_argv,
     vicc_missing,
 )
 from terminal.embedded import EmbeddedReader  # noqa: E402
 from terminal.inprocess import InProcessReader  # noqa: E402
 from terminal.ports import free_vpcd_port  # noqa: E402
+from terminal.serial import SerialReader  # noqa: E402
 from terminal.session import CardSession  # noqa: E402
 
 PCSCD_SCRIPT = REPO / "vpcd_config" / "pcscd-vpcd"
@@ -72,7 +75,8 @@ SLOT = ("Virtual PCD 00 00", "Virtual PCD 00 01")  # vpcd on port P and P+1
 
 HOLDERS = {"in-process": "holder:bench-inprocess@example.org",
            "embedded": "holder:bench-embedded@example.org",
-           "pcsc": "holder:bench-pcsc@example.org"}
+           "pcsc": "holder:bench-pcsc@example.org",
+           "serial": "holder:bench-serial@example.org"}
 PEER = "seller:shop.example"
 PIN, PUK = "1234", "12345678"
 K = 512
@@ -85,7 +89,8 @@ ENCIPHER_1K = CommandApdu(0x00, Ins.PERFORM_SECURITY_OPERATION, Pso.ENCIPHER >> 
                           Pso.ENCIPHER & 0xFF, tlv(TAG_PLAIN, PLAINTEXT),
                           EXTENDED_MAX_LE).to_bytes()
 
-READER_LABEL = {"in-process": "in-process", "embedded": "embedded vpcd", "pcsc": "PC/SC"}
+READER_LABEL = {"in-process": "in-process", "embedded": "embedded vpcd", "pcsc": "PC/SC",
+                "serial": "serial T=1 (pty)"}
 WORKLOAD_LABEL = {"short": "GET DATA 00CA00C2 (serial)", "encipher": "PSO ENCIPHER 1 KiB"}
 
 err = Console(stderr=True, highlight=False)
@@ -108,6 +113,7 @@ class Cell:
     transmit: Callable[[bytes], bytes] | None = None
     label: str = ""  # workload label override (vicc's short command)
     na: str | None = None
+    wire_bytes: int = 0  # serial: T=1 bytes on the line per APDU, both ways
     rates: list[float] = field(default_factory=list)
     samples: list[int] = field(default_factory=list)  # ns per APDU, every run
 
@@ -384,7 +390,38 @@ def phase_local(stack: contextlib.ExitStack, cards: dict[str, Path], tmp: Path,
             "vicc", lambda p: vicc_process(stack, p, tmp / "vicc-embedded.log"),
             lambda kind, r: [vicc_cell(kind, r, vs)]), na_cells("embedded", ["vicc"], "", vs),
             "embedded vicc")
-    measure(cells, args.runs, "in-process + embedded")
+    if shutil.which("socat") is None:
+        cells += na_cells("serial", ["nettx"], "n/a: socat not installed", s)
+    else:
+        cells += guarded(lambda: serial_cells(stack, cards["serial"], tmp, s),
+                         na_cells("serial", ["nettx"], "", s), "serial nettx")
+    measure(cells, args.runs, "in-process + embedded + serial")
+    return cells
+
+
+def serial_cells(stack: contextlib.ExitStack, state: Path, tmp: Path,
+                 seconds: float) -> list[Cell]:
+    """A socat pty pair, the card process on one end (--serial), SerialReader on the other;
+    the T=1 bytes each APDU puts on the line are counted once, in setup."""
+    card_tty, reader_tty = tmp / "card-tty", tmp / "reader-tty"
+    socat = spawn(stack, ["socat", f"pty,raw,echo=0,link={card_tty}",
+                          f"pty,raw,echo=0,link={reader_tty}"], tmp / "socat.log")
+    deadline = time.monotonic() + 10
+    while not (card_tty.exists() and reader_tty.exists()):
+        if socat.poll() is not None or time.monotonic() > deadline:
+            raise BenchError("socat made no pty pair")
+        time.sleep(0.02)
+    card = SerialCardProcess(state, str(card_tty), log_path=tmp / "card-serial.log")
+    stack.callback(card.stop)
+    reader = SerialReader(str(reader_tty))
+    stack.callback(reader.close)
+    reader.wait_for_card(15)
+    cells = nettx_cells("serial", reader, seconds)
+    for cell in cells:
+        before = reader.stats.bytes_sent + reader.stats.bytes_received
+        if cell.transmit is None or cell.transmit(cell.apdu)[-2:] != OK:
+            raise BenchError(f"serial setup: {cell.workload} failed")
+        cell.wire_bytes = reader.stats.bytes_sent + reader.stats.bytes_received - before
     return cells
 
 
@@ -516,13 +553,38 @@ def render(cells: list[Cell], args: argparse.Namespace) -> Table:
     return table
 
 
+def render_serial(cells: list[Cell]) -> Table | None:
+    """The serial rows against the line: a pty moves bytes as fast as the processes do, a
+    UART at the default rate carries 9,600 / 11 bytes/s in T=1 (11 etu per character)."""
+    line = LineTiming()
+    rows = [c for c in cells if c.reader == "serial" and c.rates and c.wire_bytes]
+    if not rows:
+        return None
+    table = Table(title=f"serial T=1 against a {line.baudrate:,} bit/s line "
+                        f"(T=1 carries at most {line.t1_char_rate:,.1f} bytes/s)",
+                  caption="wire bytes: T=1 blocks both ways per APDU (prologue, INF, LRC). "
+                          "effective: APDUs/s × wire bytes. A pty is not paced, so the ratio "
+                          "shows how far the software outruns a real line; the last column "
+                          "is the APDUs/s that line would allow.", caption_justify="left")
+    for name in ("command", "APDUs/s (pty)", "wire bytes/APDU", "effective bytes/s",
+                 "× line rate", "APDUs/s at 9,600 bit/s"):
+        table.add_column(name, justify="left" if name == "command" else "right")
+    for c in rows:
+        rate = statistics.median(c.rates)
+        effective = rate * c.wire_bytes
+        table.add_row(c.workload_label, f"{rate:,.0f}", f"{c.wire_bytes:,}",
+                      f"{effective:,.0f}", f"{effective / line.t1_char_rate:,.1f}",
+                      f"{line.t1_char_rate / c.wire_bytes:,.2f}")
+    return table
+
+
 ORDER = {("in-process", "nettx"): 0, ("embedded", "nettx"): 1, ("embedded", "echo"): 2,
          ("embedded", "vicc"): 3, ("pcsc", "nettx"): 4, ("pcsc", "echo"): 5,
-         ("pcsc", "vicc"): 6}
+         ("pcsc", "vicc"): 6, ("serial", "nettx"): 7}
 
 
 def sort_key(c: Cell) -> tuple[int, int, int]:
-    reader = ["in-process", "embedded", "pcsc"].index(c.reader)
+    reader = ["in-process", "embedded", "pcsc", "serial"].index(c.reader)
     return reader, ["short", "encipher"].index(c.workload), ORDER[(c.reader, c.card)]
 
 
@@ -581,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
                 tmp = Path(stack.enter_context(
                     tempfile.TemporaryDirectory(prefix="nettx-bench-")))
             env_line = environment(tmp)
-            err.print(f"personalising 3 cards (k = {K}) in {tmp}")
+            err.print(f"personalising {len(HOLDERS)} cards (k = {K}) in {tmp}")
             cards = personalise_cards(tmp)
             with contextlib.ExitStack() as local:  # its processes end before PC/SC starts
                 stack.callback(close_quietly, local)
@@ -600,6 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Console(highlight=False, width=max(Console().width, 150))
     out.print(env_line, soft_wrap=True)
     out.print(render(sorted(cells, key=sort_key), args))
+    serial_table = render_serial(cells)
+    if serial_table is not None:
+        out.print(serial_table)
     return 0
 
 

@@ -1,4 +1,6 @@
-"""The card's Answer-To-Reset (ISO/IEC 7816-3 8.2).
+"""The card's Answer-To-Reset, and an ATR parser both sides use (ISO/IEC 7816-3 8.2).
+
+The card's ATR:
 
     3B        TS   direct convention
     8B        T0   TD1 follows; 11 historical bytes
@@ -10,21 +12,218 @@
     73 00 00 C0     card capabilities: command chaining, extended Lc/Le
     55 6E 65 74 74 78  card issuer's data: "nettx"
     xx        TCK  XOR of T0..last historical byte (required when T=1 is offered)
+
+No TA1: the card runs at Fd = 372, Dd = 1 (9,600 bit/s at 3.5712 MHz). No TC3: LRC. On a
+serial line the card can announce CRC instead (`--crc`: TD2 71, TC3 01), for noisy lines
+where LRC is too weak: two corrupted bytes whose changes XOR to zero pass an LRC.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
 from functools import reduce
 
 HISTORICAL_BYTES = bytes.fromhex("80 73 00 00 C0") + bytes((0x55,)) + b"nettx"
 
 
-def build_atr(historical: bytes = HISTORICAL_BYTES, ifsc: int = 0xFE, bwi_cwi: int = 0x45) -> bytes:
+def build_atr(historical: bytes = HISTORICAL_BYTES, ifsc: int = 0xFE, bwi_cwi: int = 0x45,
+              crc: bool = False) -> bytes:
+    """The card's ATR; `crc` adds TC3 = 01 (TD2 71): T=1 blocks end in a CRC, not an LRC."""
     if len(historical) > 15:
         raise ValueError("at most 15 historical bytes")
-    body = bytes((0x80 | len(historical), 0x81, 0x31, ifsc, bwi_cwi)) + historical
-    tck = reduce(lambda a, b: a ^ b, body, 0)
-    return b"\x3b" + body + bytes((tck,))
+    t1 = (0x71, ifsc, bwi_cwi, 0x01) if crc else (0x31, ifsc, bwi_cwi)
+    body = bytes((0x80 | len(historical), 0x81, *t1)) + historical
+    return b"\x3b" + body + bytes((xor(body),))
+
+
+def xor(data: bytes) -> int:
+    return reduce(lambda a, b: a ^ b, data, 0)
 
 
 ATR = build_atr()
+ATR_CRC = build_atr(crc=True)  # 3B 8B 81 71 FE 45 01 ...: the same card, CRC epilogue
+
+# ISO/IEC 7816-3 table 7 and 8: clock rate conversion Fi (with fmax) and baud rate adjustment
+# Di; None marks the values the standard reserves for future use.
+FI_TABLE: tuple[tuple[int, float] | None, ...] = (
+    (372, 4.0), (372, 5.0), (558, 6.0), (744, 8.0), (1116, 12.0), (1488, 16.0),
+    (1860, 20.0), None, None, (512, 5.0), (768, 7.5), (1024, 10.0), (1536, 15.0),
+    (2048, 20.0), None, None,
+)
+DI_TABLE: tuple[int | None, ...] = (None, 1, 2, 4, 8, 16, 32, 64, 12, 20, None, None, None,
+                                    None, None, None)
+MAX_ATR = 33  # TS + 32 (ISO/IEC 7816-3 8.2.1)
+DEFAULT_IFSC = 32
+DEFAULT_CWI, DEFAULT_BWI = 13, 4
+
+
+class AtrError(ValueError):
+    """The bytes are not a well-formed ATR."""
+
+
+class Convention(Enum):
+    DIRECT = 0x3B
+    INVERSE = 0x3F
+
+
+class Edc(Enum):
+    """T=1 epilogue: TC3 b1 (ISO/IEC 7816-3 11.4.4)."""
+
+    LRC = 1
+    CRC = 2
+
+
+_INVERSE = bytes(int(f"{b ^ 0xFF:08b}"[::-1], 2) for b in range(256))
+
+
+def inverse_to_direct(raw: bytes) -> bytes:
+    """Bytes read by a direct-convention UART from an inverse-convention card (where TS reads
+    03): complement and bit-reverse each one (ISO/IEC 7816-3 8.1)."""
+    return bytes(_INVERSE[b] for b in raw)
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceGroup:
+    """TAi, TBi, TCi of group i, and the protocol T its TD(i-1) announced (None for i = 1)."""
+
+    index: int
+    protocol: int | None
+    ta: int | None = None
+    tb: int | None = None
+    tc: int | None = None
+    td: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Atr:
+    raw: bytes
+    convention: Convention
+    groups: tuple[InterfaceGroup, ...]
+    historical: bytes
+    tck: int | None
+
+    # -- global interface bytes -------------------------------------------------------------
+
+    def _byte(self, index: int, name: str) -> int | None:
+        if index > len(self.groups):
+            return None
+        return getattr(self.groups[index - 1], name)
+
+    @property
+    def protocols(self) -> tuple[int, ...]:
+        """Offered protocols, first (the default) first; T=0 when no TD announces one."""
+        found = [g.td & 0x0F for g in self.groups if g.td is not None and g.td & 0x0F != 15]
+        return tuple(dict.fromkeys(found)) or (0,)
+
+    @property
+    def fi_di(self) -> tuple[int, int]:
+        """(Fi, Di) from TA1, (372, 1) without it."""
+        ta1 = self._byte(1, "ta")
+        if ta1 is None:
+            return 372, 1
+        fi, di = FI_TABLE[ta1 >> 4], DI_TABLE[ta1 & 0x0F]
+        if fi is None or di is None:
+            raise AtrError(f"TA1 {ta1:02X} uses reserved Fi/Di values")
+        return fi[0], di
+
+    @property
+    def specific_mode(self) -> int | None:
+        """TA2 present: the card is in specific mode on this protocol (no PPS)."""
+        ta2 = self._byte(2, "ta")
+        return None if ta2 is None else ta2 & 0x0F
+
+    @property
+    def extra_guard_time(self) -> int:
+        return self._byte(1, "tc") or 0
+
+    def _t1(self, name: str) -> int | None:
+        """The first T=1 specific byte of that name (groups 3 and up, after a TD with T=1)."""
+        for group in self.groups[2:]:
+            if group.protocol == 1 and getattr(group, name) is not None:
+                return getattr(group, name)
+        return None
+
+    @property
+    def ifsc(self) -> int:
+        value = self._t1("ta")
+        if value is None:
+            return DEFAULT_IFSC
+        if not 0x01 <= value <= 0xFE:
+            raise AtrError(f"IFSC {value:02X} is reserved")
+        return value
+
+    @property
+    def bwi(self) -> int:
+        tb = self._t1("tb")
+        return DEFAULT_BWI if tb is None else tb >> 4
+
+    @property
+    def cwi(self) -> int:
+        tb = self._t1("tb")
+        return DEFAULT_CWI if tb is None else tb & 0x0F
+
+    @property
+    def edc(self) -> Edc:
+        tc = self._t1("tc")
+        return Edc.CRC if tc is not None and tc & 1 else Edc.LRC
+
+
+def atr_length(raw: bytes) -> int | None:
+    """How long the ATR starting in `raw` is, or None if more bytes are needed to know:
+    lets a reader stop reading exactly at the ATR's end."""
+    if len(raw) < 2:
+        return None
+    y, pos, t_other_than_0 = raw[1] >> 4, 2, False
+    historical = raw[1] & 0x0F
+    while True:
+        pos += bin(y & 0x7).count("1")  # TA, TB, TC
+        if y & 0x8:
+            if len(raw) <= pos:
+                return None
+            td = raw[pos]
+            t_other_than_0 |= td & 0x0F != 0
+            y, pos = td >> 4, pos + 1
+        else:
+            break
+    return pos + historical + (1 if t_other_than_0 else 0)
+
+
+def parse_atr(raw: bytes) -> Atr:
+    """Parse and check an ATR: structure, length, and TCK when one is required (any protocol
+    other than T=0 announced). Inverse-convention ATRs are taken as read by a
+    direct-convention UART (TS reads 03) or already decoded (TS 3F)."""
+    if not raw:
+        raise AtrError("empty ATR")
+    if raw[0] == 0x03:
+        raw = inverse_to_direct(raw)
+    if raw[0] not in (0x3B, 0x3F):
+        raise AtrError(f"TS {raw[0]:02X} is neither 3B (direct) nor 3F (inverse)")
+    if len(raw) > MAX_ATR:
+        raise AtrError(f"{len(raw)} bytes: an ATR has at most {MAX_ATR}")
+    length = atr_length(raw)
+    if length is None or length > len(raw):
+        raise AtrError(f"truncated ATR ({len(raw)} bytes, {raw.hex(' ').upper()})")
+    if length < len(raw):
+        raise AtrError(f"{len(raw) - length} bytes after the ATR's end")
+    groups: list[InterfaceGroup] = []
+    pos, y, protocol = 2, raw[1] >> 4, None
+    while True:
+        values: dict[str, int | None] = {}
+        for bit, name in ((1, "ta"), (2, "tb"), (4, "tc")):
+            if y & bit:
+                values[name] = raw[pos]
+                pos += 1
+        td = raw[pos] if y & 8 else None
+        pos += 1 if td is not None else 0
+        groups.append(InterfaceGroup(len(groups) + 1, protocol, td=td, **values))
+        if td is None:
+            break
+        y, protocol = td >> 4, td & 0x0F
+    historical_count = raw[1] & 0x0F
+    historical = raw[pos : pos + historical_count]
+    pos += historical_count
+    tck = raw[pos] if pos < len(raw) else None
+    if tck is not None and xor(raw[1:]) != 0:
+        raise AtrError(f"TCK {tck:02X} wrong: XOR of T0..TCK is {xor(raw[1:]):02X}, not 00")
+    return Atr(bytes(raw), Convention(raw[0]), tuple(groups), bytes(historical), tck)

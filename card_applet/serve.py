@@ -1,6 +1,7 @@
 """The card process: one applet over its EEPROM file, served to a vpcd reader.
 
     python -m card_applet.serve --state card.json [--vpcd 127.0.0.1:35963]
+    python -m card_applet.serve --state card.json --serial /dev/pts/7   (ISO 7816-3 T=1)
 
 (`nettx card serve` is the same, plus manufacturing a blank card when the file is new.)
 SIGTERM and SIGINT stop it cleanly; every state change is already on disk by then.
@@ -16,6 +17,7 @@ import threading
 from pathlib import Path
 
 from card_applet.applet import Applet
+from card_applet.atr import ATR, ATR_CRC
 from card_applet.state import CardStore, FileStore, TearingStore
 from card_applet.vpcd import DEFAULT_PORT, CardSide, VpcdCard
 
@@ -45,13 +47,67 @@ def serve(state_path: Path, host: str, port: int, *, tear_after_writes: int | No
     card.run()
 
 
-def serve_until_signalled(state_path: Path, host: str, port: int, *, listen: bool = False,
-                          tear_after_writes: int | None = None) -> None:
-    """`serve` until SIGTERM or SIGINT; every state change is already on disk by then."""
+def serve_serial(state_path: Path, device: str, *, stop: threading.Event | None = None,
+                 tear_after_writes: int | None = None,
+                 delays: dict[int, float] | None = None, crc: bool = False) -> None:
+    """Serve the card on a serial line (a UART, a pty, or any pyserial URL) until `stop`;
+    `crc`: the ATR announces a CRC epilogue for T=1 blocks instead of the LRC."""
+    import serial  # pyserial only for the serial card
+
+    from card_applet.line import serial_options
+    from card_applet.serial_card import SerialCard
+
+    file_store = FileStore(state_path)
+    store: CardStore = file_store
+    if tear_after_writes is not None:
+        store = TearingStore(file_store, tear_after_writes)
+    applet = Applet(store)
+    slow = dict(delays or {})
+    port = serial.serial_for_url(device, timeout=0.01, **serial_options(device))
+    log.info("card %s (%s) on serial line %s", applet.state.serial.hex(),
+             applet.state.lifecycle.name.lower(), device)
+    try:
+        SerialCard(applet, port, stop or threading.Event(), atr=ATR_CRC if crc else ATR,
+                   command_delay=lambda apdu: slow.get(apdu[1], 0.0) if len(apdu) > 1 else 0.0,
+                   ).run()
+    finally:
+        port.close()
+
+
+def parse_delays(specs: list[str]) -> dict[int, float]:
+    """`INS:SECONDS` pairs (hex INS): the test facility that makes commands slow."""
+    delays = {}
+    for spec in specs:
+        ins, sep, seconds = spec.partition(":")
+        try:
+            delays[int(ins, 16)] = float(seconds)
+        except ValueError:
+            raise ValueError(f"bad --delay {spec!r}: want INS:SECONDS, e.g. 2A:3.5") from None
+        if not sep or not 0 <= int(ins, 16) <= 0xFF:
+            raise ValueError(f"bad --delay {spec!r}: want INS:SECONDS, e.g. 2A:3.5")
+    return delays
+
+
+def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    serve(state_path, host, port, tear_after_writes=tear_after_writes, stop=stop, listen=listen)
+    return stop
+
+
+def serve_until_signalled(state_path: Path, host: str, port: int, *, listen: bool = False,
+                          tear_after_writes: int | None = None) -> None:
+    """`serve` until SIGTERM or SIGINT; every state change is already on disk by then."""
+    serve(state_path, host, port, tear_after_writes=tear_after_writes, stop=_stop_on_signals(),
+          listen=listen)
+
+
+def serve_serial_until_signalled(state_path: Path, device: str, *,
+                                 tear_after_writes: int | None = None,
+                                 delays: dict[int, float] | None = None,
+                                 crc: bool = False) -> None:
+    serve_serial(state_path, device, stop=_stop_on_signals(),
+                 tear_after_writes=tear_after_writes, delays=delays, crc=crc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,14 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--vpcd", default=f"127.0.0.1:{DEFAULT_PORT}",
                        help="connect to the reader at HOST:PORT")
     where.add_argument("--listen", help="listen on HOST:PORT for a vpcd in loopback mode")
+    where.add_argument("--serial", metavar="DEVICE",
+                       help="ISO 7816-3 T=1 on a serial line: a tty, a pty or a pyserial URL")
     parser.add_argument("--tear-after-writes", type=int, default=None,
                         help="test facility: SIGKILL self right after the Nth EEPROM write")
+    parser.add_argument("--crc", action="store_true",
+                        help="with --serial: announce CRC (TC3) instead of LRC for T=1 blocks")
+    parser.add_argument("--delay", action="append", default=[], metavar="INS:SECONDS",
+                        help="test facility: commands with this INS (hex) take this long")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s card %(levelname)s %(message)s")
     try:
         host, port = parse_endpoint(args.listen or args.vpcd)
+        delays = parse_delays(args.delay)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -76,6 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no card state at {args.state} (manufacture one with `nettx card new`)",
               file=sys.stderr)
         return 2
+    if args.serial:
+        try:
+            serve_serial_until_signalled(args.state, args.serial,
+                                         tear_after_writes=args.tear_after_writes, delays=delays,
+                                         crc=args.crc)
+        except OSError as exc:  # pyserial's SerialException is an OSError
+            print(f"error: serial line {args.serial}: {exc}", file=sys.stderr)
+            return 1
+        return 0
     serve_until_signalled(args.state, host, port, listen=args.listen is not None,
                           tear_after_writes=args.tear_after_writes)
     return 0

@@ -174,11 +174,17 @@ def card_new(home: Path, state: Path) -> None:
 @click.option("--listen", metavar="HOST:PORT",
               help="Loopback mode: listen here and let vpcd connect out to the card "
                    "(reader.conf DEVICENAME HOST:PORT; see vpcd_config/).")
+@click.option("--serial", "serial_device", metavar="DEVICE",
+              help="Serve on a serial line instead (ISO 7816-3 ATR, PPS, T=1): a UART, a pty "
+                   "or a pyserial URL; reset is in-band (docs/serial.md).")
 @click.option("--tear-after-writes", type=int, hidden=True)
 @fails_cleanly
 def card_serve(home: Path, state: Path, vpcd: str, listen: str | None,
-               tear_after_writes: int | None) -> None:
-    """Serve the card to a vpcd reader; reconnects whenever the reader goes away."""
+               serial_device: str | None, tear_after_writes: int | None) -> None:
+    """Serve the card to a vpcd reader (reconnecting whenever it goes away), or on a serial
+    line with --serial."""
+    if serial_device and listen:
+        raise click.UsageError("--serial and --listen exclude each other")
     try:
         host, port = parse_endpoint(listen or vpcd)
     except ValueError as exc:
@@ -186,6 +192,11 @@ def card_serve(home: Path, state: Path, vpcd: str, listen: str | None,
     if not state.exists():
         Authority(home).manufacture_card(state)
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    if serial_device:
+        from card_applet.serve import serve_serial_until_signalled
+
+        serve_serial_until_signalled(state, serial_device, tear_after_writes=tear_after_writes)
+        return
     serve_until_signalled(state, host, port, listen=listen is not None,
                           tear_after_writes=tear_after_writes)
 

@@ -99,7 +99,7 @@ def results_table(report: SuiteReport) -> Table:
 
 @click.command("conformance")
 @click.option("--reader", "reader_spec", metavar="SPEC",
-              help="inprocess:FILE | embedded:[HOST:]PORT | pcsc[:NAME|INDEX]")
+              help="inprocess:FILE | embedded:[HOST:]PORT | pcsc[:NAME|INDEX] | serial:DEVICE")
 @click.option("--state", type=click.Path(path_type=Path),
               help="Card EEPROM file: start this card on the embedded reader instead.")
 @click.option("--aid", callback=_aid, metavar="HEX",

@@ -53,7 +53,8 @@ def reader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                       help="Card EEPROM file: start this card on the embedded reader "
                            "(the default when no --reader is given).")(fn)
     fn = click.option("--reader", "reader_spec", metavar="SPEC",
-                      help="inprocess:FILE | embedded:[HOST:]PORT | pcsc[:NAME|INDEX]")(fn)
+                      help="inprocess:FILE | embedded:[HOST:]PORT | pcsc[:NAME|INDEX] | "
+                           "serial:DEVICE")(fn)
     return fn
 
 

@@ -29,9 +29,12 @@ class CardProcess:
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "card_applet.serve", "--state", str(state),
-             "--vpcd", f"{host}:{port}", *(extra or [])],
+             *self._where(), *(extra or [])],
             stdout=self._log, stderr=self._log,
         )
+
+    def _where(self) -> list[str]:
+        return ["--vpcd", f"{self.host}:{self.port}"]
 
     @property
     def pid(self) -> int:
@@ -82,3 +85,15 @@ class ViccProcess(CardProcess):
         env = dict(os.environ, PYTHONPATH=str(VICC_PYTHONPATH))
         self.proc = subprocess.Popen(vicc_argv(host, port), stdout=self._log,
                                      stderr=self._log, env=env)
+
+
+class SerialCardProcess(CardProcess):
+    """A `python -m card_applet.serve --serial DEVICE` child: the card on a serial line."""
+
+    def __init__(self, state: Path, device: str, *, extra: list[str] | None = None,
+                 log_path: Path | None = None) -> None:
+        self.device = device
+        super().__init__(state, "", 0, extra=extra, log_path=log_path)
+
+    def _where(self) -> list[str]:
+        return ["--serial", self.device]

@@ -89,3 +89,13 @@ def apdu_error(sw: int, command: str = "") -> ApduError:
     if sw & 0xFFF0 == SW.VERIFY_FAILED:
         return WrongPinError(sw, command)
     return _BY_SW.get(sw, ApduError)(sw, command)
+
+
+class LineProtocolError(ReaderError):
+    """The card broke ISO/IEC 7816-3 on a serial line: bad ATR, refused PPS, or a T=1
+    block the protocol has no answer to."""
+
+
+class RetryLimitError(LineProtocolError):
+    """T=1 gave up: a block still failed after the retry limit and resynchronisation. The
+    command's outcome is unknown; it is never re-sent on its own (it may have executed)."""

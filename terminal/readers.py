@@ -3,6 +3,10 @@
     inprocess:FILE          the applet in this process, over its EEPROM file
     embedded[:HOST]:PORT    listen as vpcd does; a card process connects to it
     pcsc[:NAME|INDEX]       a PC/SC reader through pcscd (default: index 0)
+    serial:DEVICE           a T=1 reader on a serial line: a UART or a pty (/dev/pts/N);
+                            serial:///dev/ttyUSB0 works too, and so does
+                            serial:socket://HOST:PORT (any pyserial URL)
+    socket://HOST:PORT      pyserial URLs (socket://, rfc2217://) name a serial line directly
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from terminal.errors import ReaderError
 from terminal.inprocess import InProcessReader
 from terminal.reader import Reader
 
-KINDS = ("inprocess", "embedded", "pcsc")
+KINDS = ("inprocess", "embedded", "pcsc", "serial")
+SERIAL_URL_SCHEMES = ("socket", "rfc2217")
 
 
 def open_reader(spec: str) -> Reader:
@@ -37,4 +42,13 @@ def open_reader(spec: str) -> Reader:
         from terminal.pcsc import PcscReader  # pyscard only when PC/SC is asked for
 
         return PcscReader(arg or 0)
+    if kind == "serial" or (kind in SERIAL_URL_SCHEMES and arg.startswith("//")):
+        from terminal.serial import SerialReader  # pyserial only when a line is asked for
+
+        device = spec if kind != "serial" else arg
+        if device.startswith("//"):  # serial:///dev/ttyUSB0
+            device = device[2:]
+        if not device:
+            raise ReaderError("serial reader needs a device: serial:DEVICE or a pyserial URL")
+        return SerialReader(device)
     raise ReaderError(f"unknown reader {spec!r}: use one of {', '.join(KINDS)}")

@@ -1,6 +1,7 @@
 """Shared fixtures: a personalised card on every reader, and the real pcscd + vpcd stack.
 
-`card_on_reader` is parametrised over in-process, embedded vpcd and PC/SC, so each session
+`card_on_reader` is parametrised over in-process, embedded vpcd, PC/SC and serial (T=1 on
+a socat pty pair, the card in its own process), so each session
 behaviour is tested through all of them. pcscd is one per machine (its client socket is
 fixed), so one is started per test session, on free ports, and stopped by PID at the end.
 """
@@ -124,7 +125,7 @@ def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
 # -- a personalised card on each reader ------------------------------------------------------
 
 
-READERS = ["inprocess", "embedded", "pcsc"]
+READERS = ["inprocess", "embedded", "pcsc", "serial"]
 
 
 @pytest.fixture(params=READERS)
@@ -134,6 +135,20 @@ def card_on_reader(request: pytest.FixtureRequest, card_state: Path) -> Iterator
         reader: Reader = InProcessReader(Applet(FileStore(card_state)))
         yield reader
         reader.close()
+        return
+    if kind == "serial":
+        from terminal.cardproc import SerialCardProcess
+        from terminal.serial import SerialReader
+        from tests.serial_support import socat_pair
+
+        with socat_pair(card_state.parent) as (card_tty, reader_tty), \
+                SerialCardProcess(card_state, card_tty):
+            line = SerialReader(reader_tty)
+            try:
+                line.wait_for_card(timeout=15)
+                yield line
+            finally:
+                line.close()
         return
     if kind == "embedded":
         embedded = EmbeddedReader("127.0.0.1", 0)

@@ -1,0 +1,271 @@
+"""The card on a serial line: ATR on reset, PPS, then T=1 around the applet.
+
+    python -m card_applet.serve --state card.json --serial /dev/pts/7
+
+`LineFramer` is sans-IO: bytes and the time go in, line events come out (a reset or
+deactivation request, a PPS request, a whole block, or an invalid one once the line has
+gone quiet). `SerialCard` is the loop: it reads the port, feeds the framer and the
+`T1Card` engine, runs the applet on a worker thread so it can keep asking for waiting time
+extensions (S(WTX)) while a slow command runs, and writes what the engine says.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from card_applet.atr import ATR, parse_atr
+from card_applet.line import PPSS, LineTiming, Marker, Pps, answer_pps
+from card_applet.t1 import RError, T1Card
+
+log = logging.getLogger(__name__)
+
+
+class Event(Enum):
+    RESET = "reset"
+    POWER_OFF = "power off"
+    PPS = "pps"
+    BLOCK = "block"
+    INVALID = "invalid"
+
+
+@dataclass
+class LineFramer:
+    """Cuts the card's input into line events. A block's end is known from LEN; a block
+    whose characters stop for CWT, or bytes that cannot start one, are invalid: reported
+    once the line has been quiet for CWT, so a burst of garbage costs one R-block."""
+
+    cwt: float
+    edc_size: int = 1
+    powered: bool = False
+    pps_allowed: bool = False  # only the first exchange after an ATR may be a PPS
+    _buf: bytearray = field(default_factory=bytearray)
+    _last: float = 0.0
+    _draining: bool = False
+
+    def feed(self, data: bytes, now: float) -> list[tuple[Event, bytes]]:
+        events: list[tuple[Event, bytes]] = []
+        if data:
+            self._last = now
+        self._buf += data
+        while self._buf:
+            if not self.powered or self._draining:
+                # an unpowered card hears nothing but a reset; a draining one waits for quiet
+                at = self._buf.find(Marker.RESET.value)
+                if at < 0:
+                    keep = len(Marker.RESET.value) - 1
+                    del self._buf[: max(0, len(self._buf) - keep)]
+                    break
+                del self._buf[:at]
+            event = self._next()
+            if event is None:
+                break
+            events.append(event)
+        return events
+
+    def poll(self, now: float) -> list[tuple[Event, bytes]]:
+        """Call when no byte came: an unfinished block or a drain ends after CWT of quiet."""
+        if now - self._last < self.cwt or not self.powered:
+            return []
+        if self._draining or self._buf:
+            self._buf.clear()
+            self._draining = False
+            return [(Event.INVALID, b"")]
+        return []
+
+    def _take(self, size: int) -> bytes:
+        raw = bytes(self._buf[:size])
+        del self._buf[:size]
+        return raw
+
+    def _next(self) -> tuple[Event, bytes] | None:
+        buf = self._buf
+        if buf[0] == PPSS:
+            if len(buf) < 2:
+                return None
+            for marker in Marker:
+                if buf[1] == marker.value[1]:
+                    if len(buf) < len(marker.value):
+                        return None
+                    if buf[: len(marker.value)] == marker.value:
+                        self._take(len(marker.value))
+                        self.powered = marker is Marker.RESET
+                        self._draining = False
+                        return (Event.RESET if marker is Marker.RESET else Event.POWER_OFF,
+                                b"")
+            if self.pps_allowed:
+                size = Pps.length(buf)
+                if size is None or len(buf) < size:
+                    return None
+                self.pps_allowed = False
+                return Event.PPS, self._take(size)
+            self._draining = True  # NAD FF: no block starts so
+            return None
+        if len(buf) < 3:
+            return None
+        if buf[2] == 0xFF:
+            self._draining = True
+            return None
+        size = 3 + buf[2] + self.edc_size
+        if len(buf) < size:
+            return None
+        self.pps_allowed = False
+        return Event.BLOCK, self._take(size)
+
+
+class Port(Protocol):
+    """The part of pyserial's Serial the card uses."""
+
+    timeout: float | None
+    baudrate: int
+
+    def read(self, size: int = 1) -> bytes: ...
+    def write(self, data: bytes) -> int | None: ...
+    def flush(self) -> None: ...
+    def reset_input_buffer(self) -> None: ...
+    @property
+    def in_waiting(self) -> int: ...
+
+
+class Applet(Protocol):
+    def process(self, command: bytes) -> bytes: ...
+    def reset(self) -> None: ...
+    def power_off(self) -> None: ...
+
+
+@dataclass
+class SerialCard:
+    """Serves `applet` on `port` until `stop` is set."""
+
+    applet: Applet
+    port: Port
+    stop: threading.Event = field(default_factory=threading.Event)
+    atr: bytes = ATR
+    slack: float = 0.05
+    #: test facility: seconds a command takes before the applet runs (by its bytes)
+    command_delay: Callable[[bytes], float] = lambda _command: 0.0
+    poll_interval: float = 0.005
+
+    def __post_init__(self) -> None:
+        parsed = parse_atr(self.atr)
+        self.timing = LineTiming.from_atr(parsed, parsed.fi_di, slack=self.slack)
+        self.offered = parsed.protocols
+        self.max_fi_di = parsed.fi_di
+        self.engine = T1Card(ifsc=parsed.ifsc, edc=parsed.edc)
+        self.framer = LineFramer(self.timing.cwt, 2 if parsed.edc.name == "CRC" else 1)
+        self.resets = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="applet")
+        self._running: tuple[Future[bytes], int] | None = None
+        self._wtx_at = 0.0
+
+    def run(self) -> None:
+        self.port.timeout = self.poll_interval
+        # a card that just got power remembers nothing the line carried before
+        self.port.reset_input_buffer()
+        log.info("card on the serial line; waiting for a reset")
+        try:
+            while not self.stop.is_set():
+                data = self.port.read(1)  # returns at the first byte, or after the poll
+                waiting = self.port.in_waiting if data else 0
+                if waiting:
+                    data += self.port.read(waiting)
+                now = time.monotonic()
+                events = self.framer.feed(data, now) if data else self.framer.poll(now)
+                for event, raw in events:
+                    self._on_event(event, raw)
+                self._tend_command(now)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """A reset or deactivation cannot interrupt a Python call: let the running command
+        finish first (its answer goes to no one), so the applet's volatile state is never
+        reset under it. Else a VERIFY ending after a reset would leave the PIN verified."""
+        if self._running is not None:
+            wait([self._running[0]])
+            self._running = None
+
+    def _on_event(self, event: Event, raw: bytes) -> None:
+        if event is Event.RESET:
+            self.resets += 1
+            self._settle()
+            self.applet.reset()
+            self.engine.reset()
+            self.framer.pps_allowed = True
+            self._write(self.atr)
+            log.debug("reset: ATR sent")
+        elif event is Event.POWER_OFF:
+            self._settle()
+            self.applet.power_off()
+            self.engine.reset()
+        elif event is Event.PPS:
+            self._on_pps(raw)
+        elif event is Event.BLOCK:
+            out = self.engine.receive(raw)
+            self._write(out.send)
+            if out.execute is not None:
+                self._start(out.execute)
+        else:
+            self._write(self.engine.receive_invalid(RError.EDC).send)
+
+    def _on_pps(self, raw: bytes) -> None:
+        try:
+            request = Pps.decode(raw)
+        except ValueError as exc:
+            log.info("PPS refused (%s): staying silent", exc)
+            return
+        answer = answer_pps(request, self.offered, self.max_fi_di)
+        if answer is None:
+            log.info("PPS for T=%d refused: not offered", request.protocol)
+            return
+        self._write(answer.encode())
+        fi_di = answer.fi_di
+        if fi_di is not None and fi_di != (self.timing.fi, self.timing.di):
+            self.timing = LineTiming(fi_di[0], fi_di[1], self.timing.clock_hz,
+                                     self.timing.cwi, self.timing.bwi, self.slack)
+            self.port.baudrate = self.timing.baudrate
+
+    # -- the applet, on its own thread ------------------------------------------------------
+
+    def _start(self, command: bytes) -> None:
+        generation = self.engine.generation
+        delay = self.command_delay(command)
+
+        def run() -> bytes:
+            if delay:
+                time.sleep(delay)
+            return self.applet.process(command)
+
+        future = self._pool.submit(run)
+        self._running = (future, generation)
+        # ask for more time well before the terminal's BWT runs out
+        self._wtx_at = time.monotonic() + self.timing.bwt / 2
+        # The terminal is silent while we work (half duplex), so wait for the applet here
+        # rather than poll it between reads; only a reset could come, and it waits.
+        wait([future], timeout=self.timing.bwt / 2)
+        self._tend_command(time.monotonic())
+
+    def _tend_command(self, now: float) -> None:
+        if self._running is None:
+            return
+        future, generation = self._running
+        if future.done():
+            self._running = None
+            self._write(self.engine.executed(future.result(), generation).send)
+        elif now >= self._wtx_at:
+            # one BWT more each time: the terminal's wait restarts at our request
+            self._write(self.engine.request_wtx(1).send)
+            self._wtx_at = now + self.timing.bwt / 2
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self.port.write(data)
+            self.port.flush()

@@ -1,0 +1,253 @@
+"""A T=1 card reader on a serial line (pyserial): reset, ATR, PPS, IFSD, then APDUs.
+
+    SerialReader("/dev/ttyUSB0")            a UART (or a pty: /dev/pts/N)
+    SerialReader("socket://127.0.0.1:7000") any pyserial URL
+
+Reset and deactivation are in-band requests on an idle line (card_applet.line, and
+docs/serial.md for why a pty needs that). The ATR is read byte by byte until its own
+structure says it has ended, checked (TS, TCK, T=1 offered, no specific mode for another
+protocol), and then the reader sends a PPS for T=1 and an S(IFS request) for its IFSD.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+import serial
+
+from card_applet.atr import Atr, AtrError, atr_length, parse_atr
+from card_applet.line import (
+    DEFAULT_SLACK,
+    POWER_OFF_REQUEST,
+    RESET_REQUEST,
+    LineTiming,
+    Pps,
+    serial_options,
+)
+from card_applet.t1 import MAX_INF
+from terminal.errors import LineProtocolError, NoCardError, ReaderError
+from terminal.t1 import ISO_RETRIES, T1Stats, T1Terminal
+
+log = logging.getLogger(__name__)
+
+ATR_FIRST_BYTE = 0.5  # s: 40,000 clocks is 11 ms; a process on a pty needs longer
+RESET_ATTEMPTS = 3
+INITIAL_WAITING_TIME = 960 * 10 * 372 / 3_571_200  # WI = 10: 1 s between ATR/PPS bytes
+
+
+class _SerialLink:
+    """pyserial as a `BlockLink`: one block per receive, cut by LEN, ended early by CWT."""
+
+    def __init__(self, port: serial.SerialBase, timing: LineTiming, edc_size: int) -> None:
+        self.port, self.timing, self.edc_size = port, timing, edc_size
+
+    def send(self, data: bytes) -> None:
+        self.port.write(data)
+        self.port.flush()
+
+    def read_until_quiet(self, first: float, size: int) -> bytes:
+        """Up to `size` bytes: the first within `first` s, each next within CWT."""
+        self.port.timeout = first
+        data = bytearray(self.port.read(1))
+        self.port.timeout = self.timing.cwt
+        while data and len(data) < size:
+            chunk = self.port.read(size - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return bytes(data)
+
+    def drain(self) -> None:
+        """Discard input until the line has been quiet for CWT."""
+        self.port.timeout = self.timing.cwt
+        while self.port.read(4096):
+            pass
+
+    def receive(self, timeout: float) -> bytes | None:
+        head = self.read_until_quiet(timeout, 3)
+        if not head:
+            return None
+        if len(head) < 3 or head[2] == 0xFF:
+            self.drain()
+            return head
+        raw = head + self.read_until_quiet(self.timing.cwt, head[2] + self.edc_size)
+        if len(raw) < 3 + head[2] + self.edc_size:
+            self.drain()  # the block stopped: whatever follows belongs to no block
+        return raw
+
+
+class SerialReader:
+    extended_length = True  # T=1 chains any length; the applet takes extended APDUs
+
+    def __init__(self, url: str, *, baudrate: int = 9600, ifsd: int = MAX_INF,
+                 max_retries: int = ISO_RETRIES, slack: float = DEFAULT_SLACK,
+                 pps: bool = True) -> None:
+        self.url, self.ifsd, self.max_retries = url, ifsd, max_retries
+        self.slack, self.use_pps = slack, pps
+        self.name = f"serial {url}"
+        try:
+            self.port = serial.serial_for_url(url, timeout=0.1, **serial_options(url, baudrate))
+        except (serial.SerialException, ValueError) as exc:
+            raise ReaderError(f"cannot open serial line {url}: {exc}") from exc
+        self.timing = LineTiming(slack=slack)
+        self._atr = b""
+        self.parsed: Atr | None = None
+        self.pps: Pps | None = None
+        self.t1: T1Terminal | None = None
+        self.stats = T1Stats()
+
+    # -- activation -------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.port.write(data)
+            self.port.flush()
+        except serial.SerialException as exc:
+            raise ReaderError(f"{self.name}: {exc}") from exc
+
+    def _read_atr(self) -> bytes:
+        self.port.timeout = ATR_FIRST_BYTE + self.slack
+        raw = bytearray()
+        while True:
+            byte = self.port.read(1)
+            if not byte:
+                break
+            if not raw and byte[0] not in (0x3B, 0x3F, 0x03):
+                continue  # line noise before TS
+            raw += byte
+            length = atr_length(bytes(raw))
+            if length is not None and len(raw) >= length:
+                break
+            self.port.timeout = INITIAL_WAITING_TIME + self.slack
+        return bytes(raw)
+
+    def _activate(self, request: bytes) -> bytes:
+        self.t1 = None
+        link = _SerialLink(self.port, self.timing, 1)
+        error = "no answer"
+        for _attempt in range(RESET_ATTEMPTS):
+            link.drain()  # the request must start at a block boundary (card_applet.line)
+            self._write(request)
+            raw = self._read_atr()
+            if not raw:
+                error = "no ATR"
+                continue
+            try:
+                parsed = parse_atr(raw)
+            except AtrError as exc:
+                error = f"bad ATR {raw.hex(' ').upper()}: {exc}"
+                continue
+            self._check_protocols(parsed)
+            try:
+                self._start_t1(parsed)
+            except LineProtocolError as exc:  # PPS or S(IFS) lost on a noisy line: reset
+                self.t1, error = None, str(exc)
+                continue
+            return self._atr
+        if error == "no ATR":
+            raise NoCardError(f"no card on {self.name}: no ATR after {RESET_ATTEMPTS} resets")
+        raise LineProtocolError(f"{self.name}: {error}")
+
+    def _check_protocols(self, atr: Atr) -> None:
+        if 1 not in atr.protocols:
+            raise LineProtocolError(f"{self.name}: the card does not offer T=1 "
+                                    f"(offers T={', T='.join(map(str, atr.protocols))})")
+        if atr.specific_mode not in (None, 1):
+            raise LineProtocolError(f"{self.name}: card in specific mode T={atr.specific_mode}")
+
+    def _start_t1(self, atr: Atr) -> None:
+        self.parsed, self._atr = atr, atr.raw
+        self.timing = LineTiming.from_atr(atr, slack=self.slack)
+        if self.use_pps and atr.specific_mode is None:
+            self._negotiate_pps(atr)
+        edc_size = 2 if atr.edc.name == "CRC" else 1
+        self.t1 = T1Terminal(_SerialLink(self.port, self.timing, edc_size), ifsc=atr.ifsc,
+                             edc=atr.edc, bwt=self.timing.bwt, max_retries=self.max_retries,
+                             name=self.name)
+        self.t1.stats = self.stats
+        self.t1.negotiate_ifsd(self.ifsd)
+
+    def _negotiate_pps(self, atr: Atr) -> None:
+        """PPS for T=1 at the card's Fi/Di from TA1 (9.2); the answer must echo it (9.3)."""
+        fi_di_byte = atr.groups[0].ta
+        request = Pps(1, fi_di_byte)
+        self._write(request.encode())
+        self.port.timeout = INITIAL_WAITING_TIME + self.slack
+        size = len(request.encode())
+        raw = self.port.read(2)
+        expected = Pps.length(raw)
+        if expected is not None:
+            raw += self.port.read(expected - len(raw))
+        try:
+            answer = Pps.decode(raw)
+        except ValueError as exc:
+            raise LineProtocolError(f"{self.name}: PPS for T=1 refused "
+                                    f"({raw.hex(' ').upper() or 'no answer'}: {exc})") from exc
+        if answer.protocol != 1 or len(raw) > size:
+            raise LineProtocolError(f"{self.name}: PPS answer {raw.hex(' ').upper()} "
+                                    "does not confirm T=1")
+        self.pps = answer
+        fi_di = answer.fi_di
+        if fi_di is not None and fi_di != (372, 1):
+            self.timing = LineTiming.from_atr(atr, fi_di, slack=self.slack)
+            self.port.baudrate = self.timing.baudrate
+
+    def wait_for_card(self, timeout: float = 15.0) -> bytes:
+        """Reset until a card answers (a card process may still be starting); its ATR."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.power_on()
+            except ReaderError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+
+    # -- Reader -----------------------------------------------------------------------------
+
+    def power_on(self) -> bytes:
+        return self._activate(RESET_REQUEST)
+
+    def reset(self) -> bytes:
+        return self._activate(RESET_REQUEST)
+
+    def power_off(self) -> None:
+        if self.t1 is not None:
+            _SerialLink(self.port, self.timing, 1).drain()
+            self._write(POWER_OFF_REQUEST)
+        self.t1 = None
+
+    @property
+    def atr(self) -> bytes:
+        return self._atr
+
+    def transmit(self, apdu: bytes) -> bytes:
+        if len(apdu) < 4:
+            raise ValueError("a command APDU has at least 4 bytes")
+        if self.t1 is None:
+            self.power_on()
+        assert self.t1 is not None
+        started = time.monotonic()
+        try:
+            # Between commands the card never speaks unprompted: anything waiting is a late
+            # repeat of an answer we already have, and must not pass for the next one.
+            self.port.reset_input_buffer()
+            response = self.t1.transceive(apdu)
+        except ReaderError:
+            self.t1 = None  # the next command starts with a reset
+            raise
+        except serial.SerialException as exc:
+            self.t1 = None
+            raise ReaderError(f"{self.name}: {exc}") from exc
+        log.debug("%s: %d-byte APDU in %.1f ms", self.name, len(apdu),
+                  1000 * (time.monotonic() - started))
+        if len(response) < 2:
+            raise LineProtocolError(f"{self.name}: response of {len(response)} bytes, no SW")
+        return response
+
+    def close(self) -> None:
+        with contextlib.suppress(ReaderError, serial.SerialException):
+            self.power_off()
+        self.port.close()

@@ -1,0 +1,197 @@
+"""ISO/IEC 7816-3 T=1, the interface device's half, over any `BlockLink`.
+
+Theory of operation. `T1Terminal.transceive` sends a command APDU as I-blocks of at most
+IFSC bytes (M bit set on all but the last; each acknowledged by an R-block, rule 2.2), then
+collects the response's I-blocks, acknowledging each but the last. Whatever goes wrong is
+answered as 7816-3 11.6.3 says: an invalid block or a silent card (BWT, stretched by the
+card's S(WTX) requests) gets an R-block naming the N(S) we expect (rule 7.1); an R-block
+naming our own N(S) gets our last I-block again (rule 7.2); an S request not answered is
+repeated (rule 7.3). After `max_retries` failed attempts at one step, S(RESYNCH) is tried
+(rule 7.4) and the command fails with `RetryLimitError`: re-sending it could execute it
+twice, so that choice is left to the caller.
+
+The link does the I/O: `send(bytes)` and `receive(timeout)` returning one block's bytes
+(possibly invalid) or None when nothing came in time. Tests give it an in-memory card.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from card_applet.atr import Edc
+from card_applet.t1 import DEFAULT_IFSD, MAX_INF, Block, BlockError, Kind, RError, SType
+from terminal.errors import LineProtocolError, RetryLimitError
+
+log = logging.getLogger(__name__)
+
+ISO_RETRIES = 3  # rule 7.4: at least three retransmissions, then resynchronise
+
+
+class BlockLink(Protocol):
+    def send(self, data: bytes) -> None: ...
+
+    def receive(self, timeout: float) -> bytes | None: ...
+
+
+@dataclass
+class T1Stats:
+    blocks_sent: int = 0
+    blocks_received: int = 0
+    invalid: int = 0  # blocks that failed to decode
+    timeouts: int = 0  # BWT expired
+    retransmissions: int = 0  # R-blocks sent for errors, and blocks sent again
+    wtx: int = 0
+    resynchs: int = 0
+    apdus: int = 0
+    bytes_sent: int = 0  # T=1 blocks, prologue and epilogue included
+    bytes_received: int = 0
+
+
+class T1Terminal:
+    def __init__(self, link: BlockLink, *, ifsc: int = DEFAULT_IFSD, edc: Edc = Edc.LRC,
+                 bwt: float = 1.7, max_retries: int = ISO_RETRIES, name: str = "T=1") -> None:
+        self.link, self.ifsc, self.edc, self.bwt = link, ifsc, edc, bwt
+        self.max_retries, self.name = max_retries, name
+        self.ifsd = DEFAULT_IFSD
+        self.ns = 0  # our next N(S)
+        self.expected = 0  # the card's next N(S)
+        self.stats = T1Stats()
+
+    # -- blocks -----------------------------------------------------------------------------
+
+    def _send(self, block: Block) -> None:
+        self.stats.blocks_sent += 1
+        log.debug("%s -> %s", self.name, block)
+        raw = block.encode(self.edc)
+        self.stats.bytes_sent += len(raw)
+        self.link.send(raw)
+
+    def _receive(self, wait: float) -> Block | RError:
+        raw = self.link.receive(wait)
+        if raw is None:
+            self.stats.timeouts += 1
+            return RError.OTHER
+        self.stats.blocks_received += 1
+        self.stats.bytes_received += len(raw)
+        try:
+            block = Block.decode(raw, self.edc, self.ifsd)
+        except BlockError as exc:
+            self.stats.invalid += 1
+            log.debug("%s <- invalid block (%s): %s", self.name, exc, raw.hex(" "))
+            return exc.error
+        log.debug("%s <- %s", self.name, block)
+        return block
+
+    # -- S exchanges ------------------------------------------------------------------------
+
+    def _s_exchange(self, kind: SType, inf: bytes = b"") -> Block:
+        request = Block.s(kind, False, inf)
+        for _attempt in range(self.max_retries + 1):
+            self._send(request)
+            reply = self._receive(self.bwt)
+            if isinstance(reply, Block) and reply.is_s(kind, True) and (
+                    kind is not SType.IFS or reply.inf == inf):
+                return reply
+            self.stats.retransmissions += 1
+        raise RetryLimitError(f"{self.name}: no S({kind.name} response) after "
+                              f"{self.max_retries + 1} attempts")
+
+    def negotiate_ifsd(self, size: int = MAX_INF) -> int:
+        """Tell the card how much INF we take per block (rule 4: S(IFS request))."""
+        if not 1 <= size <= MAX_INF:
+            raise ValueError(f"IFSD {size}: 1..{MAX_INF}")
+        self._s_exchange(SType.IFS, bytes((size,)))
+        self.ifsd = size
+        return size
+
+    def resynch(self) -> None:
+        """S(RESYNCH): both sides back to N(S) = 0 and default IFSD (rule 6)."""
+        self.stats.resynchs += 1
+        self._s_exchange(SType.RESYNCH)
+        self.ns = self.expected = 0
+        self.ifsd = DEFAULT_IFSD
+
+    # -- APDUs ------------------------------------------------------------------------------
+
+    def transceive(self, apdu: bytes) -> bytes:
+        parts = [apdu[i : i + self.ifsc] for i in range(0, len(apdu), self.ifsc)] or [b""]
+        self.stats.apdus += 1
+        index = 0
+        current = Block.i(self.ns, parts[0], more=len(parts) > 1)
+        last_sent = current
+        receiving = False  # the card's first I-block has come
+        response = bytearray()
+        failures, wait = 0, self.bwt
+        self._send(current)
+        while True:
+            reply = self._receive(wait)
+            wait = self.bwt
+            resend: Block | None = None
+            if isinstance(reply, RError):
+                resend = last_sent if last_sent.kind is Kind.R else Block.r(self.expected,
+                                                                            reply)
+            elif reply.kind is Kind.S:
+                if reply.is_s(SType.WTX, False):
+                    self.stats.wtx += 1
+                    self._send(Block.s(SType.WTX, True, reply.inf))
+                    wait = self.bwt * reply.inf[0]
+                    failures = 0
+                    continue
+                if reply.is_s(SType.IFS, False) and 1 <= reply.inf[0] <= MAX_INF:
+                    self.ifsc = reply.inf[0]
+                    self._send(Block.s(SType.IFS, True, reply.inf))
+                    continue
+                if reply.is_s(SType.ABORT, False):
+                    self._send(Block.s(SType.ABORT, True))
+                    raise LineProtocolError(f"{self.name}: the card aborted the exchange")
+                resend = Block.r(self.expected, RError.OTHER)
+            elif reply.kind is Kind.R:
+                if not receiving and reply.nr == current.ns:
+                    resend = current  # the card did not get it
+                elif not receiving and current.more:
+                    index += 1  # acknowledged: the next part
+                    self.ns ^= 1
+                    current = Block.i(self.ns, parts[index], more=index < len(parts) - 1)
+                    last_sent = current
+                    failures = 0
+                    self._send(current)
+                    continue
+                else:
+                    resend = last_sent if last_sent.kind is Kind.R else Block.r(
+                        self.expected, RError.OTHER)
+            else:  # an I-block from the card
+                if current.more and not receiving:
+                    resend = Block.r(self.expected, RError.OTHER)  # it must acknowledge first
+                elif reply.ns != self.expected:
+                    resend = Block.r(self.expected)  # a repeat: ask for the next one
+                else:
+                    if not receiving:
+                        receiving = True
+                        self.ns ^= 1  # our last part is acknowledged by the answer
+                    self.expected ^= 1
+                    response += reply.inf
+                    failures = 0
+                    if not reply.more:
+                        return bytes(response)
+                    last_sent = Block.r(self.expected)
+                    self._send(last_sent)
+                    continue
+            failures += 1
+            if failures > self.max_retries:
+                self._give_up(failures)
+            self.stats.retransmissions += 1
+            last_sent = resend
+            self._send(resend)
+
+    def _give_up(self, failures: int) -> None:
+        try:
+            self.resynch()
+        except RetryLimitError as exc:
+            raise RetryLimitError(
+                f"{self.name}: the card did not answer after {failures} attempts, nor to "
+                f"S(RESYNCH); it needs a reset. The command's outcome is unknown") from exc
+        raise RetryLimitError(
+            f"{self.name}: block exchange failed {failures} times; resynchronised, "
+            f"but the command's outcome is unknown (not re-sent: it may have executed)")

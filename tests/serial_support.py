@@ -1,0 +1,68 @@
+"""Serial-line test support: socat pty pairs (stopped by PID) and a card on a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import serial
+
+from card_applet.applet import Applet
+from card_applet.line import serial_options
+from card_applet.serial_card import SerialCard
+from tests.conftest import IN_CI
+
+
+def need_socat() -> str:
+    socat = shutil.which("socat")
+    if socat is None:
+        message = "socat not installed (make test installs it): pty pair tests need it"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return socat
+
+
+@contextlib.contextmanager
+def socat_pair(directory: Path) -> Iterator[tuple[str, str]]:
+    """`socat pty,raw,echo=0 pty,raw,echo=0`: two linked ptys (card end, reader end)."""
+    socat = need_socat()
+    card, reader = directory / "card-tty", directory / "reader-tty"
+    proc = subprocess.Popen(
+        [socat, "-d", "-d", f"pty,raw,echo=0,link={card}", f"pty,raw,echo=0,link={reader}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not (card.exists() and reader.exists()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"socat did not create the pty pair (exit {proc.poll()})")
+            time.sleep(0.02)
+        yield str(card), str(reader)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def card_thread(applet: Applet, device: str, **card_options: object) -> Iterator[SerialCard]:
+    """A SerialCard serving `applet` on `device` in a thread; stopped and joined on exit."""
+    port = serial.serial_for_url(device, timeout=0.01, **serial_options(device))
+    card = SerialCard(applet, port, **card_options)  # type: ignore[arg-type]
+    thread = threading.Thread(target=card.run, name="serial-card", daemon=True)
+    thread.start()
+    try:
+        yield card
+    finally:
+        card.stop.set()
+        thread.join(5)
+        port.close()
