@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
     sys.path.insert(0, str(REPO))
 
+from bench.runs import close_quietly, signals_raise  # noqa: E402
 from card_applet import blom  # noqa: E402
 from card_applet.apdu import EXTENDED_MAX_LE, CommandApdu  # noqa: E402
 from card_applet.applet import TAG_PLAIN, Applet, Ins, Pso  # noqa: E402
@@ -59,6 +60,7 @@ from terminal.cardproc import (  # noqa: E402
     VICC_PYTHONPATH,
     CardProcess,
     SerialCardProcess,
+    terminate,
     vicc_argv,
     vicc_missing,
 )
@@ -176,21 +178,11 @@ def percentile(sorted_ns: list[int], q: float) -> float:
 # -- processes, all stopped by PID ------------------------------------------------------------
 
 
-def stop_popen(proc: subprocess.Popen, timeout: float = 5.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def spawn(stack: contextlib.ExitStack, argv: list[str], log: Path,
           env: dict[str, str] | None = None) -> subprocess.Popen:
     out = stack.enter_context(open(log, "ab"))  # noqa: SIM115
     proc = subprocess.Popen(argv, stdout=out, stderr=out, env=env, cwd=REPO)
-    stack.callback(stop_popen, proc)
+    stack.callback(terminate, proc)
     return proc
 
 
@@ -589,32 +581,6 @@ def sort_key(c: Cell) -> tuple[int, int, int]:
 
 
 # -- main -------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
-    """SIGTERM / SIGHUP unwind like Ctrl-C, so every finally (and stop-by-PID) runs."""
-
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-
-
-def close_quietly(stack: contextlib.ExitStack) -> None:
-    """Cleanup must finish: a second Ctrl-C must not leave a process behind."""
-    old = {s: signal.signal(s, signal.SIG_IGN)
-           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        stack.close()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,6 @@ import math
 import os
 import platform
 import pstats
-import selectors
 import signal
 import sqlite3
 import statistics
@@ -60,7 +59,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +74,7 @@ if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
     sys.path.insert(0, str(REPO))
 
 import host.holder  # noqa: E402
+from bench.runs import close_quietly, signals_raise  # noqa: E402
 from card_applet.applet import Applet  # noqa: E402
 from card_applet.state import FileStore  # noqa: E402
 from host.authority import Authority, write_row_file  # noqa: E402
@@ -82,7 +82,7 @@ from host.cardaccess import open_card  # noqa: E402
 from host.db import Account, Ledger  # noqa: E402
 from host.holder import HolderClient, Outcome  # noqa: E402
 from host.order import Order  # noqa: E402
-from host.partyproc import READY, PartyProcess  # noqa: E402
+from host.partyproc import PartyProcess  # noqa: E402
 from host.personalisation import personalise  # noqa: E402
 from host.softcard import software_card  # noqa: E402
 from host.wire import Connection, Message, MessageType  # noqa: E402
@@ -534,53 +534,19 @@ runpy.run_module("host.cli", run_name="__main__")
 """
 
 
-class ProfiledParty:
+class ProfiledParty(PartyProcess):
     """`nettx -v ROLE serve ...` under a cProfile that SIGUSR1 starts and SIGUSR2 dumps."""
 
     def __init__(self, wrapper: Path, out: Path, role: str, args: list[str], log: Path) -> None:
         self.out = out
-        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(wrapper), str(out), "-v", role, "serve", *args,
-             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=self._log, cwd=REPO,
-            start_new_session=True)  # as PartyProcess: a terminal's Ctrl-C is ours to handle
-        self.pid = self.proc.pid
-        try:
-            self.port = self._wait_ready(20.0)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_ready(self, timeout: float) -> int:
-        assert self.proc.stdout is not None
-        line = b""
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and sel.select(deadline - time.monotonic()):
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    break
-                line += chunk
-                if match := READY.search(line):
-                    return int(match.group(2))
-        raise RuntimeError(f"profiled party did not start (exit {self.proc.poll()})")
+        super().__init__(role, args, log, launcher=[sys.executable, str(wrapper), str(out)])
 
     def signal(self, signum: int) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
+    def stop(self, timeout: float = 10.0) -> int:
+        return super().stop(timeout)
 
 
 KINDS = ("idle: epoll wait", "SQLite (COMMIT = WAL fsync)", "applet + crypto", "CBOR + wire",
@@ -879,32 +845,6 @@ def render_top(profiles: list[Profile]) -> Table:
 
 
 # -- main -------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
-    """SIGTERM / SIGHUP unwind like Ctrl-C, so every finally (and stop-by-PID) runs."""
-
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-
-
-def close_quietly(stack: contextlib.ExitStack) -> None:
-    """Cleanup must finish: a second Ctrl-C must not leave a process behind."""
-    old = {s: signal.signal(s, signal.SIG_IGN)
-           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        stack.close()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
 
 
 def guarded(rows: list[Row], what: str, fn: Callable[[], list[Row]]) -> None:

@@ -21,13 +21,14 @@ READY = re.compile(rb"listening on ([^\s:]+):(\d+)")
 
 class PartyProcess:
     def __init__(self, role: str, args: list[str], log_path: Path, *,
-                 host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0,
+                 launcher: list[str] | None = None) -> None:
         self.role, self.log_path, self.host = role, log_path, host
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log_start = self._log.tell()  # a restart appends: read only what it writes
         # stdout goes to the log too: a pipe nobody reads would block the server once full
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "host.cli", "-v", role, "serve", *args,
+            [*(launcher or [sys.executable, "-m", "host.cli"]), "-v", role, "serve", *args,
              "--listen", f"{host}:{port}"],
             stdout=self._log, stderr=self._log, start_new_session=True,
         )

@@ -1,0 +1,34 @@
+"""What the bench scripts share: every process they start is stopped by PID, even when the
+run is interrupted."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGTERM / SIGHUP unwind like Ctrl-C, so every finally (and stop-by-PID) runs."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def close_quietly(stack: contextlib.ExitStack) -> None:
+    """Cleanup must finish: a second Ctrl-C must not leave a process behind."""
+    old = {s: signal.signal(s, signal.SIG_IGN)
+           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        stack.close()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
