@@ -65,6 +65,15 @@ def read_views(path: Path) -> dict[bytes, list[str]]:
         conn.close()
 
 
+def dump(path: Path) -> str:
+    """Every row of a party's database as SQL text, the WAL included: what it has stored."""
+    conn = sqlite3.connect(path)
+    try:
+        return "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+
+
 class Seen(enum.Enum):
     NEW = "new"
     RETRANSMISSION = "retransmission"

@@ -19,13 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from rich.columns import Columns
 from rich.console import Console
 from rich.table import Table
 
 from host import envelope
 from host.authority import Authority, write_row_file
 from host.cardaccess import open_card
-from host.db import Account, Ledger, read_views
+from host.db import Account, Ledger, dump, read_views
 from host.envelope import Envelope
 from host.errors import EnvelopeError, PolicyError, TransactionError
 from host.holder import HolderClient
@@ -191,20 +192,20 @@ class Demo:
         views = {Party.SELLER: read_views(self.home / "seller.sqlite"),
                  Party.ISSUER: read_views(self.home / "issuer.sqlite"),
                  Party.DELIVERY: read_views(self.home / "delivery.sqlite")}
-        table = Table("order field", *ROLE_TITLES.values(),
-                      title="what each party decrypted (from its own database)")
-        for f in OrderField:
-            cells = []
-            for party in Party:
-                readable = f.value in views[party].get(order_id, [])
-                cells.append("[green]read[/]" if readable else "[dim]sealed[/]")
-            table.add_row(f.value, *cells)
-        self.console.print(table)
-        seller_db = (self.home / "seller.sqlite").read_bytes()
-        issuer_db = (self.home / "issuer.sqlite").read_bytes()
-        self.step(f"the card number in the seller's database: "
-                  f"{CARD_NUMBER.encode() in seller_db}; the destination in the card "
-                  f"manager's: {b'avenue Foch' in issuer_db}")
+        tables = []
+        for party in Party:
+            readable = set(views[party].get(order_id, []))
+            table = Table("order field", "", title=f"{ROLE_TITLES[party]} decrypted")
+            for f in OrderField:
+                table.add_row(f.value, "[green]read[/]" if f.value in readable
+                              else "[red]cannot read[/]")
+            tables.append(table)
+        self.step("what each party decrypted, from its own database:")
+        self.console.print(Columns(tables))
+        seller_db, issuer_db = dump(self.home / "seller.sqlite"), dump(self.home / "issuer.sqlite")
+        self.step(f"the card number anywhere in the seller's database: "
+                  f"{CARD_NUMBER in seller_db}; the destination anywhere in the card "
+                  f"manager's: {'avenue Foch' in issuer_db}")
 
     # -- 4 --------------------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ ports: the in-process harness for transaction tests (tests/e2e runs them as proc
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from host import db
 from host.authority import Authority
 from host.db import Account, Ledger
 from host.delivery import DeliveryServer
@@ -124,8 +124,4 @@ def dump(path: Path) -> str:
     """Everything a party wrote: its database's every row (WAL included) or its log."""
     if path.suffix != ".sqlite":
         return path.read_text(errors="replace")
-    conn = sqlite3.connect(path)
-    try:
-        return "\n".join(conn.iterdump())
-    finally:
-        conn.close()
+    return db.dump(path)
