@@ -104,6 +104,11 @@ class Market:
         async def stop_all() -> None:
             for server in self.servers.values():
                 await server.close()
+            # connection handlers still running (asyncio.run would do this for a server)
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
         self.run(stop_all())
         self.loop.call_soon_threadsafe(self.loop.stop)
