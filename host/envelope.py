@@ -31,7 +31,7 @@ from card_applet import blom, keys
 from host import codec
 from host.codec import Fields
 from host.errors import EnvelopeError, WireError
-from host.order import Order, OrderForm, Party, split
+from host.order import Order, OrderField, OrderForm, Party, split
 
 VERSION = 1
 ORDER_ID_SIZE = 16
@@ -206,6 +206,9 @@ def parse_part(header: Header, header_bytes: bytes, party: Party, box: bytes,
         raise EnvelopeError("malformed", str(exc)) from exc
     if len(cm.map) != len(Party):
         raise EnvelopeError("malformed", "part commits to other parts than the three")
+    known = {f.value for f in OrderField}
+    if not all(isinstance(name, str) and name in known for name in fields):
+        raise EnvelopeError("malformed", "the part names a field that is not an order field")
     if commitment(salt, codec.encode(fields)) != commitments[party]:
         raise EnvelopeError("commitment", f"the {party} part does not match its own commitment")
     return OpenedPart(header, party, fields, commitments,

@@ -13,7 +13,7 @@ import pytest
 from card_applet import blom
 from card_applet.applet import Applet
 from card_applet.state import FileStore
-from host import envelope
+from host import codec, envelope
 from host.authority import Authority
 from host.db import Ledger
 from host.envelope import Envelope, SealedOrder
@@ -318,3 +318,34 @@ def test_short_read_timeout_closes_an_idle_connection(make_market: Callable[...,
         assert message.body.map["code"] == "timeout"
         with pytest.raises(TransactionError, match="connection-lost"):
             conn.receive()
+
+
+@pytest.mark.parametrize("fields", [
+    {1: "one", "amount": 4900},
+    {"items": "A-100", "amount": 4900},
+    {"items": [["A-100", "smart card reader", "2"]], "amount": 5000},
+    {"items": [["A-100", "smart card reader", 1]], "amount": True},
+    {"items": [["Z-9", "nothing", 1]], "amount": 100},
+    {"items": [["A-100", "smart card reader", 1]], "amount": 2500, "card_number": "4000"},
+])
+def test_a_dishonest_terminal_with_a_genuine_card_gets_a_clear_error(
+        market: Market, holder_card: CardSession, fields: dict) -> None:
+    """The parts authenticate (a real card sealed them), but what is inside is nonsense:
+    each is refused with a named reason, never an internal error."""
+    client = client_for(market, holder_card)
+    with Connection("127.0.0.1", market.ports["seller"]) as conn:
+        the_form = client.fetch_form(conn)
+    header = envelope.new_header(the_form, HOLDER)
+    header_bytes = header.to_bytes()
+    parts = {}
+    for party in Party:
+        content = fields if party is Party.SELLER else {"amount": 1}
+        salt = b"\x00" * envelope.SALT_SIZE
+        commitments = {p.value: envelope.commitment(salt, codec.encode(content)) for p in Party}
+        plaintext = codec.encode({"fields": content, "salt": salt, "commitments": commitments})
+        parts[party] = client.seal(party, plaintext, envelope.part_aad(party, header_bytes),
+                                   envelope.context("part", header.order_id), the_form)
+    with pytest.raises(TransactionError) as info:
+        send(market, Envelope(header_bytes, parts))
+    assert info.value.code in ("malformed", "policy", "amount", "unknown-item")
+    assert "internal" not in str(info.value)
