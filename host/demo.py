@@ -88,7 +88,17 @@ class Demo:
 
     # -- 1 --------------------------------------------------------------------------------------
 
+    def clear_previous_run(self) -> None:
+        """A kept --home is reused: the centre is re-initialised, so last run's card and
+        databases (which belong to the old master) go too."""
+        for pattern in ("*.card.json", "*.sqlite", "*.sqlite-wal", "*.sqlite-shm", "*.log",
+                        "*.row.json", "catalogue.json"):
+            for path in self.home.glob(pattern):
+                path.unlink()
+
     def issue_rows(self) -> dict[str, list[int]]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.clear_previous_run()
         centre = Authority(self.home)
         t = time.perf_counter()
         centre.init(self.k, force=True)
@@ -123,9 +133,10 @@ class Demo:
 
     def start_party(self, role: str, ident: str, *args: str, db: str | None = None,
                     row_file: Path | None = None) -> PartyProcess:
+        base = db or role
         proc = PartyProcess(role, ["--key", str(row_file or self.row_file(ident)),
-                                   "--db", str(self.home / (db or f"{role}.sqlite")), *args],
-                            self.home / f"{db or role}.log")
+                                   "--db", str(self.home / f"{base}.sqlite"), *args],
+                            self.home / f"{base}.log")
         self.stack.callback(proc.stop)
         self.step(f"{role} {ident}: pid {proc.pid}, listening on 127.0.0.1:{proc.port}")
         return proc

@@ -408,3 +408,10 @@ def test_demo_runs_to_completion(tmp_path: Path) -> None:
                    "unconfirmed"):
         assert reason in out, reason
     assert "debited once" in out
+
+
+def test_demo_can_run_again_in_a_kept_home(tmp_path: Path) -> None:
+    for _ in range(2):
+        run = nettx_process("demo", "--k", "8", "--home", tmp_path / "kept", home=tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert "demo complete" in run.stdout
