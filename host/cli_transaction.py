@@ -27,8 +27,10 @@ from host.keymodule import KeyModule
 from host.order import (
     DEFAULT_POLICY,
     Order,
+    OrderField,
     OrderForm,
     PartitionPolicy,
+    Party,
     load_catalogue,
     parse_lines,
 )
@@ -243,6 +245,19 @@ def delivery_serve(key_file: Path | None, reader_spec: str | None, state: Path |
 # -- the holder -------------------------------------------------------------------------------
 
 
+def exposure(ctx: click.Context, param: click.Parameter,
+             value: tuple[str, ...]) -> frozenset[tuple[OrderField, Party]]:
+    accepted = set()
+    for spec in value:
+        field_name, _, party = spec.partition(":")
+        try:
+            accepted.add((OrderField(field_name), Party(party)))
+        except ValueError:
+            raise click.BadParameter(f"{spec!r}: expected FIELD:PARTY, e.g. "
+                                     f"card_number:seller") from None
+    return frozenset(accepted)
+
+
 @click.command()
 @reader_options
 @click.option("--seller", "seller_at", required=True, callback=endpoint, metavar="HOST:PORT")
@@ -256,12 +271,19 @@ def delivery_serve(key_file: Path | None, reader_spec: str | None, state: Path |
 @click.option("--deliver-to", required=True, help="Destination (may differ from the address).")
 @click.option("--payment", default="full", show_default=True, help="full | instalments:N")
 @click.option("--pin", required=True, callback=pin_digits)
+@click.option("--issuer-id", required=True, callback=identifier,
+              help="Your card manager (card issuer): a seller naming another is refused.")
+@click.option("--accept-exposure", "exposures", multiple=True, callback=exposure,
+              metavar="FIELD:PARTY",
+              help="Agree to a policy exposure the seller's form marks, e.g. "
+                   "card_number:seller. Any other exposure makes the form refused.")
 @click.option("--wait", type=click.IntRange(0, 3600), default=30, show_default=True,
               help="Seconds to keep asking for the outcome of an order still pending.")
 @fails_cleanly
 def buy(reader_spec: str | None, state: Path | None, seller_at: Endpoint, items: tuple[str, ...],
         card_number: str, expiry: str, name: str, address: str, phone: str, fax: str,
-        deliver_to: str, payment: str, pin: str, wait: int) -> None:
+        deliver_to: str, payment: str, pin: str, issuer_id: str,
+        exposures: frozenset[tuple[OrderField, Party]], wait: int) -> None:
     """Buy from a seller with the card: confirm the parties, seal the parts on the card,
     send the envelope, and check the receipts.
 
@@ -274,7 +296,8 @@ def buy(reader_spec: str | None, state: Path | None, seller_at: Endpoint, items:
         raise click.BadParameter(str(exc)) from exc
     with open_card(reader_spec, state) as reader:
         client = HolderClient(CardSession(reader), pin, seller_at.host, seller_at.port,
-                              narrate=lambda msg: console.print(f"  {msg}"))
+                              narrate=lambda msg: console.print(f"  {msg}"),
+                              issuer=issuer_id, accept=exposures)
         outcome = client.buy(order)
         if outcome.status == "pending" and client.last_sealed is not None and wait > 0:
             console.print(f"  pending ({outcome.reason}); asking again for up to {wait} s")
@@ -287,7 +310,8 @@ def buy(reader_spec: str | None, state: Path | None, seller_at: Endpoint, items:
     if outcome.tracking:
         table.add_row("tracking", outcome.tracking)
     table.add_row("receipts verified by the card",
-                  ", ".join(sorted(outcome.verified)) or "none")
+                  ", ".join(sorted(outcome.verified))
+                  or "none: the seller's word only (no charge was made, it says)")
     console.print(table)
     if not outcome.approved:
         sys.exit(3 if outcome.status == "declined" else 1)

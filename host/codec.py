@@ -21,11 +21,39 @@ def encode(obj: Any) -> bytes:
     return cbor2.dumps(obj, canonical=True)
 
 
+MAX_DEPTH = 16
+INT_RANGE = range(-(2**63), 2**63)  # what SQLite and every peer can hold
+
+
 def decode(data: bytes, what: str = "message") -> Any:
     try:
-        return cbor2.loads(data)
+        value = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises a zoo of types on hostile input
         raise WireError(f"{what} is not valid CBOR ({type(exc).__name__})") from exc
+    check_plain(value, what)
+    return value
+
+
+def check_plain(value: Any, what: str, depth: int = 0) -> None:
+    """Only the data model the protocol uses: maps with text keys, arrays, text, bytes,
+    64-bit integers, booleans and null. cbor2 would also hand over tagged values (dates,
+    decimals, sets, and shared references that build cyclic structures); none of them
+    belongs in a message, and a cycle would never re-encode."""
+    if depth > MAX_DEPTH:
+        raise WireError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise WireError(f"{what} has a map key that is not text")
+            check_plain(item, what, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_plain(item, what, depth + 1)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if value not in INT_RANGE:
+            raise WireError(f"{what} has an integer outside 64 bits")
+    elif not isinstance(value, (str, bytes, bool)) and value is not None:
+        raise WireError(f"{what} has a value of type {type(value).__name__}, not plain CBOR")
 
 
 class Fields:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from host.errors import TransactionError
+from host.errors import EnvelopeError, TransactionError
 
 VIEWS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS views (
@@ -102,15 +102,22 @@ CREATE TABLE IF NOT EXISTS authorisations (
     card_number TEXT,
     amount      INTEGER NOT NULL,
     digest      BLOB NOT NULL,        -- the order digest the decision refers to
-    code        TEXT NOT NULL,        -- approved | declined
+    code        TEXT NOT NULL,        -- approved | declined | reversed | voided
     reason      TEXT NOT NULL,
     at          INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (
-    holder TEXT PRIMARY KEY,
-    atc    INTEGER NOT NULL           -- highest card transaction counter seen
+    holder TEXT NOT NULL,
+    atc    INTEGER NOT NULL,          -- a card transaction counter value seen in a part
+    PRIMARY KEY (holder, atc)
 );
 """
+
+MAX_AMOUNT = 2**53  # minor units; beyond any order, and exact in every peer's numbers
+
+# Counters may arrive out of order (two sellers, a pending order retried after a newer one);
+# a value seen twice, or far below the highest seen, is what a cloned card produces.
+ATC_WINDOW = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +183,10 @@ class Ledger:
             (order_id,)).fetchone()
         return int(count)
 
-    def authorise(self, request: AuthorisationRequest) -> tuple[Decision, Seen]:
-        """Decide and debit in one transaction; a retransmission gets the recorded decision."""
+    def authorise(self, request: AuthorisationRequest,
+                  stale: str | None = None) -> tuple[Decision, Seen]:
+        """Decide and debit in one transaction. A retransmission gets the recorded decision
+        at any age; a new request must be fresh (`stale` says why it is not)."""
         with transaction(self.conn):
             row = self.conn.execute(
                 "SELECT request, code, reason, amount, digest FROM authorisations "
@@ -186,13 +195,14 @@ class Ledger:
                 if row[0] != request.request_digest:
                     raise replay_error(request.order_id)
                 return Decision(row[1], row[2], row[3], row[4]), Seen.RETRANSMISSION
+            if stale is not None:
+                raise EnvelopeError("stale", stale)
             decision, card_number = self._decide(request)
             if decision.approved:
                 self.conn.execute("UPDATE accounts SET balance = balance - ? "
                                   "WHERE card_number = ?", (decision.amount, card_number))
             # every part the card sealed spent a counter value, approved or not
-            self.conn.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT(holder) "
-                              "DO UPDATE SET atc = max(atc, excluded.atc)",
+            self.conn.execute("INSERT OR IGNORE INTO counters VALUES (?, ?)",
                               (request.holder, request.atc))
             self.conn.execute(
                 "INSERT INTO authorisations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -202,12 +212,39 @@ class Ledger:
             record_view(self.conn, request.order_id, request.fields)
         return decision, Seen.NEW
 
+    def reverse(self, order_id: bytes, seller: str, digest: bytes) -> Decision:
+        """Undo an approval the seller could not complete (or void an order it never will):
+        credit the debit back once; an order never seen is voided, so a late authorisation
+        request for it is refused as a replay."""
+        with transaction(self.conn):
+            row = self.conn.execute(
+                "SELECT seller, card_number, amount, digest, code FROM authorisations "
+                "WHERE order_id = ?", (order_id,)).fetchone()
+            if row is None:
+                self.conn.execute(
+                    "INSERT INTO authorisations VALUES (?, x'', ?, NULL, 0, ?, 'voided', ?, ?)",
+                    (order_id, seller, digest, "voided before any authorisation",
+                     int(time.time())))
+                return Decision("voided", "voided before any authorisation", 0, digest)
+            if row[0] != seller or row[3] != digest:
+                raise replay_error(order_id)
+            code, amount = row[4], row[2]
+            if code == "approved":
+                self.conn.execute("UPDATE accounts SET balance = balance + ? "
+                                  "WHERE card_number = ?", (amount, row[1]))
+                self.conn.execute("UPDATE authorisations SET code = 'reversed', reason = ? "
+                                  "WHERE order_id = ?", ("reversed by the seller", order_id))
+                code = "reversed"
+            # declined, reversed, voided: nothing is charged, and stays so
+            return Decision(code, "no charge stands", amount if code == "reversed" else 0,
+                            digest)
+
     def _decide(self, request: AuthorisationRequest) -> tuple[Decision, str | None]:
         f = request.fields
         amount = f.get("amount")
         card_number = f.get("card_number")
-        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0 \
-                or not isinstance(card_number, str):
+        if not isinstance(amount, int) or isinstance(amount, bool) \
+                or not 0 < amount <= MAX_AMOUNT or not isinstance(card_number, str):
             return Decision("declined", "the order lacks a valid amount or card number",
                             0, request.digest), None
 
@@ -229,11 +266,15 @@ class Ledger:
             return decline("the phone number does not match the account")
         if account.blocked:
             return decline("the card is blocked")
-        row = self.conn.execute("SELECT atc FROM counters WHERE holder = ?",
-                                (request.holder,)).fetchone()
-        if row is not None and request.atc <= row[0]:
-            return decline(f"card transaction counter {request.atc} not above {row[0]}: "
-                           f"a cloned or replayed card")
+        seen, highest = self.conn.execute(
+            "SELECT count(*) FILTER (WHERE atc = ?), max(atc) FROM counters WHERE holder = ?",
+            (request.atc, request.holder)).fetchone()
+        if seen:
+            return decline(f"card transaction counter {request.atc} seen before: "
+                           f"a cloned card")
+        if highest is not None and request.atc + ATC_WINDOW <= highest:
+            return decline(f"card transaction counter {request.atc} far below {highest}: "
+                           f"a cloned card")
         if account.balance < amount:
             return decline("insufficient funds")
         return Decision("approved", "approved", amount, request.digest), card_number
@@ -247,16 +288,41 @@ class Ledger:
 ORDERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
     order_id BLOB PRIMARY KEY,        -- the seller's replay cache
-    envelope BLOB NOT NULL,           -- kept until the order is final, to resume after a crash
+    envelope BLOB NOT NULL,           -- kept: to resume after a crash, and to reconcile
     holder   TEXT NOT NULL,
     amount   INTEGER NOT NULL,
-    status   TEXT NOT NULL,           -- received | approved | completed | declined | failed
+    digest   BLOB NOT NULL,           -- the order digest: enough to void it without the key
+    status   TEXT NOT NULL,           -- see OrderStatus
+    note     TEXT,                    -- why the order is being voided
     outcome  BLOB,                    -- the outcome message, once final
-    at       INTEGER NOT NULL
+    since    INTEGER NOT NULL,        -- when it was received
+    at       INTEGER NOT NULL         -- last change
 );
 """
 
-FINAL = ("completed", "declined", "failed")
+
+class OrderStatus(enum.StrEnum):
+    RECEIVED = "received"  # recorded; nothing sent to the card manager yet
+    AUTHORISING = "authorising"  # the request went out: a debit may exist from now on
+    APPROVED = "approved"  # debited, the delivery company not yet answered
+    VOIDING = "voiding"  # will not complete: the card manager must cancel any charge
+    COMPLETED = "completed"
+    DECLINED = "declined"
+    FAILED = "failed"  # and no charge stands, when the card manager's receipt says so
+
+    @property
+    def final(self) -> bool:
+        return self in (OrderStatus.COMPLETED, OrderStatus.DECLINED, OrderStatus.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    order_id: bytes
+    envelope: bytes
+    digest: bytes
+    status: OrderStatus
+    since: int
+    note: str | None
 
 
 class OrderBook:
@@ -265,30 +331,34 @@ class OrderBook:
         self.conn = connect(path, ORDERS_SCHEMA)
 
     def receive(self, order_id: bytes, envelope: bytes, holder: str, amount: int,
-                fields: Iterable[str]) -> None:
+                digest: bytes, fields: Iterable[str]) -> None:
+        now = int(time.time())
         with transaction(self.conn):
             try:
-                self.conn.execute("INSERT INTO orders VALUES (?, ?, ?, ?, 'received', NULL, ?)",
-                                  (order_id, envelope, holder, amount, int(time.time())))
+                self.conn.execute(
+                    "INSERT INTO orders VALUES (?, ?, ?, ?, ?, 'received', NULL, NULL, ?, ?)",
+                    (order_id, envelope, holder, amount, digest, now, now))
             except sqlite3.IntegrityError:
                 raise replay_error(order_id) from None
             record_view(self.conn, order_id, fields)
 
-    def set_status(self, order_id: bytes, status: str, outcome: bytes | None = None) -> None:
+    def set_status(self, order_id: bytes, status: OrderStatus, outcome: bytes | None = None,
+                   note: str | None = None) -> None:
         with transaction(self.conn):
-            self.conn.execute("UPDATE orders SET status = ?, outcome = ?, at = ?, "
-                              "envelope = CASE WHEN ? THEN x'' ELSE envelope END "
-                              "WHERE order_id = ?",
-                              (status, outcome, int(time.time()), status in FINAL, order_id))
+            self.conn.execute("UPDATE orders SET status = ?, outcome = ?, "
+                              "note = coalesce(?, note), at = ? WHERE order_id = ?",
+                              (status.value, outcome, note, int(time.time()), order_id))
 
-    def status(self, order_id: bytes) -> tuple[str, bytes | None] | None:
+    def status(self, order_id: bytes) -> tuple[OrderStatus, bytes | None] | None:
         row = self.conn.execute("SELECT status, outcome FROM orders WHERE order_id = ?",
                                 (order_id,)).fetchone()
-        return (row[0], row[1]) if row else None
+        return (OrderStatus(row[0]), row[1]) if row else None
 
-    def unfinished(self) -> list[tuple[bytes, bytes]]:
-        return list(self.conn.execute("SELECT order_id, envelope FROM orders "
-                                      "WHERE status IN ('received', 'approved')"))
+    def unfinished(self) -> list[Unfinished]:
+        return [Unfinished(row[0], row[1], row[2], OrderStatus(row[3]), row[4], row[5])
+                for row in self.conn.execute(
+                    "SELECT order_id, envelope, digest, status, since, note FROM orders "
+                    "WHERE status IN ('received', 'authorising', 'approved', 'voiding')")]
 
     def close(self) -> None:
         self.conn.close()
@@ -315,7 +385,8 @@ class Shipments:
         self.conn = connect(path, SHIPMENTS_SCHEMA)
 
     def ship(self, order_id: bytes, request_digest: bytes, seller: str, recipient: str,
-             destination: str, tracking: str, fields: Iterable[str]) -> tuple[str, Seen]:
+             destination: str, tracking: str, fields: Iterable[str],
+             stale: str | None = None) -> tuple[str, Seen]:
         with transaction(self.conn):
             row = self.conn.execute("SELECT request, tracking FROM shipments WHERE order_id = ?",
                                     (order_id,)).fetchone()
@@ -323,6 +394,8 @@ class Shipments:
                 if row[0] != request_digest:
                     raise replay_error(order_id)
                 return row[1], Seen.RETRANSMISSION
+            if stale is not None:
+                raise EnvelopeError("stale", stale)
             self.conn.execute("INSERT INTO shipments VALUES (?, ?, ?, ?, ?, ?, ?)",
                               (order_id, request_digest, seller, recipient, destination,
                                tracking, int(time.time())))

@@ -31,7 +31,7 @@ from card_applet import blom, keys
 from host import codec
 from host.codec import Fields
 from host.errors import EnvelopeError, WireError
-from host.order import Order, OrderField, OrderForm, Party, split
+from host.order import Order, OrderField, OrderForm, Party, check_role, split
 
 VERSION = 1
 ORDER_ID_SIZE = 16
@@ -84,9 +84,10 @@ class Header:
             version=version,
         )
         try:
-            for ident in (header.holder, header.seller, header.issuer, header.delivery):
-                blom.identifier_bytes(ident)
-        except blom.IdentifierError as exc:
+            for ident, role in ((header.holder, "holder"), (header.seller, "seller"),
+                                (header.issuer, "issuer"), (header.delivery, "delivery")):
+                check_role(ident, role)
+        except ValueError as exc:
             raise EnvelopeError("malformed", f"header: {exc}") from exc
         # the exact bytes are what every MAC covers: accept only the one encoding of them
         if header.to_bytes() != raw:
@@ -223,8 +224,12 @@ def authorisation_body(order_id: bytes, code: str, reason: str, amount: int,
     return codec.encode(["nettx/authorisation/v1", order_id, code, reason, amount, digest])
 
 
-def delivery_request_body(order_id: bytes, digest: bytes, approval_mac: bytes) -> bytes:
-    return codec.encode(["nettx/delivery-request/v1", order_id, digest, approval_mac])
+def reverse_body(order_id: bytes, digest: bytes, reason: str) -> bytes:
+    return codec.encode(["nettx/reverse/v1", order_id, digest, reason])
+
+
+def reversed_body(order_id: bytes, code: str, amount: int, digest: bytes) -> bytes:
+    return codec.encode(["nettx/reversed/v1", order_id, code, amount, digest])
 
 
 def delivery_answer_body(order_id: bytes, digest: bytes, tracking: str) -> bytes:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from host import codec, envelope
 from host.codec import Fields
 from host.envelope import SealedOrder, context
-from host.errors import EnvelopeError, TransactionError
-from host.order import Order, OrderForm, Party
+from host.errors import EnvelopeError, PolicyError, TransactionError
+from host.order import Order, OrderField, OrderForm, Party
 from host.wire import Connection, Message, MessageType
 from terminal.errors import ApduError
 from terminal.session import CardSession
@@ -38,12 +38,22 @@ class Outcome:
     def approved(self) -> bool:
         return self.status == "completed"
 
+    @property
+    def charge_verified(self) -> bool:
+        """Whether the card itself checked what the card manager said about the money."""
+        return Party.ISSUER in self.verified
+
 
 class HolderClient:
     def __init__(self, card: CardSession, pin: str, host: str, port: int,
-                 narrate: Step | None = None) -> None:
+                 narrate: Step | None = None, *, issuer: str | None = None,
+                 accept: frozenset[tuple[OrderField, Party]] = frozenset()) -> None:
+        """`issuer`: the holder's own card manager; a form naming another is refused.
+        `accept`: the policy exposures (field, party) the holder agrees to; any other makes
+        the form refused."""
         self.card = card
         self.host, self.port = host, port
+        self.issuer, self.accept = issuer, accept
         self.narrate = narrate or (lambda _msg: None)
         info = card.select()
         if info.holder_id is None:
@@ -75,9 +85,22 @@ class HolderClient:
         self.card.set_peer(form.party_id(party))
         return self.card.encrypt(plaintext, aad, ctx)
 
+    def check_form(self, form: OrderForm) -> None:
+        """What the holder insists on before its card seals anything for this seller."""
+        if self.issuer is not None and form.issuer != self.issuer:
+            raise PolicyError(f"the seller names {form.issuer} as card manager; this card's "
+                              f"is {self.issuer}")
+        unaccepted = form.policy.exposures - self.accept
+        if unaccepted:
+            listed = ", ".join(f"{f.value} to the {p.value}" for f, p in sorted(unaccepted))
+            raise PolicyError(f"the seller's policy exposes {listed}: refused unless the "
+                              f"holder accepts it")
+
     def prepare(self, conn: Connection, order: Order) -> tuple[OrderForm, SealedOrder]:
         form = self.fetch_form(conn)
-        self.narrate(f"form from {form.seller}: {len(form.catalogue)} items, policy ok")
+        self.check_form(form)
+        self.narrate(f"form from {form.seller}: {len(form.catalogue)} items, policy ok; "
+                     f"amount due {order.amount(form) / 100:.2f} {form.currency}")
         for party in Party:
             self.confirm(conn, party, form.party_id(party))
         header = envelope.new_header(form, self.holder)
@@ -125,31 +148,40 @@ class HolderClient:
             time.sleep(0.5)
 
     def read_outcome(self, reply: Message, sealed: SealedOrder) -> Outcome:
+        """The seller's report, checked against what the card can verify: the card manager's
+        and the delivery company's sealed receipts. The seller's word alone is accepted only
+        for an order that failed before any charge could exist, and is marked unverified."""
         body = reply.body
         order_id = body.get("order", bytes, max_size=16)
         if order_id != sealed.header.order_id:
             raise EnvelopeError("wrong-order", "the seller answered about another order")
         status = body.get("status", str, max_size=16)
-        reason = body.get("reason", str, max_size=500)
+        reason = body.get("reason", str, max_size=1000)
         verified: set[Party] = set()
         amount = tracking = None
+        code = None
         issuer_receipt = body.get("issuer_receipt", bytes, max_size=1024, optional=True)
         if issuer_receipt is not None:
             receipt = self._open_receipt(Party.ISSUER, issuer_receipt, sealed)
             code, amount = receipt.get("code", str), receipt.get("amount", int)
-            # the card manager's word, not the seller's: it overrides what the seller says
-            if (code == "approved") != (status == "completed" or status == "approved"):
-                raise EnvelopeError("forged", f"the seller says {status} but the card manager "
-                                              f"said {code}")
-            reason = reason if code == "approved" else receipt.get("reason", str)
             verified.add(Party.ISSUER)
+        # what the card manager must have said for the seller's status to be true
+        expected = {"completed": {"approved"}, "declined": {"declined"},
+                    "failed": {"reversed", "voided", "declined", None}, "pending": {None}}
+        if status not in expected:
+            raise EnvelopeError("malformed", f"unknown order status {status!r}")
+        if code not in expected[status]:
+            raise EnvelopeError("forged", f"the seller says {status} but the card manager "
+                                          f"said {code or 'nothing the card could check'}")
+        if status == "declined":
+            reason = receipt.get("reason", str)  # the card manager's words, not the seller's
         delivery_receipt = body.get("delivery_receipt", bytes, max_size=1024, optional=True)
         if delivery_receipt is not None:
             tracking = self._open_receipt(Party.DELIVERY, delivery_receipt,
                                           sealed).get("tracking", str)
             verified.add(Party.DELIVERY)
-        if status == "completed" and verified != {Party.ISSUER, Party.DELIVERY}:
-            raise EnvelopeError("forged", "a completed order without both receipts")
+        if status == "completed" and Party.DELIVERY not in verified:
+            raise EnvelopeError("forged", "a completed order without the delivery receipt")
         return Outcome(order_id, status, reason, amount, tracking, frozenset(verified))
 
     def _open_receipt(self, party: Party, box: bytes, sealed: SealedOrder) -> Fields:

@@ -1,6 +1,7 @@
 """The card manager (card issuer): decrypts its part, authenticates the holder against its
 accounts, debits once per order, and answers the seller with a MACed authorisation (as EMV's
-ARPC) and the holder with a sealed receipt."""
+ARPC) and the holder with a sealed receipt. An order the seller cannot complete is reversed
+(or voided, if it never arrived), on a request MACed by that seller."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from pathlib import Path
 
 from host.codec import Fields
 from host.db import AuthorisationRequest, Ledger, Seen
-from host.envelope import authorisation_body, context
+from host.envelope import authorisation_body, context, reverse_body, reversed_body
 from host.keymodule import KeyModule
 from host.order import Party
-from host.server import PartyServer, ServerConfig, request_digest
+from host.server import PartyServer, ServerConfig, our_header, staleness
 from host.wire import MessageType, frame
 
 
@@ -22,29 +23,45 @@ class IssuerServer(PartyServer):
         super().__init__(keys, config)
         self.ledger = Ledger(ledger_path)
         self.handlers[MessageType.AUTHORISE] = self.on_authorise
+        self.handlers[MessageType.REVERSE] = self.on_reverse
 
     async def close(self) -> None:
         await super().close()
         self.ledger.close()
 
     async def on_authorise(self, body: Fields) -> bytes:
-        seller_mac = body.get("mac", bytes, max_size=64)
-        header_bytes, box, opened = await self.open_request(body)
+        header_bytes, _box, request, opened = await self.open_request(body, "authorise")
         header = opened.header
-        # only the seller the holder chose may ask: its MAC covers exactly this request
-        request = request_digest(header_bytes, box)
-        await self.keys.check_mac(header.seller, request, seller_mac,
-                                  context("authorise", header.order_id), "authorisation request")
         decision, seen = self.ledger.authorise(AuthorisationRequest(
             order_id=header.order_id, request_digest=request, seller=header.seller,
-            holder=header.holder, digest=opened.digest, atc=opened.atc, fields=opened.fields))
+            holder=header.holder, digest=opened.digest, atc=opened.atc, fields=opened.fields),
+            stale=staleness(header, self.config.window))
         self.log.info("order %s: %s (%s)%s", header.order_id.hex(), decision.code,
                       decision.reason, " again" if seen is Seen.RETRANSMISSION else "")
         self.crash_point("after-commit")
         auth = authorisation_body(header.order_id, decision.code, decision.reason,
                                   decision.amount, decision.digest)
         mac = await self.keys.mac(header.seller, auth, context("authorisation", header.order_id))
-        receipt = await self.receipt(opened, header_bytes, code=decision.code,
+        receipt = await self.receipt(header, header_bytes, decision.digest, code=decision.code,
                                      reason=decision.reason, amount=decision.amount)
         return frame(MessageType.AUTHORISATION, code=decision.code, reason=decision.reason,
                      amount=decision.amount, digest=decision.digest, mac=mac, receipt=receipt)
+
+    async def on_reverse(self, body: Fields) -> bytes:
+        header_bytes = body.get("header", bytes, max_size=1024)
+        digest = body.get("digest", bytes, min_size=32, max_size=32)
+        reason = body.get("reason", str, max_size=500)
+        header = our_header(self.keys, Party.ISSUER, header_bytes)
+        await self.keys.check_mac(header.seller, reverse_body(header.order_id, digest, reason),
+                                  body.get("mac", bytes, max_size=64),
+                                  context("reverse", header.order_id), "reversal request")
+        decision = self.ledger.reverse(header.order_id, header.seller, digest)
+        self.log.info("order %s: %s at the seller's request (%s)", header.order_id.hex(),
+                      decision.code, reason)
+        mac = await self.keys.mac(header.seller, reversed_body(header.order_id, decision.code,
+                                                               decision.amount, digest),
+                                  context("reversed", header.order_id))
+        receipt = await self.receipt(header, header_bytes, digest, code=decision.code,
+                                     reason=reason, amount=decision.amount)
+        return frame(MessageType.REVERSED, code=decision.code, amount=decision.amount, mac=mac,
+                     receipt=receipt)

@@ -123,6 +123,18 @@ class PartitionPolicy:
 DEFAULT_POLICY = PartitionPolicy(DEFAULT_GRANTS)
 
 
+def check_role(identifier: str, role: str) -> str:
+    """Identifiers carry their role (`seller:...`, `issuer:...`, `delivery:...`,
+    `holder:...`): a seller's form cannot pass a holder's identifier off as a card manager."""
+    try:
+        blom.identifier_bytes(identifier)
+    except blom.IdentifierError as exc:
+        raise ValueError(f"{role} identifier {identifier!r}: {exc}") from exc
+    if not identifier.startswith(f"{role}:") or identifier == f"{role}:":
+        raise ValueError(f"{identifier!r} is not a {role} identifier ({role}:...)")
+    return identifier
+
+
 @dataclass(frozen=True, slots=True)
 class CatalogueItem:
     number: str
@@ -143,9 +155,9 @@ class OrderForm:
         ids = (self.seller, self.issuer, self.delivery)
         for role, ident in zip(Party, ids, strict=True):
             try:
-                blom.identifier_bytes(ident)
-            except blom.IdentifierError as exc:
-                raise PolicyError(f"{role} identifier {ident!r}: {exc}") from exc
+                check_role(ident, role.value)
+            except ValueError as exc:
+                raise PolicyError(str(exc)) from exc
         if len(set(ids)) != 3:
             raise PolicyError("seller, issuer and delivery must be three different parties")
         if not re.fullmatch(r"[A-Z]{3}", self.currency):
@@ -249,7 +261,7 @@ def parse_lines(specs: Iterable[str]) -> tuple[tuple[str, int], ...]:
     lines = []
     for spec in specs:
         number, _, qty = spec.partition(":")
-        if not number or (qty and not qty.isdigit()):
+        if not number or (qty and not re.fullmatch(r"[0-9]{1,4}", qty)):
             raise OrderError(f"--item {spec!r}: expected NUMBER[:QTY]")
         lines.append((number, int(qty or 1)))
     return tuple(lines)

@@ -15,20 +15,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from host import codec, envelope
 from host.codec import Fields
-from host.db import FINAL, OrderBook
+from host.db import OrderBook, OrderStatus, Unfinished
 from host.envelope import (
     Envelope,
     OpenedPart,
     authorisation_body,
     context,
     delivery_answer_body,
-    delivery_request_body,
+    reverse_body,
+    reversed_body,
 )
 from host.errors import EnvelopeError, OrderError, TransactionError
 from host.keymodule import KeyModule
@@ -36,8 +39,6 @@ from host.order import OrderField, OrderForm, Party
 from host.server import PartyServer, ServerConfig, confirm_peer, open_own_part, request_digest
 from host.wire import AsyncConnection, Message, MessageType, frame
 
-# Answers that mean "this order is finished, it will not work": anything else (a party down,
-# a timeout) leaves the order pending, to be driven again.
 flow_log = logging.getLogger("nettx.flow")
 ARROW = {Party.ISSUER: "y", Party.DELIVERY: "z"}  # FIG. 1; x is holder <-> seller
 
@@ -47,8 +48,18 @@ def flow(arrow: str, source: str, target: str, what: str) -> None:
     flow_log.info("FLOW %s %s -> %s: %s", arrow, source, target, what)
 
 
+# Failures that are not worth retrying: the order will not complete. Anything else (a party
+# down, a timeout, an internal error over there) leaves it pending, to be driven again.
+# `error` frames are not authenticated, so a refusal received after the authorisation request
+# went out may be a lie covering a real debit: such an order is voided, never just dropped.
 FINAL_REFUSALS = {"forged", "replay", "malformed", "commitment", "wrong-party", "stale",
-                  "unconfirmed", "version", "unexpected"}
+                  "unconfirmed", "version", "unexpected", "amount"}
+
+Outcome = dict[str, Any]  # the `outcome` message's fields
+
+
+class Unfinishable(TransactionError):
+    """The order cannot complete; the card manager must cancel any charge for it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,7 @@ class SellerConfig:
     delivery: Endpoint
     orders_path: Path
     retry_every: float = 2.0  # seconds between attempts to drive pending orders
+    give_up_after: float = 600.0  # an order not completed by then is voided
 
 
 class SellerServer(PartyServer):
@@ -143,11 +155,11 @@ class SellerServer(PartyServer):
         opened = await self._open_seller_part(env)
         self.orders.receive(opened.header.order_id, codec.encode(env.to_cbor()),
                             opened.header.holder, opened.fields[OrderField.AMOUNT.value],
-                            opened.fields)
+                            opened.digest, opened.fields)
         self.log.info("order %s from %s: %s", opened.header.order_id.hex(),
                       opened.header.holder, opened.fields[OrderField.ITEMS.value])
         self.crash_point("after-receive")
-        outcome = await self._drive(env, opened)
+        outcome = await self._drive(env, opened.digest, OrderStatus.RECEIVED, opened=opened)
         flow("x", "seller", "holder", f"outcome: {outcome['status']}")
         return frame(MessageType.OUTCOME, **outcome)
 
@@ -157,10 +169,10 @@ class SellerServer(PartyServer):
         if known is None:
             raise TransactionError("unknown-order", f"no order {order_id.hex()}")
         status, outcome = known
-        if outcome is not None:
+        if status.final and outcome is not None:
             return frame(MessageType.OUTCOME, **codec.decode(outcome))
         return frame(MessageType.OUTCOME, order=order_id, status="pending",
-                     reason=f"the order is {status}; the seller is still driving it")
+                     reason=f"the order is {status.value}; the seller is still driving it")
 
     async def _open_seller_part(self, env: Envelope) -> OpenedPart:
         opened = await open_own_part(self.keys, Party.SELLER, env.header,
@@ -195,107 +207,185 @@ class SellerServer(PartyServer):
 
     # -- driving an order: card manager, then delivery ------------------------------------------
 
-    async def _drive(self, env: Envelope, opened: OpenedPart) -> dict[str, Any]:
-        order_id = opened.header.order_id
+    async def _drive(self, env: Envelope, digest: bytes, status: OrderStatus, *,
+                     opened: OpenedPart | None = None, note: str | None = None) -> Outcome:
+        """Take the order as far as it goes now; record and return the outcome if final."""
+        header = envelope.Header.from_bytes(env.header)
+        order_id = header.order_id
         if order_id in self._driving:
             return {"order": order_id, "status": "pending", "reason": "being processed"}
         self._driving.add(order_id)
         try:
-            outcome = await self._authorise_and_deliver(env, opened)
+            if status is OrderStatus.VOIDING:
+                outcome = await self._void(env, header, digest, note or "voided")
+            else:
+                assert opened is not None
+                outcome = await self._authorise_and_deliver(env, opened, status)
+        except Unfinishable as exc:
+            if status is OrderStatus.RECEIVED and exc.code == "unconfirmed":
+                # nothing ever left for the card manager: there is no charge to cancel
+                outcome = {"order": order_id, "status": "failed", "reason": str(exc)}
+            else:
+                self.log.warning("order %s will not complete (%s): voiding", order_id.hex(), exc)
+                self.orders.set_status(order_id, OrderStatus.VOIDING, note=str(exc))
+                self._driving.discard(order_id)
+                return await self._drive(env, digest, OrderStatus.VOIDING, note=str(exc))
         except TransactionError as exc:
-            if exc.code not in FINAL_REFUSALS:
-                self.log.warning("order %s pending: %s", order_id.hex(), exc)
-                return {"order": order_id, "status": "pending", "reason": str(exc)}
-            outcome = {"order": order_id, "status": "failed", "reason": str(exc)}
+            self.log.warning("order %s pending: %s", order_id.hex(), exc)
+            return {"order": order_id, "status": "pending", "reason": str(exc)}
         finally:
             self._driving.discard(order_id)
-        self.orders.set_status(order_id, outcome["status"], codec.encode(outcome))
+        self.orders.set_status(order_id, OrderStatus(outcome["status"]), codec.encode(outcome))
         return outcome
 
-    async def _authorise_and_deliver(self, env: Envelope, opened: OpenedPart) -> dict[str, Any]:
+    async def _authorise_and_deliver(self, env: Envelope, opened: OpenedPart,
+                                     status: OrderStatus) -> Outcome:
         header = opened.header
         order_id, amount = header.order_id, opened.fields[OrderField.AMOUNT.value]
-        auth = await self._exchange(
-            Party.ISSUER, MessageType.AUTHORISE, MessageType.AUTHORISATION,
-            header=env.header, part=env.parts[Party.ISSUER],
-            mac=await self.keys.mac(header.issuer,
-                                    request_digest(env.header, env.parts[Party.ISSUER]),
-                                    context("authorise", order_id)))
-        code = auth.body.get("code", str, max_size=16)
-        reason = auth.body.get("reason", str, max_size=500)
-        mac = auth.body.get("mac", bytes, max_size=64)
-        # the MAC covers what we believe: our order digest and our amount, not the issuer's
-        await self.keys.check_mac(header.issuer,
-                                  authorisation_body(order_id, code, reason, amount,
-                                                     opened.digest),
-                                  mac, context("authorisation", order_id), "authorisation")
-        outcome: dict[str, Any] = {"order": order_id, "status": "declined", "reason": reason,
-                                   "amount": amount,
-                                   "issuer_receipt": auth.body.get("receipt", bytes,
-                                                                   max_size=1024)}
-        if code != "approved":
-            return outcome
-        self.orders.set_status(order_id, "approved")
-        self.crash_point("after-approval")
+        issuer_part = env.parts[Party.ISSUER]
+        if status in (OrderStatus.RECEIVED, OrderStatus.AUTHORISING):
+            auth = await self._exchange(
+                Party.ISSUER, MessageType.AUTHORISE, MessageType.AUTHORISATION,
+                before_send=lambda: self._mark(order_id, OrderStatus.AUTHORISING),
+                header=env.header, part=issuer_part,
+                mac=await self.keys.mac(header.issuer, request_digest(env.header, issuer_part),
+                                        context("authorise", order_id)))
+            code = auth.body.get("code", str, max_size=16)
+            reason = auth.body.get("reason", str, max_size=500)
+            their_amount = auth.body.get("amount", int)
+            mac = auth.body.get("mac", bytes, max_size=64)
+            await self._check(header.issuer, authorisation_body(order_id, code, reason,
+                                                                their_amount, opened.digest),
+                              mac, context("authorisation", order_id), "authorisation")
+            receipt = auth.body.get("receipt", bytes, max_size=1024)
+            if code != "approved":
+                return {"order": order_id, "status": "declined", "reason": reason,
+                        "amount": amount, "issuer_receipt": receipt}
+            if their_amount != amount:
+                raise Unfinishable("amount", f"the card manager approved {their_amount}, the "
+                                             f"order is for {amount}")
+            self.orders.set_status(order_id, OrderStatus.APPROVED, codec.encode(
+                {"mac": mac, "receipt": receipt}))
+            self.crash_point("after-approval")
+        else:  # approved before a crash or a failed delivery attempt: its record has the MAC
+            recorded = self.orders.status(order_id)
+            assert recorded is not None and recorded[1] is not None
+            approval = codec.decode(recorded[1])
+            mac, receipt = approval["mac"], approval["receipt"]
         delivery = await self._exchange(
             Party.DELIVERY, MessageType.DELIVER, MessageType.DELIVERY,
             header=env.header, part=env.parts[Party.DELIVERY], approval=mac,
             mac=await self.keys.mac(header.delivery,
-                                    delivery_request_body(order_id, opened.digest, mac),
+                                    request_digest(env.header, env.parts[Party.DELIVERY], mac),
                                     context("delivery-request", order_id)))
         tracking = delivery.body.get("tracking", str, max_size=64)
-        await self.keys.check_mac(header.delivery,
-                                  delivery_answer_body(order_id, opened.digest, tracking),
-                                  delivery.body.get("mac", bytes, max_size=64),
-                                  context("delivery-answer", order_id), "delivery answer")
-        outcome.update(status="completed", reason="approved and shipped", tracking=tracking,
-                       delivery_receipt=delivery.body.get("receipt", bytes, max_size=1024))
-        return outcome
+        await self._check(header.delivery, delivery_answer_body(order_id, opened.digest, tracking),
+                          delivery.body.get("mac", bytes, max_size=64),
+                          context("delivery-answer", order_id), "delivery answer")
+        return {"order": order_id, "status": "completed", "reason": "approved and shipped",
+                "amount": amount, "tracking": tracking, "issuer_receipt": receipt,
+                "delivery_receipt": delivery.body.get("receipt", bytes, max_size=1024)}
+
+    async def _void(self, env: Envelope, header: envelope.Header, digest: bytes,
+                    reason: str) -> Outcome:
+        """Have the card manager cancel any charge for an order that will not complete."""
+        order_id = header.order_id
+        try:
+            answer = await self._exchange(
+                Party.ISSUER, MessageType.REVERSE, MessageType.REVERSED,
+                header=env.header, digest=digest, reason=reason,
+                mac=await self.keys.mac(header.issuer, reverse_body(order_id, digest, reason),
+                                        context("reverse", order_id)))
+            code = answer.body.get("code", str, max_size=16)
+            amount = answer.body.get("amount", int)
+            await self._check(header.issuer, reversed_body(order_id, code, amount, digest),
+                              answer.body.get("mac", bytes, max_size=64),
+                              context("reversed", order_id), "reversal")
+        except Unfinishable as exc:
+            # the card manager will not (or cannot be shown to) cancel: say so, do not loop
+            return {"order": order_id, "status": "failed",
+                    "reason": f"{reason}; the charge could not be cancelled ({exc}): "
+                              f"contact the card manager"}
+        return {"order": order_id, "status": "failed",
+                "reason": f"{reason}; card manager: {code}, no charge stands",
+                "issuer_receipt": answer.body.get("receipt", bytes, max_size=1024)}
+
+    def _mark(self, order_id: bytes, status: OrderStatus) -> None:
+        if self.orders.status(order_id) != (status, None):
+            self.orders.set_status(order_id, status)
+
+    async def _check(self, peer: str, body: bytes, mac: bytes, ctx: bytes, what: str) -> None:
+        try:
+            await self.keys.check_mac(peer, body, mac, ctx, what)
+        except EnvelopeError as exc:
+            raise Unfinishable(exc.code, exc.reason) from exc
 
     async def _open(self, party: Party) -> AsyncConnection:
         endpoint = self._endpoint(party)
-        return await AsyncConnection.open(endpoint.host, endpoint.port,
-                                          timeout=self.config.read_timeout)
+        try:
+            return await AsyncConnection.open(endpoint.host, endpoint.port,
+                                              timeout=self.config.read_timeout)
+        except TransactionError as exc:
+            raise TransactionError("unreachable", f"the {party}: {exc.reason}") from exc
 
-    async def _exchange(self, party: Party, kind: MessageType, answer: MessageType,
+    async def _exchange(self, party: Party, kind: MessageType, answer: MessageType, *,
+                        before_send: Callable[[], None] | None = None,
                         **body: Any) -> Message:
         """Confirm `party` (claim 7), then send it one request: an unconfirmed party gets
-        nothing."""
+        nothing. A final refusal becomes Unfinishable; anything else stays retryable."""
         arrow = ARROW[party]
         conn = await self._open(party)
         try:
             flow(arrow, "seller", party.value, "confirm challenge (claim 7)")
             await confirm_peer(self.keys, self.form.party_id(party), party.value, conn)
             flow(arrow, party.value, "seller", "answer verified by the seller's key module")
-            flow(arrow, "seller", party.value, f"{kind}: its sealed part + seller's MAC")
+            if before_send is not None:
+                before_send()
+            flow(arrow, "seller", party.value, f"{kind}: sealed data + seller's MAC")
             reply = await conn.request(kind, answer, **body)
             flow(arrow, party.value, "seller", f"{answer}: "
                  + str(reply.body.map.get("code") or reply.body.map.get("tracking") or "?"))
             return reply
+        except TransactionError as exc:
+            if exc.code in FINAL_REFUSALS and not isinstance(exc, Unfinishable):
+                raise Unfinishable(exc.code, f"the {party}: {exc.reason}") from exc
+            raise
         finally:
             await conn.close()
 
     async def _drive_pending(self) -> None:
-        """Resume orders a crash or an unreachable party left unfinished."""
+        """Resume orders a crash or an unreachable party left unfinished; void those that
+        have waited too long. Nothing in here may end the loop."""
         while True:
-            for order_id, raw in self.orders.unfinished():
-                if order_id in self._driving:
+            for order in self.orders.unfinished():
+                if order.order_id in self._driving:
                     continue
                 try:
-                    env = Envelope.from_cbor(codec.decode(raw))
-                    header = envelope.Header.from_bytes(env.header)
-                    plaintext = await self.keys.open(
-                        header.holder, env.parts[Party.SELLER],
-                        envelope.part_aad(Party.SELLER, env.header),
-                        context("part", header.order_id))
-                    opened = envelope.parse_part(header, env.header, Party.SELLER,
-                                                 env.parts[Party.SELLER], plaintext)
-                    outcome = await self._drive(env, opened)
-                except TransactionError as exc:
-                    self.log.warning("order %s: cannot resume: %s", order_id.hex(), exc)
-                    self.orders.set_status(order_id, "failed", codec.encode(
-                        {"order": order_id, "status": "failed", "reason": str(exc)}))
-                    continue
-                if outcome["status"] in FINAL:
-                    self.log.info("order %s resumed: %s", order_id.hex(), outcome["status"])
+                    await self._resume(order)
+                except Exception:
+                    self.log.exception("order %s: resuming failed", order.order_id.hex())
             await asyncio.sleep(self.seller.retry_every)
+
+    async def _resume(self, order: Unfinished) -> None:
+        env = Envelope.from_cbor(codec.decode(order.envelope))
+        status, note = order.status, order.note
+        overdue = time.time() - order.since > self.seller.give_up_after
+        if status is not OrderStatus.VOIDING and overdue:
+            if status is OrderStatus.RECEIVED:
+                outcome = {"order": order.order_id, "status": "failed",
+                           "reason": "the card manager could not be reached in time"}
+                self.orders.set_status(order.order_id, OrderStatus.FAILED, codec.encode(outcome))
+                return
+            status, note = OrderStatus.VOIDING, "not completed in time"
+            self.orders.set_status(order.order_id, status, note=note)
+        opened = None
+        if status is not OrderStatus.VOIDING:
+            header = envelope.Header.from_bytes(env.header)
+            plaintext = await self.keys.open(header.holder, env.parts[Party.SELLER],
+                                             envelope.part_aad(Party.SELLER, env.header),
+                                             context("part", header.order_id))
+            opened = envelope.parse_part(header, env.header, Party.SELLER,
+                                         env.parts[Party.SELLER], plaintext)
+        outcome = await self._drive(env, order.digest, status, opened=opened, note=note)
+        if outcome["status"] != "pending":
+            self.log.info("order %s resumed: %s", order.order_id.hex(), outcome["status"])

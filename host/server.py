@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -37,6 +38,7 @@ class ServerConfig:
     port: int = 0
     window: int = 300  # seconds a timestamp may differ from our clock
     read_timeout: float = 15.0
+    max_connections: int = 256  # beyond this a new connection is told "busy" and closed
     crash_at: str | None = None  # tests: SIGKILL ourselves at this named point
 
 
@@ -49,6 +51,7 @@ class PartyServer:
         self.log = logging.getLogger(f"nettx.{self.role}")
         self.handlers: dict[MessageType, Handler] = {MessageType.CONFIRM: self.on_confirm}
         self.server: asyncio.Server | None = None
+        self._active = 0
 
     @property
     def identifier(self) -> str:
@@ -77,6 +80,13 @@ class PartyServer:
                           writer: asyncio.StreamWriter) -> None:
         conn = AsyncConnection(reader, writer, timeout=self.config.read_timeout)
         peer = writer.get_extra_info("peername")
+        if self._active >= self.config.max_connections:
+            with contextlib.suppress(TransactionError):
+                await conn.send_raw(error_frame(TransactionError(
+                    "busy", f"more than {self.config.max_connections} connections")))
+            await conn.close()
+            return
+        self._active += 1
         try:
             while True:
                 try:
@@ -105,23 +115,33 @@ class PartyServer:
             with contextlib.suppress(Exception):
                 await conn.send_raw(error_frame(TransactionError("internal", "internal error")))
         finally:
+            self._active -= 1
             await conn.close()
 
-    async def open_request(self, body: Fields) -> tuple[bytes, bytes, OpenedPart]:
-        """A forwarded request's header and our sealed part, opened: (header, box, part)."""
+    async def open_request(self, body: Fields, purpose: str,
+                           *extra: bytes) -> tuple[bytes, bytes, bytes, OpenedPart]:
+        """A request the seller forwards: check the seller's MAC over exactly these bytes
+        first (nothing is decrypted for an unauthenticated asker), then open our part.
+        Returns (header, box, request digest, part); freshness is the caller's, since a
+        retransmission is answered at any age."""
         header_bytes = body.get("header", bytes, max_size=1024)
         box = body.get("part", bytes, max_size=envelope.MAX_PART)
-        opened = await open_own_part(self.keys, Party(self.role), header_bytes, box,
-                                     self.config.window)
-        return header_bytes, box, opened
+        mac = body.get("mac", bytes, max_size=64)
+        header = our_header(self.keys, Party(self.role), header_bytes)
+        request = request_digest(header_bytes, box, *extra)
+        await self.keys.check_mac(header.seller, request, mac,
+                                  envelope.context(purpose, header.order_id), f"{purpose} request")
+        opened = await open_own_part(self.keys, Party(self.role), header_bytes, box, None)
+        return header_bytes, box, request, opened
 
-    async def receipt(self, opened: OpenedPart, header_bytes: bytes, **content: object) -> bytes:
+    async def receipt(self, header: Header, header_bytes: bytes, digest: bytes,
+                      **content: object) -> bytes:
         """Our word to the holder, sealed for its card: only the card can open it, so the
         seller cannot alter what we said."""
         return await self.keys.seal(
-            opened.header.holder, codec.encode({**content, "digest": opened.digest}),
+            header.holder, codec.encode({**content, "digest": digest}),
             envelope.receipt_aad(self.role, header_bytes),
-            envelope.context("receipt", opened.header.order_id))
+            envelope.context("receipt", header.order_id))
 
     async def on_confirm(self, body: Fields) -> bytes:
         """Answer a confirmation challenge from `peer` (the holder, relayed by the seller, or
@@ -166,23 +186,39 @@ def run_until_signalled(server: PartyServer, ready: Callable[[int], None] | None
     asyncio.run(main())
 
 
-async def open_own_part(keys: KeyModule, party: Party, header_bytes: bytes, box: bytes,
-                        window: int) -> OpenedPart:
-    """Check the header names us and is fresh, then open and check our part."""
+def our_header(keys: KeyModule, party: Party, header_bytes: bytes) -> Header:
+    """The header of a forwarded request, which must name us as `party`."""
     header = Header.from_bytes(header_bytes)
     if header.party_id(party) != keys.identifier:
         raise EnvelopeError("wrong-party", f"this order names {header.party_id(party)} as "
                                            f"{party}, not {keys.identifier}")
-    header.check_fresh(window)
+    return header
+
+
+async def open_own_part(keys: KeyModule, party: Party, header_bytes: bytes, box: bytes,
+                        window: int | None) -> OpenedPart:
+    """Check the header names us (and is fresh, unless `window` is None), then open and
+    check our part."""
+    header = our_header(keys, party, header_bytes)
+    if window is not None:
+        header.check_fresh(window)
     plaintext = await keys.open(header.holder, box, envelope.part_aad(party, header_bytes),
                                 envelope.context("part", header.order_id), what=f"{party} part")
     return envelope.parse_part(header, header_bytes, party, box, plaintext)
 
 
+def staleness(header: Header, window: int) -> str | None:
+    """Why the header is too old for a *new* decision, or None. A retransmission of a request
+    already decided is answered at any age: refusing it would strand a committed debit."""
+    try:
+        header.check_fresh(window)
+    except EnvelopeError as exc:
+        return exc.reason
+    return None
+
+
 def request_digest(*pieces: bytes) -> bytes:
     """What tells a retransmission (same bytes) from a replay (same order id, other bytes)."""
-    import hashlib
-
     h = hashlib.sha256(b"nettx/request/v1")
     for piece in pieces:
         h.update(len(piece).to_bytes(4, "big") + piece)

@@ -16,6 +16,7 @@ import contextlib
 import enum
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,8 @@ class MessageType(enum.StrEnum):
     STATUS = "status"  # holder -> seller: the outcome of an order already sent
     AUTHORISE = "authorise"  # seller -> issuer
     AUTHORISATION = "authorisation"
+    REVERSE = "reverse"  # seller -> issuer: cancel any charge for an order that cannot complete
+    REVERSED = "reversed"
     DELIVER = "deliver"  # seller -> delivery
     DELIVERY = "delivery"
     ERROR = "error"
@@ -130,10 +133,15 @@ class AsyncConnection:
         return cls(reader, writer, timeout)
 
     async def receive(self) -> Message | None:
-        """The next message; None when the peer closed cleanly between frames."""
+        """The next message; None when the peer closed cleanly between frames. The timeout
+        bounds the whole message, so a peer trickling one byte at a time cannot hold it."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
         while not self._frames:
+            remaining = deadline - asyncio.get_running_loop().time()
             try:
-                data = await asyncio.wait_for(self.reader.read(65536), self.timeout)
+                if remaining <= 0:
+                    raise TimeoutError
+                data = await asyncio.wait_for(self.reader.read(65536), remaining)
             except TimeoutError:
                 raise WireError(f"no message within {self.timeout:g} s", code="timeout") from None
             except OSError as exc:
@@ -173,6 +181,7 @@ class Connection:
     """The holder's blocking client connection."""
 
     def __init__(self, host: str, port: int, timeout: float = 60.0) -> None:
+        self.timeout = timeout
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout)
         except OSError as exc:
@@ -187,8 +196,13 @@ class Connection:
             raise TransactionError("connection-lost", str(exc)) from exc
 
     def receive(self) -> Message:
+        deadline = time.monotonic() + self.timeout
         while not self._frames:
             try:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("no whole message within the timeout")
+                self.sock.settimeout(remaining)
                 data = self.sock.recv(65536)
             except OSError as exc:  # includes socket.timeout
                 raise TransactionError("connection-lost", str(exc) or "timeout") from exc

@@ -137,7 +137,7 @@ def buy_args(p: Parties, *extra: str, expiry: str = EXPIRY) -> list[str]:
     return ["buy", "--seller", f"127.0.0.1:{p.seller_port}", "--item", "A-100",
             "--item", "B-200:2", "--card-number", CARD_NUMBER, "--expiry", expiry,
             "--name", NAME, "--phone", "+33 1 23 45 67 89", "--address", "1 rue de la Paix",
-            "--deliver-to", DESTINATION, "--pin", PIN, *extra]
+            "--deliver-to", DESTINATION, "--pin", PIN, "--issuer-id", ISSUER, *extra]
 
 
 def assert_nothing_leaked(p: Parties) -> None:

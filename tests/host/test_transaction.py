@@ -17,7 +17,7 @@ from host import codec, envelope
 from host.authority import Authority
 from host.db import Ledger
 from host.envelope import Envelope, SealedOrder
-from host.errors import TransactionError
+from host.errors import PolicyError, TransactionError
 from host.holder import HolderClient
 from host.keymodule import KeyModule
 from host.order import DEFAULT_GRANTS, OrderField, PartitionPolicy, Party
@@ -180,7 +180,11 @@ def test_policy_marked_exposure_is_honoured(make_market: Callable[..., Market],
     policy = PartitionPolicy(grants, frozenset({(OrderField.CARD_NUMBER, Party.SELLER)}))
     m = make_market(seller_form=form(policy=policy))
     seen = record_plaintexts(m.servers["seller"].keys)
-    assert client_for(m, holder_card).buy(order()).approved
+    with pytest.raises(PolicyError, match="exposes card_number to the seller"):
+        client_for(m, holder_card).buy(order())  # nobody asked the holder
+    accepting = HolderClient(holder_card, PIN, "127.0.0.1", m.ports["seller"],
+                             accept=frozenset({(OrderField.CARD_NUMBER, Party.SELLER)}))
+    assert accepting.buy(order()).approved
     assert CARD_NUMBER.encode() in b"".join(seen)
 
 
