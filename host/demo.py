@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.columns import Columns
@@ -28,7 +30,7 @@ from host.authority import Authority, write_row_file
 from host.cardaccess import open_card
 from host.db import Account, Ledger, dump, read_views
 from host.envelope import Envelope
-from host.errors import EnvelopeError, PolicyError, TransactionError
+from host.errors import PolicyError, TransactionError
 from host.holder import HolderClient
 from host.keymodule import KeyModule
 from host.order import Order, OrderField, OrderForm, Party
@@ -80,7 +82,8 @@ class Demo:
             seller_port = self.start_parties()
             self.console.rule("3. the holder buys two items")
             client = HolderClient(card, PIN, "127.0.0.1", seller_port,
-                                  narrate=lambda msg: self.step(f"holder's terminal: {msg}"))
+                                  narrate=lambda msg: self.step(f"holder's terminal: {msg}"),
+                                  issuer=ISSUER)
             first = self.purchase(client)
             self.console.rule("4. what the system stops")
             self.attacks(client, first, rows)
@@ -223,45 +226,56 @@ class Demo:
     def refused(self, attack: str, reason: str) -> None:
         self.console.print(f"[bold red]x[/] {attack}\n    [red]refused:[/] {reason}")
 
+    def attack(self, what: str, expected: str, run: Callable[[], str | None]) -> None:
+        """Run one attack; it must be refused with a reason naming `expected`, or the demo
+        fails: the output shows what the system stops, not what it is hoped to stop."""
+        try:
+            reason = run()
+        except (TransactionError, PolicyError) as exc:
+            reason = str(exc)
+        if reason is None or expected not in reason:
+            raise TransactionError("demo", f"NOT STOPPED: {what} ({reason or 'accepted'})")
+        self.refused(what, reason)
+
     def attacks(self, client: HolderClient, first: envelope.SealedOrder,
                 rows: dict[str, list[int]]) -> None:
-        import asyncio
+        ledger = Ledger(self.home / "issuer.sqlite")
+        balance_before = ledger.account(CARD_NUMBER).balance  # type: ignore[union-attr]
+        ledger.close()
 
-        # a seller that wants the card number: its key module cannot open the issuer's part
-        seller_keys = KeyModule.software(SELLER, rows[SELLER], pool=1)
-        header = first.envelope.header
-        try:
+        def seller_reads_card_number() -> None:
+            seller_keys = KeyModule.software(SELLER, rows[SELLER], pool=1)
+            header = first.envelope.header
             asyncio.run(seller_keys.open(HOLDER, first.envelope.parts[Party.ISSUER],
                                          envelope.part_aad(Party.ISSUER, header),
                                          envelope.context("part", first.header.order_id),
                                          what="card manager's part"))
-        except EnvelopeError as exc:
-            self.refused("the seller opens the card manager's part to read the card number",
-                         str(exc))
-        # ... or publishes a form whose policy hands it the card number
-        try:
-            OrderForm.from_cbor(leaky_form())
-        except PolicyError as exc:
-            self.refused("the seller's form grants it the card number", str(exc))
 
-        # the same envelope again
-        with Connection("127.0.0.1", client.port) as conn:
-            conn.send_raw(frame(MessageType.ORDER, envelope=first.envelope.to_cbor()))
-            try:
+        self.attack("the seller opens the card manager's part to read the card number",
+                    "forged", seller_reads_card_number)
+        self.attack("the seller's form grants it the card number", "card_number",
+                    lambda: str(OrderForm.from_cbor(leaky_form())) and None)
+
+        def replay() -> str | None:
+            with Connection("127.0.0.1", client.port) as conn:
+                conn.send_raw(frame(MessageType.ORDER, envelope=first.envelope.to_cbor()))
                 client.read_outcome(expect(conn.receive(), MessageType.OUTCOME), first)
-            except TransactionError as exc:
-                self.refused("the first envelope, replayed", str(exc))
+            return None
 
-        # a part moved from the first order into a second one
-        with Connection("127.0.0.1", client.port) as conn:
-            _form, second = client.prepare(conn, self.order())
-            swapped = Envelope(second.envelope.header,
-                               {**second.envelope.parts,
-                                Party.ISSUER: first.envelope.parts[Party.ISSUER]})
-            conn.send_raw(frame(MessageType.ORDER, envelope=swapped.to_cbor()))
-            outcome = client.read_outcome(expect(conn.receive(), MessageType.OUTCOME), second)
-            self.refused("the card manager's part of order 1 swapped into order 2",
-                         f"order 2 {outcome.status}: {outcome.reason}")
+        self.attack("the first envelope, replayed", "replay", replay)
+
+        def swap() -> str | None:
+            with Connection("127.0.0.1", client.port) as conn:
+                _form, second = client.prepare(conn, self.order())
+                swapped = Envelope(second.envelope.header,
+                                   {**second.envelope.parts,
+                                    Party.ISSUER: first.envelope.parts[Party.ISSUER]})
+                conn.send_raw(frame(MessageType.ORDER, envelope=swapped.to_cbor()))
+                outcome = client.read_outcome(expect(conn.receive(), MessageType.OUTCOME),
+                                              second)
+            return None if outcome.approved else f"order 2 {outcome.status}: {outcome.reason}"
+
+        self.attack("the card manager's part of order 1 swapped into order 2", "forged", swap)
 
         # a card manager impersonated: a real row, for another identifier
         impostor_row = self.home / "impostor-claiming-issuer.row.json"
@@ -269,17 +283,19 @@ class Demo:
         fake = self.start_party("issuer", ISSUER, db="impostor", row_file=impostor_row)
         tricked = self.start_party("seller", SELLER, *self.seller_args(fake.port),
                                    db="tricked-seller")
-        tricked_client = HolderClient(client.card, PIN, "127.0.0.1", tricked.port)
-        try:
-            tricked_client.buy(self.order())
-        except TransactionError as exc:
-            self.refused("an impostor answers as the card manager", str(exc))
+        tricked_client = HolderClient(client.card, PIN, "127.0.0.1", tricked.port,
+                                      issuer=ISSUER)
+        self.attack("an impostor answers as the card manager", "unconfirmed",
+                    lambda: str(tricked_client.buy(self.order())) and None)
+
         ledger = Ledger(self.home / "issuer.sqlite")
-        account = ledger.account(CARD_NUMBER)
+        balance = ledger.account(CARD_NUMBER).balance  # type: ignore[union-attr]
         ledger.close()
-        assert account is not None
-        self.step(f"ledger: Alice's balance {account.balance / 100:.2f} EUR: debited once, "
-                  f"for order 1 only")
+        if balance != balance_before:
+            raise TransactionError("demo", f"the attacks moved money: {balance_before} -> "
+                                           f"{balance}")
+        self.step(f"ledger: Alice's balance {balance / 100:.2f} EUR = 500.00 - "
+                  f"{(50_000 - balance) / 100:.2f} for order 1; none of the attacks moved it")
 
 
 def leaky_form() -> dict[str, object]:

@@ -71,7 +71,10 @@ class Market:
     def start(self, *, seller_form: OrderForm | None = None,
               config: ServerConfig | None = None,
               issuer_keys: Callable[[], KeyModule] | None = None,
-              accounts: tuple[Account, ...] | None = None) -> None:
+              accounts: tuple[Account, ...] | None = None,
+              issuer_class: type[IssuerServer] = IssuerServer,
+              issuer_config: ServerConfig | None = None,
+              give_up_after: float = 600.0) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -83,15 +86,15 @@ class Market:
         seeded.close()
 
         async def start_all() -> None:
-            issuer = IssuerServer(issuer_keys() if issuer_keys else self.keys(ISSUER), config,
-                                  ledger)
+            issuer = issuer_class(issuer_keys() if issuer_keys else self.keys(ISSUER),
+                                  issuer_config or config, ledger)
             delivery = DeliveryServer(self.keys(DELIVERY), config, self.home / "ship.sqlite")
             self.ports["issuer"] = await issuer.start()
             self.ports["delivery"] = await delivery.start()
             seller = SellerServer(self.keys(SELLER), config, SellerConfig(
                 seller_form or form(), Endpoint("127.0.0.1", self.ports["issuer"]),
                 Endpoint("127.0.0.1", self.ports["delivery"]), self.home / "orders.sqlite",
-                retry_every=0.2))
+                retry_every=0.2, give_up_after=give_up_after))
             self.ports["seller"] = await seller.start()
             self.servers.update(issuer=issuer, delivery=delivery, seller=seller)
 

@@ -3,6 +3,8 @@ receiving party's own applet (the software security module), as the servers open
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from pathlib import Path
 
@@ -55,3 +57,37 @@ def test_authorisation_mac_verifies_on_the_sellers_applet(committed: dict) -> No
     seller.set_peer(pv.IDS[Party.ISSUER])
     assert seller.decrypt(bytes.fromhex(auth["mac_hex"]), bytes.fromhex(auth["body_hex"]),
                           bytes.fromhex(auth["context_hex"])) == b""
+
+
+def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
+    """RFC 5869 from the standard library: a second implementation to check ours against."""
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes((counter,)), hashlib.sha256).digest()
+        out, counter = out + block, counter + 1
+    return out[:length]
+
+
+def test_vectors_follow_the_documented_formulas(committed: dict) -> None:
+    """Recompute from docs/protocol.md's formulas with hashlib alone, not with host/."""
+    header = bytes.fromhex(committed["header_hex"])
+    commitments = {}
+    for party in ("seller", "issuer", "delivery"):
+        salt = bytes.fromhex(committed["salts_hex"][party])
+        fields = bytes.fromhex(committed["fields_cbor_hex"][party])
+        commitments[party] = hashlib.sha256(b"nettx/commit/v1" + salt + fields).digest()
+        assert commitments[party].hex() == committed["commitments_hex"][party]
+    digest = hashlib.sha256(b"nettx/order/v1" + header + commitments["seller"]
+                            + commitments["issuer"] + commitments["delivery"]).digest()
+    assert digest.hex() == committed["order_digest_hex"]
+
+    def lv(value: bytes) -> bytes:
+        return bytes((len(value),)) + value
+
+    pair = pv.pair_key(pv.blom_vectors(), pv.HOLDER, pv.IDS[Party.DELIVERY])
+    part = committed["parts"]["delivery"]
+    info = (lv(b"seal") + lv(pv.HOLDER.encode()) + lv(pv.IDS[Party.DELIVERY].encode())
+            + lv(bytes.fromhex(part["context_hex"])))
+    assert hkdf_sha256(pair, b"EP0791901/card/v1/seal", info).hex() == part["seal_key_hex"]
+    assert part["context_hex"] == (b"part/" + bytes.fromhex(committed["order_id_hex"])).hex()

@@ -5,6 +5,7 @@ visibility, the declines and the attacks. tests/e2e runs the same parties as pro
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,16 +16,18 @@ from card_applet.applet import Applet
 from card_applet.state import FileStore
 from host import codec, envelope
 from host.authority import Authority
+from host.codec import Fields
 from host.db import Ledger
 from host.envelope import Envelope, SealedOrder
 from host.errors import PolicyError, TransactionError
 from host.holder import HolderClient
+from host.issuer import IssuerServer
 from host.keymodule import KeyModule
 from host.order import DEFAULT_GRANTS, OrderField, PartitionPolicy, Party
 from host.personalisation import personalise
 from host.server import ServerConfig
 from host.softcard import software_card
-from host.wire import Connection, MessageType, expect, frame
+from host.wire import Connection, Message, MessageType, expect, frame
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 from tests.host.market import (
@@ -353,3 +356,147 @@ def test_a_dishonest_terminal_with_a_genuine_card_gets_a_clear_error(
         send(market, Envelope(header_bytes, parts))
     assert info.value.code in ("malformed", "policy", "amount", "unknown-item")
     assert "internal" not in str(info.value)
+
+
+# -- review: no charge without an outcome, and the holder checks what it is told --------------
+
+
+def test_holder_refuses_a_form_naming_another_card_manager(make_market: Callable[..., Market],
+                                                          holder_card: CardSession) -> None:
+    m = make_market(seller_form=form(issuer=EVIL))
+    client = HolderClient(holder_card, PIN, "127.0.0.1", m.ports["seller"], issuer=ISSUER)
+    atc_before = holder_card.info().atc
+    with pytest.raises(PolicyError, match=f"names {EVIL} as card manager"):
+        client.buy(order())
+    assert holder_card.info().atc == atc_before  # the card sealed nothing
+
+
+def flip(box: bytes, at: int = -20) -> bytes:
+    flipped = bytearray(box)
+    flipped[at] ^= 0x01
+    return bytes(flipped)
+
+
+def test_forged_delivery_part_after_the_debit_is_reversed(market: Market,
+                                                          holder_card: CardSession) -> None:
+    client, sealed = prepared(market, holder_card)
+    parts = dict(sealed.envelope.parts)
+    parts[Party.DELIVERY] = flip(parts[Party.DELIVERY])
+    with Connection("127.0.0.1", market.ports["seller"]) as conn:
+        conn.send_raw(frame(MessageType.ORDER, envelope=Envelope(sealed.envelope.header,
+                                                                 parts).to_cbor()))
+        outcome = client.read_outcome(expect(conn.receive(), MessageType.OUTCOME), sealed)
+    assert outcome.status == "failed" and "reversed" in outcome.reason
+    assert outcome.charge_verified  # the card opened the card manager's reversal receipt
+    assert balance(market) == 100_000
+    assert shipments(market) == 0
+
+
+class LyingLink(IssuerServer):
+    """Debits, then the seller sees an `error` frame instead of the authorisation: what a
+    network attacker could substitute, since error frames are not authenticated."""
+
+    async def on_authorise(self, body: Fields) -> bytes:
+        await super().on_authorise(body)
+        raise TransactionError("forged", "a lie on the wire")
+
+
+def test_a_refusal_after_the_debit_is_reversed(make_market: Callable[..., Market],
+                                               holder_card: CardSession) -> None:
+    m = make_market(issuer_class=LyingLink)
+    outcome = client_for(m, holder_card).buy(order())
+    assert outcome.status == "failed" and outcome.charge_verified
+    assert "no charge stands" in outcome.reason
+    assert balance(m) == 100_000
+
+
+class SlowToAnswer(IssuerServer):
+    """Commits the debit, then fails to answer for a while (a crash, a partition)."""
+
+    answer_after = 0.0
+
+    async def on_authorise(self, body: Fields) -> bytes:
+        reply = await super().on_authorise(body)
+        if time.monotonic() < self.answer_after:
+            raise TransactionError("internal", "not answering yet")
+        return reply
+
+
+def test_a_retransmission_after_the_window_gets_the_recorded_decision(
+        make_market: Callable[..., Market], holder_card: CardSession) -> None:
+    SlowToAnswer.answer_after = time.monotonic() + 2.5
+    m = make_market(issuer_class=SlowToAnswer, issuer_config=ServerConfig(window=1))
+    client = client_for(m, holder_card)
+    first = client.buy(order())
+    assert first.status == "pending"
+    assert client.last_sealed is not None
+    final = client.wait_for_outcome(client.last_sealed, timeout=20)
+    assert final.status == "completed", final.reason  # not "stale": it was decided in time
+    assert balance(m) == 100_000 - 4900
+
+
+def test_counters_arriving_out_of_order_are_not_a_clone(market: Market,
+                                                       holder_card: CardSession) -> None:
+    _, first = prepared(market, holder_card)
+    client, second = prepared(market, holder_card)
+    with Connection("127.0.0.1", market.ports["seller"]) as conn:
+        assert client.send(conn, second).approved
+    with Connection("127.0.0.1", market.ports["seller"]) as conn:
+        assert client.send(conn, first).approved
+    assert balance(market) == 100_000 - 2 * 4900
+
+
+def outcome_message(sealed: SealedOrder, **body: object) -> Message:
+    return Message.parse(frame(MessageType.OUTCOME, order=sealed.header.order_id,
+                               **body)[4:])
+
+
+def test_the_holder_does_not_take_the_sellers_word(market: Market,
+                                                   holder_card: CardSession) -> None:
+    client, sealed = prepared(market, holder_card)
+    with pytest.raises(TransactionError, match="said nothing the card could check"):
+        client.read_outcome(outcome_message(sealed, status="declined", reason="blocked"),
+                            sealed)
+    with pytest.raises(TransactionError, match="said nothing the card could check"):
+        client.read_outcome(outcome_message(sealed, status="completed", reason="ok",
+                                            tracking="TRK-1"), sealed)
+    # a receipt of another order does not open for this one
+    _, other = prepared(market, holder_card)
+    with Connection("127.0.0.1", market.ports["seller"]) as conn:
+        real = expect(_send_raw(conn, other), MessageType.OUTCOME)
+    with pytest.raises(TransactionError, match="forged"):
+        client.read_outcome(outcome_message(sealed, status="completed", reason="ok",
+                                            issuer_receipt=real.body.map["issuer_receipt"],
+                                            delivery_receipt=real.body.map["delivery_receipt"]),
+                            sealed)
+    # a failure the seller reports before any charge is accepted, but marked unverified
+    unverified = client.read_outcome(outcome_message(sealed, status="failed", reason="x"),
+                                     sealed)
+    assert not unverified.charge_verified
+
+
+def _send_raw(conn: Connection, sealed: SealedOrder) -> Message:
+    conn.send_raw(frame(MessageType.ORDER, envelope=sealed.envelope.to_cbor()))
+    return conn.receive()
+
+
+def test_an_absurd_amount_in_the_card_managers_part_is_refused(
+        market: Market, holder_card: CardSession) -> None:
+    client = client_for(market, holder_card)
+    with Connection("127.0.0.1", market.ports["seller"]) as conn:
+        the_form = client.fetch_form(conn)
+    header = envelope.new_header(the_form, HOLDER)
+    header_bytes = header.to_bytes()
+    good = envelope.split(order(), the_form)
+    good[Party.ISSUER]["amount"] = 2**70
+    parts, salt = {}, b"\x00" * envelope.SALT_SIZE
+    commitments = {p.value: envelope.commitment(salt, codec.encode(good[p])) for p in Party}
+    for party in Party:
+        plaintext = codec.encode({"fields": good[party], "salt": salt,
+                                  "commitments": commitments})
+        parts[party] = client.seal(party, plaintext, envelope.part_aad(party, header_bytes),
+                                   envelope.context("part", header.order_id), the_form)
+    outcome = send(market, Envelope(header_bytes, parts))
+    assert outcome["status"] == "failed" and "malformed" in outcome["reason"]
+    assert "internal" not in outcome["reason"]
+    assert balance(market) == 100_000
