@@ -21,6 +21,7 @@ from terminal.errors import ApduError
 from terminal.session import CardSession
 
 DEFAULT_POOL = 32  # confirmations hold a session across a network round trip
+SESSION_WAIT = 30.0
 
 
 class KeyModule:
@@ -52,7 +53,11 @@ class KeyModule:
     @contextlib.asynccontextmanager
     async def session(self, peer: str) -> AsyncIterator[CardSession]:
         """A session whose peer is set to `peer`, for this caller alone."""
-        card = await self._idle.get()
+        try:
+            card = await asyncio.wait_for(self._idle.get(), SESSION_WAIT)
+        except TimeoutError:
+            raise TransactionError("busy", f"no key session free within {SESSION_WAIT:g} s") \
+                from None
         try:
             if self._peer.get(id(card)) != peer:
                 self._peer.pop(id(card), None)
@@ -68,7 +73,10 @@ class KeyModule:
 
     async def seal(self, peer: str, plaintext: bytes, aad: bytes, context: bytes) -> bytes:
         async with self.session(peer) as card:
-            return card.encrypt(plaintext, aad, context)
+            try:
+                return card.encrypt(plaintext, aad, context)
+            except ApduError as exc:  # a card reset behind our back, its counter exhausted
+                raise TransactionError("key-module", f"sealing for {peer}: {exc}") from exc
 
     async def open(self, peer: str, box: bytes, aad: bytes, context: bytes,
                    what: str = "part") -> bytes:

@@ -142,6 +142,11 @@ class SellerServer(PartyServer):
         try:
             reply = await conn.request(MessageType.CONFIRM, MessageType.CONFIRMED,
                                        party=party, peer=peer, challenge=challenge)
+        except TransactionError as exc:
+            if exc.code in ("connection-lost", "timeout", "truncated"):
+                # the upstream party failed, not the holder's connection: say so to the holder
+                raise TransactionError("unreachable", f"the {target}: {exc.reason}") from exc
+            raise
         finally:
             await conn.close()
         flow(ARROW[target], target.value, "seller", f"answer under {target} -> holder key")
