@@ -87,8 +87,11 @@ class KeyModule:
                 if exc.sw == SW.INCORRECT_SM_DATA:
                     raise EnvelopeError("forged", f"the {what} does not authenticate "
                                         f"(not sealed by {peer} for this order)") from exc
-                raise EnvelopeError("malformed", f"the {what} is not a sealed box ({exc})") \
-                    from exc
+                if exc.sw in (SW.WRONG_DATA, SW.WRONG_LENGTH):
+                    raise EnvelopeError("malformed", f"the {what} is not a sealed box "
+                                        f"({exc})") from exc
+                # anything else is our module's state (a card reset, PIN no longer verified)
+                raise TransactionError("key-module", f"opening the {what}: {exc}") from exc
 
     async def mac(self, peer: str, body: bytes, context: bytes) -> bytes:
         """A MAC is a seal of nothing with the body as associated data: the card's seal key
