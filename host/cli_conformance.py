@@ -26,6 +26,7 @@ from terminal.conformance import (
     select_checks,
     write_report,
 )
+from terminal.conformance.probe import pin_block
 from terminal.conformance.profiles import NETTX
 from terminal.errors import NettxError
 
@@ -66,9 +67,16 @@ def _byte(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
     return None if raw is None else raw[0]
 
 
-def _digits(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not (value.isascii() and value.isdigit() and 4 <= len(value) <= 12):
-        raise click.BadParameter("4..12 digits")
+def _secret(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A PIN or PUK that fits the PIN block format VERIFY will carry it in (--pin-format is
+    eager, so it is known here), so that no check dies building the block."""
+    if value is None:
+        return None
+    fmt = ctx.params.get("pin_format") or NETTX.pin_format  # every Target's default
+    try:
+        pin_block(value, fmt)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} (--pin-format {fmt})") from exc
     return value
 
 
@@ -105,13 +113,13 @@ def results_table(report: SuiteReport) -> Table:
 @click.option("--aid", callback=_aid, metavar="HEX",
               help="Application to test (default: the nettx applet, with its PIN reference "
                    "and protected command).")
-@click.option("--pin", callback=_digits, help="The right PIN: enables the PIN checks.")
-@click.option("--puk", callback=_digits,
+@click.option("--pin", callback=_secret, help="The right PIN: enables the PIN checks.")
+@click.option("--puk", callback=_secret,
               help="The PUK: enables the blocking check (the PIN is blocked, then unblocked).")
 @click.option("--pin-ref", callback=_byte, metavar="HEX",
               help="VERIFY P2, the PIN reference, one byte in hex (nettx: 81).")
-@click.option("--pin-format", type=click.Choice(PinFormat.ALL), default=None,
-              help="How VERIFY carries the PIN (nettx: ascii-ff).")
+@click.option("--pin-format", type=click.Choice(PinFormat.ALL), default=None, is_eager=True,
+              help="How VERIFY carries the PIN (default and nettx: ascii-ff).")
 @click.option("--protected", callback=_apdu, metavar="APDU",
               help="Hex command APDU that needs the PIN verified (for security-status).")
 @click.option("--check", "only", multiple=True, metavar="ID", help="Run only these checks.")

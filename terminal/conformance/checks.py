@@ -8,6 +8,7 @@ what they need to undo it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from card_applet.apdu import ResponseApdu
 from card_applet.tlv import TlvError, parse
@@ -16,11 +17,13 @@ from terminal.conformance.probe import (
     GET_RESPONSE,
     SELECT,
     Probe,
+    at_most,
     expect,
     other_pin,
     pin_block,
     sw_text,
 )
+from terminal.errors import CardRemovedError, NoCardError, ReaderError
 
 GET_CHALLENGE, MANAGE_CHANNEL, RESET_RETRY_COUNTER = 0x84, 0x70, 0x2C
 UNASSIGNED_INS = 0x02  # no ISO/IEC 7816 part defines it in the inter-industry class
@@ -33,7 +36,7 @@ def _maybe_select(p: Probe) -> None:
     """Commands that do not need the application still want it current if there is one
     (a card with nothing selected may refuse everything with 6985)."""
     with contextlib.suppress(NotApplicable):
-        p.select_application()
+        p.select_application(required=False)
 
 
 def _challenge(p: Probe, le: int | None, *, extended: bool = False) -> ResponseApdu:
@@ -63,6 +66,22 @@ def _full_fci(p: Probe) -> bytes:
     return p.select_application(p2=0x00).data
 
 
+# -- the application under test ---------------------------------------------------------------
+
+# First: an AID the card does not have fails here, by name (Probe.select_application)
+
+
+@check("select-aid", "7.1.1; 5.3.3 (FCI)", "SELECT by full AID; the FCI names that AID")
+def select_aid(p: Probe) -> str:
+    data = _full_fci(p)
+    named = _fci_aid(data)
+    if named is None:
+        return f"9000, {len(data)} bytes (no FCI template with a DF name to compare)"
+    if named != p.target.aid:
+        raise Failed(f"FCI names DF {named.hex().upper()}")
+    return "9000, FCI tag 84 = the AID"
+
+
 # -- command-response pairs: cases and lengths ------------------------------------------------
 
 
@@ -90,11 +109,43 @@ def case_2s(p: Probe) -> str:
 
 @check("le-00-is-256", "5.1 (Le field '00' = Ne 256)", "short Le = 00 means up to 256 bytes")
 def le_256(p: Probe) -> str:
+    # Only a response longer than a typical Le shows that 00 was read as 256 and not as
+    # some small number: the FCI if there is an application, else a long challenge
+    if p.target.aid is not None:
+        full = _full_fci(p)
+        if len(full) > 8:
+            return _le_00_fci(p, full)
     resp = _challenge(p, 256)
     expect(resp, 0x9000, "GET CHALLENGE Le=00")
-    if not 0 < len(resp.data) <= 256:
-        raise Failed(f"Le = 00 gave {len(resp.data)} bytes (Ne = 256: 1..256 expected)")
-    return f"{len(resp.data)} bytes for Ne = 256"
+    at_most(resp, 256, "GET CHALLENGE Le=00")
+    if len(resp.data) <= 8:
+        raise NotApplicable(f"GET CHALLENGE with Le = 00 gave {len(resp.data)} bytes, which "
+                            "fewer than Ne allows: no response known to be longer (--aid)")
+    return f"GET CHALLENGE: {len(resp.data)} bytes for Ne = 256"
+
+
+def _le_00_fci(p: Probe, full: bytes) -> str:
+    aid = p.target.aid
+    assert aid is not None
+    resp = p.send(0x00, SELECT, 0x04, 0x00, aid, le=256)
+    at_most(resp, 256, "SELECT with Le = 00")
+    via = "SELECT"
+    if resp.sw1 == 0x61 and not resp.data:  # T=0: a case 4 command's data comes by GET RESPONSE
+        resp = p.send(0x00, GET_RESPONSE, 0, 0, le=256)
+        at_most(resp, 256, "GET RESPONSE with Le = 00")
+        via = "SELECT, 61xx, GET RESPONSE"
+    if resp.sw1 == 0x6C:
+        raise NotApplicable(f"the card asks for the exact length ({resp.sw:04X}) where Le = 00 "
+                            "would do: see wrong-le-6cxx")
+    if resp.sw != 0x9000 and resp.sw1 != 0x61:
+        raise Failed(f"{via} with Le = 00: {sw_text(resp.sw)}")
+    if not resp.data or not full.startswith(resp.data):
+        raise Failed(f"{via} with Le = 00 gave {len(resp.data)} bytes that are not the start "
+                     f"of the {len(full)}-byte FCI")
+    if resp.sw == 0x9000 and resp.data != full[:256]:
+        raise Failed(f"{via} with Le = 00 gave {len(resp.data)} of the {len(full)}-byte FCI "
+                     "and 9000: Le = 00 read as less than 256")
+    return f"{via}: {len(resp.data)} bytes of the {len(full)}-byte FCI for Ne = 256"
 
 
 @check("le-0000-is-65536", "5.1 (Le field '0000' = Ne 65536)",
@@ -145,10 +196,19 @@ def wrong_lc(p: Probe) -> str:
     _maybe_select(p)
     data = (p.target.aid or bytes.fromhex("3F00"))[:5]
     header = bytes((0x00, SELECT, 0x04 if p.target.aid else 0x00, 0x0C))
-    longer = p.raw(header + bytes((len(data) + 5,)) + data)  # Lc says more than follows
-    expect(longer, 0x6700, "Lc larger than the data field")
-    shorter = p.raw(header + bytes((2,)) + data)  # and less
-    expect(shorter, 0x6700, "Lc smaller than the data field")
+    try:
+        longer = p.raw(header + bytes((len(data) + 5,)) + data)  # Lc says more than follows
+        expect(longer, 0x6700, "Lc larger than the data field")
+        # and less: Lc = 2 before 4 or more bytes is neither case 3 (Lc bytes) nor case 4
+        # (Lc bytes and Le), whatever the card makes of the data
+        shorter = p.raw(header + bytes((2,)) + (data if len(data) >= 4 else data * 2))
+        expect(shorter, 0x6700, "Lc smaller than the data field")
+    except (CardRemovedError, NoCardError):
+        raise
+    except ReaderError as exc:
+        # a reader or driver that checks APDUs itself (PC/SC, T=0 TPDU mapping) may refuse
+        # the malformed one before the card sees it: nothing is learnt about the card
+        raise NotApplicable(f"the reader refused the malformed APDU: {exc}") from exc
     return "6700 for Lc above and below the data length"
 
 
@@ -191,18 +251,21 @@ def get_response(p: Probe) -> str:
     aid = p.target.aid
     assert aid is not None
     first = p.send(0x00, SELECT, 0x04, 0x00, aid, le=4)
+    at_most(first, 4, "SELECT with Le = 04")
     if first.sw1 == 0x6C:
         raise NotApplicable(f"the card corrects Le with {first.sw:04X} (see wrong-le-6cxx)")
     if first.sw == 0x9000:
         raise NotApplicable("the card truncates the response to Ne with 9000 (no 61xx)")
     if first.sw1 != 0x61:
         raise Failed(f"SELECT with Le = 04: {sw_text(first.sw)}")
-    if first.data != full[:4]:
+    # T=0 carries no Le in a case 4 command (7816-3, case 4S): bare 61xx, all data to come
+    if first.data not in (b"", full[:4]):
         raise Failed("the first 4 bytes differ from the whole FCI's")
     got, resp, steps = bytearray(first.data), first, 0
     while resp.sw1 == 0x61:  # Le = 5 at first: the card must keep counting correctly
         le = 5 if steps == 0 else (resp.sw2 or 256)
         resp = p.send(0x00, GET_RESPONSE, 0, 0, le=le)
+        at_most(resp, le, f"GET RESPONSE with Le = {le % 256:02X}")
         got += resp.data
         steps += 1
         if steps > 64:
@@ -229,9 +292,11 @@ def wrong_le(p: Probe) -> str:
     aid = p.target.aid
     assert aid is not None
     resp = p.send(0x00, SELECT, 0x04, 0x00, aid, le=1)
+    at_most(resp, 1, "SELECT with Le = 01")
     if resp.sw1 != 0x6C:
         raise NotApplicable(f"the card does not correct Le: a short Le gave {resp.sw:04X}")
     again = p.send(0x00, SELECT, 0x04, 0x00, aid, le=resp.sw2 or 256)
+    at_most(again, resp.sw2 or 256, f"SELECT re-issued with Le = {resp.sw2:02X}")
     expect(again, 0x9000, "re-issued SELECT")
     if again.data != full:
         raise Failed("the re-issued command returned other data")
@@ -254,6 +319,8 @@ def _chain_split(p: Probe) -> tuple[bytes, bytes]:
 def chaining(p: Probe) -> str:
     head, tail = _chain_split(p)
     first = p.send(0x10, SELECT, 0x04, 0x0C, head)
+    if first.sw == 0x6884:  # chaining may be offered for some commands only (5.1.3)
+        raise NotApplicable("first link answered 6884: no command chaining for SELECT")
     if first.sw != 0x9000:
         if not p.caps.chaining:
             raise NotApplicable(f"first link answered {first.sw:04X} and the ATR does not "
@@ -264,20 +331,29 @@ def chaining(p: Probe) -> str:
     return f"{len(head)} + {len(tail)} bytes, 9000"
 
 
-@check("chaining-interrupted", "5.1.1.1 ('6883')",
-       "a different command inside a chain is refused and the chain dropped")
+@check("chaining-interrupted", "5.1.1.1; 5.1.3 ('6883')",
+       "a different command inside a chain is never mixed with it")
 def chaining_interrupted(p: Probe) -> str:
+    # 7816-4 forbids the interface device to interleave commands in a chain; what the card
+    # does when one comes anyway is left open. Refusing it (6883, "last command of the chain
+    # expected") and keeping the chain is allowed, and so is dropping the chain to execute
+    # it. Not allowed: executing it and still joining the next link to the old chain, which
+    # would assemble one command from the parts of two.
     head, tail = _chain_split(p)
     first = p.send(0x10, SELECT, 0x04, 0x0C, head)
     if first.sw != 0x9000:
         raise NotApplicable(f"command chaining refused ({first.sw:04X})")
     other = p.send(0x00, GET_CHALLENGE, 0, 0, le=8)
-    if other.sw == 0x9000 or other.sw1 == 0x61:
-        raise Failed(f"GET CHALLENGE inside an open chain was executed ({other.sw:04X})")
+    executed = other.sw == 0x9000 or other.sw1 == 0x61
     last = p.send(0x00, SELECT, 0x04, 0x0C, tail)
-    if last.sw == 0x9000:
-        raise Failed("after the interruption, the last link was joined to the dropped chain")
-    return f"interloper {other.sw:04X}, orphan last link {last.sw:04X}"
+    if executed and last.sw == 0x9000:
+        raise Failed(f"GET CHALLENGE inside the chain was executed ({other.sw:04X}) and the "
+                     "last link was still joined to the chain before it")
+    if executed:
+        return (f"interloper executed ({other.sw:04X}), chain dropped: "
+                f"orphan last link {last.sw:04X}")
+    kept = "kept: last link joined" if last.sw == 0x9000 else "dropped: orphan last link"
+    return f"interloper refused ({other.sw:04X}), chain {kept} {last.sw:04X}"
 
 
 # -- logical channels -------------------------------------------------------------------------
@@ -310,27 +386,18 @@ def manage_channel(p: Probe) -> str:
     return f"opened channel {n}, {used}, closed; then 6881"
 
 
-@check("channel-not-open", "5.1.1.2; 5.1.3 ('6881')",
-       "a command on a logical channel that is not open: 6881")
+@check("channel-not-open", "5.1.1.2; 5.1.3 ('6881', '6E00')",
+       "a command on a logical channel that is not open: 6881 or 6E00")
 def channel_not_open(p: Probe) -> str:
     _maybe_select(p)
     resp = p.send(0x03, GET_CHALLENGE, 0, 0, le=8)  # channel 3: the last a '0X' CLA names
-    expect(resp, 0x6881, "GET CHALLENGE on channel 3")
-    return "6881"
+    # 6881 (logical channel not supported) says it best; a card without channels may refuse
+    # the whole class instead (6E00): either way the command is not executed on channel 0
+    expect(resp, (0x6881, 0x6E00), "GET CHALLENGE on channel 3")
+    return sw_text(resp.sw)
 
 
 # -- selection --------------------------------------------------------------------------------
-
-
-@check("select-aid", "7.1.1; 5.3.3 (FCI)", "SELECT by full AID; the FCI names that AID")
-def select_aid(p: Probe) -> str:
-    data = _full_fci(p)
-    named = _fci_aid(data)
-    if named is None:
-        return f"9000, {len(data)} bytes (no FCI template with a DF name to compare)"
-    if named != p.target.aid:
-        raise Failed(f"FCI names DF {named.hex().upper()}")
-    return "9000, FCI tag 84 = the AID"
 
 
 def _partial(p: Probe) -> bytes:
@@ -349,11 +416,12 @@ def _partial(p: Probe) -> bytes:
 def select_partial(p: Probe) -> str:
     partial = _partial(p)
     resp = p.fetch_all(p.send(0x00, SELECT, 0x04, 0x00, partial, 256))
-    if resp.sw == 0x6A82:
+    if resp.sw in (0x6A82, 0x6A86, 0x6A81):  # not found, P1-P2 or function not supported
         if not p.caps.partial_df_name:
-            raise NotApplicable("6A82, and the ATR does not advertise selection by partial "
-                                "DF name")
-        raise Failed("the ATR advertises selection by partial DF name, SELECT gave 6A82")
+            raise NotApplicable(f"{resp.sw:04X}, and the ATR does not advertise selection by "
+                                "partial DF name")
+        raise Failed("the ATR advertises selection by partial DF name, SELECT gave "
+                     f"{sw_text(resp.sw)}")
     expect(resp, 0x9000, "SELECT partial AID")
     named = _fci_aid(resp.data)
     if named is not None and not named.startswith(partial):
@@ -371,6 +439,8 @@ def select_next(p: Probe) -> str:
     nxt = p.fetch_all(p.send(0x00, SELECT, 0x04, 0x02, partial, 256))
     if nxt.sw == 0x6A82:
         return "6A82: no further application with that prefix"
+    if nxt.sw in (0x6A86, 0x6A81, 0x6B00):  # selecting the next occurrence is optional
+        raise NotApplicable(f"next occurrence not offered: {sw_text(nxt.sw)}")
     expect(nxt, 0x9000, "SELECT next occurrence")
     a, b = _fci_aid(first.data), _fci_aid(nxt.data)
     if a is None or b is None:
@@ -415,24 +485,95 @@ def _tries(p: Probe) -> int:
     return resp.sw & 0x0F
 
 
+class _PinGuard:
+    """Leaves the PIN as the check found it, whatever happens in between: a check that fails
+    halfway must not leave the card a try down, or blocked.
+
+    The right PIN brings the counter back while tries remain; a blocked PIN needs RESET
+    RETRY COUNTER with the PUK. A PIN or PUK the card refused during the check is not tried
+    again: that would spend another try of a secret now known to be wrong.
+    """
+
+    def __init__(self, p: Probe, pin: str, ref: int) -> None:
+        self.p, self.pin, self.ref = p, pin, ref
+        self.pin_refused = self.puk_refused = False
+
+    def right_pin(self) -> ResponseApdu:
+        resp = self.p.verify(self.pin)
+        self.pin_refused |= 0x63C1 <= resp.sw <= 0x63CF  # refused with tries left
+        return resp
+
+    def unblock(self) -> ResponseApdu:
+        """RESET RETRY COUNTER, P1 = 01: the PUK alone, the PIN kept (7.5.10)."""
+        puk = self.p.target.puk
+        assert puk is not None
+        resp = self.p.send(0x00, RESET_RETRY_COUNTER, 0x01, self.ref,
+                           pin_block(puk, self.p.target.pin_format))
+        self.puk_refused |= resp.sw & 0xFFF0 == 0x63C0 or resp.sw == 0x6983
+        return resp
+
+    def run(self, body: Callable[[], str]) -> str:
+        """The check's body; on its way out with an error, the PIN is restored and the
+        outcome added to the reason (a note on any other exception)."""
+        try:
+            return body()
+        except Failed as exc:
+            raise Failed(f"{exc}; {self.restore()}") from exc
+        except (ReaderError, OSError):
+            raise  # the card is gone: nothing to restore it with
+        except BaseException as exc:
+            exc.add_note(self.restore())
+            raise
+
+    def restore(self) -> str:
+        p = self.p
+        try:
+            p.reset_card()  # the log keeps the failure's trace
+            p.select_application()
+            if not self.pin_refused:
+                resp = self.right_pin()
+                if resp.sw == 0x9000:
+                    return "restored: the right PIN reset the try counter"
+                if resp.sw not in (0x6983, 0x63C0):
+                    return f"NOT RESTORED: the right PIN answered {sw_text(resp.sw)}"
+            else:
+                query = p.verify(None)
+                if query.sw not in (0x6983, 0x63C0):
+                    return ("NOT RESTORED: the card refused the PIN given; status "
+                            f"{sw_text(query.sw)}")
+            if p.target.puk is None or self.puk_refused:
+                return "NOT RESTORED: THE PIN IS LEFT BLOCKED (no PUK to unblock it)"
+            unblock = self.unblock()
+            if unblock.sw != 0x9000:
+                return ("NOT RESTORED: THE PIN IS LEFT BLOCKED, RESET RETRY COUNTER answered "
+                        f"{sw_text(unblock.sw)}")
+            return "restored: unblocked with the PUK"
+        except Exception as exc:  # the report must still say how the card was left
+            return f"NOT RESTORED: {type(exc).__name__}: {exc}"
+
+
 @check("pin-try-counter", "7.5.6; 7.5.1 ('63CX')",
        "63Cx counts down on a wrong PIN; the right PIN resets it")
 def pin_try_counter(p: Probe) -> str:
-    pin, _ = p.need_pin()
+    pin, ref = p.need_pin()
     p.select_application()
     n = _tries(p)
     if n < 2:
         raise NotApplicable(f"only {n} try left: a wrong PIN would block the card")
-    wrong = p.verify(other_pin(pin))
-    expect(wrong, 0x63C0 | (n - 1), "wrong PIN")
-    expect(p.verify(None), 0x63C0 | (n - 1), "status query after a wrong PIN")
-    expect(p.verify(pin), 0x9000, "right PIN")
-    expect(p.verify(None), 0x9000, "status query while verified")
-    p.start()
-    p.select_application()
-    if (m := _tries(p)) != n:
-        raise Failed(f"after the right PIN the counter is {m}, not back to {n}")
-    return f"63C{n:X} -> 63C{n - 1:X} -> 9000 -> 63C{n:X}"
+    guard = _PinGuard(p, pin, ref)
+
+    def body() -> str:
+        expect(p.verify(other_pin(pin)), 0x63C0 | (n - 1), "wrong PIN")
+        expect(p.verify(None), 0x63C0 | (n - 1), "status query after a wrong PIN")
+        expect(guard.right_pin(), 0x9000, "right PIN")
+        expect(p.verify(None), 0x9000, "status query while verified")
+        p.reset_card()
+        p.select_application()
+        if (m := _tries(p)) != n:
+            raise Failed(f"after the right PIN the counter is {m}, not back to {n}")
+        return f"63C{n:X} -> 63C{n - 1:X} -> 9000 -> 63C{n:X}"
+
+    return guard.run(body)
 
 
 @check("pin-blocked", "7.5.6; 5.1.3 ('6983'); 7.5.10",
@@ -443,15 +584,15 @@ def pin_blocked(p: Probe) -> str:
         raise NotApplicable("no PUK given (--puk): the PIN would stay blocked")
     p.select_application()
     n = _tries(p)
-    for left in range(n - 1, -1, -1):
-        expect(p.verify(other_pin(pin)), 0x63C0 | left, "wrong PIN")
-    blocked = p.verify(pin)
-    query = p.verify(None)
-    puk = pin_block(p.target.puk, p.target.pin_format)
-    unblock = p.send(0x00, RESET_RETRY_COUNTER, 0x01, ref, puk)
-    if unblock.sw != 0x9000:
-        raise Failed(f"RESET RETRY COUNTER: {sw_text(unblock.sw)}; THE PIN IS LEFT BLOCKED")
-    expect(blocked, 0x6983, "right PIN while blocked")
-    expect(query, 0x6983, "status query while blocked")
-    expect(p.verify(pin), 0x9000, "right PIN after RESET RETRY COUNTER")
-    return f"{n} wrong tries, 6983 twice, unblocked with the PUK"
+    guard = _PinGuard(p, pin, ref)
+
+    def body() -> str:
+        for left in range(n - 1, -1, -1):
+            expect(p.verify(other_pin(pin)), 0x63C0 | left, "wrong PIN")
+        expect(guard.right_pin(), 0x6983, "right PIN while blocked")
+        expect(p.verify(None), 0x6983, "status query while blocked")
+        expect(guard.unblock(), 0x9000, "RESET RETRY COUNTER with the PUK")
+        expect(guard.right_pin(), 0x9000, "right PIN after RESET RETRY COUNTER")
+        return f"{n} wrong tries, 6983 twice, unblocked with the PUK"
+
+    return guard.run(body)

@@ -67,11 +67,17 @@ class Probe:
     target: Target
     caps: Capabilities = field(default_factory=Capabilities)
     log: list[Exchange] = field(default_factory=list)
+    check_id: str = ""  # the check running (the runner sets it), named in later reasons
     _app_found: bool | None = None
+    _absence_failed_in: str | None = None  # the check that failed on a missing application
 
     def start(self) -> None:
         """A clean card for the next check: warm reset, the log emptied."""
         self.log = []
+        self.reset_card()
+
+    def reset_card(self) -> None:
+        """A warm reset inside a check: the log keeps what came before."""
         self.caps = from_atr(self.reader.reset())
 
     # -- raw exchanges ----------------------------------------------------------------------
@@ -80,9 +86,9 @@ class Probe:
         try:
             response = self.reader.transmit(apdu)
         except BaseException:
-            self.log.append(Exchange(apdu, None))
+            self.log.append(Exchange.record(apdu, None))
             raise
-        self.log.append(Exchange(apdu, response))
+        self.log.append(Exchange.record(apdu, response))
         try:
             return ResponseApdu.from_bytes(response)
         except ValueError as exc:
@@ -102,7 +108,9 @@ class Probe:
         for _ in range(MAX_GET_RESPONSE):
             if resp.sw1 != 0x61:
                 return ResponseApdu(bytes(data), resp.sw)
-            resp = self.send(cla, GET_RESPONSE, 0, 0, le=resp.sw2 or 256)
+            le = resp.sw2 or 256
+            resp = self.send(cla, GET_RESPONSE, 0, 0, le=le)
+            at_most(resp, le, f"GET RESPONSE with Le = {le % 256:02X}")
             data += resp.data
         raise Failed(f"still 61xx after {MAX_GET_RESPONSE} GET RESPONSEs")
 
@@ -115,21 +123,34 @@ class Probe:
             raise NotApplicable("the ATR does not advertise extended Lc/Le "
                                 "(card capabilities, 8.1.1.2.7)")
 
-    def select_application(self, p2: int = 0x0C) -> ResponseApdu:
-        """SELECT the target application by its full AID (case 3, no FCI by default);
-        not applicable if no AID was given or the card has no such application."""
+    def select_application(self, p2: int = 0x0C, *, required: bool = True) -> ResponseApdu:
+        """SELECT the target application by its full AID (case 3, no FCI by default).
+
+        Not applicable without an AID. An AID given (or defaulted) that the card does not
+        have is a failure, reported once: the first check that needs the application fails,
+        the later ones are not applicable and name it. Otherwise a suite pointed at the
+        wrong card, or with a mistyped --aid, would pass with nothing tested. A check that
+        only wants the application current if there is one passes `required=False`.
+        """
         aid = self.target.aid
         if aid is None:
             raise NotApplicable("no application AID given (--aid)")
-        if self._app_found is False:
-            raise NotApplicable(f"the card has no application {aid.hex().upper()}")
+        name = aid.hex().upper()
+        if self._absence_failed_in is not None:
+            raise NotApplicable(f"the card has no application {name} "
+                                f"(failed in {self._absence_failed_in})")
+        if self._app_found is False and not required:
+            raise NotApplicable(f"the card has no application {name}")
         le = None if p2 & 0x0C == 0x0C else 256
         resp = self.fetch_all(self.send(0x00, SELECT, 0x04, p2, aid, le))
         if resp.sw in (0x6A82, 0x6A81):
             self._app_found = False
-            raise NotApplicable(f"the card has no application {aid.hex().upper()} "
-                                f"(SELECT answered {resp.sw:04X})")
-        expect(resp, 0x9000, f"SELECT {aid.hex().upper()}")
+            absent = f"the card has no application {name}: SELECT answered {sw_text(resp.sw)}"
+            if not required:
+                raise NotApplicable(absent)
+            self._absence_failed_in = self.check_id or "an earlier check"
+            raise Failed(f"{absent} (is --aid right?)")
+        expect(resp, 0x9000, f"SELECT {name}")
         self._app_found = True
         return resp
 
@@ -160,3 +181,11 @@ def expect(resp: ResponseApdu, sw: int | tuple[int, ...], what: str) -> None:
     if resp.sw not in wanted:
         names = " or ".join(f"{w:04X}" for w in wanted)
         raise Failed(f"{what}: expected {names}, card answered {sw_text(resp.sw)}")
+
+
+def at_most(resp: ResponseApdu, ne: int, what: str) -> None:
+    """Ne is the most the card may return (5.1), whatever the status word: a card that
+    ignores Le overruns the buffer a terminal sized by it."""
+    if len(resp.data) > ne:
+        raise Failed(f"{what}: {len(resp.data)} data bytes, more than Ne = {ne} "
+                     "(Ne is a maximum, 5.1)")

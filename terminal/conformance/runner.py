@@ -75,8 +75,8 @@ def run_suite(reader: Reader, target: Target, *, only: Iterable[str] | None = No
         if lost is not None:
             result = CheckResult(chk, Outcome.ERROR, f"not run: {lost}", 0.0)
         else:
-            result = _run_one(chk, probe)
-            if result.outcome is Outcome.ERROR:
+            result, transport_failed = _run_one(chk, probe)
+            if transport_failed:
                 lost = f"the card was lost during {chk.id}"
                 if recover is not None:
                     try:
@@ -89,19 +89,33 @@ def run_suite(reader: Reader, target: Target, *, only: Iterable[str] | None = No
     return report
 
 
-def _run_one(chk: Check, probe: Probe) -> CheckResult:
+def _run_one(chk: Check, probe: Probe) -> tuple[CheckResult, bool]:
+    """The check's result, and whether the transport failed (the card may be gone).
+
+    Any other exception is a bug in the check or an answer it did not foresee: an ERROR
+    result too, so the suite goes on and the report is still written, but the card is
+    still there and the next check's reset is enough.
+    """
     start = time.perf_counter()
 
     def done(outcome: Outcome, reason: str) -> CheckResult:
         exchanges = tuple(probe.log) if outcome in (Outcome.FAIL, Outcome.ERROR) else ()
         return CheckResult(chk, outcome, reason, time.perf_counter() - start, exchanges)
 
+    probe.check_id = chk.id
     try:
         probe.start()
-        return done(Outcome.PASS, chk.fn(probe))
+        return done(Outcome.PASS, chk.fn(probe)), False
     except NotApplicable as exc:
-        return done(Outcome.NOT_APPLICABLE, str(exc))
+        return done(Outcome.NOT_APPLICABLE, _text(exc)), False
     except Failed as exc:
-        return done(Outcome.FAIL, str(exc))
+        return done(Outcome.FAIL, _text(exc)), False
     except (ReaderError, OSError) as exc:
-        return done(Outcome.ERROR, f"transport: {type(exc).__name__}: {exc}")
+        return done(Outcome.ERROR, f"transport: {type(exc).__name__}: {_text(exc)}"), True
+    except Exception as exc:
+        return done(Outcome.ERROR, f"internal: {type(exc).__name__}: {_text(exc)}"), False
+
+
+def _text(exc: BaseException) -> str:
+    """The message, with any notes added on the way out (a PIN check's restore outcome)."""
+    return "; ".join([str(exc), *getattr(exc, "__notes__", ())])

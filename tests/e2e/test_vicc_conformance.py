@@ -85,4 +85,9 @@ def test_vicc_through_pcsc_runs_to_completion_with_a_report(vicc_slot, tmp_path:
     errors = {r.check.id for r in report.results if r.outcome is Outcome.ERROR}
     assert errors <= {"wrong-p1p2", "wrong-cla"}, errors  # the crashes (card restarted)
     assert fails | errors == VICC_FAILS
+    # no AID: the application checks are not applicable rather than failed for an absent one;
+    # and vicc's 8-byte GET CHALLENGE (fewer than Ne is allowed) shows nothing about Le = 00
+    by_id = {r.check.id: r for r in report.results}
+    assert by_id["select-aid"].outcome is Outcome.NOT_APPLICABLE
+    assert by_id["le-00-is-256"].outcome is Outcome.NOT_APPLICABLE
     assert not report.passed

@@ -11,17 +11,22 @@ Input layout (so a fuzzer can reach deep states without learning them first):
 Invariants, for every APDU (a violation raises `Finding`):
 - `process` returns; the response ends in a status word the ISO families allow (61xx, 62xx,
   63xx, 64xx, 65xx, 67xx..6Fxx, 90xx), never 6F00 (an internal error the applet caught);
-- the response is at most Ne + 2 bytes (Ne = 256 when Le is absent or cut short by 61xx)
-  and the card's buffers stay under MAX_COMMAND_DATA;
-- one command takes less than MAX_SECONDS;
-- a rejected command leaves persistent state as it was, except 63Cx (a try spent, and only
-  that try: the counter goes down by one, nothing else moves).
+- the response is at most Ne + 2 bytes (Ne = 0 when Le is absent: a case 1 or 3 command gets
+  no data, the rest goes to 61xx) and the card's buffers stay under MAX_COMMAND_DATA;
+- one command takes less than MAX_SECONDS and, when tracemalloc is tracing, allocates at
+  most MAX_ALLOCATION at its peak (tracing makes each run ~3x slower, so the bounded CI run
+  leaves it off: NETTX_FUZZ_TRACEMALLOC=1 turns it on for a campaign);
+- a rejected command leaves persistent state as it was, except 63Cx after VERIFY or CHANGE
+  REFERENCE DATA (one PIN try spent) or RESET RETRY COUNTER (one PUK try spent): that
+  counter goes down by one to the X of 63CX, nothing else moves.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import time
+import tracemalloc
 from dataclasses import replace
 
 from card_applet import blom
@@ -34,6 +39,12 @@ HOLDER = b"holder:fuzz@example.org"
 PEER = b"seller:shop.example"
 PIN, PUK = "1234", "12345678"
 MAX_SECONDS = 2.0
+# a few copies of the largest APDU: the biggest legitimate command peaks near 180 kB
+MAX_ALLOCATION = 1 << 20
+TRACE_ALLOCATION = os.environ.get("NETTX_FUZZ_TRACEMALLOC") == "1"
+# the inter-industry commands that spend a try of the PIN, or of the PUK, on a wrong one
+SPENDS_PIN = {0x20, 0x24}  # VERIFY, CHANGE REFERENCE DATA
+SPENDS_PUK = {0x2C}  # RESET RETRY COUNTER
 SW1_ALLOWED = {0x61, 0x62, 0x63, 0x64, 0x65, 0x67, 0x68, 0x69, 0x6A, 0x6B, 0x6C, 0x6D,
                0x6E, 0x6F, 0x90}
 
@@ -88,14 +99,20 @@ def expected_ne(apdu: bytes) -> int:
         return int.from_bytes(apdu[-2:], "big") or 65536
     if body >= 2 and apdu[4] != 0 and body == 2 + apdu[4]:
         return apdu[-1] or 256
-    return 256  # no Le: at most a GET RESPONSE chunk (GET RESPONSE itself always has one)
+    return 0  # no Le (case 1 or 3, or malformed): no data at all (ISO 7816-4 5.1)
 
 
 def check_one(applet: Applet, apdu: bytes) -> bytes:
     before = applet.store.load()
+    tracing = tracemalloc.is_tracing()
+    if tracing:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
     start = time.perf_counter()
     response = applet.process(apdu)
     elapsed = time.perf_counter() - start
+    if tracing and (grown := tracemalloc.get_traced_memory()[1] - base) > MAX_ALLOCATION:
+        raise Finding(f"command allocated {grown} bytes at its peak")
     if not isinstance(response, bytes) or len(response) < 2:
         raise Finding(f"response {response!r} has no status word")
     sw1, sw = response[-2], int.from_bytes(response[-2:], "big")
@@ -112,17 +129,28 @@ def check_one(applet: Applet, apdu: bytes) -> bytes:
     after = applet.store.load()
     if sw1 in (0x90, 0x61) or after == before:
         return response
-    if sw & 0xFFF0 == 0x63C0:  # a wrong PIN or PUK: exactly that try is spent
-        spent_pin = replace(before, pin_tries=before.pin_tries - 1)
-        spent_puk = replace(before, puk_tries=before.puk_tries - 1)
-        if after in (spent_pin, spent_puk):
-            return response
+    # a wrong PIN or PUK: the try of that secret is spent, and only it
+    if sw & 0xFFF0 == 0x63C0 and len(apdu) >= 2 and apdu[0] & 0x80 == 0:
+        if apdu[1] in SPENDS_PIN:
+            spent, counter = replace(before, pin_tries=before.pin_tries - 1), "pin_tries"
+        elif apdu[1] in SPENDS_PUK:
+            spent, counter = replace(before, puk_tries=before.puk_tries - 1), "puk_tries"
+        else:
+            raise Finding(f"{sw:04X} to INS {apdu[1]:02X}, which has no try counter, and "
+                          "persistent state changed")
+        if after != spent:
+            raise Finding(f"{sw:04X} to INS {apdu[1]:02X} changed more than its {counter}")
+        if getattr(after, counter) != sw & 0x0F:
+            raise Finding(f"{sw:04X} but {counter} is now {getattr(after, counter)}")
+        return response
     raise Finding(f"{sw:04X} rejected the command but persistent state changed")
 
 
 def run_one(data: bytes) -> None:
     if not data:
         return
+    if TRACE_ALLOCATION and not tracemalloc.is_tracing():
+        tracemalloc.start()
     applet = new_applet(data[0])
     for op, apdu in records(data):
         if op & 3 == 3:

@@ -13,6 +13,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ import pytest
 from card_applet import applet as applet_module
 from card_applet.sw import SW, CardError
 from tests.conftest import IN_CI
-from tests.fuzz.harness import SELECT, Finding, encode, run_one, seeds
+from tests.fuzz.harness import SELECT, VERIFY, Finding, encode, run_one, seeds
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
@@ -61,6 +63,63 @@ def test_harness_reports_a_response_longer_than_ne(monkeypatch: pytest.MonkeyPat
                         lambda self, data, le: data + b"\x90\x00")
     with pytest.raises(Finding, match="data bytes for Ne = 4"):
         run_one(encode(0, SELECT[:-1] + b"\x04"))
+
+
+def test_harness_reports_data_for_a_command_without_le(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a case 3 SELECT (P2 = 00 asks for the FCI, but no Le): the data must wait for 61xx
+    monkeypatch.setattr(applet_module.Applet, "_respond",
+                        lambda self, data, le: data + b"\x90\x00")
+    with pytest.raises(Finding, match="data bytes for Ne = 0"):
+        run_one(encode(0, SELECT[:-1]))
+
+
+def test_harness_ties_63cx_to_the_counter_of_the_command(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # VERIFY with a wrong PIN that spends a PUK try instead of a PIN try
+    def verify(self: applet_module.Applet, cmd: object) -> bytes:
+        self._commit(self.state.with_(puk_tries=self.state.puk_tries - 1))
+        raise CardError(0x63C2)
+
+    monkeypatch.setitem(applet_module._INTER_INDUSTRY, 0x20, verify)
+    with pytest.raises(Finding, match="63C2 to INS 20 changed more than its pin_tries"):
+        run_one(encode(1, VERIFY))
+
+
+def test_harness_refuses_63cx_from_a_command_without_a_counter(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def get_data(self: applet_module.Applet, cmd: object) -> bytes:
+        self._commit(self.state.with_(pin_tries=self.state.pin_tries - 1))
+        raise CardError(0x63C2)
+
+    monkeypatch.setitem(applet_module._INTER_INDUSTRY, 0xCA, get_data)
+    with pytest.raises(Finding, match="INS CA, which has no try counter"):
+        run_one(encode(1, bytes.fromhex("00CA00C200")))
+
+
+@pytest.fixture
+def tracing() -> Iterator[None]:
+    tracemalloc.start()
+    try:
+        yield
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.usefixtures("tracing")
+def test_harness_reports_a_command_that_allocates_without_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def hoard(self: applet_module.Applet, cmd: object) -> bytes:
+        return bytes(8 << 20)[:1]  # 8 MiB for one byte of answer
+
+    monkeypatch.setitem(applet_module._INTER_INDUSTRY, 0xCA, hoard)
+    with pytest.raises(Finding, match="allocated"):
+        run_one(encode(1, bytes.fromhex("00CA00C200")))
+
+
+@pytest.mark.usefixtures("tracing")
+def test_seed_corpus_stays_within_the_allocation_bound() -> None:
+    for data in seeds().values():
+        run_one(data)
 
 
 def test_atheris_bounded_run_finds_nothing(tmp_path: Path) -> None:

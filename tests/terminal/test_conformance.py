@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from card_applet.apdu import CommandApdu
 from card_applet.applet import AID, Applet
 from card_applet.atr import ATR
 from card_applet.state import FileStore
+from card_applet.sw import CardError
 from host.cli import main
 from terminal.conformance import REGISTRY, Outcome, Target, run_suite, to_json, to_junit
 from terminal.conformance.capabilities import from_atr, historical_bytes
-from terminal.conformance.probe import PinFormat, pin_block
+from terminal.conformance.model import Check, Exchange
+from terminal.conformance.probe import PinFormat, other_pin, pin_block
 from terminal.conformance.profiles import NETTX
-from terminal.errors import CardRemovedError
+from terminal.errors import CardRemovedError, ReaderError
 from terminal.inprocess import InProcessReader
 from terminal.reader import Reader
 from tests.conftest import PIN, PUK
@@ -55,14 +59,37 @@ def test_without_pin_the_pin_checks_are_not_applicable(card_state: Path) -> None
     assert FileStore(card_state).load().pin_tries == 3  # no try spent
 
 
-def test_an_absent_application_makes_its_checks_not_applicable(card_state: Path) -> None:
-    target = Target(aid=bytes.fromhex("A000000003000000"))  # not on this card
-    report = run_suite(InProcessReader(Applet(FileStore(card_state))), target)
+ABSENT = Target(aid=bytes.fromhex("A000000003000000"))  # not on this card
+
+
+def test_an_absent_application_fails_once_by_name(card_state: Path) -> None:
+    report = run_suite(InProcessReader(Applet(FileStore(card_state))), ABSENT)
+    by_id = {r.check.id: r for r in report.results}
+    assert [r.check.id for r in report.results if r.outcome is Outcome.FAIL] == ["select-aid"]
+    assert "no application A000000003000000: SELECT answered 6A82" in by_id["select-aid"].reason
+    assert by_id["case-3s"].outcome is Outcome.NOT_APPLICABLE
+    assert "failed in select-aid" in by_id["case-3s"].reason
+    assert by_id["wrong-cla"].outcome is Outcome.PASS  # needs no application
+    assert not report.passed
+
+
+def test_an_absent_application_fails_whichever_checks_run(card_state: Path) -> None:
+    report = run_suite(InProcessReader(Applet(FileStore(card_state))), ABSENT,
+                       only=["case-3s", "get-response"])
+    assert [r.outcome for r in report.results] == [Outcome.FAIL, Outcome.NOT_APPLICABLE]
+    assert not report.passed
+
+
+def test_without_an_aid_the_application_checks_are_not_applicable(card_state: Path) -> None:
+    # how vicc is run: no application of ours, so nothing to find missing
+    report = run_suite(InProcessReader(Applet(FileStore(card_state))), Target())
     by_id = {r.check.id: r for r in report.results}
     assert by_id["select-aid"].outcome is Outcome.NOT_APPLICABLE
-    assert "no application A000000003000000" in by_id["select-aid"].reason
-    assert by_id["wrong-cla"].outcome is Outcome.PASS  # needs no application
+    assert "no application AID given" in by_id["select-aid"].reason
     assert report.passed
+
+
+SELECT_FCI = bytes.fromhex("00A40400") + bytes((len(AID),)) + AID  # + Le
 
 
 class LyingCard:
@@ -103,6 +130,11 @@ class LyingCard:
     (bytes.fromhex("00C0000000"), bytes.fromhex("9000"), "get-response-nothing"),
     (bytes.fromhex("0384"), bytes.fromhex("00112233445566779000"), "channel-not-open"),
     (bytes.fromhex("00A4040C02"), bytes.fromhex("6A80"), "wrong-lc"),
+    # Le ignored: Ne is a maximum (5.1), whatever the status word
+    (SELECT_FCI + b"\x04", bytes(range(20)) + b"\x90\x00", "get-response"),
+    (SELECT_FCI + b"\x01", bytes(range(20)) + b"\x90\x00", "wrong-le-6cxx"),
+    # GET CHALLENGE executed inside a chain, which the card then still completes
+    (bytes.fromhex("0084000008"), bytes(8) + b"\x90\x00", "chaining-interrupted"),
 ])
 def test_the_suite_catches_a_card_that_breaks_a_rule(card_state: Path, prefix: bytes,
                                                      answer: bytes, check_id: str) -> None:
@@ -122,6 +154,234 @@ def test_a_try_counter_that_does_not_count_fails(card_state: Path) -> None:
     (result,) = report.results
     assert result.outcome is Outcome.FAIL
     assert "expected 63C2" in result.reason
+    # the try the failed check spent is given back with the right PIN
+    assert "restored: the right PIN reset the try counter" in result.reason
+    assert FileStore(card_state).load().pin_tries == 3
+
+
+class BlocksWith6983(LyingCard):
+    """Answers the wrong try that blocks the PIN with 6983 instead of 63C0."""
+
+    def transmit(self, apdu: bytes) -> bytes:
+        answer = super().transmit(apdu)
+        return bytes.fromhex("6983") if answer == bytes.fromhex("63C0") else answer
+
+
+def test_a_pin_check_failing_midway_unblocks_the_pin_again(card_state: Path) -> None:
+    reader = BlocksWith6983(Applet(FileStore(card_state)), {})
+    (result,) = run_suite(reader, OURS, only=["pin-blocked"]).results
+    assert result.outcome is Outcome.FAIL
+    assert "wrong PIN: expected 63C0, card answered 6983" in result.reason
+    assert "restored: unblocked with the PUK" in result.reason
+    state = FileStore(card_state).load()
+    assert (state.pin_tries, state.puk_tries) == (3, 3)
+
+
+def test_a_pin_the_card_refused_is_not_tried_again_to_restore(card_state: Path) -> None:
+    # "5678" is not the PIN: the check spends a try on other_pin, one on "5678", then stops
+    (result,) = run_suite(InProcessReader(Applet(FileStore(card_state))),
+                          replace(OURS, pin="5678"), only=["pin-try-counter"]).results
+    assert result.outcome is Outcome.FAIL
+    assert "NOT RESTORED: the card refused the PIN given; status 63C1" in result.reason
+    assert FileStore(card_state).load().pin_tries == 1  # not 0: no third wrong try
+
+
+def test_reports_never_carry_the_pin_or_the_puk(card_state: Path) -> None:
+    # pin-blocked fails with a trace holding wrong PINs, the right PIN and the PUK
+    report = run_suite(BlocksWith6983(Applet(FileStore(card_state)), {}), OURS,
+                       only=["pin-blocked", "unknown-ins"])
+    assert report.results[-1].outcome is Outcome.FAIL
+    secrets = [pin_block(v, PinFormat.ASCII_FF) for v in (PIN, other_pin(PIN), PUK)]
+    junit = ET.fromstring(to_junit(report))
+    for text in (to_json(report), "\n".join(junit.itertext())):
+        assert "<8 bytes redacted>" in text
+        assert "00 2C 01 81 08 <8 bytes redacted>" in text  # the unblock is there, PUK cut
+        for secret in secrets:
+            for shown in (secret.hex(" "), secret.hex()):
+                assert shown.upper() not in text.upper()
+
+
+@pytest.mark.parametrize(("command", "shown"), [
+    ("0024008110" + "31323334FFFFFFFF" * 2, "00 24 00 81 10 <16 bytes redacted>"),
+    ("002000810000083132333435363738", "00 20 00 81 00 00 08 <8 bytes redacted>"),
+    ("00200081083132", "00 20 00 81 <3 bytes redacted>"),  # malformed: all after the header
+    ("80E2000003DF1000", "80 E2 00 00 03 <3 bytes redacted>"),  # personalisation data
+    ("00200081", "00 20 00 81"),  # the status query has no data to hide
+    ("00A4040C02AABB", "00 A4 04 0C 02 AA BB"),
+])
+def test_exchanges_record_secret_command_data_as_its_length(command: str, shown: str) -> None:
+    exchange = Exchange.record(bytes.fromhex(command), b"\x63\xC2")
+    assert exchange.render() == f"> {shown}\n< 63 C2"
+
+
+@pytest.fixture
+def broken_wrong_cla() -> Iterator[None]:
+    """wrong-cla replaced by a check with a bug in it."""
+    i = next(i for i, c in enumerate(REGISTRY) if c.id == "wrong-cla")
+
+    def broken(p: object) -> str:
+        return {}["no such key"]
+
+    REGISTRY[i], kept = Check("wrong-cla", "broken", "5.1.1", broken), REGISTRY[i]
+    try:
+        yield
+    finally:
+        REGISTRY[i] = kept
+
+
+@pytest.mark.usefixtures("broken_wrong_cla")
+def test_an_internal_error_is_an_error_result_and_the_suite_goes_on(card_state: Path) -> None:
+    report = run_suite(InProcessReader(Applet(FileStore(card_state))), OURS)
+    by_id = {r.check.id: r for r in report.results}
+    assert by_id["wrong-cla"].outcome is Outcome.ERROR
+    assert by_id["wrong-cla"].reason == "internal: KeyError: 'no such key'"
+    assert by_id["unknown-ins"].outcome is Outcome.PASS  # not "not run": the card is there
+    assert json.loads(to_json(report))["totals"]["error"] == 1
+
+
+def test_a_pin_that_does_not_fit_its_block_is_an_error_result(card_state: Path) -> None:
+    target = replace(OURS, pin="123456789")  # 9 digits: no FF-padded block holds them
+    report = run_suite(InProcessReader(Applet(FileStore(card_state))), target)
+    errors = {r.check.id: r.reason for r in report.results if r.outcome is Outcome.ERROR}
+    assert set(errors) == {"security-status", "pin-try-counter", "pin-blocked"}
+    assert all(e.startswith("internal: ValueError: an FF-padded PIN block") for e in
+               errors.values())
+    assert FileStore(card_state).load().pin_tries == 3
+
+
+# -- what ISO/IEC 7816-4 permits is not failed ------------------------------------------------
+
+
+@pytest.mark.parametrize(("prefix", "answer", "check_id", "outcome"), [
+    # next occurrence is optional (7.1.1)
+    (bytes.fromhex("00A4040205"), bytes.fromhex("6A86"), "select-next", Outcome.NOT_APPLICABLE),
+    (bytes.fromhex("00A4040205"), bytes.fromhex("6A81"), "select-next", Outcome.NOT_APPLICABLE),
+    # partial DF name selection is optional, and our ATR does not advertise it
+    (bytes.fromhex("00A4040005") + AID[:5], bytes.fromhex("6A86"), "select-partial-aid",
+     Outcome.NOT_APPLICABLE),
+    (bytes.fromhex("00A4040005") + AID[:5], bytes.fromhex("6A81"), "select-partial-aid",
+     Outcome.NOT_APPLICABLE),
+    # no logical channels: the class refused as a whole
+    (bytes.fromhex("0384"), bytes.fromhex("6E00"), "channel-not-open", Outcome.PASS),
+    # chaining offered, but not for SELECT
+    (bytes.fromhex("10A4"), bytes.fromhex("6884"), "chaining", Outcome.NOT_APPLICABLE),
+])
+def test_the_suite_accepts_what_the_standard_permits(card_state: Path, prefix: bytes,
+                                                     answer: bytes, check_id: str,
+                                                     outcome: Outcome) -> None:
+    reader = LyingCard(Applet(FileStore(card_state)), {prefix: answer})
+    report = run_suite(reader, OURS)
+    by_id = {r.check.id: r for r in report.results}
+    assert by_id[check_id].outcome is outcome, by_id[check_id].reason
+    assert report.passed
+
+
+class RefusingReader(LyingCard):
+    """A driver that checks APDUs itself and refuses a malformed one."""
+
+    def transmit(self, apdu: bytes) -> bytes:
+        try:
+            CommandApdu.from_bytes(apdu)
+        except Exception as exc:
+            raise ReaderError("SCardTransmit: SCARD_E_INVALID_PARAMETER") from exc
+        return super().transmit(apdu)
+
+
+def test_a_driver_refusing_a_malformed_apdu_is_not_applicable(card_state: Path) -> None:
+    report = run_suite(RefusingReader(Applet(FileStore(card_state)), {}), OURS)
+    by_id = {r.check.id: r for r in report.results}
+    assert by_id["wrong-lc"].outcome is Outcome.NOT_APPLICABLE
+    assert "SCARD_E_INVALID_PARAMETER" in by_id["wrong-lc"].reason
+    assert report.passed  # and the suite went on
+
+
+class T0Card(LyingCard):
+    """A T=0 card: a case 4 command reaches it without Le (ISO/IEC 7816-3), so it answers
+    bare 61xx and everything comes by GET RESPONSE. No extended lengths under T=0."""
+
+    extended_length = False
+
+    def transmit(self, apdu: bytes) -> bytes:
+        try:
+            cmd = CommandApdu.from_bytes(apdu)
+        except CardError:
+            cmd = None  # malformed: the card will say so
+        if cmd is not None and cmd.data and cmd.le is not None and not cmd.extended:
+            apdu = apdu[:-1]
+        return super().transmit(apdu)
+
+
+def test_a_t0_card_answering_case_4_with_bare_61xx_passes(card_state: Path) -> None:
+    report = run_suite(T0Card(Applet(FileStore(card_state)), {}), OURS)
+    by_id = {r.check.id: r for r in report.results}
+    assert [(r.check.id, r.reason) for r in report.results
+            if r.outcome in (Outcome.FAIL, Outcome.ERROR)] == []
+    assert by_id["get-response"].outcome is Outcome.PASS
+    assert by_id["le-00-is-256"].outcome is Outcome.PASS
+    assert "GET RESPONSE" in by_id["le-00-is-256"].reason
+
+
+class Interloped(LyingCard):
+    """Answers a GET CHALLENGE sent inside an open chain as a card may: `executes` drops the
+    chain and runs it; otherwise the card refuses it with 6883 and keeps the chain."""
+
+    def __init__(self, applet: Applet, *, executes: bool) -> None:
+        super().__init__(applet, {})
+        self.executes, self.chain_open = executes, False
+
+    def transmit(self, apdu: bytes) -> bytes:
+        if self.chain_open and apdu[1] == 0x84:
+            self.chain_open = False
+            if not self.executes:
+                return bytes.fromhex("6883")
+            super().transmit(apdu)  # our applet drops the chain (and refuses it)
+            return bytes(8) + b"\x90\x00"
+        answer = super().transmit(apdu)
+        self.chain_open = bool(apdu[0] & 0x10) and answer == b"\x90\x00"
+        return answer
+
+
+@pytest.mark.parametrize(("executes", "says"), [
+    (True, "interloper executed (9000), chain dropped: orphan last link 6A82"),
+    (False, "interloper refused (6883), chain kept: last link joined 9000"),
+])
+def test_an_interrupted_chain_may_be_dropped_or_kept(card_state: Path, executes: bool,
+                                                     says: str) -> None:
+    reader = Interloped(Applet(FileStore(card_state)), executes=executes)
+    (result,) = run_suite(reader, OURS, only=["chaining-interrupted"]).results
+    assert (result.outcome, result.reason) == (Outcome.PASS, says)
+
+
+class ShortLe00(LyingCard):
+    """Reads Le = 00 as 8 after the first SELECT since a reset: 8 bytes of FCI and 9000."""
+
+    def reset(self) -> bytes:
+        self.seen = 0
+        return super().reset()
+
+    def transmit(self, apdu: bytes) -> bytes:
+        answer = super().transmit(apdu)
+        if apdu == SELECT_FCI + b"\x00":
+            self.seen += 1
+            if self.seen > 1:
+                return answer[:8] + b"\x90\x00"
+        return answer
+
+
+def test_le_00_read_as_a_small_ne_fails(card_state: Path) -> None:
+    report = run_suite(ShortLe00(Applet(FileStore(card_state)), {}), OURS)
+    failed = {r.check.id: r.reason for r in report.results if r.outcome is Outcome.FAIL}
+    assert set(failed) == {"le-00-is-256"}
+    assert "Le = 00 read as less than 256" in failed["le-00-is-256"]
+
+
+def test_le_00_with_only_a_short_challenge_to_read_is_not_applicable(card_state: Path) -> None:
+    # vicc: no AID, and GET CHALLENGE gives 8 bytes whatever Le says: that shows nothing
+    reader = LyingCard(Applet(FileStore(card_state)),
+                       {bytes.fromhex("0084000000"): bytes(8) + b"\x90\x00"})
+    (result,) = run_suite(reader, Target(), only=["le-00-is-256"]).results
+    assert result.outcome is Outcome.NOT_APPLICABLE
+    assert "gave 8 bytes" in result.reason
 
 
 class DyingCard(LyingCard):
@@ -260,6 +520,9 @@ def test_cli_conformance_exit_status_is_1_when_a_check_fails(card_state: Path) -
     (["--aid", "F001"], "5..16 bytes"),
     (["--protected", "00"], "is not a command APDU"),
     (["--pin", "12"], "4..12 digits"),
+    (["--pin", "123456789"], "holds at most 8 digits (--pin-format ascii-ff)"),
+    (["--puk", "1234567890"], "holds at most 8 digits (--pin-format ascii-ff)"),
+    (["--pin-format", "ascii", "--pin", "1234567890123"], "4..12 digits (--pin-format ascii)"),
     (["--pin-ref", "0181"], "not one byte"),
 ])
 def test_cli_conformance_refuses_bad_options(card_state: Path, args: list[str],
@@ -268,6 +531,23 @@ def test_cli_conformance_refuses_bad_options(card_state: Path, args: list[str],
                                        *args])
     assert result.exit_code == 2
     assert message in result.output
+    assert "Traceback" not in result.output and len(result.output.splitlines()) <= 4
+
+
+def test_cli_conformance_pin_format_validates_pins_given_before_it(card_state: Path) -> None:
+    # 9 digits fit a plain ASCII block: the format is known when --pin is checked
+    result = CliRunner().invoke(main, ["conformance", "--reader", f"inprocess:{card_state}",
+                                       "--pin", "123456789", "--pin-format", "ascii",
+                                       "--check", "wrong-cla"])
+    assert result.exit_code == 0, result.output
+
+
+def test_cli_conformance_exit_status_is_1_for_an_absent_application(card_state: Path) -> None:
+    result = CliRunner().invoke(main, ["conformance", "--reader", f"inprocess:{card_state}",
+                                       "--aid", "A000000003000000"])
+    assert result.exit_code == 1, result.output
+    assert "FAILED" in result.output
+    assert "select-aid" in result.output and "1 fail" in result.output
 
 
 def test_cli_conformance_takes_a_hex_pin_reference(card_state: Path) -> None:
