@@ -129,6 +129,8 @@ class Pps:
             raise ValueError(f"malformed PPS {raw.hex(' ').upper()}")
         if xor(raw) != 0:
             raise ValueError("PPS check byte PCK wrong")
+        if raw[1] & 0x80:
+            raise ValueError(f"PPS0 {raw[1]:02X}: b8 is reserved")  # 9.2: RFU, set to 0
         pps0, rest = raw[1], list(raw[2:-1])
         values = [rest.pop(0) if pps0 & bit else None for bit in (0x10, 0x20, 0x40)]
         return cls(pps0 & 0x0F, *values)

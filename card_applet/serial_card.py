@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from card_applet.atr import ATR, parse_atr
+from card_applet.atr import ATR, Edc, parse_atr
 from card_applet.line import PPSS, LineTiming, Marker, Pps, answer_pps
-from card_applet.t1 import RError, T1Card
+from card_applet.sw import SW
+from card_applet.t1 import RError, T1Card, epilogue
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,13 @@ class Event(Enum):
 @dataclass
 class LineFramer:
     """Cuts the card's input into line events. A block's end is known from LEN; a block
-    whose characters stop for CWT, or bytes that cannot start one, are invalid: reported
-    once the line has been quiet for CWT, so a burst of garbage costs one R-block."""
+    whose characters stop for CWT, whose EDC fails, or bytes that cannot start one, are
+    invalid: reported once the line has been quiet for CWT, so a burst of garbage costs one
+    R-block. (A block whose LEN was corrupted downward fails its EDC, and the rest of it is
+    drained with it rather than read as a second block that earns a second answer.)"""
 
     cwt: float
-    edc_size: int = 1
+    edc: Edc = Edc.LRC
     powered: bool = False
     pps_allowed: bool = False  # only the first exchange after an ATR may be a PPS
     _buf: bytearray = field(default_factory=bytearray)
@@ -65,6 +68,8 @@ class LineFramer:
                 del self._buf[:at]
             event = self._next()
             if event is None:
+                if self._draining:
+                    continue  # what is left is drained (a reset request is still heard)
                 break
             events.append(event)
         return events
@@ -78,6 +83,10 @@ class LineFramer:
             self._draining = False
             return [(Event.INVALID, b"")]
         return []
+
+    @property
+    def edc_size(self) -> int:
+        return 2 if self.edc is Edc.CRC else 1
 
     def _take(self, size: int) -> bytes:
         raw = bytes(self._buf[:size])
@@ -116,6 +125,10 @@ class LineFramer:
         if len(buf) < size:
             return None
         self.pps_allowed = False
+        body = bytes(buf[: size - self.edc_size])
+        if epilogue(self.edc, body) != buf[size - self.edc_size : size]:
+            self._draining = True  # its real end is unknown: wait for quiet, answer once
+            return None
         return Event.BLOCK, self._take(size)
 
 
@@ -158,7 +171,7 @@ class SerialCard:
         self.offered = parsed.protocols
         self.max_fi_di = parsed.fi_di
         self.engine = T1Card(ifsc=parsed.ifsc, edc=parsed.edc)
-        self.framer = LineFramer(self.timing.cwt, 2 if parsed.edc.name == "CRC" else 1)
+        self.framer = LineFramer(self.timing.cwt, parsed.edc)
         self.resets = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="applet")
         self._running: tuple[Future[bytes], int] | None = None
@@ -237,12 +250,18 @@ class SerialCard:
 
     def _start(self, command: bytes) -> None:
         generation = self.engine.generation
-        delay = self.command_delay(command)
 
         def run() -> bytes:
-            if delay:
-                time.sleep(delay)
-            return self.applet.process(command)
+            # Whatever goes wrong here must still answer the terminal: an exception left in
+            # the future would be raised by the card loop and stop the card.
+            try:
+                delay = self.command_delay(command)
+                if delay:
+                    time.sleep(delay)
+                return self.applet.process(command)
+            except Exception:
+                log.exception("the applet failed on command %s", command[:5].hex())
+                return SW.UNKNOWN.to_bytes(2, "big")
 
         future = self._pool.submit(run)
         self._running = (future, generation)

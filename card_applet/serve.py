@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 import threading
@@ -22,6 +23,8 @@ from card_applet.state import CardStore, FileStore, TearingStore
 from card_applet.vpcd import DEFAULT_PORT, CardSide, VpcdCard
 
 log = logging.getLogger("nettx.card")
+
+MAX_DELAY = 600.0  # s: a test facility; longer is a typo, not a test
 
 
 def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -75,16 +78,21 @@ def serve_serial(state_path: Path, device: str, *, stop: threading.Event | None 
 
 
 def parse_delays(specs: list[str]) -> dict[int, float]:
-    """`INS:SECONDS` pairs (hex INS): the test facility that makes commands slow."""
+    """`INS:SECONDS` pairs (hex INS): the test facility that makes commands slow. SECONDS is
+    checked here: a negative, infinite or NaN delay would only fail later, in the worker
+    thread's time.sleep, or make a command that never answers."""
     delays = {}
     for spec in specs:
         ins, sep, seconds = spec.partition(":")
         try:
-            delays[int(ins, 16)] = float(seconds)
+            code, delay = int(ins, 16), float(seconds)
         except ValueError:
             raise ValueError(f"bad --delay {spec!r}: want INS:SECONDS, e.g. 2A:3.5") from None
-        if not sep or not 0 <= int(ins, 16) <= 0xFF:
+        if not sep or not 0 <= code <= 0xFF:
             raise ValueError(f"bad --delay {spec!r}: want INS:SECONDS, e.g. 2A:3.5")
+        if not (math.isfinite(delay) and 0 <= delay <= MAX_DELAY):
+            raise ValueError(f"bad --delay {spec!r}: SECONDS must be from 0 to {MAX_DELAY:g}")
+        delays[code] = delay
     return delays
 
 
@@ -127,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="test facility: commands with this INS (hex) take this long")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if not args.serial and (args.crc or args.delay):
+        parser.error("--crc and --delay work only with --serial")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s card %(levelname)s %(message)s")
     try:

@@ -185,7 +185,7 @@ def reply_nad(nad: int) -> int:
     return (nad & 0x07) << 4 | (nad >> 4 & 0x07)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class CardOutput:
     """What the card loop does after a received block: send these bytes, then run `execute`
     (a whole command APDU) on the applet if it is set."""

@@ -2,13 +2,17 @@
 
 Theory of operation. `T1Terminal.transceive` sends a command APDU as I-blocks of at most
 IFSC bytes (M bit set on all but the last; each acknowledged by an R-block, rule 2.2), then
-collects the response's I-blocks, acknowledging each but the last. Whatever goes wrong is
-answered as 7816-3 11.6.3 says: an invalid block or a silent card (BWT, stretched by the
-card's S(WTX) requests) gets an R-block naming the N(S) we expect (rule 7.1); an R-block
-naming our own N(S) gets our last I-block again (rule 7.2); an S request not answered is
-repeated (rule 7.3). After `max_retries` failed attempts at one step, S(RESYNCH) is tried
-(rule 7.4) and the command fails with `RetryLimitError`: re-sending it could execute it
-twice, so that choice is left to the caller.
+collects the response's I-blocks, acknowledging each but the last. The parts are cut as they
+go out, not in advance: the card may lower IFSC with S(IFS request) in the middle of a chain
+(rule 4), and every part sent after that, or sent again, must fit the new size.
+
+Whatever goes wrong is answered as 7816-3 11.6.3 says: an invalid block (S(WTX) with a
+multiplier of 0 among them) or a silent card (BWT, stretched by the card's S(WTX) requests)
+gets an R-block naming the N(S) we expect (rule 7.1); an R-block naming our own N(S) gets
+our last I-block again (rule 7.2); an S request not answered is repeated (rule 7.3). After
+`max_retries` failed attempts at one step, S(RESYNCH) is tried (rule 7.4) and the command
+fails with `RetryLimitError`: re-sending it could execute it twice, so that choice is left
+to the caller.
 
 The link does the I/O: `send(bytes)` and `receive(timeout)` returning one block's bytes
 (possibly invalid) or None when nothing came in time. Tests give it an in-memory card.
@@ -53,6 +57,7 @@ class T1Terminal:
     def __init__(self, link: BlockLink, *, ifsc: int = DEFAULT_IFSD, edc: Edc = Edc.LRC,
                  bwt: float = 1.7, max_retries: int = ISO_RETRIES, name: str = "T=1") -> None:
         self.link, self.ifsc, self.edc, self.bwt = link, ifsc, edc, bwt
+        self.atr_ifsc = ifsc  # what RESYNCH goes back to (rule 6)
         self.max_retries, self.name = max_retries, name
         self.ifsd = DEFAULT_IFSD
         self.ns = 0  # our next N(S)
@@ -107,19 +112,25 @@ class T1Terminal:
         return size
 
     def resynch(self) -> None:
-        """S(RESYNCH): both sides back to N(S) = 0 and default IFSD (rule 6)."""
+        """S(RESYNCH): both sides back to N(S) = 0, the default IFSD and the ATR's IFSC (rule
+        6.3: RESYNCH resets the communication parameters to their initial values)."""
         self.stats.resynchs += 1
         self._s_exchange(SType.RESYNCH)
         self.ns = self.expected = 0
         self.ifsd = DEFAULT_IFSD
+        self.ifsc = self.atr_ifsc
 
     # -- APDUs ------------------------------------------------------------------------------
 
+    def _part(self, apdu: bytes, start: int) -> Block:
+        """The I-block carrying apdu[start:], cut at the current IFSC."""
+        end = start + self.ifsc
+        return Block.i(self.ns, apdu[start:end], more=end < len(apdu))
+
     def transceive(self, apdu: bytes) -> bytes:
-        parts = [apdu[i : i + self.ifsc] for i in range(0, len(apdu), self.ifsc)] or [b""]
         self.stats.apdus += 1
-        index = 0
-        current = Block.i(self.ns, parts[0], more=len(parts) > 1)
+        start = 0  # where the part in flight begins in apdu
+        current = self._part(apdu, start)
         last_sent = current
         receiving = False  # the card's first I-block has come
         response = bytearray()
@@ -133,14 +144,16 @@ class T1Terminal:
                 resend = last_sent if last_sent.kind is Kind.R else Block.r(self.expected,
                                                                             reply)
             elif reply.kind is Kind.S:
-                if reply.is_s(SType.WTX, False):
+                # A multiplier of 0 would make our wait 0: not a request rule 3 defines, so
+                # the block is invalid (rule 7.1) and counts as a failure, not as progress.
+                if reply.is_s(SType.WTX, False) and reply.inf[0] > 0:
                     self.stats.wtx += 1
                     self._send(Block.s(SType.WTX, True, reply.inf))
                     wait = self.bwt * reply.inf[0]
                     failures = 0
                     continue
                 if reply.is_s(SType.IFS, False) and 1 <= reply.inf[0] <= MAX_INF:
-                    self.ifsc = reply.inf[0]
+                    self.ifsc = reply.inf[0]  # the next part (or a repeat) is cut to fit
                     self._send(Block.s(SType.IFS, True, reply.inf))
                     continue
                 if reply.is_s(SType.ABORT, False):
@@ -149,11 +162,13 @@ class T1Terminal:
                 resend = Block.r(self.expected, RError.OTHER)
             elif reply.kind is Kind.R:
                 if not receiving and reply.nr == current.ns:
+                    if len(current.inf) > self.ifsc:  # the card lowered IFSC meanwhile
+                        current = self._part(apdu, start)
                     resend = current  # the card did not get it
                 elif not receiving and current.more:
-                    index += 1  # acknowledged: the next part
+                    start += len(current.inf)  # acknowledged: the next part
                     self.ns ^= 1
-                    current = Block.i(self.ns, parts[index], more=index < len(parts) - 1)
+                    current = self._part(apdu, start)
                     last_sent = current
                     failures = 0
                     self._send(current)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from card_applet.atr import Edc
-from card_applet.t1 import Block, BlockError, Kind, RError, SType, T1Card, crc16
+from card_applet.line import RESET_REQUEST
+from card_applet.serial_card import Event, LineFramer
+from card_applet.t1 import Block, BlockError, CardOutput, Kind, RError, SType, T1Card, crc16
 
 
 def test_crc_is_iso13239_fcs16() -> None:
@@ -122,3 +126,49 @@ def test_abort_drops_a_chain_in_progress() -> None:
     out = card.receive(Block.s(SType.ABORT).encode())
     assert Block.decode(out.send) == Block.s(SType.ABORT, True)
     assert card.executions == 0
+
+
+def test_card_output_is_a_value() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CardOutput(b"\x00").send = b""  # type: ignore[misc]
+
+
+# -- the line framer (card_applet.serial_card), sans-IO ---------------------------------------
+
+CWT = 0.05
+
+
+def powered_framer(edc: Edc = Edc.LRC) -> LineFramer:
+    framer = LineFramer(CWT, edc)
+    assert framer.feed(RESET_REQUEST, 0.0) == [(Event.RESET, b"")]
+    return framer
+
+
+@pytest.mark.parametrize("edc", list(Edc))
+def test_framer_cuts_blocks_by_len(edc: Edc) -> None:
+    framer = powered_framer(edc)
+    one, two = Block.i(0, b"\x00\xa4\x04\x00").encode(edc), Block.r(1).encode(edc)
+    assert framer.feed(one + two, 1.0) == [(Event.BLOCK, one), (Event.BLOCK, two)]
+    assert framer.poll(2.0) == []
+
+
+@pytest.mark.parametrize("edc", list(Edc))
+def test_a_block_whose_len_shrank_costs_one_answer(edc: Edc) -> None:
+    framer = powered_framer(edc)
+    block = Block.i(0, bytes(range(0x10, 0x1F))).encode(edc)
+    shrunk = block[:2] + b"\x02" + block[3:]  # LEN 0F read as 02
+    assert framer.feed(shrunk[:9], 1.0) == []  # no "block" cut from its first bytes
+    assert framer.feed(shrunk[9:], 1.001) == []
+    assert framer.poll(1.001 + CWT / 2) == []  # not before the line is quiet
+    assert framer.poll(1.001 + CWT) == [(Event.INVALID, b"")]
+    assert framer.poll(2.0) == []  # once
+    good = Block.r(0).encode(edc)
+    assert framer.feed(good, 3.0) == [(Event.BLOCK, good)]
+
+
+def test_a_reset_ends_a_drain_in_the_same_burst() -> None:
+    framer = powered_framer()
+    block = Block.i(0, bytes(20)).encode()
+    garbage = block[:2] + b"\x01" + block[3:]
+    assert framer.feed(garbage + RESET_REQUEST, 1.0) == [(Event.RESET, b"")]
+    assert framer.poll(2.0) == []

@@ -16,19 +16,22 @@ import pytest
 import serial
 
 from card_applet.applet import Applet
-from card_applet.atr import ATR, ATR_CRC, Edc
+from card_applet.atr import ATR, ATR_CRC, HISTORICAL_BYTES, Edc, build_atr, inverse_to_direct, xor
+from card_applet.atr import parse_atr as parse
 from card_applet.line import POWER_OFF_REQUEST, RESET_REQUEST, LineTiming, Pps
 from card_applet.pin import encode_pin
+from card_applet.serve import main as serve_main
+from card_applet.serve import parse_delays
 from card_applet.state import MemoryStore, manufacture
-from card_applet.t1 import Block
+from card_applet.t1 import Block, RError
 from terminal.cardproc import SerialCardProcess
 from terminal.errors import LineProtocolError, NoCardError, ReaderError, RetryLimitError
 from terminal.faultline import FaultLine, Faults
 from terminal.readers import open_reader
-from terminal.serial import SerialReader
+from terminal.serial import SerialReader, _SerialLink, check_atr, check_pps_answer
 from terminal.session import CardSession
 from tests.conftest import HOLDER, PIN, SELLER, Centre
-from tests.serial_support import card_thread, socat_pair
+from tests.serial_support import card_thread, scripted_card, socat_pair
 
 GET_CHALLENGE = bytes.fromhex("0084000008")
 
@@ -315,3 +318,204 @@ def test_reset_waits_for_the_running_command(line: FaultLine) -> None:
         port.write(POWER_OFF_REQUEST)
         time.sleep(0.2)
     assert applet.events == ["reset", "start", "end", "reset", "power off"]
+
+
+# -- PPS answers (ISO/IEC 7816-3 9.3) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("request_, answer", [
+    (Pps(1), Pps(1)),
+    (Pps(1, 0x13), Pps(1, 0x13)),  # PPS1 echoed
+    (Pps(1, 0x13), Pps(1)),  # PPS1 left out: Fd/Dd
+])
+def test_pps_answers_that_succeed(request_: Pps, answer: Pps) -> None:
+    assert check_pps_answer(request_, answer.encode()) == answer
+
+
+@pytest.mark.parametrize("request_, raw, message", [
+    (Pps(1), b"", "refused \\(no answer: malformed"),
+    (Pps(1), bytes.fromhex("FF 01 FF"), "PCK wrong"),
+    (Pps(1), Pps(0).encode(), "does not confirm T=1"),
+    (Pps(1), Pps(1, 0x11).encode(), "PPS1 11 not requested"),
+    (Pps(1, 0x13), Pps(1, 0x12).encode(), "PPS1 12 not the 13 requested"),
+    (Pps(1), Pps(1, None, 0x01).encode(), "PPS2 01 not requested"),
+    (Pps(1), Pps(1, None, None, 0x00).encode(), "PPS3 00 not requested"),
+    (Pps(1), bytes.fromhex("FF 81 7E"), "PPS0 81: b8 is reserved"),
+])
+def test_pps_answers_that_fail(request_: Pps, raw: bytes, message: str) -> None:
+    with pytest.raises(LineProtocolError, match=message):
+        check_pps_answer(request_, raw)
+
+
+def test_pps_decode_refuses_the_reserved_b8() -> None:
+    with pytest.raises(ValueError, match="b8 is reserved"):
+        Pps.decode(bytes.fromhex("FF 81 7E"))
+
+
+def test_a_card_that_answers_a_bad_pps_is_reset_then_deactivated(line: FaultLine) -> None:
+    with scripted_card(line.card_path, ATR, Pps(1, 0x11).encode()) as heard:
+        reader = SerialReader(line.reader_path, slack=0.01)
+        try:
+            with pytest.raises(LineProtocolError) as exc:
+                reader.power_on()
+            assert str(exc.value) == (f"serial {line.reader_path}: PPS answer FF 11 11 FF: "
+                                      "PPS1 11 not requested")
+            time.sleep(0.2)
+            assert heard == ["reset", "pps"] * 3 + ["power off"]
+            assert reader.t1 is None
+        finally:
+            reader.close()
+
+
+# -- ATRs the reader cannot use ---------------------------------------------------------------
+
+
+def atr_with_ta1(ta1: int) -> bytes:
+    body = bytes((0x90 | len(HISTORICAL_BYTES), ta1, 0x81, 0x31, 0xFE, 0x45)) + HISTORICAL_BYTES
+    return b"\x3b" + body + bytes((xor(body),))
+
+
+@pytest.mark.parametrize("atr, message", [
+    (build_atr(ifsc=0xFF), "IFSC FF is reserved"),
+    (build_atr(ifsc=0x00), "IFSC 00 is reserved"),
+    (atr_with_ta1(0x70), "TA1 70 uses reserved Fi/Di values"),
+    (build_atr(bwi_cwi=0xA5), "BWI 10 is reserved"),
+    (b"\x3f" + ATR[1:], "inverse convention not supported"),
+])
+def test_atrs_with_reserved_values_are_refused(atr: bytes, message: str) -> None:
+    with pytest.raises(LineProtocolError, match=message):
+        check_atr(parse(atr))
+
+
+def test_an_atr_with_ifsc_ff_is_a_reader_error_not_an_atr_error(line: FaultLine) -> None:
+    # the PPS answer is right: what the old reader tripped on after it was atr.ifsc
+    with scripted_card(line.card_path, build_atr(ifsc=0xFF), Pps(1).encode()) as heard:
+        reader = SerialReader(line.reader_path, slack=0.01)
+        try:
+            with pytest.raises(LineProtocolError, match="IFSC FF is reserved"):
+                reader.power_on()
+            time.sleep(0.2)
+            assert heard == ["reset", "power off"]  # refused at once: a reset cannot help
+        finally:
+            reader.close()
+
+
+def test_an_inverse_convention_card_is_refused(line: FaultLine) -> None:
+    # an inverse-convention card's ATR as a direct-convention UART reads it: TS is 03
+    as_read = inverse_to_direct(b"\x3f" + ATR[1:])
+    assert as_read[0] == 0x03
+    with scripted_card(line.card_path, as_read, Pps(1).encode()) as heard:
+        reader = SerialReader(line.reader_path, slack=0.01)
+        try:
+            with pytest.raises(LineProtocolError, match="inverse convention not supported"):
+                reader.power_on()
+            time.sleep(0.2)
+            assert heard == ["reset", "power off"]
+        finally:
+            reader.close()
+
+
+# -- one corrupted block, one answer ----------------------------------------------------------
+
+
+class BufferPort:
+    """Bytes already on the line: `read` returns what is there, b"" once it is quiet."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = bytearray(data)
+        self.timeout: float | None = None
+
+    def read(self, size: int = 1) -> bytes:
+        chunk = bytes(self.data[:size])
+        del self.data[:size]
+        return chunk
+
+
+SELECT_BLOCK = Block.i(0, bytes.fromhex("00A4040C0AF0455030373931393031")).encode()
+
+
+def shorter_len(raw: bytes, length: int = 2) -> bytes:
+    return raw[:2] + bytes((length,)) + raw[3:]
+
+
+@pytest.mark.parametrize("edc", list(Edc))
+def test_reader_drains_the_tail_of_a_block_whose_len_was_corrupted(edc: Edc) -> None:
+    block = Block.i(0, bytes(range(15))).encode(edc)
+    port = BufferPort(shorter_len(block))
+    link = _SerialLink(port, LineTiming(), edc)  # type: ignore[arg-type]
+    assert link.receive(1.0) == shorter_len(block)[: 3 + 2 + (2 if edc is Edc.CRC else 1)]
+    assert link.receive(1.0) is None  # not the block's tail, read as a second block
+    good = Block.r(1).encode(edc)
+    port.data += good + good
+    assert (link.receive(1.0), link.receive(1.0)) == (good, good)  # good blocks are kept
+
+
+def test_card_answers_a_block_whose_len_was_corrupted_once(line: FaultLine,
+                                                           blank_applet: Applet) -> None:
+    with card_thread(blank_applet, line.card_path), raw_port(line.reader_path) as port:
+        for _ in range(50):
+            port.write(RESET_REQUEST)
+            if port.read(len(ATR)) == ATR:
+                break
+        port.write(shorter_len(SELECT_BLOCK))
+        assert port.read(4) == Block.r(0, RError.EDC).encode()
+        port.timeout = 0.5
+        assert port.read(4) == b""  # and nothing more: one bad block, one R-block
+        port.timeout = 1.0
+        port.write(SELECT_BLOCK)  # the card is in step: the block sent again works
+        assert Block.decode(port.read(6)).inf[-2:] == b"\x90\x00"
+
+
+# -- the card process's test facilities -------------------------------------------------------
+
+
+class FailingApplet:
+    """Raises on INS 01: a bug in the applet (Applet.process catches its own; this does not)."""
+
+    def process(self, command: bytes) -> bytes:
+        if command[1] == 0x01:
+            raise RuntimeError("applet bug")
+        return b"\x90\x00"
+
+    def reset(self) -> None:
+        pass
+
+    def power_off(self) -> None:
+        pass
+
+
+def test_an_exception_in_the_applet_thread_answers_6f00(line: FaultLine) -> None:
+    # INS 02's delay is negative: time.sleep raises in the worker thread
+    with card_thread(FailingApplet(), line.card_path,
+                     command_delay=lambda apdu: -1.0 if apdu[1] == 0x02 else 0.0):
+        reader = SerialReader(line.reader_path)
+        try:
+            reader.wait_for_card(5)
+            assert reader.transmit(bytes.fromhex("00010000")) == b"\x6f\x00"
+            assert reader.transmit(bytes.fromhex("00020000")) == b"\x6f\x00"
+            assert reader.transmit(bytes.fromhex("00030000")) == b"\x90\x00"  # still alive
+            assert reader.stats.resynchs == 0
+        finally:
+            reader.close()
+
+
+@pytest.mark.parametrize("spec", ["2A:-1", "2A:nan", "2A:inf", "2A:-inf", "2A:601"])
+def test_delays_must_be_finite_and_bounded(spec: str) -> None:
+    with pytest.raises(ValueError, match=f"bad --delay '{spec}': SECONDS must be from 0 to 600"):
+        parse_delays([spec])
+
+
+def test_delays() -> None:
+    assert parse_delays(["2A:3.5", "84:0"]) == {0x2A: 3.5, 0x84: 0.0}
+    for spec in ("2A", "2A:x", "100:1"):
+        with pytest.raises(ValueError, match="want INS:SECONDS"):
+            parse_delays([spec])
+
+
+@pytest.mark.parametrize("option", [["--crc"], ["--delay", "2A:1"]])
+def test_serial_options_without_serial_are_a_usage_error(
+        option: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        serve_main(["--state", str(tmp_path / "card.json"), *option])
+    assert exc.value.code == 2
+    assert "--crc and --delay work only with --serial" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from card_applet.atr import Edc
-from card_applet.t1 import Block, Kind, SType, T1Card
+from card_applet.t1 import Block, Kind, RError, SType, T1Card
 from terminal.errors import RetryLimitError
 from terminal.t1 import T1Terminal
 
@@ -109,11 +109,76 @@ def test_ifsd_negotiation_sets_the_cards_block_size() -> None:
     assert sizes == [20] * 5 + [4]  # 100 + 4 bytes of response, at most IFSD per block
 
 
+class CardLowersIfsc(MemoryLine):
+    """A card that, given the first part of a chain, asks for a smaller IFSC (S(IFS request))
+    before acknowledging it, and from then on refuses larger blocks; `lose_first`: that first
+    part arrives corrupted, so the card's R-block asks for it again. RESYNCH takes the card
+    back to its ATR's IFSC (rule 6)."""
+
+    def __init__(self, new_ifsc: int, *, lose_first: bool = False) -> None:
+        super().__init__(answer)
+        self.atr_ifsc, self.new_ifsc, self.lose_first = self.card.ifsc, new_ifsc, lose_first
+        self.held: bytes | None = None
+        self.asked = False  # the card asks once
+        self.sizes: list[int] = []  # INF sizes of the terminal's I-blocks, as sent
+
+    def send(self, data: bytes) -> None:
+        block = Block.decode(data)
+        if block.is_s(SType.IFS, True):
+            assert block.inf == bytes((self.new_ifsc,))
+            self.card.ifsc = self.new_ifsc
+            assert self.held is not None
+            self.outbox.append(self.held)  # now the answer to the I-block
+            self.held = None
+            return
+        if block.is_s(SType.RESYNCH, False):
+            self.card.ifsc = self.atr_ifsc
+        ask = block.kind is Kind.I and not self.asked
+        if block.kind is Kind.I:
+            self.sizes.append(len(block.inf))
+            if ask and self.lose_first:
+                data = data[:-1] + bytes((data[-1] ^ 0xFF,))
+        super().send(data)
+        if ask:
+            self.asked = True
+            self.held = self.outbox.pop()
+            self.outbox.append(Block.s(SType.IFS, False, bytes((self.new_ifsc,))).encode())
+
+
 def test_card_ifs_request_changes_what_the_terminal_sends() -> None:
-    terminal, line = pair()
-    line.outbox.append(Block.s(SType.IFS, False, b"\x40").encode())
+    line = CardLowersIfsc(32)
+    terminal = T1Terminal(line, ifsc=254, bwt=0.01)
+    command = extended(600, 1)  # 609 bytes
+    assert terminal.transceive(command) == answer(command)
+    assert line.executed == [command]
+    # the first part went out at the ATR's IFSC; every later one fits the card's new IFSC
+    assert line.sizes == [254] + [32] * 11 + [3]
+    assert terminal.ifsc == 32
+    assert terminal.stats.retransmissions == 0
+
+
+def test_a_part_sent_again_after_an_ifsc_change_is_cut_again() -> None:
+    line = CardLowersIfsc(32, lose_first=True)
+    terminal = T1Terminal(line, ifsc=254, bwt=0.01)
+    command = extended(600, 1)
+    assert terminal.transceive(command) == answer(command)
+    assert line.executed == [command]
+    # the card never got the 254-byte part: it goes again from its start, 32 bytes at a time
+    assert line.sizes == [254] + [32] * 19 + [1]
+
+
+def test_resynch_restores_the_atrs_ifsc() -> None:
+    line = CardLowersIfsc(32)
+    terminal = T1Terminal(line, ifsc=254, bwt=0.01)
+    terminal.negotiate_ifsd(100)
     terminal.transceive(extended(300, 1))
-    assert terminal.ifsc == 0x40
+    assert terminal.ifsc == 32
+    terminal.resynch()
+    assert (terminal.ifsc, terminal.ifsd) == (254, 32)  # rule 6: the initial parameters
+    line.sizes.clear()
+    command = extended(300, 1)  # 309 bytes
+    assert terminal.transceive(command) == answer(command)
+    assert line.sizes == [254, 55]
 
 
 def test_wtx_stretches_the_wait_and_the_answer_arrives() -> None:
@@ -132,6 +197,39 @@ def test_resynch_resets_both_sides() -> None:
         0, 0, 0, 0)
     terminal.transceive(bytes.fromhex("00CA00C208"))
     assert len(line.executed) == 2
+
+
+def test_wtx_multiplier_zero_is_an_invalid_block() -> None:
+    terminal, line = pair()
+    sent: list[bytes] = []
+
+    def record(direction: str, raw: bytes) -> bytes:
+        if direction == "to card":
+            sent.append(raw)
+        return raw
+
+    line.fault = record
+    line.outbox.append(Block.s(SType.WTX, False, b"\x00").encode())  # before the answer
+    command = bytes.fromhex("00CA00C208")
+    assert terminal.transceive(command) == answer(command)
+    # rule 7.1: an R-block asking for the card's block, not S(WTX response 0) and a 0 s wait
+    assert sent[1] == Block.r(0, RError.OTHER).encode()
+    assert Block.s(SType.WTX, True, b"\x00").encode() not in sent
+    assert terminal.stats.wtx == 0
+    assert line.executed == [command]
+
+
+def test_endless_wtx_zero_hits_the_retry_limit() -> None:
+    class Stalling:
+        def send(self, data: bytes) -> None:
+            pass
+
+        def receive(self, timeout: float) -> bytes:
+            return Block.s(SType.WTX, False, b"\x00").encode()
+
+    terminal = T1Terminal(Stalling(), bwt=0.01)
+    with pytest.raises(RetryLimitError):
+        terminal.transceive(bytes.fromhex("00CA00C208"))
 
 
 @pytest.mark.parametrize("seed", range(5))
