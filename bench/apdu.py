@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
     sys.path.insert(0, str(REPO))
 
-from bench.runs import close_quietly, signals_raise  # noqa: E402
+from bench.runs import close_quietly, filesystem, load_average, signals_raise  # noqa: E402
 from card_applet import blom  # noqa: E402
 from card_applet.apdu import EXTENDED_MAX_LE, CommandApdu  # noqa: E402
 from card_applet.applet import TAG_PLAIN, Applet, Ins, Pso  # noqa: E402
@@ -486,13 +486,7 @@ def first_line(argv: list[str]) -> str:
 def environment(tmp: Path) -> str:
     pcscd = first_line(["pcscd", "--version"]) if shutil.which("pcscd") else "not installed"
     vpcd = sorted(Path("/usr/lib").glob("**/pcsc/drivers/serial/libifdvpcd.so.*"))
-    try:
-        fs = subprocess.run(["df", "--output=fstype", str(tmp)], capture_output=True,
-                            text=True, timeout=5).stdout.split()[-1]
-    except (OSError, subprocess.TimeoutExpired, IndexError):
-        fs = "?"
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path(
-        "/proc/loadavg").exists() else "?"
+    fs, load = filesystem(tmp), load_average()
     return (f"Python {platform.python_version()} ({platform.python_implementation()}) | "
             f"pcscd: {pcscd} | vpcd: {vpcd[-1].name if vpcd else 'not installed'} | "
             f"CPUs: {os.cpu_count()} | load avg: {load} | {platform.system()} "

@@ -54,7 +54,6 @@ import pstats
 import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -74,7 +73,7 @@ if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
     sys.path.insert(0, str(REPO))
 
 import host.holder  # noqa: E402
-from bench.runs import close_quietly, signals_raise  # noqa: E402
+from bench.runs import close_quietly, filesystem, load_average, signals_raise  # noqa: E402
 from card_applet.applet import Applet  # noqa: E402
 from card_applet.state import FileStore  # noqa: E402
 from host.authority import Authority, write_row_file  # noqa: E402
@@ -673,13 +672,7 @@ def commit_cost(tmp: Path, n: int = 40) -> float:
 
 
 def environment(tmp: Path, commit_ms: float) -> str:
-    try:
-        fs = subprocess.run(["df", "--output=fstype", str(tmp)], capture_output=True,
-                            text=True, timeout=5).stdout.split()[-1]
-    except (OSError, subprocess.TimeoutExpired, IndexError):
-        fs = "?"
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path(
-        "/proc/loadavg").exists() else "?"
+    fs, load = filesystem(tmp), load_average()
     return (f"Python {platform.python_version()} ({platform.python_implementation()}) | "
             f"SQLite {sqlite3.sqlite_version} | CPUs: {os.cpu_count()} | load avg: {load} | "
             f"{platform.system()} {platform.release()} | databases on {fs} ({tmp}); one "

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 
 @contextlib.contextmanager
@@ -32,3 +34,17 @@ def close_quietly(stack: contextlib.ExitStack) -> None:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def filesystem(path: Path) -> str:
+    """The type of the filesystem under `path` (fsync costs depend on it), or "?"."""
+    try:
+        return subprocess.run(["df", "--output=fstype", str(path)], capture_output=True,
+                              text=True, timeout=5).stdout.split()[-1]
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return "?"
+
+
+def load_average() -> str:
+    loadavg = Path("/proc/loadavg")
+    return " ".join(loadavg.read_text().split()[:3]) if loadavg.exists() else "?"

@@ -257,8 +257,11 @@ def client_wait(client: HolderClient, order_id: bytes) -> Outcome:
     return client.wait_for_outcome(sealed, timeout=30)
 
 
-def test_seller_killed_after_approval_resumes_on_restart(parties: Parties) -> None:
-    seller = parties.start("seller", crash_at="after-approval", port=parties.seller_port)
+def order_to_a_dying_seller(parties: Parties,
+                            crash_at: str) -> tuple[HolderClient, SealedOrder]:
+    """Send an order to a seller that kills itself at `crash_at`; the holder sees the
+    connection drop, and the seller is dead on return."""
+    seller = parties.start("seller", crash_at=crash_at, port=parties.seller_port)
     client = holder(parties)
     with Connection("127.0.0.1", parties.seller_port) as conn:
         _form, sealed = client.prepare(conn, an_order())
@@ -266,6 +269,11 @@ def test_seller_killed_after_approval_resumes_on_restart(parties: Parties) -> No
         with pytest.raises(TransactionError, match="connection-lost"):
             conn.receive()
     seller.proc.wait(5)
+    return client, sealed
+
+
+def test_seller_killed_after_approval_resumes_on_restart(parties: Parties) -> None:
+    client, sealed = order_to_a_dying_seller(parties, "after-approval")
     parties.restart("seller")
     final = client.wait_for_outcome(sealed, timeout=30)
     assert final.status == "completed", final.reason
@@ -289,14 +297,7 @@ def test_delivery_killed_after_shipping_ships_once(parties: Parties) -> None:
 
 
 def test_seller_killed_after_recording_the_order_resumes_it(parties: Parties) -> None:
-    seller = parties.start("seller", crash_at="after-receive", port=parties.seller_port)
-    client = holder(parties)
-    with Connection("127.0.0.1", parties.seller_port) as conn:
-        _form, sealed = client.prepare(conn, an_order())
-        conn.send_raw(frame(MessageType.ORDER, envelope=sealed.envelope.to_cbor()))
-        with pytest.raises(TransactionError, match="connection-lost"):
-            conn.receive()
-    seller.proc.wait(5)
+    client, sealed = order_to_a_dying_seller(parties, "after-receive")
     assert parties.balance() == BALANCE  # killed before anything left for the card manager
     parties.restart("seller")
     final = client.wait_for_outcome(sealed, timeout=30)
