@@ -34,7 +34,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
     sys.path.insert(0, str(REPO))
 
-from bench.runs import close_quietly, filesystem, load_average, signals_raise  # noqa: E402
+from bench.runs import close_quietly, filesystem, load_average, signals_raise, work_dir  # noqa: E402
 from card_applet import blom  # noqa: E402
 from card_applet.apdu import EXTENDED_MAX_LE, CommandApdu  # noqa: E402
 from card_applet.applet import TAG_PLAIN, Applet, Ins, Pso  # noqa: E402
@@ -596,12 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = contextlib.ExitStack()
     with signals_raise():
         try:
-            if args.keep:
-                tmp = Path(tempfile.mkdtemp(prefix="nettx-bench-"))
-                err.print(f"keeping {tmp}")
-            else:
-                tmp = Path(stack.enter_context(
-                    tempfile.TemporaryDirectory(prefix="nettx-bench-")))
+            tmp = work_dir(stack, args.keep, "nettx-bench-", err.print)
             env_line = environment(tmp)
             err.print(f"personalising {len(HOLDERS)} cards (k = {K}) in {tmp}")
             cards = personalise_cards(tmp)

@@ -55,7 +55,6 @@ import signal
 import sqlite3
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -73,7 +72,7 @@ if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
     sys.path.insert(0, str(REPO))
 
 import host.holder  # noqa: E402
-from bench.runs import close_quietly, filesystem, load_average, signals_raise  # noqa: E402
+from bench.runs import close_quietly, filesystem, load_average, signals_raise, work_dir  # noqa: E402
 from card_applet.applet import Applet  # noqa: E402
 from card_applet.state import FileStore  # noqa: E402
 from host.authority import Authority, write_row_file  # noqa: E402
@@ -887,12 +886,7 @@ def main(argv: list[str] | None = None) -> int:
     profiles: list[Profile] = []
     with signals_raise():
         try:
-            if args.keep:
-                tmp = Path(tempfile.mkdtemp(prefix="nettx-orders-"))
-                err.print(f"keeping {tmp}")
-            else:
-                tmp = Path(stack.enter_context(
-                    tempfile.TemporaryDirectory(prefix="nettx-orders-")))
+            tmp = work_dir(stack, args.keep, "nettx-orders-", err.print)
             commit_ms = commit_cost(tmp)
             env_line = environment(tmp, commit_ms)
             err.print(f"centre k = {args.k}: rows for 3 parties, 1 card and "

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -48,3 +49,13 @@ def filesystem(path: Path) -> str:
 def load_average() -> str:
     loadavg = Path("/proc/loadavg")
     return " ".join(loadavg.read_text().split()[:3]) if loadavg.exists() else "?"
+
+
+def work_dir(stack: contextlib.ExitStack, keep: bool, prefix: str,
+             say: Callable[[str], object]) -> Path:
+    """A fresh directory for the run's files: removed with `stack`, unless `keep`."""
+    if keep:
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+        say(f"keeping {path}")
+        return path
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
