@@ -251,7 +251,9 @@ class SellerServer(PartyServer):
         if status in (OrderStatus.RECEIVED, OrderStatus.AUTHORISING):
             auth = await self._exchange(
                 Party.ISSUER, MessageType.AUTHORISE, MessageType.AUTHORISATION,
-                before_send=lambda: self._mark(order_id, OrderStatus.AUTHORISING),
+                # recorded before the request leaves: from then on a debit may exist
+                before_send=(lambda: self.orders.set_status(order_id, OrderStatus.AUTHORISING))
+                if status is OrderStatus.RECEIVED else None,
                 header=env.header, part=issuer_part,
                 mac=await self.keys.mac(header.issuer, request_digest(env.header, issuer_part),
                                         context("authorise", order_id)))
@@ -314,10 +316,6 @@ class SellerServer(PartyServer):
         return {"order": order_id, "status": "failed",
                 "reason": f"{reason}; card manager: {code}, no charge stands",
                 "issuer_receipt": answer.body.get("receipt", bytes, max_size=1024)}
-
-    def _mark(self, order_id: bytes, status: OrderStatus) -> None:
-        if self.orders.status(order_id) != (status, None):
-            self.orders.set_status(order_id, status)
 
     async def _check(self, peer: str, body: bytes, mac: bytes, ctx: bytes, what: str) -> None:
         try:
@@ -384,13 +382,9 @@ class SellerServer(PartyServer):
             status, note = OrderStatus.VOIDING, "not completed in time"
             self.orders.set_status(order.order_id, status, note=note)
         opened = None
-        if status is not OrderStatus.VOIDING:
-            header = envelope.Header.from_bytes(env.header)
-            plaintext = await self.keys.open(header.holder, env.parts[Party.SELLER],
-                                             envelope.part_aad(Party.SELLER, env.header),
-                                             context("part", header.order_id))
-            opened = envelope.parse_part(header, env.header, Party.SELLER,
-                                         env.parts[Party.SELLER], plaintext)
+        if status is not OrderStatus.VOIDING:  # no freshness: it was fresh when received
+            opened = await open_own_part(self.keys, Party.SELLER, env.header,
+                                         env.parts[Party.SELLER], None)
         outcome = await self._drive(env, order.digest, status, opened=opened, note=note)
         if outcome["status"] != "pending":
             self.log.info("order %s resumed: %s", order.order_id.hex(), outcome["status"])
