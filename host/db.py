@@ -294,6 +294,8 @@ CREATE TABLE IF NOT EXISTS orders (
     digest   BLOB NOT NULL,           -- the order digest: enough to void it without the key
     status   TEXT NOT NULL,           -- see OrderStatus
     note     TEXT,                    -- why the order is being voided
+    approval BLOB,                    -- the card manager's authorisation MAC, once approved
+    receipt  BLOB,                    -- and its receipt for the holder
     outcome  BLOB,                    -- the outcome message, once final
     since    INTEGER NOT NULL,        -- when it was received
     at       INTEGER NOT NULL         -- last change
@@ -336,7 +338,8 @@ class OrderBook:
         with transaction(self.conn):
             try:
                 self.conn.execute(
-                    "INSERT INTO orders VALUES (?, ?, ?, ?, ?, 'received', NULL, NULL, ?, ?)",
+                    "INSERT INTO orders (order_id, envelope, holder, amount, digest, status, "
+                    "since, at) VALUES (?, ?, ?, ?, ?, 'received', ?, ?)",
                     (order_id, envelope, holder, amount, digest, now, now))
             except sqlite3.IntegrityError:
                 raise replay_error(order_id) from None
@@ -348,6 +351,21 @@ class OrderBook:
             self.conn.execute("UPDATE orders SET status = ?, outcome = ?, "
                               "note = coalesce(?, note), at = ? WHERE order_id = ?",
                               (status.value, outcome, note, int(time.time()), order_id))
+
+    def approve(self, order_id: bytes, mac: bytes, receipt: bytes) -> None:
+        """Debited: keep what the delivery request and the outcome will need after a crash."""
+        with transaction(self.conn):
+            self.conn.execute("UPDATE orders SET status = 'approved', approval = ?, receipt = ?, "
+                              "at = ? WHERE order_id = ?",
+                              (mac, receipt, int(time.time()), order_id))
+
+    def approval(self, order_id: bytes) -> tuple[bytes, bytes]:
+        """The authorisation MAC and the holder's receipt of an approved order."""
+        row = self.conn.execute("SELECT approval, receipt FROM orders WHERE order_id = ? "
+                                "AND approval IS NOT NULL", (order_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"order {order_id.hex()} was never approved")
+        return row[0], row[1]
 
     def status(self, order_id: bytes) -> tuple[OrderStatus, bytes | None] | None:
         row = self.conn.execute("SELECT status, outcome FROM orders WHERE order_id = ?",

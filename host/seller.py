@@ -271,14 +271,10 @@ class SellerServer(PartyServer):
             if their_amount != amount:
                 raise Unfinishable("amount", f"the card manager approved {their_amount}, the "
                                              f"order is for {amount}")
-            self.orders.set_status(order_id, OrderStatus.APPROVED, codec.encode(
-                {"mac": mac, "receipt": receipt}))
+            self.orders.approve(order_id, mac, receipt)
             self.crash_point("after-approval")
         else:  # approved before a crash or a failed delivery attempt: its record has the MAC
-            recorded = self.orders.status(order_id)
-            assert recorded is not None and recorded[1] is not None
-            approval = codec.decode(recorded[1])
-            mac, receipt = approval["mac"], approval["receipt"]
+            mac, receipt = self.orders.approval(order_id)
         delivery = await self._exchange(
             Party.DELIVERY, MessageType.DELIVER, MessageType.DELIVERY,
             header=env.header, part=env.parts[Party.DELIVERY], approval=mac,
