@@ -29,8 +29,8 @@ from host.softcard import software_card
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 
-# the `shared/` directory sits beside the repository root (here and in CI's fresh clone)
-VECTORS_PATH = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "blom-v1.json"
+# the Blom vectors travel with the repository (a copy of the design's shared/vectors file)
+VECTORS_PATH = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "blom-v1.json"
 
 HOLDER = "holder:alice@example.org"
 SELLER = "seller:shop.example"

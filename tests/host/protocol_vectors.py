@@ -20,7 +20,7 @@ from host import codec, envelope
 from host.order import CatalogueItem, Order, OrderForm, Party, split
 from host.server import request_digest
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "blom-v1.json"
+SHARED = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "blom-v1.json"
 HOLDER = "holder:alice@example.org"
 IDS = {Party.SELLER: "seller:shop.example", Party.ISSUER: "issuer:card-manager.example",
        Party.DELIVERY: "delivery:parcel.example"}

@@ -15,7 +15,7 @@ from card_applet.state import FileStore, Lifecycle
 from host.authority import BATCH, Authority, Master, read_row_file, write_row_file
 from host.errors import AuthorityError
 
-VECTORS_PATH = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "blom-v1.json"
+VECTORS_PATH = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "blom-v1.json"
 
 
 @pytest.fixture(scope="module")

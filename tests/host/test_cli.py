@@ -28,7 +28,7 @@ from host.authority import BATCH, Authority, read_row_file
 from host.softcard import software_card
 
 REPO = Path(__file__).resolve().parents[2]
-VECTORS_PATH = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "blom-v1.json"
+VECTORS_PATH = REPO / "docs" / "vectors" / "blom-v1.json"
 HOLDER = "holder:alice@example.org"
 SELLER = "seller:shop.example"
 PIN, PUK = "1234", "12345678"
