@@ -10,7 +10,7 @@ APT_STAMP := $(VENV)/.apt-stamp
 APT_TEST_STAMP := $(VENV)/.apt-test-stamp
 PIP_STAMP := $(VENV)/.pip-stamp
 
-.PHONY: demo test lint bench clean deps test-deps
+.PHONY: demo test lint bench clean deps test-deps upgrade-deps
 
 demo: deps
 	$(VENV)/bin/nettx demo
@@ -40,11 +40,23 @@ $(APT_TEST_STAMP): $(APT_STAMP)
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TEST); fi
 	touch $@
 
-$(PIP_STAMP): pyproject.toml $(APT_STAMP)
+# constraints.txt pins every package (and, through PIP_CONSTRAINT, the build backend) so a
+# fresh machine installs what CI tested; `make upgrade-deps` moves the pins on purpose.
+$(PIP_STAMP): pyproject.toml constraints.txt $(APT_STAMP)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q --upgrade pip
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -e '.[test]'
 	touch $@
+
+upgrade-deps: $(APT_STAMP)
+	rm -rf $(VENV).upgrade && python3 -m venv $(VENV).upgrade
+	$(VENV).upgrade/bin/python -m pip install -q --upgrade pip setuptools
+	$(VENV).upgrade/bin/python -m pip install -q -e '.[test]'
+	{ sed -n '1,2p' constraints.txt; \
+	  $(VENV).upgrade/bin/python -m pip freeze --all --exclude-editable | grep -v '^nettx' | sort -f; \
+	} > constraints.txt.new && mv constraints.txt.new constraints.txt
+	rm -rf $(VENV).upgrade
+	@echo "constraints.txt updated: review the diff, run make test, commit"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
