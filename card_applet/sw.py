@@ -65,8 +65,13 @@ def describe(sw: int) -> str:
     if hi == 0x6C:
         return f"wrong Le: re-issue with Le = {lo or 256}"
     if hi == 0x63 and lo & 0xF0 == 0xC0:
-        return f"verification failed, {lo & 0x0F} tries left"
+        return f"verification failed, {tries(lo & 0x0F)} left"
     return "unknown status"
+
+
+def tries(n: int) -> str:
+    """'1 try', '2 tries': the count the 63Cx status word carries, in English."""
+    return f"{n} {'try' if n == 1 else 'tries'}"
 
 
 def verify_failed(tries_left: int) -> int:

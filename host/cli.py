@@ -16,9 +16,7 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from card_applet.apdu import CommandApdu, ResponseApdu
 from card_applet.serve import parse_endpoint, serve_until_signalled
-from card_applet.sw import CardError, describe
 from host.authority import Authority, Master, write_row_file
 from host.cardaccess import open_card
 from host.cli_transaction import buy, delivery, issuer, seller
@@ -34,7 +32,7 @@ from host.clikit import (
 )
 from host.personalisation import issue_onto_card
 from terminal.session import CardInfo, CardSession
-from terminal.trace import TRAFFIC, trace_command, trace_response
+from terminal.trace import TRAFFIC
 
 
 @click.group()
@@ -321,28 +319,6 @@ def card_unblock(reader_spec: str | None, state: Path | None, puk: str,
     console.print("PIN unblocked")
 
 
-@card.command("apdu")
-@reader_options
-@click.argument("apdus", nargs=-1, required=True)
-@fails_cleanly
-def card_apdu(reader_spec: str | None, state: Path | None, apdus: tuple[str, ...]) -> None:
-    """Send raw APDUs (hex, spaces allowed) and print each response with its status word."""
-    commands = []
-    for text in apdus:
-        try:
-            commands.append(CommandApdu.from_bytes(bytes.fromhex(text.replace(" ", ""))))
-        except (ValueError, CardError) as exc:
-            raise click.BadParameter(f"{text!r} is not a command APDU") from exc
-    with open_card(reader_spec, state) as reader:
-        for cmd in commands:
-            # raw on purpose (no GET RESPONSE, no chaining), but traced like every APDU
-            trace_command(reader.name, cmd)
-            resp = ResponseApdu.from_bytes(reader.transmit(cmd.to_bytes()))
-            trace_response(reader.name, resp)
-            data = resp.data.hex(" ").upper() + " " if resp.data else ""
-            click.echo(f"{data}{resp.sw:04X}  {describe(resp.sw)}")
-
-
 # -- demo -------------------------------------------------------------------------------------
 
 
@@ -357,7 +333,10 @@ def demo(home: Path | None, k: int) -> None:
 
     run_demo(console, home, k)
 
+from host.cli_apdu import card_apdu  # noqa: E402 (its own module: the card group is above)
 from host.cli_conformance import conformance  # noqa: E402 (its own module: see its docstring)
+
+card.add_command(card_apdu)
 
 main.add_command(conformance)
 

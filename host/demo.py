@@ -25,6 +25,7 @@ from rich.columns import Columns
 from rich.console import Console
 from rich.table import Table
 
+from card_applet.sw import tries
 from host import envelope
 from host.authority import Authority, write_row_file
 from host.cardaccess import open_card
@@ -126,7 +127,7 @@ class Demo:
         try:
             card.verify_pin("0000")
         except WrongPinError as err:
-            self.step(f"VERIFY 0000 -> {err.sw:04X}: wrong PIN, {err.tries_left} tries left")
+            self.step(f"VERIFY 0000 -> {err.sw:04X}: wrong PIN, {tries(err.tries_left)} left")
         try:
             card.get_data(0xDF11)
         except ApduError as err:

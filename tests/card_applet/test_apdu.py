@@ -250,6 +250,7 @@ def test_verify_failed_status_words() -> None:
     (0x6100, "256 more bytes available (GET RESPONSE)"),
     (0x6C08, "wrong Le: re-issue with Le = 8"),
     (0x63C2, "verification failed, 2 tries left"),
+    (0x63C1, "verification failed, 1 try left"),
     (0x6883, "last command of the chain expected"),
     (0x6F01, "unknown status"),
 ])

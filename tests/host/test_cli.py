@@ -271,13 +271,47 @@ def test_card_apdu_prints_responses_and_status_words(card: Path) -> None:
     serial = FileStore(card).load().serial
 
     out = ok(nettx("card", "apdu", "--state", card, SELECT, SELECT + "00", "00 CA 00 C2 00",
-                   "00CADF1100"))
+                   "00:CA:DF:11:00 = 6A88"))
 
     no_le, with_le, get_serial, get_row = out.splitlines()
-    assert re.fullmatch(r"61[0-9A-F]{2}  \d+ more bytes available \(GET RESPONSE\)", no_le)
-    assert with_le.startswith("6F ") and with_le.endswith(" 9000  success")
+    # 61xx is followed by GET RESPONSE, as opensc-tool does: both SELECTs show the FCI
+    assert no_le.startswith("6F ") and no_le.endswith(" 9000  success")
+    assert with_le == no_le
     assert get_serial == f"{serial.hex(' ').upper()} 9000  success"
-    assert get_row == "6A88  referenced data not found"  # the row never leaves
+    assert get_row == "6A88  referenced data not found"  # the row never leaves, as expected
+
+
+def test_card_apdu_raw_shows_61xx_and_echo_shows_the_command(card: Path) -> None:
+    out = ok(nettx("card", "apdu", "--state", card, "--raw", "--echo", SELECT + "= 61XX"))
+    sent, answer = out.splitlines()
+    assert sent == "> " + bytes.fromhex(SELECT).hex(" ").upper()
+    assert re.fullmatch(r"< 61[0-9A-F]{2}  \d+ more bytes available \(GET RESPONSE\)", answer)
+
+
+def test_card_apdu_an_unexpected_status_word_exits_non_zero(card: Path) -> None:
+    result = nettx("card", "apdu", "--state", card, SELECT, "00CADF1100", "00CA00C200")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[-1] == "6A88  referenced data not found"
+    assert len(result.stdout.splitlines()) == 2  # stopped at the mismatch
+    assert "argument 2: 00 CA DF 11: card answered 6A88 (referenced data not found), " \
+           "expected 9000" in result.stderr
+
+
+def test_card_apdu_runs_a_scriptor_script(card: Path, tmp_path: Path) -> None:
+    script = tmp_path / "select.apdu"
+    script.write_text(f"# select the applet, read the serial\n{SELECT}\nreset\n"
+                      f"{SELECT} = 9000\n00 CA 00 C2 00\nexit\n00 CA DF 11 00\n")
+    out = ok(nettx("card", "apdu", "--state", card, "--script", script))
+    lines = out.splitlines()
+    assert len(lines) == 4 and lines[1].startswith("reset: ATR 3B")
+    assert lines[3].endswith("9000  success")  # nothing after `exit` was sent
+
+    script.write_text("00A40400\n00A4 04\n")
+    line = assert_usage_error(nettx("card", "apdu", "--state", card, "--script", script))
+    assert "select.apdu:2: '00A4 04' is not a command APDU: 3 bytes" in line
+    line = assert_usage_error(nettx("card", "apdu", "--state", card, "--script",
+                                    tmp_path / "missing.apdu"))
+    assert "cannot read" in line
 
 
 def test_trace_shows_apdus_and_never_the_pin(card: Path, tmp_path: Path) -> None:
@@ -363,8 +397,13 @@ def test_a_pin_that_is_not_4_to_8_digits_is_refused_before_any_apdu(card: Path,
 
 
 def test_bad_hex_is_a_usage_error(card: Path) -> None:
-    assert_usage_error(nettx("card", "apdu", "--state", card, "00A4zz"))
-    assert_usage_error(nettx("card", "apdu", "--state", card, "00A4"))  # not an APDU
+    line = assert_usage_error(nettx("card", "apdu", "--state", card, "00A4zz"))
+    assert "'z' is not a hex digit" in line
+    line = assert_usage_error(nettx("card", "apdu", "--state", card, "00A4"))  # not an APDU
+    assert "2 bytes: a command APDU starts with 4 (CLA INS P1 P2)" in line
+    assert "expected status word" in assert_usage_error(
+        nettx("card", "apdu", "--state", card, "00A40400 = 90"))
+    assert_usage_error(nettx("card", "apdu", "--state", card))  # nothing to send
     assert_usage_error(nettx("card", "decrypt", "--state", card, "--pin", PIN,
                              "--peer", SELLER, "--hex", "0g"))
 
