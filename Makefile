@@ -10,7 +10,7 @@ APT_STAMP := $(VENV)/.apt-stamp
 APT_TEST_STAMP := $(VENV)/.apt-test-stamp
 PIP_STAMP := $(VENV)/.pip-stamp
 
-.PHONY: demo test lint bench clean deps test-deps upgrade-deps
+.PHONY: demo test lint bench clean deps test-deps upgrade-deps atr-list
 
 demo: deps
 	$(VENV)/bin/nettx demo
@@ -21,6 +21,10 @@ test: test-deps
 
 lint: deps
 	$(VENV)/bin/ruff check .
+
+# pcsc_scan names the card: its ATRs in the per-user list pcsc-tools reads (see README)
+atr-list: deps
+	$(VENV)/bin/nettx card atr-list --install
 
 bench: test-deps
 	$(PY) bench/apdu.py

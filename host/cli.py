@@ -334,9 +334,11 @@ def demo(home: Path | None, k: int) -> None:
     run_demo(console, home, k)
 
 from host.cli_apdu import card_apdu  # noqa: E402 (its own module: the card group is above)
+from host.cli_atr import card_atr_list  # noqa: E402
 from host.cli_conformance import conformance  # noqa: E402 (its own module: see its docstring)
 
 card.add_command(card_apdu)
+card.add_command(card_atr_list)
 
 main.add_command(conformance)
 
