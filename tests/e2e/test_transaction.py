@@ -221,7 +221,8 @@ def test_buy_refuses_bad_arguments_in_one_line(parties: Parties) -> None:
 
 def holder(p: Parties) -> HolderClient:
     card = CardSession(InProcessReader(Applet(FileStore(p.card))))
-    return HolderClient(card, PIN, "127.0.0.1", p.seller_port)
+    return HolderClient(card, PIN, "127.0.0.1", p.seller_port, seller=SELLER,
+                        max_amount="1000.00")
 
 
 def an_order() -> Order:
