@@ -18,7 +18,7 @@ from card_applet.state import FileStore
 from host import codec
 from host.codec import Fields
 from host.db import MAX_DECLINES, RATE_LIMITED, Ledger
-from host.errors import EnvelopeError, OrderError, PolicyError
+from host.errors import EnvelopeError, OrderError, PolicyError, TransactionError
 from host.holder import HolderClient, Quote
 from host.issuer import DECLINED, IssuerServer
 from host.money import Money
@@ -26,6 +26,7 @@ from host.order import CatalogueItem, Party
 from host.personalisation import personalise
 from host.seller import Endpoint, SellerConfig, SellerServer
 from host.server import ServerConfig
+from host.wire import Connection, MessageType
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 from tests.host import test_transaction as transaction
@@ -354,3 +355,18 @@ def test_an_honest_holder_after_a_few_declines_still_buys(
     outcome = client.buy(order())
     assert outcome.approved, outcome.reason
     assert balance(market) == account().balance - HONEST_TOTAL
+
+
+@pytest.mark.parametrize("body", [
+    {}, {"holder": "holder:alice@example.org"}, {"nonce": bytes(16)},
+    {"holder": "holder:alice@example.org", "nonce": bytes(8)},
+    {"holder": "seller:shop.example", "nonce": bytes(16)}])
+def test_a_form_request_without_a_holder_and_a_nonce_is_malformed(
+        market: Market, body: dict[str, Any]) -> None:
+    with Connection("127.0.0.1", market.ports["seller"]) as conn, \
+            pytest.raises(TransactionError, match="malformed"):
+        conn.request(MessageType.FORM_REQUEST, MessageType.FORM, **body)
+    with Connection("127.0.0.1", market.ports["seller"]) as conn:  # still serving
+        reply = conn.request(MessageType.FORM_REQUEST, MessageType.FORM,
+                             holder="holder:alice@example.org", nonce=bytes(16))
+    assert len(reply.body.get("mac", bytes)) == 33
