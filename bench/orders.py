@@ -89,6 +89,7 @@ from terminal.session import CardSession  # noqa: E402
 
 SELLER, ISSUER, DELIVERY = "seller:shop.example", "issuer:bank.example", "delivery:post.example"
 ROLES = ("seller", "issuer", "delivery")
+CEILING = "1000000.00"  # EUR: the bench pays without asking
 IDENT = {"seller": SELLER, "issuer": ISSUER, "delivery": DELIVERY}
 CARD_HOLDER = "holder:bench-card@example.org"  # the latency card (a FileStore EEPROM)
 PIN, PUK, SOFT_PIN = "1234", "12345678", "0000"  # software_card's PIN is "0000"
@@ -409,14 +410,16 @@ def latency_phase(world: World, procs: dict[str, PartyProcess], args: argparse.N
         with open_card(None, world.card, log_dir / "card.log") as reader:
             card_pid = _card_pid(world.card)
             meter = CpuMeter(pids | ({"card": card_pid} if card_pid else {}))
-            client = HolderClient(timed_session(CardSession(reader)), PIN, "127.0.0.1", port)
+            client = HolderClient(timed_session(CardSession(reader)), PIN, "127.0.0.1", port,
+                                  seller=SELLER, max_amount=CEILING)
             try:
                 buy_block(embedded, client, order, per_block, meter)
             except Exception as exc:
                 embedded.error(exc)
         reader = InProcessReader(Applet(FileStore(world.card)))
         try:
-            client = HolderClient(timed_session(CardSession(reader)), PIN, "127.0.0.1", port)
+            client = HolderClient(timed_session(CardSession(reader)), PIN, "127.0.0.1", port,
+                                  seller=SELLER, max_amount=CEILING)
             buy_block(inproc, client, order, per_block, CpuMeter(pids))
         except Exception as exc:
             inproc.error(exc)
@@ -454,7 +457,8 @@ def make_holders(world: World, port: int, n: int) -> list[Holder]:
     holders = []
     for i in range(n):
         session = timed_session(software_card(holder_id(i), world.rows[holder_id(i)]))
-        holders.append(Holder(HolderClient(session, SOFT_PIN, "127.0.0.1", port),
+        holders.append(Holder(HolderClient(session, SOFT_PIN, "127.0.0.1", port, seller=SELLER,
+                                           max_amount=CEILING),
                               an_order(card_number(i))))
     return holders
 

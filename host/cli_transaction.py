@@ -21,7 +21,7 @@ from host.clikit import console, fails_cleanly, identifier, pin_digits, reader_o
 from host.db import Account, Ledger
 from host.delivery import DeliveryServer
 from host.errors import OrderError, PolicyError
-from host.holder import HolderClient
+from host.holder import HolderClient, Quote
 from host.issuer import IssuerServer
 from host.keymodule import KeyModule
 from host.order import (
@@ -258,6 +258,13 @@ def exposure(ctx: click.Context, param: click.Parameter,
     return frozenset(accepted)
 
 
+def ask_holder(quote: Quote) -> bool:
+    """y/N on the terminal: anything but an explicit yes is a no."""
+    console.print(f"  seller    {quote.seller}\n  delivery  {quote.delivery}\n"
+                  f"  card mgr  {quote.issuer}\n  amount    [bold]{quote.amount}[/]")
+    return click.confirm(f"  pay {quote.amount} to {quote.seller}?", default=False)
+
+
 @click.command()
 @reader_options
 @click.option("--seller", "seller_at", required=True, callback=endpoint, metavar="HOST:PORT")
@@ -271,8 +278,15 @@ def exposure(ctx: click.Context, param: click.Parameter,
 @click.option("--deliver-to", required=True, help="Destination (may differ from the address).")
 @click.option("--payment", default="full", show_default=True, help="full | instalments:N")
 @click.option("--pin", required=True, callback=pin_digits)
+@click.option("--seller-id", required=True, callback=identifier,
+              help="The seller you mean to pay: a form that is not that seller's (by what it "
+                   "names or by its MAC, which your card checks) is refused.")
 @click.option("--issuer-id", required=True, callback=identifier,
               help="Your card manager (card issuer): a seller naming another is refused.")
+@click.option("--max-amount", metavar="AMOUNT",
+              help="The most you agree to pay, in the form's currency (e.g. 27.90). Required "
+                   "when stdin is not a terminal (a terminal asks y/N instead); a larger "
+                   "amount is refused before the card seals anything.")
 @click.option("--accept-exposure", "exposures", multiple=True, callback=exposure,
               metavar="FIELD:PARTY",
               help="Agree to a policy exposure the seller's form marks, e.g. "
@@ -282,8 +296,9 @@ def exposure(ctx: click.Context, param: click.Parameter,
 @fails_cleanly
 def buy(reader_spec: str | None, state: Path | None, seller_at: Endpoint, items: tuple[str, ...],
         card_number: str, expiry: str, name: str, address: str, phone: str, fax: str,
-        deliver_to: str, payment: str, pin: str, issuer_id: str,
-        exposures: frozenset[tuple[OrderField, Party]], wait: int) -> None:
+        deliver_to: str, payment: str, pin: str, seller_id: str, issuer_id: str,
+        max_amount: str | None, exposures: frozenset[tuple[OrderField, Party]],
+        wait: int) -> None:
     """Buy from a seller with the card: confirm the parties, seal the parts on the card,
     send the envelope, and check the receipts.
 
@@ -294,10 +309,16 @@ def buy(reader_spec: str | None, state: Path | None, seller_at: Endpoint, items:
                       destination=deliver_to, lines=parse_lines(items), payment_type=payment)
     except OrderError as exc:
         raise click.BadParameter(str(exc)) from exc
+    interactive = sys.stdin.isatty()
+    if max_amount is None and not interactive:
+        raise click.UsageError("not on a terminal: state the most you agree to pay with "
+                               "--max-amount (e.g. --max-amount 27.90)")
     with open_card(reader_spec, state) as reader:
         client = HolderClient(CardSession(reader), pin, seller_at.host, seller_at.port,
                               narrate=lambda msg: console.print(f"  {msg}"),
-                              issuer=issuer_id, accept=exposures)
+                              seller=seller_id, issuer=issuer_id, accept=exposures,
+                              max_amount=max_amount,
+                              approve=ask_holder if interactive else None)
         outcome = client.buy(order)
         if outcome.status == "pending" and client.last_sealed is not None and wait > 0:
             console.print(f"  pending ({outcome.reason}); asking again for up to {wait} s")
@@ -305,8 +326,8 @@ def buy(reader_spec: str | None, state: Path | None, seller_at: Endpoint, items:
     table = Table("field", "value", title=f"order {outcome.order_id.hex()}")
     table.add_row("status", outcome.status)
     table.add_row("reason", outcome.reason)
-    if outcome.amount is not None:
-        table.add_row("amount", str(outcome.amount))
+    if outcome.money is not None:
+        table.add_row("amount", str(outcome.money))
     if outcome.tracking:
         table.add_row("tracking", outcome.tracking)
     table.add_row("receipts verified by the card",

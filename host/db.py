@@ -111,6 +111,11 @@ CREATE TABLE IF NOT EXISTS counters (
     atc    INTEGER NOT NULL,          -- a card transaction counter value seen in a part
     PRIMARY KEY (holder, atc)
 );
+CREATE TABLE IF NOT EXISTS declines (
+    holder TEXT NOT NULL,             -- a holder identifier whose request was declined
+    at     INTEGER NOT NULL           -- when: the rate limit counts a rolling window
+);
+CREATE INDEX IF NOT EXISTS declines_by_holder ON declines (holder, at);
 """
 
 MAX_AMOUNT = 2**53  # minor units; beyond any order, and exact in every peer's numbers
@@ -118,6 +123,13 @@ MAX_AMOUNT = 2**53  # minor units; beyond any order, and exact in every peer's n
 # Counters may arrive out of order (two sellers, a pending order retried after a newer one);
 # a value seen twice, or far below the highest seen, is what a cloned card produces.
 ATC_WINDOW = 256
+
+# Declines per holder identifier before the card manager stops evaluating (an enumeration of
+# card numbers, expiry dates or names costs one decline per guess): at most MAX_DECLINES
+# evaluated declines in any DECLINE_WINDOW seconds; beyond, a request is declined unread.
+MAX_DECLINES = 5
+DECLINE_WINDOW = 3600
+RATE_LIMITED = "too many declines for this card holder: try again later"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +167,11 @@ class AuthorisationRequest:
 
 
 class Ledger:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_declines: int = MAX_DECLINES,
+                 decline_window: int = DECLINE_WINDOW) -> None:
         self.path = path
         self.conn = connect(path, LEDGER_SCHEMA)
+        self.max_declines, self.decline_window = max_declines, decline_window
 
     def add_account(self, account: Account) -> None:
         with transaction(self.conn):
@@ -197,7 +211,12 @@ class Ledger:
                 return Decision(row[1], row[2], row[3], row[4]), Seen.RETRANSMISSION
             if stale is not None:
                 raise EnvelopeError("stale", stale)
-            decision, card_number = self._decide(request)
+            now = int(time.time())
+            decision, card_number = self._decide(request, now)
+            if not decision.approved and decision.reason != RATE_LIMITED:
+                self.conn.execute("DELETE FROM declines WHERE at <= ?",
+                                  (now - self.decline_window,))
+                self.conn.execute("INSERT INTO declines VALUES (?, ?)", (request.holder, now))
             if decision.approved:
                 self.conn.execute("UPDATE accounts SET balance = balance - ? "
                                   "WHERE card_number = ?", (decision.amount, card_number))
@@ -207,8 +226,7 @@ class Ledger:
             self.conn.execute(
                 "INSERT INTO authorisations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (request.order_id, request.request_digest, request.seller, card_number,
-                 decision.amount, decision.digest, decision.code, decision.reason,
-                 int(time.time())))
+                 decision.amount, decision.digest, decision.code, decision.reason, now))
             record_view(self.conn, request.order_id, request.fields)
         return decision, Seen.NEW
 
@@ -239,7 +257,16 @@ class Ledger:
             return Decision(code, "no charge stands", amount if code == "reversed" else 0,
                             digest)
 
-    def _decide(self, request: AuthorisationRequest) -> tuple[Decision, str | None]:
+    def declines(self, holder: str, now: int | None = None) -> int:
+        """Evaluated declines for `holder` in the current window."""
+        now = int(time.time()) if now is None else now
+        (count,) = self.conn.execute(
+            "SELECT count(*) FROM declines WHERE holder = ? AND at > ?",
+            (holder, now - self.decline_window)).fetchone()
+        return int(count)
+
+    def _decide(self, request: AuthorisationRequest,
+                now: int) -> tuple[Decision, str | None]:
         f = request.fields
         amount = f.get("amount")
         card_number = f.get("card_number")
@@ -251,6 +278,9 @@ class Ledger:
         def decline(reason: str) -> tuple[Decision, str | None]:
             return Decision("declined", reason, amount, request.digest), card_number
 
+        if self.declines(request.holder, now) >= self.max_declines:
+            # not evaluated: the answer says nothing about this card number
+            return Decision("declined", RATE_LIMITED, amount, request.digest), None
         account = self.account(card_number)
         if account is None:
             return decline("unknown card number")

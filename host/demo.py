@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import re
+import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from card_applet.sw import tries
-from host import envelope
+from host import codec, envelope
 from host.authority import Authority, write_row_file
 from host.cardaccess import open_card
 from host.db import Account, Ledger, dump, read_views
@@ -46,6 +47,9 @@ SELLER = "seller:shop.example"
 ISSUER = "issuer:bank.example"
 DELIVERY = "delivery:post.example"
 IMPOSTOR = "issuer:impostor.example"
+ROGUE_SELLER = "seller:rogue.example"  # a genuine seller, not the one Alice means to pay
+ROGUE_DELIVERY = "delivery:rogue.example"  # a genuine delivery row, an on-path attacker's
+MAX_AMOUNT = "100.00"  # EUR: the demo runs unattended, so it states a ceiling
 PIN, PUK = "2468", "13572468"
 CARD_NUMBER, EXPIRY = "4970101234567890", "09/29"
 CATALOGUE = {"currency": "EUR", "items": [
@@ -84,7 +88,7 @@ class Demo:
             self.console.rule("3. the holder buys two items")
             client = HolderClient(card, PIN, "127.0.0.1", seller_port,
                                   narrate=lambda msg: self.step(f"holder's terminal: {msg}"),
-                                  issuer=ISSUER)
+                                  seller=SELLER, issuer=ISSUER, max_amount=MAX_AMOUNT)
             first = self.purchase(client)
             self.console.rule("4. what the system stops")
             self.attacks(client, first, rows)
@@ -96,7 +100,7 @@ class Demo:
         """A kept --home is reused: the centre is re-initialised, so last run's card and
         databases (which belong to the old master) go too."""
         for pattern in ("*.card.json", "*.sqlite", "*.sqlite-wal", "*.sqlite-shm", "*.log",
-                        "*.row.json", "catalogue.json"):
+                        "*.row.json", "*catalogue.json"):
             for path in self.home.glob(pattern):
                 path.unlink()
 
@@ -107,9 +111,10 @@ class Demo:
         t = time.perf_counter()
         centre.init(self.k, force=True)
         self.centre = centre
-        rows = centre.issue([SELLER, ISSUER, DELIVERY, IMPOSTOR])
+        rows = centre.issue([SELLER, ISSUER, DELIVERY, IMPOSTOR, ROGUE_SELLER, ROGUE_DELIVERY])
         self.step(f"centre: master k = {self.k}; rows for {SELLER}, {ISSUER}, {DELIVERY} "
-                  f"(and {IMPOSTOR}) in {time.perf_counter() - t:.2f} s")
+                  f"(and {IMPOSTOR}, {ROGUE_SELLER}, {ROGUE_DELIVERY}) in "
+                  f"{time.perf_counter() - t:.2f} s")
         for ident, row in rows.items():
             write_row_file(self.row_file(ident), ident, row)
         serial = centre.manufacture_card(self.home / "alice.card.json")
@@ -159,8 +164,8 @@ class Demo:
         self.seller_log = seller.log_path
         return seller.port
 
-    def seller_args(self, issuer_port: int) -> list[str]:
-        return ["--catalogue", str(self.home / "catalogue.json"),
+    def seller_args(self, issuer_port: int, catalogue: str = "catalogue.json") -> list[str]:
+        return ["--catalogue", str(self.home / catalogue),
                 "--issuer", f"127.0.0.1:{issuer_port}", "--issuer-id", ISSUER,
                 "--delivery", f"127.0.0.1:{self.delivery_port}", "--delivery-id", DELIVERY]
 
@@ -181,7 +186,7 @@ class Demo:
         self.show_flow(log_offset)
         table = Table("outcome", "value", title=f"order {outcome.order_id.hex()}")
         table.add_row("status", outcome.status)
-        table.add_row("amount", f"{(outcome.amount or 0) / 100:.2f} EUR")
+        table.add_row("amount", str(outcome.money or "-"))
         table.add_row("tracking", outcome.tracking or "-")
         table.add_row("receipts opened by the card",
                       ", ".join(ROLE_TITLES[p] for p in sorted(outcome.verified)))
@@ -285,9 +290,36 @@ class Demo:
         tricked = self.start_party("seller", SELLER, *self.seller_args(fake.port),
                                    db="tricked-seller")
         tricked_client = HolderClient(client.card, PIN, "127.0.0.1", tricked.port,
-                                      issuer=ISSUER)
+                                      seller=SELLER, issuer=ISSUER, max_amount=MAX_AMOUNT)
         self.attack("an impostor answers as the card manager", "unconfirmed",
                     lambda: str(tricked_client.buy(self.order())) and None)
+
+        # a genuine seller, at another address, charging 300.00 EUR for a card reader
+        (self.home / "rogue-catalogue.json").write_text(json.dumps({
+            "currency": "EUR",
+            "items": [{"number": "A-100", "name": "smart card reader", "unit_price": 30_000}]}))
+        rogue = self.start_party("seller", ROGUE_SELLER,
+                                 *self.seller_args(self.issuer_port, "rogue-catalogue.json"),
+                                 db="rogue-seller")
+        rogue_client = HolderClient(client.card, PIN, "127.0.0.1", rogue.port, seller=SELLER,
+                                    issuer=ISSUER, max_amount="1000.00")
+        self.attack(f"{ROGUE_SELLER} (a genuine seller row) answers at another address and "
+                    f"asks 300.00 EUR", f"is {ROGUE_SELLER}, not {SELLER}",
+                    lambda: str(rogue_client.buy(self.order())) and None)
+
+        def swapped_delivery() -> None:
+            """What an on-path attacker would hand the holder's terminal: the honest seller's
+            form, MAC and all, with its own delivery company in it."""
+            nonce = secrets.token_bytes(envelope.FORM_NONCE_SIZE)
+            with Connection("127.0.0.1", client.port) as conn:
+                reply = conn.request(MessageType.FORM_REQUEST, MessageType.FORM,
+                                     holder=client.holder, nonce=nonce)
+            form = codec.decode(reply.body.get("form", bytes))
+            form["delivery"] = ROGUE_DELIVERY
+            client.verify_form(codec.encode(form), reply.body.get("mac", bytes), nonce)
+
+        self.attack(f"an on-path attacker swaps the delivery company in the form for "
+                    f"{ROGUE_DELIVERY}, to read the destination", "forged", swapped_delivery)
 
         ledger = Ledger(self.home / "issuer.sqlite")
         balance = ledger.account(CARD_NUMBER).balance  # type: ignore[union-attr]

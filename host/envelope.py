@@ -238,3 +238,19 @@ def delivery_answer_body(order_id: bytes, digest: bytes, tracking: str) -> bytes
 
 def receipt_aad(kind: str, header: bytes) -> bytes:
     return codec.encode(["nettx/receipt/v1", kind, header])
+
+
+# -- the seller's order form, authenticated for one holder's request ---------------------------
+
+FORM_NONCE_SIZE = 16
+
+
+def form_digest(form: bytes) -> bytes:
+    """Over the exact bytes of the `form` field as they travelled, never a re-encoding."""
+    return hashlib.sha256(b"nettx/form/v1" + form).digest()
+
+
+def form_body(seller: str, holder: str, nonce: bytes, form: bytes) -> bytes:
+    """What the seller's form MAC covers: who answers whom, the holder's fresh nonce (so an
+    old form does not verify) and the form itself."""
+    return codec.encode(["nettx/form/v1", seller, holder, nonce, form_digest(form)])

@@ -2,12 +2,17 @@
 (claim 7), have the card seal one part per party, send the envelope, and check the receipts.
 
 The card does every key operation; this code sees the parts in clear only because it builds
-them. It refuses a form whose policy leaks (PolicyError, raised by OrderForm itself), and it
-sends nothing before every party has passed the card's EXTERNAL AUTHENTICATE.
+them. Before the card seals anything the terminal refuses a form that names another seller
+than the one the holder means to pay, a form the card cannot verify as that seller's (a MAC
+under the seller -> holder key over the exact form bytes and a fresh nonce, so nothing in it
+can be swapped in transit), a policy that leaks (PolicyError, raised by OrderForm itself), and
+an amount the holder did not approve or that is above the holder's ceiling. It sends nothing
+before every party has passed the card's EXTERNAL AUTHENTICATE.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,12 +21,30 @@ from host import codec, envelope
 from host.codec import Fields
 from host.envelope import SealedOrder, context
 from host.errors import EnvelopeError, PolicyError, TransactionError
+from host.money import Money
 from host.order import Order, OrderField, OrderForm, Party
 from host.wire import Connection, Message, MessageType
 from terminal.errors import ApduError
 from terminal.session import CardSession
 
 Step = Callable[[str], None]  # narration hook: the demo prints the flow as it happens
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """What the holder approves before its card seals anything."""
+
+    seller: str
+    issuer: str
+    delivery: str
+    amount: Money
+
+    def __str__(self) -> str:
+        return (f"pay {self.amount} to {self.seller} (card manager {self.issuer}, delivery "
+                f"by {self.delivery})")
+
+
+Approve = Callable[[Quote], bool]  # asks the holder; True only on an explicit yes
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +56,11 @@ class Outcome:
     tracking: str | None = None
     #: receipts the card opened: proof that the card manager / delivery company said so
     verified: frozenset[Party] = field(default_factory=frozenset)
+    currency: str = ""  # the order's (its header's)
+
+    @property
+    def money(self) -> Money | None:
+        return None if self.amount is None else Money(self.amount, self.currency)
 
     @property
     def approved(self) -> bool:
@@ -44,16 +72,24 @@ class Outcome:
         return Party.ISSUER in self.verified
 
 
+MAX_FORM = 200 * 1024  # a form of 1,000 catalogue entries fits in one frame
+
+
 class HolderClient:
     def __init__(self, card: CardSession, pin: str, host: str, port: int,
-                 narrate: Step | None = None, *, issuer: str | None = None,
-                 accept: frozenset[tuple[OrderField, Party]] = frozenset()) -> None:
-        """`issuer`: the holder's own card manager; a form naming another is refused.
-        `accept`: the policy exposures (field, party) the holder agrees to; any other makes
-        the form refused."""
+                 narrate: Step | None = None, *, seller: str, issuer: str | None = None,
+                 accept: frozenset[tuple[OrderField, Party]] = frozenset(),
+                 max_amount: str | None = None, approve: Approve | None = None) -> None:
+        """`seller`: the seller the holder means to pay; a form that is not that seller's
+        (by its content or by its MAC) is refused. `issuer`: the holder's own card manager;
+        a form naming another is refused. `accept`: the policy exposures (field, party) the
+        holder agrees to; any other makes the form refused. `max_amount` ("27.90", in the
+        form's currency) is a ceiling; `approve` asks the holder. A purchase needs at least
+        one of the two, and passes every one given."""
         self.card = card
         self.host, self.port = host, port
-        self.issuer, self.accept = issuer, accept
+        self.seller, self.issuer, self.accept = seller, issuer, accept
+        self.max_amount, self.approve = max_amount, approve
         self.narrate = narrate or (lambda _msg: None)
         info = card.select()
         if info.holder_id is None:
@@ -63,8 +99,38 @@ class HolderClient:
         card.verify_pin(pin)
 
     def fetch_form(self, conn: Connection) -> OrderForm:
-        reply = conn.request(MessageType.FORM_REQUEST, MessageType.FORM)
-        return OrderForm.from_cbor(reply.body.get("form", dict))
+        """The seller's form, for a fresh nonce of ours, verified by the card: MACed under
+        the seller -> holder key of the seller the holder named, over the exact form bytes."""
+        nonce = secrets.token_bytes(envelope.FORM_NONCE_SIZE)
+        reply = conn.request(MessageType.FORM_REQUEST, MessageType.FORM, holder=self.holder,
+                             nonce=nonce)
+        raw = reply.body.get("form", bytes, max_size=MAX_FORM)
+        mac = reply.body.get("mac", bytes, max_size=64)
+        form = OrderForm.from_cbor(codec.decode(raw, "order form"))
+        self.check_seller(form)
+        self.verify_form(raw, mac, nonce)
+        return form
+
+    def check_seller(self, form: OrderForm) -> None:
+        if form.seller != self.seller:
+            raise PolicyError(f"the seller at {self.host}:{self.port} is {form.seller}, not "
+                              f"{self.seller} whom you meant to pay: nothing was sealed")
+
+    def verify_form(self, raw: bytes, mac: bytes, nonce: bytes) -> None:
+        """PSO DECIPHER of the MAC (a seal box of nothing) on the card: it opens only under
+        the seller -> holder key, for this nonce and these bytes."""
+        self.card.set_peer(self.seller)
+        try:
+            opened = self.card.decrypt(mac, envelope.form_body(self.seller, self.holder,
+                                                               nonce, raw),
+                                       context("form", nonce))
+        except ApduError as exc:
+            raise EnvelopeError("forged", f"the order form is not {self.seller}'s for this "
+                                          f"request (altered in transit, replayed, or from "
+                                          f"another seller): nothing was sealed") from exc
+        if opened != b"":
+            raise EnvelopeError("forged", "the order form's MAC carries data")
+        self.narrate(f"card verified the form's MAC: it is {self.seller}'s, as sent")
 
     def confirm(self, conn: Connection, party: Party, party_id: str) -> None:
         """The card challenges `party_id` and checks its answer; relayed by the seller for
@@ -96,11 +162,29 @@ class HolderClient:
             raise PolicyError(f"the seller's policy exposes {listed}: refused unless the "
                               f"holder accepts it")
 
+    def check_amount(self, form: OrderForm, order: Order) -> Quote:
+        """The holder approves what it pays and to whom, or states a ceiling (scripts)."""
+        quote = Quote(form.seller, form.issuer, form.delivery,
+                      Money(order.amount(form), form.currency))
+        self.narrate(f"to approve: {quote}")
+        if self.max_amount is None and self.approve is None:
+            raise PolicyError(f"the order comes to {quote.amount}: confirm it on a terminal "
+                              f"or state a ceiling (--max-amount); nothing was sealed")
+        if self.max_amount is not None:
+            ceiling = Money.parse(self.max_amount, form.currency)
+            if quote.amount.minor > ceiling.minor:
+                raise PolicyError(f"the order comes to {quote.amount}, above your ceiling of "
+                                  f"{ceiling}: nothing was sealed")
+        if self.approve is not None and not self.approve(quote):
+            raise PolicyError(f"you did not approve paying {quote.amount}: nothing was sealed")
+        return quote
+
     def prepare(self, conn: Connection, order: Order) -> tuple[OrderForm, SealedOrder]:
         form = self.fetch_form(conn)
         self.check_form(form)
         self.narrate(f"form from {form.seller}: {len(form.catalogue)} items, policy ok; "
-                     f"amount due {order.amount(form) / 100:.2f} {form.currency}")
+                     f"amount due {Money(order.amount(form), form.currency)}")
+        self.check_amount(form, order)
         for party in Party:
             self.confirm(conn, party, form.party_id(party))
         header = envelope.new_header(form, self.holder)
@@ -182,7 +266,8 @@ class HolderClient:
             verified.add(Party.DELIVERY)
         if status == "completed" and Party.DELIVERY not in verified:
             raise EnvelopeError("forged", "a completed order without the delivery receipt")
-        return Outcome(order_id, status, reason, amount, tracking, frozenset(verified))
+        return Outcome(order_id, status, reason, amount, tracking, frozenset(verified),
+                       sealed.header.currency)
 
     def _open_receipt(self, party: Party, box: bytes, sealed: SealedOrder) -> Fields:
         header = sealed.envelope.header

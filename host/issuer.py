@@ -1,12 +1,19 @@
 """The card manager (card issuer): decrypts its part, authenticates the holder against its
 accounts, debits once per order, and answers the seller with a MACed authorisation (as EMV's
 ARPC) and the holder with a sealed receipt. An order the seller cannot complete is reversed
-(or voided, if it never arrived), on a request MACed by that seller."""
+(or voided, if it never arrived), on a request MACed by that seller.
+
+A decline tells the seller (and the wire) one thing, `declined`: which check failed (an
+unknown card number, one of another holder, a wrong expiry...) would make the seller an oracle
+for card numbers. The precise reason goes only into the receipt sealed for the holder's card,
+padded so its length does not tell either. Declines per holder are rate-limited (db.Ledger).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from host import codec
 from host.codec import Fields
 from host.db import AuthorisationRequest, Ledger, Seen
 from host.envelope import authorisation_body, context, reverse_body, reversed_body
@@ -14,6 +21,25 @@ from host.keymodule import KeyModule
 from host.order import Party
 from host.server import PartyServer, ServerConfig, our_header, staleness
 from host.wire import MessageType, frame
+
+#: the only decline reason the seller and the wire see
+DECLINED = "declined by the card manager"
+#: an authorisation receipt's plaintext is padded to a multiple of this many bytes
+RECEIPT_BLOCK = 256
+
+
+def padded(content: dict[str, object]) -> dict[str, object]:
+    """`content` with a `pad` byte string that brings its encoding to a multiple of
+    RECEIPT_BLOCK: the sealed receipt's length says nothing about the reason in it."""
+    bare = len(codec.encode({**content, "pad": b""}))
+    target = -(-bare // RECEIPT_BLOCK) * RECEIPT_BLOCK
+    while True:
+        for prefix_growth in (0, 1, 2):  # a longer pad may need a longer length prefix
+            n = target - bare - prefix_growth
+            candidate = {**content, "pad": bytes(max(n, 0))}
+            if n >= 0 and len(codec.encode(candidate)) == target:
+                return candidate
+        target += RECEIPT_BLOCK  # no pad length lands exactly: use the next block
 
 
 class IssuerServer(PartyServer):
@@ -39,12 +65,14 @@ class IssuerServer(PartyServer):
         self.log.info("order %s: %s (%s)%s", header.order_id.hex(), decision.code,
                       decision.reason, " again" if seen is Seen.RETRANSMISSION else "")
         self.crash_point("after-commit")
-        auth = authorisation_body(header.order_id, decision.code, decision.reason,
-                                  decision.amount, decision.digest)
+        said = decision.reason if decision.approved else DECLINED
+        auth = authorisation_body(header.order_id, decision.code, said, decision.amount,
+                                  decision.digest)
         mac = await self.keys.mac(header.seller, auth, context("authorisation", header.order_id))
-        receipt = await self.receipt(header, header_bytes, decision.digest, code=decision.code,
-                                     reason=decision.reason, amount=decision.amount)
-        return frame(MessageType.AUTHORISATION, code=decision.code, reason=decision.reason,
+        receipt = await self.receipt(header, header_bytes, **padded({
+            "digest": decision.digest, "code": decision.code, "reason": decision.reason,
+            "amount": decision.amount}))
+        return frame(MessageType.AUTHORISATION, code=decision.code, reason=said,
                      amount=decision.amount, digest=decision.digest, mac=mac, receipt=receipt)
 
     async def on_reverse(self, body: Fields) -> bytes:

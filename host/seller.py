@@ -35,7 +35,7 @@ from host.envelope import (
 )
 from host.errors import EnvelopeError, OrderError, TransactionError
 from host.keymodule import KeyModule
-from host.order import OrderField, OrderForm, Party
+from host.order import OrderField, OrderForm, Party, check_role
 from host.server import PartyServer, ServerConfig, confirm_peer, open_own_part, request_digest
 from host.wire import AsyncConnection, Message, MessageType, frame
 
@@ -91,6 +91,7 @@ class SellerServer(PartyServer):
                                                   f"key is {keys.identifier}'s")
         self.seller = seller
         self.form = seller.form
+        self._form_bytes = codec.encode(seller.form.to_cbor())  # the bytes its MACs cover
         self.orders = OrderBook(seller.orders_path)
         self._driving: set[bytes] = set()
         self._retry_task: asyncio.Task[None] | None = None
@@ -119,9 +120,23 @@ class SellerServer(PartyServer):
     # -- the holder's side ----------------------------------------------------------------------
 
     async def on_form_request(self, body: Fields) -> bytes:
-        flow("x", "holder", "seller", "order form request")
-        flow("x", "seller", "holder", "order form: catalogue, parties, partition policy")
-        return frame(MessageType.FORM, form=self.form.to_cbor())
+        """The form as bytes, MACed for the asking holder under the seller -> holder key over
+        its nonce and those bytes: the holder's card checks it, so nothing on the way can
+        swap the delivery company, the card manager or a price."""
+        holder = body.get("holder", str, min_size=1, max_size=64)
+        nonce = body.get("nonce", bytes, min_size=envelope.FORM_NONCE_SIZE,
+                         max_size=envelope.FORM_NONCE_SIZE)
+        try:
+            check_role(holder, "holder")
+        except ValueError as exc:
+            raise TransactionError("malformed", str(exc)) from exc
+        flow("x", "holder", "seller", "order form request (holder id, nonce)")
+        mac = await self.keys.mac(holder, envelope.form_body(self.identifier, holder, nonce,
+                                                             self._form_bytes),
+                                  context("form", nonce))
+        flow("x", "seller", "holder", "order form: catalogue, parties, partition policy; "
+                                      "MAC seller -> holder")
+        return frame(MessageType.FORM, form=self._form_bytes, mac=mac)
 
     async def on_confirm(self, body: Fields) -> bytes:
         party = body.get("party", str, max_size=16)

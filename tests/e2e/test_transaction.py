@@ -136,11 +136,13 @@ def parties(tmp_path: Path) -> Iterator[Parties]:
         p.stop()
 
 
-def buy_args(p: Parties, *extra: str, expiry: str = EXPIRY) -> list[str]:
+def buy_args(p: Parties, *extra: str, expiry: str = EXPIRY,
+             ceiling: str | None = "100.00") -> list[str]:
     return ["buy", "--seller", f"127.0.0.1:{p.seller_port}", "--item", "A-100",
             "--item", "B-200:2", "--card-number", CARD_NUMBER, "--expiry", expiry,
             "--name", NAME, "--phone", "+33 1 23 45 67 89", "--address", "1 rue de la Paix",
-            "--deliver-to", DESTINATION, "--pin", PIN, "--issuer-id", ISSUER, *extra]
+            "--deliver-to", DESTINATION, "--pin", PIN, "--seller-id", SELLER,
+            "--issuer-id", ISSUER, *(("--max-amount", ceiling) if ceiling else ()), *extra]
 
 
 def assert_nothing_leaked(p: Parties) -> None:
@@ -206,6 +208,45 @@ def test_declined_order_exits_3(parties: Parties) -> None:
     assert parties.count("delivery.sqlite", "shipments") == 0
 
 
+def test_buy_off_a_terminal_needs_a_ceiling_and_keeps_to_it(parties: Parties) -> None:
+    run = nettx(*buy_args(parties, "--state", str(parties.card), ceiling=None))
+    assert run.returncode == 2 and "--max-amount" in run.stderr, run.stderr
+    run = nettx(*buy_args(parties, "--state", str(parties.card), ceiling="49.89"))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "comes to 49.90 EUR, above your ceiling of 49.89 EUR" in run.stderr
+    assert "Traceback" not in run.stderr
+    run = nettx(*buy_args(parties, "--state", str(parties.card), ceiling="49.90 USD"))
+    assert run.returncode == 1 and "in USD" in run.stderr, run.stderr
+    assert parties.count("seller.sqlite", "orders") == 0
+    assert parties.balance() == BALANCE
+
+
+def buy_on_a_terminal(p: Parties, answer: bytes) -> subprocess.CompletedProcess[str]:
+    """`nettx buy` with stdin a terminal (a pseudo-terminal), answering its y/N question."""
+    controller, terminal = os.openpty()
+    try:
+        os.write(controller, answer)
+        return subprocess.run([sys.executable, "-m", "host.cli",
+                               *buy_args(p, "--state", str(p.card), ceiling=None)],
+                              stdin=terminal, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "COLUMNS": "200"})
+    finally:
+        os.close(terminal)
+        os.close(controller)
+
+
+def test_buy_on_a_terminal_shows_the_amount_and_asks(parties: Parties) -> None:
+    run = buy_on_a_terminal(parties, b"n\n")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"pay 49.90 EUR to {SELLER}?" in run.stdout and DELIVERY in run.stdout
+    assert "did not approve" in run.stderr
+    assert parties.count("seller.sqlite", "orders") == 0
+    run = buy_on_a_terminal(parties, b"y\n")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "49.90 EUR" in run.stdout and "completed" in run.stdout
+    assert parties.balance() == BALANCE - PRICE
+
+
 def test_buy_refuses_bad_arguments_in_one_line(parties: Parties) -> None:
     run = nettx(*buy_args(parties, "--state", str(parties.card), expiry="13/29"))
     assert run.returncode == 2 and "MM/YY" in run.stderr
@@ -221,7 +262,8 @@ def test_buy_refuses_bad_arguments_in_one_line(parties: Parties) -> None:
 
 def holder(p: Parties) -> HolderClient:
     card = CardSession(InProcessReader(Applet(FileStore(p.card))))
-    return HolderClient(card, PIN, "127.0.0.1", p.seller_port)
+    return HolderClient(card, PIN, "127.0.0.1", p.seller_port, seller=SELLER,
+                        max_amount="1000.00")
 
 
 def an_order() -> Order:

@@ -122,10 +122,12 @@ class Market:
 
 
 EVIL = "issuer:evil.example"  # a real row, for another identifier: the impersonator's
+ROGUE_SELLER = "seller:rogue.example"  # a genuine seller, not the one the holder means to pay
+EVIL_DELIVERY = "delivery:evil.example"  # a genuine delivery row, an on-path attacker's
 
 
 def issue_market_rows(authority: Authority) -> dict[str, list[int]]:
-    return authority.issue([SELLER, ISSUER, DELIVERY, EVIL])
+    return authority.issue([SELLER, ISSUER, DELIVERY, EVIL, ROGUE_SELLER, EVIL_DELIVERY])
 
 
 def dump(path: Path) -> str:

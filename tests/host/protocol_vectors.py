@@ -17,6 +17,7 @@ from typing import Any
 
 from card_applet import keys
 from host import codec, envelope
+from host.issuer import DECLINED, padded
 from host.order import CatalogueItem, Order, OrderForm, Party, split
 from host.server import request_digest
 
@@ -30,6 +31,9 @@ SALTS = {p: bytes([0x10 * (i + 1)]) * envelope.SALT_SIZE for i, p in enumerate(P
 NONCES = {p: bytes([0xA0 + i]) * keys.NONCE_SIZE for i, p in enumerate(Party)}
 FIRST_ATC = 7
 AUTH_NONCE = b"\xcc" * keys.NONCE_SIZE
+FORM_NONCE = b"\xf0" * envelope.FORM_NONCE_SIZE  # the holder's, in its form request
+FORM_MAC_NONCE = b"\xdd" * keys.NONCE_SIZE  # the seller's seal nonce for the form MAC
+RECEIPT_NONCE = b"\xee" * keys.NONCE_SIZE
 
 
 def blom_vectors() -> dict[str, Any]:
@@ -54,6 +58,45 @@ def the_order() -> Order:
                  holder_phone="+33 1 23 45 67 89", card_number="4970101234567890",
                  card_expiry="09/29", destination="5 avenue Foch, Lyon",
                  lines=(("A-100", 1), ("B-200", 2)))
+
+
+def form_vectors(vectors: dict[str, Any], form: OrderForm) -> dict[str, str]:
+    """The seller's form for the holder's request: its MAC under seller -> holder."""
+    seller = IDS[Party.SELLER]
+    raw = codec.encode(form.to_cbor())
+    body = envelope.form_body(seller, HOLDER, FORM_NONCE, raw)
+    ctx = envelope.context("form", FORM_NONCE)
+    key = keys.seal_key(pair_key(vectors, seller, HOLDER), seller.encode(), HOLDER.encode(),
+                        ctx)
+    return {
+        "request_cbor_hex": codec.encode({"type": "form-request", "holder": HOLDER,
+                                          "nonce": FORM_NONCE}).hex(),
+        "nonce_hex": FORM_NONCE.hex(), "form_cbor_hex": raw.hex(),
+        "form_digest_hex": envelope.form_digest(raw).hex(), "body_hex": body.hex(),
+        "context_hex": ctx.hex(), "key_hex": key.hex(), "atc": "5",
+        "mac_nonce_hex": FORM_MAC_NONCE.hex(),
+        "mac_hex": keys.seal(key, 5, b"", body, nonce=FORM_MAC_NONCE).hex(),
+    }
+
+
+def decline_vectors(vectors: dict[str, Any], header: bytes, digest: bytes,
+                    amount: int) -> dict[str, str]:
+    """A decline: one reason for the seller, the precise one sealed for the holder."""
+    issuer = IDS[Party.ISSUER]
+    body = envelope.authorisation_body(ORDER_ID, "declined", DECLINED, amount, digest)
+    plaintext = codec.encode({**padded({"code": "declined", "reason": "wrong expiry date",
+                                        "amount": amount, "digest": digest})})
+    ctx = envelope.context("receipt", ORDER_ID)
+    aad = envelope.receipt_aad("issuer", header)
+    key = keys.seal_key(pair_key(vectors, issuer, HOLDER), issuer.encode(), HOLDER.encode(),
+                        ctx)
+    return {
+        "authorisation_body_hex": body.hex(), "receipt_plaintext_hex": plaintext.hex(),
+        "receipt_aad_hex": aad.hex(), "receipt_context_hex": ctx.hex(),
+        "receipt_key_hex": key.hex(), "receipt_atc": "4",
+        "receipt_nonce_hex": RECEIPT_NONCE.hex(),
+        "receipt_hex": keys.seal(key, 4, plaintext, aad, nonce=RECEIPT_NONCE).hex(),
+    }
 
 
 def compute() -> dict[str, Any]:
@@ -103,6 +146,9 @@ def compute() -> dict[str, Any]:
             "key_hex": auth_key.hex(), "nonce_hex": AUTH_NONCE.hex(), "atc": "3",
             "mac_hex": keys.seal(auth_key, 3, b"", auth_body, nonce=AUTH_NONCE).hex(),
         },
+        "form_mac": form_vectors(vectors, form),
+        "decline": decline_vectors(vectors, sealed.envelope.header, sealed.digest,
+                                   order.amount(form)),
     }
 
 

@@ -441,10 +441,12 @@ def test_demo_runs_to_completion(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr
     out = " ".join(run.stdout.split())  # rich wraps long lines
     assert "status │ completed" in out or "completed" in out
-    # the four attacks of the issue (the seller's two ways to the card number count as one)
-    assert out.count("refused:") == 5
+    # the four attacks of the issue (the seller's two ways to the card number count as one),
+    # a rogue seller at another address and an on-path swap of the delivery company
+    assert out.count("refused:") == 7
     for reason in ("forged", "policy hands card_number to the seller", "replay",
-                   "unconfirmed"):
+                   "unconfirmed", "is seller:rogue.example, not seller:shop.example",
+                   "the order form is not seller:shop.example's"):
         assert reason in out, reason
     assert "none of the attacks moved it" in out
 

@@ -8,12 +8,15 @@ import hmac
 import json
 from pathlib import Path
 
+import cbor2
 import pytest
 
 from host import envelope
 from host.envelope import Header
+from host.issuer import DECLINED, RECEIPT_BLOCK
 from host.order import Party
 from host.softcard import software_card
+from terminal.errors import ApduError
 from terminal.session import CardSession
 from tests.host import protocol_vectors as pv
 
@@ -91,3 +94,53 @@ def test_vectors_follow_the_documented_formulas(committed: dict) -> None:
             + lv(bytes.fromhex(part["context_hex"])))
     assert hkdf_sha256(pair, b"EP0791901/card/v1/seal", info).hex() == part["seal_key_hex"]
     assert part["context_hex"] == (b"part/" + bytes.fromhex(committed["order_id_hex"])).hex()
+
+
+def test_form_mac_verifies_on_the_holders_card_for_its_nonce_only(committed: dict) -> None:
+    vec = committed["form_mac"]
+    holder = party_card(pv.HOLDER)
+    holder.set_peer(pv.IDS[Party.SELLER])
+    mac, body = bytes.fromhex(vec["mac_hex"]), bytes.fromhex(vec["body_hex"])
+    assert holder.decrypt(mac, body, bytes.fromhex(vec["context_hex"])) == b""
+    other_nonce = envelope.context("form", b"\x0f" * envelope.FORM_NONCE_SIZE)
+    with pytest.raises(ApduError):
+        holder.decrypt(mac, body, other_nonce)
+
+
+def test_form_mac_follows_the_documented_layout(committed: dict) -> None:
+    """SHA-256 and CBOR by hand (cbor2, hashlib), the key by the RFC 5869 above."""
+    vec = committed["form_mac"]
+    seller, nonce = pv.IDS[Party.SELLER], bytes.fromhex(vec["nonce_hex"])
+    raw = bytes.fromhex(vec["form_cbor_hex"])
+    assert raw.hex() == committed["form_cbor_hex"]
+    assert cbor2.loads(bytes.fromhex(vec["request_cbor_hex"])) == {
+        "type": "form-request", "holder": pv.HOLDER, "nonce": nonce}
+    digest = hashlib.sha256(b"nettx/form/v1" + raw).digest()
+    assert digest.hex() == vec["form_digest_hex"]
+    assert cbor2.loads(bytes.fromhex(vec["body_hex"])) == [
+        "nettx/form/v1", seller, pv.HOLDER, nonce, digest]
+    assert vec["context_hex"] == (b"form/" + nonce).hex()
+
+    def lv(value: bytes) -> bytes:
+        return bytes((len(value),)) + value
+
+    info = (lv(b"seal") + lv(seller.encode()) + lv(pv.HOLDER.encode())
+            + lv(bytes.fromhex(vec["context_hex"])))
+    pair = pv.pair_key(pv.blom_vectors(), pv.HOLDER, seller)
+    assert hkdf_sha256(pair, b"EP0791901/card/v1/seal", info).hex() == vec["key_hex"]
+
+
+def test_a_decline_receipt_opens_on_the_holders_card_with_the_precise_reason(
+        committed: dict) -> None:
+    vec = committed["decline"]
+    assert cbor2.loads(bytes.fromhex(vec["authorisation_body_hex"]))[3] == DECLINED
+    holder = party_card(pv.HOLDER)
+    holder.set_peer(pv.IDS[Party.ISSUER])
+    plaintext = holder.decrypt(bytes.fromhex(vec["receipt_hex"]),
+                               bytes.fromhex(vec["receipt_aad_hex"]),
+                               bytes.fromhex(vec["receipt_context_hex"]))
+    assert plaintext.hex() == vec["receipt_plaintext_hex"]
+    assert len(plaintext) % RECEIPT_BLOCK == 0
+    receipt = cbor2.loads(plaintext)
+    assert receipt["reason"] == "wrong expiry date" and receipt["code"] == "declined"
+    assert receipt["digest"].hex() == committed["order_digest_hex"]

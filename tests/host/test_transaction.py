@@ -35,6 +35,7 @@ from tests.host.market import (
     EVIL,
     HOLDER,
     ISSUER,
+    SELLER,
     Market,
     account,
     dump,
@@ -44,6 +45,7 @@ from tests.host.market import (
 )
 
 PIN, PUK = "1234", "12345678"
+CEILING = "1000.00"  # EUR: above every honest order here
 DESTINATION = "Alice's office, 5 avenue Foch, Lyon"
 
 
@@ -89,7 +91,8 @@ def market(make_market: Callable[..., Market]) -> Market:
 
 
 def client_for(market: Market, card: CardSession) -> HolderClient:
-    return HolderClient(card, PIN, "127.0.0.1", market.ports["seller"])
+    return HolderClient(card, PIN, "127.0.0.1", market.ports["seller"], seller=SELLER,
+                        max_amount=CEILING)
 
 
 def prepared(market: Market, card: CardSession) -> tuple[HolderClient, SealedOrder]:
@@ -186,6 +189,7 @@ def test_policy_marked_exposure_is_honoured(make_market: Callable[..., Market],
     with pytest.raises(PolicyError, match="exposes card_number to the seller"):
         client_for(m, holder_card).buy(order())  # nobody asked the holder
     accepting = HolderClient(holder_card, PIN, "127.0.0.1", m.ports["seller"],
+                             seller=SELLER, max_amount=CEILING,
                              accept=frozenset({(OrderField.CARD_NUMBER, Party.SELLER)}))
     assert accepting.buy(order()).approved
     assert CARD_NUMBER.encode() in b"".join(seen)
@@ -364,7 +368,8 @@ def test_a_dishonest_terminal_with_a_genuine_card_gets_a_clear_error(
 def test_holder_refuses_a_form_naming_another_card_manager(make_market: Callable[..., Market],
                                                           holder_card: CardSession) -> None:
     m = make_market(seller_form=form(issuer=EVIL))
-    client = HolderClient(holder_card, PIN, "127.0.0.1", m.ports["seller"], issuer=ISSUER)
+    client = HolderClient(holder_card, PIN, "127.0.0.1", m.ports["seller"], issuer=ISSUER,
+                          seller=SELLER, max_amount=CEILING)
     atc_before = holder_card.info().atc
     with pytest.raises(PolicyError, match=f"names {EVIL} as card manager"):
         client.buy(order())

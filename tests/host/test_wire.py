@@ -26,7 +26,7 @@ from host.personalisation import personalise
 from host.wire import MAX_FRAME, Connection, FrameDecoder, Message, MessageType, frame
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
-from tests.host.market import CARD_NUMBER, HOLDER, Market, issue_market_rows, order
+from tests.host.market import CARD_NUMBER, HOLDER, SELLER, Market, issue_market_rows, order
 
 PIN, PUK = "1234", "12345678"
 
@@ -100,7 +100,7 @@ def exchange(port: int, data: bytes, *, close_write: bool = True) -> list[dict]:
 
 
 def still_serving(port: int) -> bool:
-    replies = exchange(port, frame(MessageType.FORM_REQUEST))
+    replies = exchange(port, frame(MessageType.FORM_REQUEST, holder=HOLDER, nonce=bytes(16)))
     return [r["type"] for r in replies] == ["form"]
 
 
@@ -152,7 +152,8 @@ def test_bit_flips_in_an_envelope_never_pass(live: Market, tmp_path: Path) -> No
     (row,) = live.authority.rows_for([blom.x_of(HOLDER)])
     card = CardSession(InProcessReader(Applet(FileStore(path))))
     personalise(card, live.authority.transport_master, HOLDER, row, PIN, PUK)
-    client = HolderClient(card, PIN, "127.0.0.1", live.ports["seller"])
+    client = HolderClient(card, PIN, "127.0.0.1", live.ports["seller"], seller=SELLER,
+                          max_amount="1000.00")
     ledger = Ledger(live.home / "ledger.sqlite")
     account_before = ledger.account(CARD_NUMBER)
     rng = random.Random(4)
