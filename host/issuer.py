@@ -1,7 +1,10 @@
 """The card manager (card issuer): decrypts its part, authenticates the holder against its
 accounts, debits once per order, and answers the seller with a MACed authorisation (as EMV's
 ARPC) and the holder with a sealed receipt. An order the seller cannot complete is reversed
-(or voided, if it never arrived), on a request MACed by that seller."""
+(or voided, if it never arrived), on a request MACed by that seller.
+
+Every answer is recorded before it is sent, and a retransmission gets those exact bytes back:
+a decision has one MAC, whatever the retries."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 
 from host.codec import Fields
 from host.db import AuthorisationRequest, Ledger, Seen
+from host.durability import Halt, guarded, halt_process
 from host.envelope import authorisation_body, context, reverse_body, reversed_body
 from host.keymodule import KeyModule
 from host.order import Party
@@ -22,8 +26,9 @@ class IssuerServer(PartyServer):
     def __init__(self, keys: KeyModule, config: ServerConfig, ledger_path: Path) -> None:
         super().__init__(keys, config)
         self.ledger = Ledger(ledger_path)
-        self.handlers[MessageType.AUTHORISE] = self.on_authorise
-        self.handlers[MessageType.REVERSE] = self.on_reverse
+        self.halt: Halt = halt_process(self.role)
+        self.handlers[MessageType.AUTHORISE] = guarded(self, self.on_authorise)
+        self.handlers[MessageType.REVERSE] = guarded(self, self.on_reverse)
 
     async def close(self) -> None:
         await super().close()
@@ -39,13 +44,19 @@ class IssuerServer(PartyServer):
         self.log.info("order %s: %s (%s)%s", header.order_id.hex(), decision.code,
                       decision.reason, " again" if seen is Seen.RETRANSMISSION else "")
         self.crash_point("after-commit")
+        if decision.answer is not None:
+            # a retransmission: the very bytes sent before (a fresh MAC would differ, and the
+            # seller's delivery request covers the MAC it holds)
+            return decision.answer
         auth = authorisation_body(header.order_id, decision.code, decision.reason,
                                   decision.amount, decision.digest)
         mac = await self.keys.mac(header.seller, auth, context("authorisation", header.order_id))
         receipt = await self.receipt(header, header_bytes, decision.digest, code=decision.code,
                                      reason=decision.reason, amount=decision.amount)
-        return frame(MessageType.AUTHORISATION, code=decision.code, reason=decision.reason,
-                     amount=decision.amount, digest=decision.digest, mac=mac, receipt=receipt)
+        # recorded before it is sent: whatever reaches the seller is what it will get again
+        return self.ledger.record_answer(header.order_id, frame(
+            MessageType.AUTHORISATION, code=decision.code, reason=decision.reason,
+            amount=decision.amount, digest=decision.digest, mac=mac, receipt=receipt))
 
     async def on_reverse(self, body: Fields) -> bytes:
         header_bytes = body.get("header", bytes, max_size=1024)
@@ -58,10 +69,13 @@ class IssuerServer(PartyServer):
         decision = self.ledger.reverse(header.order_id, header.seller, digest)
         self.log.info("order %s: %s at the seller's request (%s)", header.order_id.hex(),
                       decision.code, reason)
+        if decision.answer is not None:
+            return decision.answer
         mac = await self.keys.mac(header.seller, reversed_body(header.order_id, decision.code,
                                                                decision.amount, digest),
                                   context("reversed", header.order_id))
         receipt = await self.receipt(header, header_bytes, digest, code=decision.code,
                                      reason=reason, amount=decision.amount)
-        return frame(MessageType.REVERSED, code=decision.code, amount=decision.amount, mac=mac,
-                     receipt=receipt)
+        return self.ledger.record_reversal(header.order_id, frame(
+            MessageType.REVERSED, code=decision.code, amount=decision.amount, mac=mac,
+            receipt=receipt))
