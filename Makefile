@@ -64,3 +64,13 @@ upgrade-deps: $(APT_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
+
+# Kill -9 a random party every 0.3-1.5 s while holders buy; check the ledger, the shipments
+# and every holder's outcome afterwards (tests/e2e/chaos.py). The suite runs a one-minute one.
+CHAOS_SECONDS ?= 600
+CHAOS_HOLDERS ?= 6
+CHAOS_SEED ?= 11
+.PHONY: chaos
+chaos: deps
+	$(PY) -m tests.e2e.chaos --seconds $(CHAOS_SECONDS) --holders $(CHAOS_HOLDERS) \
+	  --seed $(CHAOS_SEED)

@@ -13,6 +13,7 @@ order id with anything else is a replay and is refused.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import sqlite3
@@ -21,8 +22,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from host.errors import EnvelopeError, TransactionError
+from terminal.errors import NettxError
 
 VIEWS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS views (
@@ -32,24 +35,107 @@ CREATE TABLE IF NOT EXISTS views (
 """
 
 
-def connect(path: Path, schema: str) -> sqlite3.Connection:
+def connect(path: Path, schema: str,
+            columns: dict[str, dict[str, str]] | None = None) -> sqlite3.Connection:
+    """Open (or create) a party's database; `columns` are added to a table an older version
+    of this code created without them: {table: {column: declaration}}."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.executescript(schema + VIEWS_SCHEMA)
+    for table, wanted in (columns or {}).items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, declaration in wanted.items():
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
     return conn
+
+
+class StorageFull(TransactionError):
+    """The disk is full: this decision was not recorded (all of it rolled back). The peer
+    is told `internal` and retries; the party keeps serving and records again once there is
+    space."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("internal", message)
+
+
+class StorageLost(NettxError):
+    """A write or an fsync failed with an I/O error: what the database holds can no longer be
+    trusted to be on disk (a failed fsync may have dropped the dirty pages it was flushing, and
+    a second fsync would then report success). The party must stop, not retry, and recover
+    from its database and WAL on restart."""
+
+
+# SQLite's primary result codes (the low byte of the extended code)
+SQLITE_IOERR, SQLITE_FULL = 10, 13
+
+
+def storage_fault(exc: sqlite3.Error) -> TransactionError | StorageLost | None:
+    """What a failed SQLite call means for the party, or None for an ordinary error."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc)
+    if primary == SQLITE_FULL or "database or disk is full" in text:
+        return StorageFull(f"storage full: {text}")
+    if primary == SQLITE_IOERR or "disk I/O error" in text:
+        return StorageLost(f"storage failure ({text}): data may not be durable")
+    return None
 
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
+    """One `BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any error, a failed COMMIT included:
+    SQLite says a failed COMMIT "may or may not" have rolled the transaction back, and one left
+    open would be committed, unseen, by whatever this connection does next. A full disk raises
+    StorageFull; an I/O error (a failed write or fsync) raises StorageLost."""
     try:
-        yield conn
-    except BaseException:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+    except sqlite3.Error as exc:
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # "cannot rollback - no transaction is active": SQLite had rolled back already
+    with contextlib.suppress(sqlite3.Error):
         conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+
+
+class Database:
+    """One party's database. After StorageLost it refuses every further transaction: the
+    party is stopping, and nothing it writes now could be trusted to be durable."""
+
+    schema: ClassVar[str] = ""
+    columns: ClassVar[dict[str, dict[str, str]]] = {}
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = connect(path, self.schema, self.columns)
+        self.lost: StorageLost | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        if self.lost is not None:
+            raise StorageLost(f"storage was lost earlier: {self.lost}")
+        try:
+            with transaction(self.conn) as conn:
+                yield conn
+        except StorageLost as exc:
+            self.lost = exc
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def record_view(conn: sqlite3.Connection, order_id: bytes, fields: Iterable[str]) -> None:
@@ -104,7 +190,9 @@ CREATE TABLE IF NOT EXISTS authorisations (
     digest      BLOB NOT NULL,        -- the order digest the decision refers to
     code        TEXT NOT NULL,        -- approved | declined | reversed | voided
     reason      TEXT NOT NULL,
-    at          INTEGER NOT NULL
+    at          INTEGER NOT NULL,
+    answer      BLOB,                 -- the authorisation frame sent: every retransmission
+    reversal    BLOB                  -- gets these exact bytes; and the reversed frame sent
 );
 CREATE TABLE IF NOT EXISTS counters (
     holder TEXT NOT NULL,
@@ -149,6 +237,7 @@ class Decision:
     reason: str
     amount: int
     digest: bytes
+    answer: bytes | None = None  # the frame already sent for this decision, if any
 
     @property
     def approved(self) -> bool:
@@ -166,15 +255,18 @@ class AuthorisationRequest:
     fields: dict[str, object]
 
 
-class Ledger:
+class Ledger(Database):
+    schema = LEDGER_SCHEMA
+    columns: ClassVar[dict[str, dict[str, str]]] = {
+        "authorisations": {"answer": "BLOB", "reversal": "BLOB"}}
+
     def __init__(self, path: Path, *, max_declines: int = MAX_DECLINES,
                  decline_window: int = DECLINE_WINDOW) -> None:
-        self.path = path
-        self.conn = connect(path, LEDGER_SCHEMA)
+        super().__init__(path)
         self.max_declines, self.decline_window = max_declines, decline_window
 
     def add_account(self, account: Account) -> None:
-        with transaction(self.conn):
+        with self.transaction():
             self.conn.execute(
                 "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(card_number) DO "
                 "UPDATE SET holder=excluded.holder, name=excluded.name, phone=excluded.phone, "
@@ -201,14 +293,14 @@ class Ledger:
                   stale: str | None = None) -> tuple[Decision, Seen]:
         """Decide and debit in one transaction. A retransmission gets the recorded decision
         at any age; a new request must be fresh (`stale` says why it is not)."""
-        with transaction(self.conn):
+        with self.transaction():
             row = self.conn.execute(
-                "SELECT request, code, reason, amount, digest FROM authorisations "
+                "SELECT request, code, reason, amount, digest, answer FROM authorisations "
                 "WHERE order_id = ?", (request.order_id,)).fetchone()
             if row is not None:
                 if row[0] != request.request_digest:
                     raise replay_error(request.order_id)
-                return Decision(row[1], row[2], row[3], row[4]), Seen.RETRANSMISSION
+                return Decision(*row[1:6]), Seen.RETRANSMISSION
             if stale is not None:
                 raise EnvelopeError("stale", stale)
             now = int(time.time())
@@ -224,7 +316,8 @@ class Ledger:
             self.conn.execute("INSERT OR IGNORE INTO counters VALUES (?, ?)",
                               (request.holder, request.atc))
             self.conn.execute(
-                "INSERT INTO authorisations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO authorisations (order_id, request, seller, card_number, amount, "
+                "digest, code, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (request.order_id, request.request_digest, request.seller, card_number,
                  decision.amount, decision.digest, decision.code, decision.reason, now))
             record_view(self.conn, request.order_id, request.fields)
@@ -234,18 +327,23 @@ class Ledger:
         """Undo an approval the seller could not complete (or void an order it never will):
         credit the debit back once; an order never seen is voided, so a late authorisation
         request for it is refused as a replay."""
-        with transaction(self.conn):
+        with self.transaction():
             row = self.conn.execute(
-                "SELECT seller, card_number, amount, digest, code FROM authorisations "
+                "SELECT seller, card_number, amount, digest, code, reversal FROM authorisations "
                 "WHERE order_id = ?", (order_id,)).fetchone()
             if row is None:
                 self.conn.execute(
-                    "INSERT INTO authorisations VALUES (?, x'', ?, NULL, 0, ?, 'voided', ?, ?)",
+                    "INSERT INTO authorisations (order_id, request, seller, card_number, "
+                    "amount, digest, code, reason, at) "
+                    "VALUES (?, x'', ?, NULL, 0, ?, 'voided', ?, ?)",
                     (order_id, seller, digest, "voided before any authorisation",
                      int(time.time())))
                 return Decision("voided", "voided before any authorisation", 0, digest)
             if row[0] != seller or row[3] != digest:
                 raise replay_error(order_id)
+            if row[5] is not None:  # reversed (or voided) before: the same answer again
+                return Decision(row[4], "no charge stands",
+                                row[2] if row[4] == "reversed" else 0, digest, row[5])
             code, amount = row[4], row[2]
             if code == "approved":
                 self.conn.execute("UPDATE accounts SET balance = balance + ? "
@@ -264,6 +362,24 @@ class Ledger:
             "SELECT count(*) FROM declines WHERE holder = ? AND at > ?",
             (holder, now - self.decline_window)).fetchone()
         return int(count)
+
+    def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
+        """Keep the authorisation frame before it is sent; returns the frame to send, which
+        is an earlier one if a concurrent retransmission recorded its own first."""
+        return self._record(order_id, "answer", answer)
+
+    def record_reversal(self, order_id: bytes, answer: bytes) -> bytes:
+        """The same for the reversed frame."""
+        return self._record(order_id, "reversal", answer)
+
+    def _record(self, order_id: bytes, column: str, answer: bytes) -> bytes:
+        # `column` is one of two names fixed above, never input
+        with self.transaction():
+            self.conn.execute(f"UPDATE authorisations SET {column} = ? "
+                              f"WHERE order_id = ? AND {column} IS NULL", (answer, order_id))
+            (stored,) = self.conn.execute(f"SELECT {column} FROM authorisations "
+                                          f"WHERE order_id = ?", (order_id,)).fetchone()
+        return bytes(stored)
 
     def _decide(self, request: AuthorisationRequest,
                 now: int) -> tuple[Decision, str | None]:
@@ -309,9 +425,6 @@ class Ledger:
             return decline("insufficient funds")
         return Decision("approved", "approved", amount, request.digest), card_number
 
-    def close(self) -> None:
-        self.conn.close()
-
 
 # -- the seller's order book --------------------------------------------------------------------
 
@@ -327,6 +440,7 @@ CREATE TABLE IF NOT EXISTS orders (
     approval BLOB,                    -- the card manager's authorisation MAC, once approved
     receipt  BLOB,                    -- and its receipt for the holder
     outcome  BLOB,                    -- the outcome message, once final
+    answer   BLOB,                    -- and the exact frame the holder is sent for it
     since    INTEGER NOT NULL,        -- when it was received
     at       INTEGER NOT NULL         -- last change
 );
@@ -347,6 +461,35 @@ class OrderStatus(enum.StrEnum):
         return self in (OrderStatus.COMPLETED, OrderStatus.DECLINED, OrderStatus.FAILED)
 
 
+S = OrderStatus
+# The only moves an order makes (docs/protocol.md section 7). A final status has none: the
+# holder may have been told it. FAILED comes from RECEIVED only while nothing has left for the
+# card manager; once AUTHORISING, a debit may exist and the way out of it is VOIDING.
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.RECEIVED: frozenset({S.AUTHORISING, S.VOIDING, S.FAILED}),
+    S.AUTHORISING: frozenset({S.APPROVED, S.DECLINED, S.VOIDING}),
+    S.APPROVED: frozenset({S.COMPLETED, S.VOIDING}),
+    S.VOIDING: frozenset({S.FAILED}),
+    S.COMPLETED: frozenset(),
+    S.DECLINED: frozenset(),
+    S.FAILED: frozenset(),
+}
+
+
+def legal(old: OrderStatus, new: OrderStatus) -> bool:
+    return new in TRANSITIONS[old]
+
+
+class IllegalTransition(TransactionError):
+    """A move the transition table forbids (another path moved the order first): nothing is
+    written, and the caller re-reads the order."""
+
+    def __init__(self, order_id: bytes, old: OrderStatus | None, new: OrderStatus) -> None:
+        super().__init__("internal", f"order {order_id.hex()}: "
+                                     f"{old.value if old else 'unknown'} -> {new.value} refused")
+        self.old, self.new = old, new
+
+
 @dataclass(frozen=True, slots=True)
 class Unfinished:
     order_id: bytes
@@ -357,15 +500,28 @@ class Unfinished:
     note: str | None
 
 
-class OrderBook:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.conn = connect(path, ORDERS_SCHEMA)
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """An order as the book holds it now."""
+
+    order_id: bytes
+    envelope: bytes
+    digest: bytes
+    status: OrderStatus
+    since: int
+    note: str | None
+    outcome: bytes | None  # the outcome fields (CBOR), once final
+    answer: bytes | None  # the exact `outcome` frame the holder is sent, once final
+
+
+class OrderBook(Database):
+    schema = ORDERS_SCHEMA
+    columns: ClassVar[dict[str, dict[str, str]]] = {"orders": {"answer": "BLOB"}}
 
     def receive(self, order_id: bytes, envelope: bytes, holder: str, amount: int,
                 digest: bytes, fields: Iterable[str]) -> None:
         now = int(time.time())
-        with transaction(self.conn):
+        with self.transaction():
             try:
                 self.conn.execute(
                     "INSERT INTO orders (order_id, envelope, holder, amount, digest, status, "
@@ -375,19 +531,29 @@ class OrderBook:
                 raise replay_error(order_id) from None
             record_view(self.conn, order_id, fields)
 
-    def set_status(self, order_id: bytes, status: OrderStatus, outcome: bytes | None = None,
-                   note: str | None = None) -> None:
-        with transaction(self.conn):
-            self.conn.execute("UPDATE orders SET status = ?, outcome = ?, "
-                              "note = coalesce(?, note), at = ? WHERE order_id = ?",
-                              (status.value, outcome, note, int(time.time()), order_id))
-
-    def approve(self, order_id: bytes, mac: bytes, receipt: bytes) -> None:
-        """Debited: keep what the delivery request and the outcome will need after a crash."""
-        with transaction(self.conn):
-            self.conn.execute("UPDATE orders SET status = 'approved', approval = ?, receipt = ?, "
-                              "at = ? WHERE order_id = ?",
-                              (mac, receipt, int(time.time()), order_id))
+    def move(self, order_id: bytes, new: OrderStatus, *, outcome: bytes | None = None,
+             answer: bytes | None = None, note: str | None = None,
+             approval: tuple[bytes, bytes] | None = None) -> None:
+        """Move the order to `new`, re-reading its status inside the transaction: a move the
+        table forbids raises IllegalTransition and writes nothing. A final status carries the
+        outcome and the answer frame; APPROVED carries (authorisation MAC, receipt)."""
+        if new.final != (outcome is not None and answer is not None):
+            raise ValueError("a final status, and only a final one, records its outcome")
+        if (new is OrderStatus.APPROVED) != (approval is not None):
+            raise ValueError("APPROVED, and only it, records the authorisation")
+        with self.transaction():
+            row = self.conn.execute("SELECT status FROM orders WHERE order_id = ?",
+                                    (order_id,)).fetchone()
+            old = OrderStatus(row[0]) if row else None
+            if old is None or not legal(old, new):
+                raise IllegalTransition(order_id, old, new)
+            mac, receipt = approval or (None, None)
+            self.conn.execute(
+                "UPDATE orders SET status = ?, outcome = coalesce(?, outcome), "
+                "answer = coalesce(?, answer), note = coalesce(?, note), "
+                "approval = coalesce(?, approval), receipt = coalesce(?, receipt), at = ? "
+                "WHERE order_id = ?",
+                (new.value, outcome, answer, note, mac, receipt, int(time.time()), order_id))
 
     def approval(self, order_id: bytes) -> tuple[bytes, bytes]:
         """The authorisation MAC and the holder's receipt of an approved order."""
@@ -397,19 +563,23 @@ class OrderBook:
             raise KeyError(f"order {order_id.hex()} was never approved")
         return row[0], row[1]
 
+    def get(self, order_id: bytes) -> OrderRecord | None:
+        row = self.conn.execute(
+            "SELECT order_id, envelope, digest, status, since, note, outcome, answer "
+            "FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+        if row is None:
+            return None
+        return OrderRecord(row[0], row[1], row[2], OrderStatus(row[3]), *row[4:])
+
     def status(self, order_id: bytes) -> tuple[OrderStatus, bytes | None] | None:
-        row = self.conn.execute("SELECT status, outcome FROM orders WHERE order_id = ?",
-                                (order_id,)).fetchone()
-        return (OrderStatus(row[0]), row[1]) if row else None
+        record = self.get(order_id)
+        return (record.status, record.outcome) if record else None
 
     def unfinished(self) -> list[Unfinished]:
         return [Unfinished(row[0], row[1], row[2], OrderStatus(row[3]), row[4], row[5])
                 for row in self.conn.execute(
                     "SELECT order_id, envelope, digest, status, since, note FROM orders "
                     "WHERE status IN ('received', 'authorising', 'approved', 'voiding')")]
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 # -- the delivery company's shipments -----------------------------------------------------------
@@ -422,33 +592,43 @@ CREATE TABLE IF NOT EXISTS shipments (
     recipient   TEXT NOT NULL,
     destination TEXT NOT NULL,
     tracking    TEXT NOT NULL UNIQUE,
-    at          INTEGER NOT NULL
+    at          INTEGER NOT NULL,
+    answer      BLOB                  -- the delivery frame sent: every retransmission gets it
 );
 """
 
 
-class Shipments:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.conn = connect(path, SHIPMENTS_SCHEMA)
+class Shipments(Database):
+    schema = SHIPMENTS_SCHEMA
+    columns: ClassVar[dict[str, dict[str, str]]] = {"shipments": {"answer": "BLOB"}}
 
     def ship(self, order_id: bytes, request_digest: bytes, seller: str, recipient: str,
              destination: str, tracking: str, fields: Iterable[str],
-             stale: str | None = None) -> tuple[str, Seen]:
-        with transaction(self.conn):
-            row = self.conn.execute("SELECT request, tracking FROM shipments WHERE order_id = ?",
-                                    (order_id,)).fetchone()
+             stale: str | None = None) -> tuple[str, Seen, bytes | None]:
+        """Record the shipment once; returns its tracking reference, whether it was new, and
+        the answer frame already sent for it (if any)."""
+        with self.transaction():
+            row = self.conn.execute("SELECT request, tracking, answer FROM shipments "
+                                    "WHERE order_id = ?", (order_id,)).fetchone()
             if row is not None:
                 if row[0] != request_digest:
                     raise replay_error(order_id)
-                return row[1], Seen.RETRANSMISSION
+                return row[1], Seen.RETRANSMISSION, row[2]
             if stale is not None:
                 raise EnvelopeError("stale", stale)
-            self.conn.execute("INSERT INTO shipments VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self.conn.execute("INSERT INTO shipments (order_id, request, seller, recipient, "
+                              "destination, tracking, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                               (order_id, request_digest, seller, recipient, destination,
                                tracking, int(time.time())))
             record_view(self.conn, order_id, fields)
-        return tracking, Seen.NEW
+        return tracking, Seen.NEW, None
 
-    def close(self) -> None:
-        self.conn.close()
+    def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
+        """Keep the delivery frame before it is sent; returns the frame to send (an earlier
+        one, if a concurrent retransmission recorded its own first)."""
+        with self.transaction():
+            self.conn.execute("UPDATE shipments SET answer = ? WHERE order_id = ? "
+                              "AND answer IS NULL", (answer, order_id))
+            (stored,) = self.conn.execute("SELECT answer FROM shipments WHERE order_id = ?",
+                                          (order_id,)).fetchone()
+        return bytes(stored)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from host.codec import Fields
 from host.db import Seen, Shipments
+from host.durability import Halt, guarded, halt_process
 from host.envelope import context, delivery_answer_body
 from host.errors import EnvelopeError
 from host.keymodule import KeyModule
@@ -25,7 +26,8 @@ class DeliveryServer(PartyServer):
     def __init__(self, keys: KeyModule, config: ServerConfig, db_path: Path) -> None:
         super().__init__(keys, config)
         self.shipments = Shipments(db_path)
-        self.handlers[MessageType.DELIVER] = self.on_deliver
+        self.halt: Halt = halt_process(self.role)
+        self.handlers[MessageType.DELIVER] = guarded(self, self.on_deliver)
 
     async def close(self) -> None:
         await super().close()
@@ -42,15 +44,20 @@ class DeliveryServer(PartyServer):
         if not isinstance(destination, str) or not destination.strip() \
                 or not isinstance(recipient, str):
             raise EnvelopeError("malformed", "the delivery part has no destination")
-        tracking, seen = self.shipments.ship(
+        tracking, seen, answer = self.shipments.ship(
             header.order_id, request, header.seller, recipient, destination,
             "TRK-" + secrets.token_hex(6).upper(), opened.fields,
             stale=staleness(header, self.config.window))
         self.log.info("order %s: shipping as %s%s", header.order_id.hex(), tracking,
                       " again" if seen is Seen.RETRANSMISSION else "")
         self.crash_point("after-ship")
+        if answer is not None:  # a retransmission: the very bytes sent before
+            return answer
         mac = await self.keys.mac(header.seller,
                                   delivery_answer_body(header.order_id, opened.digest, tracking),
                                   context("delivery-answer", header.order_id))
         receipt = await self.receipt(header, header_bytes, opened.digest, tracking=tracking)
-        return frame(MessageType.DELIVERY, tracking=tracking, mac=mac, receipt=receipt)
+        # recorded before it is sent: whatever reaches the seller is what it will get again
+        return self.shipments.record_answer(
+            header.order_id, frame(MessageType.DELIVERY, tracking=tracking, mac=mac,
+                                   receipt=receipt))

@@ -7,6 +7,9 @@ A decline tells the seller (and the wire) one thing, `declined`: which check fai
 unknown card number, one of another holder, a wrong expiry...) would make the seller an oracle
 for card numbers. The precise reason goes only into the receipt sealed for the holder's card,
 padded so its length does not tell either. Declines per holder are rate-limited (db.Ledger).
+
+Every answer is recorded before it is sent, and a retransmission gets those exact bytes back:
+a decision has one MAC, whatever the retries.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from host import codec
 from host.codec import Fields
 from host.db import AuthorisationRequest, Ledger, Seen
+from host.durability import Halt, guarded, halt_process
 from host.envelope import authorisation_body, context, reverse_body, reversed_body
 from host.keymodule import KeyModule
 from host.order import Party
@@ -48,8 +52,9 @@ class IssuerServer(PartyServer):
     def __init__(self, keys: KeyModule, config: ServerConfig, ledger_path: Path) -> None:
         super().__init__(keys, config)
         self.ledger = Ledger(ledger_path)
-        self.handlers[MessageType.AUTHORISE] = self.on_authorise
-        self.handlers[MessageType.REVERSE] = self.on_reverse
+        self.halt: Halt = halt_process(self.role)
+        self.handlers[MessageType.AUTHORISE] = guarded(self, self.on_authorise)
+        self.handlers[MessageType.REVERSE] = guarded(self, self.on_reverse)
 
     async def close(self) -> None:
         await super().close()
@@ -65,6 +70,10 @@ class IssuerServer(PartyServer):
         self.log.info("order %s: %s (%s)%s", header.order_id.hex(), decision.code,
                       decision.reason, " again" if seen is Seen.RETRANSMISSION else "")
         self.crash_point("after-commit")
+        if decision.answer is not None:
+            # a retransmission: the very bytes sent before (a fresh MAC would differ, and the
+            # seller's delivery request covers the MAC it holds)
+            return decision.answer
         said = decision.reason if decision.approved else DECLINED
         auth = authorisation_body(header.order_id, decision.code, said, decision.amount,
                                   decision.digest)
@@ -72,8 +81,10 @@ class IssuerServer(PartyServer):
         receipt = await self.receipt(header, header_bytes, **padded({
             "digest": decision.digest, "code": decision.code, "reason": decision.reason,
             "amount": decision.amount}))
-        return frame(MessageType.AUTHORISATION, code=decision.code, reason=said,
-                     amount=decision.amount, digest=decision.digest, mac=mac, receipt=receipt)
+        # recorded before it is sent: whatever reaches the seller is what it will get again
+        return self.ledger.record_answer(header.order_id, frame(
+            MessageType.AUTHORISATION, code=decision.code, reason=said,
+            amount=decision.amount, digest=decision.digest, mac=mac, receipt=receipt))
 
     async def on_reverse(self, body: Fields) -> bytes:
         header_bytes = body.get("header", bytes, max_size=1024)
@@ -86,10 +97,13 @@ class IssuerServer(PartyServer):
         decision = self.ledger.reverse(header.order_id, header.seller, digest)
         self.log.info("order %s: %s at the seller's request (%s)", header.order_id.hex(),
                       decision.code, reason)
+        if decision.answer is not None:
+            return decision.answer
         mac = await self.keys.mac(header.seller, reversed_body(header.order_id, decision.code,
                                                                decision.amount, digest),
                                   context("reversed", header.order_id))
         receipt = await self.receipt(header, header_bytes, digest, code=decision.code,
                                      reason=reason, amount=decision.amount)
-        return frame(MessageType.REVERSED, code=decision.code, amount=decision.amount, mac=mac,
-                     receipt=receipt)
+        return self.ledger.record_reversal(header.order_id, frame(
+            MessageType.REVERSED, code=decision.code, amount=decision.amount, mac=mac,
+            receipt=receipt))

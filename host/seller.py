@@ -23,7 +23,8 @@ from typing import Any
 
 from host import codec, envelope
 from host.codec import Fields
-from host.db import OrderBook, OrderStatus, Unfinished
+from host.db import OrderBook, OrderStatus, StorageLost, Unfinished
+from host.durability import Halt, guarded, halt_process
 from host.envelope import (
     Envelope,
     OpenedPart,
@@ -93,11 +94,12 @@ class SellerServer(PartyServer):
         self.form = seller.form
         self._form_bytes = codec.encode(seller.form.to_cbor())  # the bytes its MACs cover
         self.orders = OrderBook(seller.orders_path)
+        self.halt: Halt = halt_process(self.role)
         self._driving: set[bytes] = set()
         self._retry_task: asyncio.Task[None] | None = None
         self.handlers.update({
             MessageType.FORM_REQUEST: self.on_form_request,
-            MessageType.ORDER: self.on_order,
+            MessageType.ORDER: guarded(self, self.on_order),
             MessageType.STATUS: self.on_status,
         })
 
@@ -179,20 +181,31 @@ class SellerServer(PartyServer):
         self.log.info("order %s from %s: %s", opened.header.order_id.hex(),
                       opened.header.holder, opened.fields[OrderField.ITEMS.value])
         self.crash_point("after-receive")
-        outcome = await self._drive(env, opened.digest, OrderStatus.RECEIVED, opened=opened)
+        outcome = await self._drive(opened.header.order_id, opened=opened)
         flow("x", "seller", "holder", f"outcome: {outcome['status']}")
-        return frame(MessageType.OUTCOME, **outcome)
+        return self._answer(opened.header.order_id, outcome)
 
     async def on_status(self, body: Fields) -> bytes:
         order_id = body.get("order", bytes, min_size=16, max_size=16)
-        known = self.orders.status(order_id)
-        if known is None:
+        record = self.orders.get(order_id)
+        if record is None:
             raise TransactionError("unknown-order", f"no order {order_id.hex()}")
-        status, outcome = known
-        if status.final and outcome is not None:
-            return frame(MessageType.OUTCOME, **codec.decode(outcome))
+        if record.status.final:
+            return self._answer(order_id, {})
         return frame(MessageType.OUTCOME, order=order_id, status="pending",
-                     reason=f"the order is {status.value}; the seller is still driving it")
+                     reason=f"the order is {record.status.value}; the seller is still "
+                            f"driving it")
+
+    def _answer(self, order_id: bytes, outcome: Outcome) -> bytes:
+        """The holder's answer: for a final order, the very frame recorded with its outcome
+        (every retransmission of the question gets the same bytes); else `outcome` framed."""
+        record = self.orders.get(order_id)
+        if record is not None and record.status.final:
+            if record.answer is not None:
+                return bytes(record.answer)
+            assert record.outcome is not None  # a row finalised before answers were kept
+            return frame(MessageType.OUTCOME, **codec.decode(record.outcome))
+        return frame(MessageType.OUTCOME, **outcome)
 
     async def _open_seller_part(self, env: Envelope) -> OpenedPart:
         opened = await open_own_part(self.keys, Party.SELLER, env.header,
@@ -227,35 +240,65 @@ class SellerServer(PartyServer):
 
     # -- driving an order: card manager, then delivery ------------------------------------------
 
-    async def _drive(self, env: Envelope, digest: bytes, status: OrderStatus, *,
-                     opened: OpenedPart | None = None, note: str | None = None) -> Outcome:
-        """Take the order as far as it goes now; record and return the outcome if final."""
-        header = envelope.Header.from_bytes(env.header)
-        order_id = header.order_id
+    async def _drive(self, order_id: bytes, *, opened: OpenedPart | None = None,
+                     overdue: bool = False) -> Outcome:
+        """Take the order as far as it goes now; record and return the outcome if final.
+        Whatever the caller saw of the order may be stale: its status is read here, once no
+        one else is driving it, and moved only along the order book's transitions."""
         if order_id in self._driving:
             return {"order": order_id, "status": "pending", "reason": "being processed"}
         self._driving.add(order_id)
         try:
-            if status is OrderStatus.VOIDING:
-                outcome = await self._void(env, header, digest, note or "voided")
-            else:
-                assert opened is not None
-                outcome = await self._authorise_and_deliver(env, opened, status)
-        except Unfinishable as exc:
-            if status is OrderStatus.RECEIVED and exc.code == "unconfirmed":
-                # nothing ever left for the card manager: there is no charge to cancel
-                outcome = {"order": order_id, "status": "failed", "reason": str(exc)}
-            else:
+            return await self._drive_now(order_id, opened, overdue)
+        finally:
+            self._driving.discard(order_id)
+
+    async def _drive_now(self, order_id: bytes, opened: OpenedPart | None,
+                         overdue: bool) -> Outcome:
+        record = self.orders.get(order_id)
+        if record is None:
+            raise TransactionError("unknown-order", f"no order {order_id.hex()}")
+        if record.status.final:  # finished since the caller looked: nothing to redo
+            assert record.outcome is not None
+            return dict(codec.decode(record.outcome))
+        env = Envelope.from_cbor(codec.decode(record.envelope))
+        header = envelope.Header.from_bytes(env.header)
+        status, note = record.status, record.note
+        try:
+            if overdue and status is OrderStatus.RECEIVED:
+                return self._finish(order_id, {
+                    "order": order_id, "status": "failed",
+                    "reason": "the card manager could not be reached in time"})
+            if overdue and status is not OrderStatus.VOIDING:
+                status, note = OrderStatus.VOIDING, "not completed in time"
+                self.orders.move(order_id, status, note=note)
+            try:
+                if status is OrderStatus.VOIDING:
+                    outcome = await self._void(env, header, record.digest, note or "voided")
+                else:
+                    if opened is None:  # no freshness: it was fresh when received
+                        opened = await open_own_part(self.keys, Party.SELLER, env.header,
+                                                     env.parts[Party.SELLER], None)
+                    outcome = await self._authorise_and_deliver(env, opened, status)
+            except Unfinishable as exc:
+                current = self.orders.get(order_id)
+                if current is not None and current.status is OrderStatus.RECEIVED:
+                    # still `received`: nothing ever left for the card manager, so there is
+                    # no charge to cancel
+                    return self._finish(order_id, {"order": order_id, "status": "failed",
+                                                   "reason": str(exc)})
                 self.log.warning("order %s will not complete (%s): voiding", order_id.hex(), exc)
-                self.orders.set_status(order_id, OrderStatus.VOIDING, note=str(exc))
-                self._driving.discard(order_id)
-                return await self._drive(env, digest, OrderStatus.VOIDING, note=str(exc))
+                self.orders.move(order_id, OrderStatus.VOIDING, note=str(exc))
+                outcome = await self._void(env, header, record.digest, str(exc))
+            return self._finish(order_id, outcome)
         except TransactionError as exc:
             self.log.warning("order %s pending: %s", order_id.hex(), exc)
             return {"order": order_id, "status": "pending", "reason": str(exc)}
-        finally:
-            self._driving.discard(order_id)
-        self.orders.set_status(order_id, OrderStatus(outcome["status"]), codec.encode(outcome))
+
+    def _finish(self, order_id: bytes, outcome: Outcome) -> Outcome:
+        """Record a final outcome with the exact frame the holder gets for it."""
+        self.orders.move(order_id, OrderStatus(outcome["status"]), outcome=codec.encode(outcome),
+                         answer=frame(MessageType.OUTCOME, **outcome))
         return outcome
 
     async def _authorise_and_deliver(self, env: Envelope, opened: OpenedPart,
@@ -267,7 +310,7 @@ class SellerServer(PartyServer):
             auth = await self._exchange(
                 Party.ISSUER, MessageType.AUTHORISE, MessageType.AUTHORISATION,
                 # recorded before the request leaves: from then on a debit may exist
-                before_send=(lambda: self.orders.set_status(order_id, OrderStatus.AUTHORISING))
+                before_send=(lambda: self.orders.move(order_id, OrderStatus.AUTHORISING))
                 if status is OrderStatus.RECEIVED else None,
                 header=env.header, part=issuer_part,
                 mac=await self.keys.mac(header.issuer, request_digest(env.header, issuer_part),
@@ -286,7 +329,7 @@ class SellerServer(PartyServer):
             if their_amount != amount:
                 raise Unfinishable("amount", f"the card manager approved {their_amount}, the "
                                              f"order is for {amount}")
-            self.orders.approve(order_id, mac, receipt)
+            self.orders.move(order_id, OrderStatus.APPROVED, approval=(mac, receipt))
             self.crash_point("after-approval")
         else:  # approved before a crash or a failed delivery attempt: its record has the MAC
             mac, receipt = self.orders.approval(order_id)
@@ -369,33 +412,23 @@ class SellerServer(PartyServer):
 
     async def _drive_pending(self) -> None:
         """Resume orders a crash or an unreachable party left unfinished; void those that
-        have waited too long. Nothing in here may end the loop."""
+        have waited too long. The list is a snapshot: `_drive` re-reads each order before it
+        acts. Nothing in here may end the loop, except storage that can no longer be trusted."""
         while True:
             for order in self.orders.unfinished():
                 if order.order_id in self._driving:
                     continue
                 try:
                     await self._resume(order)
+                except StorageLost as exc:
+                    self.halt(exc)
+                    return
                 except Exception:
                     self.log.exception("order %s: resuming failed", order.order_id.hex())
             await asyncio.sleep(self.seller.retry_every)
 
     async def _resume(self, order: Unfinished) -> None:
-        env = Envelope.from_cbor(codec.decode(order.envelope))
-        status, note = order.status, order.note
         overdue = time.time() - order.since > self.seller.give_up_after
-        if status is not OrderStatus.VOIDING and overdue:
-            if status is OrderStatus.RECEIVED:
-                outcome = {"order": order.order_id, "status": "failed",
-                           "reason": "the card manager could not be reached in time"}
-                self.orders.set_status(order.order_id, OrderStatus.FAILED, codec.encode(outcome))
-                return
-            status, note = OrderStatus.VOIDING, "not completed in time"
-            self.orders.set_status(order.order_id, status, note=note)
-        opened = None
-        if status is not OrderStatus.VOIDING:  # no freshness: it was fresh when received
-            opened = await open_own_part(self.keys, Party.SELLER, env.header,
-                                         env.parts[Party.SELLER], None)
-        outcome = await self._drive(env, order.digest, status, opened=opened, note=note)
+        outcome = await self._drive(order.order_id, overdue=overdue)
         if outcome["status"] != "pending":
             self.log.info("order %s resumed: %s", order.order_id.hex(), outcome["status"])

@@ -1,0 +1,54 @@
+"""What a party does when its storage fails under it.
+
+A full disk (StorageFull) is an ordinary refusal: the peer is told `internal` and the party
+keeps serving. An I/O error on a write or an fsync (StorageLost) is not: after a failed fsync
+the kernel may have dropped the very pages it could not write, and a retried fsync reports
+success (PostgreSQL's lesson of 2018), so nothing the process holds can be trusted to be on
+disk. The party stops at once, with one line saying why and a non-zero exit, and recovers on
+restart from its database and write-ahead log, which hold only what was really committed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from host.codec import Fields
+from host.db import StorageLost
+from host.errors import TransactionError
+
+EXIT_STORAGE_LOST = 74  # EX_IOERR
+
+Halt = Callable[[StorageLost], None]
+Handler = Callable[[Fields], Awaitable[bytes]]
+
+
+def halt_process(role: str) -> Halt:
+    """Stop this process now: no cleanup that could write, no answer that could be believed."""
+
+    def halt(exc: StorageLost) -> None:
+        print(f"nettx {role}: stopping, storage failure: {exc}", file=sys.stderr, flush=True)
+        os._exit(EXIT_STORAGE_LOST)
+
+    return halt
+
+
+class Halting(Protocol):
+    halt: Halt  # halt_process(role) in a server process; a test may put its own
+
+
+def guarded(party: Halting, handler: Handler) -> Handler:
+    """`handler`, stopping the party if its storage is lost (party.halt is read at the time,
+    so a test can replace it after the party is built)."""
+
+    async def run(body: Fields) -> bytes:
+        try:
+            return await handler(body)
+        except StorageLost as exc:
+            party.halt(exc)
+            # only a test's halt returns: the peer learns nothing it could rely on
+            raise TransactionError("internal", "storage lost: this party is stopping") from exc
+
+    return run
