@@ -186,7 +186,8 @@ class Holders:
     def __init__(self, home: Path, config: ChaosConfig, seller_port: int) -> None:
         rows = json.loads((home / "rows.json").read_text())
         self.clients = [HolderClient(software_card(holder_id(i), rows[holder_id(i)]), "0000",
-                                     "127.0.0.1", seller_port)
+                                     "127.0.0.1", seller_port, seller=SELLER,
+                                     max_amount="1000000")
                         for i in range(config.holders)]
         self.records: list[HolderRecord] = []
         self.errors: Counter[str] = Counter()

@@ -25,7 +25,7 @@ from host.holder import HolderClient
 from host.personalisation import personalise
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
-from tests.host.market import HOLDER, Market, issue_market_rows, order
+from tests.host.market import HOLDER, SELLER, Market, issue_market_rows, order
 
 PIN, PUK = "1234", "12345678"
 
@@ -73,7 +73,8 @@ def main(home: Path, centre_dir: Path) -> dict[str, object]:
     result: dict[str, object] = {}
     market.start()
     try:
-        client = HolderClient(card, PIN, "127.0.0.1", market.ports["seller"])
+        client = HolderClient(card, PIN, "127.0.0.1", market.ports["seller"], seller=SELLER,
+                              max_amount="1000000")
         result["warm-up"] = client.buy(order()).status
         for role in ("delivery", "issuer", "seller"):
             filler = fill(home / role)
