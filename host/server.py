@@ -17,9 +17,10 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from host import codec, envelope
+from host.admission import ConnectionTable, Limits, Slot
 from host.codec import Fields
 from host.envelope import Header, OpenedPart
 from host.errors import EnvelopeError, TransactionError, WireError
@@ -37,9 +38,14 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 0
     window: int = 300  # seconds a timestamp may differ from our clock
-    read_timeout: float = 15.0
-    max_connections: int = 256  # beyond this a new connection is told "busy" and closed
+    read_timeout: float = 15.0  # a whole request, from its first byte to its last
+    idle_timeout: float | None = None  # waiting for a request's first byte; None: read_timeout
+    limits: Limits = field(default_factory=Limits)  # the connection table (host.admission)
     crash_at: str | None = None  # tests: SIGKILL ourselves at this named point
+
+    @property
+    def idle_after(self) -> float:
+        return self.read_timeout if self.idle_timeout is None else self.idle_timeout
 
 
 class PartyServer:
@@ -51,7 +57,7 @@ class PartyServer:
         self.log = logging.getLogger(f"nettx.{self.role}")
         self.handlers: dict[MessageType, Handler] = {MessageType.CONFIRM: self.on_confirm}
         self.server: asyncio.Server | None = None
-        self._active = 0
+        self.table = ConnectionTable(config.limits)
 
     @property
     def identifier(self) -> str:
@@ -80,26 +86,58 @@ class PartyServer:
                           writer: asyncio.StreamWriter) -> None:
         conn = AsyncConnection(reader, writer, timeout=self.config.read_timeout)
         peer = writer.get_extra_info("peername")
-        if self._active >= self.config.max_connections:
-            with contextlib.suppress(TransactionError):
-                await conn.send_raw(error_frame(TransactionError(
-                    "busy", f"more than {self.config.max_connections} connections")))
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        shed = False
+
+        def shed_me() -> None:
+            # only ever a connection waiting on its peer (admission), never mid-handler
+            nonlocal shed
+            shed = True
+            conn.refuse(error_frame(TransactionError(
+                "busy", "the server is full and this connection waited longest")))
+            task.cancel()
+
+        slot = self.table.admit(str(peer[0]) if peer else "?", loop.time(), shed_me)
+        if slot is None:
+            self.log.info("%s: refused, %d connections and none idle for %g s", peer,
+                          len(self.table), self.config.limits.shed_after)
+            conn.refuse(error_frame(TransactionError(
+                "busy", f"{len(self.table)} connections, none of them idle")))
             await conn.close()
             return
-        self._active += 1
+        try:
+            await self._serve(conn, slot, peer)
+        except asyncio.CancelledError:
+            if not shed:
+                raise
+            task.uncancel()  # our own cancellation, done with
+            self.log.info("%s: shed (waited on its peer longest while the server was full)",
+                          peer)
+        finally:
+            self.table.release(slot)
+            await conn.close()
+
+    async def _serve(self, conn: AsyncConnection, slot: Slot, peer: object) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
-                    message = await conn.receive()
+                    message = await conn.receive(idle_timeout=self.config.idle_after)
                     if message is None:
                         return
+                    slot.serving()
                     handler = self.handlers.get(message.type)
                     if handler is None:
                         raise WireError(f"a {self.role} does not take {message.type} messages",
                                         code="unexpected")
-                    await conn.send_raw(await handler(message.body))
+                    reply = await handler(message.body)
+                    slot.waiting(loop.time())  # from here on, the peer keeps us waiting
+                    await conn.send_raw(reply)
                 except WireError as exc:
                     self.log.info("%s: %s; closing", peer, exc)
+                    slot.waiting(loop.time())
                     with contextlib.suppress(TransactionError):
                         await conn.send_raw(error_frame(exc))
                     return
@@ -107,6 +145,7 @@ class PartyServer:
                     if exc.code == "connection-lost":
                         return
                     self.log.info("%s: refused: %s", peer, exc)
+                    slot.waiting(loop.time())
                     await conn.send_raw(error_frame(exc))
         except TransactionError:
             return  # the peer went away while we answered
@@ -114,9 +153,6 @@ class PartyServer:
             self.log.exception("%s: internal error", peer)
             with contextlib.suppress(Exception):
                 await conn.send_raw(error_frame(TransactionError("internal", "internal error")))
-        finally:
-            self._active -= 1
-            await conn.close()
 
     async def open_request(self, body: Fields, purpose: str,
                            *extra: bytes) -> tuple[bytes, bytes, bytes, OpenedPart]:
