@@ -74,9 +74,19 @@ def test_an_honest_purchase_completes_under_slowloris(market: Market, holder: Ca
     """256 slow connections on the seller and 256 on the card manager, every one of them from
     127.0.0.1 as the holder is: idle after connecting, trickling a frame one byte per tick
     (header sent, body trickled), or sending one cheap valid request per tick."""
+    purchase_under_attack(market, holder, kind, ("seller", "issuer"))
+
+
+def test_the_card_manager_alone_under_slowloris(market: Market, holder: CardSession) -> None:
+    """The holder reaches the seller freely; the seller's own connections to the card manager
+    must get through the attack there, or the order stays pending."""
+    purchase_under_attack(market, holder, Kind.TRICKLE, ("issuer",))
+
+
+def purchase_under_attack(market: Market, holder: CardSession, kind: Kind,
+                          roles: tuple[str, ...]) -> None:
     attacks = [Slowloris(market.ports[role], kind, role, connections=ATTACKERS,
-                         duration=PURCHASE_BOUND + 30)
-               for role in ("seller", "issuer")]
+                         duration=PURCHASE_BOUND + 30) for role in roles]
     for attack in attacks:
         attack.start()
     try:
