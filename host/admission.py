@@ -31,7 +31,11 @@ from dataclasses import dataclass, field
 class Limits:
     max_connections: int = 256  # the whole table
     max_per_address: int = 128  # one address never holds more than half of it
-    shed_after: float = 2.0  # seconds a connection must have waited on its peer to be shed
+    # seconds a connection must have waited on its peer to be shed: longer than an honest
+    # card takes between two requests, short enough that a connection replacing a shed one is
+    # soon sheddable itself (were it long, an attacker with more connections than slots would
+    # use up every sheddable one as it appeared, and honest newcomers would find none)
+    shed_after: float = 0.5
 
 
 @dataclass(eq=False, slots=True)

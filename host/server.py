@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import signal
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ from host.wire import AsyncConnection, MessageType, error_frame, frame
 Handler = Callable[[Fields], Awaitable[bytes]]
 
 MIN_CHALLENGE, MAX_CHALLENGE = 8, 64  # the card's INTERNAL AUTHENTICATE bounds
+PRESSURE_LOG_EVERY = 10.0  # seconds between warnings that the connection table is full
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,8 @@ class PartyServer:
         self.handlers: dict[MessageType, Handler] = {MessageType.CONFIRM: self.on_confirm}
         self.server: asyncio.Server | None = None
         self.table = ConnectionTable(config.limits)
+        self._pressure: Counter[str] = Counter()  # shed / refused since the last warning
+        self._pressure_logged = -PRESSURE_LOG_EVERY
 
     @property
     def identifier(self) -> str:
@@ -99,12 +103,14 @@ class PartyServer:
                 "busy", "the server is full and this connection waited longest")))
             task.cancel()
 
-        slot = self.table.admit(str(peer[0]) if peer else "?", loop.time(), shed_me)
+        address = str(peer[0]) if peer else "?"
+        slot = self.table.admit(address, loop.time(), shed_me)
         if slot is None:
-            self.log.info("%s: refused, %d connections and none idle for %g s", peer,
-                          len(self.table), self.config.limits.shed_after)
-            conn.refuse(error_frame(TransactionError(
-                "busy", f"{len(self.table)} connections, none of them idle")))
+            why = (f"{len(self.table)} connections ({self.table.count(address)} from your "
+                   f"address), none idle for {self.config.limits.shed_after:g} s")
+            self.log.debug("%s: refused: %s", peer, why)
+            self._note_pressure("refused", loop.time())
+            conn.refuse(error_frame(TransactionError("busy", why)))
             await conn.close()
             return
         try:
@@ -113,11 +119,24 @@ class PartyServer:
             if not shed:
                 raise
             task.uncancel()  # our own cancellation, done with
-            self.log.info("%s: shed (waited on its peer longest while the server was full)",
-                          peer)
+            self.log.debug("%s: shed (waited on its peer longest while the server was full)",
+                           peer)
+            self._note_pressure("shed", loop.time())
         finally:
             self.table.release(slot)
             await conn.close()
+
+    def _note_pressure(self, what: str, now: float) -> None:
+        """A full table is worth a warning, but one line per connection would let a flood
+        flood the log too: at most one line per PRESSURE_LOG_EVERY seconds."""
+        self._pressure[what] += 1
+        if now - self._pressure_logged >= PRESSURE_LOG_EVERY:
+            self.log.warning("connection table full (%d open): %s in the last %.0f s",
+                             len(self.table), ", ".join(f"{n} {w}" for w, n in
+                                                        sorted(self._pressure.items())),
+                             min(now - self._pressure_logged, PRESSURE_LOG_EVERY))
+            self._pressure.clear()
+            self._pressure_logged = now
 
     async def _serve(self, conn: AsyncConnection, slot: Slot, peer: object) -> None:
         loop = asyncio.get_running_loop()

@@ -134,6 +134,8 @@ class Slowloris:
                 body = request[4:]
                 if self.kind is Kind.TRICKLE:
                     writer.write(struct.pack(">I", len(body)))
+                elif self.kind is Kind.CHEAP:  # at once, so a fresh connection looks active
+                    writer.write(request)
                 sent = 0
                 while not stopped.is_set() and not closed.is_set():
                     await self._sleep_or_stop(rng.uniform(*self.tick), stopped, closed)
