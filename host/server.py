@@ -6,6 +6,10 @@ message with its code and the connection stays open for the next request. A malf
 (`WireError`) closes the connection after the error message, since the stream can no longer
 be trusted to be in step. Anything else is a bug: it is logged with its traceback, the peer
 gets `internal`, and the server carries on.
+
+Slow peers cannot hold the server: a request's first byte and its whole have separate
+deadlines, and when the connection table is full a newcomer sheds the connection that has kept
+the server waiting longest (host.admission, docs/protocol.md "Wire").
 """
 
 from __future__ import annotations
@@ -170,6 +174,7 @@ class PartyServer:
             return  # the peer went away while we answered
         except Exception:
             self.log.exception("%s: internal error", peer)
+            slot.waiting(loop.time())
             with contextlib.suppress(Exception):
                 await conn.send_raw(error_frame(TransactionError("internal", "internal error")))
 
