@@ -6,6 +6,10 @@ message with its code and the connection stays open for the next request. A malf
 (`WireError`) closes the connection after the error message, since the stream can no longer
 be trusted to be in step. Anything else is a bug: it is logged with its traceback, the peer
 gets `internal`, and the server carries on.
+
+Slow peers cannot hold the server: a request's first byte and its whole have separate
+deadlines, and when the connection table is full a newcomer sheds the connection that has kept
+the server waiting longest (host.admission, docs/protocol.md "Wire").
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import hashlib
 import logging
 import os
 import signal
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from host import codec, envelope
+from host.admission import ConnectionTable, Limits, Slot
 from host.codec import Fields
 from host.envelope import Header, OpenedPart
 from host.errors import EnvelopeError, TransactionError, WireError
@@ -30,6 +36,7 @@ from host.wire import AsyncConnection, MessageType, error_frame, frame
 Handler = Callable[[Fields], Awaitable[bytes]]
 
 MIN_CHALLENGE, MAX_CHALLENGE = 8, 64  # the card's INTERNAL AUTHENTICATE bounds
+PRESSURE_LOG_EVERY = 10.0  # seconds between warnings that the connection table is full
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +44,14 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 0
     window: int = 300  # seconds a timestamp may differ from our clock
-    read_timeout: float = 15.0
-    max_connections: int = 256  # beyond this a new connection is told "busy" and closed
+    read_timeout: float = 15.0  # a whole request, from its first byte to its last
+    idle_timeout: float | None = None  # waiting for a request's first byte; None: read_timeout
+    limits: Limits = field(default_factory=Limits)  # the connection table (host.admission)
     crash_at: str | None = None  # tests: SIGKILL ourselves at this named point
+
+    @property
+    def idle_after(self) -> float:
+        return self.read_timeout if self.idle_timeout is None else self.idle_timeout
 
 
 class PartyServer:
@@ -51,7 +63,9 @@ class PartyServer:
         self.log = logging.getLogger(f"nettx.{self.role}")
         self.handlers: dict[MessageType, Handler] = {MessageType.CONFIRM: self.on_confirm}
         self.server: asyncio.Server | None = None
-        self._active = 0
+        self.table = ConnectionTable(config.limits)
+        self._pressure: Counter[str] = Counter()  # shed / refused since the last warning
+        self._pressure_logged = -PRESSURE_LOG_EVERY
 
     @property
     def identifier(self) -> str:
@@ -80,26 +94,73 @@ class PartyServer:
                           writer: asyncio.StreamWriter) -> None:
         conn = AsyncConnection(reader, writer, timeout=self.config.read_timeout)
         peer = writer.get_extra_info("peername")
-        if self._active >= self.config.max_connections:
-            with contextlib.suppress(TransactionError):
-                await conn.send_raw(error_frame(TransactionError(
-                    "busy", f"more than {self.config.max_connections} connections")))
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        shed = False
+
+        def shed_me() -> None:
+            # only ever a connection waiting on its peer (admission), never mid-handler
+            nonlocal shed
+            shed = True
+            conn.refuse(error_frame(TransactionError(
+                "busy", "the server is full and this connection waited longest")))
+            task.cancel()
+
+        address = str(peer[0]) if peer else "?"
+        slot = self.table.admit(address, loop.time(), shed_me)
+        if slot is None:
+            why = (f"{len(self.table)} connections ({self.table.count(address)} from your "
+                   f"address), none idle for {self.config.limits.shed_after:g} s")
+            self.log.debug("%s: refused: %s", peer, why)
+            self._note_pressure("refused", loop.time())
+            conn.refuse(error_frame(TransactionError("busy", why)))
             await conn.close()
             return
-        self._active += 1
+        try:
+            await self._serve(conn, slot, peer)
+        except asyncio.CancelledError:
+            if not shed:
+                raise
+            task.uncancel()  # our own cancellation, done with
+            self.log.debug("%s: shed (waited on its peer longest while the server was full)",
+                           peer)
+            self._note_pressure("shed", loop.time())
+        finally:
+            self.table.release(slot)
+            await conn.close()
+
+    def _note_pressure(self, what: str, now: float) -> None:
+        """A full table is worth a warning, but one line per connection would let a flood
+        flood the log too: at most one line per PRESSURE_LOG_EVERY seconds."""
+        self._pressure[what] += 1
+        if now - self._pressure_logged >= PRESSURE_LOG_EVERY:
+            self.log.warning("connection table full (%d open): %s in the last %.0f s",
+                             len(self.table), ", ".join(f"{n} {w}" for w, n in
+                                                        sorted(self._pressure.items())),
+                             min(now - self._pressure_logged, PRESSURE_LOG_EVERY))
+            self._pressure.clear()
+            self._pressure_logged = now
+
+    async def _serve(self, conn: AsyncConnection, slot: Slot, peer: object) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
-                    message = await conn.receive()
+                    message = await conn.receive(idle_timeout=self.config.idle_after)
                     if message is None:
                         return
+                    slot.serving()
                     handler = self.handlers.get(message.type)
                     if handler is None:
                         raise WireError(f"a {self.role} does not take {message.type} messages",
                                         code="unexpected")
-                    await conn.send_raw(await handler(message.body))
+                    reply = await handler(message.body)
+                    slot.waiting(loop.time())  # from here on, the peer keeps us waiting
+                    await conn.send_raw(reply)
                 except WireError as exc:
                     self.log.info("%s: %s; closing", peer, exc)
+                    slot.waiting(loop.time())
                     with contextlib.suppress(TransactionError):
                         await conn.send_raw(error_frame(exc))
                     return
@@ -107,16 +168,15 @@ class PartyServer:
                     if exc.code == "connection-lost":
                         return
                     self.log.info("%s: refused: %s", peer, exc)
+                    slot.waiting(loop.time())
                     await conn.send_raw(error_frame(exc))
         except TransactionError:
             return  # the peer went away while we answered
         except Exception:
             self.log.exception("%s: internal error", peer)
+            slot.waiting(loop.time())
             with contextlib.suppress(Exception):
                 await conn.send_raw(error_frame(TransactionError("internal", "internal error")))
-        finally:
-            self._active -= 1
-            await conn.close()
 
     async def open_request(self, body: Fields, purpose: str,
                            *extra: bytes) -> tuple[bytes, bytes, bytes, OpenedPart]:

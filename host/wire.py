@@ -132,18 +132,26 @@ class AsyncConnection:
             raise TransactionError("unreachable", f"{host}:{port}: {exc or 'timeout'}") from exc
         return cls(reader, writer, timeout)
 
-    async def receive(self) -> Message | None:
+    async def receive(self, idle_timeout: float | None = None) -> Message | None:
         """The next message; None when the peer closed cleanly between frames. The timeout
-        bounds the whole message, so a peer trickling one byte at a time cannot hold it."""
-        deadline = asyncio.get_running_loop().time() + self.timeout
+        bounds the whole message, so a peer trickling one byte at a time cannot hold it.
+        With `idle_timeout` (a server between requests), the wait for the first byte has its
+        own bound, and the timeout runs from that byte to the last."""
+        loop = asyncio.get_running_loop()
+        idle = None if self.decoder.mid_frame else idle_timeout
+        started = idle is None
+        deadline = loop.time() + (self.timeout if idle is None else idle)
         while not self._frames:
-            remaining = deadline - asyncio.get_running_loop().time()
+            remaining = deadline - loop.time()
             try:
                 if remaining <= 0:
                     raise TimeoutError
                 data = await asyncio.wait_for(self.reader.read(65536), remaining)
             except TimeoutError:
-                raise WireError(f"no message within {self.timeout:g} s", code="timeout") from None
+                if started:
+                    raise WireError(f"no whole message within {self.timeout:g} s",
+                                    code="timeout") from None
+                raise WireError(f"no request within {idle:g} s", code="timeout") from None
             except OSError as exc:
                 raise TransactionError("connection-lost", str(exc)) from exc
             if not data:
@@ -151,6 +159,8 @@ class AsyncConnection:
                     raise WireError("connection closed in the middle of a frame",
                                     code="truncated")
                 return None
+            if not started:
+                started, deadline = True, loop.time() + self.timeout
             self._frames.extend(self.decoder.feed(data))
         return Message.parse(self._frames.pop(0))
 
@@ -171,10 +181,19 @@ class AsyncConnection:
             raise TransactionError("connection-lost", "the peer closed the connection")
         return expect(message, answer)
 
+    def refuse(self, data: bytes) -> None:
+        """Send a last frame without waiting for the peer to read it, and close: what a
+        server tells a connection it sheds, which may be a peer that never reads."""
+        with contextlib.suppress(OSError, RuntimeError):
+            self.writer.write(data)
+        self.writer.close()
+
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(OSError, TimeoutError):
             await asyncio.wait_for(self.writer.wait_closed(), 2)
+        # a peer that reads nothing would keep our unsent bytes, and the socket, forever
+        self.writer.transport.abort()
 
 
 class Connection:
