@@ -119,7 +119,7 @@ def start_output_pid(stdout: str) -> int:
     raise RuntimeError(f"pcscd-vpcd start printed no PCSCD_PID: {stdout!r}")
 
 
-PCSC_TOOLS = ("pcscd", "pcsc_scan", "opensc-tool", "unshare", "nsenter", "ip", "socat")
+PCSC_TOOLS = ("pcscd", "pcsc_scan", "opensc-tool", "unshare", "nsenter", "ip", "python3")
 
 
 def pcsc_stack_missing() -> str | None:
