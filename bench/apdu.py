@@ -17,8 +17,8 @@ median / p99 latency over every sample of those runs, for
              SELECT with FCI).
 
 Runs are interleaved (run 1 of every cell, then run 2, ...) so background load hits all
-cells alike. The PC/SC cells run in their own phase, holding the machine's one pcscd as
-briefly as possible; if another pcscd is running we wait for it (10 s polls, 10 min).
+cells alike. The PC/SC cells run in their own phase, on a private pcscd (pcscd-vpcd
+--private: its own mount and network namespaces), so a system pcscd is left alone.
 Everything started is stopped by PID on exit, error, Ctrl-C or SIGTERM.
 """
 
@@ -71,7 +71,6 @@ from terminal.session import CardSession  # noqa: E402
 
 PCSCD_SCRIPT = REPO / "vpcd_config" / "pcscd-vpcd"
 ECHO_CARD = Path(__file__).resolve().parent / "echo_card.py"
-SYSTEM_PCSCD_PID = Path("/run/pcscd/pcscd.pid")
 SLOT = ("Virtual PCD 00 00", "Virtual PCD 00 01")  # vpcd on port P and P+1
 
 HOLDERS = {"in-process": "holder:bench-inprocess@example.org",
@@ -213,14 +212,6 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def system_pcscd_pid() -> int | None:
-    try:
-        text = "".join(ch for ch in SYSTEM_PCSCD_PID.read_text(errors="ignore") if ch.isdigit())
-    except OSError:
-        return None
-    return int(text) if text and _alive(int(text)) else None
-
-
 def pcsc_missing() -> str | None:
     if shutil.which("pcscd") is None:
         return "pcscd not installed"
@@ -242,25 +233,17 @@ class Pcscd:
     pid: int = 0
     started: bool = False
 
-    def start(self, wait: float = 600.0, poll: float = 10.0) -> None:
-        deadline = time.monotonic() + wait
-        while True:
-            self.started = True  # from here on, stop() must run (the pid file may exist)
-            out = subprocess.run([str(PCSCD_SCRIPT), "start", "--port", str(self.port),
-                                  "--run-dir", str(self.run_dir)], capture_output=True,
-                                 text=True, timeout=120)
-            if out.returncode == 0:
-                self.pid = int(out.stdout.strip().splitlines()[-1])
-                return
-            other = system_pcscd_pid()
-            if other is None or other == self._own_pid():
-                raise BenchError(f"pcscd-vpcd start failed: {out.stderr.strip()}")
-            if time.monotonic() + poll > deadline:
-                raise BenchError(f"pcscd busy: another pcscd (pid {other}) ran for "
-                                 f"{wait / 60:.0f} min")
-            err.print(f"[yellow]pcscd busy (pid {other}, someone else's); retry in "
-                      f"{poll:.0f} s")
-            time.sleep(poll)
+    def start(self) -> None:
+        self.started = True  # from here on, stop() must run (the pid file may exist)
+        out = subprocess.run([str(PCSCD_SCRIPT), "start", "--private", "--port",
+                              str(self.port), "--run-dir", str(self.run_dir)],
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise BenchError(f"pcscd-vpcd start failed: {out.stderr.strip()}")
+        self.pid = next(int(line.split("=", 1)[1]) for line in out.stdout.splitlines()
+                        if line.startswith("PCSCD_PID="))
+        # libpcsclite reads this once, at this process's first PC/SC call (after this one)
+        os.environ["PCSCLITE_CSOCK_NAME"] = str(self.run_dir / "sock" / "pcscd.comm")
 
     def _own_pid(self) -> int | None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from smartcard import scard
@@ -13,6 +14,21 @@ _CARD_GONE = {scard.SCARD_W_REMOVED_CARD, scard.SCARD_W_RESET_CARD,
               scard.SCARD_E_NO_SMARTCARD, scard.SCARD_W_UNPOWERED_CARD}
 _SERVICE_GONE = {scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED,
                  scard.SCARD_E_INVALID_HANDLE}
+
+
+SYSTEM_SOCKET = "/run/pcscd/pcscd.comm"
+
+
+def pcscd_socket() -> str:
+    """The pcscd socket libpcsclite uses: PCSCLITE_CSOCK_NAME (a private pcscd, see
+    vpcd_config/README.md) or the system's. The library reads it once per process."""
+    return os.environ.get("PCSCLITE_CSOCK_NAME") or SYSTEM_SOCKET
+
+
+def _establish_context() -> int:
+    hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    _check(hresult, f"SCardEstablishContext (is a pcscd listening on {pcscd_socket()}?)")
+    return context
 
 
 def _check(hresult: int, what: str) -> None:
@@ -27,8 +43,7 @@ def _check(hresult: int, what: str) -> None:
 
 
 def list_readers() -> list[str]:
-    hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-    _check(hresult, "SCardEstablishContext")
+    context = _establish_context()
     try:
         hresult, readers = scard.SCardListReaders(context, [])
         if hresult == scard.SCARD_E_NO_READERS_AVAILABLE:
@@ -54,9 +69,7 @@ class PcscReader:
 
     def _establish(self) -> int:
         if self._context is None:
-            hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-            _check(hresult, "SCardEstablishContext (is pcscd running?)")
-            self._context = context
+            self._context = _establish_context()
         return self._context
 
     def _resolve(self) -> str:

@@ -2,8 +2,9 @@
 
 `card_on_reader` is parametrised over in-process, embedded vpcd, PC/SC and serial (T=1 on
 a socat pty pair, the card in its own process), so each session
-behaviour is tested through all of them. pcscd is one per machine (its client socket is
-fixed), so one is started per test session, on free ports, and stopped by PID at the end.
+behaviour is tested through all of them. One private pcscd (its own mount and network
+namespaces, see vpcd_config/README.md) is started per test session, on free ports, and
+stopped by PID at the end; a system pcscd, if any, is left alone.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,18 @@ def card_state(centre: Centre, tmp_path: Path) -> Path:
 
 
 # -- pcscd ------------------------------------------------------------------------------------
+# The suite runs its own pcscd in a private mount namespace (pcscd-vpcd --private) and never
+# touches the machine's /run/pcscd, so a system pcscd may run beside it. libpcsclite reads
+# PCSCLITE_CSOCK_NAME once, at the first call that needs the socket, so it is set when the
+# session starts, before anything can load pyscard; every PC/SC tool the tests start inherits it.
+
+PCSCD_RUN_DIR = Path(tempfile.mkdtemp(prefix="nettx-pcscd-"))
+PCSCD_SOCKET = PCSCD_RUN_DIR / "sock" / "pcscd.comm"
+os.environ["PCSCLITE_CSOCK_NAME"] = str(PCSCD_SOCKET)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(PCSCD_RUN_DIR, ignore_errors=True)
 
 
 @dataclass
@@ -81,12 +95,12 @@ class Pcscd:
     pid: int = 0
 
     def start(self) -> None:
-        out = subprocess.run([str(PCSCD_SCRIPT), "start", "--port", str(self.port),
+        out = subprocess.run([str(PCSCD_SCRIPT), "start", "--private", "--port", str(self.port),
                               "--run-dir", str(self.run_dir)], capture_output=True, text=True,
                              timeout=60)
         if out.returncode != 0:
             raise RuntimeError(f"pcscd-vpcd start failed: {out.stderr.strip()}")
-        self.pid = int(out.stdout.strip().splitlines()[-1])
+        self.pid = start_output_pid(out.stdout)
 
     def stop(self) -> None:
         subprocess.run([str(PCSCD_SCRIPT), "stop", "--run-dir", str(self.run_dir)],
@@ -97,24 +111,42 @@ class Pcscd:
         self.start()
 
 
-def _pcsc_stack_missing() -> str | None:
-    for tool in ("pcscd", "pcsc_scan", "opensc-tool"):
+def start_output_pid(stdout: str) -> int:
+    """pcscd's PID from `pcscd-vpcd start`'s PCSCD_PID=... line."""
+    for line in stdout.splitlines():
+        if line.startswith("PCSCD_PID="):
+            return int(line.split("=", 1)[1])
+    raise RuntimeError(f"pcscd-vpcd start printed no PCSCD_PID: {stdout!r}")
+
+
+PCSC_TOOLS = ("pcscd", "pcsc_scan", "opensc-tool", "unshare", "nsenter", "ip", "python3")
+
+
+def pcsc_stack_missing() -> str | None:
+    """Why the private pcscd + vpcd stack cannot run here, or None."""
+    for tool in PCSC_TOOLS:
         if shutil.which(tool) is None:
             return f"{tool} not installed"
     if not list(Path("/usr/lib").glob("**/pcsc/drivers/serial/libifdvpcd.so")):
         return "vsmartcard-vpcd not installed"
+    if os.geteuid() != 0:
+        return "pcscd and its private namespaces need root"
     return None
 
 
-@pytest.fixture(scope="session")
-def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
-    missing = _pcsc_stack_missing()
+def require_pcsc_stack() -> None:
+    missing = pcsc_stack_missing()
     if missing:
         message = f"real PC/SC stack unavailable: {missing} (make test installs it)"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    service = Pcscd(free_vpcd_port(), tmp_path_factory.mktemp("pcscd"))
+
+
+@pytest.fixture(scope="session")
+def pcscd() -> Iterator[Pcscd]:
+    require_pcsc_stack()
+    service = Pcscd(free_vpcd_port(), PCSCD_RUN_DIR)
     service.start()
     try:
         yield service

@@ -1,12 +1,16 @@
-"""The card as the real PC/SC tools see it: pcscd + vpcd, pcsc_scan, opensc-tool, pyscard.
+"""The card as the real PC/SC tools see it: pcscd + vpcd, pcsc_scan, opensc-tool, pyscard;
+and what pcscd-vpcd exposes: vpcd only on loopback, a private pcscd beside the system's.
 
-Needs Debian's pcscd, vsmartcard-vpcd, pcsc-tools and opensc (`make test` installs them);
-skipped outside CI when missing, a failure under CI=true.
+Needs root and Debian's pcscd, vsmartcard-vpcd, pcsc-tools, opensc, socat and iproute2
+(`make test` installs them); skipped outside CI when missing, a failure under CI=true.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,14 +22,19 @@ from card_applet.atr import ATR
 from terminal.cardproc import CardProcess
 from terminal.errors import ReaderError
 from terminal.pcsc import PcscReader, list_readers, wait_for_card, wait_until_card_gone
+from terminal.ports import free_vpcd_port
 from terminal.session import CardSession
 from tests.conftest import (
     HOLDER,
     PCSC_READER,
+    PCSCD_SCRIPT,
+    PCSCD_SOCKET,
     PIN,
+    REPO,
     SELLER,
     Centre,
     Pcscd,
+    require_pcsc_stack,
 )
 
 pytestmark = pytest.mark.pcscd
@@ -124,3 +133,85 @@ def test_stale_handle_after_card_left_raises_reader_error(pcscd: Pcscd, card_sta
         while time.monotonic() < deadline:
             CardSession(reader).select()
     reader.close()
+
+
+def test_the_suite_talks_to_its_private_pcscd(pcscd: Pcscd) -> None:
+    assert os.environ["PCSCLITE_CSOCK_NAME"] == str(PCSCD_SOCKET)
+    assert PCSCD_SOCKET.is_socket()
+    pid_file = PCSCD_SOCKET.parent / "pcscd.pid"  # written by pcscd as /run/pcscd/pcscd.pid
+    assert int("".join(ch for ch in pid_file.read_text() if ch.isdigit())) == pcscd.pid
+
+
+# -- what pcscd-vpcd exposes: scenarios in namespaces of their own ----------------------------
+
+
+def scenario(name: str, tmp_path: Path, *extra: str) -> dict:
+    """Runs tests/terminal/pcscd_scenarios.py NAME in new network and mount namespaces
+    (nothing it does reaches the machine's network or its /run/pcscd)."""
+    require_pcsc_stack()
+    argv = ["unshare", "--net", "--mount", "--propagation", "private", "--",
+            sys.executable, "-m", "tests.terminal.pcscd_scenarios", name,
+            "--port", str(free_vpcd_port()), "--run-dir", str(tmp_path / "pcscd"), *extra]
+    out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, f"scenario {name} failed: {out.stderr[-3000:]}"
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_a_remote_host_cannot_insert_a_card_through_vpcd(card_state: Path,
+                                                        tmp_path: Path) -> None:
+    """The attack: another host connects to vpcd's ports at this host's address first and
+    answers as the card (it would receive VERIFY with the PIN). It is refused on both slots,
+    pcscd never sees its ATR, and a card on loopback still works."""
+    facts = scenario("remote-card", tmp_path, "--state", str(card_state))
+    assert facts["warning"] == ""
+    assert facts["remote"]["ports"] == {port: "ConnectionRefusedError"
+                                        for port in facts["remote"]["ports"]}
+    assert len(facts["remote"]["ports"]) == 2
+    assert facts["rogue_card_seen"] is False
+    assert facts["loopback_holder"] == HOLDER
+
+
+def test_all_interfaces_is_explicit_and_warns(card_state: Path, tmp_path: Path) -> None:
+    """--all-interfaces is Debian's exposure, asked for by name: the warning is printed, and
+    the same remote host does become the card (which also shows the attack above is real)."""
+    facts = scenario("remote-card", tmp_path, "--state", str(card_state), "--all-interfaces")
+    assert "WARNING: vpcd listens on ALL interfaces" in facts["warning"]
+    assert "PIN" in facts["warning"]
+    assert set(facts["remote"]["ports"].values()) == {"accepted"}
+    assert facts["rogue_card_seen"] is True
+    assert facts["loopback_holder"] == HOLDER
+
+
+def test_a_system_pcscd_is_left_alone(card_state: Path, tmp_path: Path) -> None:
+    """A real pcscd holds /run/pcscd (the scenario's own, in its mount namespace) as a
+    desktop's system pcscd does; our private pcscd serves the card beside it, and the system
+    one keeps its PID, pid file and socket, and still answers."""
+    facts = scenario("system-pcscd", tmp_path, "--state", str(card_state))
+    before, during, after = facts["before"], facts["during"], facts["after"]
+    assert facts["system_pid_is_the_one_started"]
+    assert before["alive"] and before["answers"]
+    assert during == before
+    assert after == before
+    assert facts["private_pid"] != before["pid"]
+    assert facts["holder"] == HOLDER
+    assert PCSC_READER in facts["private_readers"]
+
+
+def test_start_without_root_is_a_clear_error(tmp_path: Path) -> None:
+    require_pcsc_stack()
+    run_dir = tmp_path / "user"
+    out = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                          str(PCSCD_SCRIPT), "start", "--private", "--run-dir", str(run_dir)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert out.stderr.strip() == ("pcscd-vpcd: start needs root (pcscd, and the namespaces "
+                                  "that keep vpcd on loopback); run it with sudo")
+    assert not run_dir.exists()
+
+
+def test_the_old_loopback_flag_explains_itself() -> None:
+    out = subprocess.run([str(PCSCD_SCRIPT), "start", "--loopback"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 1
+    assert "--connect-out" in out.stderr
+    assert "Traceback" not in out.stderr
