@@ -38,7 +38,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
     sys.path.insert(0, str(REPO))
 
-from bench.orders import PIN, an_order, card_number, make_world, start_parties  # noqa: E402
+from bench.orders import (  # noqa: E402
+    CEILING,
+    PIN,
+    SELLER,
+    an_order,
+    card_number,
+    make_world,
+    start_parties,
+)
 from bench.runs import close_quietly, load_average, signals_raise, work_dir  # noqa: E402
 from card_applet.applet import Applet  # noqa: E402
 from card_applet.state import FileStore  # noqa: E402
@@ -168,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             procs = start_parties(parties, world, tmp / "run")
             reader = InProcessReader(Applet(FileStore(world.card)))
             stack.callback(reader.close)
-            client = HolderClient(CardSession(reader), PIN, "127.0.0.1", procs["seller"].port)
+            client = HolderClient(CardSession(reader), PIN, "127.0.0.1", procs["seller"].port,
+                                  seller=SELLER, max_amount=CEILING)
             run(args, client, {role: p.port for role, p in procs.items()}, rows)
         except KeyboardInterrupt:
             err.print("[red]interrupted: stopping everything started")

@@ -25,7 +25,7 @@ from host.server import ServerConfig
 from host.wire import FrameDecoder, MessageType, frame
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
-from tests.host.market import HOLDER, Market, issue_market_rows, order
+from tests.host.market import HOLDER, SELLER, Market, issue_market_rows, order
 from tests.host.slowloris import Kind, Slowloris
 
 PIN, PUK = "1234", "12345678"
@@ -95,7 +95,8 @@ def purchase_under_attack(market: Market, holder: CardSession, kind: Kind,
         time.sleep(Limits().shed_after + 1.5)  # ... and has held it for a while
         during = [a.snapshot() for a in attacks]
         started = time.monotonic()
-        outcome = HolderClient(holder, PIN, "127.0.0.1", market.ports["seller"]).buy(order())
+        outcome = HolderClient(holder, PIN, "127.0.0.1", market.ports["seller"], seller=SELLER,
+                               max_amount="1000000").buy(order())
         elapsed = time.monotonic() - started
         assert all(a.running for a in attacks), "the attack ended before the purchase did"
     finally:
