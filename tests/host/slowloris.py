@@ -34,7 +34,8 @@ def cheap_request(role: str) -> bytes:
     """A request any party answers at once: the seller its form, anyone else a refusal (a
     refused request leaves the connection open)."""
     if role == "seller":
-        return frame(MessageType.FORM_REQUEST)
+        # a well-formed form request: the seller MACs its form for this holder and nonce
+        return frame(MessageType.FORM_REQUEST, holder="holder:x", nonce=bytes(16))
     return frame(MessageType.CONFIRM, party="nobody", peer="holder:x", challenge=b"\x00" * 8)
 
 

@@ -202,7 +202,7 @@ def test_a_request_trickled_byte_by_byte_is_cut_at_the_request_deadline(quick: M
 def test_an_idle_connection_gets_the_idle_bound_then_a_request_gets_its_own(quick: Market) -> None:
     with socket.create_connection(("127.0.0.1", quick.ports["seller"]), timeout=5) as sock:
         time.sleep(1.0)  # idle longer than the request deadline, shorter than the idle bound
-        sock.sendall(frame(MessageType.FORM_REQUEST))
+        sock.sendall(frame(MessageType.FORM_REQUEST, holder=HOLDER, nonce=bytes(16)))
         assert read_one(sock)["type"] == "form"
         started = time.monotonic()
         reply = read_one(sock)  # we send nothing more
