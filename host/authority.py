@@ -26,6 +26,7 @@ import flint
 
 from card_applet import blom
 from card_applet.keys import diversify_transport_key
+from card_applet.sealing import StateKey
 from card_applet.state import FileStore, manufacture
 from host.errors import AuthorityError
 from host.files import write_secret
@@ -230,14 +231,16 @@ class Authority:
 
     # -- cards ------------------------------------------------------------------------------
 
-    def manufacture_card(self, path: Path) -> bytes:
-        """Write a blank card's EEPROM: fresh serial, transport key diversified from ours."""
+    def manufacture_card(self, path: Path, state_key: StateKey | None = None) -> bytes:
+        """Write a blank card's EEPROM: fresh serial, transport key diversified from ours;
+        sealed under `state_key` if one is given."""
         if path.exists():
             raise AuthorityError(f"{path} already holds a card")
         serial = secrets.token_bytes(8)
         key = diversify_transport_key(self.transport_master, serial)
         path.parent.mkdir(parents=True, exist_ok=True)
-        FileStore(path).commit(manufacture(key, serial))
+        with FileStore(path, state_key) as store:
+            store.commit(manufacture(key, serial))
         return serial
 
 

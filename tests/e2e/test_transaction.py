@@ -191,6 +191,7 @@ def test_card_manager_with_its_row_on_a_card(parties: Parties) -> None:
     assert run.returncode == 0, run.stdout + run.stderr + issuer.log_tail()
     assert "completed" in run.stdout
     assert parties.balance() == BALANCE - PRICE
+    issuer.stop()  # one card, one process: its card process lets the card go first
     info = nettx("card", "info", "--state", str(parties.home / "issuer.card.json"))
     # the card manager's card sealed the authorisation MAC and the holder's receipt
     counter = re.search(r"transaction counter\W+(\d+)", info.stdout)

@@ -375,7 +375,7 @@ def test_a_missing_or_broken_state_file_is_one_error_line(tmp_path: Path) -> Non
     broken = tmp_path / "broken.json"
     broken.write_text("{")
     line = assert_one_error_line(nettx("card", "info", "--state", broken))
-    assert "did not connect" in line
+    assert "did not start" in line and "is not a card state" in line
 
 
 def test_refusals_in_a_real_process_have_no_traceback(card: Path, tmp_path: Path) -> None:
