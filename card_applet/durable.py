@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -35,11 +36,10 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` (mode 0600), or raise OSError and leave `path` untouched."""
-    directory = path.parent
+def _stage(path: Path, data: bytes) -> Path:
+    """A fully written, fsynced temporary file beside `path`; removed again on failure."""
     # mkstemp: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600, unpredictable name
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(name)
     try:
         try:
@@ -47,11 +47,33 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    # after the rename the new file is in place; a failure here still raises: the caller
+    return tmp
+
+
+def write_atomic_all(files: Sequence[tuple[Path, bytes]]) -> None:
+    """Replace several files together: every one is staged (written and fsynced) before any
+    is renamed, so a full disk or an I/O error while writing replaces none of them."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files:
+            staged.append((_stage(path, data), path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # the ones not renamed yet
+        raise
+    # after the rename the new files are in place; a failure here still raises: the caller
     # must not take the write for durable
-    fsync_directory(directory)
+    for directory in dict.fromkeys(path.parent for _, path in staged):
+        fsync_directory(directory)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` (mode 0600), or raise OSError and leave `path` untouched."""
+    write_atomic_all([(path, data)])

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from card_applet.durable import write_atomic
+from card_applet.durable import write_atomic_all
 
 
 def write_secret(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_atomic(path, data)
+    write_secrets([(path, data)])
+
+
+def write_secrets(files: list[tuple[Path, bytes]]) -> None:
+    """Several secrets together: none is replaced unless all of them were written."""
+    for path, _ in files:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic_all(files)
