@@ -187,7 +187,10 @@ class VpcdCard:
         try:
             serve_connection(sock, self.card, self.stop)
         except OSError as exc:
-            log.info("reader connection lost (%s); waiting for it again", exc)
+            if self.channel is not None:
+                log.info("the private channel closed (%s): the card's session is over", exc)
+            else:
+                log.info("reader connection lost (%s); waiting for it again", exc)
             self.card.card.power_off()  # the card lost power with its reader
         finally:
             self.connected.clear()

@@ -127,7 +127,8 @@ def _first_power_on(reader: EmbeddedReader, card: CardProcess, state: Path) -> N
         reader.power_on()
     except ReaderError as exc:
         status = card.wait_exit(5.0)
-        reason = card.last_words() or f"exit status {status}"
+        reason = card.last_words() or (f"exit status {status}" if status is not None
+                                       else f"no answer in {CONNECT_TIMEOUT:g} s")
         raise ReaderError(f"the card process for {state} did not start: {reason}") from exc
     finally:
         reader.response_timeout = steady

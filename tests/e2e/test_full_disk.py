@@ -1,5 +1,6 @@
 """Issue 11 item 2 on a real filesystem: a 4 MiB tmpfs in a private mount namespace
-(`unshare --mount`, as root), filled to leave one page, less than the card's state.
+(`unshare --mount`; as root, or as a user mapped to root in a user namespace), filled to
+leave one page, less than the card's state.
 
 The card answers 6581 to every command that must write (ENCIPHER, a wrong VERIFY, CHANGE
 PIN, RESET RETRY COUNTER), never 9000 or 63Cx; its file stays whole; the centre's writes fail
@@ -23,11 +24,17 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 SIZE = "4m"
 
 
+def unshare() -> list[str]:
+    """A private mount namespace: as root directly, otherwise inside a user namespace where
+    this user is root (tmpfs may be mounted there)."""
+    as_user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    return ["unshare", *as_user, "--mount", "--propagation", "private"]
+
+
 def namespace_missing() -> str | None:
     if shutil.which("unshare") is None:
         return "unshare (util-linux) not installed"
-    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
-                           capture_output=True, text=True, timeout=30)
+    probe = subprocess.run([*unshare(), "true"], capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         return f"no private mount namespace here: {probe.stderr.strip()}"
     return None
@@ -43,8 +50,7 @@ def test_a_full_disk_never_bricks_the_card_nor_the_centre(tmp_path: Path) -> Non
     mnt.mkdir()
     script = ('mount -t tmpfs -o size="$1",mode=0700 nettx-full "$2" '
               '&& exec "$3" -m tests.e2e.diskfull "$2"')
-    run = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
-                          "sh", SIZE, str(mnt), sys.executable],
+    run = subprocess.run([*unshare(), "sh", "-c", script, "sh", SIZE, str(mnt), sys.executable],
                          cwd=REPO, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr
     facts = json.loads(run.stdout.strip().splitlines()[-1])
