@@ -2,8 +2,13 @@
 
     python -m card_applet.serve --state card.json [--vpcd 127.0.0.1:35963]
     python -m card_applet.serve --state card.json --serial /dev/pts/7   (ISO 7816-3 T=1)
+    python -m card_applet.serve --state card.json --vpcd-fd 3           (inherited socket)
 
 (`nettx card serve` is the same, plus manufacturing a blank card when the file is new.)
+--vpcd-fd serves one already connected vpcd channel (a socketpair end handed over by the
+terminal that started this process) and ends when it closes: nothing listens, nothing else
+can connect. A sealed state needs its key, from --state-key-file PATH or --state-key-fd N
+(never on the command line). A card state is served by one process at a time (its .lock).
 SIGTERM and SIGINT stop it cleanly; every state change is already on disk by then.
 """
 
@@ -13,13 +18,16 @@ import argparse
 import logging
 import math
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
 
 from card_applet.applet import Applet
 from card_applet.atr import ATR, ATR_CRC
+from card_applet.sealing import StateKey
 from card_applet.state import CardStore, FileStore, TearingStore
+from card_applet.store_errors import StateError
 from card_applet.vpcd import DEFAULT_PORT, CardSide, VpcdCard
 
 log = logging.getLogger("nettx.card")
@@ -36,23 +44,33 @@ def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, in
     return host or "127.0.0.1", int(port)
 
 
-def serve(state_path: Path, host: str, port: int, *, tear_after_writes: int | None = None,
-          stop: threading.Event | None = None, listen: bool = False) -> None:
-    file_store = FileStore(state_path)
+def open_applet(state_path: Path, key: StateKey | None = None,
+                tear_after_writes: int | None = None) -> Applet:
+    """The applet over its EEPROM file: takes the card's lock and unseals the state
+    (StateError if either fails)."""
+    file_store = FileStore(state_path, key)
     store: CardStore = file_store
     if tear_after_writes is not None:
         store = TearingStore(file_store, tear_after_writes)
-    applet = Applet(store)
-    card = VpcdCard(CardSide(applet), host, port, stop=stop or threading.Event(), listen=listen)
-    log.info("card %s (%s) %s vpcd %s:%d", applet.state.serial.hex(),
+    return Applet(store)
+
+
+def serve(state_path: Path, host: str, port: int, *, tear_after_writes: int | None = None,
+          stop: threading.Event | None = None, listen: bool = False,
+          key: StateKey | None = None, channel: socket.socket | None = None) -> None:
+    applet = open_applet(state_path, key, tear_after_writes)
+    card = VpcdCard(CardSide(applet), host, port, stop=stop or threading.Event(), listen=listen,
+                    channel=channel)
+    log.info("card %s (%s) %s vpcd %s", applet.state.serial.hex(),
              applet.state.lifecycle.name.lower(), "waiting for" if listen else "serving to",
-             host, port)
+             card.where)
     card.run()
 
 
 def serve_serial(state_path: Path, device: str, *, stop: threading.Event | None = None,
                  tear_after_writes: int | None = None,
-                 delays: dict[int, float] | None = None, crc: bool = False) -> None:
+                 delays: dict[int, float] | None = None, crc: bool = False,
+                 key: StateKey | None = None) -> None:
     """Serve the card on a serial line (a UART, a pty, or any pyserial URL) until `stop`;
     `crc`: the ATR announces a CRC epilogue for T=1 blocks instead of the LRC."""
     import serial  # pyserial only for the serial card
@@ -60,11 +78,7 @@ def serve_serial(state_path: Path, device: str, *, stop: threading.Event | None 
     from card_applet.line import serial_options
     from card_applet.serial_card import SerialCard
 
-    file_store = FileStore(state_path)
-    store: CardStore = file_store
-    if tear_after_writes is not None:
-        store = TearingStore(file_store, tear_after_writes)
-    applet = Applet(store)
+    applet = open_applet(state_path, key, tear_after_writes)
     slow = dict(delays or {})
     port = serial.serial_for_url(device, timeout=0.01, **serial_options(device))
     log.info("card %s (%s) on serial line %s", applet.state.serial.hex(),
@@ -104,18 +118,40 @@ def _stop_on_signals() -> threading.Event:
 
 
 def serve_until_signalled(state_path: Path, host: str, port: int, *, listen: bool = False,
-                          tear_after_writes: int | None = None) -> None:
+                          tear_after_writes: int | None = None, key: StateKey | None = None,
+                          channel: socket.socket | None = None) -> None:
     """`serve` until SIGTERM or SIGINT; every state change is already on disk by then."""
     serve(state_path, host, port, tear_after_writes=tear_after_writes, stop=_stop_on_signals(),
-          listen=listen)
+          listen=listen, key=key, channel=channel)
 
 
 def serve_serial_until_signalled(state_path: Path, device: str, *,
                                  tear_after_writes: int | None = None,
                                  delays: dict[int, float] | None = None,
-                                 crc: bool = False) -> None:
+                                 crc: bool = False, key: StateKey | None = None) -> None:
     serve_serial(state_path, device, stop=_stop_on_signals(),
-                 tear_after_writes=tear_after_writes, delays=delays, crc=crc)
+                 tear_after_writes=tear_after_writes, delays=delays, crc=crc, key=key)
+
+
+def inherited_channel(fd: int) -> socket.socket:
+    """The vpcd channel the parent handed over as file descriptor `fd` (a connected
+    stream socket; anything else is refused)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ValueError(f"--vpcd-fd {fd}: not an open socket ({exc.strerror or exc})") from exc
+    if sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise ValueError(f"--vpcd-fd {fd}: not a stream socket")
+    return sock
+
+
+def read_state_key(key_file: Path | None, key_fd: int | None) -> StateKey | None:
+    if key_file is not None:
+        return StateKey.from_file(key_file)
+    if key_fd is not None:
+        return StateKey.from_fd(key_fd)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--listen", help="listen on HOST:PORT for a vpcd in loopback mode")
     where.add_argument("--serial", metavar="DEVICE",
                        help="ISO 7816-3 T=1 on a serial line: a tty, a pty or a pyserial URL")
+    where.add_argument("--vpcd-fd", type=int, metavar="N",
+                       help="serve the already connected vpcd socket inherited as fd N")
+    key_from = parser.add_mutually_exclusive_group()
+    key_from.add_argument("--state-key-file", type=Path, metavar="PATH",
+                          help="the key of a sealed state, read from this file")
+    key_from.add_argument("--state-key-fd", type=int, metavar="N",
+                          help="the key of a sealed state, read from fd N to its end")
     parser.add_argument("--tear-after-writes", type=int, default=None,
                         help="test facility: SIGKILL self right after the Nth EEPROM write")
     parser.add_argument("--crc", action="store_true",
@@ -142,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         host, port = parse_endpoint(args.listen or args.vpcd)
         delays = parse_delays(args.delay)
+        channel = inherited_channel(args.vpcd_fd) if args.vpcd_fd is not None else None
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -149,17 +193,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no card state at {args.state} (manufacture one with `nettx card new`)",
               file=sys.stderr)
         return 2
-    if args.serial:
-        try:
-            serve_serial_until_signalled(args.state, args.serial,
-                                         tear_after_writes=args.tear_after_writes, delays=delays,
-                                         crc=args.crc)
-        except OSError as exc:  # pyserial's SerialException is an OSError
-            print(f"error: serial line {args.serial}: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    serve_until_signalled(args.state, host, port, listen=args.listen is not None,
-                          tear_after_writes=args.tear_after_writes)
+    try:
+        key = read_state_key(args.state_key_file, args.state_key_fd)
+        if args.serial:
+            try:
+                serve_serial_until_signalled(args.state, args.serial,
+                                             tear_after_writes=args.tear_after_writes,
+                                             delays=delays, crc=args.crc, key=key)
+            except OSError as exc:  # pyserial's SerialException is an OSError
+                print(f"error: serial line {args.serial}: {exc}", file=sys.stderr)
+                return 1
+            return 0
+        serve_until_signalled(args.state, host, port, listen=args.listen is not None,
+                              tear_after_writes=args.tear_after_writes, key=key,
+                              channel=channel)
+    except StateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

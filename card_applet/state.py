@@ -2,8 +2,13 @@
 
 Persistent state is one frozen dataclass, replaced whole: a handler builds the new state and
 commits it, so a command either happens completely or not at all. `FileStore` makes that
-true on disk too: write a temporary file, fsync it, rename it over the old one, fsync the
-directory. A kill at any instant leaves either the old file or the new one.
+true on disk too (durable.write_atomic): a fresh temporary file created exclusively, every
+byte written, fsync, rename over the old one, fsync the directory. A kill at any instant
+leaves either the old file or the new one; a full disk or an I/O error raises OSError with
+the old file in place, and the applet answers 6581 with its state unchanged.
+
+`FileStore` also holds the card's lock (lockfile.py: one process per card) and, given a
+`StateKey`, seals the file (sealing.py: AES-256-GCM at rest).
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
 from typing import Protocol
+
+from card_applet.durable import write_atomic
+from card_applet.lockfile import StateLock
+from card_applet.sealing import StateKey, is_sealed, seal, unseal
+from card_applet.store_errors import StateFormatError, StateKeyError
 
 PIN_MAX_TRIES = 3
 PUK_MAX_TRIES = 3
@@ -71,6 +81,28 @@ class PersistentState:
         return cls(**kwargs)
 
 
+def encode_state(state: PersistentState, key: StateKey | None) -> bytes:
+    """The file's bytes: the JSON text, sealed when a key is given."""
+    text = state.to_json().encode()
+    return seal(key, text) if key is not None else text
+
+
+def decode_state(raw: bytes, key: StateKey | None, where: str = "state file") -> PersistentState:
+    if is_sealed(raw):
+        if key is None:
+            raise StateKeyError(f"{where} is sealed: give its state key "
+                                "(--state-key-file or --state-key-fd)")
+        raw = unseal(key, raw, where)
+    elif key is not None:
+        # strict: with a key, a plain file is refused, so nobody can swap a sealed card
+        # for a plain one of their making (seal a plain card with `nettx card seal`)
+        raise StateKeyError(f"{where} is not sealed, but a state key was given")
+    try:
+        return PersistentState.from_json(raw.decode())
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise StateFormatError(f"{where} is not a card state: {exc}") from exc
+
+
 def manufacture(transport_key: bytes, serial: bytes | None = None) -> PersistentState:
     """A blank card as it leaves the factory: serial and diversified transport key only."""
     return PersistentState(
@@ -99,34 +131,55 @@ class MemoryStore:
         self.writes += 1
 
 
+def read_state(path: Path, key: StateKey | None = None) -> PersistentState:
+    """The state on disk, for inspection only: no lock (a card process may be running);
+    never commit what this returns."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise StateFormatError(f"cannot read card state {path}: {exc.strerror or exc}") from exc
+    return decode_state(raw, key, str(path))
+
+
 @dataclass
 class FileStore:
-    """The EEPROM as a file, replaced atomically."""
+    """The EEPROM as a file, replaced atomically, sealed under `key` if one is given.
+
+    The first load or commit takes the card's lock (StateLockedError if another process
+    holds it); it is held until `close()` or until the store is collected."""
 
     path: Path
+    key: StateKey | None = field(default=None, repr=False)
     writes: int = 0
+    _lock: StateLock | None = field(default=None, repr=False)
+
+    def _locked(self) -> None:
+        if self._lock is None or not self._lock.held:
+            self._lock = StateLock.acquire(self.path)
 
     def load(self) -> PersistentState:
-        return PersistentState.from_json(self.path.read_text())
+        self._locked()
+        return read_state(self.path, self.key)
 
     def exists(self) -> bool:
         return self.path.exists()
 
     def commit(self, state: PersistentState) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, state.to_json().encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        """All of it or nothing: OSError (ENOSPC, EIO, ...) leaves the old file in place."""
+        self._locked()
+        write_atomic(self.path, encode_state(state, self.key))
         self.writes += 1
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> FileStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass

@@ -93,16 +93,22 @@ class CardSide:
         return self.card.process(frame)
 
 
+def _is_tcp(sock: socket.socket) -> bool:
+    # the private channel to a spawned card is a Unix socketpair: no TCP options there
+    return sock.family in (socket.AF_INET, socket.AF_INET6)
+
+
 def set_quickack(sock: socket.socket) -> None:
     # Linux re-arms delayed ACKs after every read; without this a reader that writes a
     # frame's length and body separately (vpcd 0.8) waits 40 ms per APDU.
     quickack = getattr(socket, "TCP_QUICKACK", None)
-    if quickack is not None:
+    if quickack is not None and _is_tcp(sock):
         sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
 
 
 def tune(sock: socket.socket) -> None:
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if _is_tcp(sock):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     set_quickack(sock)
 
 
@@ -138,8 +144,14 @@ class VpcdCard:
     connected: threading.Event = field(default_factory=threading.Event)
 
     listen: bool = False  # loopback mode: the card listens, vpcd connects out to it
+    # a private, already connected channel (a socketpair end from the terminal that
+    # started us): served once, no reconnecting; when it closes, the card's life ends
+    channel: socket.socket | None = None
 
     def run(self) -> None:
+        if self.channel is not None:
+            self._serve(self.channel)
+            return
         if self.listen:
             self._run_listening()
             return
@@ -169,14 +181,21 @@ class VpcdCard:
                 self._serve(sock)
 
     def _serve(self, sock: socket.socket) -> None:
-        log.info("reader connected (%s:%d)", self.host, self.port)
+        log.info("reader connected (%s)", self.where)
         tune(sock)
         self.connected.set()
         try:
             serve_connection(sock, self.card, self.stop)
         except OSError as exc:
-            log.info("reader connection lost (%s); waiting for it again", exc)
+            if self.channel is not None:
+                log.info("the private channel closed (%s): the card's session is over", exc)
+            else:
+                log.info("reader connection lost (%s); waiting for it again", exc)
             self.card.card.power_off()  # the card lost power with its reader
         finally:
             self.connected.clear()
             sock.close()
+
+    @property
+    def where(self) -> str:
+        return "private channel" if self.channel is not None else f"{self.host}:{self.port}"

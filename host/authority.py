@@ -26,9 +26,10 @@ import flint
 
 from card_applet import blom
 from card_applet.keys import diversify_transport_key
+from card_applet.sealing import StateKey
 from card_applet.state import FileStore, manufacture
 from host.errors import AuthorityError
-from host.files import write_secret
+from host.files import write_secret, write_secrets
 
 DEFAULT_K = 512
 MASTER_FORMAT = 1
@@ -97,8 +98,10 @@ class Authority:
             raise AuthorityError(f"a centre already exists in {self.dir} (use --force to "
                                  "replace it: every issued row becomes useless)")
         master = master or Master.generate(k)
-        write_secret(self.transport_path, secrets.token_bytes(32).hex().encode())
-        write_secret(self.master_path, json.dumps(master.to_json()).encode())
+        # both or neither: a new master with the old transport key (or the reverse) is a
+        # centre no card fits
+        write_secrets([(self.transport_path, secrets.token_bytes(32).hex().encode()),
+                       (self.master_path, json.dumps(master.to_json()).encode())])
         registry = self.dir / "registry.db"
         if registry.exists():
             registry.unlink()
@@ -230,14 +233,16 @@ class Authority:
 
     # -- cards ------------------------------------------------------------------------------
 
-    def manufacture_card(self, path: Path) -> bytes:
-        """Write a blank card's EEPROM: fresh serial, transport key diversified from ours."""
+    def manufacture_card(self, path: Path, state_key: StateKey | None = None) -> bytes:
+        """Write a blank card's EEPROM: fresh serial, transport key diversified from ours;
+        sealed under `state_key` if one is given."""
         if path.exists():
             raise AuthorityError(f"{path} already holds a card")
         serial = secrets.token_bytes(8)
         key = diversify_transport_key(self.transport_master, serial)
         path.parent.mkdir(parents=True, exist_ok=True)
-        FileStore(path).commit(manufacture(key, serial))
+        with FileStore(path, state_key) as store:
+            store.commit(manufacture(key, serial))
         return serial
 
 

@@ -17,8 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from card_applet.serve import parse_endpoint, serve_until_signalled
+from card_applet.state import FileStore
 from host.authority import Authority, Master, write_row_file
-from host.cardaccess import open_card
+from host.cardaccess import current_state_key, open_card, state_key_options
 from host.cli_transaction import buy, delivery, issuer, seller
 from host.clikit import (
     CliFail,
@@ -138,7 +139,7 @@ def authority_personalise(home: Path, reader_spec: str | None, state: Path | Non
     """Issue HOLDER's row straight onto a blank card, with PIN and PUK, and lock it."""
     centre = Authority(home)
     if reader_spec is None and state is not None and not state.exists():
-        centre.manufacture_card(state)
+        centre.manufacture_card(state, current_state_key())
     with open_card(reader_spec, state) as reader:
         serial = issue_onto_card(centre, CardSession(reader), holder, pin, puk)
     click.echo(f"card {serial.hex()} personalised for {holder} (k = {centre.master.k}) "
@@ -156,11 +157,30 @@ def card() -> None:
 @card.command("new")
 @home_option
 @click.option("--state", required=True, type=click.Path(path_type=Path))
+@state_key_options
 @fails_cleanly
 def card_new(home: Path, state: Path) -> None:
-    """Manufacture a blank card (serial + transport key from the centre) into STATE."""
-    serial = Authority(home).manufacture_card(state)
-    click.echo(f"blank card {serial.hex()} written to {state}")
+    """Manufacture a blank card (serial + transport key from the centre) into STATE;
+    sealed at rest if a state key is given."""
+    key = current_state_key()
+    serial = Authority(home).manufacture_card(state, key)
+    click.echo(f"blank card {serial.hex()} written to {state}{' (sealed)' if key else ''}")
+
+
+@card.command("seal")
+@click.option("--state", required=True, type=click.Path(exists=True, path_type=Path))
+@state_key_options
+@fails_cleanly
+def card_seal(state: Path) -> None:
+    """Seal an existing plain card state under the state key (AES-256-GCM at rest)."""
+    key = current_state_key()
+    if key is None:
+        raise click.UsageError("give the key: --state-key-file PATH or --state-key-fd N")
+    with FileStore(state) as store:  # holds the card's lock: no card process is using it
+        card_state = store.load()
+        store.key = key
+        store.commit(card_state)
+    click.echo(f"card state {state} sealed")
 
 
 @card.command("serve")
@@ -176,6 +196,7 @@ def card_new(home: Path, state: Path) -> None:
               help="Serve on a serial line instead (ISO 7816-3 ATR, PPS, T=1): a UART, a pty "
                    "or a pyserial URL; reset is in-band (docs/serial.md).")
 @click.option("--tear-after-writes", type=int, hidden=True)
+@state_key_options
 @fails_cleanly
 def card_serve(home: Path, state: Path, vpcd: str, listen: str | None,
                serial_device: str | None, tear_after_writes: int | None) -> None:
@@ -187,16 +208,18 @@ def card_serve(home: Path, state: Path, vpcd: str, listen: str | None,
         host, port = parse_endpoint(listen or vpcd)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen" if listen else "--vpcd") from exc
+    key = current_state_key()
     if not state.exists():
-        Authority(home).manufacture_card(state)
+        Authority(home).manufacture_card(state, key)
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     if serial_device:
         from card_applet.serve import serve_serial_until_signalled
 
-        serve_serial_until_signalled(state, serial_device, tear_after_writes=tear_after_writes)
+        serve_serial_until_signalled(state, serial_device, tear_after_writes=tear_after_writes,
+                                     key=key)
         return
     serve_until_signalled(state, host, port, listen=listen is not None,
-                          tear_after_writes=tear_after_writes)
+                          tear_after_writes=tear_after_writes, key=key)
 
 
 def _info_table(info: CardInfo) -> Table:

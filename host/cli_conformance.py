@@ -15,7 +15,7 @@ from rich.text import Text
 
 from card_applet.apdu import CommandApdu
 from card_applet.sw import CardError
-from host.cardaccess import open_card
+from host.cardaccess import open_card, state_key_options
 from terminal.conformance import (
     REGISTRY,
     Outcome,
@@ -110,6 +110,7 @@ def results_table(report: SuiteReport) -> Table:
               help="inprocess:FILE | embedded:[HOST:]PORT | pcsc[:NAME|INDEX] | serial:DEVICE")
 @click.option("--state", type=click.Path(path_type=Path),
               help="Card EEPROM file: start this card on the embedded reader instead.")
+@state_key_options
 @click.option("--aid", callback=_aid, metavar="HEX",
               help="Application to test (default: the nettx applet, with its PIN reference "
                    "and protected command).")

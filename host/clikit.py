@@ -14,7 +14,9 @@ from rich.console import Console
 
 from card_applet import blom
 from card_applet import pin as pin_block
+from card_applet.store_errors import StateError
 from card_applet.sw import CardError
+from host.cardaccess import state_key_options
 from terminal.errors import NettxError
 
 console = Console()
@@ -36,7 +38,7 @@ def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (NettxError, CardError, OSError, sqlite3.Error) as exc:
+        except (NettxError, CardError, StateError, OSError, sqlite3.Error) as exc:
             raise CliFail(str(exc)) from exc
 
     return wrapper
@@ -49,6 +51,7 @@ def home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def reader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = state_key_options(fn)
     fn = click.option("--state", type=click.Path(path_type=Path),
                       help="Card EEPROM file: start this card on the embedded reader "
                            "(the default when no --reader is given).")(fn)

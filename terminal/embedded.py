@@ -1,5 +1,10 @@
-"""The embedded reader: listens the way vpcd does, so a card process (`nettx card serve
---vpcd HOST:PORT`) connects to it directly; no pcscd needed."""
+"""The embedded reader: speaks vpcd to a card process directly; no pcscd needed.
+
+Two ways to reach the card: listen on HOST:PORT the way vpcd does (`nettx card serve --vpcd
+HOST:PORT` connects to it; whoever connects first is the card), or `EmbeddedReader.over(sock)`
+an already connected socket, e.g. one end of a socketpair whose other end was handed to the
+card process this terminal started. The second has no listening socket at all, so no other
+process can take the channel: `host.cardaccess.open_card` uses it."""
 
 from __future__ import annotations
 
@@ -14,22 +19,37 @@ class EmbeddedReader:
     extended_length = True
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 card_timeout: float = 10.0, response_timeout: float = 60.0) -> None:
-        self._listener = socket.create_server((host, port))
-        self.host = host
-        self.port = self._listener.getsockname()[1]
-        self.name = f"embedded vpcd {host}:{self.port}"
+                 card_timeout: float = 10.0, response_timeout: float = 60.0,
+                 channel: socket.socket | None = None, name: str | None = None) -> None:
+        self._listener: socket.socket | None = None
+        if channel is None:
+            self._listener = socket.create_server((host, port))
+            port = self._listener.getsockname()[1]
+        self.host, self.port = host, port
+        self.name = name or f"embedded vpcd {host}:{port}"
         self.card_timeout = card_timeout
         self.response_timeout = response_timeout
         self._sock: socket.socket | None = None
         self._frames = FrameBuffer()
         self._atr = b""
+        if channel is not None:
+            tune(channel)
+            self._sock = channel
+
+    @classmethod
+    def over(cls, channel: socket.socket, name: str = "embedded vpcd (private channel)", *,
+             response_timeout: float = 60.0) -> EmbeddedReader:
+        """A reader on an already connected vpcd socket: nothing listens; when the channel
+        is lost the card is gone for good (no one else may take its place)."""
+        return cls(channel=channel, name=name, response_timeout=response_timeout)
 
     # -- connection -------------------------------------------------------------------------
 
     def wait_for_card(self, timeout: float | None = None) -> None:
         if self._sock is not None:
             return
+        if self._listener is None:
+            raise CardRemovedError(f"card left {self.name}")
         self._listener.settimeout(self.card_timeout if timeout is None else timeout)
         try:
             sock, _ = self._listener.accept()
@@ -113,4 +133,5 @@ class EmbeddedReader:
 
     def close(self) -> None:
         self._drop()
-        self._listener.close()
+        if self._listener is not None:
+            self._listener.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from card_applet.applet import Applet
+from card_applet.sealing import StateKey
 from card_applet.state import FileStore
 from terminal.embedded import EmbeddedReader
 from terminal.errors import ReaderError
@@ -24,7 +25,8 @@ KINDS = ("inprocess", "embedded", "pcsc", "serial")
 SERIAL_URL_SCHEMES = ("socket", "rfc2217")
 
 
-def open_reader(spec: str) -> Reader:
+def open_reader(spec: str, state_key: StateKey | None = None) -> Reader:
+    """`state_key`: the key of a sealed state, for inprocess:FILE."""
     kind, _, arg = spec.partition(":")
     if kind == "inprocess":
         if not arg:
@@ -32,7 +34,7 @@ def open_reader(spec: str) -> Reader:
         path = Path(arg)
         if not path.exists():
             raise ReaderError(f"no card state at {path}")
-        return InProcessReader(Applet(FileStore(path)), name=f"in-process {path.name}")
+        return InProcessReader(Applet(FileStore(path, state_key)), name=f"in-process {path.name}")
     if kind == "embedded":
         host, _, port = arg.rpartition(":")
         if not port.isdigit():

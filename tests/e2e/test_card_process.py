@@ -13,7 +13,7 @@ import pytest
 
 from card_applet.applet import AID
 from card_applet.atr import ATR
-from card_applet.state import FileStore
+from card_applet.state import read_state
 from card_applet.sw import SW
 from terminal.cardproc import CardProcess
 from terminal.embedded import EmbeddedReader
@@ -175,7 +175,7 @@ def test_sigterm_while_waiting_for_a_reader_exits_0(card_file: Path, tmp_path: P
     with CardProcess(card_file, "127.0.0.1", port, log_path=log) as card:
         # the card logs its serial once its signal handlers are in place; then it enters
         # its backoff loop
-        serial = FileStore(card_file).load().serial.hex()
+        serial = read_state(card_file).serial.hex()
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while serial not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -187,9 +187,10 @@ def test_torn_verify_never_raises_the_try_counter(operational: Path, tmp_path: P
     for _ in range(KILLS):
         before = on_disk(operational).pin_tries
         if before == 0:
-            session = CardSession(InProcessReader(Applet(FileStore(operational))))
-            session.select()
-            session.unblock_pin(PUK)
+            with FileStore(operational) as store:  # let the card go before the next fork
+                session = CardSession(InProcessReader(Applet(store)))
+                session.select()
+                session.unblock_pin(PUK)
             unblocks += 1
             before = on_disk(operational).pin_tries
         killed += kill_after(operational, job, rnd.uniform(0, span))

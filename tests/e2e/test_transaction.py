@@ -19,6 +19,7 @@ import pytest
 
 from card_applet import blom
 from card_applet.applet import Applet
+from card_applet.pin import encode_pin
 from card_applet.state import FileStore
 from host.authority import Authority, write_row_file
 from host.envelope import SealedOrder
@@ -30,6 +31,7 @@ from host.personalisation import personalise
 from host.wire import Connection, MessageType, expect, frame
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
+from tests.e2e.portsnatch import make_fake_card, received_bytes, slow_card_env, snatching
 from tests.host.market import dump
 
 HOLDER = "holder:alice@example.org"
@@ -168,6 +170,25 @@ def test_buy_through_the_embedded_reader(parties: Parties) -> None:
     assert_nothing_leaked(parties)
 
 
+def test_buy_cannot_be_answered_by_a_racing_process(parties: Parties, tmp_path: Path) -> None:
+    """Issue 10 item 1: a local process connecting to every new loopback listener while
+    `nettx buy --state` starts its card (late, by the slow_card_start hook) gets nothing:
+    no PIN, no part; the purchase completes with the real card."""
+    fake = make_fake_card(tmp_path / "attacker", HOLDER)
+    with snatching(tmp_path, fake) as finish:
+        run = subprocess.run([sys.executable, "-m", "host.cli",
+                              *buy_args(parties, "--state", str(parties.card))],
+                             capture_output=True, text=True, timeout=90, env=slow_card_env())
+        report = finish()
+    stolen = received_bytes(report)
+    assert report["frames"] == {}, report  # the attacker was never taken for the card
+    assert encode_pin(PIN) not in stolen and CARD_NUMBER.encode() not in stolen
+    assert report["connected"] == [], report  # nothing of ours listened
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "completed" in run.stdout
+    assert parties.balance() == BALANCE - PRICE
+
+
 @pytest.mark.pcscd
 def test_buy_through_pcsc(parties: Parties, pcscd: object) -> None:
     from terminal.cardproc import CardProcess
@@ -193,6 +214,7 @@ def test_card_manager_with_its_row_on_a_card(parties: Parties) -> None:
     assert run.returncode == 0, run.stdout + run.stderr + issuer.log_tail()
     assert "completed" in run.stdout
     assert parties.balance() == BALANCE - PRICE
+    issuer.stop()  # one card, one process: its card process lets the card go first
     info = nettx("card", "info", "--state", str(parties.home / "issuer.card.json"))
     # the card manager's card sealed the authorisation MAC and the holder's receipt
     counter = re.search(r"transaction counter\W+(\d+)", info.stdout)

@@ -11,7 +11,7 @@ import pytest
 
 from card_applet import blom
 from card_applet.keys import diversify_transport_key
-from card_applet.state import FileStore, Lifecycle
+from card_applet.state import Lifecycle, read_state
 from host.authority import BATCH, Authority, Master, read_row_file, write_row_file
 from host.errors import AuthorityError
 
@@ -232,7 +232,7 @@ def test_manufacture_card_writes_a_blank_card_with_a_diversified_key(
 
     serial = centre.manufacture_card(path)
 
-    state = FileStore(path).load()
+    state = read_state(path)
     assert state.serial == serial and len(serial) == 8
     assert state.lifecycle == Lifecycle.PERSONALISATION
     assert state.row is None and state.holder_id is None and state.pin_hash is None
@@ -252,7 +252,7 @@ def test_manufacture_card_refuses_to_overwrite(centre: Authority, tmp_path: Path
 
 def test_every_card_gets_its_own_serial_and_key(centre: Authority, tmp_path: Path) -> None:
     serials = {centre.manufacture_card(tmp_path / f"{n}.json") for n in range(5)}
-    keys = {FileStore(tmp_path / f"{n}.json").load().transport_key for n in range(5)}
+    keys = {read_state(tmp_path / f"{n}.json").transport_key for n in range(5)}
     assert len(serials) == len(keys) == 5
 
 

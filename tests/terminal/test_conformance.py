@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from card_applet.apdu import CommandApdu
 from card_applet.applet import AID, Applet
 from card_applet.atr import ATR
-from card_applet.state import FileStore
+from card_applet.state import FileStore, read_state
 from card_applet.sw import CardError
 from host.cli import main
 from terminal.conformance import REGISTRY, Outcome, Target, run_suite, to_json, to_junit
@@ -45,7 +45,7 @@ def test_our_card_passes_every_applicable_check(card_on_reader: Reader,
     assert {r.check.id for r in report.results
             if r.outcome is Outcome.NOT_APPLICABLE} == OUR_NOT_APPLICABLE
     # the blocking check unblocked the PIN again, and the counters are whole
-    state = FileStore(card_state).load()
+    state = read_state(card_state)
     assert (state.pin_tries, state.puk_tries) == (3, 3)
 
 
@@ -56,7 +56,7 @@ def test_without_pin_the_pin_checks_are_not_applicable(card_state: Path) -> None
     assert {"security-status", "pin-try-counter", "pin-blocked"} <= set(na)
     assert "--pin" in na["pin-try-counter"]
     assert report.passed
-    assert FileStore(card_state).load().pin_tries == 3  # no try spent
+    assert read_state(card_state).pin_tries == 3  # no try spent
 
 
 ABSENT = Target(aid=bytes.fromhex("A000000003000000"))  # not on this card
@@ -156,7 +156,7 @@ def test_a_try_counter_that_does_not_count_fails(card_state: Path) -> None:
     assert "expected 63C2" in result.reason
     # the try the failed check spent is given back with the right PIN
     assert "restored: the right PIN reset the try counter" in result.reason
-    assert FileStore(card_state).load().pin_tries == 3
+    assert read_state(card_state).pin_tries == 3
 
 
 class BlocksWith6983(LyingCard):
@@ -173,7 +173,7 @@ def test_a_pin_check_failing_midway_unblocks_the_pin_again(card_state: Path) -> 
     assert result.outcome is Outcome.FAIL
     assert "wrong PIN: expected 63C0, card answered 6983" in result.reason
     assert "restored: unblocked with the PUK" in result.reason
-    state = FileStore(card_state).load()
+    state = read_state(card_state)
     assert (state.pin_tries, state.puk_tries) == (3, 3)
 
 
@@ -183,7 +183,7 @@ def test_a_pin_the_card_refused_is_not_tried_again_to_restore(card_state: Path) 
                           replace(OURS, pin="5678"), only=["pin-try-counter"]).results
     assert result.outcome is Outcome.FAIL
     assert "NOT RESTORED: the card refused the PIN given; status 63C1" in result.reason
-    assert FileStore(card_state).load().pin_tries == 1  # not 0: no third wrong try
+    assert read_state(card_state).pin_tries == 1  # not 0: no third wrong try
 
 
 def test_reports_never_carry_the_pin_or_the_puk(card_state: Path) -> None:
@@ -246,7 +246,7 @@ def test_a_pin_that_does_not_fit_its_block_is_an_error_result(card_state: Path) 
     assert set(errors) == {"security-status", "pin-try-counter", "pin-blocked"}
     assert all(e.startswith("internal: ValueError: an FF-padded PIN block") for e in
                errors.values())
-    assert FileStore(card_state).load().pin_tries == 3
+    assert read_state(card_state).pin_tries == 3
 
 
 # -- what ISO/IEC 7816-4 permits is not failed ------------------------------------------------
@@ -407,12 +407,14 @@ def test_a_card_lost_mid_suite_is_an_error_and_the_rest_is_not_run(card_state: P
 
 def test_with_recover_the_suite_goes_on_after_a_lost_card(card_state: Path) -> None:
     recovered: list[Reader] = []
+    lost = FileStore(card_state)
 
     def recover() -> Reader:
+        lost.close()  # the lost card's process is gone, and its lock with it
         recovered.append(InProcessReader(Applet(FileStore(card_state))))
         return recovered[-1]
 
-    reader = DyingCard(Applet(FileStore(card_state)), bytes.fromhex("2084"))
+    reader = DyingCard(Applet(lost), bytes.fromhex("2084"))
     report = run_suite(reader, OURS, recover=recover)
     errors = [r.check.id for r in report.results if r.outcome is Outcome.ERROR]
     assert errors == ["wrong-cla"]
