@@ -58,6 +58,18 @@ def reader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def card_auth_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Which card may receive secrets: `--pairing FILE`, or the pairing `nettx authority
+    personalise` wrote into --home for the card in the reader (host/pairing.py)."""
+    fn = click.option("--pairing", "pairing_file",
+                      type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                      help="The card's pairing file (its card authentication key, written at "
+                           "personalisation). Default: HOME/cards/SERIAL.pairing.json for the "
+                           "card in the reader. A card that cannot prove it holds the key "
+                           "gets no PIN.")(fn)
+    return home_option(fn)
+
+
 def pin_digits(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """A PIN or PUK is 4..8 ASCII digits (the card's PIN block): refused before any APDU."""
     if value is not None:

@@ -48,14 +48,15 @@ class HolderClient:
     def __init__(self, card: CardSession, pin: str, host: str, port: int,
                  narrate: Step | None = None, *, issuer: str | None = None,
                  accept: frozenset[tuple[OrderField, Party]] = frozenset()) -> None:
-        """`issuer`: the holder's own card manager; a form naming another is refused.
+        """`card`: a session that passed authenticate_card() (host.pairing opens one).
+        `issuer`: the holder's own card manager; a form naming another is refused.
         `accept`: the policy exposures (field, party) the holder agrees to; any other makes
         the form refused."""
         self.card = card
         self.host, self.port = host, port
         self.issuer, self.accept = issuer, accept
         self.narrate = narrate or (lambda _msg: None)
-        info = card.select()
+        info = card.require_authenticated()  # the PIN goes only to the expected card
         if info.holder_id is None:
             raise TransactionError("no-key", "the card is not personalised")
         self.holder = info.holder_id

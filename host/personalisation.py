@@ -19,6 +19,7 @@ from card_applet.state import Lifecycle
 from card_applet.tlv import tlv
 from host.authority import Authority
 from host.errors import PersonalisationError
+from terminal.cardauth import CardPairing
 from terminal.session import CardSession
 
 CLA_PROPRIETARY = 0x80
@@ -56,8 +57,9 @@ class PersoChannel:
 
 
 def personalise(session: CardSession, transport_master: bytes, holder_id: str,
-                row: Sequence[int], pin: str, puk: str) -> bytes:
-    """Load holder id, row, PIN and PUK, then lock the card for good. Returns its serial."""
+                row: Sequence[int], pin: str, puk: str) -> CardPairing:
+    """Load holder id, row, PIN, PUK and a fresh card authentication key, then lock the card
+    for good. Returns the pairing (serial and key) the holder's terminal keeps."""
     info = session.select()
     if info.lifecycle != Lifecycle.PERSONALISATION:
         raise PersonalisationError(f"card {info.serial.hex()} is already personalised "
@@ -68,17 +70,20 @@ def personalise(session: CardSession, transport_master: bytes, holder_id: str,
     channel.store(PersoObject.ROW, blom.row_to_bytes(row))
     channel.store(PersoObject.PIN, pin_value)
     channel.store(PersoObject.PUK, puk_value)
+    card_key = secrets.token_bytes(keys.CARD_AUTH_KEY_SIZE)
+    channel.store(PersoObject.CARD_AUTH_KEY, card_key)
     channel.lock()
-    return channel.serial
+    return CardPairing(holder_id, channel.serial, card_key)
 
 
 def issue_onto_card(centre: Authority, session: CardSession, holder_id: str, pin: str,
-                    puk: str) -> bytes:
+                    puk: str) -> CardPairing:
     """The centre's whole job for one holder: refuse a taken identifier, compute the row,
     write it straight onto the blank card (it is never stored anywhere else), and register
-    the identifier with the card's serial only once the card is locked."""
+    the identifier with the card's serial only once the card is locked. The returned
+    pairing goes to the holder's terminal; the centre keeps no copy of its key."""
     (x,) = centre.check_new([holder_id])
     (row,) = centre.rows_for([x])
-    serial = personalise(session, centre.transport_master, holder_id, row, pin, puk)
-    centre.register([holder_id], serial)
-    return serial
+    pairing = personalise(session, centre.transport_master, holder_id, row, pin, puk)
+    centre.register([holder_id], pairing.serial)
+    return pairing
