@@ -255,14 +255,14 @@ def _write_output(data: bytes, out: Path | None, as_hex: bool) -> None:
 @click.option("--context", default="", help="Key-derivation context, e.g. an order id.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the sealed box here.")
 @fails_cleanly
-def card_encrypt(reader_spec: str | None, state: Path | None, home: Path,
-                 pairing_file: Path | None, pin: str, peer: str,
+def card_encrypt(reader_spec: str | None, state: Path | None, card: CardExpectation, pin: str,
+                 peer: str,
                  text: str | None, in_path: Path | None, aad: str, context: str,
                  out: Path | None) -> None:
     """Seal data for PEER on the card (AES-256-GCM under a key derived from the pair key)."""
     plaintext = _read_input(text, in_path)
     with open_card(reader_spec, state) as reader:
-        session = authenticated_session(reader, CardExpectation(home, pairing_file))
+        session = authenticated_session(reader, card)
         session.verify_pin(pin)
         session.set_peer(peer)
         sealed = session.encrypt(plaintext, aad.encode(), context.encode())
@@ -280,8 +280,8 @@ def card_encrypt(reader_spec: str | None, state: Path | None, home: Path,
 @click.option("--context", default="")
 @click.option("--out", type=click.Path(path_type=Path))
 @fails_cleanly
-def card_decrypt(reader_spec: str | None, state: Path | None, home: Path,
-                 pairing_file: Path | None, pin: str, peer: str,
+def card_decrypt(reader_spec: str | None, state: Path | None, card: CardExpectation, pin: str,
+                 peer: str,
                  hex_in: str | None, in_path: Path | None, aad: str, context: str,
                  out: Path | None) -> None:
     """Open a box PEER sealed for this card."""
@@ -292,7 +292,7 @@ def card_decrypt(reader_spec: str | None, state: Path | None, home: Path,
     except ValueError as exc:
         raise click.BadParameter("not hex", param_hint="--hex") from exc
     with open_card(reader_spec, state) as reader:
-        session = authenticated_session(reader, CardExpectation(home, pairing_file))
+        session = authenticated_session(reader, card)
         session.verify_pin(pin)
         session.set_peer(peer)
         plaintext = session.decrypt(sealed, aad.encode(), context.encode())
@@ -305,11 +305,11 @@ def card_decrypt(reader_spec: str | None, state: Path | None, home: Path,
 @click.option("--old", required=True, callback=pin_digits)
 @click.option("--new", required=True, callback=pin_digits)
 @fails_cleanly
-def card_change_pin(reader_spec: str | None, state: Path | None, home: Path,
-                    pairing_file: Path | None, old: str, new: str) -> None:
+def card_change_pin(reader_spec: str | None, state: Path | None, card: CardExpectation,
+                    old: str, new: str) -> None:
     """CHANGE REFERENCE DATA: replace the PIN (the old one counts as a try)."""
     with open_card(reader_spec, state) as reader:
-        session = authenticated_session(reader, CardExpectation(home, pairing_file))
+        session = authenticated_session(reader, card)
         session.change_pin(old, new)
     console.print("PIN changed")
 
@@ -320,11 +320,11 @@ def card_change_pin(reader_spec: str | None, state: Path | None, home: Path,
 @click.option("--puk", required=True, callback=pin_digits)
 @click.option("--new-pin", callback=pin_digits, help="Also set a new PIN.")
 @fails_cleanly
-def card_unblock(reader_spec: str | None, state: Path | None, home: Path,
-                 pairing_file: Path | None, puk: str, new_pin: str | None) -> None:
+def card_unblock(reader_spec: str | None, state: Path | None, card: CardExpectation,
+                 puk: str, new_pin: str | None) -> None:
     """RESET RETRY COUNTER with the PUK."""
     with open_card(reader_spec, state) as reader:
-        session = authenticated_session(reader, CardExpectation(home, pairing_file))
+        session = authenticated_session(reader, card)
         session.unblock_pin(puk, new_pin)
     console.print("PIN unblocked")
 

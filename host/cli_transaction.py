@@ -142,14 +142,13 @@ def read_form_file(path: Path, seller_id: str, issuer_id: str, delivery_id: str)
 @click.option("--delivery-id", required=True, callback=identifier)
 @fails_cleanly
 def seller_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
-                 home: Path, pairing_file: Path | None, pin: str | None,
+                 card: CardExpectation, pin: str | None,
                  listen: Endpoint, db: Path, window: int, crash_at: str | None,
                  catalogue: Path, issuer_at: Endpoint, issuer_id: str, delivery_at: Endpoint,
                  delivery_id: str) -> None:
     """Serve the order form; forward each order's parts to the card manager and, once it
     approves, to the delivery company."""
-    with key_module(key_file, reader_spec, state, pin,
-                    CardExpectation(home, pairing_file)) as keys:
+    with key_module(key_file, reader_spec, state, pin, card) as keys:
         form = read_form_file(catalogue, keys.identifier, issuer_id, delivery_id)
         serve(SellerServer(keys, config_of(listen, window, crash_at),
                            SellerConfig(form, issuer_at, delivery_at, db)))
@@ -167,11 +166,10 @@ def issuer() -> None:
 @server_options
 @fails_cleanly
 def issuer_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
-                 home: Path, pairing_file: Path | None, pin: str | None, listen: Endpoint,
+                 card: CardExpectation, pin: str | None, listen: Endpoint,
                  db: Path, window: int, crash_at: str | None) -> None:
     """Authorise orders: authenticate the holder against its account, debit once per order."""
-    with key_module(key_file, reader_spec, state, pin,
-                    CardExpectation(home, pairing_file)) as keys:
+    with key_module(key_file, reader_spec, state, pin, card) as keys:
         serve(IssuerServer(keys, config_of(listen, window, crash_at), db))
 
 
@@ -245,11 +243,10 @@ def delivery() -> None:
 @server_options
 @fails_cleanly
 def delivery_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
-                   home: Path, pairing_file: Path | None, pin: str | None,
+                   card: CardExpectation, pin: str | None,
                    listen: Endpoint, db: Path, window: int, crash_at: str | None) -> None:
     """Ship approved orders: answer the seller with a tracking reference."""
-    with key_module(key_file, reader_spec, state, pin,
-                    CardExpectation(home, pairing_file)) as keys:
+    with key_module(key_file, reader_spec, state, pin, card) as keys:
         serve(DeliveryServer(keys, config_of(listen, window, crash_at), db))
 
 
@@ -292,7 +289,7 @@ def exposure(ctx: click.Context, param: click.Parameter,
 @click.option("--wait", type=click.IntRange(0, 3600), default=30, show_default=True,
               help="Seconds to keep asking for the outcome of an order still pending.")
 @fails_cleanly
-def buy(reader_spec: str | None, state: Path | None, home: Path, pairing_file: Path | None,
+def buy(reader_spec: str | None, state: Path | None, card: CardExpectation,
         seller_at: Endpoint, items: tuple[str, ...],
         card_number: str, expiry: str, name: str, address: str, phone: str, fax: str,
         deliver_to: str, payment: str, pin: str, issuer_id: str,
@@ -308,8 +305,8 @@ def buy(reader_spec: str | None, state: Path | None, home: Path, pairing_file: P
     except OrderError as exc:
         raise click.BadParameter(str(exc)) from exc
     with open_card(reader_spec, state) as reader:
-        card = authenticated_session(reader, CardExpectation(home, pairing_file))
-        client = HolderClient(card, pin, seller_at.host, seller_at.port,
+        session = authenticated_session(reader, card)
+        client = HolderClient(session, pin, seller_at.host, seller_at.port,
                               narrate=lambda msg: console.print(f"  {msg}"),
                               issuer=issuer_id, accept=exposures)
         outcome = client.buy(order)

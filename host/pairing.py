@@ -20,7 +20,7 @@ from pathlib import Path
 from card_applet import blom
 from host.files import write_secret
 from terminal.cardauth import CardPairing
-from terminal.errors import CardNotPairedError, NettxError
+from terminal.errors import CardIdentityError, CardNotPairedError, NettxError
 from terminal.reader import Reader
 from terminal.session import CardInfo, CardSession
 
@@ -67,6 +67,12 @@ class Keyring:
         write_pairing(path, pairing)
         return path
 
+    def pairings(self) -> list[CardPairing]:
+        return [read_pairing(path) for path in sorted(self.dir.glob("*.pairing.json"))]
+
+    def holders(self) -> set[str]:
+        return {pairing.holder_id for pairing in self.pairings()}
+
     def find(self, serial: bytes) -> CardPairing:
         path = self.path_for(serial)
         if not path.exists():
@@ -82,16 +88,32 @@ class Keyring:
 
 @dataclass(frozen=True, slots=True)
 class CardExpectation:
-    """Which card a command may send secrets to: the one in `pairing_file`, or any card
-    paired in `home` (looked up by the serial its FCI names)."""
+    """Which card a command may send secrets to: the one `pairing_file` names; or the card
+    of `holder_id` paired in `home`; or, when `home` pairs the cards of one holder only,
+    any of that holder's cards (looked up by the serial the card's FCI names)."""
 
     home: Path
     pairing_file: Path | None = None
+    holder_id: str | None = None
 
     def pairing_for(self, serial: bytes) -> CardPairing:
+        keyring = Keyring(self.home)
         if self.pairing_file is not None:
-            return read_pairing(self.pairing_file)
-        return Keyring(self.home).find(serial)
+            pairing = read_pairing(self.pairing_file)
+        else:
+            if self.holder_id is None:
+                holders = keyring.holders()
+                if len(holders) > 1:
+                    # another holder's genuine card must not get this holder's PIN
+                    raise CardIdentityError(
+                        f"{keyring.dir} pairs the cards of {len(holders)} holders: name "
+                        "yours with --holder-id or --pairing; nothing secret was sent")
+            pairing = keyring.find(serial)
+        if self.holder_id is not None and pairing.holder_id != self.holder_id:
+            raise CardIdentityError(
+                f"the card in the reader ({serial.hex()}) is paired to {pairing.holder_id!r}, "
+                f"not {self.holder_id!r}: nothing secret was sent to it")
+        return pairing
 
 
 def authenticated_session(reader: Reader, expect: CardExpectation) -> CardSession:
