@@ -41,7 +41,7 @@ PIN_BLOCK = pin_block.encode_pin(PIN)
 PUK_BLOCK = pin_block.encode_pin(PUK)
 TRANSPORT_MASTER = bytes(range(32))
 SERIAL = bytes.fromhex("4E54580000000001")
-# the card authentication vector's key (docs/apdu.md, "Card authentication vector")
+# the key of the card authentication vectors 0-2 (docs/apdu.md 6.5)
 CARD_AUTH_KEY = bytes(range(0x40, 0x60))
 
 
