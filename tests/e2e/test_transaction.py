@@ -63,8 +63,8 @@ class Parties:
     def start(self, role: str, *, crash_at: str | None = None, port: int = 0,
               card: Path | None = None) -> PartyProcess:
         ident = {"seller": SELLER, "issuer": ISSUER, "delivery": DELIVERY}[role]
-        key = (["--state", str(card), "--pin", PIN, "--home", str(self.home)] if card
-               else ["--key", str(self.row(ident))])
+        key = (["--state", str(card), "--pin", PIN, "--home", str(self.home),
+                "--holder-id", ident] if card else ["--key", str(self.row(ident))])
         args = [*key, "--db", str(self.home / f"{role}.sqlite")]
         if role == "seller":
             args += ["--catalogue", str(self.home / "catalogue.json"),
@@ -145,7 +145,7 @@ def buy_args(p: Parties, *extra: str, expiry: str = EXPIRY) -> list[str]:
             "--item", "B-200:2", "--card-number", CARD_NUMBER, "--expiry", expiry,
             "--name", NAME, "--phone", "+33 1 23 45 67 89", "--address", "1 rue de la Paix",
             "--deliver-to", DESTINATION, "--pin", PIN, "--issuer-id", ISSUER,
-            "--home", str(p.home), *extra]
+            "--home", str(p.home), "--holder-id", HOLDER, *extra]
 
 
 def assert_nothing_leaked(p: Parties) -> None:
@@ -226,7 +226,7 @@ def test_buy_refuses_bad_arguments_in_one_line(parties: Parties) -> None:
 
 def holder(p: Parties) -> HolderClient:
     card = authenticated_session(InProcessReader(Applet(FileStore(p.card))),
-                                 CardExpectation(p.home))
+                                 CardExpectation(p.home, holder_id=HOLDER))
     return HolderClient(card, PIN, "127.0.0.1", p.seller_port)
 
 
