@@ -26,6 +26,7 @@ from terminal.session import CardInfo, CardSession
 
 PAIRING_FORMAT = 1
 PAIRING_DIR = "cards"
+MAX_SERIAL = 32
 
 
 class PairingFileError(NettxError):
@@ -97,6 +98,9 @@ class CardExpectation:
     holder_id: str | None = None
 
     def pairing_for(self, serial: bytes) -> CardPairing:
+        if not 1 <= len(serial) <= MAX_SERIAL:  # the FCI is the card's word: bound it
+            raise CardIdentityError(f"the card names a {len(serial)}-byte serial: not a "
+                                    "nettx card; nothing secret was sent to it")
         keyring = Keyring(self.home)
         if self.pairing_file is not None:
             pairing = read_pairing(self.pairing_file)

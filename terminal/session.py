@@ -24,6 +24,7 @@ from card_applet.applet import (
     Pso,
 )
 from card_applet.state import Lifecycle
+from card_applet.sw import SW
 from card_applet.tlv import TlvError, parse, tlv
 from terminal.cardauth import CardPairing
 from terminal.errors import (
@@ -131,6 +132,11 @@ class CardSession:
         try:
             answer = self.internal_authenticate(challenge, KeyReference.CARD_AUTH)
         except ApduError as exc:
+            if exc.sw == SW.REFERENCED_DATA_NOT_FOUND:
+                raise CardAuthenticationError(
+                    f"card {info.serial.hex()} holds no card authentication key (made before "
+                    "card authentication existed, or not genuine): failed card "
+                    "authentication; nothing secret was sent to it") from exc
             raise CardAuthenticationError(
                 f"card {info.serial.hex()} refused card authentication ({exc}): not the "
                 "holder's genuine card; nothing secret was sent to it") from exc

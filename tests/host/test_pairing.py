@@ -153,6 +153,15 @@ def test_a_broken_pairing_file_is_a_clear_error(tmp_path: Path, content: str) ->
         read_pairing(bad)
 
 
+def test_a_card_naming_an_absurd_serial_is_refused(tmp_path: Path, cards: dict) -> None:
+    path, _ = cards[ALICE]
+    state = FileStore(path).load().with_(serial=bytes(200))
+    reader = Recording(Applet(MemoryStore(state)))
+    with pytest.raises(CardIdentityError, match="200-byte serial"):
+        authenticated_session(reader, CardExpectation(tmp_path))
+    assert {apdu[1] for apdu in reader.sent} <= {Ins.SELECT, Ins.GET_RESPONSE}
+
+
 def test_pairings_check_their_own_values() -> None:
     with pytest.raises(ValueError):
         CardPairing(ALICE, bytes(8), bytes(31))
