@@ -146,8 +146,8 @@ def authority_personalise(home: Path, reader_spec: str | None, state: Path | Non
     if reader_spec is None and state is not None and not state.exists():
         centre.manufacture_card(state)
     with open_card(reader_spec, state) as reader:
-        pairing = issue_onto_card(centre, CardSession(reader), holder, pin, puk)
-    Keyring(home).save(pairing)
+        pairing = issue_onto_card(centre, CardSession(reader), holder, pin, puk,
+                                  keep=Keyring(home).save)
     click.echo(f"card {pairing.serial.hex()} personalised for {holder} "
                f"(k = {centre.master.k}) and locked")
 

@@ -121,8 +121,8 @@ class Demo:
 
     def personalise(self, card: CardSession) -> None:
         card.reader.power_on()
-        pairing = issue_onto_card(self.centre, card, HOLDER, PIN, PUK)
-        Keyring(self.home).save(pairing)
+        pairing = issue_onto_card(self.centre, card, HOLDER, PIN, PUK,
+                                  keep=Keyring(self.home).save)
         self.step(f"centre: card personalised for {HOLDER} over a MACed session and locked")
         card.authenticate_card(pairing)
         self.step("holder's terminal: the card proved it holds its card authentication key "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 import subprocess
 import sys
 import threading
@@ -239,7 +240,10 @@ def test_a_card_naming_another_holder_is_refused_before_any_secret(world: World,
 
 
 def test_the_genuine_card_on_the_same_reader_gets_its_pin(world: World) -> None:
-    """The control: the same command line, the holder's own card behind the reader."""
+    """The control: the same command line, the holder's own card behind the reader, found
+    through the pairing `nettx authority personalise` wrote (0600) into the home."""
+    pairing = world.home / "cards" / f"{world.alice.serial.hex()}.pairing.json"
+    assert stat.S_IMODE(pairing.stat().st_mode) == 0o600
     card = Recorder(applet(world.alice))
     run = run_against(card, "encrypt", world)
     assert run.returncode == 0, run.stderr

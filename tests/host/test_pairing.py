@@ -16,7 +16,7 @@ import pytest
 
 from card_applet import blom
 from card_applet.applet import Applet, Ins
-from card_applet.state import FileStore, MemoryStore
+from card_applet.state import FileStore, Lifecycle, MemoryStore
 from host.authority import Authority
 from host.holder import HolderClient
 from host.keymodule import KeyModule
@@ -27,7 +27,7 @@ from host.pairing import (
     authenticated_session,
     read_pairing,
 )
-from host.personalisation import issue_onto_card
+from host.personalisation import issue_onto_card, personalise
 from terminal.cardauth import CardPairing
 from terminal.errors import CardAuthenticationError, CardIdentityError, CardNotPairedError
 from terminal.inprocess import InProcessReader
@@ -92,6 +92,22 @@ def test_the_key_matches_the_card_and_the_centre_keeps_none(centre: Authority,
     for file in centre.dir.iterdir():
         assert pairing.key.hex() not in file.read_bytes().hex()
         assert pairing.key.hex() not in file.read_text(errors="replace")
+
+
+def test_a_pairing_that_cannot_be_kept_leaves_the_card_unlocked(centre: Authority,
+                                                                 tmp_path: Path) -> None:
+    path = tmp_path / "card.json"
+    centre.manufacture_card(path)
+
+    def full_disk(_pairing: CardPairing) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        personalise(CardSession(InProcessReader(Applet(FileStore(path)))),
+                    centre.transport_master, "holder:carol@example.org",
+                    centre.rows_for([blom.x_of("holder:carol@example.org")])[0], PIN, PUK,
+                    keep=full_disk)
+    assert FileStore(path).load().lifecycle == Lifecycle.PERSONALISATION
 
 
 def test_a_paired_card_opens(tmp_path: Path, cards: dict) -> None:
