@@ -61,11 +61,12 @@ KeepPairing = Callable[[CardPairing], object]
 
 def personalise(session: CardSession, transport_master: bytes, holder_id: str,
                 row: Sequence[int], pin: str, puk: str,
-                keep: KeepPairing | None = None) -> CardPairing:
+                keep: KeepPairing | None = None, card_key: bytes | None = None) -> CardPairing:
     """Load holder id, row, PIN, PUK and a fresh card authentication key, then lock the card
     for good. Returns the pairing (serial and key) the holder's terminal keeps; `keep` stores
     it before the lock, so a pairing that cannot be stored leaves the card unlocked (to be
-    personalised again) rather than locked with a key nobody has."""
+    personalised again) rather than locked with a key nobody has. `card_key`: load this key
+    instead of a fresh random one (tests that replay a personalisation need it twice)."""
     info = session.select()
     if info.lifecycle != Lifecycle.PERSONALISATION:
         raise PersonalisationError(f"card {info.serial.hex()} is already personalised "
@@ -76,7 +77,8 @@ def personalise(session: CardSession, transport_master: bytes, holder_id: str,
     channel.store(PersoObject.ROW, blom.row_to_bytes(row))
     channel.store(PersoObject.PIN, pin_value)
     channel.store(PersoObject.PUK, puk_value)
-    card_key = secrets.token_bytes(keys.CARD_AUTH_KEY_SIZE)
+    if card_key is None:
+        card_key = secrets.token_bytes(keys.CARD_AUTH_KEY_SIZE)
     channel.store(PersoObject.CARD_AUTH_KEY, card_key)
     pairing = CardPairing(holder_id, channel.serial, card_key)
     if keep is not None:
