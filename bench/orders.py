@@ -80,6 +80,7 @@ from host.cardaccess import open_card  # noqa: E402
 from host.db import Account, Ledger  # noqa: E402
 from host.holder import HolderClient, Outcome  # noqa: E402
 from host.order import Order  # noqa: E402
+from host.pairing import CardExpectation, Keyring, authenticated_session  # noqa: E402
 from host.partyproc import PartyProcess  # noqa: E402
 from host.personalisation import personalise  # noqa: E402
 from host.softcard import software_card  # noqa: E402
@@ -349,8 +350,9 @@ def make_world(home: Path, k: int, holders: int) -> World:
     centre.manufacture_card(world.card)
     reader = InProcessReader(Applet(FileStore(world.card)))
     try:
-        personalise(CardSession(reader), centre.transport_master, CARD_HOLDER,
-                    rows[CARD_HOLDER], PIN, PUK)
+        # the pairing goes where `nettx buy` looks for it (HOME/cards)
+        Keyring(home).save(personalise(CardSession(reader), centre.transport_master,
+                                       CARD_HOLDER, rows[CARD_HOLDER], PIN, PUK))
     finally:
         reader.close()
     return world
@@ -410,7 +412,8 @@ def latency_phase(world: World, procs: dict[str, PartyProcess], args: argparse.N
         with open_card(None, world.card, log_dir / "card.log") as reader:
             card_pid = _card_pid(world.card)
             meter = CpuMeter(pids | ({"card": card_pid} if card_pid else {}))
-            client = HolderClient(timed_session(CardSession(reader)), PIN, "127.0.0.1", port,
+            session = authenticated_session(reader, CardExpectation(world.home))
+            client = HolderClient(timed_session(session), PIN, "127.0.0.1", port,
                                   seller=SELLER, max_amount=CEILING)
             try:
                 buy_block(embedded, client, order, per_block, meter)
@@ -418,7 +421,8 @@ def latency_phase(world: World, procs: dict[str, PartyProcess], args: argparse.N
                 embedded.error(exc)
         reader = InProcessReader(Applet(FileStore(world.card)))
         try:
-            client = HolderClient(timed_session(CardSession(reader)), PIN, "127.0.0.1", port,
+            session = authenticated_session(reader, CardExpectation(world.home))
+            client = HolderClient(timed_session(session), PIN, "127.0.0.1", port,
                                   seller=SELLER, max_amount=CEILING)
             buy_block(inproc, client, order, per_block, CpuMeter(pids))
         except Exception as exc:

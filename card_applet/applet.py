@@ -46,6 +46,7 @@ MIN_PARTIAL_AID = 5
 PIN_REFERENCE = 0x81  # ISO 7816-4 P2: specific reference data, qualifier 1
 MIN_CHALLENGE, MAX_CHALLENGE = 8, 256
 MAX_AUTH_CHALLENGE = 64
+MIN_CARD_AUTH_CHALLENGE = 16  # card authentication: too short a challenge could be tabled
 ATC_MAX = 0xFFFF_FFFF
 
 
@@ -65,6 +66,13 @@ class Ins(IntEnum):
     INITIALIZE_UPDATE = 0x50
     STORE_DATA = 0xE2
     SET_STATUS = 0xF0
+
+
+class KeyReference(IntEnum):
+    """INTERNAL AUTHENTICATE P2 (ISO 7816-4 7.5.2: b8 = 1 specific, b5-b1 key number)."""
+
+    PEER = 0x00  # no reference given: the pair key of the peer set by MSE (claim 7)
+    CARD_AUTH = 0x81  # the card authentication key written at personalisation
 
 
 class DataObject(IntEnum):
@@ -87,6 +95,7 @@ class PersoObject(IntEnum):
     ROW = 0xDF11
     PIN = 0xDF12
     PUK = 0xDF13
+    CARD_AUTH_KEY = 0xDF14
 
 
 class Pso(IntEnum):
@@ -484,7 +493,12 @@ class Applet:
 
     @command(Ins.INTERNAL_AUTHENTICATE)
     def internal_authenticate(self, cmd: CommandApdu) -> bytes:
-        self._require_p1p2(cmd, 0, 0)
+        if cmd.p1 != 0x00:
+            raise CardError(SW.INCORRECT_P1P2)
+        if cmd.p2 == KeyReference.CARD_AUTH:
+            return self._authenticate_card(cmd)
+        if cmd.p2 != KeyReference.PEER:
+            raise CardError(SW.REFERENCED_DATA_NOT_FOUND)
         if not MIN_CHALLENGE <= len(cmd.data) <= MAX_AUTH_CHALLENGE:
             raise CardError(SW.WRONG_LENGTH)
         self._require_pin()
@@ -492,6 +506,20 @@ class Applet:
         assert self.state.holder_id is not None
         key = keys.confirm_key(peer.pair_key, self.state.holder_id, peer.identifier)
         return keys.confirm_mac(key, cmd.data)
+
+    def _authenticate_card(self, cmd: CommandApdu) -> bytes:
+        """Card authentication before cardholder verification (as EMV's): the terminal
+        sends nothing secret to a card that cannot answer. No PIN needed, by design; the
+        answer reveals nothing the terminal does not already know (serial and holder id are
+        in the FCI) and the key stays write-only."""
+        if not MIN_CARD_AUTH_CHALLENGE <= len(cmd.data) <= MAX_AUTH_CHALLENGE:
+            raise CardError(SW.WRONG_LENGTH)
+        self._require_lifecycle(Lifecycle.OPERATIONAL)
+        key, holder = self.state.card_auth_key, self.state.holder_id
+        if key is None:  # a card personalised before this key existed
+            raise CardError(SW.REFERENCED_DATA_NOT_FOUND)
+        assert holder is not None
+        return keys.card_auth_mac(key, self.state.serial, holder, cmd.data)
 
     @command(Ins.EXTERNAL_AUTHENTICATE)
     def external_authenticate(self, cmd: CommandApdu) -> bytes:
@@ -565,6 +593,10 @@ class Applet:
             if k > MAX_K:
                 raise CardError(SW.WRONG_DATA)
             new = self.state.with_(row=value)
+        elif tag == PersoObject.CARD_AUTH_KEY:
+            if len(value) != keys.CARD_AUTH_KEY_SIZE:
+                raise CardError(SW.WRONG_DATA)
+            new = self.state.with_(card_auth_key=value)
         else:
             if not pin.is_valid_block(value):
                 raise CardError(SW.WRONG_DATA)
@@ -580,7 +612,7 @@ class Applet:
         if payload:
             raise CardError(SW.WRONG_LENGTH)
         s = self.state
-        if None in (s.holder_id, s.row, s.pin_hash, s.puk_hash):
+        if None in (s.holder_id, s.row, s.pin_hash, s.puk_hash, s.card_auth_key):
             raise CardError(SW.CONDITIONS_NOT_SATISFIED)
         self._commit(s.with_(lifecycle=Lifecycle.OPERATIONAL, pin_tries=PIN_MAX_TRIES,
                              puk_tries=PUK_MAX_TRIES, atc=0))

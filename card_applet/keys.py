@@ -16,6 +16,7 @@ SEAL_SALT = b"EP0791901/card/v1/seal"
 CONFIRM_SALT = b"EP0791901/card/v1/confirm"
 TRANSPORT_SALT = b"EP0791901/transport/v1"
 PERSO_SALT = b"EP0791901/perso/v1"
+CARD_AUTH_LABEL = b"EP0791901/card-auth/v1"
 
 SEAL_VERSION = 0x01
 NONCE_SIZE = 12
@@ -23,6 +24,8 @@ TAG_SIZE = 16
 SEAL_OVERHEAD = 1 + 4 + NONCE_SIZE + TAG_SIZE
 CONFIRM_SIZE = 16
 MAC_SIZE = 16
+CARD_AUTH_KEY_SIZE = 32
+CARD_AUTH_SIZE = 32
 
 
 class IntegrityError(ValueError):
@@ -49,6 +52,20 @@ def confirm_key(pair_key: bytes, sender: bytes, receiver: bytes) -> bytes:
 
 def confirm_mac(key: bytes, challenge: bytes) -> bytes:
     return hmac.new(key, b"confirm" + challenge, hashlib.sha256).digest()[:CONFIRM_SIZE]
+
+
+def card_auth_input(serial: bytes, holder_id: bytes, challenge: bytes) -> bytes:
+    """What the card MACs to prove it is the holder's genuine card (docs/apdu.md,
+    INTERNAL AUTHENTICATE). Label and direction (card -> terminal) first, so the key can
+    never answer for another purpose or direction; serial and holder id bind the answer to
+    this card's identity; the terminal's fresh challenge makes it single-use."""
+    return (_lv(CARD_AUTH_LABEL) + _lv(b"card") + _lv(b"terminal") + _lv(serial)
+            + _lv(holder_id) + _lv(challenge))
+
+
+def card_auth_mac(key: bytes, serial: bytes, holder_id: bytes, challenge: bytes) -> bytes:
+    return hmac.new(key, card_auth_input(serial, holder_id, challenge),
+                    hashlib.sha256).digest()
 
 
 def seal(key: bytes, atc: int, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> bytes:

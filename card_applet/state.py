@@ -52,6 +52,7 @@ class PersistentState:
     pin_tries: int = PIN_MAX_TRIES
     puk_tries: int = PUK_MAX_TRIES
     atc: int = 0  # application transaction counter, +1 before every ENCIPHER
+    card_auth_key: bytes | None = None  # 32 bytes, write-only: INTERNAL AUTHENTICATE key 81
 
     def with_(self, **changes: object) -> PersistentState:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -74,7 +75,7 @@ class PersistentState:
         if doc.pop("format", None) != STATE_FORMAT:
             raise ValueError("unknown card state format")
         byte_fields = {"serial", "transport_key", "pin_salt", "holder_id", "row", "pin_hash",
-                       "puk_hash"}
+                       "puk_hash", "card_auth_key"}
         kwargs = {k: (bytes.fromhex(v) if k in byte_fields and v is not None else v)
                   for k, v in doc.items()}
         kwargs["lifecycle"] = Lifecycle(kwargs["lifecycle"])

@@ -23,6 +23,7 @@ from host.cardaccess import current_state_key, open_card, state_key_options
 from host.cli_transaction import buy, delivery, issuer, seller
 from host.clikit import (
     CliFail,
+    card_auth_options,
     console,
     err_console,
     fails_cleanly,
@@ -31,6 +32,7 @@ from host.clikit import (
     pin_digits,
     reader_options,
 )
+from host.pairing import CardExpectation, Keyring, authenticated_session
 from host.personalisation import issue_onto_card
 from terminal.session import CardInfo, CardSession
 from terminal.trace import TRAFFIC
@@ -136,14 +138,17 @@ def authority_list(home: Path) -> None:
 @fails_cleanly
 def authority_personalise(home: Path, reader_spec: str | None, state: Path | None, holder: str,
                           pin: str, puk: str) -> None:
-    """Issue HOLDER's row straight onto a blank card, with PIN and PUK, and lock it."""
+    """Issue HOLDER's row straight onto a blank card, with PIN, PUK and a card
+    authentication key, and lock it. The key's pairing file goes to
+    HOME/cards/SERIAL.pairing.json: commands that send the card a secret check it first."""
     centre = Authority(home)
     if reader_spec is None and state is not None and not state.exists():
         centre.manufacture_card(state, current_state_key())
     with open_card(reader_spec, state) as reader:
-        serial = issue_onto_card(centre, CardSession(reader), holder, pin, puk)
-    click.echo(f"card {serial.hex()} personalised for {holder} (k = {centre.master.k}) "
-               "and locked")
+        pairing = issue_onto_card(centre, CardSession(reader), holder, pin, puk,
+                                  keep=Keyring(home).save)
+    click.echo(f"card {pairing.serial.hex()} personalised for {holder} "
+               f"(k = {centre.master.k}) and locked")
 
 
 # -- card -------------------------------------------------------------------------------------
@@ -262,6 +267,7 @@ def _write_output(data: bytes, out: Path | None, as_hex: bool) -> None:
 
 @card.command("encrypt")
 @reader_options
+@card_auth_options
 @click.option("--pin", required=True, callback=pin_digits)
 @click.option("--peer", required=True, callback=identifier, help="Receiver's identifier.")
 @click.option("--text", help="Plaintext as a string.")
@@ -270,14 +276,14 @@ def _write_output(data: bytes, out: Path | None, as_hex: bool) -> None:
 @click.option("--context", default="", help="Key-derivation context, e.g. an order id.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the sealed box here.")
 @fails_cleanly
-def card_encrypt(reader_spec: str | None, state: Path | None, pin: str, peer: str,
+def card_encrypt(reader_spec: str | None, state: Path | None, card: CardExpectation, pin: str,
+                 peer: str,
                  text: str | None, in_path: Path | None, aad: str, context: str,
                  out: Path | None) -> None:
     """Seal data for PEER on the card (AES-256-GCM under a key derived from the pair key)."""
     plaintext = _read_input(text, in_path)
     with open_card(reader_spec, state) as reader:
-        session = CardSession(reader)
-        session.select()
+        session = authenticated_session(reader, card)
         session.verify_pin(pin)
         session.set_peer(peer)
         sealed = session.encrypt(plaintext, aad.encode(), context.encode())
@@ -286,6 +292,7 @@ def card_encrypt(reader_spec: str | None, state: Path | None, pin: str, peer: st
 
 @card.command("decrypt")
 @reader_options
+@card_auth_options
 @click.option("--pin", required=True, callback=pin_digits)
 @click.option("--peer", required=True, callback=identifier, help="Sender's identifier.")
 @click.option("--hex", "hex_in", help="Sealed box as hex.")
@@ -294,7 +301,8 @@ def card_encrypt(reader_spec: str | None, state: Path | None, pin: str, peer: st
 @click.option("--context", default="")
 @click.option("--out", type=click.Path(path_type=Path))
 @fails_cleanly
-def card_decrypt(reader_spec: str | None, state: Path | None, pin: str, peer: str,
+def card_decrypt(reader_spec: str | None, state: Path | None, card: CardExpectation, pin: str,
+                 peer: str,
                  hex_in: str | None, in_path: Path | None, aad: str, context: str,
                  out: Path | None) -> None:
     """Open a box PEER sealed for this card."""
@@ -305,8 +313,7 @@ def card_decrypt(reader_spec: str | None, state: Path | None, pin: str, peer: st
     except ValueError as exc:
         raise click.BadParameter("not hex", param_hint="--hex") from exc
     with open_card(reader_spec, state) as reader:
-        session = CardSession(reader)
-        session.select()
+        session = authenticated_session(reader, card)
         session.verify_pin(pin)
         session.set_peer(peer)
         plaintext = session.decrypt(sealed, aad.encode(), context.encode())
@@ -315,29 +322,30 @@ def card_decrypt(reader_spec: str | None, state: Path | None, pin: str, peer: st
 
 @card.command("change-pin")
 @reader_options
+@card_auth_options
 @click.option("--old", required=True, callback=pin_digits)
 @click.option("--new", required=True, callback=pin_digits)
 @fails_cleanly
-def card_change_pin(reader_spec: str | None, state: Path | None, old: str, new: str) -> None:
+def card_change_pin(reader_spec: str | None, state: Path | None, card: CardExpectation,
+                    old: str, new: str) -> None:
     """CHANGE REFERENCE DATA: replace the PIN (the old one counts as a try)."""
     with open_card(reader_spec, state) as reader:
-        session = CardSession(reader)
-        session.select()
+        session = authenticated_session(reader, card)
         session.change_pin(old, new)
     console.print("PIN changed")
 
 
 @card.command("unblock")
 @reader_options
+@card_auth_options
 @click.option("--puk", required=True, callback=pin_digits)
 @click.option("--new-pin", callback=pin_digits, help="Also set a new PIN.")
 @fails_cleanly
-def card_unblock(reader_spec: str | None, state: Path | None, puk: str,
-                 new_pin: str | None) -> None:
+def card_unblock(reader_spec: str | None, state: Path | None, card: CardExpectation,
+                 puk: str, new_pin: str | None) -> None:
     """RESET RETRY COUNTER with the PUK."""
     with open_card(reader_spec, state) as reader:
-        session = CardSession(reader)
-        session.select()
+        session = authenticated_session(reader, card)
         session.unblock_pin(puk, new_pin)
     console.print("PIN unblocked")
 

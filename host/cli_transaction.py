@@ -17,7 +17,14 @@ from rich.table import Table
 
 from host.authority import read_row_file
 from host.cardaccess import open_card
-from host.clikit import console, fails_cleanly, identifier, pin_digits, reader_options
+from host.clikit import (
+    card_auth_options,
+    console,
+    fails_cleanly,
+    identifier,
+    pin_digits,
+    reader_options,
+)
 from host.db import Account, Ledger
 from host.delivery import DeliveryServer
 from host.errors import OrderError, PolicyError
@@ -34,9 +41,9 @@ from host.order import (
     load_catalogue,
     parse_lines,
 )
+from host.pairing import CardExpectation, authenticated_session
 from host.seller import Endpoint, SellerConfig, SellerServer
 from host.server import PartyServer, ServerConfig, run_until_signalled
-from terminal.session import CardSession
 
 
 def endpoint(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -52,7 +59,7 @@ def endpoint(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 def key_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--pin", callback=pin_digits,
                       help="The PIN of the party's card (with --reader / --state).")(fn)
-    fn = reader_options(fn)
+    fn = card_auth_options(reader_options(fn))
     fn = click.option("--key", "key_file", type=click.Path(exists=True, path_type=Path),
                       help="The party's row file (`nettx authority issue --out`): a software "
                            "security module. Or give --reader/--state for a card.")(fn)
@@ -72,7 +79,7 @@ def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @contextlib.contextmanager
 def key_module(key_file: Path | None, reader_spec: str | None, state: Path | None,
-               pin: str | None) -> Iterator[KeyModule]:
+               pin: str | None, card: CardExpectation) -> Iterator[KeyModule]:
     if key_file is not None:
         if reader_spec or state:
             raise click.UsageError("give --key, or --reader/--state, not both")
@@ -84,7 +91,7 @@ def key_module(key_file: Path | None, reader_spec: str | None, state: Path | Non
     if pin is None:
         raise click.UsageError("a card needs --pin")
     with open_card(reader_spec, state) as reader:
-        yield KeyModule.on_card(CardSession(reader), pin)
+        yield KeyModule.on_card(authenticated_session(reader, card), pin)
 
 
 def serve(server: PartyServer) -> None:
@@ -135,12 +142,13 @@ def read_form_file(path: Path, seller_id: str, issuer_id: str, delivery_id: str)
 @click.option("--delivery-id", required=True, callback=identifier)
 @fails_cleanly
 def seller_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
-                 pin: str | None, listen: Endpoint, db: Path, window: int, crash_at: str | None,
+                 card: CardExpectation, pin: str | None,
+                 listen: Endpoint, db: Path, window: int, crash_at: str | None,
                  catalogue: Path, issuer_at: Endpoint, issuer_id: str, delivery_at: Endpoint,
                  delivery_id: str) -> None:
     """Serve the order form; forward each order's parts to the card manager and, once it
     approves, to the delivery company."""
-    with key_module(key_file, reader_spec, state, pin) as keys:
+    with key_module(key_file, reader_spec, state, pin, card) as keys:
         form = read_form_file(catalogue, keys.identifier, issuer_id, delivery_id)
         serve(SellerServer(keys, config_of(listen, window, crash_at),
                            SellerConfig(form, issuer_at, delivery_at, db)))
@@ -158,10 +166,10 @@ def issuer() -> None:
 @server_options
 @fails_cleanly
 def issuer_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
-                 pin: str | None, listen: Endpoint, db: Path, window: int,
-                 crash_at: str | None) -> None:
+                 card: CardExpectation, pin: str | None, listen: Endpoint,
+                 db: Path, window: int, crash_at: str | None) -> None:
     """Authorise orders: authenticate the holder against its account, debit once per order."""
-    with key_module(key_file, reader_spec, state, pin) as keys:
+    with key_module(key_file, reader_spec, state, pin, card) as keys:
         serve(IssuerServer(keys, config_of(listen, window, crash_at), db))
 
 
@@ -235,10 +243,10 @@ def delivery() -> None:
 @server_options
 @fails_cleanly
 def delivery_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
-                   pin: str | None, listen: Endpoint, db: Path, window: int,
-                   crash_at: str | None) -> None:
+                   card: CardExpectation, pin: str | None,
+                   listen: Endpoint, db: Path, window: int, crash_at: str | None) -> None:
     """Ship approved orders: answer the seller with a tracking reference."""
-    with key_module(key_file, reader_spec, state, pin) as keys:
+    with key_module(key_file, reader_spec, state, pin, card) as keys:
         serve(DeliveryServer(keys, config_of(listen, window, crash_at), db))
 
 
@@ -267,6 +275,7 @@ def ask_holder(quote: Quote) -> bool:
 
 @click.command()
 @reader_options
+@card_auth_options
 @click.option("--seller", "seller_at", required=True, callback=endpoint, metavar="HOST:PORT")
 @click.option("--item", "items", multiple=True, required=True, metavar="NUMBER[:QTY]")
 @click.option("--card-number", required=True, callback=card_number)
@@ -294,7 +303,8 @@ def ask_holder(quote: Quote) -> bool:
 @click.option("--wait", type=click.IntRange(0, 3600), default=30, show_default=True,
               help="Seconds to keep asking for the outcome of an order still pending.")
 @fails_cleanly
-def buy(reader_spec: str | None, state: Path | None, seller_at: Endpoint, items: tuple[str, ...],
+def buy(reader_spec: str | None, state: Path | None, card: CardExpectation,
+        seller_at: Endpoint, items: tuple[str, ...],
         card_number: str, expiry: str, name: str, address: str, phone: str, fax: str,
         deliver_to: str, payment: str, pin: str, seller_id: str, issuer_id: str,
         max_amount: str | None, exposures: frozenset[tuple[OrderField, Party]],
@@ -314,7 +324,8 @@ def buy(reader_spec: str | None, state: Path | None, seller_at: Endpoint, items:
         raise click.UsageError("not on a terminal: state the most you agree to pay with "
                                "--max-amount (e.g. --max-amount 27.90)")
     with open_card(reader_spec, state) as reader:
-        client = HolderClient(CardSession(reader), pin, seller_at.host, seller_at.port,
+        session = authenticated_session(reader, card)
+        client = HolderClient(session, pin, seller_at.host, seller_at.port,
                               narrate=lambda msg: console.print(f"  {msg}"),
                               seller=seller_id, issuer=issuer_id, accept=exposures,
                               max_amount=max_amount,

@@ -17,6 +17,7 @@ from card_applet import pin as pin_block
 from card_applet.store_errors import StateError
 from card_applet.sw import CardError
 from host.cardaccess import state_key_options
+from host.pairing import CardExpectation
 from terminal.errors import NettxError
 
 console = Console()
@@ -59,6 +60,29 @@ def reader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                       help="inprocess:FILE | embedded:[HOST:]PORT | pcsc[:NAME|INDEX] | "
                            "serial:DEVICE")(fn)
     return fn
+
+
+def card_auth_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Which card may receive secrets (`--pairing`, `--holder-id`, `--home`), handed to the
+    command as one `card: CardExpectation` argument (host/pairing.py)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, home: Path, pairing_file: Path | None, holder_id: str | None,
+                **kwargs: Any) -> Any:
+        return fn(*args, card=CardExpectation(home, pairing_file, holder_id), **kwargs)
+
+    wrapper = click.option("--holder-id", callback=identifier,
+                           help="Your holder identifier: only a card whose FCI names it, and "
+                                "that proves it, gets the PIN (needed when HOME pairs the "
+                                "cards of several holders).")(wrapper)
+    wrapper = click.option("--pairing", "pairing_file",
+                           type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                           help="The card's pairing file (its card authentication key, "
+                                "written at personalisation). Default: "
+                                "HOME/cards/SERIAL.pairing.json for the card in the reader. "
+                                "A card that cannot prove it holds the key gets no PIN, "
+                                "PUK or plaintext.")(wrapper)
+    return home_option(wrapper)
 
 
 def pin_digits(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

@@ -36,6 +36,7 @@ from host.errors import PolicyError, TransactionError
 from host.holder import HolderClient
 from host.keymodule import KeyModule
 from host.order import Order, OrderField, OrderForm, Party
+from host.pairing import Keyring
 from host.partyproc import PartyProcess
 from host.personalisation import issue_onto_card
 from host.wire import Connection, MessageType, expect, frame
@@ -126,9 +127,12 @@ class Demo:
 
     def personalise(self, card: CardSession) -> None:
         card.reader.power_on()
-        issue_onto_card(self.centre, card, HOLDER, PIN, PUK)
+        pairing = issue_onto_card(self.centre, card, HOLDER, PIN, PUK,
+                                  keep=Keyring(self.home).save)
         self.step(f"centre: card personalised for {HOLDER} over a MACed session and locked")
-        card.select()
+        card.authenticate_card(pairing)
+        self.step("holder's terminal: the card proved it holds its card authentication key "
+                  "(INTERNAL AUTHENTICATE, key 81): only now may it get the PIN")
         try:
             card.verify_pin("0000")
         except WrongPinError as err:

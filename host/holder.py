@@ -80,7 +80,8 @@ class HolderClient:
                  narrate: Step | None = None, *, seller: str, issuer: str | None = None,
                  accept: frozenset[tuple[OrderField, Party]] = frozenset(),
                  max_amount: str | None = None, approve: Approve | None = None) -> None:
-        """`seller`: the seller the holder means to pay; a form that is not that seller's
+        """`card`: a session that passed authenticate_card() (host.pairing opens one).
+        `seller`: the seller the holder means to pay; a form that is not that seller's
         (by its content or by its MAC) is refused. `issuer`: the holder's own card manager;
         a form naming another is refused. `accept`: the policy exposures (field, party) the
         holder agrees to; any other makes the form refused. `max_amount` ("27.90", in the
@@ -91,7 +92,7 @@ class HolderClient:
         self.seller, self.issuer, self.accept = seller, issuer, accept
         self.max_amount, self.approve = max_amount, approve
         self.narrate = narrate or (lambda _msg: None)
-        info = card.select()
+        info = card.require_authenticated()  # the PIN goes only to the expected card
         if info.holder_id is None:
             raise TransactionError("no-key", "the card is not personalised")
         self.holder = info.holder_id

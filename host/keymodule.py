@@ -44,7 +44,8 @@ class KeyModule:
 
     @classmethod
     def on_card(cls, session: CardSession, pin: str) -> KeyModule:
-        info = session.select()
+        """`session` has passed authenticate_card(): the PIN goes to that card only."""
+        info = session.require_authenticated()
         if info.holder_id is None:
             raise TransactionError("no-key", "the card in this reader is not personalised")
         session.verify_pin(pin)

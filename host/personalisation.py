@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from card_applet import blom, keys
 from card_applet import pin as pin_block
@@ -19,6 +19,7 @@ from card_applet.state import Lifecycle
 from card_applet.tlv import tlv
 from host.authority import Authority
 from host.errors import PersonalisationError
+from terminal.cardauth import CardPairing
 from terminal.session import CardSession
 
 CLA_PROPRIETARY = 0x80
@@ -55,9 +56,17 @@ class PersoChannel:
         self.send(Ins.SET_STATUS, 0, Lifecycle.OPERATIONAL, b"", "SET STATUS")
 
 
+KeepPairing = Callable[[CardPairing], object]
+
+
 def personalise(session: CardSession, transport_master: bytes, holder_id: str,
-                row: Sequence[int], pin: str, puk: str) -> bytes:
-    """Load holder id, row, PIN and PUK, then lock the card for good. Returns its serial."""
+                row: Sequence[int], pin: str, puk: str,
+                keep: KeepPairing | None = None, card_key: bytes | None = None) -> CardPairing:
+    """Load holder id, row, PIN, PUK and a fresh card authentication key, then lock the card
+    for good. Returns the pairing (serial and key) the holder's terminal keeps; `keep` stores
+    it before the lock, so a pairing that cannot be stored leaves the card unlocked (to be
+    personalised again) rather than locked with a key nobody has. `card_key`: load this key
+    instead of a fresh random one (tests that replay a personalisation need it twice)."""
     info = session.select()
     if info.lifecycle != Lifecycle.PERSONALISATION:
         raise PersonalisationError(f"card {info.serial.hex()} is already personalised "
@@ -68,17 +77,24 @@ def personalise(session: CardSession, transport_master: bytes, holder_id: str,
     channel.store(PersoObject.ROW, blom.row_to_bytes(row))
     channel.store(PersoObject.PIN, pin_value)
     channel.store(PersoObject.PUK, puk_value)
+    if card_key is None:
+        card_key = secrets.token_bytes(keys.CARD_AUTH_KEY_SIZE)
+    channel.store(PersoObject.CARD_AUTH_KEY, card_key)
+    pairing = CardPairing(holder_id, channel.serial, card_key)
+    if keep is not None:
+        keep(pairing)
     channel.lock()
-    return channel.serial
+    return pairing
 
 
 def issue_onto_card(centre: Authority, session: CardSession, holder_id: str, pin: str,
-                    puk: str) -> bytes:
+                    puk: str, keep: KeepPairing | None = None) -> CardPairing:
     """The centre's whole job for one holder: refuse a taken identifier, compute the row,
     write it straight onto the blank card (it is never stored anywhere else), and register
-    the identifier with the card's serial only once the card is locked."""
+    the identifier with the card's serial only once the card is locked. The returned
+    pairing goes to the holder's terminal; the centre keeps no copy of its key."""
     (x,) = centre.check_new([holder_id])
     (row,) = centre.rows_for([x])
-    serial = personalise(session, centre.transport_master, holder_id, row, pin, puk)
-    centre.register([holder_id], serial)
-    return serial
+    pairing = personalise(session, centre.transport_master, holder_id, row, pin, puk, keep)
+    centre.register([holder_id], pairing.serial)
+    return pairing

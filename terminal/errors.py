@@ -91,6 +91,19 @@ def apdu_error(sw: int, command: str = "") -> ApduError:
     return _BY_SW.get(sw, ApduError)(sw, command)
 
 
+class CardAuthenticationError(NettxError):
+    """The card in the reader did not prove it is the card this terminal expects, so
+    nothing secret (PIN, PUK, part plaintext) was sent to it."""
+
+
+class CardIdentityError(CardAuthenticationError):
+    """The card's FCI names another holder or serial than the terminal expects."""
+
+
+class CardNotPairedError(CardAuthenticationError):
+    """This terminal holds no card authentication key for the card in the reader."""
+
+
 class LineProtocolError(ReaderError):
     """The card broke ISO/IEC 7816-3 on a serial line: bad ATR, refused PPS, or a T=1
     block the protocol has no answer to."""

@@ -6,6 +6,7 @@ protocol stack, and every failure is an ApduError subclass carrying the status w
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from card_applet import pin as pin_block
@@ -19,15 +20,25 @@ from card_applet.applet import (
     TAG_PLAIN,
     DataObject,
     Ins,
+    KeyReference,
     Pso,
 )
 from card_applet.state import Lifecycle
+from card_applet.sw import SW
 from card_applet.tlv import TlvError, parse, tlv
-from terminal.errors import NettxError, WrongPinError
+from terminal.cardauth import CardPairing
+from terminal.errors import (
+    ApduError,
+    CardAuthenticationError,
+    CardIdentityError,
+    NettxError,
+    WrongPinError,
+)
 from terminal.protocol import ApduProtocol
 from terminal.reader import Reader
 
 PIN_REFERENCE = 0x81
+CARD_AUTH_CHALLENGE = 32
 
 
 class CardDataError(NettxError):
@@ -80,6 +91,9 @@ class CardSession:
         self.reader = reader
         self.protocol = ApduProtocol(reader, extended=extended)
         self._max_le = EXTENDED_MAX_LE if self.protocol.extended else SHORT_MAX_LE
+        #: the card's identity once authenticate_card() passed: host flows send secrets
+        #: (PIN, PUK, plaintext) only on a session where this is set
+        self.authenticated: CardInfo | None = None
 
     # -- application ------------------------------------------------------------------------
 
@@ -99,6 +113,47 @@ class CardSession:
 
     def info(self) -> CardInfo:
         return CardInfo.from_template(self.get_data(DataObject.ALL))
+
+    # -- card authentication ----------------------------------------------------------------
+
+    def authenticate_card(self, pairing: CardPairing) -> CardInfo:
+        """Prove the card in the reader is the one `pairing` was written for, before anything
+        secret goes to it: SELECT, compare the FCI's holder id and serial with the pairing's,
+        then a fresh challenge in INTERNAL AUTHENTICATE (key 81) whose answer must verify
+        under the pairing's key. Raises CardAuthenticationError (nothing secret was sent)."""
+        self.authenticated = None
+        info = self.select()
+        if info.holder_id != pairing.holder_id or info.serial != pairing.serial:
+            raise CardIdentityError(
+                f"the card in the reader is {info.serial.hex()} of {info.holder_id!r}, not "
+                f"the expected {pairing.serial.hex()} of {pairing.holder_id!r}: nothing secret "
+                "was sent to it")
+        challenge = secrets.token_bytes(CARD_AUTH_CHALLENGE)
+        try:
+            answer = self.internal_authenticate(challenge, KeyReference.CARD_AUTH)
+        except ApduError as exc:
+            if exc.sw == SW.REFERENCED_DATA_NOT_FOUND:
+                raise CardAuthenticationError(
+                    f"card {info.serial.hex()} holds no card authentication key (made before "
+                    "card authentication existed, or not genuine): failed card "
+                    "authentication; nothing secret was sent to it") from exc
+            raise CardAuthenticationError(
+                f"card {info.serial.hex()} refused card authentication ({exc}): not the "
+                "holder's genuine card; nothing secret was sent to it") from exc
+        if not pairing.accepts(challenge, answer):
+            raise CardAuthenticationError(
+                f"card {info.serial.hex()} failed card authentication: it claims to be "
+                f"{pairing.holder_id!r}'s card but does not hold its key; nothing secret was "
+                "sent to it")
+        self.authenticated = info
+        return info
+
+    def require_authenticated(self) -> CardInfo:
+        """The identity authenticate_card() proved; refuses a session where it did not run."""
+        if self.authenticated is None:
+            raise CardAuthenticationError("the card was not authenticated (no "
+                                          "authenticate_card): nothing secret is sent to it")
+        return self.authenticated
 
     # -- holder verification ----------------------------------------------------------------
 
@@ -162,8 +217,9 @@ class CardSession:
         return self.protocol.send_apdu(0x00, Ins.GET_CHALLENGE, 0, 0, le=length,
                                        name="GET CHALLENGE")
 
-    def internal_authenticate(self, challenge: bytes) -> bytes:
-        return self.protocol.send_apdu(0x00, Ins.INTERNAL_AUTHENTICATE, 0, 0, challenge,
+    def internal_authenticate(self, challenge: bytes,
+                              key: KeyReference = KeyReference.PEER) -> bytes:
+        return self.protocol.send_apdu(0x00, Ins.INTERNAL_AUTHENTICATE, 0, key, challenge,
                                        SHORT_MAX_LE, name="INTERNAL AUTHENTICATE")
 
     def external_authenticate(self, response: bytes) -> None:

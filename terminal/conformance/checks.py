@@ -476,6 +476,34 @@ def security_status(p: Probe) -> str:
     return f"6982 before, {after.sw:04X} after VERIFY"
 
 
+INTERNAL_AUTHENTICATE = 0x88
+
+
+@check("internal-authenticate", "7.5.2; 5.1.3 ('6A88', '6700')",
+       "INTERNAL AUTHENTICATE by key reference, no PIN: fresh answers; 6A88, 6700")
+def internal_authenticate(p: Probe) -> str:
+    ref = p.target.auth_key_reference
+    if ref is None:
+        raise NotApplicable("no key reference for INTERNAL AUTHENTICATE given")
+    p.select_application()
+    first = p.fetch_all(p.send(0x00, INTERNAL_AUTHENTICATE, 0x00, ref, bytes(range(32)), 256))
+    expect(first, 0x9000, f"INTERNAL AUTHENTICATE key {ref:02X} before any VERIFY")
+    if not first.data:
+        raise Failed("9000 without an answer")
+    second = p.fetch_all(p.send(0x00, INTERNAL_AUTHENTICATE, 0x00, ref, bytes(range(1, 33)),
+                                256))
+    expect(second, 0x9000, "a second challenge")
+    if second.data == first.data:
+        raise Failed("two challenges, one answer: it could be replayed")
+    unknown = 0x9F if ref != 0x9F else 0x9E  # the highest specific key number, or next
+    expect(p.send(0x00, INTERNAL_AUTHENTICATE, 0x00, unknown, bytes(32), 256), 0x6A88,
+           f"an absent key reference {unknown:02X}")
+    expect(p.send(0x00, INTERNAL_AUTHENTICATE, 0x00, ref, le=256), (0x6700, 0x6A80),
+           "no challenge at all")
+    return (f"key {ref:02X}: {len(first.data)}-byte answers, fresh per challenge, without "
+            "VERIFY; absent key 6A88; no challenge refused")
+
+
 def _tries(p: Probe) -> int:
     resp = p.verify(None)
     if resp.sw == 0x6983:

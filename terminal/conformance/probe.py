@@ -59,6 +59,7 @@ class Target:
     pin_reference: int | None = None
     pin_format: str = PinFormat.ASCII_FF
     protected: bytes | None = None  # a command APDU that needs the PIN verified
+    auth_key_reference: int | None = None  # INTERNAL AUTHENTICATE P2 of a key usable w/o PIN
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from card_applet.apdu import CommandApdu
-from card_applet.applet import AID, PIN_REFERENCE, TAG_PLAIN, Ins, Pso
+from card_applet.applet import AID, PIN_REFERENCE, TAG_PLAIN, Ins, KeyReference, Pso
 from card_applet.tlv import tlv
 from terminal.conformance.probe import PinFormat, Target
 
@@ -13,4 +13,4 @@ NETTX_PROTECTED = CommandApdu(0x00, Ins.PERFORM_SECURITY_OPERATION, Pso.ENCIPHER
                               Pso.ENCIPHER & 0xFF, tlv(TAG_PLAIN, b"abc"), 256).to_bytes()
 
 NETTX = Target(aid=AID, pin_reference=PIN_REFERENCE, pin_format=PinFormat.ASCII_FF,
-               protected=NETTX_PROTECTED)
+               protected=NETTX_PROTECTED, auth_key_reference=KeyReference.CARD_AUTH)

@@ -41,6 +41,8 @@ PIN_BLOCK = pin_block.encode_pin(PIN)
 PUK_BLOCK = pin_block.encode_pin(PUK)
 TRANSPORT_MASTER = bytes(range(32))
 SERIAL = bytes.fromhex("4E54580000000001")
+# the key of the card authentication vectors 0-2 (docs/apdu.md 6.5)
+CARD_AUTH_KEY = bytes(range(0x40, 0x60))
 
 
 @cache
@@ -184,7 +186,8 @@ class PersoHost:
         row = row if row is not None else row_of(holder)
         for tag, value in ((PersoObject.HOLDER_ID, holder.encode()),
                            (PersoObject.ROW, blom.row_to_bytes(row)),
-                           (PersoObject.PIN, PIN_BLOCK), (PersoObject.PUK, PUK_BLOCK)):
+                           (PersoObject.PIN, PIN_BLOCK), (PersoObject.PUK, PUK_BLOCK),
+                           (PersoObject.CARD_AUTH_KEY, CARD_AUTH_KEY)):
             assert self.store(tag, value).sw == 0x9000
 
 

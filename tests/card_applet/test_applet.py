@@ -21,6 +21,7 @@ from terminal.errors import IntegrityError as CardIntegrityError
 from terminal.inprocess import InProcessReader
 from terminal.session import CardInfo, CardSession
 from tests.card_applet.conftest import (
+    CARD_AUTH_KEY,
     DELIVERY,
     HOLDER,
     ISSUER,
@@ -233,7 +234,7 @@ def test_get_data_holder_absent_on_blank_card(blank: CardDriver) -> None:
 
 
 @pytest.mark.parametrize("tag", [0x0000, 0x00C8, 0x00BF, 0xDF10, 0xDF11, 0xDF12, 0xDF13,
-                                 0x01C1, 0x5F20])
+                                 0xDF14, 0x01C1, 0x5F20])
 def test_get_data_unknown_or_secret_tag(card: CardDriver, tag: int) -> None:
     assert card.get_data(tag).sw == 0x6A88
 
@@ -964,6 +965,7 @@ def test_personalisation_result(blank: CardDriver) -> None:
     assert (state.pin_tries, state.puk_tries, state.atc) == (3, 3, 0)
     assert state.pin_hash == pin_block.pin_hash(state.pin_salt, PIN_BLOCK)
     assert state.puk_hash == pin_block.pin_hash(state.pin_salt, PUK_BLOCK)
+    assert state.card_auth_key == CARD_AUTH_KEY
     assert blank.get_data(0xC0).data == public_template()
 
 
@@ -1058,7 +1060,8 @@ def test_set_status_before_all_objects(blank: CardDriver, missing: PersoObject) 
     host = PersoHost(blank)
     values = {PersoObject.HOLDER_ID: HOLDER.encode(),
               PersoObject.ROW: blom.row_to_bytes(row_of(HOLDER)),
-              PersoObject.PIN: PIN_BLOCK, PersoObject.PUK: PUK_BLOCK}
+              PersoObject.PIN: PIN_BLOCK, PersoObject.PUK: PUK_BLOCK,
+              PersoObject.CARD_AUTH_KEY: CARD_AUTH_KEY}
     for tag, value in values.items():
         if tag != missing:
             assert host.store(tag, value).sw == OK

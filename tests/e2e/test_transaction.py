@@ -26,6 +26,7 @@ from host.envelope import SealedOrder
 from host.errors import TransactionError
 from host.holder import HolderClient, Outcome
 from host.order import Order
+from host.pairing import CardExpectation, Keyring, authenticated_session
 from host.partyproc import PartyProcess
 from host.personalisation import personalise
 from host.wire import Connection, MessageType, expect, frame
@@ -64,7 +65,8 @@ class Parties:
     def start(self, role: str, *, crash_at: str | None = None, port: int = 0,
               card: Path | None = None) -> PartyProcess:
         ident = {"seller": SELLER, "issuer": ISSUER, "delivery": DELIVERY}[role]
-        key = ["--state", str(card), "--pin", PIN] if card else ["--key", str(self.row(ident))]
+        key = (["--state", str(card), "--pin", PIN, "--home", str(self.home),
+                "--holder-id", ident] if card else ["--key", str(self.row(ident))])
         args = [*key, "--db", str(self.home / f"{role}.sqlite")]
         if role == "seller":
             args += ["--catalogue", str(self.home / "catalogue.json"),
@@ -118,12 +120,14 @@ def parties(tmp_path: Path) -> Iterator[Parties]:
         write_row_file(p.row(ident), ident, row)
     # the card manager's row on a card of its own too, for the test that serves from it
     centre.manufacture_card(tmp_path / "issuer.card.json")
-    personalise(CardSession(InProcessReader(Applet(FileStore(tmp_path / "issuer.card.json")))),
-                centre.transport_master, ISSUER, rows[ISSUER], PIN, PUK)
+    keyring = Keyring(tmp_path)  # the pairings go where `--home tmp_path` finds them
+    keyring.save(personalise(
+        CardSession(InProcessReader(Applet(FileStore(tmp_path / "issuer.card.json")))),
+        centre.transport_master, ISSUER, rows[ISSUER], PIN, PUK))
     centre.manufacture_card(p.card)
     (holder_row,) = centre.rows_for([blom.x_of(HOLDER)])
-    personalise(CardSession(InProcessReader(Applet(FileStore(p.card)))),
-                centre.transport_master, HOLDER, holder_row, PIN, PUK)
+    keyring.save(personalise(CardSession(InProcessReader(Applet(FileStore(p.card)))),
+                             centre.transport_master, HOLDER, holder_row, PIN, PUK))
     (tmp_path / "catalogue.json").write_text(json.dumps(CATALOGUE))
     run = nettx("issuer", "add-account", "--db", str(tmp_path / "issuer.sqlite"),
                 "--card-number", CARD_NUMBER, "--expiry", EXPIRY, "--holder", HOLDER,
@@ -144,7 +148,8 @@ def buy_args(p: Parties, *extra: str, expiry: str = EXPIRY,
             "--item", "B-200:2", "--card-number", CARD_NUMBER, "--expiry", expiry,
             "--name", NAME, "--phone", "+33 1 23 45 67 89", "--address", "1 rue de la Paix",
             "--deliver-to", DESTINATION, "--pin", PIN, "--seller-id", SELLER,
-            "--issuer-id", ISSUER, *(("--max-amount", ceiling) if ceiling else ()), *extra]
+            "--issuer-id", ISSUER, *(("--max-amount", ceiling) if ceiling else ()),
+            "--home", str(p.home), "--holder-id", HOLDER, *extra]
 
 
 def assert_nothing_leaked(p: Parties) -> None:
@@ -283,7 +288,8 @@ def test_buy_refuses_bad_arguments_in_one_line(parties: Parties) -> None:
 
 
 def holder(p: Parties) -> HolderClient:
-    card = CardSession(InProcessReader(Applet(FileStore(p.card))))
+    card = authenticated_session(InProcessReader(Applet(FileStore(p.card))),
+                                 CardExpectation(p.home, holder_id=HOLDER))
     return HolderClient(card, PIN, "127.0.0.1", p.seller_port, seller=SELLER,
                         max_amount="1000.00")
 

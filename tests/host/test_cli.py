@@ -239,7 +239,8 @@ def test_card_info(card: Path) -> None:
 
 
 def test_card_encrypt_opens_in_the_sellers_software_card(home: Path, card: Path) -> None:
-    out = ok(nettx("card", "encrypt", "--state", card, "--pin", PIN, "--peer", SELLER,
+    out = ok(nettx("card", "encrypt", "--home", home, "--state", card, "--pin", PIN,
+                   "--peer", SELLER,
                    "--text", "hi", "--aad", "h", "--context", "c"))
 
     sealed = bytes.fromhex(out.strip())
@@ -253,15 +254,18 @@ def test_card_decrypt_on_a_second_card_playing_the_seller(home: Path, card: Path
                                                           tmp_path: Path) -> None:
     seller_card = personalised_card(home, tmp_path / "seller.card.json", holder=SELLER,
                                     pin="5678", puk="87654321")
-    sealed = ok(nettx("card", "encrypt", "--state", card, "--pin", PIN, "--peer", SELLER,
+    sealed = ok(nettx("card", "encrypt", "--home", home, "--holder-id", HOLDER, "--state", card,
+                      "--pin", PIN, "--peer", SELLER,
                       "--text", "two items", "--aad", "h", "--context", "c")).strip()
 
-    out = ok(nettx("card", "decrypt", "--state", seller_card, "--pin", "5678",
-                   "--peer", HOLDER, "--hex", sealed, "--aad", "h", "--context", "c"))
+    out = ok(nettx("card", "decrypt", "--home", home, "--holder-id", SELLER,
+                   "--state", seller_card, "--pin", "5678", "--peer", HOLDER, "--hex", sealed,
+                   "--aad", "h", "--context", "c"))
 
     assert out == "two items\n"
     # other associated data: the tag does not verify, one error line
-    line = assert_one_error_line(nettx("card", "decrypt", "--state", seller_card,
+    line = assert_one_error_line(nettx("card", "decrypt", "--home", home,
+                                       "--holder-id", SELLER, "--state", seller_card,
                                        "--pin", "5678", "--peer", HOLDER, "--hex", sealed,
                                        "--aad", "x", "--context", "c"))
     assert "6988" in line
@@ -314,9 +318,9 @@ def test_card_apdu_runs_a_scriptor_script(card: Path, tmp_path: Path) -> None:
     assert "cannot read" in line
 
 
-def test_trace_shows_apdus_and_never_the_pin(card: Path, tmp_path: Path) -> None:
+def test_trace_shows_apdus_and_never_the_pin(home: Path, card: Path) -> None:
     run = nettx_process("--trace", "card", "encrypt", "--state", card, "--pin", PIN,
-                        "--peer", SELLER, "--text", "hi", home=tmp_path)
+                        "--peer", SELLER, "--text", "hi", home=home)
 
     assert run.returncode == 0, run.stderr
     assert re.search(r"SEND 00 A4 04 00", run.stderr)
@@ -378,25 +382,28 @@ def test_a_bad_identifier_is_a_usage_error(home: Path, bad: str) -> None:
     assert Authority(home).registered() == []
 
 
-def test_a_wrong_pin_names_the_status_word(card: Path) -> None:
-    line = assert_one_error_line(nettx("card", "encrypt", "--state", card, "--pin", "9999",
+def test_a_wrong_pin_names_the_status_word(home: Path, card: Path) -> None:
+    line = assert_one_error_line(nettx("card", "encrypt", "--home", home, "--state", card,
+                                       "--pin", "9999",
                                        "--peer", SELLER, "--text", "hi"))
     assert "63C2" in line
     assert read_state(card).pin_tries == 2
 
 
 @pytest.mark.parametrize("pin", ["abcd", "12", "123456789", "１２３４"])
-def test_a_pin_that_is_not_4_to_8_digits_is_refused_before_any_apdu(card: Path,
+def test_a_pin_that_is_not_4_to_8_digits_is_refused_before_any_apdu(home: Path, card: Path,
                                                                      pin: str) -> None:
-    line = assert_usage_error(nettx("card", "encrypt", "--state", card, "--pin", pin,
+    line = assert_usage_error(nettx("card", "encrypt", "--home", home, "--state", card,
+                                    "--pin", pin,
                                     "--peer", SELLER, "--text", "hi"))
     assert "--pin" in line
-    assert_usage_error(nettx("card", "change-pin", "--state", card, "--old", PIN, "--new", pin))
-    assert_usage_error(nettx("card", "unblock", "--state", card, "--puk", pin))
+    assert_usage_error(nettx("card", "change-pin", "--home", home, "--state", card,
+                             "--old", PIN, "--new", pin))
+    assert_usage_error(nettx("card", "unblock", "--home", home, "--state", card, "--puk", pin))
     assert read_state(card).pin_tries == 3
 
 
-def test_bad_hex_is_a_usage_error(card: Path) -> None:
+def test_bad_hex_is_a_usage_error(home: Path, card: Path) -> None:
     line = assert_usage_error(nettx("card", "apdu", "--state", card, "00A4zz"))
     assert "'z' is not a hex digit" in line
     line = assert_usage_error(nettx("card", "apdu", "--state", card, "00A4"))  # not an APDU
@@ -404,7 +411,7 @@ def test_bad_hex_is_a_usage_error(card: Path) -> None:
     assert "expected status word" in assert_usage_error(
         nettx("card", "apdu", "--state", card, "00A40400 = 90"))
     assert_usage_error(nettx("card", "apdu", "--state", card))  # nothing to send
-    assert_usage_error(nettx("card", "decrypt", "--state", card, "--pin", PIN,
+    assert_usage_error(nettx("card", "decrypt", "--home", home, "--state", card, "--pin", PIN,
                              "--peer", SELLER, "--hex", "0g"))
 
 
@@ -417,12 +424,13 @@ def test_a_missing_or_broken_state_file_is_one_error_line(tmp_path: Path) -> Non
     assert "did not start" in line and "is not a card state" in line
 
 
-def test_refusals_in_a_real_process_have_no_traceback(card: Path, tmp_path: Path) -> None:
+def test_refusals_in_a_real_process_have_no_traceback(home: Path, card: Path,
+                                                       tmp_path: Path) -> None:
     for args in (("authority", "list", "--home", tmp_path / "empty"),
                  ("card", "encrypt", "--state", card, "--pin", "9999", "--peer", SELLER,
                   "--text", "hi"),
                  ("card", "info", "--state", tmp_path / "absent.json")):
-        run = nettx_process(*args, home=tmp_path)
+        run = nettx_process(*args, home=home)
         assert run.returncode == 1, run.stderr
         assert run.stdout == ""
         assert len(run.stderr.splitlines()) == 1 and run.stderr.startswith("error: ")

@@ -28,6 +28,7 @@ from host.personalisation import personalise
 from host.server import ServerConfig
 from host.softcard import software_card
 from host.wire import Connection, Message, MessageType, expect, frame
+from terminal.cardauth import CardPairing
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 from tests.host.market import (
@@ -63,7 +64,8 @@ def holder_card(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path) 
     authority.manufacture_card(path)
     (row,) = authority.rows_for([blom.x_of(HOLDER)])
     session = CardSession(InProcessReader(Applet(FileStore(path))))
-    personalise(session, authority.transport_master, HOLDER, row, PIN, PUK)
+    session.authenticate_card(personalise(session, authority.transport_master, HOLDER, row,
+                                          PIN, PUK))
     return session
 
 
@@ -316,6 +318,10 @@ def test_cloned_card_counter_is_declined(make_market: Callable[..., Market],
     clone_path = tmp_path / "clone.json"
     clone_path.write_bytes(before)
     clone = CardSession(InProcessReader(Applet(FileStore(clone_path))))
+    # a clone holds the card's authentication key too: only the counter gives it away
+    copied = FileStore(clone_path).load()
+    assert copied.card_auth_key is not None
+    clone.authenticate_card(CardPairing(HOLDER, copied.serial, copied.card_auth_key))
     outcome = client_for(m, clone).buy(order())
     assert outcome.status == "declined" and "counter" in outcome.reason
     assert balance(m) == 100_000 - 4900

@@ -151,7 +151,8 @@ def test_bit_flips_in_an_envelope_never_pass(live: Market, tmp_path: Path) -> No
     live.authority.manufacture_card(path)
     (row,) = live.authority.rows_for([blom.x_of(HOLDER)])
     card = CardSession(InProcessReader(Applet(FileStore(path))))
-    personalise(card, live.authority.transport_master, HOLDER, row, PIN, PUK)
+    card.authenticate_card(personalise(card, live.authority.transport_master, HOLDER, row,
+                                       PIN, PUK))
     client = HolderClient(card, PIN, "127.0.0.1", live.ports["seller"], seller=SELLER,
                           max_amount="1000.00")
     ledger = Ledger(live.home / "ledger.sqlite")
