@@ -124,7 +124,8 @@ def test_a_sealed_card_from_new_to_purchase_keys(home: Path, tmp_path: Path) -> 
     finally:
         os.close(read_fd)
     assert info.returncode == 0 and HOLDER in info.stdout, info.stderr
-    encrypt = run("card", "encrypt", "--state", state, "--state-key-file", key, "--pin", PIN,
+    encrypt = run("card", "encrypt", "--home", home, "--state", state, "--state-key-file", key,
+                  "--pin", PIN,
                   "--peer", "seller:shop.example", "--text", "hello")
     assert encrypt.returncode == 0, encrypt.stderr
     assert state.read_bytes().startswith(MAGIC)  # the commit (ATC) sealed it again

@@ -63,7 +63,7 @@ def main(home: Path, centre_dir: Path) -> dict[str, object]:
     authority.manufacture_card(card_path)
     (row,) = authority.rows_for([blom.x_of(HOLDER)])
     card = CardSession(InProcessReader(Applet(FileStore(card_path))))
-    personalise(card, authority.transport_master, HOLDER, row, PIN, PUK)
+    card.authenticate_card(personalise(card, authority.transport_master, HOLDER, row, PIN, PUK))
 
     # the market's databases, each on its party's own disk
     market = Market(authority, rows, home)

@@ -178,7 +178,8 @@ def command(name: str, world: World, port: int) -> list[str]:
         return ["buy", *reader, "--seller", f"127.0.0.1:{world.market.ports['seller']}",
                 "--item", "A-100", "--card-number", CARD_NUMBER, "--expiry", EXPIRY,
                 "--name", NAME, "--deliver-to", DESTINATION, "--pin", PIN,
-                "--issuer-id", ISSUER, "--wait", "0"]
+                "--seller-id", SELLER, "--issuer-id", ISSUER, "--max-amount", "1000.00",
+                "--wait", "0"]
     if name == "change-pin":
         return ["card", "change-pin", *reader, "--old", PIN, "--new", NEW_PIN]
     if name == "unblock":

@@ -338,7 +338,8 @@ def test_declines_are_rate_limited_per_holder_across_a_restart(
     authority.manufacture_card(path)
     (row,) = authority.rows_for([blom.x_of(bob)])
     bob_card = CardSession(InProcessReader(Applet(FileStore(path))))
-    personalise(bob_card, authority.transport_master, bob, row, PIN, PUK)
+    bob_card.authenticate_card(personalise(bob_card, authority.transport_master, bob, row,
+                                           PIN, PUK))
     ledger = Ledger(m.home / "ledger.sqlite")
     ledger.add_account(account(card_number="4000999988887777", holder=bob, balance=10_000))
     ledger.close()

@@ -34,6 +34,7 @@ from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 
 ALICE, BOB = "holder:alice@example.org", "holder:bob@example.org"
+SELLER = "seller:shop.example"
 PIN, PUK = "1234", "12345678"
 
 
@@ -191,7 +192,8 @@ def test_pairings_check_their_own_values() -> None:
 def test_the_holder_client_sends_no_pin_to_an_unauthenticated_card(cards: dict) -> None:
     reader = reader_for(cards[ALICE][0])
     with pytest.raises(CardAuthenticationError, match="not authenticated"):
-        HolderClient(CardSession(reader), PIN, "127.0.0.1", 1)
+            HolderClient(CardSession(reader), PIN, "127.0.0.1", 1, seller=SELLER,
+                         max_amount="1.00")
     assert reader.sent == []
 
 

@@ -57,7 +57,8 @@ def holder(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path) -> Ca
     authority.manufacture_card(path)
     (row,) = authority.rows_for([blom.x_of(HOLDER)])
     session = CardSession(InProcessReader(Applet(FileStore(path))))
-    personalise(session, authority.transport_master, HOLDER, row, PIN, PUK)
+    session.authenticate_card(personalise(session, authority.transport_master, HOLDER, row,
+                                          PIN, PUK))
     return session
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from card_applet import blom
 from card_applet.applet import Applet
-from card_applet.state import FileStore
+from card_applet.state import FileStore, read_state
 from host import codec, envelope
 from host.authority import Authority
 from host.codec import Fields
@@ -319,7 +319,7 @@ def test_cloned_card_counter_is_declined(make_market: Callable[..., Market],
     clone_path.write_bytes(before)
     clone = CardSession(InProcessReader(Applet(FileStore(clone_path))))
     # a clone holds the card's authentication key too: only the counter gives it away
-    copied = FileStore(clone_path).load()
+    copied = read_state(clone_path)
     assert copied.card_auth_key is not None
     clone.authenticate_card(CardPairing(HOLDER, copied.serial, copied.card_auth_key))
     outcome = client_for(m, clone).buy(order())
@@ -435,13 +435,15 @@ class SlowToAnswer(IssuerServer):
 
 def test_a_retransmission_after_the_window_gets_the_recorded_decision(
         make_market: Callable[..., Market], holder_card: CardSession) -> None:
-    SlowToAnswer.answer_after = time.monotonic() + 2.5
-    m = make_market(issuer_class=SlowToAnswer, issuer_config=ServerConfig(window=1))
+    # a 3 s window leaves room for a loaded machine between sealing and the first check;
+    # the card manager stays silent well past it, so the answer comes on a late retransmission
+    SlowToAnswer.answer_after = time.monotonic() + 7.0
+    m = make_market(issuer_class=SlowToAnswer, issuer_config=ServerConfig(window=3))
     client = client_for(m, holder_card)
     first = client.buy(order())
     assert first.status == "pending"
     assert client.last_sealed is not None
-    final = client.wait_for_outcome(client.last_sealed, timeout=20)
+    final = client.wait_for_outcome(client.last_sealed, timeout=40)
     assert final.status == "completed", final.reason  # not "stale": it was decided in time
     assert balance(m) == 100_000 - 4900
 
