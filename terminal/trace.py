@@ -1,7 +1,7 @@
 """APDU trace: one log line per command and per response, at TRAFFIC level (below DEBUG).
 
 Secrets never reach the log unless the user asks for them (`show_secrets`, the CLI's
-`--trace-secrets`): the data of every command that carries a PIN, a key, a row or order
+`--trace-secrets`, which then shows them whole, not elided): the data of every command that carries a PIN, a key, a row or order
 plaintext is replaced by its length, in both directions. That is VERIFY, CHANGE REFERENCE
 DATA, RESET RETRY COUNTER (PINs, PUK), PERFORM SECURITY OPERATION (ENCIPHER's input and
 DECIPHER's output are the order's plaintext: card number, expiry, name, destination), the
@@ -56,9 +56,11 @@ def is_secret(cmd: CommandApdu) -> bool:
 
 
 def _shown(data: bytes, secret: bool) -> str:
-    if secret and not _show_secrets:
-        return f"<{len(data)} bytes redacted>"
-    return _hex(data)
+    if not secret:
+        return _hex(data)
+    if _show_secrets:  # asked for: all of it, the point is to read the plaintext
+        return data.hex(" ").upper()
+    return f"<{len(data)} bytes redacted>"
 
 
 def format_command(cmd: CommandApdu) -> str:
