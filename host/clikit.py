@@ -222,6 +222,9 @@ def _read_file(path: Path, what: str, where: str) -> str:
 
 
 def _read_fd(fd: int, where: str) -> str:
+    if os.isatty(fd):  # it would echo what is typed: the prompt hides it
+        raise click.BadParameter(f"descriptor {fd} is a terminal: leave the option out to be "
+                                 "asked without echo", param_hint=where)
     raw = bytearray()
     try:
         while len(raw) < _FD_READ_MAX and b"\n" not in raw:

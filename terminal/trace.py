@@ -1,13 +1,14 @@
 """APDU trace: one log line per command and per response, at TRAFFIC level (below DEBUG).
 
 Secrets never reach the log unless the user asks for them (`show_secrets`, the CLI's
-`--trace-secrets`, which then shows them whole, not elided): the data of every command that carries a PIN, a key, a row or order
-plaintext is replaced by its length, in both directions. That is VERIFY, CHANGE REFERENCE
-DATA, RESET RETRY COUNTER (PINs, PUK), PERFORM SECURITY OPERATION (ENCIPHER's input and
-DECIPHER's output are the order's plaintext: card number, expiry, name, destination), the
-authentication commands (challenges and cryptograms under pair or transport keys), and the
-personalisation commands (rows, PIN, PUK). A response is redacted when the command it answers
-was, including the GET RESPONSE commands that fetch the rest of it.
+`--trace-secrets`, which then shows them whole, not elided): the data of every command that
+carries a PIN, a key, a row or order plaintext is replaced by its length, in both directions.
+That is VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER (PINs, PUK), PERFORM SECURITY
+OPERATION (ENCIPHER's input and DECIPHER's output are the order's plaintext: card number,
+expiry, name, destination), the authentication commands (challenges and cryptograms under
+pair or transport keys), and the personalisation commands (rows, PIN, PUK). A response is
+redacted when the command it answers was, including the GET RESPONSE commands that fetch the
+rest of it.
 """
 
 from __future__ import annotations
