@@ -4,7 +4,13 @@ Errors are one line on stderr and a non-zero exit: 1 for a refusal (card, centre
 2 for a usage mistake (click's own).
 """
 
+# ruff: noqa: E402 - the secrets leave the environment before any import can start a process
+
 from __future__ import annotations
+
+from host import secretenv
+
+secretenv.take_all()
 
 import dataclasses
 import json
@@ -37,7 +43,6 @@ from host.clikit import (
     restrict_umask,
     secret_options,
     secure_home_option,
-    take_env_secrets,
     warn,
 )
 from host.personalisation import issue_onto_card
@@ -63,7 +68,8 @@ def main(trace: bool, trace_secrets: bool, verbose: bool) -> None:
     NETTX_CARD_NUMBER), or a hidden prompt on a terminal. Files are written 0600 in a 0700
     home."""
     restrict_umask()
-    take_env_secrets()
+    secretenv.take_all()  # CliRunner sets them after the import
+    click.get_current_context().call_on_close(secretenv.forget)
     show_secrets(trace_secrets)
     if trace_secrets:
         warn("--trace-secrets: the trace shows PINs, card numbers, order plaintext and keys")
@@ -390,7 +396,7 @@ def demo(home: Path | None, k: int) -> None:
 
     run_demo(console, home, k)
 
-from host.cli_conformance import conformance  # noqa: E402 (its own module: see its docstring)
+from host.cli_conformance import conformance  # its own module: see its docstring
 
 main.add_command(conformance)
 

@@ -21,6 +21,7 @@ from rich.console import Console
 from card_applet import blom
 from card_applet import pin as pin_block
 from card_applet.sw import CardError
+from host import secretenv
 from terminal.errors import NettxError
 
 console = Console()
@@ -180,26 +181,6 @@ PUK = Secret("puk", "puk", "PUK", check_pin, legacy=("--puk",))
 CARD_NUMBER = Secret("card_number", "card-number", "card number", check_card_number,
                      legacy=("--card-number",))
 
-# secret environment variables, taken out of os.environ when the CLI starts (take_env_secrets)
-# so that no child process (a card process, a party server) inherits them
-SECRET_ENVS = ("NETTX_PIN", "NETTX_PUK", "NETTX_NEW_PIN", "NETTX_CARD_NUMBER")
-_env_secrets: dict[str, str] = {}
-
-
-def take_env_secrets() -> None:
-    _env_secrets.clear()
-    for name in SECRET_ENVS:
-        value = os.environ.pop(name, None)
-        if value is not None:
-            _env_secrets[name] = value
-
-
-def _env_secret(name: str) -> str | None:
-    value = _env_secrets.pop(name, None)
-    from_environ = os.environ.pop(name, None)  # a command run without `main` (tests)
-    return value if value is not None else from_environ
-
-
 def _first_line(raw: bytes, where: str) -> str:
     try:
         text = raw.decode("utf-8")
@@ -253,7 +234,7 @@ def read_secret(secret: Secret, ctx: click.Context, *, path: Path | None, fd: in
     optional secret is not given."""
     if path is not None and fd is not None:
         raise click.UsageError(f"give --{secret.stem}-file or --{secret.stem}-fd, not both")
-    env = _env_secret(secret.env)
+    env = secretenv.take(secret.env)
     if path is not None:
         where, value = f"--{secret.stem}-file", _read_file(path, secret.what,
                                                             f"--{secret.stem}-file")
@@ -266,7 +247,7 @@ def read_secret(secret: Secret, ctx: click.Context, *, path: Path | None, fd: in
     elif sys.stdin.isatty():
         where, value = "the prompt", _prompt(secret)
     else:
-        raise CliFail(f"no {secret.what} given and no terminal to ask it on: set "
+        raise CliFail(f"no {secret.what} given and no terminal to ask it on: use "
                       f"{secret.ways()}")
     try:
         secret.check(value, ctx)

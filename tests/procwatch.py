@@ -80,14 +80,18 @@ def run_watched(argv: Sequence[str], *, env: dict[str, str], pass_fds: Sequence[
             while proc.poll() is None:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{argv} still running after {timeout} s")
+                root = _read(f"/proc/{proc.pid}/cmdline")
                 for pid in _tree(proc.pid):
                     cmdline = _read(f"/proc/{pid}/cmdline")
                     if cmdline:  # empty for a zombie
                         cmdlines[pid] = cmdline
-                    if pid != proc.pid:
-                        environ = _read(f"/proc/{pid}/environ")
-                        if environ:
-                            environs[pid] = environ
+                    if pid == proc.pid or cmdline == root:
+                        # the command, or a fork of it before its exec: the same memory, so
+                        # the environment block it started with (its own user's to read)
+                        continue
+                    environ = _read(f"/proc/{pid}/environ")
+                    if environ and _read(f"/proc/{pid}/cmdline") == cmdline:  # no exec between
+                        environs[pid] = environ
                 time.sleep(interval)
         finally:
             if proc.poll() is None:
