@@ -4,8 +4,15 @@ Errors are one line on stderr and a non-zero exit: 1 for a refusal (card, centre
 2 for a usage mistake (click's own).
 """
 
+# ruff: noqa: E402 - the secrets leave the environment before any import can start a process
+
 from __future__ import annotations
 
+from host import secretenv
+
+secretenv.take_all()
+
+import dataclasses
 import json
 import logging
 import sys
@@ -22,6 +29,9 @@ from host.authority import Authority, Master, write_row_file
 from host.cardaccess import current_state_key, open_card, state_key_options
 from host.cli_transaction import buy, delivery, issuer, seller
 from host.clikit import (
+    NEW_PIN,
+    PIN,
+    PUK,
     CliFail,
     card_auth_options,
     console,
@@ -29,23 +39,42 @@ from host.clikit import (
     fails_cleanly,
     home_option,
     identifier,
-    pin_digits,
     reader_options,
+    restrict_umask,
+    secret_options,
+    secure_home_option,
+    warn,
 )
 from host.pairing import CardExpectation, Keyring, authenticated_session
 from host.personalisation import issue_onto_card
 from terminal.session import CardInfo, CardSession
-from terminal.trace import TRAFFIC
+from terminal.trace import TRAFFIC, show_secrets
 
 
 @click.group()
-@click.option("--trace", is_flag=True, help="Log every APDU and its status word to stderr.")
+@click.option("--trace", is_flag=True,
+              help="Log every APDU and its status word to stderr. PINs, keys, rows and order "
+                   "plaintext are redacted (only their length is shown).")
+@click.option("--trace-secrets", is_flag=True,
+              help="Trace (implies --trace) with the secrets in it: PINs, PUK, card number, "
+                   "destination, rows. For debugging with throw-away data only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the parties do.")
 @click.version_option(package_name="nettx")
-def main(trace: bool, verbose: bool) -> None:
+def main(trace: bool, trace_secrets: bool, verbose: bool) -> None:
     """nettx: a virtual smart card holding a Blom/KPS key row (EP 0791901), its readers,
-    and the trusted centre that issues rows and personalises cards."""
-    level = TRAFFIC if trace else logging.INFO if verbose else logging.WARNING
+    and the trusted centre that issues rows and personalises cards.
+
+    Secrets (PIN, PUK, new PIN, card number) are never command-line arguments: each comes
+    from --X-file PATH, --X-fd N, the environment (NETTX_PIN, NETTX_PUK, NETTX_NEW_PIN,
+    NETTX_CARD_NUMBER), or a hidden prompt on a terminal. Files are written 0600 in a 0700
+    home."""
+    restrict_umask()
+    secretenv.take_all()  # CliRunner sets them after the import
+    click.get_current_context().call_on_close(secretenv.forget)
+    show_secrets(trace_secrets)
+    if trace_secrets:
+        warn("--trace-secrets: the trace shows PINs, card numbers, order plaintext and keys")
+    level = TRAFFIC if trace or trace_secrets else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
 
@@ -133,14 +162,15 @@ def authority_list(home: Path) -> None:
 @home_option
 @reader_options
 @click.option("--holder", required=True, callback=identifier, help="Holder identifier.")
-@click.option("--pin", required=True, callback=pin_digits, help="4..8 digits.")
-@click.option("--puk", required=True, callback=pin_digits, help="4..8 digits.")
+@secret_options(dataclasses.replace(PIN, confirm=True), dataclasses.replace(PUK, confirm=True))
 @fails_cleanly
 def authority_personalise(home: Path, reader_spec: str | None, state: Path | None, holder: str,
                           pin: str, puk: str) -> None:
-    """Issue HOLDER's row straight onto a blank card, with PIN, PUK and a card
-    authentication key, and lock it. The key's pairing file goes to
-    HOME/cards/SERIAL.pairing.json: commands that send the card a secret check it first."""
+    """Issue HOLDER's row straight onto a blank card, with PIN, PUK (4..8 digits each) and a
+    card authentication key, and lock it. The key's pairing file goes to
+    HOME/cards/SERIAL.pairing.json: commands that send the card a secret check it first.
+    The PIN and PUK come from NETTX_PIN / NETTX_PUK, --pin-file / --puk-file, --pin-fd /
+    --puk-fd, or are asked twice at a hidden prompt."""
     centre = Authority(home)
     if reader_spec is None and state is not None and not state.exists():
         centre.manufacture_card(state, current_state_key())
@@ -268,7 +298,7 @@ def _write_output(data: bytes, out: Path | None, as_hex: bool) -> None:
 @card.command("encrypt")
 @reader_options
 @card_auth_options
-@click.option("--pin", required=True, callback=pin_digits)
+@secret_options(PIN)
 @click.option("--peer", required=True, callback=identifier, help="Receiver's identifier.")
 @click.option("--text", help="Plaintext as a string.")
 @click.option("--in", "in_path", type=click.Path(exists=True, path_type=Path))
@@ -280,7 +310,8 @@ def card_encrypt(reader_spec: str | None, state: Path | None, card: CardExpectat
                  peer: str,
                  text: str | None, in_path: Path | None, aad: str, context: str,
                  out: Path | None) -> None:
-    """Seal data for PEER on the card (AES-256-GCM under a key derived from the pair key)."""
+    """Seal data for PEER on the card (AES-256-GCM under a key derived from the pair key).
+    The PIN: NETTX_PIN, --pin-file, --pin-fd, or a hidden prompt."""
     plaintext = _read_input(text, in_path)
     with open_card(reader_spec, state) as reader:
         session = authenticated_session(reader, card)
@@ -293,7 +324,7 @@ def card_encrypt(reader_spec: str | None, state: Path | None, card: CardExpectat
 @card.command("decrypt")
 @reader_options
 @card_auth_options
-@click.option("--pin", required=True, callback=pin_digits)
+@secret_options(PIN)
 @click.option("--peer", required=True, callback=identifier, help="Sender's identifier.")
 @click.option("--hex", "hex_in", help="Sealed box as hex.")
 @click.option("--in", "in_path", type=click.Path(exists=True, path_type=Path))
@@ -305,7 +336,8 @@ def card_decrypt(reader_spec: str | None, state: Path | None, card: CardExpectat
                  peer: str,
                  hex_in: str | None, in_path: Path | None, aad: str, context: str,
                  out: Path | None) -> None:
-    """Open a box PEER sealed for this card."""
+    """Open a box PEER sealed for this card. The PIN: NETTX_PIN, --pin-file, --pin-fd, or a
+    hidden prompt."""
     if (hex_in is None) == (in_path is None):
         raise click.UsageError("give exactly one of --hex or --in")
     try:
@@ -323,27 +355,32 @@ def card_decrypt(reader_spec: str | None, state: Path | None, card: CardExpectat
 @card.command("change-pin")
 @reader_options
 @card_auth_options
-@click.option("--old", required=True, callback=pin_digits)
-@click.option("--new", required=True, callback=pin_digits)
+@secret_options(dataclasses.replace(PIN, legacy=("--old",)),
+                dataclasses.replace(NEW_PIN, legacy=("--new",)))
 @fails_cleanly
 def card_change_pin(reader_spec: str | None, state: Path | None, card: CardExpectation,
-                    old: str, new: str) -> None:
-    """CHANGE REFERENCE DATA: replace the PIN (the old one counts as a try)."""
+                    pin: str, new_pin: str) -> None:
+    """CHANGE REFERENCE DATA: replace the PIN (the old one counts as a try).
+
+    The current PIN: NETTX_PIN, --pin-file, --pin-fd or a hidden prompt; the new one:
+    NETTX_NEW_PIN, --new-pin-file, --new-pin-fd or a hidden prompt, asked twice."""
     with open_card(reader_spec, state) as reader:
         session = authenticated_session(reader, card)
-        session.change_pin(old, new)
+        session.change_pin(pin, new_pin)
     console.print("PIN changed")
 
 
 @card.command("unblock")
 @reader_options
 @card_auth_options
-@click.option("--puk", required=True, callback=pin_digits)
-@click.option("--new-pin", callback=pin_digits, help="Also set a new PIN.")
+@secret_options(PUK, dataclasses.replace(NEW_PIN, optional=True, legacy=("--new-pin",)))
 @fails_cleanly
 def card_unblock(reader_spec: str | None, state: Path | None, card: CardExpectation,
                  puk: str, new_pin: str | None) -> None:
-    """RESET RETRY COUNTER with the PUK."""
+    """RESET RETRY COUNTER with the PUK, and set a new PIN if one is given.
+
+    The PUK: NETTX_PUK, --puk-file, --puk-fd or a hidden prompt. A new PIN: NETTX_NEW_PIN,
+    --new-pin-file, --new-pin-fd, or --ask-new-pin (a hidden prompt, asked twice)."""
     with open_card(reader_spec, state) as reader:
         session = authenticated_session(reader, card)
         session.unblock_pin(puk, new_pin)
@@ -354,8 +391,9 @@ def card_unblock(reader_spec: str | None, state: Path | None, card: CardExpectat
 
 
 @main.command()
-@click.option("--home", type=click.Path(path_type=Path),
-              help="Keep the demo's files here (default: a temporary directory).")
+@click.option("--home", type=click.Path(path_type=Path), callback=secure_home_option,
+              help="Keep the demo's files here (default: a temporary directory); kept 0700, "
+                   "every file 0600.")
 @click.option("--k", "k", type=click.IntRange(2, 4096), default=512, show_default=True)
 @fails_cleanly
 def demo(home: Path | None, k: int) -> None:
@@ -364,9 +402,10 @@ def demo(home: Path | None, k: int) -> None:
 
     run_demo(console, home, k)
 
-from host.cli_apdu import card_apdu  # noqa: E402 (its own module: the card group is above)
-from host.cli_atr import card_atr_list  # noqa: E402
-from host.cli_conformance import conformance  # noqa: E402 (its own module: see its docstring)
+# commands with modules of their own, added to the groups above
+from host.cli_apdu import card_apdu
+from host.cli_atr import card_atr_list
+from host.cli_conformance import conformance
 
 card.add_command(card_apdu)
 card.add_command(card_atr_list)

@@ -16,6 +16,7 @@ from rich.text import Text
 from card_applet.apdu import CommandApdu
 from card_applet.sw import CardError
 from host.cardaccess import open_card, state_key_options
+from host.clikit import PIN, PUK, secret_options
 from terminal.conformance import (
     REGISTRY,
     Outcome,
@@ -67,17 +68,20 @@ def _byte(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
     return None if raw is None else raw[0]
 
 
-def _secret(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A PIN or PUK that fits the PIN block format VERIFY will carry it in (--pin-format is
-    eager, so it is known here), so that no check dies building the block."""
-    if value is None:
-        return None
+def _fits_the_pin_block(value: str, ctx: click.Context) -> None:
+    """A PIN or PUK that fits the PIN block format VERIFY will carry it in, so that no check
+    dies building the block."""
     fmt = ctx.params.get("pin_format") or NETTX.pin_format  # every Target's default
     try:
         pin_block(value, fmt)
     except ValueError as exc:
-        raise click.BadParameter(f"{exc} (--pin-format {fmt})") from exc
-    return value
+        raise ValueError(f"{exc} (--pin-format {fmt})") from exc
+
+
+# optional: the PIN enables the PIN checks, the PUK the blocking check (PIN blocked, then
+# unblocked); someone else's card may take up to 12 digits, so the check is the block format's
+_PIN = dataclasses.replace(PIN, check=_fits_the_pin_block, optional=True)
+_PUK = dataclasses.replace(PUK, check=_fits_the_pin_block, optional=True)
 
 
 def build_target(aid: bytes | None, pin: str | None, puk: str | None, pin_ref: int | None,
@@ -114,9 +118,7 @@ def results_table(report: SuiteReport) -> Table:
 @click.option("--aid", callback=_aid, metavar="HEX",
               help="Application to test (default: the nettx applet, with its PIN reference "
                    "and protected command).")
-@click.option("--pin", callback=_secret, help="The right PIN: enables the PIN checks.")
-@click.option("--puk", callback=_secret,
-              help="The PUK: enables the blocking check (the PIN is blocked, then unblocked).")
+@secret_options(_PIN, _PUK)
 @click.option("--pin-ref", callback=_byte, metavar="HEX",
               help="VERIFY P2, the PIN reference, one byte in hex (nettx: 81).")
 @click.option("--pin-format", type=click.Choice(PinFormat.ALL), default=None, is_eager=True,
@@ -136,6 +138,10 @@ def conformance(reader_spec: str | None, state: Path | None, aid: bytes | None,
     Each check is one behaviour of one clause; it passes, fails, or is not applicable (the
     card does not offer the feature, or an option it needs is missing). The exit status is
     0 when every applicable check passed, 1 otherwise.
+
+    The right PIN enables the PIN checks, the PUK the blocking check (the PIN is blocked,
+    then unblocked). Neither is an argument: NETTX_PIN / NETTX_PUK, --pin-file / --puk-file,
+    --pin-fd / --puk-fd, or --ask-pin / --ask-puk for a hidden prompt.
     """
     from host.cli import CliFail  # host.cli registers this command: import it late
 

@@ -4,11 +4,12 @@ the four parties of the transaction on the command line."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ from rich.table import Table
 from host.authority import read_row_file
 from host.cardaccess import open_card
 from host.clikit import (
+    CARD_NUMBER,
+    PIN,
     card_auth_options,
     console,
     fails_cleanly,
     identifier,
-    pin_digits,
     reader_options,
+    secret_options,
 )
 from host.db import Account, Ledger
 from host.delivery import DeliveryServer
@@ -56,9 +59,13 @@ def endpoint(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return Endpoint(host, int(port))
 
 
+def _uses_a_card(params: Mapping[str, Any]) -> bool:
+    return params.get("reader_spec") is not None or params.get("state") is not None
+
+
 def key_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--pin", callback=pin_digits,
-                      help="The PIN of the party's card (with --reader / --state).")(fn)
+    # the PIN of the party's card, read only when --reader / --state names one
+    fn = secret_options(dataclasses.replace(PIN, needed=_uses_a_card))(fn)
     fn = card_auth_options(reader_options(fn))
     fn = click.option("--key", "key_file", type=click.Path(exists=True, path_type=Path),
                       help="The party's row file (`nettx authority issue --out`): a software "
@@ -87,9 +94,9 @@ def key_module(key_file: Path | None, reader_spec: str | None, state: Path | Non
         yield KeyModule.software(ident, row)
         return
     if reader_spec is None and state is None:
-        raise click.UsageError("give --key ROWFILE, or --reader/--state with --pin")
+        raise click.UsageError("give --key ROWFILE, or --reader/--state (and the card's PIN)")
     if pin is None:
-        raise click.UsageError("a card needs --pin")
+        raise click.UsageError("a card needs its PIN")
     with open_card(reader_spec, state) as reader:
         yield KeyModule.on_card(authenticated_session(reader, card), pin)
 
@@ -179,15 +186,9 @@ def expiry(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
-def card_number(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    if value is not None and not re.fullmatch(r"\d{12,19}", value):
-        raise click.BadParameter("expected 12..19 digits")
-    return value
-
-
 @issuer.command("add-account")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--card-number", required=True, callback=card_number)
+@secret_options(CARD_NUMBER)
 @click.option("--expiry", required=True, callback=expiry, help="MM/YY")
 @click.option("--holder", required=True, callback=identifier,
               help="The holder identifier the card number belongs to.")
@@ -199,7 +200,8 @@ def card_number(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 @fails_cleanly
 def issuer_add_account(db: Path, card_number: str, expiry: str, holder: str, name: str,
                        phone: str, balance: int, blocked: bool) -> None:
-    """Create or replace an account in the card manager's ledger."""
+    """Create or replace an account in the card manager's ledger. The card number:
+    NETTX_CARD_NUMBER, --card-number-file, --card-number-fd, or a hidden prompt."""
     ledger = Ledger(db)
     try:
         ledger.add_account(Account(card_number, holder, name, phone, expiry, balance, blocked))
@@ -278,7 +280,7 @@ def ask_holder(quote: Quote) -> bool:
 @card_auth_options
 @click.option("--seller", "seller_at", required=True, callback=endpoint, metavar="HOST:PORT")
 @click.option("--item", "items", multiple=True, required=True, metavar="NUMBER[:QTY]")
-@click.option("--card-number", required=True, callback=card_number)
+@secret_options(CARD_NUMBER, PIN)
 @click.option("--expiry", required=True, callback=expiry, help="MM/YY")
 @click.option("--name", required=True, help="The holder's name.")
 @click.option("--address", default="", help="The holder's address.")
@@ -286,7 +288,6 @@ def ask_holder(quote: Quote) -> bool:
 @click.option("--fax", default="")
 @click.option("--deliver-to", required=True, help="Destination (may differ from the address).")
 @click.option("--payment", default="full", show_default=True, help="full | instalments:N")
-@click.option("--pin", required=True, callback=pin_digits)
 @click.option("--seller-id", required=True, callback=identifier,
               help="The seller you mean to pay: a form that is not that seller's (by what it "
                    "names or by its MAC, which your card checks) is refused.")
@@ -311,6 +312,9 @@ def buy(reader_spec: str | None, state: Path | None, card: CardExpectation,
         wait: int) -> None:
     """Buy from a seller with the card: confirm the parties, seal the parts on the card,
     send the envelope, and check the receipts.
+
+    The card number and the PIN are never arguments: NETTX_CARD_NUMBER and NETTX_PIN,
+    --card-number-file / --pin-file, --card-number-fd / --pin-fd, or hidden prompts.
 
     Exit status: 0 completed, 3 declined by the card manager, 1 failed or still pending."""
     try:

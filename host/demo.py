@@ -106,7 +106,8 @@ class Demo:
                 path.unlink()
 
     def issue_rows(self) -> dict[str, list[int]]:
-        self.home.mkdir(parents=True, exist_ok=True)
+        # 0700 whatever the caller's umask: the home gets rows, a card and three databases
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.clear_previous_run()
         centre = Authority(self.home)
         t = time.perf_counter()

@@ -2,10 +2,15 @@
 
 The server is told to listen on port 0 (or, on a restart, on the port it had) and prints the
 port it bound on its first line of stdout: no window in which a port picked here could be
-taken by someone else."""
+taken by someone else.
+
+A secret the server needs (the PIN of its card) goes in `secrets`, which become its
+environment (NETTX_PIN), never its argv: every local user reads /proc/PID/cmdline. The child
+runs with umask 077, so its database, -wal, -shm and log are its owner's alone."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -13,7 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from host.clikit import PRIVATE_UMASK
 from host.errors import TransactionError
+from host.secretenv import SECRET_ENVS
 from terminal.cardproc import terminate
 
 READY = re.compile(rb"listening on ([^\s:]+):(\d+)")
@@ -22,15 +29,23 @@ READY = re.compile(rb"listening on ([^\s:]+):(\d+)")
 class PartyProcess:
     def __init__(self, role: str, args: list[str], log_path: Path, *,
                  host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0,
-                 launcher: list[str] | None = None) -> None:
+                 launcher: list[str] | None = None,
+                 secrets: dict[str, str] | None = None) -> None:
         self.role, self.log_path, self.host = role, log_path, host
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        unknown = set(secrets or {}) - set(SECRET_ENVS)
+        if unknown:
+            raise ValueError(f"not a secret's environment variable: {sorted(unknown)}")
+        self._log = open(  # noqa: SIM115 - closed in stop()
+            os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
         self._log_start = self._log.tell()  # a restart appends: read only what it writes
+        # only the secrets asked for: none inherited from whoever started this process
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENVS}
         # stdout goes to the log too: a pipe nobody reads would block the server once full
         self.proc = subprocess.Popen(
             [*(launcher or [sys.executable, "-m", "host.cli"]), "-v", role, "serve", *args,
              "--listen", f"{host}:{port}"],
             stdout=self._log, stderr=self._log, start_new_session=True,
+            env={**env, **(secrets or {})}, umask=PRIVATE_UMASK,
         )
         try:
             self.port = self._wait_ready(timeout)

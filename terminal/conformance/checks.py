@@ -609,7 +609,8 @@ def pin_try_counter(p: Probe) -> str:
 def pin_blocked(p: Probe) -> str:
     pin, ref = p.need_pin()
     if p.target.puk is None:
-        raise NotApplicable("no PUK given (--puk): the PIN would stay blocked")
+        raise NotApplicable("no PUK given (NETTX_PUK, --puk-file, --puk-fd, --ask-puk): "
+                            "the PIN would stay blocked")
     p.select_application()
     n = _tries(p)
     guard = _PinGuard(p, pin, ref)

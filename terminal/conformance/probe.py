@@ -163,7 +163,8 @@ class Probe:
     def need_pin(self) -> tuple[str, int]:
         ref = self.need_reference()
         if self.target.pin is None:
-            raise NotApplicable("no PIN given (--pin): a wrong try could not be undone")
+            raise NotApplicable("no PIN given (NETTX_PIN, --pin-file, --pin-fd, --ask-pin): "
+                                "a wrong try could not be undone")
         return self.target.pin, ref
 
     def verify(self, pin: str | None) -> ResponseApdu:

@@ -23,9 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run(*args: str | Path, pass_fds: tuple[int, ...] = (), timeout: float = 60,
         ) -> subprocess.CompletedProcess[str]:
+    # the secrets by name in the environment, never in argv
     return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, pass_fds=pass_fds,
-                          env={**os.environ, "COLUMNS": "200"})
+                          env={**os.environ, "COLUMNS": "200", "NETTX_PIN": PIN,
+                               "NETTX_PUK": PUK})
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -46,7 +48,7 @@ def home(tmp_path: Path) -> Path:
 
 def personalise(home: Path, state: Path, *key: str | Path) -> None:
     result = run("authority", "personalise", "--home", home, "--state", state, *key,
-                 "--holder", HOLDER, "--pin", PIN, "--puk", PUK)
+                 "--holder", HOLDER)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -125,7 +127,6 @@ def test_a_sealed_card_from_new_to_purchase_keys(home: Path, tmp_path: Path) -> 
         os.close(read_fd)
     assert info.returncode == 0 and HOLDER in info.stdout, info.stderr
     encrypt = run("card", "encrypt", "--home", home, "--state", state, "--state-key-file", key,
-                  "--pin", PIN,
                   "--peer", "seller:shop.example", "--text", "hello")
     assert encrypt.returncode == 0, encrypt.stderr
     assert state.read_bytes().startswith(MAGIC)  # the commit (ATC) sealed it again

@@ -47,8 +47,13 @@ CATALOGUE = {"currency": "EUR", "items": [
 PRICE = 2490 + 2 * 1250
 
 
-def nettx(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
+# the holder's secrets travel in the environment, never in argv (every local user reads it)
+SECRETS = {"NETTX_PIN": PIN, "NETTX_CARD_NUMBER": CARD_NUMBER}
+
+
+def nettx(*args: str, timeout: float = 60,
+          secrets: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", **(SECRETS if secrets is None else secrets)}
     return subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True,
                           text=True, timeout=timeout, env=env)
 
@@ -65,8 +70,8 @@ class Parties:
     def start(self, role: str, *, crash_at: str | None = None, port: int = 0,
               card: Path | None = None) -> PartyProcess:
         ident = {"seller": SELLER, "issuer": ISSUER, "delivery": DELIVERY}[role]
-        key = (["--state", str(card), "--pin", PIN, "--home", str(self.home),
-                "--holder-id", ident] if card else ["--key", str(self.row(ident))])
+        key = (["--state", str(card), "--home", str(self.home), "--holder-id", ident]
+               if card else ["--key", str(self.row(ident))])
         args = [*key, "--db", str(self.home / f"{role}.sqlite")]
         if role == "seller":
             args += ["--catalogue", str(self.home / "catalogue.json"),
@@ -79,7 +84,8 @@ class Parties:
         old = self.procs.get(role)
         if old is not None:
             old.stop()
-        proc = PartyProcess(role, args, self.home / f"{role}.log", port=port)
+        proc = PartyProcess(role, args, self.home / f"{role}.log", port=port,
+                            secrets={"NETTX_PIN": PIN} if card else None)
         self.procs[role] = proc
         return proc
 
@@ -130,7 +136,7 @@ def parties(tmp_path: Path) -> Iterator[Parties]:
                              centre.transport_master, HOLDER, holder_row, PIN, PUK))
     (tmp_path / "catalogue.json").write_text(json.dumps(CATALOGUE))
     run = nettx("issuer", "add-account", "--db", str(tmp_path / "issuer.sqlite"),
-                "--card-number", CARD_NUMBER, "--expiry", EXPIRY, "--holder", HOLDER,
+                "--expiry", EXPIRY, "--holder", HOLDER,
                 "--name", NAME, "--phone", "+33 1 23 45 67 89", "--balance", str(BALANCE))
     assert run.returncode == 0, run.stderr
     try:
@@ -145,9 +151,9 @@ def parties(tmp_path: Path) -> Iterator[Parties]:
 def buy_args(p: Parties, *extra: str, expiry: str = EXPIRY,
              ceiling: str | None = "100.00") -> list[str]:
     return ["buy", "--seller", f"127.0.0.1:{p.seller_port}", "--item", "A-100",
-            "--item", "B-200:2", "--card-number", CARD_NUMBER, "--expiry", expiry,
+            "--item", "B-200:2", "--expiry", expiry,
             "--name", NAME, "--phone", "+33 1 23 45 67 89", "--address", "1 rue de la Paix",
-            "--deliver-to", DESTINATION, "--pin", PIN, "--seller-id", SELLER,
+            "--deliver-to", DESTINATION, "--seller-id", SELLER,
             "--issuer-id", ISSUER, *(("--max-amount", ceiling) if ceiling else ()),
             "--home", str(p.home), "--holder-id", HOLDER, *extra]
 
@@ -277,8 +283,8 @@ def test_buy_on_a_terminal_shows_the_amount_and_asks(parties: Parties) -> None:
 def test_buy_refuses_bad_arguments_in_one_line(parties: Parties) -> None:
     run = nettx(*buy_args(parties, "--state", str(parties.card), expiry="13/29"))
     assert run.returncode == 2 and "MM/YY" in run.stderr
-    run = nettx("buy", "--seller", "nowhere", "--item", "A", "--card-number", "1",
-                "--expiry", "01/30", "--name", "x", "--deliver-to", "y", "--pin", "1234")
+    run = nettx("buy", "--seller", "nowhere", "--item", "A",
+                "--expiry", "01/30", "--name", "x", "--deliver-to", "y")
     assert run.returncode == 2 and "HOST:PORT" in run.stderr
     run = nettx(*buy_args(parties, "--state", str(parties.card), "--item", "Z-999"))
     assert run.returncode == 1 and "not in" in run.stderr and "Traceback" not in run.stderr
@@ -374,3 +380,58 @@ def test_seller_killed_after_recording_the_order_resumes_it(parties: Parties) ->
     assert final.status == "completed", final.reason
     assert parties.balance() == BALANCE - PRICE
     assert parties.count("issuer.sqlite", "authorisations") == 1
+
+
+# -- what another local user sees: argv, traces ---------------------------------------------
+
+
+def test_buy_and_card_backed_servers_keep_secrets_out_of_argv(parties: Parties) -> None:
+    """`ps` while the purchase runs: neither the buy process, nor its card process, nor a
+    party server started with its PIN (the card manager on a card) shows a secret."""
+    from tests.procwatch import run_watched
+
+    issuer = parties.start("issuer", card=parties.home / "issuer.card.json",
+                           port=parties.procs["issuer"].port)
+    with open(f"/proc/{issuer.pid}/cmdline", "rb") as f:
+        issuer_cmdline = f.read()
+    assert b"--state" in issuer_cmdline and PIN.encode() not in issuer_cmdline
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETTX_")}
+    run = run_watched([sys.executable, "-m", "host.cli",
+                       *buy_args(parties, "--state", str(parties.card))],
+                      env={**env, "COLUMNS": "200", **SECRETS})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert any(b"card_applet.serve" in c for c in run.cmdlines.values()), run.cmdlines
+    run.assert_secrets_hidden(PIN, CARD_NUMBER)
+
+
+def hex_forms(text: str) -> list[str]:
+    """How a value shows in a trace line (spaced upper-case hex) or anywhere else."""
+    raw = text.encode()
+    return [text, raw.hex(" ").upper(), raw.hex(), raw.hex().upper()]
+
+
+def test_trace_of_a_purchase_shows_no_secret_unless_asked(parties: Parties) -> None:
+    """The attack: a trace kept for debugging (a bug report, a CI log) holds the PIN and
+    every part's plaintext, which the card sealed so that no one but its party reads it."""
+    secrets = {"PIN": PIN, "card number": CARD_NUMBER, "expiry": EXPIRY, "name": NAME,
+               "destination": DESTINATION, "an item's name": "smart card reader"}
+    run = nettx("--trace", *buy_args(parties, "--state", str(parties.card)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    for what, value in secrets.items():
+        for form in hex_forms(value):
+            assert form not in run.stderr, (what, form)
+    # no byte of any part's plaintext, whatever its layout: every PSO (ENCIPHER of the
+    # parts, DECIPHER of the receipts) and its answer show only a length
+    lines = run.stderr.splitlines()
+    pso = [i for i, line in enumerate(lines) if re.search(r"SEND [01]0 2A ", line)]
+    assert len(pso) >= 5, run.stderr  # three parts sealed, two receipts opened
+    for i in pso:
+        assert re.search(r"Lc=\d+ <\d+ bytes redacted>", lines[i]), lines[i]
+        assert re.search(r"RECV (<\d+ bytes redacted> )?SW=", lines[i + 1]), lines[i + 1]
+    assert "66 69 65 6C 64 73" not in run.stderr  # "fields", the parts' CBOR map key
+
+    run = nettx("--trace-secrets", *buy_args(parties, "--state", str(parties.card)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "warning: --trace-secrets" in run.stderr
+    for what, value in secrets.items():
+        assert value.encode().hex(" ").upper() in run.stderr, what

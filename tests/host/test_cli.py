@@ -46,15 +46,30 @@ def _restore_root_logger() -> Iterator[None]:
     root.setLevel(level)
 
 
-def nettx(*args: str | Path) -> Result:
-    return CliRunner().invoke(cli.main, [str(a) for a in args])
+@pytest.fixture(autouse=True)
+def _restore_umask() -> Iterator[None]:
+    """`main` sets umask 077 for the process (the CLI's files are 0600): keep it in the test."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    yield
+    os.umask(umask)
 
 
-def nettx_process(*args: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
+def nettx(*args: str | Path, env: dict[str, str] | None = None) -> Result:
+    """In this process; secrets (NETTX_PIN, ...) in `env`, never in the arguments."""
+    return CliRunner().invoke(cli.main, [str(a) for a in args], env=env)
+
+
+def nettx_process(*args: str | Path, home: Path,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The real thing: a `nettx` process, its own stdout and stderr, its exit status."""
     return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "NETTX_HOME": str(home)})
+                          env={**os.environ, "NETTX_HOME": str(home), **(env or {})})
+
+
+def pin(value: str = PIN) -> dict[str, str]:
+    return {"NETTX_PIN": value}
 
 
 def ok(result: Result) -> str:
@@ -93,7 +108,7 @@ def personalised_card(home: Path, path: Path, holder: str = HOLDER, pin: str = P
                       puk: str = PUK) -> Path:
     ok(nettx("card", "new", "--home", home, "--state", path))
     ok(nettx("authority", "personalise", "--home", home, "--state", path, "--holder", holder,
-             "--pin", pin, "--puk", puk))
+             env={"NETTX_PIN": pin, "NETTX_PUK": puk}))
     return path
 
 
@@ -214,18 +229,18 @@ def test_card_new_then_personalise(home: Path, tmp_path: Path) -> None:
     assert out == f"blank card {serial} written to {path}\n"
 
     out = ok(nettx("authority", "personalise", "--home", home, "--state", path,
-                   "--holder", HOLDER, "--pin", PIN, "--puk", PUK))
+                   "--holder", HOLDER, env={"NETTX_PIN": PIN, "NETTX_PUK": PUK}))
 
     assert out == f"card {serial} personalised for {HOLDER} (k = 8) and locked\n"
     state = read_state(path)
     assert state.holder_id == HOLDER.encode() and state.k == 8
     # a second personalisation of the same card, or of the same holder, is refused
     assert_one_error_line(nettx("authority", "personalise", "--home", home, "--state", path,
-                                "--holder", "holder:bob@example.org", "--pin", PIN,
-                                "--puk", PUK))
+                                "--holder", "holder:bob@example.org",
+                                env={"NETTX_PIN": PIN, "NETTX_PUK": PUK}))
     assert_one_error_line(nettx("authority", "personalise", "--home", home,
                                 "--state", tmp_path / "other.json", "--holder", HOLDER,
-                                "--pin", PIN, "--puk", PUK))
+                                env={"NETTX_PIN": PIN, "NETTX_PUK": PUK}))
 
 
 def test_card_info(card: Path) -> None:
@@ -239,9 +254,8 @@ def test_card_info(card: Path) -> None:
 
 
 def test_card_encrypt_opens_in_the_sellers_software_card(home: Path, card: Path) -> None:
-    out = ok(nettx("card", "encrypt", "--home", home, "--state", card, "--pin", PIN,
-                   "--peer", SELLER,
-                   "--text", "hi", "--aad", "h", "--context", "c"))
+    out = ok(nettx("card", "encrypt", "--home", home, "--state", card, "--peer", SELLER,
+                   "--text", "hi", "--aad", "h", "--context", "c", env=pin()))
 
     sealed = bytes.fromhex(out.strip())
     seller = software_card(SELLER, Authority(home).issue([SELLER])[SELLER])
@@ -255,19 +269,19 @@ def test_card_decrypt_on_a_second_card_playing_the_seller(home: Path, card: Path
     seller_card = personalised_card(home, tmp_path / "seller.card.json", holder=SELLER,
                                     pin="5678", puk="87654321")
     sealed = ok(nettx("card", "encrypt", "--home", home, "--holder-id", HOLDER, "--state", card,
-                      "--pin", PIN, "--peer", SELLER,
-                      "--text", "two items", "--aad", "h", "--context", "c")).strip()
+                      "--peer", SELLER, "--text", "two items", "--aad", "h", "--context", "c",
+                      env=pin())).strip()
 
     out = ok(nettx("card", "decrypt", "--home", home, "--holder-id", SELLER,
-                   "--state", seller_card, "--pin", "5678", "--peer", HOLDER, "--hex", sealed,
-                   "--aad", "h", "--context", "c"))
+                   "--state", seller_card, "--peer", HOLDER, "--hex", sealed,
+                   "--aad", "h", "--context", "c", env=pin("5678")))
 
     assert out == "two items\n"
     # other associated data: the tag does not verify, one error line
     line = assert_one_error_line(nettx("card", "decrypt", "--home", home,
                                        "--holder-id", SELLER, "--state", seller_card,
-                                       "--pin", "5678", "--peer", HOLDER, "--hex", sealed,
-                                       "--aad", "x", "--context", "c"))
+                                       "--peer", HOLDER, "--hex", sealed,
+                                       "--aad", "x", "--context", "c", env=pin("5678")))
     assert "6988" in line
 
 
@@ -319,8 +333,8 @@ def test_card_apdu_runs_a_scriptor_script(card: Path, tmp_path: Path) -> None:
 
 
 def test_trace_shows_apdus_and_never_the_pin(home: Path, card: Path) -> None:
-    run = nettx_process("--trace", "card", "encrypt", "--state", card, "--pin", PIN,
-                        "--peer", SELLER, "--text", "hi", home=home)
+    run = nettx_process("--trace", "card", "encrypt", "--state", card,
+                        "--peer", SELLER, "--text", "hi", home=home, env=pin())
 
     assert run.returncode == 0, run.stderr
     assert re.search(r"SEND 00 A4 04 00", run.stderr)
@@ -349,7 +363,8 @@ def test_trace_of_personalisation_shows_neither_pin_puk_nor_row(home: Path,
     path = tmp_path / "c.json"
     ok(nettx("card", "new", "--home", home, "--state", path))
     run = nettx_process("--trace", "authority", "personalise", "--home", home, "--state", path,
-                        "--holder", HOLDER, "--pin", "9753", "--puk", "86420864", home=home)
+                        "--holder", HOLDER, home=home,
+                        env={"NETTX_PIN": "9753", "NETTX_PUK": "86420864"})
 
     assert run.returncode == 0, run.stderr
     assert "SEND 80 E2 00 00" in run.stderr and "redacted" in run.stderr
@@ -384,22 +399,22 @@ def test_a_bad_identifier_is_a_usage_error(home: Path, bad: str) -> None:
 
 def test_a_wrong_pin_names_the_status_word(home: Path, card: Path) -> None:
     line = assert_one_error_line(nettx("card", "encrypt", "--home", home, "--state", card,
-                                       "--pin", "9999",
-                                       "--peer", SELLER, "--text", "hi"))
+                                       "--peer", SELLER, "--text", "hi", env=pin("9999")))
     assert "63C2" in line
     assert read_state(card).pin_tries == 2
 
 
-@pytest.mark.parametrize("pin", ["abcd", "12", "123456789", "１２３４"])
+@pytest.mark.parametrize("bad", ["abcd", "12", "123456789", "１２３４"])
 def test_a_pin_that_is_not_4_to_8_digits_is_refused_before_any_apdu(home: Path, card: Path,
-                                                                     pin: str) -> None:
+                                                                     bad: str) -> None:
     line = assert_usage_error(nettx("card", "encrypt", "--home", home, "--state", card,
-                                    "--pin", pin,
-                                    "--peer", SELLER, "--text", "hi"))
-    assert "--pin" in line
-    assert_usage_error(nettx("card", "change-pin", "--home", home, "--state", card,
-                             "--old", PIN, "--new", pin))
-    assert_usage_error(nettx("card", "unblock", "--home", home, "--state", card, "--puk", pin))
+                                    "--peer", SELLER, "--text", "hi", env=pin(bad)))
+    assert "NETTX_PIN" in line and "the PIN" in line
+    line = assert_usage_error(nettx("card", "change-pin", "--home", home, "--state", card,
+                                    env={"NETTX_PIN": PIN, "NETTX_NEW_PIN": bad}))
+    assert "NETTX_NEW_PIN" in line
+    assert_usage_error(nettx("card", "unblock", "--home", home, "--state", card,
+                             env={"NETTX_PUK": bad}))
     assert read_state(card).pin_tries == 3
 
 
@@ -411,8 +426,8 @@ def test_bad_hex_is_a_usage_error(home: Path, card: Path) -> None:
     assert "expected status word" in assert_usage_error(
         nettx("card", "apdu", "--state", card, "00A40400 = 90"))
     assert_usage_error(nettx("card", "apdu", "--state", card))  # nothing to send
-    assert_usage_error(nettx("card", "decrypt", "--home", home, "--state", card, "--pin", PIN,
-                             "--peer", SELLER, "--hex", "0g"))
+    assert_usage_error(nettx("card", "decrypt", "--home", home, "--state", card,
+                             "--peer", SELLER, "--hex", "0g", env=pin()))
 
 
 def test_a_missing_or_broken_state_file_is_one_error_line(tmp_path: Path) -> None:
@@ -427,15 +442,14 @@ def test_a_missing_or_broken_state_file_is_one_error_line(tmp_path: Path) -> Non
 def test_refusals_in_a_real_process_have_no_traceback(home: Path, card: Path,
                                                        tmp_path: Path) -> None:
     for args in (("authority", "list", "--home", tmp_path / "empty"),
-                 ("card", "encrypt", "--state", card, "--pin", "9999", "--peer", SELLER,
-                  "--text", "hi"),
+                 ("card", "encrypt", "--state", card, "--peer", SELLER, "--text", "hi"),
                  ("card", "info", "--state", tmp_path / "absent.json")):
-        run = nettx_process(*args, home=home)
+        run = nettx_process(*args, home=home, env=pin("9999"))
         assert run.returncode == 1, run.stderr
         assert run.stdout == ""
         assert len(run.stderr.splitlines()) == 1 and run.stderr.startswith("error: ")
-    run = nettx_process("card", "encrypt", "--state", card, "--pin", "abcd", "--peer", SELLER,
-                        "--text", "hi", home=tmp_path)
+    run = nettx_process("card", "encrypt", "--state", card, "--peer", SELLER,
+                        "--text", "hi", home=tmp_path, env=pin("abcd"))
     assert run.returncode == 2 and "Traceback" not in run.stderr
 
 

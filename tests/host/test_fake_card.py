@@ -55,8 +55,8 @@ SECRETS = [pin_block.encode_pin(PIN), pin_block.encode_pin(PUK), pin_block.encod
            PLAINTEXT.encode(), b"1234", b"8642"]
 
 
-def nettx(*args: str | Path) -> None:
-    result = CliRunner().invoke(cli.main, [str(a) for a in args])
+def nettx(*args: str | Path, env: dict[str, str] | None = None) -> None:
+    result = CliRunner().invoke(cli.main, [str(a) for a in args], env=env)
     assert result.exit_code == 0, (result.output, result.exception)
 
 
@@ -80,7 +80,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         path = tmp / f"{name}.card.json"
         nettx("card", "new", "--home", home, "--state", path)
         nettx("authority", "personalise", "--home", home, "--state", path, "--holder", holder,
-              "--pin", PIN if holder == HOLDER else "9999", "--puk", PUK)
+              env={"NETTX_PIN": PIN if holder == HOLDER else "9999", "NETTX_PUK": PUK})
         cards[holder] = FileStore(path).load()
     # Mallory's pairing is his, not in the holder's home
     for pairing in (home / "cards").glob(f"{cards[MALLORY].serial.hex()}*"):
@@ -176,15 +176,20 @@ def command(name: str, world: World, port: int) -> list[str]:
     reader = ["--reader", f"embedded:127.0.0.1:{port}"]
     if name == "buy":
         return ["buy", *reader, "--seller", f"127.0.0.1:{world.market.ports['seller']}",
-                "--item", "A-100", "--card-number", CARD_NUMBER, "--expiry", EXPIRY,
-                "--name", NAME, "--deliver-to", DESTINATION, "--pin", PIN,
+                "--item", "A-100", "--expiry", EXPIRY,
+                "--name", NAME, "--deliver-to", DESTINATION,
                 "--seller-id", SELLER, "--issuer-id", ISSUER, "--max-amount", "1000.00",
                 "--wait", "0"]
     if name == "change-pin":
-        return ["card", "change-pin", *reader, "--old", PIN, "--new", NEW_PIN]
+        return ["card", "change-pin", *reader]
     if name == "unblock":
-        return ["card", "unblock", *reader, "--puk", PUK, "--new-pin", NEW_PIN]
-    return ["card", "encrypt", *reader, "--pin", PIN, "--peer", SELLER, "--text", PLAINTEXT]
+        return ["card", "unblock", *reader]
+    return ["card", "encrypt", *reader, "--peer", SELLER, "--text", PLAINTEXT]
+
+
+# every secret a command may ask for, never in argv (NETTX_* is read by name)
+SECRETS = {"NETTX_PIN": PIN, "NETTX_NEW_PIN": NEW_PIN, "NETTX_PUK": PUK,
+           "NETTX_CARD_NUMBER": CARD_NUMBER}
 
 
 COMMANDS = ["buy", "change-pin", "unblock", "encrypt"]
@@ -194,7 +199,7 @@ def run_against(fake: Recorder, name: str, world: World) -> subprocess.Completed
     with card_behind_embedded_reader(fake) as port:
         return subprocess.run([sys.executable, "-m", "host.cli", *command(name, world, port)],
                               cwd=REPO, capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "NETTX_HOME": str(world.home)})
+                              env={**os.environ, "NETTX_HOME": str(world.home), **SECRETS})
 
 
 def assert_nothing_secret(fake: Recorder) -> None:

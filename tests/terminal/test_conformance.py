@@ -490,7 +490,8 @@ def test_cli_conformance_passes_our_card_and_writes_junit(card_state: Path,
                                                           tmp_path: Path) -> None:
     out = tmp_path / "report.xml"
     result = CliRunner().invoke(main, ["conformance", "--reader", f"inprocess:{card_state}",
-                                       "--pin", PIN, "--puk", PUK, "--report", str(out)])
+                                       "--report", str(out)],
+                                env={"NETTX_PIN": PIN, "NETTX_PUK": PUK})
     assert result.exit_code == 0, result.output
     assert "all applicable checks passed" in result.output
     assert "wrong-cla" in result.output
@@ -511,36 +512,39 @@ def test_cli_conformance_json_report(card_state: Path, tmp_path: Path) -> None:
 def test_cli_conformance_exit_status_is_1_when_a_check_fails(card_state: Path) -> None:
     # the PIN given is wrong: the try-counter check cannot see 9000 for "the right PIN"
     result = CliRunner().invoke(main, ["conformance", "--reader", f"inprocess:{card_state}",
-                                       "--pin", "5678", "--check", "pin-try-counter"])
+                                       "--check", "pin-try-counter"],
+                                env={"NETTX_PIN": "5678"})
     assert result.exit_code == 1, result.output
     assert "FAILED" in result.output
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--check", "no-such-check"], "unknown check no-such-check"),
-    (["--aid", "F0ZZ"], "is not hex"),
-    (["--aid", "F001"], "5..16 bytes"),
-    (["--protected", "00"], "is not a command APDU"),
-    (["--pin", "12"], "4..12 digits"),
-    (["--pin", "123456789"], "holds at most 8 digits (--pin-format ascii-ff)"),
-    (["--puk", "1234567890"], "holds at most 8 digits (--pin-format ascii-ff)"),
-    (["--pin-format", "ascii", "--pin", "1234567890123"], "4..12 digits (--pin-format ascii)"),
-    (["--pin-ref", "0181"], "not one byte"),
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--check", "no-such-check"], {}, "unknown check no-such-check"),
+    (["--aid", "F0ZZ"], {}, "is not hex"),
+    (["--aid", "F001"], {}, "5..16 bytes"),
+    (["--protected", "00"], {}, "is not a command APDU"),
+    ([], {"NETTX_PIN": "12"}, "4..12 digits"),
+    ([], {"NETTX_PIN": "123456789"}, "holds at most 8 digits (--pin-format ascii-ff)"),
+    ([], {"NETTX_PUK": "1234567890"}, "holds at most 8 digits (--pin-format ascii-ff)"),
+    (["--pin-format", "ascii"], {"NETTX_PIN": "1234567890123"},
+     "4..12 digits (--pin-format ascii)"),
+    (["--pin-ref", "0181"], {}, "not one byte"),
+    (["--pin", "1234"], {}, "--pin is no longer accepted"),
 ])
 def test_cli_conformance_refuses_bad_options(card_state: Path, args: list[str],
-                                             message: str) -> None:
+                                             env: dict[str, str], message: str) -> None:
     result = CliRunner().invoke(main, ["conformance", "--reader", f"inprocess:{card_state}",
-                                       *args])
+                                       *args], env=env)
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output and len(result.output.splitlines()) <= 4
 
 
 def test_cli_conformance_pin_format_validates_pins_given_before_it(card_state: Path) -> None:
-    # 9 digits fit a plain ASCII block: the format is known when --pin is checked
+    # 9 digits fit a plain ASCII block: the format is known when the PIN is checked
     result = CliRunner().invoke(main, ["conformance", "--reader", f"inprocess:{card_state}",
-                                       "--pin", "123456789", "--pin-format", "ascii",
-                                       "--check", "wrong-cla"])
+                                       "--pin-format", "ascii", "--check", "wrong-cla"],
+                                env={"NETTX_PIN": "123456789"})
     assert result.exit_code == 0, result.output
 
 
