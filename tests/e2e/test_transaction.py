@@ -189,7 +189,8 @@ def test_buy_cannot_be_answered_by_a_racing_process(parties: Parties, tmp_path: 
     with snatching(tmp_path, fake) as finish:
         run = subprocess.run([sys.executable, "-m", "host.cli",
                               *buy_args(parties, "--state", str(parties.card))],
-                             capture_output=True, text=True, timeout=90, env=slow_card_env())
+                             capture_output=True, text=True, timeout=90,
+                             env={**slow_card_env(), **SECRETS})
         report = finish()
     stolen = received_bytes(report)
     assert report["frames"] == {}, report  # the attacker was never taken for the card
@@ -262,7 +263,7 @@ def buy_on_a_terminal(p: Parties, answer: bytes) -> subprocess.CompletedProcess[
         return subprocess.run([sys.executable, "-m", "host.cli",
                                *buy_args(p, "--state", str(p.card), ceiling=None)],
                               stdin=terminal, capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "COLUMNS": "200"})
+                              env={**os.environ, "COLUMNS": "200", **SECRETS})
     finally:
         os.close(terminal)
         os.close(controller)

@@ -33,7 +33,9 @@ PYTHON_CLI = [sys.executable, "-m", "host.cli"]
 
 
 def env_with(**secrets: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NETTX_")}
+    # no secret from the test's own environment; NETTX_HOME (set by `home`) stays
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("NETTX_") or k == "NETTX_HOME"}
     return {**env, "COLUMNS": "200", **secrets}
 
 
@@ -63,10 +65,13 @@ def assert_ok(run: Watched) -> None:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The centre's home, where personalisation leaves the card's pairing: the commands find
+    it through NETTX_HOME, as a user's shell would have it."""
     home = tmp_path / "home"
     Authority(home).init(8)
     Authority(home).issue([SELLER])
+    monkeypatch.setenv("NETTX_HOME", str(home))
     return home
 
 

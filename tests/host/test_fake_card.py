@@ -188,8 +188,8 @@ def command(name: str, world: World, port: int) -> list[str]:
 
 
 # every secret a command may ask for, never in argv (NETTX_* is read by name)
-SECRETS = {"NETTX_PIN": PIN, "NETTX_NEW_PIN": NEW_PIN, "NETTX_PUK": PUK,
-           "NETTX_CARD_NUMBER": CARD_NUMBER}
+SECRET_ENV = {"NETTX_PIN": PIN, "NETTX_NEW_PIN": NEW_PIN, "NETTX_PUK": PUK,
+              "NETTX_CARD_NUMBER": CARD_NUMBER}
 
 
 COMMANDS = ["buy", "change-pin", "unblock", "encrypt"]
@@ -199,7 +199,7 @@ def run_against(fake: Recorder, name: str, world: World) -> subprocess.Completed
     with card_behind_embedded_reader(fake) as port:
         return subprocess.run([sys.executable, "-m", "host.cli", *command(name, world, port)],
                               cwd=REPO, capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "NETTX_HOME": str(world.home), **SECRETS})
+                              env={**os.environ, "NETTX_HOME": str(world.home), **SECRET_ENV})
 
 
 def assert_nothing_secret(fake: Recorder) -> None:
