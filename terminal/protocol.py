@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from card_applet.apdu import SHORT_MAX_DATA, SHORT_MAX_LE, CommandApdu, ResponseApdu
 from card_applet.sw import SW
-from terminal.errors import ApduError, apdu_error
+from terminal.errors import ApduError, ReaderError, apdu_error
 from terminal.reader import Reader
 from terminal.trace import trace_command, trace_response
 
@@ -20,10 +20,18 @@ class ApduProtocol:
     def __init__(self, reader: Reader, *, extended: bool | None = None) -> None:
         self.reader = reader
         self.extended = reader.extended_length if extended is None else extended
+        #: set when the reader lost the card (removed, dropped, timed out): whatever answers
+        #: next may be another card, so what was proved about this one no longer holds
+        self.card_lost = False
 
     def _exchange(self, cmd: CommandApdu) -> ResponseApdu:
         trace_command(self.reader.name, cmd)
-        resp = ResponseApdu.from_bytes(self.reader.transmit(cmd.to_bytes()))
+        try:
+            raw = self.reader.transmit(cmd.to_bytes())
+        except ReaderError:
+            self.card_lost = True
+            raise
+        resp = ResponseApdu.from_bytes(raw)
         trace_response(self.reader.name, resp)
         return resp
 

@@ -94,6 +94,7 @@ class CardSession:
         #: the card's identity once authenticate_card() passed: host flows send secrets
         #: (PIN, PUK, plaintext) only on a session where this is set
         self.authenticated: CardInfo | None = None
+        self._proved_once = False
 
     # -- application ------------------------------------------------------------------------
 
@@ -122,6 +123,7 @@ class CardSession:
         then a fresh challenge in INTERNAL AUTHENTICATE (key 81) whose answer must verify
         under the pairing's key. Raises CardAuthenticationError (nothing secret was sent)."""
         self.authenticated = None
+        self.protocol.card_lost = False
         info = self.select()
         if info.holder_id != pairing.holder_id or info.serial != pairing.serial:
             raise CardIdentityError(
@@ -145,19 +147,33 @@ class CardSession:
                 f"card {info.serial.hex()} failed card authentication: it claims to be "
                 f"{pairing.holder_id!r}'s card but does not hold its key; nothing secret was "
                 "sent to it")
-        self.authenticated = info
+        self.authenticated, self._proved_once = info, True
         return info
 
     def require_authenticated(self) -> CardInfo:
-        """The identity authenticate_card() proved; refuses a session where it did not run."""
+        """The identity authenticate_card() proved; refuses a session where it did not run,
+        or whose card was lost since (another may have taken its place in the reader)."""
+        self._still_the_proved_card()
         if self.authenticated is None:
             raise CardAuthenticationError("the card was not authenticated (no "
                                           "authenticate_card): nothing secret is sent to it")
         return self.authenticated
 
+    def _still_the_proved_card(self) -> None:
+        """Before a secret goes out on a session that authenticated its card: the reader
+        must not have lost that card since. A removal, a dropped channel or a timeout ends
+        the proof; a reader that then accepts the next card (an embedded reader, a PC/SC
+        slot) would otherwise hand the PIN to whoever came next."""
+        if self._proved_once and self.protocol.card_lost:
+            self.authenticated = None
+            raise CardAuthenticationError(
+                "the card left the reader after it was authenticated: authenticate the card "
+                "in the reader again; nothing secret was sent to it")
+
     # -- holder verification ----------------------------------------------------------------
 
     def verify_pin(self, pin: str) -> None:
+        self._still_the_proved_card()
         self.protocol.send_apdu(0x00, Ins.VERIFY, 0x00, PIN_REFERENCE,
                                 pin_block.encode_pin(pin), name="VERIFY")
 
@@ -173,11 +189,13 @@ class CardSession:
         self.protocol.send_apdu(0x00, Ins.VERIFY, 0xFF, PIN_REFERENCE, name="VERIFY")
 
     def change_pin(self, old: str, new: str) -> None:
+        self._still_the_proved_card()
         data = pin_block.encode_pin(old) + pin_block.encode_pin(new)
         self.protocol.send_apdu(0x00, Ins.CHANGE_REFERENCE_DATA, 0x00, PIN_REFERENCE, data,
                                 name="CHANGE REFERENCE DATA")
 
     def unblock_pin(self, puk: str, new_pin: str | None = None) -> None:
+        self._still_the_proved_card()
         data = pin_block.encode_pin(puk)
         p1 = 0x01
         if new_pin is not None:
@@ -195,6 +213,7 @@ class CardSession:
 
     def _pso(self, operation: Pso, main_tag: int, value: bytes, aad: bytes,
              context: bytes) -> bytes:
+        self._still_the_proved_card()
         data = tlv(main_tag, value)
         if aad:
             data += tlv(TAG_AAD, aad)

@@ -17,12 +17,14 @@ from card_applet import keys
 from card_applet.applet import Applet, Ins, KeyReference, PersoObject
 from card_applet.state import Lifecycle, MemoryStore
 from terminal.cardauth import CardPairing
-from terminal.errors import CardAuthenticationError, CardIdentityError
+from terminal.errors import CardAuthenticationError, CardIdentityError, CardRemovedError
 from terminal.session import CardSession
 from tests.card_applet.card_auth_vectors import PATH, build
 from tests.card_applet.conftest import (
     CARD_AUTH_KEY,
     HOLDER,
+    PIN,
+    PUK,
     SERIAL,
     CardDriver,
     PersoHost,
@@ -228,3 +230,69 @@ def test_challenges_are_fresh() -> None:
     assert len(challenges) == 2 and challenges[0] != challenges[1]
     assert all(apdu[3] == CARD_AUTH for apdu in reader.sent
                if apdu[1] == Ins.INTERNAL_AUTHENTICATE)
+
+
+class SwappingReader(RecordingReader):
+    """A slot whose card can be taken out and another put in, as an embedded reader that
+    accepts the next connection or a PC/SC slot does: the first command after the swap
+    fails (the card left), and every later one reaches the newcomer."""
+
+    def __init__(self, applet: Applet) -> None:
+        super().__init__(applet)
+        self.newcomer: Applet | None = None
+        self.newcomer_got: list[bytes] = []
+        self._left = False
+
+    def swap(self, newcomer: Applet) -> None:
+        self.newcomer, self._left = newcomer, True
+
+    def transmit(self, apdu: bytes) -> bytes:
+        if self._left:
+            self._left = False
+            raise CardRemovedError("card left the slot")
+        if self.newcomer is not None:
+            self.newcomer_got.append(apdu)
+            return self.newcomer.process(apdu)
+        return super().transmit(apdu)
+
+
+def test_a_card_swapped_in_after_authentication_gets_no_secret() -> None:
+    """The holder's card is authenticated, then leaves; a card copying its FCI takes the
+    slot. The session must not send the PIN, PUK or a plaintext to the newcomer."""
+    genuine = personalised_state().with_(card_auth_key=CARD_AUTH_KEY)
+    reader = SwappingReader(Applet(MemoryStore(genuine)))
+    session = CardSession(reader)
+    pairing = CardPairing(HOLDER, SERIAL, CARD_AUTH_KEY)
+    session.authenticate_card(pairing)
+
+    impostor = personalised_state().with_(card_auth_key=bytes(32))  # same FCI, other key
+    reader.swap(Applet(MemoryStore(impostor)))
+    with pytest.raises(CardRemovedError):
+        session.select()  # the reader notices the card left
+    for send_a_secret in (lambda: session.verify_pin(PIN),
+                          lambda: session.change_pin(PIN, "8642"),
+                          lambda: session.unblock_pin(PUK, PIN),
+                          lambda: session.encrypt(b"card number", b"h", b"c"),
+                          session.require_authenticated):
+        with pytest.raises(CardAuthenticationError, match="left the reader"):
+            send_a_secret()
+    assert reader.newcomer_got == []
+    assert session.authenticated is None
+
+    # authenticating again is the way back, and the impostor fails it
+    with pytest.raises(CardAuthenticationError, match="does not hold its key"):
+        session.authenticate_card(pairing)
+    assert {apdu[1] for apdu in reader.newcomer_got} == {Ins.SELECT, Ins.INTERNAL_AUTHENTICATE}
+
+
+def test_the_genuine_card_back_in_the_slot_authenticates_again() -> None:
+    genuine = Applet(MemoryStore(personalised_state().with_(card_auth_key=CARD_AUTH_KEY)))
+    reader = SwappingReader(genuine)
+    session = CardSession(reader)
+    pairing = CardPairing(HOLDER, SERIAL, CARD_AUTH_KEY)
+    session.authenticate_card(pairing)
+    reader.swap(genuine)
+    with pytest.raises(CardRemovedError):
+        session.select()
+    session.authenticate_card(pairing)
+    session.verify_pin(PIN)  # accepted: the proof is fresh
