@@ -154,7 +154,7 @@ class T1Terminal:
         response = bytearray()
         response_blocks = 0
         failures, wait = 0, self.bwt
-        granted, ifs_requests = 0.0, 0  # this command's S(WTX) time and S(IFS) count
+        granted, wtx, ifs_requests = 0.0, 0, 0  # this command's S(WTX) time and count, S(IFS)s
         self._send(current)
         while True:
             reply = self._receive(wait)
@@ -170,9 +170,10 @@ class T1Terminal:
                     wait = self.bwt * reply.inf[0]
                     if granted + wait > self.max_wtx_wait:
                         self._stalled(f"asked for more time past {self.max_wtx_wait:g} s "
-                                      f"of waiting time extensions ({self.stats.wtx} "
-                                      f"S(WTX) answered in all)")
+                                      f"of waiting time extensions ({wtx} S(WTX) answered "
+                                      f"in this command)")
                     granted += wait
+                    wtx += 1
                     self.stats.wtx += 1
                     self._send(Block.s(SType.WTX, True, reply.inf))
                     failures = 0
