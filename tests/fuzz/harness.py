@@ -200,6 +200,8 @@ class KeyHolder:
                 and state.row == ROW_BYTES)
 
     def keyed(self, kind: int, data: bytes) -> None:
+        if len(data) > MAX_COMMAND_DATA:
+            return  # what it wraps would not fit in one APDU: nothing to learn there
         if kind == 0:
             host = (data + bytes(8))[:8]
             answer, sw = self.send(bytes.fromhex("8050000008") + host + b"\x00")

@@ -17,7 +17,7 @@ R-block). Invariants (a violation raises `Finding`):
   very bytes it came from;
 - `T1Card` raises nothing; everything it sends is one valid block, from the card (no S
   request but WTX), with NAD the received one's swapped, INF within the terminal's IFSD;
-- a command APDU is handed out only while no other runs, and never twice for one chain.
+- a command APDU is handed out only while no other runs, and the card then counts as busy.
 """
 
 from __future__ import annotations
@@ -59,19 +59,16 @@ class Run:
 
     def __init__(self, setup: int) -> None:
         self.card = T1Card(ifsc=(setup >> 1) or MAX_INF, edc=Edc.CRC if setup & 1 else Edc.LRC)
-        self.running = False  # a command was handed out and has not been answered
         self.orphan = self.card.generation - 1
 
     def feed(self, raw: bytes) -> None:
-        ifsd_before = self.card.ifsd
+        ifsd_before, busy_before = self.card.ifsd, self.card.busy
         check_decode(raw, self.card.edc, self.card.ifsc)
         out = self.card.receive(raw)
         # an S(IFS request) answered in this very call changes IFSD for the blocks after it
         check_sent(self.card, out.send, max(ifsd_before, self.card.ifsd))
-        if out.execute is not None:
-            if self.running:
-                raise Finding("a second command handed out while the first runs")
-            self.running = True
+        if out.execute is not None and (busy_before or not self.card.busy):
+            raise Finding("a command handed out while another runs, or not marked running")
 
     def step(self, op: int, data: bytes, at: int) -> int:
         """Apply the event at data[at] (op already read); the index after its operands."""
@@ -102,8 +99,6 @@ class Run:
             response = data[at + 1 : at + 1 + size]
             generation = self.orphan if op & 8 else self.card.generation
             out = self.card.executed(response, generation)
-            if generation == self.card.generation and not self.card.busy:
-                self.running = False
             check_sent(self.card, out.send, self.card.ifsd)
             return at + 1 + len(response)
         if kind == 4:
@@ -113,7 +108,6 @@ class Run:
             return at + 1
         self.orphan = self.card.generation
         self.card.reset()
-        self.running = False
         return at
 
 
