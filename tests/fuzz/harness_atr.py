@@ -10,7 +10,7 @@ PPS codec's `ValueError`. Invariants (a violation raises `Finding`):
 - nothing else escapes; `atr_length` never raises, on any prefix;
 - an ATR that parses is exactly `atr_length` bytes long (the reader stops reading there),
   keeps its bytes (`raw`), and every property reads without error but the declared ones;
-- an ATR the reader accepts gives line timings it can use (a positive baud rate, CWT < BWT);
+- an ATR the reader accepts gives line timings it can use (a positive baud rate and timers);
 - a PPS answer the reader accepts confirms T=1 and echoes only what was requested.
 """
 
@@ -50,7 +50,8 @@ def check_atr_bytes(raw: bytes) -> None:
     except LineProtocolError:
         return
     timing = LineTiming.from_atr(atr, atr.fi_di)
-    if not (timing.baudrate > 0 and 0 < timing.cwt < timing.bwt):
+    # (CWT may exceed BWT: ISO's default CWI 13 at a slow Fi does; both only need to exist)
+    if not (timing.baudrate > 0 and timing.cwt > 0 and timing.bwt > 0):
         raise Finding(f"ATR {raw.hex()} accepted with timings {timing}")
     if not 1 <= atr.ifsc <= 254 or 1 not in atr.protocols:
         raise Finding(f"ATR {raw.hex()} accepted with IFSC {atr.ifsc}, T={atr.protocols}")
@@ -90,6 +91,8 @@ def seeds() -> dict[str, bytes]:
         "atr-read-inverse": b"\x00" + h("03 96 E7 FE 7F FE 75 FF 79 F7 F3 06"),
         "atr-t0-only": b"\x00" + h("3B 02 14 50"),
         "atr-truncated": b"\x00" + ATR[:6],
+        # TA1 Fi 744 and no T=1 bytes (so ISO's CWI 13): CWT 1.7 s is longer than BWT 1.65 s
+        "atr-cwt-over-bwt": b"\x00" + h("3B 9B 31 81 80 13 45 FE 73 00 00 C0 55 6E 65 74 74 78 96"),
         "pps-echo": b"\x01" + h("FF 01 FE"),
         "pps-pps1": b"\x03" + h("FF 11 11 FF"),
         "pps-bad": b"\x03" + h("FF 71 11 00 00 8F"),
