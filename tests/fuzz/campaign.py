@@ -62,9 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=300, help="per target (default 300)")
     parser.add_argument("--work", type=Path, default=Path(".fuzz"),
                         help="work corpora and findings (default .fuzz)")
-    parser.add_argument("targets", nargs="*", choices=[[], *BY_NAME], metavar="TARGET",
+    parser.add_argument("targets", nargs="*", metavar="TARGET",
                         help=f"default: all ({', '.join(BY_NAME)})")
     args = parser.parse_args(argv)
+    if unknown := [name for name in args.targets if name not in BY_NAME]:
+        parser.error(f"unknown target {', '.join(unknown)} (choose from {', '.join(BY_NAME)})")
     chosen = [BY_NAME[name] for name in args.targets] or list(TARGETS)
     print(f"{'target':<10} {'runs':>12} {'seconds':>8} {'runs/s':>8} {'corpus':>7}  findings")
     failed = False
