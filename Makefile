@@ -29,6 +29,16 @@ atr-list: deps
 bench: test-deps
 	$(PY) bench/apdu.py
 
+# Every fuzz target (tests/fuzz/targets.py) for FUZZ_SECONDS each, work corpora and findings
+# kept in FUZZ_WORK; prints executions per target, fails on any finding. `make test` runs
+# each for NETTX_FUZZ_SECONDS (10 s) as part of the suite.
+FUZZ_SECONDS ?= 300
+FUZZ_WORK ?= .fuzz
+FUZZ_TARGETS ?=
+.PHONY: fuzz
+fuzz: test-deps
+	$(PY) -m tests.fuzz.campaign --seconds $(FUZZ_SECONDS) --work $(FUZZ_WORK) $(FUZZ_TARGETS)
+
 deps: $(PIP_STAMP)
 test-deps: $(PIP_STAMP) $(APT_TEST_STAMP)
 

@@ -302,6 +302,9 @@ class T1Card:
     def _on_r(self, block: Block) -> CardOutput:
         last = self._last_i
         if last is not None and block.nr == last.ns:
+            if len(last.inf) > self.ifsd:  # the terminal lowered IFSD since: cut it again
+                self._tx.insert(0, last.inf[self.ifsd :])
+                last = self._last_i = Block.i(last.ns, last.inf[: self.ifsd], True, self._nad)
             return self._send(last)  # it did not arrive: once more (rule 7.2)
         if self._tx and last is not None and last.more:
             return self._send_next_part()  # acknowledged (rule 2.2)
@@ -338,6 +341,10 @@ class T1Card:
 
     def _send_next_part(self) -> CardOutput:
         part = self._tx.pop(0)
+        if len(part) > self.ifsd:
+            # S(IFS request) lowered IFSD mid-chain: it holds for every block after it (rule 4)
+            self._tx.insert(0, part[self.ifsd :])
+            part = part[: self.ifsd]
         block = Block.i(self.next_ns, part, more=bool(self._tx), nad=self._nad)
         self.next_ns ^= 1
         self._last_i = block

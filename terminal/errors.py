@@ -112,3 +112,9 @@ class LineProtocolError(ReaderError):
 class RetryLimitError(LineProtocolError):
     """T=1 gave up: a block still failed after the retry limit and resynchronisation. The
     command's outcome is unknown; it is never re-sent on its own (it may have executed)."""
+
+
+class CardStalledError(LineProtocolError):
+    """T=1: the card kept the command going past the reader's bounds (S(WTX) beyond the total
+    waiting time, too many S(IFS) requests, a response chained past its maximum size). The
+    command's outcome is unknown and the card is still in it: the next command resets it."""

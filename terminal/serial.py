@@ -31,7 +31,7 @@ from card_applet.line import (
 )
 from card_applet.t1 import MAX_INF, epilogue
 from terminal.errors import LineProtocolError, NoCardError, ReaderError
-from terminal.t1 import ISO_RETRIES, T1Stats, T1Terminal
+from terminal.t1 import ISO_RETRIES, MAX_WTX_WAIT, T1Stats, T1Terminal
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,9 @@ class SerialReader:
 
     def __init__(self, url: str, *, baudrate: int = 9600, ifsd: int = MAX_INF,
                  max_retries: int = ISO_RETRIES, slack: float = DEFAULT_SLACK,
-                 pps: bool = True) -> None:
+                 pps: bool = True, max_wtx_wait: float = MAX_WTX_WAIT) -> None:
         self.url, self.ifsd, self.max_retries = url, ifsd, max_retries
+        self.max_wtx_wait = max_wtx_wait  # per command: a card asking for WTX forever stops
         self.slack, self.use_pps = slack, pps
         self.name = f"serial {url}"
         try:
@@ -227,7 +228,7 @@ class SerialReader:
             self._negotiate_pps(atr)
         self.t1 = T1Terminal(_SerialLink(self.port, self.timing, atr.edc), ifsc=atr.ifsc,
                              edc=atr.edc, bwt=self.timing.bwt, max_retries=self.max_retries,
-                             name=self.name)
+                             name=self.name, max_wtx_wait=self.max_wtx_wait)
         self.t1.stats = self.stats
         self.t1.negotiate_ifsd(self.ifsd)
 

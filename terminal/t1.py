@@ -14,6 +14,13 @@ our last I-block again (rule 7.2); an S request not answered is repeated (rule 7
 fails with `RetryLimitError`: re-sending it could execute it twice, so that choice is left
 to the caller.
 
+A card that never stops asking is bounded too (docs/serial.md, "Bounds"). Per command, the
+card may lower IFSC with at most `max_ifs_requests` S(IFS request)s, be granted at most
+`max_wtx_wait` seconds of waiting time by S(WTX) (BWT x multiplier each, summed), and send a
+response of at most `max_response` bytes (Ne's 65,536 and the status word), in at most as
+many blocks. Past any of these the command fails with `CardStalledError`: the card is still
+inside the command, so the next one starts with a reset.
+
 The link does the I/O: `send(bytes)` and `receive(timeout)` returning one block's bytes
 (possibly invalid) or None when nothing came in time. Tests give it an in-memory card.
 """
@@ -22,15 +29,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from card_applet.atr import Edc
 from card_applet.t1 import DEFAULT_IFSD, MAX_INF, Block, BlockError, Kind, RError, SType
-from terminal.errors import LineProtocolError, RetryLimitError
+from terminal.errors import CardStalledError, LineProtocolError, RetryLimitError
 
 log = logging.getLogger(__name__)
 
 ISO_RETRIES = 3  # rule 7.4: at least three retransmissions, then resynchronise
+# ISO sets no limit on S-requests; without one a card repeating them holds `transceive`
+# forever. An honest card lowers IFSC once; a slow command asks WTX for as long as it runs
+# (the card in this repository asks every BWT/2 for one BWT more, so 300 s granted is at
+# least 150 s of work, ample for any key operation it does).
+MAX_IFS_REQUESTS = 4
+MAX_WTX_WAIT = 300.0  # seconds granted by S(WTX) per command, summed
+MAX_RESPONSE = 65536 + 2  # the largest Ne and the status word
 
 
 class BlockLink(Protocol):
@@ -55,10 +69,14 @@ class T1Stats:
 
 class T1Terminal:
     def __init__(self, link: BlockLink, *, ifsc: int = DEFAULT_IFSD, edc: Edc = Edc.LRC,
-                 bwt: float = 1.7, max_retries: int = ISO_RETRIES, name: str = "T=1") -> None:
+                 bwt: float = 1.7, max_retries: int = ISO_RETRIES, name: str = "T=1",
+                 max_wtx_wait: float = MAX_WTX_WAIT, max_ifs_requests: int = MAX_IFS_REQUESTS,
+                 max_response: int = MAX_RESPONSE) -> None:
         self.link, self.ifsc, self.edc, self.bwt = link, ifsc, edc, bwt
         self.atr_ifsc = ifsc  # what RESYNCH goes back to (rule 6)
         self.max_retries, self.name = max_retries, name
+        self.max_wtx_wait, self.max_ifs_requests = max_wtx_wait, max_ifs_requests
+        self.max_response = max_response
         self.ifsd = DEFAULT_IFSD
         self.ns = 0  # our next N(S)
         self.expected = 0  # the card's next N(S)
@@ -134,7 +152,9 @@ class T1Terminal:
         last_sent = current
         receiving = False  # the card's first I-block has come
         response = bytearray()
+        response_blocks = 0
         failures, wait = 0, self.bwt
+        granted, wtx, ifs_requests = 0.0, 0, 0  # this command's S(WTX) time and count, S(IFS)s
         self._send(current)
         while True:
             reply = self._receive(wait)
@@ -147,12 +167,22 @@ class T1Terminal:
                 # A multiplier of 0 would make our wait 0: not a request rule 3 defines, so
                 # the block is invalid (rule 7.1) and counts as a failure, not as progress.
                 if reply.is_s(SType.WTX, False) and reply.inf[0] > 0:
+                    wait = self.bwt * reply.inf[0]
+                    if granted + wait > self.max_wtx_wait:
+                        self._stalled(f"asked for more time past {self.max_wtx_wait:g} s "
+                                      f"of waiting time extensions ({wtx} S(WTX) answered "
+                                      f"in this command)")
+                    granted += wait
+                    wtx += 1
                     self.stats.wtx += 1
                     self._send(Block.s(SType.WTX, True, reply.inf))
-                    wait = self.bwt * reply.inf[0]
                     failures = 0
                     continue
                 if reply.is_s(SType.IFS, False) and 1 <= reply.inf[0] <= MAX_INF:
+                    ifs_requests += 1
+                    if ifs_requests > self.max_ifs_requests:
+                        self._stalled(f"sent S(IFS request) {ifs_requests} times in one "
+                                      f"command (at most {self.max_ifs_requests})")
                     self.ifsc = reply.inf[0]  # the next part (or a repeat) is cut to fit
                     self._send(Block.s(SType.IFS, True, reply.inf))
                     continue
@@ -187,6 +217,10 @@ class T1Terminal:
                         self.ns ^= 1  # our last part is acknowledged by the answer
                     self.expected ^= 1
                     response += reply.inf
+                    response_blocks += 1
+                    if max(len(response), response_blocks) > self.max_response:
+                        self._stalled(f"chained a response past {self.max_response} bytes "
+                                      f"({len(response)} bytes in {response_blocks} blocks)")
                     failures = 0
                     if not reply.more:
                         return bytes(response)
@@ -199,6 +233,10 @@ class T1Terminal:
             self.stats.retransmissions += 1
             last_sent = resend
             self._send(resend)
+
+    def _stalled(self, why: str) -> NoReturn:
+        raise CardStalledError(f"{self.name}: the card {why}; stopped waiting. It is still "
+                               f"in the command, whose outcome is unknown: reset it")
 
     def _give_up(self, failures: int) -> None:
         try:

@@ -96,6 +96,32 @@ def test_card_chains_its_response_by_ifsd_and_waits_for_acknowledgements() -> No
     assert (last.ns, last.more, len(last.inf)) == (0, False, 2)
 
 
+def test_a_lower_ifsd_mid_chain_holds_for_every_later_block() -> None:
+    # broke the card_t1 fuzz target's IFSD invariant (corpus/card_t1/regress-ifsd-mid-chain):
+    # parts were cut once, when the response came, so after S(IFS request 16) the card
+    # went on sending 64-byte blocks to a terminal that takes 16 (rule 4: the new IFSD
+    # holds for every block after it), and re-sent a lost one at its old size too
+    card = T1Card()
+    card.receive(Block.s(SType.IFS, False, b"\x40").encode())
+    card.receive(Block.i(0, b"\x00\x84\x00\x00\xc8").encode())
+    response = bytes(range(200)) + b"\x90\x00"
+    first = Block.decode(card.executed(response, card.generation).send)
+    assert len(first.inf) == 64
+    card.receive(Block.s(SType.IFS, False, b"\x10").encode())
+    # the terminal did not get the first part: it comes again, cut to the new size
+    again = Block.decode(card.receive(Block.r(0).encode()).send)
+    assert (again.ns, again.more, again.inf) == (0, True, response[:16])
+    received, nr = bytearray(again.inf), 1
+    while True:
+        block = Block.decode(card.receive(Block.r(nr).encode()).send)
+        assert len(block.inf) <= 16 and block.ns == nr
+        received += block.inf
+        nr ^= 1
+        if not block.more:
+            break
+    assert bytes(received) == response
+
+
 def test_card_wtx_holds_the_response_until_the_terminal_answers() -> None:
     card = T1Card()
     card.receive(Block.i(0, b"\x00\x84\x00\x00\x08").encode())

@@ -6,7 +6,27 @@ Input layout (so a fuzzer can reach deep states without learning them first):
     byte 0      preamble: b1-b0 = 0 nothing, 1 SELECT, 2 + VERIFY (right PIN), 3 + MSE peer;
                 b2 = 1: a blank card (personalisation state) instead of an operational one
     then        records: op (1 byte), length (2 bytes, big-endian), data (length bytes);
-                op & 3 == 3 is a reset (no data follows), anything else sends data as an APDU
+                op & 3 == 3 is a reset (no data follows); op & 3 == 1 hands data to the key
+                holder (below); anything else sends data as an APDU
+
+The key holder. The harness made the card, so it knows what the issuer and the peer know:
+the transport key, and the pair key of the peer (its row comes from the same small master
+as the card's). A keyed record (op & 3 == 1, kind = op >> 2 % 6) wraps fuzzed contents into
+commands that pass the card's cryptographic checks, so the paths behind them are fuzzed too:
+
+    0   INITIALIZE UPDATE with host challenge data[:8]; the card's cryptogram is checked and
+        the session key kept
+    1   a C-MACed personalisation command: header data[:4], payload data[4:], MAC appended
+        under the session key and the card's next counter
+    2   DECIPHER of a box sealed peer -> holder: data = flags, len(AAD), len(context), AAD,
+        context, plaintext; flags b0: alter one byte of the box
+    3   EXTERNAL AUTHENTICATE answering the card's last challenge; data[0] b0: alter it
+    4   ENCIPHER of data[3:] (AAD and context as in 2); the peer opens what the card sealed
+    5   INTERNAL AUTHENTICATE of challenge data; the peer checks the answer
+
+Oracles on top of the invariants below: an altered box or a wrong answer is never accepted;
+with the peer set to that peer, a DECIPHER accepted gives back the plaintext sealed, and an
+ENCIPHER or INTERNAL AUTHENTICATE accepted gives what the peer can open or verify.
 
 Invariants, for every APDU (a violation raises `Finding`):
 - `process` returns; the response ends in a status word the ISO families allow (61xx, 62xx,
@@ -27,10 +47,11 @@ import os
 import struct
 import time
 import tracemalloc
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from card_applet import blom
+from card_applet import blom, keys
 from card_applet import pin as pin_block
+from card_applet.apdu import CommandApdu
 from card_applet.applet import AID, MAX_COMMAND_DATA, Applet
 from card_applet.state import Lifecycle, MemoryStore, PersistentState, manufacture
 from card_applet.tlv import tlv
@@ -49,17 +70,27 @@ SW1_ALLOWED = {0x61, 0x62, 0x63, 0x64, 0x65, 0x67, 0x68, 0x69, 0x6A, 0x6B, 0x6C,
                0x6E, 0x6F, 0x90}
 
 _SALT = bytes(range(16))
+# a k = 4 master, symmetric: the card's row and the peer's give the same pair key
+MASTER = [[pow(7, i + j + 3, blom.P) * (i + j + 1) % blom.P for j in range(4)] for i in range(4)]
+ROW = blom.row_for(MASTER, blom.x_of(HOLDER))
+ROW_BYTES = blom.row_to_bytes(ROW)
+PAIR_KEY = blom.pair_key(blom.shared_element(blom.row_for(MASTER, blom.x_of(PEER)),
+                                             blom.x_of(HOLDER)), PEER, HOLDER)
+TRANSPORT_KEY = bytes(range(32))
 OPERATIONAL = PersistentState(
     serial=bytes.fromhex("F022002200220022"), transport_key=bytes(32), pin_salt=_SALT,
-    lifecycle=Lifecycle.OPERATIONAL, holder_id=HOLDER,
-    row=blom.row_to_bytes([(7 ** (j + 3)) % blom.P for j in range(4)]),
+    lifecycle=Lifecycle.OPERATIONAL, holder_id=HOLDER, row=ROW_BYTES,
     pin_hash=pin_block.pin_hash(_SALT, pin_block.encode_pin(PIN)),
     puk_hash=pin_block.pin_hash(_SALT, pin_block.encode_pin(PUK)))
-BLANK = manufacture(bytes(range(32)), serial=bytes.fromhex("B1A2B3C4D5E6F708"))
+BLANK = replace(manufacture(TRANSPORT_KEY, serial=bytes.fromhex("B1A2B3C4D5E6F708")),
+                pin_salt=_SALT)
 
 SELECT = bytes.fromhex("00A40400") + bytes((len(AID),)) + AID + b"\x00"
 VERIFY = bytes.fromhex("0020008108") + pin_block.encode_pin(PIN)
 MSE = bytes.fromhex("00224 1A4".replace(" ", "")) + bytes((len(PEER) + 2,)) + tlv(0x83, PEER)
+
+
+KEYED_KINDS = 6
 
 
 class Finding(AssertionError):
@@ -146,28 +177,146 @@ def check_one(applet: Applet, apdu: bytes) -> bytes:
     raise Finding(f"{sw:04X} rejected the command but persistent state changed")
 
 
+class KeyHolder:
+    """The issuer and the peer around one card: they hold its keys (see the layout above)."""
+
+    def __init__(self, applet: Applet) -> None:
+        self.applet = applet
+        self.session: bytes | None = None  # the personalisation session key
+        self.challenge: bytes | None = None  # the card's last GET CHALLENGE answer
+
+    def send(self, apdu: bytes) -> tuple[bytes, int]:
+        response = check_one(self.applet, apdu)
+        sw = int.from_bytes(response[-2:], "big")
+        if len(apdu) >= 4 and apdu[0] & 0x80 == 0 and apdu[1] == 0x84 and sw == 0x9000:
+            self.challenge = response[:-2]
+        return response[:-2], sw
+
+    def _peer_is_set(self) -> bool:
+        """The card works with the pair key the harness holds: its peer is PEER, and it holds
+        HOLDER's row of the master (a keyed STORE DATA may have written another)."""
+        peer, state = self.applet.v.peer, self.applet.state
+        return (peer is not None and peer.identifier == PEER and state.holder_id == HOLDER
+                and state.row == ROW_BYTES)
+
+    def keyed(self, kind: int, data: bytes) -> None:
+        if len(data) > MAX_COMMAND_DATA:
+            return  # what it wraps would not fit in one APDU: nothing to learn there
+        if kind == 0:
+            host = (data + bytes(8))[:8]
+            answer, sw = self.send(bytes.fromhex("8050000008") + host + b"\x00")
+            if sw != 0x9000:
+                return
+            card = answer[8:16]
+            self.session = keys.perso_session_key(TRANSPORT_KEY, host, card)
+            if answer[16:] != keys.card_cryptogram(self.session, host, card):
+                raise Finding("INITIALIZE UPDATE: the card's cryptogram does not verify")
+        elif kind == 1:
+            if len(data) < 4:
+                return
+            head, payload = data[:4], data[4:]
+            perso = self.applet.v.perso
+            counter = perso.counter + 1 if perso is not None else 1
+            mac_header = bytes((head[0] & ~0x10 & 0xFF, *head[1:]))
+            mac = keys.command_mac(self.session or bytes(32), counter, mac_header, payload)
+            self.send(CommandApdu(*head, payload + mac).to_bytes())
+        elif kind in (2, 4):
+            if len(data) < 3:
+                return
+            flags, aad_size, context_size = data[:3]
+            aad = data[3 : 3 + aad_size]
+            context = data[3 + len(aad) : 3 + len(aad) + context_size]
+            text = data[3 + len(aad) + len(context) :]
+            tail = tlv(0x81, aad) + tlv(0x82, context)
+            if kind == 2:
+                self._decipher(flags, text, aad, context, tail)
+            else:
+                self._encipher(text, aad, context, tail)
+        elif kind == 3:
+            challenge = self.challenge or b""
+            self.challenge = None
+            key = keys.confirm_key(PAIR_KEY, PEER, HOLDER)
+            answer = bytearray(keys.confirm_mac(key, challenge))
+            altered = bool(data[:1]) and bool(data[0] & 1)
+            if altered:
+                answer[data[1:2][0] % len(answer) if data[1:2] else 0] ^= 0x01
+            _, sw = self.send(bytes.fromhex("0082000010") + answer)
+            if sw == 0x9000 and (altered or not challenge or not self._peer_is_set()):
+                raise Finding("EXTERNAL AUTHENTICATE accepted a wrong answer")
+        else:
+            challenge = data[:64]
+            answer, sw = self.send(CommandApdu(0x00, 0x88, 0, 0, challenge, 256).to_bytes())
+            key = keys.confirm_key(PAIR_KEY, HOLDER, PEER)
+            if sw == 0x9000 and self._peer_is_set() and answer != keys.confirm_mac(key,
+                                                                                 challenge):
+                raise Finding("INTERNAL AUTHENTICATE answered what the peer cannot verify")
+
+    def _decipher(self, flags: int, text: bytes, aad: bytes, context: bytes,
+                  tail: bytes) -> None:
+        box = bytearray(keys.seal(keys.seal_key(PAIR_KEY, PEER, HOLDER, context), 1, text, aad))
+        altered = bool(flags & 1)
+        if altered:
+            box[(flags >> 1) % len(box)] ^= 0x80
+        apdu = CommandApdu(0x00, 0x2A, 0x80, 0x86, tlv(0x86, bytes(box)) + tail, 65536, True)
+        answer, sw = self.send(apdu.to_bytes())
+        if sw == 0x9000 and (altered or not self._peer_is_set()):
+            raise Finding("DECIPHER accepted a box altered or sealed by another peer")
+        if sw == 0x9000 and answer != text:
+            raise Finding("DECIPHER gave back something else than the plaintext sealed")
+
+    def _encipher(self, text: bytes, aad: bytes, context: bytes, tail: bytes) -> None:
+        apdu = CommandApdu(0x00, 0x2A, 0x86, 0x80, tlv(0x80, text) + tail, 65536, True)
+        box, sw = self.send(apdu.to_bytes())
+        if sw != 0x9000 or not self._peer_is_set():
+            return
+        try:
+            atc, opened = keys.open_sealed(keys.seal_key(PAIR_KEY, HOLDER, PEER, context), box,
+                                           aad)
+        except ValueError as exc:
+            raise Finding(f"ENCIPHER: the peer cannot open the box ({exc})") from exc
+        if opened != text or atc != self.applet.state.atc:
+            raise Finding("ENCIPHER: the box holds another plaintext or counter")
+
+
 def run_one(data: bytes) -> None:
     if not data:
         return
     if TRACE_ALLOCATION and not tracemalloc.is_tracing():
         tracemalloc.start()
-    applet = new_applet(data[0])
+    holder = KeyHolder(new_applet(data[0]))
     for op, apdu in records(data):
         if op & 3 == 3:
-            applet.reset()
+            holder.applet.reset()
+        elif op & 3 == 1:
+            holder.keyed((op >> 2) % KEYED_KINDS, apdu)
         else:
-            check_one(applet, apdu)
+            holder.send(apdu)
 
 
-def encode(preamble: int, *steps: bytes | None) -> bytes:
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    """A keyed record: what the key holder wraps (kind as in the layout above)."""
+
+    kind: int
+    data: bytes
+
+
+def encode(preamble: int, *steps: bytes | Keyed | None) -> bytes:
     """An input in the layout above; None is a reset."""
     out = bytearray((preamble,))
     for step in steps:
         if step is None:
             out.append(3)
+        elif isinstance(step, Keyed):
+            out += bytes((1 | step.kind << 2,)) + struct.pack(">H", len(step.data)) + step.data
         else:
             out += b"\x00" + struct.pack(">H", len(step)) + step
     return bytes(out)
+
+
+def sealing(flags: int, aad: bytes, context: bytes, text: bytes) -> bytes:
+    """The data of a keyed DECIPHER or ENCIPHER record."""
+    return bytes((flags, len(aad), len(context))) + aad + context + text
 
 
 def seeds() -> dict[str, bytes]:
@@ -194,4 +343,19 @@ def seeds() -> dict[str, bytes]:
                         h("80E20000") + bytes((4 + 8,)) + h("DF1002AAAA") + bytes(7)),
         "reset": encode(2, None, h("0084000008"), SELECT, None, h("00200081")),
         "bad-class": encode(1, h("FFA40400"), h("01A40400"), h("0CA40400"), h("80CA00C0")),
+        "perso-keyed": encode(
+            5, Keyed(0, b"hostchal"), Keyed(1, h("80E20000") + tlv(0xDF10, HOLDER)),
+            Keyed(1, h("80E20000") + tlv(0xDF11, ROW_BYTES)),
+            Keyed(1, h("80E20000") + tlv(0xDF12, pin_block.encode_pin(PIN))),
+            Keyed(1, h("80E20000") + tlv(0xDF13, pin_block.encode_pin(PUK))),
+            Keyed(1, h("80E20000") + tlv(0xDF10, b"\xff")), Keyed(1, h("80F00005")),
+            SELECT, VERIFY, MSE, Keyed(4, sealing(0, b"hdr", b"part/1", b"hello"))),
+        "perso-bad-mac": encode(5, Keyed(0, b""), Keyed(1, h("80E20000")), h("80F0000510")
+                                + bytes(16), Keyed(1, h("80F00005"))),
+        "decipher-keyed": encode(3, Keyed(2, sealing(0, b"hdr", b"part/1", b"secret")),
+                                 Keyed(2, sealing(1 | 20 << 1, b"", b"", bytes(300))),
+                                 Keyed(2, sealing(0, b"", bytes(70), b"x"))),
+        "auth-keyed": encode(3, h("0084000008"), Keyed(3, b"\x00"), h("0084000010"),
+                             Keyed(3, b"\x01\x05"), Keyed(3, b""), Keyed(5, bytes(range(16)))),
+        "encipher-keyed": encode(3, Keyed(4, sealing(0, b"aad", b"ctx", bytes(1000)))),
     }

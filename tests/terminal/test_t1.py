@@ -11,8 +11,8 @@ import pytest
 
 from card_applet.atr import Edc
 from card_applet.t1 import Block, Kind, RError, SType, T1Card
-from terminal.errors import RetryLimitError
-from terminal.t1 import T1Terminal
+from terminal.errors import CardStalledError, RetryLimitError
+from terminal.t1 import MAX_IFS_REQUESTS, MAX_WTX_WAIT, T1Terminal
 
 Fault = Callable[[str, bytes], bytes | None]  # direction, block -> block, or None: lost
 
@@ -280,3 +280,151 @@ def test_retry_limit_after_resynch_does_not_resend_the_command() -> None:
     assert len(line.executed) == 1
     assert responses == 4  # sent once, then re-sent on each of 3 R-blocks
     assert terminal.stats.resynchs == 1
+
+
+# -- a card that never stops asking (docs/serial.md, "Bounds") --------------------------------
+
+
+class ScriptedCard:
+    """A card that answers each block the terminal sends with `request` (an S-block), `times`
+    times (None: forever), and then with a one-block answer, 90 00. It records the waits the
+    terminal allows it. A reader without bounds answers forever: past `LIMIT` requests the
+    card stops the test instead of hanging it."""
+
+    LIMIT = 100_000
+
+    def __init__(self, request: Block, times: int | None = None) -> None:
+        self.request, self.times = request.encode(), times
+        self.asked = 0
+        self.pending = 0  # blocks from the terminal not answered yet
+        self.sent: list[Block] = []
+        self.waits: list[float] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(Block.decode(data))
+        self.pending += 1
+
+    def receive(self, timeout: float) -> bytes | None:
+        self.waits.append(timeout)
+        if not self.pending:
+            return None
+        self.pending -= 1
+        if self.times is None or self.asked < self.times:
+            self.asked += 1
+            if self.asked > self.LIMIT:
+                raise AssertionError(f"the reader answered {self.LIMIT} S-requests: no bound")
+            return self.request
+        return Block.i(0, b"\x90\x00").encode()
+
+    def answered(self, kind: SType) -> int:
+        return sum(block.is_s(kind, True) for block in self.sent)
+
+
+GET_SERIAL = bytes.fromhex("00CA00C208")
+
+
+def test_a_card_asking_for_wtx_forever_is_stopped_at_the_total_wait() -> None:
+    card = ScriptedCard(Block.s(SType.WTX, False, b"\x04"))
+    terminal = T1Terminal(card, bwt=0.25)  # each request asks for 4 x 0.25 = 1 s more
+    with pytest.raises(CardStalledError, match=r"asked for more time past 300 s of waiting "
+                                               r"time extensions .* reset it"):
+        terminal.transceive(GET_SERIAL)
+    # every second up to the cap is granted, and not one more
+    assert card.answered(SType.WTX) == terminal.stats.wtx == int(MAX_WTX_WAIT) == 300
+    assert card.asked == 301
+    assert sum(card.waits) == 0.25 + MAX_WTX_WAIT  # the first BWT, then what WTX granted
+
+
+def test_a_card_asking_for_a_new_ifsc_forever_is_stopped() -> None:
+    card = ScriptedCard(Block.s(SType.IFS, False, b"\x20"))
+    terminal = T1Terminal(card, bwt=0.01)
+    with pytest.raises(CardStalledError, match=r"sent S\(IFS request\) 5 times in one "
+                                               r"command \(at most 4\)"):
+        terminal.transceive(GET_SERIAL)
+    assert card.answered(SType.IFS) == MAX_IFS_REQUESTS == 4
+
+
+def test_the_wait_cap_is_the_readers_to_choose() -> None:
+    card = ScriptedCard(Block.s(SType.WTX, False, b"\x01"))
+    terminal = T1Terminal(card, bwt=1.5, max_wtx_wait=10)
+    with pytest.raises(CardStalledError, match="past 10 s"):
+        terminal.transceive(GET_SERIAL)
+    assert card.answered(SType.WTX) == 6  # 9 s granted; a seventh would make 10.5
+
+
+@pytest.mark.parametrize(("request_block", "times"), [
+    (Block.s(SType.WTX, False, b"\x04"), 300),  # exactly the cap: 300 s
+    (Block.s(SType.WTX, False, b"\x01"), 7),
+    (Block.s(SType.IFS, False, b"\x20"), MAX_IFS_REQUESTS),
+], ids=["wtx-up-to-the-cap", "a-few-wtx", "ifs-up-to-the-limit"])
+def test_a_card_that_asks_within_the_bounds_gets_its_answer(request_block: Block,
+                                                            times: int) -> None:
+    card = ScriptedCard(request_block, times)
+    terminal = T1Terminal(card, bwt=0.25)
+    assert terminal.transceive(GET_SERIAL) == b"\x90\x00"
+    assert card.answered(request_block.stype) == times
+    assert terminal.stats.retransmissions == 0
+
+
+def test_a_slow_command_on_the_card_engine_with_many_wtx_executes_once() -> None:
+    class VerySlow(MemoryLine):
+        """The card engine asks for WTX again each time the terminal grants one, 50 times,
+        and only then hands back the answer."""
+
+        def __init__(self) -> None:
+            super().__init__(answer)
+            self.left, self.running = 50, b""
+
+        def send(self, data: bytes) -> None:
+            out = self.card.receive(data)
+            self.outbox.append(out.send)
+            if out.execute is not None:
+                self.executed.append(out.execute)
+                self.running = out.execute
+            elif not Block.decode(data).is_s(SType.WTX, True):
+                return
+            if self.left:
+                self.left -= 1
+                self.outbox.append(self.card.request_wtx(2).send)
+            else:
+                self.outbox.append(self.card.executed(answer(self.running),
+                                                      self.card.generation).send)
+
+    line = VerySlow()
+    terminal = T1Terminal(line, ifsc=254, bwt=0.01)
+    command = extended(10, 10)
+    assert terminal.transceive(command) == answer(command)
+    assert terminal.stats.wtx == 50
+    assert line.executed == [command]
+    # the next command starts from nothing: the budget is per command
+    line.left = 50
+    assert terminal.transceive(command) == answer(command)
+    assert terminal.stats.wtx == 100
+
+
+@pytest.mark.parametrize("size", [32, 0])  # 32: the IFSD until negotiated
+def test_a_response_chained_forever_is_stopped(size: int) -> None:
+    class Chatty:
+        """Answers every block with the next I-block of an endless chain (M = 1)."""
+
+        def __init__(self) -> None:
+            self.ns, self.pending, self.blocks = 0, 0, 0
+
+        def send(self, data: bytes) -> None:
+            self.pending += 1
+
+        def receive(self, timeout: float) -> bytes | None:
+            if not self.pending:
+                return None
+            self.pending -= 1
+            self.blocks += 1
+            assert self.blocks <= ScriptedCard.LIMIT, "the reader took an endless chain"
+            block = Block.i(self.ns, bytes(size), more=True)
+            self.ns ^= 1
+            return block.encode()
+
+    card = Chatty()
+    terminal = T1Terminal(card, bwt=0.01, max_response=2000)
+    with pytest.raises(CardStalledError, match="chained a response past 2000 bytes"):
+        terminal.transceive(GET_SERIAL)
+    assert card.blocks == (2000 // 32 + 1 if size else 2001)
