@@ -77,11 +77,13 @@ ROW_BYTES = blom.row_to_bytes(ROW)
 PAIR_KEY = blom.pair_key(blom.shared_element(blom.row_for(MASTER, blom.x_of(PEER)),
                                              blom.x_of(HOLDER)), PEER, HOLDER)
 TRANSPORT_KEY = bytes(range(32))
+CARD_AUTH_KEY = bytes(range(0x40, 0x60))  # INTERNAL AUTHENTICATE key 81: no PIN needed
 OPERATIONAL = PersistentState(
     serial=bytes.fromhex("F022002200220022"), transport_key=bytes(32), pin_salt=_SALT,
     lifecycle=Lifecycle.OPERATIONAL, holder_id=HOLDER, row=ROW_BYTES,
     pin_hash=pin_block.pin_hash(_SALT, pin_block.encode_pin(PIN)),
-    puk_hash=pin_block.pin_hash(_SALT, pin_block.encode_pin(PUK)))
+    puk_hash=pin_block.pin_hash(_SALT, pin_block.encode_pin(PUK)),
+    card_auth_key=CARD_AUTH_KEY)
 BLANK = replace(manufacture(TRANSPORT_KEY, serial=bytes.fromhex("B1A2B3C4D5E6F708")),
                 pin_salt=_SALT)
 
@@ -336,6 +338,8 @@ def seeds() -> dict[str, bytes]:
         "decipher": encode(3, h("002A8086") + bytes((len(plain),)) + tlv(0x86, bytes(40))),
         "chain": encode(3, h("102A868004800568656C"), h("002A8680036C6F0000"),
                         h("102A868002AAAA"), h("00840000 08".replace(" ", ""))),
+        "card-auth": encode(1, h("0088008120") + bytes(range(32)) + h("00"),
+                            h("0088008110") + bytes(16), h("0088008200"), h("00880081")),
         "auth": encode(3, h("0084000008"), h("00880000080102030405060708 00".replace(" ", "")),
                        h("0082000010") + bytes(16)),
         "extended": encode(3, h("002A868000000A") + tlv(0x80, b"extended") + h("0000")),
@@ -348,6 +352,7 @@ def seeds() -> dict[str, bytes]:
             Keyed(1, h("80E20000") + tlv(0xDF11, ROW_BYTES)),
             Keyed(1, h("80E20000") + tlv(0xDF12, pin_block.encode_pin(PIN))),
             Keyed(1, h("80E20000") + tlv(0xDF13, pin_block.encode_pin(PUK))),
+            Keyed(1, h("80E20000") + tlv(0xDF14, CARD_AUTH_KEY)),
             Keyed(1, h("80E20000") + tlv(0xDF10, b"\xff")), Keyed(1, h("80F00005")),
             SELECT, VERIFY, MSE, Keyed(4, sealing(0, b"hdr", b"part/1", b"hello"))),
         "perso-bad-mac": encode(5, Keyed(0, b""), Keyed(1, h("80E20000")), h("80F0000510")

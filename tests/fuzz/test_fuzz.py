@@ -147,8 +147,9 @@ def test_key_holder_personalises_a_blank_card() -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(applet_module.Applet, "process", spy)
         run_one(seeds()["perso-keyed"])
-    # STORE DATA x 4 and SET STATUS pass their MACs; the card then enciphers for the peer
-    assert executed.count((b"\x80\xe2", b"\x90\x00")) == 4
+    # STORE DATA x 5 (holder, row, PIN, PUK, card authentication key) and SET STATUS pass
+    # their MACs; the card then enciphers for the peer
+    assert executed.count((b"\x80\xe2", b"\x90\x00")) == 5
     assert (b"\x80\xf0", b"\x90\x00") in executed
     assert (b"\x00\x2a", b"\x90\x00") in executed
 
