@@ -86,3 +86,15 @@ def test_boxes_by_hand(committed: dict) -> None:
         == committed["boxes"][1]["box_hex"]
     assert [line["response_hex"][-4:] for line in chained] == ["6104", "9000", "6116", "6106",
                                                                "9000"]
+
+
+def test_the_cmacs_shown_in_the_document_are_the_sessions(committed: dict) -> None:
+    """apdu.md 3.14 and 3.15 show the C-MACs of the session of 3.13, every one of them."""
+    text = (apdu_vectors.PATH.parents[1] / "apdu.md").read_text()
+    shown = text[text.index("### 3.13 INITIALIZE UPDATE"):text.index("### 3.16 ")]
+    stream = "".join(t for t in shown.split()
+                     if len(t) == 2 and all(c in "0123456789ABCDEF" for c in t)).lower()
+    p = committed["personalisation"]
+    assert p["card_challenge_hex"] in stream and p["card_cryptogram_hex"] in stream
+    for command in p["commands"]:
+        assert command["cmac_hex"] in stream, command["what"]

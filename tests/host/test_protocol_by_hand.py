@@ -254,3 +254,27 @@ def test_confirmations(v: dict[str, Any], blom: dict[str, Any]) -> None:
         assert cbor2.loads(h(vec["request_cbor_hex"])) == {
             "type": "confirm", "party": responder.split(":")[0], "peer": challenger,
             "challenge": challenge}
+
+
+def test_the_values_quoted_in_the_document_are_the_files(v: dict[str, Any]) -> None:
+    """protocol.md 8.4 quotes values: each must be (part of) a value of the file."""
+    text = (VECTORS.parent / "protocol.md").read_text()
+    quoted = text[text.index("### 8.4 Key values"):text.index("## 9. Limits")]
+    values: list[str] = []
+
+    def collect(value: object) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
+        elif isinstance(value, str):
+            values.append(value)
+
+    collect(v)
+    tokens = [t.rstrip(".") for t in quoted.split() if len(t.rstrip(".")) >= 16]
+    hexes = [t for t in tokens if all(c in "0123456789abcdef" for c in t)]
+    assert len(hexes) >= 20
+    for token in hexes:
+        assert any(token in value for value in values), token
