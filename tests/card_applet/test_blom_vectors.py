@@ -5,6 +5,7 @@ identifier validation."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
 import json
 
@@ -206,3 +207,44 @@ def test_repository_copy_agrees_with_the_design_copy_when_present() -> None:
     if not outside.is_file():
         pytest.skip("no shared/ beside this clone: the repository's copy is the reference")
     assert json.loads(outside.read_text()) == json.loads(VECTORS_PATH.read_text())
+
+
+def test_the_file_follows_its_documented_format_by_hand() -> None:
+    """docs/protocol.md 8.2, recomputed with int arithmetic, hashlib and hmac only."""
+    doc = json.loads(VECTORS_PATH.read_text())
+    assert set(doc) == {"field_prime", "k", "master_upper_triangle_hex", "parties", "pairs"}
+    p = int(doc["field_prime"], 16)
+    assert doc["field_prime"].startswith("0x") and p == 2**255 - 19
+    k = doc["k"]
+    upper = doc["master_upper_triangle_hex"]
+    hexes = [*itertools.chain.from_iterable(upper),
+             *itertools.chain.from_iterable([q["x_hex"], *q["row_hex"]] for q in doc["parties"]),
+             *itertools.chain.from_iterable([q["shared_element_hex"], q["pair_key_hex"]]
+                                            for q in doc["pairs"])]
+    assert all(len(v) == 64 and v == v.lower() and int(v, 16) >= 0 for v in hexes)
+    # line i holds D[i][i], D[i][i+1], ..., D[i][k-1]; D is symmetric
+    assert [len(line) for line in upper] == list(range(k, 0, -1))
+    d = [[0] * k for _ in range(k)]
+    for i, line in enumerate(upper):
+        for j in range(i, k):
+            d[i][j] = d[j][i] = int(line[j - i], 16)
+    for party in doc["parties"]:
+        ident = party["id"].encode()
+        xv = int.from_bytes(hashlib.sha256(b"EP0791901/blom/v1/id\x00" + ident).digest(),
+                            "big") % p
+        assert party["x_hex"] == f"{xv:064x}"
+        # row element j = sum_i D[j][i] x^i: the coefficients of the polynomial in y
+        assert party["row_hex"] == [f"{sum(d[j][i] * pow(xv, i, p) for i in range(k)) % p:064x}"
+                                    for j in range(k)]
+    rows = {q["id"]: [int(v, 16) for v in q["row_hex"]] for q in doc["parties"]}
+    xs = {q["id"]: int(q["x_hex"], 16) for q in doc["parties"]}
+    for pair in doc["pairs"]:
+        a, b = pair["a"], pair["b"]
+        assert a.encode() < b.encode()  # the pair is listed in bytewise order
+        e = sum(r * pow(xs[b], j, p) for j, r in enumerate(rows[a])) % p
+        assert pair["shared_element_hex"] == f"{e:064x}"
+        info = (b"pair" + bytes((len(a.encode()),)) + a.encode()
+                + bytes((len(b.encode()),)) + b.encode())
+        prk = hmac.new(b"EP0791901/blom/v1/pair", e.to_bytes(32, "big"), hashlib.sha256).digest()
+        okm = hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
+        assert pair["pair_key_hex"] == okm.hex()

@@ -9,6 +9,8 @@ before anything secret is sent.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 
 import pytest
@@ -76,6 +78,20 @@ def test_mac_input_layout_byte_by_byte() -> None:
                 + b"\x18" + v["holder_id"].encode()
                 + b"\x20" + bytes.fromhex(v["challenge_hex"]))
     assert expected.hex() == v["mac_input_hex"]
+
+
+def test_every_vector_by_hand_from_apdu_md() -> None:
+    """apdu.md 5.7 with hmac alone: six length-prefixed fields, HMAC-SHA256, all 32 bytes."""
+    doc = json.loads(PATH.read_text())
+    assert doc["format"] == 1 and len(doc["vectors"]) == 4
+    for v in doc["vectors"]:
+        fields = [b"EP0791901/card-auth/v1", b"card", b"terminal",
+                  bytes.fromhex(v["serial_hex"]), v["holder_id"].encode(),
+                  bytes.fromhex(v["challenge_hex"])]
+        data = b"".join(bytes((len(f),)) + f for f in fields)
+        assert data.hex() == v["mac_input_hex"]
+        answer = hmac.new(bytes.fromhex(v["card_auth_key_hex"]), data, hashlib.sha256)
+        assert answer.hexdigest() == v["answer_hex"]
 
 
 def test_the_card_answers_the_vector(vector_card: CardDriver) -> None:

@@ -18,7 +18,16 @@ from typing import Any
 from card_applet import keys
 from host import codec, envelope
 from host.issuer import DECLINED, padded
-from host.order import CatalogueItem, Order, OrderForm, Party, split
+from host.order import (
+    DEFAULT_GRANTS,
+    CatalogueItem,
+    Order,
+    OrderField,
+    OrderForm,
+    PartitionPolicy,
+    Party,
+    split,
+)
 from host.server import request_digest
 
 SHARED = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "blom-v1.json"
@@ -34,6 +43,29 @@ AUTH_NONCE = b"\xcc" * keys.NONCE_SIZE
 FORM_NONCE = b"\xf0" * envelope.FORM_NONCE_SIZE  # the holder's, in its form request
 FORM_MAC_NONCE = b"\xdd" * keys.NONCE_SIZE  # the seller's seal nonce for the form MAC
 RECEIPT_NONCE = b"\xee" * keys.NONCE_SIZE
+TRACKING = "TRK-0123456789AB"
+REVERSE_REASON = "the delivery company refused: unreachable"
+CHALLENGE = bytes(range(0x30, 0x40))  # a confirmation challenge (16 bytes)
+
+
+def gcm_aad(atc: int, aad: bytes) -> bytes:
+    """What AES-GCM authenticates for a box: version || ATC || the caller's aad (tag 81)."""
+    return bytes((keys.SEAL_VERSION,)) + atc.to_bytes(4, "big") + aad
+
+
+def box_vector(vectors: dict[str, Any], sender: str, receiver: str, ctx: bytes, atc: int,
+               nonce: bytes, plaintext: bytes, aad: bytes) -> dict[str, Any]:
+    """One seal box (a MAC when `plaintext` is empty) with every intermediate value."""
+    key = keys.seal_key(pair_key(vectors, sender, receiver), sender.encode(),
+                        receiver.encode(), ctx)
+    out: dict[str, Any] = {"sender": sender, "receiver": receiver}
+    if plaintext:
+        out["plaintext_hex"] = plaintext.hex()
+    out.update({"aad_hex": aad.hex(), "context_hex": ctx.hex(), "key_hex": key.hex(),
+                "atc": atc, "nonce_hex": nonce.hex(), "gcm_aad_hex": gcm_aad(atc, aad).hex()})
+    out["box_hex" if plaintext else "mac_hex"] = keys.seal(key, atc, plaintext, aad,
+                                                           nonce=nonce).hex()
+    return out
 
 
 def blom_vectors() -> dict[str, Any]:
@@ -60,95 +92,161 @@ def the_order() -> Order:
                  lines=(("A-100", 1), ("B-200", 2)))
 
 
-def form_vectors(vectors: dict[str, Any], form: OrderForm) -> dict[str, str]:
+def form_vectors(vectors: dict[str, Any], form: OrderForm) -> dict[str, Any]:
     """The seller's form for the holder's request: its MAC under seller -> holder."""
     seller = IDS[Party.SELLER]
     raw = codec.encode(form.to_cbor())
     body = envelope.form_body(seller, HOLDER, FORM_NONCE, raw)
     ctx = envelope.context("form", FORM_NONCE)
-    key = keys.seal_key(pair_key(vectors, seller, HOLDER), seller.encode(), HOLDER.encode(),
-                        ctx)
     return {
         "request_cbor_hex": codec.encode({"type": "form-request", "holder": HOLDER,
                                           "nonce": FORM_NONCE}).hex(),
         "nonce_hex": FORM_NONCE.hex(), "form_cbor_hex": raw.hex(),
-        "form_digest_hex": envelope.form_digest(raw).hex(), "body_hex": body.hex(),
-        "context_hex": ctx.hex(), "key_hex": key.hex(), "atc": "5",
-        "mac_nonce_hex": FORM_MAC_NONCE.hex(),
-        "mac_hex": keys.seal(key, 5, b"", body, nonce=FORM_MAC_NONCE).hex(),
+        "form_digest_hex": envelope.form_digest(raw).hex(),
+        "mac": mac_vector(vectors, seller, HOLDER, ctx, 5, FORM_MAC_NONCE, body),
     }
 
 
-def decline_vectors(vectors: dict[str, Any], header: bytes, digest: bytes,
-                    amount: int) -> dict[str, str]:
-    """A decline: one reason for the seller, the precise one sealed for the holder."""
-    issuer = IDS[Party.ISSUER]
-    body = envelope.authorisation_body(ORDER_ID, "declined", DECLINED, amount, digest)
-    plaintext = codec.encode({**padded({"code": "declined", "reason": "wrong expiry date",
-                                        "amount": amount, "digest": digest})})
-    ctx = envelope.context("receipt", ORDER_ID)
-    aad = envelope.receipt_aad("issuer", header)
-    key = keys.seal_key(pair_key(vectors, issuer, HOLDER), issuer.encode(), HOLDER.encode(),
-                        ctx)
+def mac_vector(vectors: dict[str, Any], sender: str, receiver: str, ctx: bytes, atc: int,
+               nonce: bytes, body: bytes) -> dict[str, Any]:
+    """A MAC: the seal box of an empty plaintext with `body` as the aad."""
+    out = box_vector(vectors, sender, receiver, ctx, atc, nonce, b"", body)
+    out["body_hex"] = out.pop("aad_hex")
+    return out
+
+
+def nonce(byte: int) -> bytes:
+    return bytes((byte,)) * keys.NONCE_SIZE
+
+
+def receipt_vector(vectors: dict[str, Any], sender: Party, header: bytes, order_id: bytes,
+                   atc: int, seal_nonce: bytes, content: dict[str, Any]) -> dict[str, Any]:
+    """A receipt: `content` (a CBOR map) sealed for the holder's card."""
+    return box_vector(vectors, IDS[sender], HOLDER, envelope.context("receipt", order_id), atc,
+                      seal_nonce, codec.encode(content),
+                      envelope.receipt_aad(sender.value, header))
+
+
+def confirm_vector(vectors: dict[str, Any], responder: str, challenger: str,
+                   asked: str) -> dict[str, Any]:
+    """Claim 7: `responder` answers `challenger`'s challenge (apdu.md 5.2, 5.4)."""
+    key = keys.confirm_key(pair_key(vectors, responder, challenger), responder.encode(),
+                           challenger.encode())
     return {
-        "authorisation_body_hex": body.hex(), "receipt_plaintext_hex": plaintext.hex(),
-        "receipt_aad_hex": aad.hex(), "receipt_context_hex": ctx.hex(),
-        "receipt_key_hex": key.hex(), "receipt_atc": "4",
-        "receipt_nonce_hex": RECEIPT_NONCE.hex(),
-        "receipt_hex": keys.seal(key, 4, plaintext, aad, nonce=RECEIPT_NONCE).hex(),
+        "responder": responder, "challenger": challenger, "challenge_hex": CHALLENGE.hex(),
+        "request_cbor_hex": codec.encode({"type": "confirm", "party": asked,
+                                          "peer": challenger, "challenge": CHALLENGE}).hex(),
+        "key_hex": key.hex(), "response_hex": keys.confirm_mac(key, CHALLENGE).hex(),
     }
+
+
+def exposing_policy() -> PartitionPolicy:
+    """A policy with two exposures: the seller also gets the destination and the expiry."""
+    grants = {**DEFAULT_GRANTS, Party.SELLER: DEFAULT_GRANTS[Party.SELLER]
+              | {OrderField.DESTINATION, OrderField.CARD_EXPIRY}}
+    return PartitionPolicy(grants, frozenset({(OrderField.DESTINATION, Party.SELLER),
+                                              (OrderField.CARD_EXPIRY, Party.SELLER)}))
 
 
 def compute() -> dict[str, Any]:
     vectors = blom_vectors()
     form, order = the_form(), the_order()
     header = envelope.new_header(form, HOLDER, order_id=ORDER_ID, timestamp=TIMESTAMP)
-    trace: dict[Party, dict[str, str]] = {}
+    trace: dict[Party, dict[str, Any]] = {}
     atc = {p: FIRST_ATC + i for i, p in enumerate(Party)}
+    seller, issuer, delivery = (IDS[p] for p in Party)
 
     def seal(party: Party, plaintext: bytes, aad: bytes, ctx: bytes) -> bytes:
-        key = keys.seal_key(pair_key(vectors, HOLDER, IDS[party]), HOLDER.encode(),
-                            IDS[party].encode(), ctx)
-        box = keys.seal(key, atc[party], plaintext, aad, nonce=NONCES[party])
-        trace[party] = {"plaintext_hex": plaintext.hex(), "aad_hex": aad.hex(),
-                        "context_hex": ctx.hex(), "seal_key_hex": key.hex(),
-                        "atc": str(atc[party]), "nonce_hex": NONCES[party].hex(),
-                        "box_hex": box.hex()}
-        return box
+        trace[party] = box_vector(vectors, HOLDER, IDS[party], ctx, atc[party],
+                                  NONCES[party], plaintext, aad)
+        return bytes.fromhex(trace[party]["box_hex"])
 
     sealed = envelope.build(order, form, header, seal, salts=SALTS)
-    issuer_part = sealed.envelope.parts[Party.ISSUER]
-    auth_body = envelope.authorisation_body(ORDER_ID, "approved", "approved",
-                                            order.amount(form), sealed.digest)
-    auth_ctx = envelope.context("authorisation", ORDER_ID)
-    auth_key = keys.seal_key(pair_key(vectors, IDS[Party.ISSUER], IDS[Party.SELLER]),
-                             IDS[Party.ISSUER].encode(), IDS[Party.SELLER].encode(), auth_ctx)
+    hdr, digest, amount = sealed.envelope.header, sealed.digest, order.amount(form)
+    parts = sealed.envelope.parts
+
+    def ctx(purpose: str) -> bytes:
+        return envelope.context(purpose, ORDER_ID)
+
+    authorise_digest = request_digest(hdr, parts[Party.ISSUER])
+    authorisation = mac_vector(vectors, issuer, seller, ctx("authorisation"), 3, AUTH_NONCE,
+                               envelope.authorisation_body(ORDER_ID, "approved", "approved",
+                                                           amount, digest))
+    approval = bytes.fromhex(authorisation["mac_hex"])
+    delivery_digest = request_digest(hdr, parts[Party.DELIVERY], approval)
+    reverse_body = envelope.reverse_body(ORDER_ID, digest, REVERSE_REASON)
     return {
-        "about": "nettx protocol v1 vectors (docs/protocol.md); rows from shared blom-v1",
+        "about": "nettx protocol v1 vectors (docs/protocol.md section 8); "
+                 "rows from docs/vectors/blom-v1.json",
         "holder": HOLDER,
         "parties": {p.value: IDS[p] for p in Party},
         "form_cbor_hex": codec.encode(form.to_cbor()).hex(),
+        "policy_cbor_hex": codec.encode(form.policy.to_cbor()).hex(),
         "policy_digest_hex": form.policy.digest().hex(),
+        "policy_with_exposures": {
+            "policy_cbor_hex": codec.encode(exposing_policy().to_cbor()).hex(),
+            "policy_digest_hex": exposing_policy().digest().hex()},
         "order_id_hex": ORDER_ID.hex(),
         "timestamp": TIMESTAMP,
-        "header_hex": sealed.envelope.header.hex(),
+        "header_hex": hdr.hex(),
         "salts_hex": {p.value: SALTS[p].hex() for p in Party},
         "fields_cbor_hex": {p.value: codec.encode(f).hex()
                             for p, f in split(order, form).items()},
         "commitments_hex": {p.value: c.hex() for p, c in sealed.commitments.items()},
-        "order_digest_hex": sealed.digest.hex(),
+        "order_digest_hex": digest.hex(),
         "parts": {p.value: trace[p] for p in Party},
         "envelope_cbor_hex": codec.encode(sealed.envelope.to_cbor()).hex(),
-        "authorise_request_digest_hex": request_digest(sealed.envelope.header,
-                                                       issuer_part).hex(),
-        "authorisation": {
-            "body_hex": auth_body.hex(), "context_hex": auth_ctx.hex(),
-            "key_hex": auth_key.hex(), "nonce_hex": AUTH_NONCE.hex(), "atc": "3",
-            "mac_hex": keys.seal(auth_key, 3, b"", auth_body, nonce=AUTH_NONCE).hex(),
+        "authorise_request": {"request_digest_hex": authorise_digest.hex(),
+                              **mac_vector(vectors, seller, issuer, ctx("authorise"), 11,
+                                           nonce(0xB1), authorise_digest)},
+        "authorisation": authorisation,
+        "issuer_receipt": receipt_vector(vectors, Party.ISSUER, hdr, ORDER_ID, 4, RECEIPT_NONCE,
+                                         padded({"code": "approved", "reason": "approved",
+                                                 "amount": amount, "digest": digest})),
+        "delivery_request": {"request_digest_hex": delivery_digest.hex(),
+                             **mac_vector(vectors, seller, delivery, ctx("delivery-request"),
+                                          12, nonce(0xB2), delivery_digest)},
+        "delivery_answer": {"tracking": TRACKING,
+                            **mac_vector(vectors, delivery, seller, ctx("delivery-answer"), 1,
+                                         nonce(0xB3), envelope.delivery_answer_body(
+                                             ORDER_ID, digest, TRACKING))},
+        "delivery_receipt": receipt_vector(vectors, Party.DELIVERY, hdr, ORDER_ID, 2,
+                                           nonce(0xB4), {"tracking": TRACKING,
+                                                         "digest": digest}),
+        "reverse": {"reason": REVERSE_REASON,
+                    **mac_vector(vectors, seller, issuer, ctx("reverse"), 13, nonce(0xB5),
+                                 reverse_body)},
+        "reversed": {
+            "mac": mac_vector(vectors, issuer, seller, ctx("reversed"), 5, nonce(0xB6),
+                              envelope.reversed_body(ORDER_ID, "reversed", amount, digest)),
+            "receipt": receipt_vector(vectors, Party.ISSUER, hdr, ORDER_ID, 6, nonce(0xB7),
+                                      {"code": "reversed", "reason": REVERSE_REASON,
+                                       "amount": amount, "digest": digest}),
+        },
+        "voided": {
+            "mac": mac_vector(vectors, issuer, seller, ctx("reversed"), 7, nonce(0xB8),
+                              envelope.reversed_body(ORDER_ID, "voided", 0, digest)),
+            "receipt": receipt_vector(vectors, Party.ISSUER, hdr, ORDER_ID, 8, nonce(0xB9),
+                                      {"code": "voided", "reason": REVERSE_REASON,
+                                       "amount": 0, "digest": digest}),
         },
         "form_mac": form_vectors(vectors, form),
-        "decline": decline_vectors(vectors, sealed.envelope.header, sealed.digest,
-                                   order.amount(form)),
+        "decline": {
+            "mac": mac_vector(vectors, issuer, seller, ctx("authorisation"), 9, nonce(0xBA),
+                              envelope.authorisation_body(ORDER_ID, "declined", DECLINED,
+                                                          amount, digest)),
+            "receipt": receipt_vector(vectors, Party.ISSUER, hdr, ORDER_ID, 10, nonce(0xBB),
+                                      padded({"code": "declined",
+                                              "reason": "wrong expiry date",
+                                              "amount": amount, "digest": digest})),
+        },
+        "confirmations": [
+            confirm_vector(vectors, seller, HOLDER, "seller"),
+            confirm_vector(vectors, issuer, HOLDER, "issuer"),
+            confirm_vector(vectors, delivery, HOLDER, "delivery"),
+            confirm_vector(vectors, issuer, seller, "issuer"),
+            confirm_vector(vectors, delivery, seller, "delivery"),
+        ],
     }
 
 
