@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from card_applet import blom
+from card_applet.applet import Applet
+from card_applet.state import FileStore
 from host import db
 from host.authority import Authority
 from host.db import Account, Ledger
@@ -18,13 +21,17 @@ from host.delivery import DeliveryServer
 from host.issuer import IssuerServer
 from host.keymodule import KeyModule
 from host.order import CatalogueItem, Order, OrderForm
+from host.personalisation import personalise
 from host.seller import Endpoint, SellerConfig, SellerServer
 from host.server import PartyServer, ServerConfig
+from terminal.inprocess import InProcessReader
+from terminal.session import CardSession
 
 T = TypeVar("T")
 
 SELLER, ISSUER, DELIVERY = "seller:shop.example", "issuer:bank.example", "delivery:post.example"
 HOLDER = "holder:alice@example.org"
+PIN, PUK = "1234", "12345678"
 CARD_NUMBER, EXPIRY = "4000123412341234", "09/29"
 CATALOGUE = (CatalogueItem("A-100", "smart card reader", 2500),
              CatalogueItem("B-200", "blank cards (10)", 1200),
@@ -124,6 +131,17 @@ class Market:
 EVIL = "issuer:evil.example"  # a real row, for another identifier: the impersonator's
 ROGUE_SELLER = "seller:rogue.example"  # a genuine seller, not the one the holder means to pay
 EVIL_DELIVERY = "delivery:evil.example"  # a genuine delivery row, an on-path attacker's
+
+
+def holder_card(authority: Authority, path: Path, holder: str = HOLDER) -> CardSession:
+    """A card made by `authority` at `path`, personalised for `holder` with PIN and PUK, in
+    an in-process reader, and authenticated as the holder's terminal does before any PIN."""
+    authority.manufacture_card(path)
+    (row,) = authority.rows_for([blom.x_of(holder)])
+    session = CardSession(InProcessReader(Applet(FileStore(path))))
+    session.authenticate_card(personalise(session, authority.transport_master, holder, row,
+                                          PIN, PUK))
+    return session
 
 
 def issue_market_rows(authority: Authority) -> dict[str, list[int]]:

@@ -12,9 +12,6 @@ from typing import Any, ClassVar
 
 import pytest
 
-from card_applet import blom
-from card_applet.applet import Applet
-from card_applet.state import FileStore
 from host import codec
 from host.codec import Fields
 from host.db import MAX_DECLINES, RATE_LIMITED, Ledger
@@ -23,11 +20,9 @@ from host.holder import HolderClient, Quote
 from host.issuer import DECLINED, IssuerServer
 from host.money import Money
 from host.order import CatalogueItem, Party
-from host.personalisation import personalise
 from host.seller import Endpoint, SellerConfig, SellerServer
 from host.server import ServerConfig
 from host.wire import Connection, MessageType
-from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 from tests.host import test_transaction as transaction
 from tests.host.market import (
@@ -40,8 +35,9 @@ from tests.host.market import (
     form,
     order,
 )
+from tests.host.market import holder_card as market_holder_card
 from tests.host.onpath import OnPathProxy, edit_form
-from tests.host.test_transaction import CEILING, PIN, PUK, balance, shipments
+from tests.host.test_transaction import CEILING, PIN, balance, shipments
 
 # the transaction tests' fixtures: the centre, Alice's card, the market
 centre, holder_card = transaction.centre, transaction.holder_card
@@ -334,12 +330,7 @@ def test_declines_are_rate_limited_per_holder_across_a_restart(
     # another holder is not held back by it
     authority, _ = centre
     bob = "holder:bob@example.org"
-    path = tmp_path / "bob.json"
-    authority.manufacture_card(path)
-    (row,) = authority.rows_for([blom.x_of(bob)])
-    bob_card = CardSession(InProcessReader(Applet(FileStore(path))))
-    bob_card.authenticate_card(personalise(bob_card, authority.transport_master, bob, row,
-                                           PIN, PUK))
+    bob_card = market_holder_card(authority, tmp_path / "bob.json", bob)
     ledger = Ledger(m.home / "ledger.sqlite")
     ledger.add_account(account(card_number="4000999988887777", holder=bob, balance=10_000))
     ledger.close()

@@ -14,18 +14,14 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from card_applet import blom
-from card_applet.applet import Applet
-from card_applet.state import FileStore
 from host.admission import ConnectionTable, Limits, Slot
 from host.authority import Authority
 from host.holder import HolderClient
-from host.personalisation import personalise
 from host.server import ServerConfig
 from host.wire import FrameDecoder, MessageType, frame
-from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 from tests.host.market import HOLDER, SELLER, Market, issue_market_rows, order
+from tests.host.market import holder_card as market_holder_card
 from tests.host.slowloris import Kind, Slowloris
 
 PIN, PUK = "1234", "12345678"
@@ -52,14 +48,7 @@ def market(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path) -> It
 
 @pytest.fixture
 def holder(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path) -> CardSession:
-    authority, _ = centre
-    path = tmp_path / "holder.json"
-    authority.manufacture_card(path)
-    (row,) = authority.rows_for([blom.x_of(HOLDER)])
-    session = CardSession(InProcessReader(Applet(FileStore(path))))
-    session.authenticate_card(personalise(session, authority.transport_master, HOLDER, row,
-                                          PIN, PUK))
-    return session
+    return market_holder_card(centre[0], tmp_path / "holder.json")
 
 
 def wait_until_mounted(attacks: list[Slowloris], least: int, timeout: float = 20.0) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from card_applet import blom
 from card_applet.applet import Applet
 from card_applet.state import FileStore, read_state
 from host import codec, envelope
@@ -24,7 +23,6 @@ from host.holder import HolderClient
 from host.issuer import IssuerServer
 from host.keymodule import KeyModule
 from host.order import DEFAULT_GRANTS, OrderField, PartitionPolicy, Party
-from host.personalisation import personalise
 from host.server import ServerConfig
 from host.softcard import software_card
 from host.wire import Connection, Message, MessageType, expect, frame
@@ -44,6 +42,7 @@ from tests.host.market import (
     issue_market_rows,
     order,
 )
+from tests.host.market import holder_card as market_holder_card
 
 PIN, PUK = "1234", "12345678"
 CEILING = "1000.00"  # EUR: above every honest order here
@@ -59,14 +58,7 @@ def centre(tmp_path_factory: pytest.TempPathFactory) -> tuple[Authority, dict[st
 
 @pytest.fixture
 def holder_card(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path) -> CardSession:
-    authority, _ = centre
-    path = tmp_path / "holder.json"
-    authority.manufacture_card(path)
-    (row,) = authority.rows_for([blom.x_of(HOLDER)])
-    session = CardSession(InProcessReader(Applet(FileStore(path))))
-    session.authenticate_card(personalise(session, authority.transport_master, HOLDER, row,
-                                          PIN, PUK))
-    return session
+    return market_holder_card(centre[0], tmp_path / "holder.json")
 
 
 @pytest.fixture
