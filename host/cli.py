@@ -247,7 +247,8 @@ def card_seal(state: Path) -> None:
 @click.option("--tear-after-writes", type=int, hidden=True)
 @click.option("--trace", "trace_log", is_flag=True,
               help="Log every command the card receives and its answer, secrets redacted "
-                   "(as `nettx --trace card serve`; --trace-file and --trace-full apply).")
+                   "(the same as `nettx --trace card serve`; the top-level --trace-file "
+                   "and --trace-full apply).")
 @click.option("--trace-pcap", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Record every exchange in FILE, a pcap Wireshark decodes (GSMTAP SIM); "
                    "secret data is zeroed unless --trace-secrets.")
