@@ -64,7 +64,7 @@ from terminal.trace import TRAFFIC, show_secrets
                    "secrets stay redacted.")
 @click.option("--trace-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Trace (implies --trace) to FILE instead of stderr: appended to, created "
-                   "0600, never through a symbolic link.")
+                   "0600; a symbolic link is refused.")
 @click.option("--trace-pcap", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Record every command/response exchange in FILE, a pcap Wireshark decodes "
                    "(GSMTAP SIM); secret data is zeroed unless --trace-secrets.")

@@ -3,9 +3,10 @@ of stderr), `--trace-full` (all of the data), `--trace-pcap` (every exchange in 
 Wireshark decodes), and the card's own trace for `card serve`.
 
 The files are opened once, when the command starts (a bad path is one error line before any
-APDU), and closed when it ends; both are created 0600 and never written through a symbolic
-link. The text trace is appended to, so one file can collect several commands (each line is
-timestamped); a pcap is one capture and is replaced.
+APDU), and closed when it ends; both are created 0600 and refused when the path is a
+symbolic link (one planted there would send the trace elsewhere). The text trace is appended
+to, so one file can collect several commands (each line is timestamped); a pcap is one
+capture and is replaced.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ LINE_FORMAT = "%(asctime)s %(name)s %(message)s"
 def _cannot_open(option: str, path: Path, exc: OSError) -> CliFail:
     if exc.errno == errno.ELOOP:
         return CliFail(f"{option} {path}: a symbolic link (a trace is never written through "
-                       "one: give the real path)")
+                       "one: give the file's own path)")
     return CliFail(f"{option} {path}: {exc.strerror or exc}")
 
 

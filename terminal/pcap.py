@@ -66,7 +66,7 @@ def datagram(payload: bytes, ident: int) -> bytes:
 class PcapWriter:
     """A new capture in a pcap file (an existing one is replaced), one record per exchange,
     each flushed, so a trace survives a killed process up to its last exchange. The file is
-    created 0600 (an existing one is tightened to 0600) and never opened through a symbolic
+    created 0600 (an existing one is tightened to 0600) and refused if the path is a symbolic
     link: a trace is the user's, even with its secrets zeroed. OSError if it cannot be."""
 
     def __init__(self, path: Path) -> None:

@@ -105,7 +105,7 @@ def trace_response(reader: str, resp: ResponseApdu) -> None:
 
 
 def open_trace_file(path: Path) -> TextIO:
-    """The trace file, opened for appending: created 0600, never through a symbolic link,
+    """The trace file, opened for appending: created 0600, refused if `path` is a symbolic link,
     tightened to 0600 if others could read it (a trace shows who talked to which card, and
     with --trace-secrets the secrets). OSError if it cannot be."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
