@@ -265,12 +265,12 @@ def card_serve(home: Path, state: Path, vpcd: str, listen: str | None,
         host, port = parse_endpoint(listen or vpcd)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen" if listen else "--vpcd") from exc
+    card_trace = cli_trace.card_trace(click.get_current_context(), log=trace_log,
+                                      pcap=trace_pcap)
     key = current_state_key()
     if not state.exists():
         Authority(home).manufacture_card(state, key)
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
-    card_trace = cli_trace.card_trace(click.get_current_context(), log=trace_log,
-                                      pcap=trace_pcap)
     if serial_device:
         from card_applet.serve import serve_serial_until_signalled
 

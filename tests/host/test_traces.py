@@ -250,3 +250,21 @@ def test_the_card_process_traces_with_trace(card: Path, tmp_path: Path) -> None:
     assert "RECV 00 A4 04 00 Lc=10 F0 45 50" in text
     assert PIN_BLOCK.hex(" ").upper() not in text
     assert PLAIN.encode()[:8].hex(" ").upper() not in text
+
+
+def test_card_serve_takes_one_capture_and_refuses_a_bad_one_before_serving(
+        home: Path, tmp_path: Path) -> None:
+    state = tmp_path / "new.card.json"
+    twice = nettx("--trace-pcap", tmp_path / "a.pcap", "card", "serve", "--state", state,
+                  "--trace-pcap", tmp_path / "b.pcap", home=home)
+    assert twice.returncode == 2 and "--trace-pcap given twice" in twice.stderr
+    assert "Traceback" not in twice.stderr
+
+    link = tmp_path / "card.pcap"
+    link.symlink_to(tmp_path / "elsewhere.pcap")
+    refused = nettx("card", "serve", "--state", state, "--trace-pcap", link, home=home)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        f"error: --trace-pcap {link}: a symbolic link (a trace is never written through one: "
+        "give the file's own path)"]
+    assert not (tmp_path / "elsewhere.pcap").exists() and not state.exists()
