@@ -15,9 +15,11 @@ import pytest
 
 from card_applet import pin as pin_block
 from card_applet.applet import AID
-from terminal.cardproc import CardProcess
+from terminal.cardproc import CardProcess, SerialCardProcess
 from terminal.embedded import EmbeddedReader
+from terminal.serial import SerialReader
 from terminal.session import CardSession
+from tests.serial_support import socat_pair
 from tests.tshark import fields, summary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,7 +190,7 @@ def test_trace_full_shows_all_of_the_data(card: Path, home: Path) -> None:
 # -- the card's own trace ---------------------------------------------------------------------
 
 
-def drive(reader: EmbeddedReader) -> None:
+def drive(reader: EmbeddedReader | SerialReader) -> None:
     """A holder's session: SELECT, VERIFY, MSE, ENCIPHER of PLAIN."""
     reader.power_on()
     session = CardSession(reader)
@@ -268,3 +270,20 @@ def test_card_serve_takes_one_capture_and_refuses_a_bad_one_before_serving(
         f"error: --trace-pcap {link}: a symbolic link (a trace is never written through one: "
         "give the file's own path)"]
     assert not (tmp_path / "elsewhere.pcap").exists() and not state.exists()
+
+
+def test_the_card_on_a_serial_line_traces_too(card: Path, tmp_path: Path) -> None:
+    log = tmp_path / "card.log"
+    with socat_pair(tmp_path) as (card_tty, reader_tty), SerialCardProcess(
+            card, card_tty, extra=["--trace"], log_path=log):
+        reader = SerialReader(reader_tty)
+        try:
+            reader.wait_for_card(CONNECT_TIMEOUT)
+            drive(reader)
+        finally:
+            reader.close()
+
+    text = log.read_text()
+    assert "RECV 00 20 00 81 Lc=8 <8 bytes redacted>" in text
+    assert "RECV 00 2A 86 80" in text and PIN_BLOCK.hex(" ").upper() not in text
+    assert PLAIN.encode()[:8].hex(" ").upper() not in text
