@@ -5,6 +5,8 @@
     python -m card_applet.serve --state card.json --vpcd-fd 3           (inherited socket)
 
 (`nettx card serve` is the same, plus manufacturing a blank card when the file is new.)
+--trace logs every command the card receives and its answer, at TRAFFIC level, with secrets
+redacted as the terminal's trace redacts them (card_applet/apdu_trace.py).
 --vpcd-fd serves one already connected vpcd channel (a socketpair end handed over by the
 terminal that started this process) and ends when it closes: nothing listens, nothing else
 can connect. A sealed state needs its key, from --state-key-file PATH or --state-key-fd N
@@ -23,12 +25,13 @@ import sys
 import threading
 from pathlib import Path
 
+from card_applet.apdu_trace import TRAFFIC, CardTrace, TracedCard, TraceStyle, card_log
 from card_applet.applet import Applet
 from card_applet.atr import ATR, ATR_CRC
 from card_applet.sealing import StateKey
 from card_applet.state import CardStore, FileStore, TearingStore
 from card_applet.store_errors import StateError
-from card_applet.vpcd import DEFAULT_PORT, CardSide, VpcdCard
+from card_applet.vpcd import DEFAULT_PORT, Card, CardSide, VpcdCard
 
 log = logging.getLogger("nettx.card")
 
@@ -55,12 +58,20 @@ def open_applet(state_path: Path, key: StateKey | None = None,
     return Applet(store)
 
 
+def traced(applet: Applet, trace: CardTrace | None) -> Card:
+    """The applet as served: itself, or wrapped so each exchange is traced."""
+    if trace is None:
+        return applet
+    return TracedCard(applet, f"card {applet.state.serial.hex()}", trace)
+
+
 def serve(state_path: Path, host: str, port: int, *, tear_after_writes: int | None = None,
           stop: threading.Event | None = None, listen: bool = False,
-          key: StateKey | None = None, channel: socket.socket | None = None) -> None:
+          key: StateKey | None = None, channel: socket.socket | None = None,
+          trace: CardTrace | None = None) -> None:
     applet = open_applet(state_path, key, tear_after_writes)
-    card = VpcdCard(CardSide(applet), host, port, stop=stop or threading.Event(), listen=listen,
-                    channel=channel)
+    card = VpcdCard(CardSide(traced(applet, trace)), host, port, stop=stop or threading.Event(),
+                    listen=listen, channel=channel)
     log.info("card %s (%s) %s vpcd %s", applet.state.serial.hex(),
              applet.state.lifecycle.name.lower(), "waiting for" if listen else "serving to",
              card.where)
@@ -70,7 +81,7 @@ def serve(state_path: Path, host: str, port: int, *, tear_after_writes: int | No
 def serve_serial(state_path: Path, device: str, *, stop: threading.Event | None = None,
                  tear_after_writes: int | None = None,
                  delays: dict[int, float] | None = None, crc: bool = False,
-                 key: StateKey | None = None) -> None:
+                 key: StateKey | None = None, trace: CardTrace | None = None) -> None:
     """Serve the card on a serial line (a UART, a pty, or any pyserial URL) until `stop`;
     `crc`: the ATR announces a CRC epilogue for T=1 blocks instead of the LRC."""
     import serial  # pyserial only for the serial card
@@ -84,7 +95,8 @@ def serve_serial(state_path: Path, device: str, *, stop: threading.Event | None 
     log.info("card %s (%s) on serial line %s", applet.state.serial.hex(),
              applet.state.lifecycle.name.lower(), device)
     try:
-        SerialCard(applet, port, stop or threading.Event(), atr=ATR_CRC if crc else ATR,
+        SerialCard(traced(applet, trace), port, stop or threading.Event(),
+                   atr=ATR_CRC if crc else ATR,
                    command_delay=lambda apdu: slow.get(apdu[1], 0.0) if len(apdu) > 1 else 0.0,
                    ).run()
     finally:
@@ -119,18 +131,21 @@ def _stop_on_signals() -> threading.Event:
 
 def serve_until_signalled(state_path: Path, host: str, port: int, *, listen: bool = False,
                           tear_after_writes: int | None = None, key: StateKey | None = None,
-                          channel: socket.socket | None = None) -> None:
+                          channel: socket.socket | None = None,
+                          trace: CardTrace | None = None) -> None:
     """`serve` until SIGTERM or SIGINT; every state change is already on disk by then."""
     serve(state_path, host, port, tear_after_writes=tear_after_writes, stop=_stop_on_signals(),
-          listen=listen, key=key, channel=channel)
+          listen=listen, key=key, channel=channel, trace=trace)
 
 
 def serve_serial_until_signalled(state_path: Path, device: str, *,
                                  tear_after_writes: int | None = None,
                                  delays: dict[int, float] | None = None,
-                                 crc: bool = False, key: StateKey | None = None) -> None:
+                                 crc: bool = False, key: StateKey | None = None,
+                                 trace: CardTrace | None = None) -> None:
     serve_serial(state_path, device, stop=_stop_on_signals(),
-                 tear_after_writes=tear_after_writes, delays=delays, crc=crc, key=key)
+                 tear_after_writes=tear_after_writes, delays=delays, crc=crc, key=key,
+                 trace=trace)
 
 
 def inherited_channel(fd: int) -> socket.socket:
@@ -176,12 +191,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --serial: announce CRC (TC3) instead of LRC for T=1 blocks")
     parser.add_argument("--delay", action="append", default=[], metavar="INS:SECONDS",
                         help="test facility: commands with this INS (hex) take this long")
+    parser.add_argument("--trace", action="store_true",
+                        help="log every command received and its answer, secrets redacted")
+    parser.add_argument("--trace-full", action="store_true",
+                        help="with --trace: all of the data, not its first 64 bytes")
+    parser.add_argument("--trace-secrets", action="store_true",
+                        help="with --trace: the secrets too (throw-away cards only)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if (args.trace_full or args.trace_secrets) and not args.trace:
+        parser.error("--trace-full and --trace-secrets work only with --trace")
     if not args.serial and (args.crc or args.delay):
         parser.error("--crc and --delay work only with --serial")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s card %(levelname)s %(message)s")
+    trace = None
+    if args.trace:
+        card_log.setLevel(TRAFFIC)
+        trace = CardTrace(TraceStyle(secrets=args.trace_secrets, full=args.trace_full))
+        if args.trace_secrets:
+            log.warning("--trace-secrets: the trace shows PINs, order plaintext and keys")
     try:
         host, port = parse_endpoint(args.listen or args.vpcd)
         delays = parse_delays(args.delay)
@@ -199,14 +228,15 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 serve_serial_until_signalled(args.state, args.serial,
                                              tear_after_writes=args.tear_after_writes,
-                                             delays=delays, crc=args.crc, key=key)
+                                             delays=delays, crc=args.crc, key=key,
+                                             trace=trace)
             except OSError as exc:  # pyserial's SerialException is an OSError
                 print(f"error: serial line {args.serial}: {exc}", file=sys.stderr)
                 return 1
             return 0
         serve_until_signalled(args.state, host, port, listen=args.listen is not None,
                               tear_after_writes=args.tear_after_writes, key=key,
-                              channel=channel)
+                              channel=channel, trace=trace)
     except StateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ from rich.text import Text
 
 from card_applet.serve import parse_endpoint, serve_until_signalled
 from card_applet.state import FileStore
+from host import cli_trace
 from host.authority import Authority, Master, write_row_file
 from host.cardaccess import current_state_key, open_card, state_key_options
 from host.cli_transaction import buy, delivery, issuer, seller
@@ -58,9 +59,19 @@ from terminal.trace import TRAFFIC, show_secrets
 @click.option("--trace-secrets", is_flag=True,
               help="Trace (implies --trace) with the secrets in it: PINs, PUK, card number, "
                    "destination, rows. For debugging with throw-away data only.")
+@click.option("--trace-full", is_flag=True,
+              help="Trace (implies --trace) with all of the data, not its first 64 bytes; "
+                   "secrets stay redacted.")
+@click.option("--trace-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Trace (implies --trace) to FILE instead of stderr: appended to, created "
+                   "0600; a symbolic link is refused.")
+@click.option("--trace-pcap", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Record every command/response exchange in FILE, a pcap Wireshark decodes "
+                   "(GSMTAP SIM); secret data is zeroed unless --trace-secrets.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the parties do.")
 @click.version_option(package_name="nettx")
-def main(trace: bool, trace_secrets: bool, verbose: bool) -> None:
+def main(trace: bool, trace_secrets: bool, trace_full: bool, trace_file: Path | None,
+         trace_pcap: Path | None, verbose: bool) -> None:
     """nettx: a virtual smart card holding a Blom/KPS key row (EP 0791901), its readers,
     and the trusted centre that issues rows and personalises cards.
 
@@ -74,9 +85,12 @@ def main(trace: bool, trace_secrets: bool, verbose: bool) -> None:
     show_secrets(trace_secrets)
     if trace_secrets:
         warn("--trace-secrets: the trace shows PINs, card numbers, order plaintext and keys")
+    trace = trace or (trace_full and trace_file is None)
     level = TRAFFIC if trace or trace_secrets else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
+    cli_trace.start(click.get_current_context(), full=trace_full, file=trace_file,
+                    pcap=trace_pcap)
 
 
 # -- authority --------------------------------------------------------------------------------
@@ -231,10 +245,18 @@ def card_seal(state: Path) -> None:
               help="Serve on a serial line instead (ISO 7816-3 ATR, PPS, T=1): a UART, a pty "
                    "or a pyserial URL; reset is in-band (docs/serial.md).")
 @click.option("--tear-after-writes", type=int, hidden=True)
+@click.option("--trace", "trace_log", is_flag=True,
+              help="Log every command the card receives and its answer, secrets redacted "
+                   "(the same as `nettx --trace card serve`; the top-level --trace-file "
+                   "and --trace-full apply).")
+@click.option("--trace-pcap", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Record every exchange in FILE, a pcap Wireshark decodes (GSMTAP SIM); "
+                   "secret data is zeroed unless --trace-secrets.")
 @state_key_options
 @fails_cleanly
 def card_serve(home: Path, state: Path, vpcd: str, listen: str | None,
-               serial_device: str | None, tear_after_writes: int | None) -> None:
+               serial_device: str | None, tear_after_writes: int | None, trace_log: bool,
+               trace_pcap: Path | None) -> None:
     """Serve the card to a vpcd reader (reconnecting whenever it goes away), or on a serial
     line with --serial."""
     if serial_device and listen:
@@ -243,6 +265,8 @@ def card_serve(home: Path, state: Path, vpcd: str, listen: str | None,
         host, port = parse_endpoint(listen or vpcd)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen" if listen else "--vpcd") from exc
+    card_trace = cli_trace.card_trace(click.get_current_context(), log=trace_log,
+                                      pcap=trace_pcap)
     key = current_state_key()
     if not state.exists():
         Authority(home).manufacture_card(state, key)
@@ -251,10 +275,10 @@ def card_serve(home: Path, state: Path, vpcd: str, listen: str | None,
         from card_applet.serve import serve_serial_until_signalled
 
         serve_serial_until_signalled(state, serial_device, tear_after_writes=tear_after_writes,
-                                     key=key)
+                                     key=key, trace=card_trace)
         return
     serve_until_signalled(state, host, port, listen=listen is not None,
-                          tear_after_writes=tear_after_writes, key=key)
+                          tear_after_writes=tear_after_writes, key=key, trace=card_trace)
 
 
 def _info_table(info: CardInfo) -> Table:

@@ -15,6 +15,7 @@ all its bytes, and Wireshark shows them as payload.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import time
 from pathlib import Path
@@ -63,13 +64,22 @@ def datagram(payload: bytes, ident: int) -> bytes:
 
 
 class PcapWriter:
-    """Appends exchanges to a pcap file; each record is flushed, so a trace survives a
-    killed process up to its last exchange. The file is created 0600: a trace is the
-    user's, even with its secrets zeroed."""
+    """A new capture in a pcap file (an existing one is replaced), one record per exchange,
+    each flushed, so a trace survives a killed process up to its last exchange. The file is
+    created 0600 (an existing one is tightened to 0600) and refused if the path is a symbolic
+    link: a trace is the user's, even with its secrets zeroed. OSError if it cannot be."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+                os.fchmod(fd, 0o600)
+        except BaseException:
+            os.close(fd)
+            raise
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self._file.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN,
                                      LINKTYPE_RAW))

@@ -1,94 +1,120 @@
-"""APDU trace: one log line per command and per response, at TRAFFIC level (below DEBUG).
+"""APDU trace: one log line per command and per response, at TRAFFIC level (below DEBUG), and
+optionally every exchange recorded in a pcap (terminal/pcap.py) as it crossed the reader.
 
-Secrets never reach the log unless the user asks for them (`show_secrets`, the CLI's
-`--trace-secrets`, which then shows them whole, not elided): the data of every command that
-carries a PIN, a key, a row or order plaintext is replaced by its length, in both directions.
-That is VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER (PINs, PUK), PERFORM SECURITY
-OPERATION (ENCIPHER's input and DECIPHER's output are the order's plaintext: card number,
-expiry, name, destination), the authentication commands (challenges and cryptograms under
-pair or transport keys), and the personalisation commands (rows, PIN, PUK). A response is
-redacted when the command it answers was, including the GET RESPONSE commands that fetch the
-rest of it.
+Secrets never reach the log or the recording unless the user asks for them (`show_secrets`,
+the CLI's `--trace-secrets`, which then shows them whole, not elided): the data of every
+command that carries a PIN, a key, a row or order plaintext is replaced by its length in the
+log and by zero bytes in the pcap, in both directions, including the GET RESPONSE commands
+that fetch the rest of a secret answer. Which commands those are is card_applet/secrecy.py's
+table, the one the card's own trace uses. Data longer than 64 bytes is elided in the log
+unless `show_full` (`--trace-full`); the pcap always holds all of it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
 
 from card_applet.apdu import CommandApdu, ResponseApdu
-from card_applet.sw import describe
+from card_applet.apdu_trace import (
+    TRAFFIC,
+    ExchangeSink,
+    TraceStyle,
+    format_command,
+    format_response,
+)
+from card_applet.secrecy import Secrecy
 
-TRAFFIC = 5
-logging.addLevelName(TRAFFIC, "TRAFFIC")
+__all__ = ["TRAFFIC", "log", "open_trace_file", "record", "recording", "show_full", "show_secrets",
+           "style", "trace_command", "trace_response"]
+
 log = logging.getLogger("nettx.apdu")
 
-# VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER, PSO, EXTERNAL / INTERNAL / GENERAL
-# AUTHENTICATE (ISO/IEC 7816-4 11.5, 11.6)
-_REDACTED_INTER_INDUSTRY = frozenset({0x20, 0x24, 0x2C, 0x2A, 0x82, 0x88, 0x86, 0x87})
-# INITIALIZE UPDATE, STORE DATA, SET STATUS: personalisation (GlobalPlatform-style)
-_REDACTED_PROPRIETARY = frozenset({0x50, 0xE2, 0xF0})
-GET_RESPONSE = 0xC0
-_SHOWN = 64  # bytes of data shown before eliding
 
-_show_secrets = False
-# reader name -> whether the last command sent there was secret: its response (and the GET
-# RESPONSE that fetch the rest of it) are redacted too
-_answering_secret: dict[str, bool] = {}
+@dataclass
+class _Channel:
+    secrecy: Secrecy = field(default_factory=Secrecy)
+    command: CommandApdu | None = None
+    command_secret: bool = False
+
+
+_style = TraceStyle()
+_sink: ExchangeSink | None = None
+_channels: dict[str, _Channel] = {}  # by reader name: a reader's secrecy is not another's
 _lock = threading.Lock()
 
 
 def show_secrets(enabled: bool) -> None:
     """Trace secret data as any other (a debugging aid the user asks for explicitly)."""
-    global _show_secrets
-    _show_secrets = enabled
+    global _style
+    _style = TraceStyle(secrets=enabled, full=_style.full)
 
 
-def _hex(data: bytes) -> str:
-    if len(data) <= _SHOWN:
-        return data.hex(" ").upper()
-    return data[:_SHOWN].hex(" ").upper() + f" ... ({len(data)} bytes)"
+def show_full(enabled: bool) -> None:
+    """Log all of every command's and response's data, not its first 64 bytes."""
+    global _style
+    _style = TraceStyle(secrets=_style.secrets, full=enabled)
 
 
-def is_secret(cmd: CommandApdu) -> bool:
-    """Whether the command's data (and its response's) is a secret."""
-    table = _REDACTED_PROPRIETARY if cmd.cla & 0x80 else _REDACTED_INTER_INDUSTRY
-    return cmd.ins in table
+def style() -> TraceStyle:
+    return _style
 
 
-def _shown(data: bytes, secret: bool) -> str:
-    if not secret:
-        return _hex(data)
-    if _show_secrets:  # asked for: all of it, the point is to read the plaintext
-        return data.hex(" ").upper()
-    return f"<{len(data)} bytes redacted>"
+def record(sink: ExchangeSink | None) -> None:
+    """Record every exchange from now on in `sink` (None: stop recording)."""
+    global _sink
+    with _lock:
+        _sink = sink
 
 
-def format_command(cmd: CommandApdu) -> str:
-    header = f"{cmd.cla:02X} {cmd.ins:02X} {cmd.p1:02X} {cmd.p2:02X}"
-    parts = [header]
-    if cmd.data:
-        parts.append(f"Lc={len(cmd.data)} {_shown(cmd.data, is_secret(cmd))}")
-    if cmd.le is not None:
-        parts.append(f"Le={cmd.le}")
-    return " ".join(parts)
-
-
-def format_response(resp: ResponseApdu, secret: bool = False) -> str:
-    data = f"{_shown(resp.data, secret)} " if resp.data else ""
-    return f"{data}SW={resp.sw:04X} ({describe(resp.sw)})"
+def recording() -> ExchangeSink | None:
+    """Where exchanges are being recorded, if anywhere."""
+    return _sink
 
 
 def trace_command(reader: str, cmd: CommandApdu) -> None:
     with _lock:
-        if not (cmd.ins == GET_RESPONSE and not cmd.cla & 0x80):
-            _answering_secret[reader] = is_secret(cmd)
+        channel = _channels.setdefault(reader, _Channel())
+        secret = channel.secrecy.command(cmd)
+        channel.command, channel.command_secret = cmd, secret
     if log.isEnabledFor(TRAFFIC):
-        log.log(TRAFFIC, "%s SEND %s", reader, format_command(cmd))
+        log.log(TRAFFIC, "%s SEND %s", reader, format_command(cmd, secret, _style))
 
 
 def trace_response(reader: str, resp: ResponseApdu) -> None:
+    global _sink
+    with _lock:
+        channel = _channels.setdefault(reader, _Channel())
+        redaction = channel.secrecy.response(resp)
+        cmd, channel.command = channel.command, None
+        if _sink is not None and cmd is not None:
+            shows = _style.secrets
+            try:
+                _sink.write(cmd, resp, hide_command=redaction.command and not shows,
+                            hide_response=redaction.response and not shows)
+            except OSError as exc:  # a full disk stops the recording, not the session
+                logging.getLogger("nettx").warning("APDU recording stopped: %s", exc)
+                _sink = None
     if log.isEnabledFor(TRAFFIC):
-        with _lock:
-            secret = _answering_secret.get(reader, False)
-        log.log(TRAFFIC, "%s RECV %s", reader, format_response(resp, secret))
+        log.log(TRAFFIC, "%s RECV %s", reader, format_response(resp, redaction.response, _style))
+
+
+def open_trace_file(path: Path) -> TextIO:
+    """The trace file, opened for appending: created 0600, refused if `path` is a symbolic link,
+    tightened to 0600 if others could read it (a trace shows who talked to which card, and
+    with --trace-secrets the secrets). OSError if it cannot be."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8", buffering=1)  # line-buffered: tail -f
+    except BaseException:
+        os.close(fd)
+        raise

@@ -13,8 +13,8 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from card_applet.apdu import CommandApdu
+from card_applet.secrecy import is_secret
 from card_applet.sw import CardError
-from terminal.trace import is_secret
 
 if TYPE_CHECKING:
     from terminal.conformance.probe import Probe
@@ -52,7 +52,7 @@ class Exchange:
 
     Reports are files that travel (CI artefacts, bug reports), so the data of a command that
     carries a secret (VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER, personalisation:
-    `terminal.trace.is_secret`) is cut out when the exchange is recorded, as the APDU trace
+    `card_applet.secrecy.is_secret`) is cut out when the exchange is recorded, as the APDU trace
     does: `command` keeps the header, Lc and Le, `redacted` says where the data was and how
     long it was. Even a wrong PIN is secret: the suite derives it from the right one.
     """

@@ -4,29 +4,17 @@ exchange back as ISO 7816-4: class, instruction name, status word; secrets stay 
 from __future__ import annotations
 
 import os
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from card_applet.apdu import CommandApdu, ResponseApdu
 from terminal.pcap import PcapWriter, datagram, exchange_bytes
+from tests.tshark import fields, summary
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 AID = bytes.fromhex("F0455030373931393031")
 PIN_BLOCK = bytes.fromhex("31323334FFFFFFFF")
-
-
-def tshark() -> str:
-    path = shutil.which("tshark")
-    if path is None:
-        message = "tshark not installed (Debian package tshark; make test installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def test_exchange_is_t0_shaped() -> None:
@@ -61,19 +49,33 @@ def test_tshark_decodes_every_exchange(tmp_path: Path) -> None:
         pcap.write(CommandApdu(0x80, 0xE2, 0, 0, b"abc"), ResponseApdu(b"", 0x6D00))
     assert path.stat().st_mode & 0o777 == 0o600
 
-    run = subprocess.run([tshark(), "-r", str(path), "-T", "fields", "-e", "gsm_sim.apdu.ins",
-                          "-e", "gsm_sim.apdu.sw", "-e", "gsm_sim.aid"],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    rows = [line.split("\t") for line in run.stdout.splitlines()]
+    rows = fields(path, "gsm_sim.apdu.ins", "gsm_sim.apdu.sw", "gsm_sim.aid")
     assert [r[:2] for r in rows] == [["0xa4", "0x6172"], ["0xc0", "0x9000"],
                                      ["0x20", "0x63c2"], ["0xe2", "0x6d00"]]
     assert rows[0][2] == AID.hex()
 
-    summary = subprocess.run([tshark(), "-r", str(path)], capture_output=True, text=True,
-                             timeout=120).stdout
-    lines = summary.splitlines()
+    lines = summary(path)
     assert "GSM SIM" in lines[0] and "SELECT" in lines[0]
     assert "GET RESPONSE" in lines[1] and "VERIFY" in lines[2]
     raw = path.read_bytes()
     assert PIN_BLOCK not in raw  # the PIN block was zeroed
+
+
+def test_a_capture_replaces_the_file_0600_and_never_through_a_symbolic_link(
+        tmp_path: Path) -> None:
+    old = tmp_path / "old.pcap"
+    old.write_bytes(b"an earlier capture, left readable")
+    old.chmod(0o644)
+    with PcapWriter(old) as pcap:
+        pcap.write(CommandApdu(0, 0xCA, 0, 0xC2, le=256), ResponseApdu(b"\x01", 0x9000))
+    assert old.stat().st_mode & 0o777 == 0o600
+    assert b"earlier" not in old.read_bytes()
+
+    # a link planted where the capture goes would have it overwrite the link's target
+    target = tmp_path / "precious"
+    target.write_bytes(b"keep me")
+    link = tmp_path / "trace.pcap"
+    os.symlink(target, link)
+    with pytest.raises(OSError):
+        PcapWriter(link)
+    assert target.read_bytes() == b"keep me"

@@ -1,0 +1,84 @@
+"""Which APDUs carry secrets: the one table both traces (terminal and card) and every record
+of exchanges (pcap, conformance reports) redact by.
+
+The card and the terminal each decide from the command alone, so they agree without talking
+about it. A command's data, and the data of its response, are secret for:
+
+- VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER: PIN and PUK blocks;
+- PERFORM SECURITY OPERATION: ENCIPHER's input and DECIPHER's output are an order's
+  plaintext (card number, expiry, name, destination); the other direction is redacted too,
+  so which is which never depends on P1-P2 being well formed;
+- EXTERNAL, INTERNAL and GENERAL AUTHENTICATE: challenges and cryptograms under pair keys
+  and the card authentication key;
+- the personalisation commands, INITIALIZE UPDATE, STORE DATA, SET STATUS (proprietary
+  class): rows, PIN, PUK, card key.
+
+A GET RESPONSE carries the rest of an earlier response, so its secrecy is that of the command
+whose answer started the 61xx chain. Not simply of the previous command: the applet keeps a
+pending response across a command refused at its class or length check (docs/apdu.md 1.8),
+so `DECIPHER, FF 00 00 00, GET RESPONSE` still fetches the plaintext.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from card_applet.apdu import CommandApdu, ResponseApdu
+
+GET_RESPONSE = 0xC0
+# VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER, PSO, EXTERNAL / INTERNAL / GENERAL
+# AUTHENTICATE (ISO/IEC 7816-4 11.5, 11.6)
+SECRET_INTER_INDUSTRY = frozenset({0x20, 0x24, 0x2C, 0x2A, 0x82, 0x88, 0x86, 0x87})
+# INITIALIZE UPDATE, STORE DATA, SET STATUS: personalisation (GlobalPlatform-style)
+SECRET_PROPRIETARY = frozenset({0x50, 0xE2, 0xF0})
+
+
+def is_proprietary(cla: int) -> bool:
+    return bool(cla & 0x80)
+
+
+def is_secret(cmd: CommandApdu) -> bool:
+    """Whether the command's data (and its response's) is a secret."""
+    table = SECRET_PROPRIETARY if is_proprietary(cmd.cla) else SECRET_INTER_INDUSTRY
+    return cmd.ins in table
+
+
+def is_get_response(cmd: CommandApdu) -> bool:
+    # GET RESPONSE is inter-industry (ISO 7816-4 11.4.1): 80 C0 is some other command
+    return cmd.ins == GET_RESPONSE and not is_proprietary(cmd.cla)
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    """What to hide of one exchange."""
+
+    command: bool  # the command's data
+    response: bool  # the response's data
+
+
+class Secrecy:
+    """Follows one card channel (a reader, or the card's side of it) exchange by exchange:
+    `command` before the card answers, `response` after, in strict alternation."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def command(self, cmd: CommandApdu) -> bool:
+        """Whether `cmd`'s data is secret; remembers what its response will be."""
+        self._fetching = is_get_response(cmd)
+        self._command_secret = is_secret(cmd)
+        return self._command_secret
+
+    def response(self, resp: ResponseApdu) -> Redaction:
+        """What to hide of the exchange just answered by `resp`."""
+        if self._fetching:
+            return Redaction(self._command_secret, self._pending_secret)
+        if resp.sw1 == 0x61:  # this command's answer continues through GET RESPONSE
+            self._pending_secret = self._command_secret
+        return Redaction(self._command_secret, self._command_secret)
+
+    def reset(self) -> None:
+        """The card was reset or powered off (or is new): nothing is pending any more."""
+        self._command_secret = False
+        self._fetching = False  # the current command is a GET RESPONSE
+        self._pending_secret = False  # the data still waiting behind the last 61xx
