@@ -53,8 +53,8 @@ from card_applet.state import FileStore  # noqa: E402
 from host.admission import Limits  # noqa: E402
 from host.errors import NettxError  # noqa: E402
 from host.holder import HolderClient  # noqa: E402
+from host.pairing import CardExpectation, authenticated_session  # noqa: E402
 from terminal.inprocess import InProcessReader  # noqa: E402
-from terminal.session import CardSession  # noqa: E402
 from tests.host.slowloris import Counts, Kind, Slowloris  # noqa: E402
 
 err = Console(stderr=True, highlight=False)
@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             procs = start_parties(parties, world, tmp / "run")
             reader = InProcessReader(Applet(FileStore(world.card)))
             stack.callback(reader.close)
-            client = HolderClient(CardSession(reader), PIN, "127.0.0.1", procs["seller"].port,
+            session = authenticated_session(reader, CardExpectation(world.home))
+            client = HolderClient(session, PIN, "127.0.0.1", procs["seller"].port,
                                   seller=SELLER, max_amount=CEILING)
             run(args, client, {role: p.port for role, p in procs.items()}, rows)
         except KeyboardInterrupt:
