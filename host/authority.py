@@ -33,6 +33,7 @@ from host.files import write_secret, write_secrets
 
 DEFAULT_K = 512
 MASTER_FORMAT = 1
+ROWS_DIR = "rows"  # under the home: where `nettx authority issue` writes by default
 BATCH = 64  # rows per matrix product; progress is reported per batch
 
 
@@ -168,15 +169,30 @@ class Authority:
                 if x in seen:
                     raise AuthorityError(f"{identifier!r} repeats or collides with "
                                          f"{seen[x]!r} in this batch")
-                row = db.execute("SELECT id FROM identifiers WHERE id = ? OR x = ?",
-                                 (identifier, f"{x:064x}")).fetchone()
+                row = db.execute("SELECT id, serial, issued_at FROM identifiers "
+                                 "WHERE id = ? OR x = ?", (identifier, f"{x:064x}")).fetchone()
+                if row is not None and row[0] != identifier:
+                    raise AuthorityError(f"{identifier!r} collides with issued {row[0]!r}")
                 if row is not None:
-                    raise AuthorityError(f"{identifier!r} is already issued"
-                                         if row[0] == identifier else
-                                         f"{identifier!r} collides with issued {row[0]!r}")
+                    raise AuthorityError(self._already_issued(identifier, row[1], row[2]))
                 seen[x] = identifier
                 xs.append(x)
         return xs
+
+    def _already_issued(self, identifier: str, serial: str | None, issued_at: float) -> str:
+        # A row exists in one place only (its card, or the file its party was given): the
+        # centre could derive it again from the master but does not hand out a second copy,
+        # so say where the first one went.
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(issued_at))
+        if serial is not None:
+            return (f"{identifier!r} was issued onto card {serial} on {when}: its row never "
+                    "leaves that card, and the centre issues an identifier once")
+        default = self.dir.parent / ROWS_DIR / row_file_name(identifier)
+        where = (f"its row file is {default}" if default.exists() else
+                 f"its row file is {row_file_name(identifier)} in the directory that issue "
+                 f"wrote to (--out; by default {default.parent})")
+        return (f"{identifier!r} is already issued (on {when}): {where}; the centre issues "
+                "an identifier once (a lost row file needs a new identifier)")
 
     def _matrix(self) -> flint.fmpz_mod_mat:
         if self._flint_master is None:
@@ -244,6 +260,11 @@ class Authority:
         with FileStore(path, state_key) as store:
             store.commit(manufacture(key, serial))
         return serial
+
+
+def row_file_name(identifier: str) -> str:
+    """The row file `nettx authority issue` writes for `identifier` (in HOME/rows by default)."""
+    return f"{identifier.replace('/', '_').replace(':', '_')}.row.json"
 
 
 def write_row_file(path: Path, identifier: str, row: Sequence[int]) -> None:

@@ -26,7 +26,7 @@ from rich.text import Text
 from card_applet.serve import parse_endpoint, serve_until_signalled
 from card_applet.state import FileStore
 from host import cli_trace
-from host.authority import Authority, Master, write_row_file
+from host.authority import ROWS_DIR, Authority, Master, row_file_name, write_row_file
 from host.cardaccess import current_state_key, open_card, state_key_options
 from host.cli_transaction import buy, delivery, issuer, seller
 from host.clikit import (
@@ -131,8 +131,9 @@ def authority_init(home: Path, k: int, master_file: Path | None, force: bool) ->
 def authority_issue(home: Path, identifiers: tuple[str, ...], out: Path | None) -> None:
     """Issue rows for IDENTIFIERS (one matrix product per batch) into row files."""
     centre = Authority(home)
-    out = out or home / "rows"
-    paths = {i: out / f"{i.replace('/', '_').replace(':', '_')}.row.json" for i in identifiers}
+    centre.check_new(identifiers)  # "already issued" says where the row went: ask it first
+    out = out or home / ROWS_DIR
+    paths = {i: out / row_file_name(i) for i in identifiers}
     # two identifiers can share a file name ("seller:a", "seller_a"): refuse before issuing
     # rather than let one row overwrite another
     seen: set[Path] = set()

@@ -8,11 +8,21 @@ import stat
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from card_applet import blom
 from card_applet.keys import diversify_transport_key
 from card_applet.state import Lifecycle, read_state
-from host.authority import BATCH, Authority, Master, read_row_file, write_row_file
+from host.authority import (
+    BATCH,
+    ROWS_DIR,
+    Authority,
+    Master,
+    read_row_file,
+    row_file_name,
+    write_row_file,
+)
+from host.cli import main
 from host.errors import AuthorityError
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "blom-v1.json"
@@ -186,6 +196,41 @@ def test_an_issued_identifier_is_refused_again(centre: Authority) -> None:
     with pytest.raises(AuthorityError, match="already issued"):
         centre.issue(["seller:shop.example"])
     assert [r[0] for r in centre.registered()] == ["seller:shop.example"]
+
+
+def test_already_issued_says_where_the_row_file_is(centre: Authority) -> None:
+    # the default directory of `nettx authority issue`: the refusal names the file
+    rows = centre.dir.parent / ROWS_DIR
+    write_row_file(rows / row_file_name("seller:shop.example"), "seller:shop.example",
+                   centre.issue(["seller:shop.example"])["seller:shop.example"])
+    with pytest.raises(AuthorityError) as refused:
+        centre.issue(["seller:shop.example"])
+    assert f"its row file is {rows / 'seller_shop.example.row.json'}" in str(refused.value)
+    # issued elsewhere (--out): the file's name, and that the issue's --out holds it
+    centre.issue(["issuer:bank.example"])
+    with pytest.raises(AuthorityError,
+                       match=r"its row file is issuer_bank\.example\.row\.json in the "
+                             r"directory that issue wrote to \(--out"):
+        centre.issue(["issuer:bank.example"])
+    # onto a card: the row never leaves it, and the refusal names the card
+    centre.register(["holder:carol@example.org"], serial=bytes.fromhex("0102030405060708"))
+    with pytest.raises(AuthorityError, match="issued onto card 0102030405060708"):
+        centre.issue(["holder:carol@example.org"])
+
+
+def test_the_cli_says_where_an_issued_row_went(tmp_path: Path) -> None:
+    # re-issuing into another --out directory used to answer a bare "already issued"
+    runner = CliRunner()
+    home = tmp_path / "home"
+    assert runner.invoke(main, ["authority", "init", "--home", str(home), "--k", "4"]
+                         ).exit_code == 0
+    assert runner.invoke(main, ["authority", "issue", "--home", str(home),
+                                "seller:shop.example"]).exit_code == 0
+    again = runner.invoke(main, ["authority", "issue", "--home", str(home), "--out",
+                                 str(tmp_path / "rows"), "seller:shop.example"])
+    assert again.exit_code == 1
+    assert "already issued" in again.output
+    assert str(home / "rows" / "seller_shop.example.row.json") in again.output
 
 
 def test_a_batch_with_a_repeat_is_refused_and_registers_nothing(centre: Authority) -> None:
