@@ -37,8 +37,9 @@ def open_reader(spec: str, state_key: StateKey | None = None) -> Reader:
         return InProcessReader(Applet(FileStore(path, state_key)), name=f"in-process {path.name}")
     if kind == "embedded":
         host, _, port = arg.rpartition(":")
-        if not port.isdigit():
-            raise ReaderError(f"embedded reader needs a port: embedded:[HOST:]PORT, got {spec!r}")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ReaderError(f"embedded reader needs a port 1..65535: embedded:[HOST:]PORT, "
+                              f"got {spec!r}")
         return EmbeddedReader(host or "127.0.0.1", int(port))
     if kind == "pcsc":
         from terminal.pcsc import PcscReader  # pyscard only when PC/SC is asked for
