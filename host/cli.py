@@ -433,6 +433,7 @@ def demo(home: Path | None, k: int) -> None:
 from host.cli_apdu import card_apdu
 from host.cli_atr import card_atr_list
 from host.cli_conformance import conformance
+from host.cli_examples import add_examples
 
 card.add_command(card_apdu)
 card.add_command(card_atr_list)
@@ -441,6 +442,8 @@ main.add_command(conformance)
 
 for _command in (seller, issuer, delivery, buy):
     main.add_command(_command)
+
+add_examples(main)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from card_applet import blom
 from card_applet import pin as pin_block
@@ -37,12 +37,13 @@ class WholeConsole(Console):
     """A rich Console as wide as the text when its output is not a terminal."""
 
     @property
-    def width(self) -> int:
-        return super().width if self.is_terminal else PIPE_WIDTH
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(PIPE_WIDTH, size.height)
 
-    @width.setter
-    def width(self, width: int) -> None:
-        Console.width.fset(self, width)  # type: ignore[attr-defined]
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
 
 console = WholeConsole()

@@ -202,7 +202,7 @@ def cases_for(w: World, command: tuple[str, ...], cmd: click.Command,
                 if label == "missing" and name in CREATED.get(command, set()) | {"db"}:
                     continue
                 if name == "db" and (label == "empty" or
-                                     label == "missing" and command in DB_CREATED):
+                                     (label == "missing" and command in DB_CREATED)):
                     continue  # an empty file is an empty SQLite database; a missing one new
                 if name == "path" and label != "unreadable":
                     continue  # a list file is added to, whatever it held
