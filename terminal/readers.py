@@ -34,7 +34,13 @@ def open_reader(spec: str, state_key: StateKey | None = None) -> Reader:
         path = Path(arg)
         if not path.exists():
             raise ReaderError(f"no card state at {path}")
-        return InProcessReader(Applet(FileStore(path, state_key)), name=f"in-process {path.name}")
+        store = FileStore(path, state_key)
+        try:
+            applet = Applet(store)
+        except BaseException:
+            store.close()  # a state that cannot be loaded must not stay locked
+            raise
+        return InProcessReader(applet, name=f"in-process {path.name}")
     if kind == "embedded":
         host, _, port = arg.rpartition(":")
         if not port.isdigit() or not 0 < int(port) < 65536:

@@ -336,3 +336,59 @@ def test_every_command_refuses_bad_input_in_one_line(
     finally:
         signal.signal(signal.SIGALRM, previous)
     assert not failures, f"{len(failures)} of {len(cases)} cases:\n" + "\n".join(failures)
+
+
+# -- the cases issue 12 reported, each with the reason it must give ---------------------------
+
+
+def spoilt_state(w: World, d: Path, **changes: object) -> Path:
+    doc = json.loads(w.state.read_text())
+    doc.update(changes)
+    path = d / "spoilt.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"serial": "zz"}, "'serial' is not hex"),
+    ({"pin_tries": "x"}, "'pin_tries' must be an integer"),
+    ({"pin_tries": 99}, "'pin_tries' is 99, expected 0..3"),
+    ({"atc": True}, "'atc' must be an integer"),
+    ({"row": "00" * 33}, "'row' must be a multiple of 32 bytes"),
+    ({"lifecycle": 9}, "'lifecycle' 9 is not a life cycle"),
+    ({"card_auth_key": "00"}, "'card_auth_key' has 1 bytes"),
+])
+def test_a_spoilt_state_never_reaches_the_applet(world: World, tmp_path: Path, changes: dict,
+                                                 reason: str,
+                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    state = spoilt_state(world, tmp_path, **changes)
+    for args in (["card", "info", "--reader", f"inprocess:{state}"],
+                 ["card", "info", "--state", str(state)]):
+        result = CliRunner().invoke(cli.main, args)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("error: ") and reason in result.output, result.output
+        assert result.output.count("\n") == 1
+        assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_list_for_a_master_says_what_a_master_is(tmp_path: Path) -> None:
+    (tmp_path / "list.json").write_text("[1, 2]")
+    result = CliRunner().invoke(cli.main, ["authority", "init", "--home", str(tmp_path / "h"),
+                                           "--master", str(tmp_path / "list.json")])
+    assert result.exit_code == 1
+    assert "expected a JSON object, found list" in result.output
+    assert "list indices" not in result.output
+
+
+def test_a_corrupt_transport_key_is_named(world: World, tmp_path: Path) -> None:
+    w = copy_world(world, tmp_path / "w")
+    (w.home / "authority" / "transport.key").write_text("zz\n")
+    result = CliRunner().invoke(cli.main, ["card", "new", "--home", str(w.home), "--state",
+                                           str(tmp_path / "c.json")])
+    assert result.exit_code == 1
+    assert "transport.key: not a transport key" in result.output
+
+
+def test_an_embedded_port_out_of_range_is_refused() -> None:
+    result = CliRunner().invoke(cli.main, ["card", "info", "--reader", "embedded:99999"])
+    assert result.exit_code == 1 and "port 1..65535" in result.output
