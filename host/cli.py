@@ -425,9 +425,13 @@ def _demo_home(ctx: click.Context, param: click.Parameter, value: Path | None) -
 @fails_cleanly
 def demo(home: Path | None, k: int) -> None:
     """Personalise a virtual card on the embedded reader and use it, printing each step."""
+    from rich.console import Console
+
     from host.demo import run_demo
 
-    run_demo(console, home, k)
+    # a narration, not a result: laid out for a terminal's width even through a pipe (the
+    # whole-width console would draw its rules 10 000 columns long)
+    run_demo(Console(), home, k)
 
 # commands with modules of their own, added to the groups above
 from host.cli_apdu import card_apdu
