@@ -22,6 +22,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Protocol
 
+from card_applet import blom
 from card_applet.durable import write_atomic
 from card_applet.lockfile import StateLock
 from card_applet.sealing import StateKey, is_sealed, seal, unseal
@@ -71,15 +72,84 @@ class PersistentState:
 
     @classmethod
     def from_json(cls, text: str) -> PersistentState:
-        doc = json.loads(text)
-        if doc.pop("format", None) != STATE_FORMAT:
-            raise ValueError("unknown card state format")
-        byte_fields = {"serial", "transport_key", "pin_salt", "holder_id", "row", "pin_hash",
-                       "puk_hash", "card_auth_key"}
-        kwargs = {k: (bytes.fromhex(v) if k in byte_fields and v is not None else v)
-                  for k, v in doc.items()}
-        kwargs["lifecycle"] = Lifecycle(kwargs["lifecycle"])
-        return cls(**kwargs)
+        """Parse and check every field's type and range: a state the applet could not run
+        on is refused here (StateFormatError), never reached by a command."""
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise StateFormatError(f"not JSON ({exc})") from exc
+        if not isinstance(doc, dict):
+            raise StateFormatError(f"expected a JSON object, found {type(doc).__name__}")
+        if doc.get("format") != STATE_FORMAT:
+            raise StateFormatError("unknown card state format")
+        unknown = set(doc) - {"format", *_FIELDS}
+        if unknown:
+            raise StateFormatError(f"unknown field {sorted(unknown)[0]!r}")
+        kwargs: dict[str, object] = {}
+        for name, (sizes, optional) in _BYTE_FIELDS.items():
+            kwargs[name] = _hex_field(doc, name, sizes, optional)
+        row = kwargs["row"]
+        if isinstance(row, bytes) and (len(row) % 32 or len(row) > MAX_ROW_BYTES):
+            raise StateFormatError(f"'row' must be a multiple of 32 bytes, at most "
+                                   f"{MAX_ROW_BYTES}")
+        lifecycle = _int_field(doc, "lifecycle", 0, 0xFF)
+        try:
+            kwargs["lifecycle"] = Lifecycle(lifecycle)
+        except ValueError:
+            raise StateFormatError(f"'lifecycle' {lifecycle} is not a life cycle this card "
+                                   "knows") from None
+        kwargs["pin_tries"] = _int_field(doc, "pin_tries", 0, PIN_MAX_TRIES)
+        kwargs["puk_tries"] = _int_field(doc, "puk_tries", 0, PUK_MAX_TRIES)
+        kwargs["atc"] = _int_field(doc, "atc", 0, ATC_LIMIT)
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+# what from_json accepts: byte fields as hex (lengths allowed, None allowed), integers in range
+MAX_SERIAL_BYTES = 32
+MAX_ROW_BYTES = 4096 * 32
+ATC_LIMIT = 0xFFFF_FFFF
+_BYTE_FIELDS: dict[str, tuple[range, bool]] = {
+    "serial": (range(1, MAX_SERIAL_BYTES + 1), False),
+    "transport_key": (range(16, 65), False),
+    "pin_salt": (range(1, 65), False),
+    "holder_id": (range(1, blom.MAX_ID_BYTES + 1), True),
+    "row": (range(32, MAX_ROW_BYTES + 1), True),
+    "pin_hash": (range(32, 33), True),
+    "puk_hash": (range(32, 33), True),
+    "card_auth_key": (range(32, 33), True),
+}
+_FIELDS = {*_BYTE_FIELDS, "lifecycle", "pin_tries", "puk_tries", "atc"}
+
+
+def _hex_field(doc: dict[str, object], name: str, sizes: range,
+               optional: bool) -> bytes | None:
+    value = doc.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise StateFormatError(f"'{name}' is missing")
+    if not isinstance(value, str):
+        raise StateFormatError(f"'{name}' must be a hex string, found {type(value).__name__}")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise StateFormatError(f"'{name}' is not hex") from None
+    if len(raw) not in sizes:
+        raise StateFormatError(f"'{name}' has {len(raw)} bytes, expected "
+                               f"{sizes.start}..{sizes.stop - 1}")
+    return raw
+
+
+def _int_field(doc: dict[str, object], name: str, low: int, high: int) -> int:
+    if name not in doc:
+        raise StateFormatError(f"'{name}' is missing")
+    value = doc[name]
+    # bool is an int in Python: true would read as 1
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise StateFormatError(f"'{name}' must be an integer, found {type(value).__name__}")
+    if not low <= value <= high:
+        raise StateFormatError(f"'{name}' is {value}, expected {low}..{high}")
+    return value
 
 
 def encode_state(state: PersistentState, key: StateKey | None) -> bytes:
@@ -100,7 +170,9 @@ def decode_state(raw: bytes, key: StateKey | None, where: str = "state file") ->
         raise StateKeyError(f"{where} is not sealed, but a state key was given")
     try:
         return PersistentState.from_json(raw.decode())
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+    except UnicodeDecodeError:
+        raise StateFormatError(f"{where} is not a card state: not UTF-8 text") from None
+    except StateFormatError as exc:
         raise StateFormatError(f"{where} is not a card state: {exc}") from exc
 
 

@@ -34,6 +34,7 @@ from host.files import write_secret, write_secrets
 DEFAULT_K = 512
 MASTER_FORMAT = 1
 ROWS_DIR = "rows"  # under the home: where `nettx authority issue` writes by default
+TRANSPORT_KEY_SIZE = 32
 BATCH = 64  # rows per matrix product; progress is reported per batch
 
 
@@ -50,7 +51,31 @@ class Master:
                             for i in range(k)))
 
     @classmethod
-    def from_json(cls, doc: dict) -> Master:
+    def from_file(cls, path: Path) -> Master:
+        """A master file (vectors format); AuthorityError with the reason if it is not one."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AuthorityError(f"{path}: cannot read a master file ({exc})") from exc
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise AuthorityError(f"{path}: not JSON ({exc})") from exc
+        try:
+            return cls.from_json(doc)
+        except AuthorityError as exc:
+            raise AuthorityError(f"{path}: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, doc: object) -> Master:
+        if not isinstance(doc, dict):
+            raise AuthorityError(f"not a master file: expected a JSON object, found "
+                                 f"{type(doc).__name__}")
+        rows = doc.get("master_upper_triangle_hex")
+        if not isinstance(rows, list) or not all(
+                isinstance(row, list) and all(isinstance(h, str) for h in row) for row in rows):
+            raise AuthorityError("not a master file: master_upper_triangle_hex must be a list "
+                                 "of lists of hex strings")
         try:
             upper = tuple(tuple(int(h, 16) for h in row)
                           for row in doc["master_upper_triangle_hex"])
@@ -59,6 +84,8 @@ class Master:
         k = len(upper)
         if k == 0 or any(len(row) != k - i for i, row in enumerate(upper)):
             raise AuthorityError("master_upper_triangle_hex is not an upper triangle")
+        if k > 4096:
+            raise AuthorityError("master k must be 1..4096")
         if doc.get("k", k) != k or any(v >= blom.P for row in upper for v in row):
             raise AuthorityError("master k or elements out of range")
         return cls(k, upper)
@@ -101,7 +128,8 @@ class Authority:
         master = master or Master.generate(k)
         # both or neither: a new master with the old transport key (or the reverse) is a
         # centre no card fits
-        write_secrets([(self.transport_path, secrets.token_bytes(32).hex().encode()),
+        write_secrets([(self.transport_path,
+                        secrets.token_bytes(TRANSPORT_KEY_SIZE).hex().encode()),
                        (self.master_path, json.dumps(master.to_json()).encode())])
         registry = self.dir / "registry.db"
         if registry.exists():
@@ -116,17 +144,21 @@ class Authority:
         if self._master is None:
             if not self.exists():
                 raise AuthorityError(f"no centre in {self.dir}: run `nettx authority init`")
-            try:
-                self._master = Master.from_json(json.loads(self.master_path.read_text()))
-            except json.JSONDecodeError as exc:
-                raise AuthorityError(f"{self.master_path}: {exc}") from exc
+            self._master = Master.from_file(self.master_path)
         return self._master
 
     @property
     def transport_master(self) -> bytes:
         if not self.transport_path.exists():
             raise AuthorityError(f"no transport key in {self.dir}: run `nettx authority init`")
-        return bytes.fromhex(self.transport_path.read_text().strip())
+        try:
+            key = bytes.fromhex(self.transport_path.read_text(encoding="ascii").strip())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise AuthorityError(f"{self.transport_path}: not a transport key ({exc})") from exc
+        if len(key) != TRANSPORT_KEY_SIZE:
+            raise AuthorityError(f"{self.transport_path}: not a transport key ({len(key)} "
+                                 f"bytes, expected {TRANSPORT_KEY_SIZE})")
+        return key
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -274,14 +306,18 @@ def write_row_file(path: Path, identifier: str, row: Sequence[int]) -> None:
 
 def read_row_file(path: Path) -> tuple[str, list[int]]:
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict):
+            raise TypeError("expected a JSON object")
         # a hex string where the list belongs would otherwise be read digit by digit
         if not isinstance(doc["row_hex"], list) or not isinstance(doc["id"], str):
             raise TypeError("row_hex must be a list of hex strings and id a string")
+        if not all(isinstance(h, str) for h in doc["row_hex"]):
+            raise TypeError("row_hex must be a list of hex strings")
         row = [int(h, 16) for h in doc["row_hex"]]
         identifier = doc["id"]
         blom.identifier_bytes(identifier)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, blom.IdentifierError) as exc:
         raise AuthorityError(f"{path}: not a row file ({exc})") from exc
     if not row or any(not 0 <= v < blom.P for v in row):
         raise AuthorityError(f"{path}: row elements out of range")

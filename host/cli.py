@@ -13,7 +13,6 @@ from host import secretenv
 secretenv.take_all()
 
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from host.authority import ROWS_DIR, Authority, Master, row_file_name, write_row
 from host.cardaccess import current_state_key, open_card, state_key_options
 from host.cli_transaction import buy, delivery, issuer, seller
 from host.clikit import (
+    CONTEXT_SETTINGS,
     NEW_PIN,
     PIN,
     PUK,
@@ -38,12 +38,17 @@ from host.clikit import (
     console,
     err_console,
     fails_cleanly,
+    global_options,
+    global_value,
     home_option,
     identifier,
+    json_option,
+    print_json,
     reader_options,
     restrict_umask,
     secret_options,
-    secure_home_option,
+    secure_home,
+    state_option,
     warn,
 )
 from host.pairing import CardExpectation, Keyring, authenticated_session
@@ -52,7 +57,8 @@ from terminal.session import CardInfo, CardSession
 from terminal.trace import TRAFFIC, show_secrets
 
 
-@click.group()
+@click.group(context_settings=CONTEXT_SETTINGS)
+@global_options
 @click.option("--trace", is_flag=True,
               help="Log every APDU and its status word to stderr. PINs, keys, rows and order "
                    "plaintext are redacted (only their length is shown).")
@@ -70,7 +76,8 @@ from terminal.trace import TRAFFIC, show_secrets
                    "(GSMTAP SIM); secret data is zeroed unless --trace-secrets.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the parties do.")
 @click.version_option(package_name="nettx")
-def main(trace: bool, trace_secrets: bool, trace_full: bool, trace_file: Path | None,
+def main(global_home: Path | None, global_reader: str | None, global_state: Path | None,
+         trace: bool, trace_secrets: bool, trace_full: bool, trace_file: Path | None,
          trace_pcap: Path | None, verbose: bool) -> None:
     """nettx: a virtual smart card holding a Blom/KPS key row (EP 0791901), its readers,
     and the trusted centre that issues rows and personalises cards.
@@ -111,12 +118,7 @@ def authority() -> None:
 @fails_cleanly
 def authority_init(home: Path, k: int, master_file: Path | None, force: bool) -> None:
     """Create the centre's master matrix and master transport key (files mode 0600)."""
-    master = None
-    if master_file is not None:
-        try:
-            master = Master.from_json(json.loads(master_file.read_text()))
-        except json.JSONDecodeError as exc:
-            raise CliFail(f"{master_file}: {exc}") from exc
+    master = Master.from_file(master_file) if master_file is not None else None
     with console.status("generating the master matrix"):
         master = Authority(home).init(k, master, force)
     click.echo(f"centre initialised in {home / 'authority'}: k = {master.k}")
@@ -164,11 +166,18 @@ def authority_pair_key(home: Path, id_a: str, id_b: str) -> None:
 
 @authority.command("list")
 @home_option
+@json_option
 @fails_cleanly
-def authority_list(home: Path) -> None:
+def authority_list(home: Path, as_json: bool) -> None:
     """List every identifier the centre has issued."""
+    registered = Authority(home).registered()
+    if as_json:
+        print_json({"identifiers": [{"identifier": ident, "x": x, "card_serial": serial,
+                                     "issued_at": at}
+                                    for ident, x, serial, at in registered]})
+        return
     table = Table("identifier", "x (first 16 hex)", "card serial")
-    for ident, x, serial, _at in Authority(home).registered():
+    for ident, x, serial, _at in registered:
         table.add_row(Text(ident), x[:16], serial or "-")  # Text: no markup, no :emoji:
     console.print(table)
 
@@ -206,7 +215,7 @@ def card() -> None:
 
 @card.command("new")
 @home_option
-@click.option("--state", required=True, type=click.Path(path_type=Path))
+@state_option(required=True, help="Where to write the new card's EEPROM file.")
 @state_key_options
 @fails_cleanly
 def card_new(home: Path, state: Path) -> None:
@@ -218,7 +227,7 @@ def card_new(home: Path, state: Path) -> None:
 
 
 @card.command("seal")
-@click.option("--state", required=True, type=click.Path(exists=True, path_type=Path))
+@state_option(required=True, must_exist=True, help="The card's EEPROM file.")
 @state_key_options
 @fails_cleanly
 def card_seal(state: Path) -> None:
@@ -235,8 +244,8 @@ def card_seal(state: Path) -> None:
 
 @card.command("serve")
 @home_option
-@click.option("--state", required=True, type=click.Path(path_type=Path),
-              help="The card's EEPROM file; a blank card is manufactured if it does not exist.")
+@state_option(required=True, help="The card's EEPROM file; a blank card is manufactured "
+                                 "if it does not exist.")
 @click.option("--vpcd", default="127.0.0.1:35963", show_default=True,
               help="The reader to connect to: pcscd's vpcd driver or an embedded reader.")
 @click.option("--listen", metavar="HOST:PORT",
@@ -295,14 +304,27 @@ def _info_table(info: CardInfo) -> Table:
     return table
 
 
+def info_json(atr: bytes, info: CardInfo) -> dict[str, object]:
+    return {"atr": atr.hex().upper(), "serial": info.serial.hex(),
+            "lifecycle": info.lifecycle.name.lower(), "holder": info.holder_id,
+            "applet_version": f"{info.version[0]}.{info.version[1]}",
+            "scheme_version": info.scheme_version, "k": info.k,
+            "pin_tries": info.pin_tries, "pin_max": info.pin_max,
+            "puk_tries": info.puk_tries, "puk_max": info.puk_max, "atc": info.atc}
+
+
 @card.command("info")
 @reader_options
+@json_option
 @fails_cleanly
-def card_info(reader_spec: str | None, state: Path | None) -> None:
+def card_info(reader_spec: str | None, state: Path | None, as_json: bool) -> None:
     """SELECT the applet and show its public data (never the row: no command reads it)."""
     with open_card(reader_spec, state) as reader:
         atr = reader.power_on()
         info = CardSession(reader).select()
+    if as_json:
+        print_json(info_json(atr, info))
+        return
     console.print(f"ATR {atr.hex(' ').upper()}")
     console.print(_info_table(info))
 
@@ -415,22 +437,32 @@ def card_unblock(reader_spec: str | None, state: Path | None, card: CardExpectat
 # -- demo -------------------------------------------------------------------------------------
 
 
+def _demo_home(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    value = value or global_value(ctx, "home")
+    return None if value is None else secure_home(value)
+
+
 @main.command()
-@click.option("--home", type=click.Path(path_type=Path), callback=secure_home_option,
+@click.option("--home", type=click.Path(path_type=Path), callback=_demo_home,
               help="Keep the demo's files here (default: a temporary directory); kept 0700, "
                    "every file 0600.")
 @click.option("--k", "k", type=click.IntRange(2, 4096), default=512, show_default=True)
 @fails_cleanly
 def demo(home: Path | None, k: int) -> None:
     """Personalise a virtual card on the embedded reader and use it, printing each step."""
+    from rich.console import Console
+
     from host.demo import run_demo
 
-    run_demo(console, home, k)
+    # a narration, not a result: laid out for a terminal's width even through a pipe (the
+    # whole-width console would draw its rules 10 000 columns long)
+    run_demo(Console(), home, k)
 
 # commands with modules of their own, added to the groups above
 from host.cli_apdu import card_apdu
 from host.cli_atr import card_atr_list
 from host.cli_conformance import conformance
+from host.cli_examples import add_examples
 
 card.add_command(card_apdu)
 card.add_command(card_atr_list)
@@ -439,6 +471,8 @@ main.add_command(conformance)
 
 for _command in (seller, issuer, delivery, buy):
     main.add_command(_command)
+
+add_examples(main)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import click
 from card_applet.apdu import CommandApdu, ResponseApdu
 from card_applet.sw import describe
 from host.cardaccess import open_card
-from host.clikit import CliFail, fails_cleanly, reader_options
+from host.clikit import CliFail, fails_cleanly, json_option, print_json, reader_options
 from terminal.apdu_script import ScriptError, Step, StepKind, exchange, parse_script, parse_step
 from terminal.reader import Reader
 
@@ -53,16 +53,28 @@ def _show(cmd: CommandApdu, resp: ResponseApdu, echo: bool) -> None:
     click.echo(f"{'< ' if echo else ''}{data}{resp.sw:04X}  {describe(resp.sw)}")
 
 
-def _run(reader: Reader, steps: list[Step], *, follow: bool, echo: bool) -> None:
+def _run(reader: Reader, steps: list[Step], *, follow: bool, echo: bool,
+         record: list[dict[str, object]] | None = None) -> None:
+    """Each step in turn; with `record`, what happened goes there instead of stdout."""
     for step in steps:
         if step.kind is StepKind.EXIT:
             return
         if step.kind is StepKind.RESET:
-            click.echo(f"reset: ATR {_hex(reader.reset())}")
+            atr = reader.reset()
+            if record is None:
+                click.echo(f"reset: ATR {_hex(atr)}")
+            else:
+                record.append({"reset": True, "atr": atr.hex().upper()})
             continue
         assert step.command is not None
         resp = exchange(reader, step.command, follow=follow)
-        _show(step.command, resp, echo)
+        if record is None:
+            _show(step.command, resp, echo)
+        else:
+            record.append({"command": step.command.to_bytes().hex().upper(),
+                           "data": resp.data.hex().upper(), "sw": f"{resp.sw:04X}",
+                           "meaning": describe(resp.sw),
+                           "expected": step.expect.accepts(resp.sw)})
         if not step.expect.accepts(resp.sw):
             raise CliFail(f"{step.where}{_hex(step.command.to_bytes()[:4])}: card answered "
                           f"{resp.sw:04X} ({describe(resp.sw)}), expected {step.expect}")
@@ -86,9 +98,10 @@ Examples:
 @click.option("--raw", is_flag=True,
               help="Send each APDU as given: no GET RESPONSE after 61xx, no re-send after 6Cxx.")
 @click.option("--echo", is_flag=True, help="Print each command ('> ') before its response.")
+@json_option
 @fails_cleanly
 def card_apdu(reader_spec: str | None, state: Path | None, apdus: tuple[str, ...],
-              script: str | None, raw: bool, echo: bool) -> None:
+              script: str | None, raw: bool, echo: bool, as_json: bool) -> None:
     """Send APDUs in hex (spaces or colons allowed) and print each response.
 
     A command may end in '= SW', the status words it must answer: 9000, 63CX (X is any
@@ -96,5 +109,10 @@ def card_apdu(reader_spec: str | None, state: Path | None, apdus: tuple[str, ...
     the run with a one-line error and exit status 1.
     """
     steps = _steps(apdus, script)
-    with open_card(reader_spec, state) as reader:
-        _run(reader, steps, follow=not raw, echo=echo)
+    record: list[dict[str, object]] | None = [] if as_json else None
+    try:
+        with open_card(reader_spec, state) as reader:
+            _run(reader, steps, follow=not raw, echo=echo, record=record)
+    finally:
+        if record is not None and record:  # what ran, also when a status word stopped it
+            print_json({"exchanges": record})

@@ -9,14 +9,22 @@ import dataclasses
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from card_applet.apdu import CommandApdu
 from card_applet.sw import CardError
 from host.cardaccess import open_card, state_key_options
-from host.clikit import PIN, PUK, secret_options
+from host.clikit import (
+    PIN,
+    PUK,
+    console,
+    json_option,
+    print_json,
+    reader_option,
+    secret_options,
+    state_option,
+)
 from terminal.conformance import (
     REGISTRY,
     Outcome,
@@ -109,11 +117,19 @@ def results_table(report: SuiteReport) -> Table:
     return table
 
 
+def summary_json(report: SuiteReport, report_path: Path | None) -> dict[str, object]:
+    return {"reader": report.reader, "atr": report.atr.hex().upper(),
+            "capabilities": report.capabilities, "passed": report.passed,
+            "counts": {o.value: report.count(o) for o in Outcome},
+            "results": [{"check": r.check.id, "clause": r.check.clause,
+                         "outcome": r.outcome.value, "reason": r.reason}
+                        for r in report.results],
+            "report": None if report_path is None else str(report_path)}
+
+
 @click.command("conformance")
-@click.option("--reader", "reader_spec", metavar="SPEC",
-              help="inprocess:FILE | embedded:[HOST:]PORT | pcsc[:NAME|INDEX] | serial:DEVICE")
-@click.option("--state", type=click.Path(path_type=Path),
-              help="Card EEPROM file: start this card on the embedded reader instead.")
+@reader_option
+@state_option(help="Card EEPROM file: start this card on the embedded reader instead.")
 @state_key_options
 @click.option("--aid", callback=_aid, metavar="HEX",
               help="Application to test (default: the nettx applet, with its PIN reference "
@@ -129,10 +145,11 @@ def results_table(report: SuiteReport) -> Table:
 @click.option("--list", "list_checks", is_flag=True, help="List the checks and exit.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
               help="Write the results: JUnit XML if FILE ends in .xml, JSON otherwise.")
+@json_option
 def conformance(reader_spec: str | None, state: Path | None, aid: bytes | None,
                 pin: str | None, puk: str | None, pin_ref: int | None, pin_format: str | None,
                 protected: bytes | None, only: tuple[str, ...], list_checks: bool,
-                report_path: Path | None) -> None:
+                report_path: Path | None, as_json: bool) -> None:
     """Run the ISO/IEC 7816-4 conformance suite against the card in a reader.
 
     Each check is one behaviour of one clause; it passes, fails, or is not applicable (the
@@ -145,8 +162,11 @@ def conformance(reader_spec: str | None, state: Path | None, aid: bytes | None,
     """
     from host.cli import CliFail  # host.cli registers this command: import it late
 
-    console = Console()
     if list_checks:
+        if as_json:
+            print_json({"checks": [{"check": c.id, "clause": c.clause, "what": c.title}
+                                   for c in REGISTRY]})
+            return
         table = Table("check", "7816-4 clause", "what")
         for c in REGISTRY:
             table.add_row(c.id, c.clause, c.title)
@@ -164,6 +184,11 @@ def conformance(reader_spec: str | None, state: Path | None, aid: bytes | None,
             write_report(report, report_path)
     except (NettxError, OSError) as exc:
         raise CliFail(str(exc)) from exc
+    if as_json:
+        print_json(summary_json(report, report_path))
+        if not report.passed:
+            raise SystemExit(1)
+        return
     console.print(results_table(report))
     totals = ", ".join(f"{report.count(o)} {o.value}" for o in Outcome)
     console.print(f"{totals}: {'all applicable checks passed' if report.passed else 'FAILED'}")

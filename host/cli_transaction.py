@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from host.authority import read_row_file
 from host.cardaccess import open_card
@@ -23,15 +24,18 @@ from host.clikit import (
     PIN,
     card_auth_options,
     console,
+    err_console,
     fails_cleanly,
     identifier,
+    json_option,
+    print_json,
     reader_options,
     secret_options,
 )
 from host.db import Account, Ledger
 from host.delivery import DeliveryServer
 from host.errors import OrderError, PolicyError
-from host.holder import HolderClient, Quote
+from host.holder import HolderClient, Outcome, Quote
 from host.issuer import IssuerServer
 from host.keymodule import KeyModule
 from host.order import (
@@ -214,18 +218,25 @@ def issuer_add_account(db: Path, card_number: str, expiry: str, holder: str, nam
 @issuer.command("accounts")
 @click.option("--db", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               required=True)
+@json_option
 @fails_cleanly
-def issuer_accounts(db: Path) -> None:
-    """List the ledger's accounts."""
+def issuer_accounts(db: Path, as_json: bool) -> None:
+    """List the ledger's accounts (card numbers masked)."""
     ledger = Ledger(db)
     try:
-        table = Table("card", "holder", "name", "expiry", "balance", "blocked",
-                      title="accounts")
-        for a in ledger.accounts():
-            table.add_row(mask(a.card_number), a.holder, a.name, a.expiry, str(a.balance),
-                          "yes" if a.blocked else "")
+        accounts = ledger.accounts()
     finally:
         ledger.close()
+    if as_json:
+        print_json({"accounts": [{"card": mask(a.card_number), "holder": a.holder,
+                                  "name": a.name, "expiry": a.expiry, "balance": a.balance,
+                                  "blocked": bool(a.blocked)} for a in accounts]})
+        return
+    table = Table("card", "holder", "name", "expiry", "balance", "blocked", title="accounts")
+    for a in accounts:
+        # Text: a holder or name is shown as written, never read as rich markup
+        table.add_row(mask(a.card_number), Text(a.holder), Text(a.name), a.expiry,
+                      str(a.balance), "yes" if a.blocked else "")
     console.print(table)
 
 
@@ -303,13 +314,14 @@ def ask_holder(quote: Quote) -> bool:
                    "card_number:seller. Any other exposure makes the form refused.")
 @click.option("--wait", type=click.IntRange(0, 3600), default=30, show_default=True,
               help="Seconds to keep asking for the outcome of an order still pending.")
+@json_option
 @fails_cleanly
 def buy(reader_spec: str | None, state: Path | None, card: CardExpectation,
         seller_at: Endpoint, items: tuple[str, ...],
         card_number: str, expiry: str, name: str, address: str, phone: str, fax: str,
         deliver_to: str, payment: str, pin: str, seller_id: str, issuer_id: str,
         max_amount: str | None, exposures: frozenset[tuple[OrderField, Party]],
-        wait: int) -> None:
+        wait: int, as_json: bool) -> None:
     """Buy from a seller with the card: confirm the parties, seal the parts on the card,
     send the envelope, and check the receipts.
 
@@ -327,17 +339,33 @@ def buy(reader_spec: str | None, state: Path | None, card: CardExpectation,
     if max_amount is None and not interactive:
         raise click.UsageError("not on a terminal: state the most you agree to pay with "
                                "--max-amount (e.g. --max-amount 27.90)")
+    # with --json, stdout carries the outcome alone: the narration goes to stderr
+    say = err_console if as_json else console
     with open_card(reader_spec, state) as reader:
         session = authenticated_session(reader, card)
         client = HolderClient(session, pin, seller_at.host, seller_at.port,
-                              narrate=lambda msg: console.print(f"  {msg}"),
+                              narrate=lambda msg: say.print(f"  {msg}"),
                               seller=seller_id, issuer=issuer_id, accept=exposures,
                               max_amount=max_amount,
                               approve=ask_holder if interactive else None)
         outcome = client.buy(order)
         if outcome.status == "pending" and client.last_sealed is not None and wait > 0:
-            console.print(f"  pending ({outcome.reason}); asking again for up to {wait} s")
+            say.print(f"  pending ({outcome.reason}); asking again for up to {wait} s")
             outcome = client.wait_for_outcome(client.last_sealed, timeout=wait)
+    if as_json:
+        print_json({"order_id": outcome.order_id.hex(), "status": outcome.status,
+                    "reason": outcome.reason, "amount": outcome.amount,
+                    "currency": outcome.currency or None,
+                    "amount_text": None if outcome.money is None else str(outcome.money),
+                    "tracking": outcome.tracking,
+                    "verified": [str(p) for p in sorted(outcome.verified)]})
+    else:
+        console.print(outcome_table(outcome))
+    if not outcome.approved:
+        sys.exit(3 if outcome.status == "declined" else 1)
+
+
+def outcome_table(outcome: Outcome) -> Table:
     table = Table("field", "value", title=f"order {outcome.order_id.hex()}")
     table.add_row("status", outcome.status)
     table.add_row("reason", outcome.reason)
@@ -348,6 +376,4 @@ def buy(reader_spec: str | None, state: Path | None, card: CardExpectation,
     table.add_row("receipts verified by the card",
                   ", ".join(sorted(outcome.verified))
                   or "none: the seller's word only (no charge was made, it says)")
-    console.print(table)
-    if not outcome.approved:
-        sys.exit(3 if outcome.status == "declined" else 1)
+    return table

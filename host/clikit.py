@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hmac
+import json
 import os
 import re
 import sqlite3
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from card_applet import blom
 from card_applet import pin as pin_block
@@ -27,8 +28,38 @@ from host.cardaccess import state_key_options
 from host.pairing import CardExpectation
 from terminal.errors import NettxError
 
-console = Console()
-err_console = Console(stderr=True)
+# A table written to a pipe or a file keeps its full width: rich would otherwise lay it out
+# for 80 columns and cut what does not fit (identifiers are up to 64 bytes).
+PIPE_WIDTH = 10_000
+
+
+class WholeConsole(Console):
+    """A rich Console as wide as the text when its output is not a terminal."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(PIPE_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = WholeConsole()
+err_console = WholeConsole(stderr=True)
+
+
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the result as one JSON document on stdout (keys: "
+                             "README, 'JSON output'); errors stay one line on stderr.")(fn)
+
+
+def print_json(doc: object) -> None:
+    """The result alone on stdout: no markup, no progress."""
+    click.echo(json.dumps(doc, indent=1, ensure_ascii=False))
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 DEFAULT_HOME = Path(os.environ.get("NETTX_HOME", Path.home() / ".nettx"))
 
 
@@ -88,22 +119,90 @@ def secure_home_option(ctx: click.Context, param: click.Parameter,
     return None if value is None else secure_home(value)
 
 
+# -- global options ---------------------------------------------------------------------------
+#
+# --home, --reader and --state are taken before the subcommand too (`nettx --home D card
+# info`, as `ykman -r NAME piv info`). A subcommand's own option wins; then the global one;
+# then the environment (NETTX_HOME) and the default.
+
+GLOBAL_PREFIX = "global_"
+
+
+def global_value(ctx: click.Context, name: str) -> Any:
+    """The value given for `name` before the subcommand, or None."""
+    root = ctx.find_root()
+    if root is ctx:
+        return None
+    return root.params.get(GLOBAL_PREFIX + name)
+
+
+def _given_here(ctx: click.Context, param: click.Parameter) -> bool:
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    return source in (click.core.ParameterSource.COMMANDLINE,
+                      click.core.ParameterSource.PROMPT)
+
+
+def _home(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    if not _given_here(ctx, param):
+        value = global_value(ctx, "home") or value
+    return secure_home(value or DEFAULT_HOME)
+
+
 def home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--home", type=click.Path(path_type=Path), default=DEFAULT_HOME,
-                        show_default=True, envvar="NETTX_HOME", callback=secure_home_option,
-                        help="Directory for the centre's and the parties' files (kept "
-                             "0700; a looser existing one is tightened).")(fn)
+    return click.option("--home", type=click.Path(path_type=Path), envvar="NETTX_HOME",
+                        callback=_home,
+                        help=f"Directory for the centre's and the parties' files (kept "
+                             f"0700; a looser existing one is tightened). Default: "
+                             f"NETTX_HOME, else {DEFAULT_HOME}.")(fn)
+
+
+def _inherit(name: str, required: bool = False,
+             must_exist: bool = False) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            value = global_value(ctx, name)
+            if value is not None and name == "state":
+                value = Path(value)
+        if value is None and required:
+            raise click.MissingParameter(ctx=ctx, param=param)
+        if must_exist and value is not None and not Path(value).exists():
+            raise click.BadParameter(f"{value}: no such file", ctx=ctx, param=param)
+        return value
+
+    return callback
+
+
+def state_option(*, required: bool = False, must_exist: bool = False,
+                 help: str = "Card EEPROM file: start this card on the embedded reader "
+                             "(the default when no --reader is given).") -> Callable[..., Any]:
+    """--state (or the global one before the subcommand)."""
+    return click.option("--state", type=click.Path(path_type=Path),
+                        callback=_inherit("state", required, must_exist),
+                        help=help + (" Required (here or before the subcommand)."
+                                     if required else ""))
+
+
+def reader_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--reader", "reader_spec", metavar="SPEC", callback=_inherit("reader"),
+                        help="inprocess:FILE | embedded:[HOST:]PORT | pcsc[:NAME|INDEX] | "
+                             "serial:DEVICE")(fn)
+
+
+def global_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The main group's --home, --reader, --state: defaults for every subcommand."""
+    fn = click.option("--state", "global_state", type=click.Path(path_type=Path),
+                      metavar="FILE", help="Default --state for the subcommand.")(fn)
+    fn = click.option("--reader", "-r", "global_reader", metavar="SPEC",
+                      help="Default --reader for the subcommand.")(fn)
+    fn = click.option("--home", "global_home", type=click.Path(path_type=Path),
+                      metavar="DIR", help="Default --home for the subcommand.")(fn)
+    return fn
 
 
 def reader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = state_key_options(fn)
-    fn = click.option("--state", type=click.Path(path_type=Path),
-                      help="Card EEPROM file: start this card on the embedded reader "
-                           "(the default when no --reader is given).")(fn)
-    fn = click.option("--reader", "reader_spec", metavar="SPEC",
-                      help="inprocess:FILE | embedded:[HOST:]PORT | pcsc[:NAME|INDEX] | "
-                           "serial:DEVICE")(fn)
-    return fn
+    fn = state_option()(fn)
+    return reader_option(fn)
 
 
 def card_auth_options(fn: Callable[..., Any]) -> Callable[..., Any]:

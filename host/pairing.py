@@ -44,7 +44,9 @@ def read_pairing(path: Path) -> CardPairing:
         doc = json.loads(path.read_text())
         if not isinstance(doc, dict) or doc.get("format") != PAIRING_FORMAT:
             raise ValueError("not a format 1 pairing file")
-        return CardPairing(str(doc["holder"]), bytes.fromhex(doc["serial"]),
+        if not isinstance(doc["holder"], str):
+            raise TypeError("holder must be a string")
+        return CardPairing(doc["holder"], bytes.fromhex(doc["serial"]),
                            bytes.fromhex(doc["card_auth_key"]))
     except (OSError, ValueError, KeyError, TypeError, blom.IdentifierError) as exc:
         raise PairingFileError(f"{path}: not a card pairing file ({exc})") from exc

@@ -37,4 +37,9 @@ class InProcessReader:
         return self.applet.process(apdu)
 
     def close(self) -> None:
+        """Power off and let go of the card's state file (its lock), as a card process
+        does when it ends: the same file can be opened again in this process."""
         self.power_off()
+        release = getattr(self.applet.store, "close", None)
+        if release is not None:
+            release()

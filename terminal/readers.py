@@ -34,11 +34,18 @@ def open_reader(spec: str, state_key: StateKey | None = None) -> Reader:
         path = Path(arg)
         if not path.exists():
             raise ReaderError(f"no card state at {path}")
-        return InProcessReader(Applet(FileStore(path, state_key)), name=f"in-process {path.name}")
+        store = FileStore(path, state_key)
+        try:
+            applet = Applet(store)
+        except BaseException:
+            store.close()  # a state that cannot be loaded must not stay locked
+            raise
+        return InProcessReader(applet, name=f"in-process {path.name}")
     if kind == "embedded":
         host, _, port = arg.rpartition(":")
-        if not port.isdigit():
-            raise ReaderError(f"embedded reader needs a port: embedded:[HOST:]PORT, got {spec!r}")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ReaderError(f"embedded reader needs a port 1..65535: embedded:[HOST:]PORT, "
+                              f"got {spec!r}")
         return EmbeddedReader(host or "127.0.0.1", int(port))
     if kind == "pcsc":
         from terminal.pcsc import PcscReader  # pyscard only when PC/SC is asked for

@@ -436,3 +436,22 @@ def test_trace_of_a_purchase_shows_no_secret_unless_asked(parties: Parties) -> N
     assert "warning: --trace-secrets" in run.stderr
     for what, value in secrets.items():
         assert value.encode().hex(" ").upper() in run.stderr, what
+
+
+BUY_JSON_KEYS = {"order_id", "status", "reason", "amount", "currency", "amount_text",
+                 "tracking", "verified"}
+
+
+def test_buy_json_is_the_outcome_alone_on_stdout(parties: Parties) -> None:
+    run = nettx(*buy_args(parties, "--state", str(parties.card), "--json"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    outcome = json.loads(run.stdout)  # nothing else on stdout: the narration is on stderr
+    assert set(outcome) == BUY_JSON_KEYS
+    assert outcome["status"] == "completed" and outcome["amount"] == PRICE
+    assert outcome["currency"] == "EUR" and outcome["amount_text"] == "49.90 EUR"
+    assert outcome["tracking"].startswith("TRK-")
+    assert set(outcome["verified"]) == {"issuer", "delivery"}
+    declined = nettx(*buy_args(parties, "--state", str(parties.card), "--json",
+                               expiry="10/30"))
+    assert declined.returncode == 3, declined.stdout + declined.stderr
+    assert json.loads(declined.stdout)["status"] == "declined"
