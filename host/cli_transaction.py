@@ -22,10 +22,12 @@ from host.cardaccess import open_card
 from host.clikit import (
     CARD_NUMBER,
     PIN,
+    CliFail,
     card_auth_options,
     console,
     err_console,
     fails_cleanly,
+    home_option,
     identifier,
     json_option,
     print_json,
@@ -81,8 +83,9 @@ def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--crash-at", hidden=True, help="Tests: kill -9 at this point.")(fn)
     fn = click.option("--window", type=click.IntRange(1, 86400), default=300, show_default=True,
                       help="Seconds an order's timestamp may differ from this clock.")(fn)
-    fn = click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                      help="This party's SQLite database (ledger, orders or shipments).")(fn)
+    fn = click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+                      help="This party's SQLite database (ledger, orders or shipments). "
+                           "Default: HOME/parties/ROLE.sqlite.")(fn)
     fn = click.option("--listen", required=True, callback=endpoint, metavar="HOST:PORT",
                       help="Where to accept connections (port 0: any free port).")(fn)
     return key_options(fn)
@@ -103,6 +106,16 @@ def key_module(key_file: Path | None, reader_spec: str | None, state: Path | Non
         raise click.UsageError("a card needs its PIN")
     with open_card(reader_spec, state) as reader:
         yield KeyModule.on_card(authenticated_session(reader, card), pin)
+
+
+def party_db(home: Path, role: str, db: Path | None) -> Path:
+    """`--db`, else the party's database in the home, HOME/parties/ROLE.sqlite: the card
+    manager's commands and its server find the same ledger without being told."""
+    if db is not None:
+        return db
+    folder = home / "parties"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder / f"{role}.sqlite"
 
 
 def serve(server: PartyServer) -> None:
@@ -154,7 +167,7 @@ def read_form_file(path: Path, seller_id: str, issuer_id: str, delivery_id: str)
 @fails_cleanly
 def seller_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
                  card: CardExpectation, pin: str | None,
-                 listen: Endpoint, db: Path, window: int, crash_at: str | None,
+                 listen: Endpoint, db: Path | None, window: int, crash_at: str | None,
                  catalogue: Path, issuer_at: Endpoint, issuer_id: str, delivery_at: Endpoint,
                  delivery_id: str) -> None:
     """Serve the order form; forward each order's parts to the card manager and, once it
@@ -162,7 +175,8 @@ def seller_serve(key_file: Path | None, reader_spec: str | None, state: Path | N
     with key_module(key_file, reader_spec, state, pin, card) as keys:
         form = read_form_file(catalogue, keys.identifier, issuer_id, delivery_id)
         serve(SellerServer(keys, config_of(listen, window, crash_at),
-                           SellerConfig(form, issuer_at, delivery_at, db)))
+                           SellerConfig(form, issuer_at, delivery_at,
+                                        party_db(card.home, "seller", db))))
 
 
 # -- card manager -----------------------------------------------------------------------------
@@ -178,10 +192,11 @@ def issuer() -> None:
 @fails_cleanly
 def issuer_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
                  card: CardExpectation, pin: str | None, listen: Endpoint,
-                 db: Path, window: int, crash_at: str | None) -> None:
+                 db: Path | None, window: int, crash_at: str | None) -> None:
     """Authorise orders: authenticate the holder against its account, debit once per order."""
     with key_module(key_file, reader_spec, state, pin, card) as keys:
-        serve(IssuerServer(keys, config_of(listen, window, crash_at), db))
+        serve(IssuerServer(keys, config_of(listen, window, crash_at),
+                           party_db(card.home, "issuer", db)))
 
 
 def expiry(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -191,7 +206,10 @@ def expiry(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 
 @issuer.command("add-account")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@home_option
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help="The card manager's ledger. Default: HOME/parties/issuer.sqlite, the one "
+                   "`nettx issuer serve` uses without --db.")
 @secret_options(CARD_NUMBER)
 @click.option("--expiry", required=True, callback=expiry, help="MM/YY")
 @click.option("--holder", required=True, callback=identifier,
@@ -202,11 +220,11 @@ def expiry(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
               help="Available funds, in minor units (cents).")
 @click.option("--blocked", is_flag=True, help="Refuse every authorisation on this card.")
 @fails_cleanly
-def issuer_add_account(db: Path, card_number: str, expiry: str, holder: str, name: str,
-                       phone: str, balance: int, blocked: bool) -> None:
+def issuer_add_account(home: Path, db: Path | None, card_number: str, expiry: str, holder: str,
+                       name: str, phone: str, balance: int, blocked: bool) -> None:
     """Create or replace an account in the card manager's ledger. The card number:
     NETTX_CARD_NUMBER, --card-number-file, --card-number-fd, or a hidden prompt."""
-    ledger = Ledger(db)
+    ledger = Ledger(party_db(home, "issuer", db))
     try:
         ledger.add_account(Account(card_number, holder, name, phone, expiry, balance, blocked))
     finally:
@@ -216,12 +234,17 @@ def issuer_add_account(db: Path, card_number: str, expiry: str, holder: str, nam
 
 
 @issuer.command("accounts")
+@home_option
 @click.option("--db", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              required=True)
+              help="The card manager's ledger. Default: HOME/parties/issuer.sqlite.")
 @json_option
 @fails_cleanly
-def issuer_accounts(db: Path, as_json: bool) -> None:
+def issuer_accounts(home: Path, db: Path | None, as_json: bool) -> None:
     """List the ledger's accounts (card numbers masked)."""
+    if db is None:
+        db = home / "parties" / "issuer.sqlite"
+        if not db.exists():
+            raise CliFail(f"no ledger at {db}: give --db, or add an account first")
     ledger = Ledger(db)
     try:
         accounts = ledger.accounts()
@@ -257,10 +280,12 @@ def delivery() -> None:
 @fails_cleanly
 def delivery_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
                    card: CardExpectation, pin: str | None,
-                   listen: Endpoint, db: Path, window: int, crash_at: str | None) -> None:
+                   listen: Endpoint, db: Path | None, window: int,
+                   crash_at: str | None) -> None:
     """Ship approved orders: answer the seller with a tracking reference."""
     with key_module(key_file, reader_spec, state, pin, card) as keys:
-        serve(DeliveryServer(keys, config_of(listen, window, crash_at), db))
+        serve(DeliveryServer(keys, config_of(listen, window, crash_at),
+                             party_db(card.home, "delivery", db)))
 
 
 # -- the holder -------------------------------------------------------------------------------

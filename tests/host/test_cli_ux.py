@@ -103,10 +103,24 @@ def test_every_command_that_touches_the_home_takes_it(card: tuple[Path, Path]) -
     for path, command in LEAVES:
         names = {p.name for p in command.params}
         if path in (("card", "seal"), ("card", "atr-list"), ("card", "info"),
-                    ("card", "apdu"), ("conformance",), ("issuer", "add-account"),
-                    ("issuer", "accounts")):
+                    ("card", "apdu"), ("conformance",)):
             continue  # these read no file of the home (a card, a database, a list)
         assert "home" in names, f"{' '.join(path)} has no --home"
+
+
+def test_the_card_managers_ledger_lives_in_the_home_by_default(tmp_path: Path) -> None:
+    """`issuer add-account` and `issuer accounts` (and `issuer serve`) without --db share
+    HOME/parties/issuer.sqlite, with the home given before the subcommand or on it."""
+    home = tmp_path / "home"
+    ok(nettx("--home", home, "issuer", "add-account", "--expiry", "09/29", "--holder", HOLDER,
+             "--name", "Alice", "--balance", "5000",
+             env={"NETTX_CARD_NUMBER": "4970101234567890"}))
+    ledger = home / "parties" / "issuer.sqlite"
+    assert ledger.is_file() and (ledger.parent.stat().st_mode & 0o777) == 0o700
+    listed = json.loads(ok(nettx("issuer", "accounts", "--home", home, "--json")).stdout)
+    assert [a["holder"] for a in listed["accounts"]] == [HOLDER]
+    missing = nettx("issuer", "accounts", "--home", tmp_path / "empty")
+    assert missing.exit_code == 1 and "no ledger at" in missing.stderr
 
 
 @pytest.mark.parametrize("path", [p for p, _ in LEAVES] + [("authority",), ()], ids=" ".join)
