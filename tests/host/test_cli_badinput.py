@@ -15,11 +15,9 @@ and its pairing, in a fresh copy per case) and spoils exactly one. Runs are in t
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from host import cli
+from host.cli_examples import leaf_commands
 
 HOLDER, SELLER, ISSUER, DELIVERY = "holder:h", "seller:s", "issuer:i", "delivery:d"
 SECRETS = {"NETTX_PIN": "1234", "NETTX_PUK": "12345678", "NETTX_NEW_PIN": "4321",
@@ -35,13 +34,6 @@ SECRETS = {"NETTX_PIN": "1234", "NETTX_PUK": "12345678", "NETTX_NEW_PIN": "4321"
 CASE_TIMEOUT = 15  # seconds: a bad input must fail, not serve forever
 
 
-def leaf_commands(group: click.Group = cli.main,
-                  path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
-    for name, command in sorted(group.commands.items()):
-        if isinstance(command, click.Group):
-            yield from leaf_commands(command, (*path, name))
-        else:
-            yield (*path, name), command
 
 
 @dataclass(frozen=True)
@@ -261,21 +253,13 @@ def copy_world(w: World, dest: Path) -> World:
     return World(dest)
 
 
-ALL = list(leaf_commands())
+ALL = list(leaf_commands(cli.main))
 # what a party reads only when its key is on a card
 CARD_PARAMS = {"state", "reader_spec", "pairing_file", "pin_file", "pin_fd", "home",
                "holder_id", "state_key_file", "state_key_fd"}
 
 
-@pytest.fixture(autouse=True)
-def _restore_process_state() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level, umask = root.handlers[:], root.level, os.umask(0o077)
-    os.umask(umask)
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    os.umask(umask)
+pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 TIMED_OUT: list[bool] = []

@@ -5,13 +5,11 @@ documents, and tables kept whole through a pipe."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -27,15 +25,7 @@ SECRETS = {"NETTX_PIN": "1234", "NETTX_PUK": "12345678"}
 LEAVES = list(leaf_commands(cli.main))
 
 
-@pytest.fixture(autouse=True)
-def _restore_process_state() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level, umask = root.handlers[:], root.level, os.umask(0o077)
-    os.umask(umask)
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    os.umask(umask)
+pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 def nettx(*args: str | Path, env: dict[str, str] | None = None) -> Result:
