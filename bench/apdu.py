@@ -46,7 +46,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
     sys.path.insert(0, str(REPO))
 
-from bench.runs import close_quietly, filesystem, load_average, signals_raise, work_dir  # noqa: E402
+from bench.runs import (  # noqa: E402
+    close_quietly,
+    filesystem,
+    load_average,
+    stopping_everything,
+    work_dir,
+)
 from card_applet import blom  # noqa: E402
 from card_applet.apdu import EXTENDED_MAX_LE, CommandApdu  # noqa: E402
 from card_applet.applet import TAG_PLAIN, Applet, Ins, Pso  # noqa: E402
@@ -575,27 +581,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.vicc_seconds is None:
         args.vicc_seconds = max(0.5, args.seconds / 2)
 
-    stack = contextlib.ExitStack()
-    with signals_raise():
-        try:
-            tmp = work_dir(stack, args.keep, "nettx-bench-", err.print)
-            env_line = environment(tmp)
-            err.print(f"personalising {len(HOLDERS)} cards (k = {K}) in {tmp}")
-            cards = personalise_cards(tmp)
-            with contextlib.ExitStack() as local:  # its processes end before PC/SC starts
-                stack.callback(close_quietly, local)
-                cells = phase_local(local, cards, tmp, args)
-            if args.no_pcsc:
-                cells += na_cells("pcsc", ["nettx", "echo", "vicc"], "n/a: --no-pcsc",
-                                  args.seconds)
-            else:
-                cells += phase_pcsc(stack, cards, tmp, args)
-        except KeyboardInterrupt:
-            err.print("[red]interrupted: stopping everything started")
-            close_quietly(stack)
-            return 130
-        finally:
-            close_quietly(stack)
+    with stopping_everything(err.print) as bench_run:
+        stack = bench_run.stack
+        tmp = work_dir(stack, args.keep, "nettx-bench-", err.print)
+        env_line = environment(tmp)
+        err.print(f"personalising {len(HOLDERS)} cards (k = {K}) in {tmp}")
+        cards = personalise_cards(tmp)
+        with contextlib.ExitStack() as local:  # its processes end before PC/SC starts
+            stack.callback(close_quietly, local)
+            cells = phase_local(local, cards, tmp, args)
+        if args.no_pcsc:
+            cells += na_cells("pcsc", ["nettx", "echo", "vicc"], "n/a: --no-pcsc",
+                              args.seconds)
+        else:
+            cells += phase_pcsc(stack, cards, tmp, args)
+    if bench_run.interrupted:
+        return 130
     out = Console(highlight=False, width=max(Console().width, 150))
     out.print(env_line, soft_wrap=True)
     out.print(render(sorted(cells, key=sort_key), args))

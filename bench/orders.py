@@ -72,7 +72,13 @@ if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
     sys.path.insert(0, str(REPO))
 
 import host.holder  # noqa: E402
-from bench.runs import close_quietly, filesystem, load_average, signals_raise, work_dir  # noqa: E402
+from bench.runs import (  # noqa: E402
+    close_quietly,
+    filesystem,
+    load_average,
+    stopping_everything,
+    work_dir,
+)
 from card_applet.applet import Applet  # noqa: E402
 from card_applet.state import FileStore  # noqa: E402
 from host.authority import Authority, write_row_file  # noqa: E402
@@ -889,33 +895,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds > 0, --repeats, --orders and --levels >= 1, --k 2..4096")
     args.levels = sorted(set(args.levels))
 
-    stack = contextlib.ExitStack()
     rows: list[Row] = []
     profiles: list[Profile] = []
-    with signals_raise():
-        try:
-            tmp = work_dir(stack, args.keep, "nettx-orders-", err.print)
-            commit_ms = commit_cost(tmp)
-            env_line = environment(tmp, commit_ms)
-            err.print(f"centre k = {args.k}: rows for 3 parties, 1 card and "
-                      f"{max(args.levels)} software holders in {tmp}")
-            world = make_world(tmp, args.k, max(*args.levels, args.profile_holders))
-            stack.enter_context(mock.patch.object(host.holder, "Connection", TimedConnection))
-            with contextlib.ExitStack() as parties:
-                stack.callback(close_quietly, parties)
-                procs = start_parties(parties, world, tmp / "run")
-                if not args.no_latency:
-                    guarded(rows, "latency", lambda: latency_phase(world, procs, args, tmp))
-                if not args.no_throughput:
-                    guarded(rows, "throughput", lambda: throughput_phase(world, procs, args))
-            if args.profile:
-                profiles = profile_phase(world, args, tmp)
-        except KeyboardInterrupt:
-            err.print("[red]interrupted: stopping everything started")
-            close_quietly(stack)
-            return 130
-        finally:
-            close_quietly(stack)
+    with stopping_everything(err.print) as bench_run:
+        stack = bench_run.stack
+        tmp = work_dir(stack, args.keep, "nettx-orders-", err.print)
+        commit_ms = commit_cost(tmp)
+        env_line = environment(tmp, commit_ms)
+        err.print(f"centre k = {args.k}: rows for 3 parties, 1 card and "
+                  f"{max(args.levels)} software holders in {tmp}")
+        world = make_world(tmp, args.k, max(*args.levels, args.profile_holders))
+        stack.enter_context(mock.patch.object(host.holder, "Connection", TimedConnection))
+        with contextlib.ExitStack() as parties:
+            stack.callback(close_quietly, parties)
+            procs = start_parties(parties, world, tmp / "run")
+            if not args.no_latency:
+                guarded(rows, "latency", lambda: latency_phase(world, procs, args, tmp))
+            if not args.no_throughput:
+                guarded(rows, "throughput", lambda: throughput_phase(world, procs, args))
+        if args.profile:
+            profiles = profile_phase(world, args, tmp)
+    if bench_run.interrupted:
+        return 130
     out = Console(highlight=False, width=max(Console().width, 230))
     out.print(env_line, soft_wrap=True)
     out.print(render(rows, args))

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -35,6 +36,29 @@ def close_quietly(stack: contextlib.ExitStack) -> None:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+@dataclass
+class Run:
+    """What a bench's body starts goes on `stack`; `interrupted` says whether it finished."""
+
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    interrupted: bool = False
+
+
+@contextlib.contextmanager
+def stopping_everything(say: Callable[[str], object]) -> Iterator[Run]:
+    """Run a bench's body: whatever it put on the run's stack is stopped at the end, also on
+    Ctrl-C, SIGTERM or SIGHUP, which end the body and set `interrupted` (exit status 130)."""
+    run = Run()
+    with signals_raise():
+        try:
+            yield run
+        except KeyboardInterrupt:
+            say("[red]interrupted: stopping everything started")
+            run.interrupted = True
+        finally:
+            close_quietly(run.stack)
 
 
 def filesystem(path: Path) -> str:

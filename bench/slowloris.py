@@ -47,7 +47,7 @@ from bench.orders import (  # noqa: E402
     make_world,
     start_parties,
 )
-from bench.runs import close_quietly, load_average, signals_raise, work_dir  # noqa: E402
+from bench.runs import load_average, stopping_everything, work_dir  # noqa: E402
 from card_applet.applet import Applet  # noqa: E402
 from card_applet.state import FileStore  # noqa: E402
 from host.admission import Limits  # noqa: E402
@@ -167,25 +167,20 @@ def main(argv: list[str] | None = None) -> int:
     args.kinds = [Kind(k) for k in args.kinds]
     rows = {name: Condition(name) for name in ["no attack", *(k.value for k in args.kinds)]}
 
-    stack = contextlib.ExitStack()
-    with signals_raise():
-        try:
-            tmp = work_dir(stack, args.keep, "nettx-slowloris-", err.print)
-            world = make_world(tmp, args.k, 0)
-            parties = stack.enter_context(contextlib.ExitStack())
-            procs = start_parties(parties, world, tmp / "run")
-            reader = InProcessReader(Applet(FileStore(world.card)))
-            stack.callback(reader.close)
-            session = authenticated_session(reader, CardExpectation(world.home))
-            client = HolderClient(session, PIN, "127.0.0.1", procs["seller"].port,
-                                  seller=SELLER, max_amount=CEILING)
-            run(args, client, {role: p.port for role, p in procs.items()}, rows)
-        except KeyboardInterrupt:
-            err.print("[red]interrupted: stopping everything started")
-            close_quietly(stack)
-            return 130
-        finally:
-            close_quietly(stack)
+    with stopping_everything(err.print) as bench_run:
+        stack = bench_run.stack
+        tmp = work_dir(stack, args.keep, "nettx-slowloris-", err.print)
+        world = make_world(tmp, args.k, 0)
+        parties = stack.enter_context(contextlib.ExitStack())
+        procs = start_parties(parties, world, tmp / "run")
+        reader = InProcessReader(Applet(FileStore(world.card)))
+        stack.callback(reader.close)
+        session = authenticated_session(reader, CardExpectation(world.home))
+        client = HolderClient(session, PIN, "127.0.0.1", procs["seller"].port,
+                              seller=SELLER, max_amount=CEILING)
+        run(args, client, {role: p.port for role, p in procs.items()}, rows)
+    if bench_run.interrupted:
+        return 130
     out = Console(highlight=False, width=max(Console().width, 160))
     out.print(f"Python {sys.version.split()[0]}, load average {load_average()}, "
               f"server limits {Limits()}")
