@@ -12,9 +12,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+
+def open_private(path: Path, flags: int) -> int:
+    """Open `path` for writing as a file only its owner reads (a trace, a capture): created
+    0600, refused if `path` is a symbolic link (one planted there would redirect the
+    writes), an existing file others could read tightened to 0600. `flags` adds O_TRUNC or
+    O_APPEND. Returns the descriptor; OSError if it cannot be."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | flags, 0o600)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -15,13 +15,13 @@ all its bytes, and Wireshark shows them as payload.
 from __future__ import annotations
 
 import os
-import stat
 import struct
 import time
 from pathlib import Path
 from typing import BinaryIO
 
 from card_applet.apdu import CommandApdu, ResponseApdu
+from card_applet.durable import open_private
 
 GSMTAP_PORT = 4729
 GSMTAP_VERSION = 2
@@ -71,15 +71,7 @@ class PcapWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
-        try:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
-                os.fchmod(fd, 0o600)
-        except BaseException:
-            os.close(fd)
-            raise
+        fd = open_private(path, os.O_TRUNC)
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self._file.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN,
                                      LINKTYPE_RAW))

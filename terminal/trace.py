@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from card_applet.apdu_trace import (
     format_command,
     format_response,
 )
+from card_applet.durable import open_private
 from card_applet.secrecy import Secrecy
 
 __all__ = ["TRAFFIC", "log", "open_trace_file", "record", "recording", "show_full", "show_secrets",
@@ -108,12 +108,8 @@ def open_trace_file(path: Path) -> TextIO:
     """The trace file, opened for appending: created 0600, refused if `path` is a symbolic link,
     tightened to 0600 if others could read it (a trace shows who talked to which card, and
     with --trace-secrets the secrets). OSError if it cannot be."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
+    fd = open_private(path, os.O_APPEND)
     try:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
-            os.fchmod(fd, 0o600)
         return os.fdopen(fd, "a", encoding="utf-8", buffering=1)  # line-buffered: tail -f
     except BaseException:
         os.close(fd)
