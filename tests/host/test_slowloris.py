@@ -20,35 +20,12 @@ from host.holder import HolderClient
 from host.server import ServerConfig
 from host.wire import FrameDecoder, MessageType, frame
 from terminal.session import CardSession
-from tests.host.market import HOLDER, SELLER, Market, issue_market_rows, order
-from tests.host.market import holder_card as market_holder_card
+from tests.host.market import HOLDER, SELLER, Market, order
 from tests.host.slowloris import Kind, Slowloris
 
 PIN, PUK = "1234", "12345678"
 ATTACKERS = 256  # per attacked party: the server's whole table
 PURCHASE_BOUND = 30.0  # seconds: generous; an unattacked purchase here takes well under one
-
-
-@pytest.fixture(scope="module")
-def centre(tmp_path_factory: pytest.TempPathFactory) -> tuple[Authority, dict[str, list[int]]]:
-    authority = Authority(tmp_path_factory.mktemp("centre"))
-    authority.init(k=8)
-    return authority, issue_market_rows(authority)
-
-
-@pytest.fixture
-def market(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path) -> Iterator[Market]:
-    authority, rows = centre
-    m = Market(authority, rows, tmp_path / "market")
-    m.home.mkdir()
-    m.start()
-    yield m
-    m.stop()
-
-
-@pytest.fixture
-def holder(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path) -> CardSession:
-    return market_holder_card(centre[0], tmp_path / "holder.json")
 
 
 def wait_until_mounted(attacks: list[Slowloris], least: int, timeout: float = 20.0) -> None:
@@ -59,21 +36,21 @@ def wait_until_mounted(attacks: list[Slowloris], least: int, timeout: float = 20
 
 
 @pytest.mark.parametrize("kind", list(Kind), ids=[k.value for k in Kind])
-def test_an_honest_purchase_completes_under_slowloris(market: Market, holder: CardSession,
+def test_an_honest_purchase_completes_under_slowloris(market: Market, holder_card: CardSession,
                                                       kind: Kind) -> None:
     """256 slow connections on the seller and 256 on the card manager, every one of them from
     127.0.0.1 as the holder is: idle after connecting, trickling a frame one byte per tick
     (header sent, body trickled), or sending one cheap valid request per tick."""
-    purchase_under_attack(market, holder, kind, ("seller", "issuer"))
+    purchase_under_attack(market, holder_card, kind, ("seller", "issuer"))
 
 
-def test_the_card_manager_alone_under_slowloris(market: Market, holder: CardSession) -> None:
+def test_the_card_manager_alone_under_slowloris(market: Market, holder_card: CardSession) -> None:
     """The holder reaches the seller freely; the seller's own connections to the card manager
     must get through the attack there, or the order stays pending."""
-    purchase_under_attack(market, holder, Kind.TRICKLE, ("issuer",))
+    purchase_under_attack(market, holder_card, Kind.TRICKLE, ("issuer",))
 
 
-def purchase_under_attack(market: Market, holder: CardSession, kind: Kind,
+def purchase_under_attack(market: Market, holder_card: CardSession, kind: Kind,
                           roles: tuple[str, ...]) -> None:
     attacks = [Slowloris(market.ports[role], kind, role, connections=ATTACKERS,
                          duration=PURCHASE_BOUND + 30) for role in roles]
@@ -85,7 +62,7 @@ def purchase_under_attack(market: Market, holder: CardSession, kind: Kind,
         time.sleep(Limits().shed_after + 1.5)  # ... and has held it for a while
         during = [a.snapshot() for a in attacks]
         started = time.monotonic()
-        outcome = HolderClient(holder, PIN, "127.0.0.1", market.ports["seller"], seller=SELLER,
+        outcome = HolderClient(holder_card, PIN, "127.0.0.1", market.ports["seller"], seller=SELLER,
                                max_amount="1000000").buy(order())
         elapsed = time.monotonic() - started
         assert all(a.running for a in attacks), "the attack ended before the purchase did"
