@@ -491,16 +491,6 @@ class IllegalTransition(TransactionError):
 
 
 @dataclass(frozen=True, slots=True)
-class Unfinished:
-    order_id: bytes
-    envelope: bytes
-    digest: bytes
-    status: OrderStatus
-    since: int
-    note: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class OrderRecord:
     """An order as the book holds it now."""
 
@@ -563,23 +553,23 @@ class OrderBook(Database):
             raise KeyError(f"order {order_id.hex()} was never approved")
         return row[0], row[1]
 
-    def get(self, order_id: bytes) -> OrderRecord | None:
-        row = self.conn.execute(
-            "SELECT order_id, envelope, digest, status, since, note, outcome, answer "
-            "FROM orders WHERE order_id = ?", (order_id,)).fetchone()
-        if row is None:
-            return None
+    _RECORD = "SELECT order_id, envelope, digest, status, since, note, outcome, answer FROM orders"
+
+    @staticmethod
+    def _record(row: tuple) -> OrderRecord:
         return OrderRecord(row[0], row[1], row[2], OrderStatus(row[3]), *row[4:])
+
+    def get(self, order_id: bytes) -> OrderRecord | None:
+        row = self.conn.execute(f"{self._RECORD} WHERE order_id = ?", (order_id,)).fetchone()
+        return None if row is None else self._record(row)
 
     def status(self, order_id: bytes) -> tuple[OrderStatus, bytes | None] | None:
         record = self.get(order_id)
         return (record.status, record.outcome) if record else None
 
-    def unfinished(self) -> list[Unfinished]:
-        return [Unfinished(row[0], row[1], row[2], OrderStatus(row[3]), row[4], row[5])
-                for row in self.conn.execute(
-                    "SELECT order_id, envelope, digest, status, since, note FROM orders "
-                    "WHERE status IN ('received', 'authorising', 'approved', 'voiding')")]
+    def unfinished(self) -> list[OrderRecord]:
+        return [self._record(row) for row in self.conn.execute(
+            f"{self._RECORD} WHERE status IN ('received', 'authorising', 'approved', 'voiding')")]
 
 
 # -- the delivery company's shipments -----------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 
 from host import codec, envelope
 from host.codec import Fields
-from host.db import OrderBook, OrderStatus, StorageLost, Unfinished
+from host.db import OrderBook, OrderRecord, OrderStatus, StorageLost
 from host.durability import Halt, guarded, halt_process
 from host.envelope import (
     Envelope,
@@ -427,7 +427,7 @@ class SellerServer(PartyServer):
                     self.log.exception("order %s: resuming failed", order.order_id.hex())
             await asyncio.sleep(self.seller.retry_every)
 
-    async def _resume(self, order: Unfinished) -> None:
+    async def _resume(self, order: OrderRecord) -> None:
         overdue = time.time() - order.since > self.seller.give_up_after
         outcome = await self._drive(order.order_id, overdue=overdue)
         if outcome["status"] != "pending":

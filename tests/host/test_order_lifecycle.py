@@ -7,12 +7,13 @@ import socket
 import sqlite3
 import struct
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from host import codec, envelope
-from host.db import TRANSITIONS, IllegalTransition, OrderBook, OrderStatus, Unfinished
+from host.db import TRANSITIONS, IllegalTransition, OrderBook, OrderRecord, OrderStatus
 from host.envelope import Envelope, context
 from host.holder import HolderClient
 from host.order import Party
@@ -109,12 +110,12 @@ def seller_of(market: Market) -> SellerServer:
 
 
 def stale_snapshot(seller: SellerServer, order_id: bytes, status: OrderStatus,
-                   since: int | None = None) -> Unfinished:
+                   since: int | None = None) -> OrderRecord:
     """What `orders.unfinished()` returned before the normal path finished the order."""
     record = seller.orders.get(order_id)
     assert record is not None
-    return Unfinished(order_id, record.envelope, record.digest, status,
-                      record.since if since is None else since, None)
+    return replace(record, status=status, since=record.since if since is None else since,
+                   note=None, outcome=None, answer=None)
 
 
 def raw_request(port: int, message: bytes) -> bytes:
