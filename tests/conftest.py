@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -39,6 +40,14 @@ SELLER = "seller:shop.example"
 PIN, PUK = "1234", "12345678"
 PCSC_READER = "Virtual PCD 00 00"  # vpcd's first slot
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A service or tool the test needs is missing: under CI=true a failure (CI must run
+    everything), elsewhere a skip that says why."""
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 # -- the centre and cards ---------------------------------------------------------------------
@@ -137,10 +146,7 @@ def pcsc_stack_missing() -> str | None:
 def require_pcsc_stack() -> None:
     missing = pcsc_stack_missing()
     if missing:
-        message = f"real PC/SC stack unavailable: {missing} (make test installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"real PC/SC stack unavailable: {missing} (make test installs it)")
 
 
 @pytest.fixture(scope="session")

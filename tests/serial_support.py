@@ -11,22 +11,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import serial
 
 from card_applet.applet import Applet
 from card_applet.line import POWER_OFF_REQUEST, PPSS, RESET_REQUEST, Pps, serial_options
 from card_applet.serial_card import SerialCard
-from tests.conftest import IN_CI
+from tests.conftest import unavailable
 
 
 def need_socat() -> str:
     socat = shutil.which("socat")
     if socat is None:
-        message = "socat not installed (make test installs it): pty pair tests need it"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("socat not installed (make test installs it): pty pair tests need it")
     return socat
 
 

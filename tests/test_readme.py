@@ -34,11 +34,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import pcsc_stack_missing
+from tests.conftest import IN_CI, pcsc_stack_missing
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 BLOCK_TIMEOUT = 120  # seconds per block (the transaction block, three servers: about 10)
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.M | re.S)
 

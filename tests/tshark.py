@@ -3,23 +3,17 @@ fails it under CI=true (make test installs it)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from tests.conftest import unavailable
 
 
 def tshark() -> str:
     path = shutil.which("tshark")
     if path is None:
-        message = "tshark not installed (Debian package tshark; make test installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("tshark not installed (Debian package tshark; make test installs it)")
     return path
 
 

@@ -19,7 +19,7 @@ from terminal.cardproc import ViccProcess, vicc_missing
 from terminal.conformance import REGISTRY, Outcome, run_suite, to_json, to_junit
 from terminal.conformance.probe import Target
 from terminal.reader import Reader
-from tests.conftest import IN_CI, Pcscd
+from tests.conftest import Pcscd, unavailable
 
 SLOT = "Virtual PCD 00 01"
 VICC = Target(pin_reference=0x00)  # vpcd's second slot: port + 1; slot 00 belongs to card_on_reader
@@ -33,9 +33,7 @@ VICC_FAILS = {"case-1", "wrong-lc", "wrong-cla", "wrong-p1p2", "get-response-not
 def vicc_slot(pcscd: Pcscd, tmp_path: Path) -> Iterator[tuple[list[Reader], object]]:
     missing = vicc_missing()
     if missing:
-        if IN_CI:
-            pytest.fail(missing)
-        pytest.skip(missing)
+        unavailable(missing)
     from terminal.pcsc import wait_for_card, wait_until_card_gone  # pyscard: only here
 
     log = tmp_path / "vicc.log"

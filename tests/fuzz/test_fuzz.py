@@ -25,7 +25,7 @@ from card_applet.sw import SW, CardError
 from host import envelope as envelope_module
 from host import wire as wire_module
 from terminal import t1 as terminal_t1_module
-from tests.conftest import IN_CI
+from tests.conftest import unavailable
 from tests.fuzz import harness_card_t1, harness_envelope, harness_reader_t1, harness_wire
 from tests.fuzz.campaign import run_target
 from tests.fuzz.harness import SELECT, VERIFY, Finding, Keyed, encode, run_one, sealing, seeds
@@ -245,10 +245,7 @@ def test_envelope_harness_reports_a_header_in_two_encodings(
 @pytest.mark.parametrize("target", TARGETS, ids=[t.name for t in TARGETS])
 def test_atheris_bounded_run_finds_nothing(target: Target, tmp_path: Path) -> None:
     if importlib.util.find_spec("atheris") is None:
-        message = "atheris not installed (pip install -e '.[test]' brings it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("atheris not installed (pip install -e '.[test]' brings it)")
     result = run_target(target, FUZZ_SECONDS, tmp_path)
     assert result.ok, ([p.name for p in result.findings], result.returncode, result.log)
     assert result.runs > 100, result.log
