@@ -11,7 +11,6 @@ from pathlib import Path
 
 from host.codec import Fields
 from host.db import Seen, Shipments
-from host.durability import Halt, guarded, halt_process
 from host.envelope import context, delivery_answer_body
 from host.errors import EnvelopeError
 from host.keymodule import KeyModule
@@ -26,8 +25,7 @@ class DeliveryServer(PartyServer):
     def __init__(self, keys: KeyModule, config: ServerConfig, db_path: Path) -> None:
         super().__init__(keys, config)
         self.shipments = Shipments(db_path)
-        self.halt: Halt = halt_process(self.role)
-        self.handlers[MessageType.DELIVER] = guarded(self, self.on_deliver)
+        self.handlers[MessageType.DELIVER] = self.on_deliver
 
     async def close(self) -> None:
         await super().close()

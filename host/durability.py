@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Callable
 
-from host.codec import Fields
 from host.db import StorageLost
-from host.errors import TransactionError
 
 EXIT_STORAGE_LOST = 74  # EX_IOERR
 
 Halt = Callable[[StorageLost], None]
-Handler = Callable[[Fields], Awaitable[bytes]]
 
 
 def halt_process(role: str) -> Halt:
@@ -33,22 +29,3 @@ def halt_process(role: str) -> Halt:
         os._exit(EXIT_STORAGE_LOST)
 
     return halt
-
-
-class Halting(Protocol):
-    halt: Halt  # halt_process(role) in a server process; a test may put its own
-
-
-def guarded(party: Halting, handler: Handler) -> Handler:
-    """`handler`, stopping the party if its storage is lost (party.halt is read at the time,
-    so a test can replace it after the party is built)."""
-
-    async def run(body: Fields) -> bytes:
-        try:
-            return await handler(body)
-        except StorageLost as exc:
-            party.halt(exc)
-            # only a test's halt returns: the peer learns nothing it could rely on
-            raise TransactionError("internal", "storage lost: this party is stopping") from exc
-
-    return run

@@ -19,7 +19,6 @@ from pathlib import Path
 from host import codec
 from host.codec import Fields
 from host.db import AuthorisationRequest, Ledger, Seen
-from host.durability import Halt, guarded, halt_process
 from host.envelope import authorisation_body, context, reverse_body, reversed_body
 from host.keymodule import KeyModule
 from host.order import Party
@@ -52,9 +51,8 @@ class IssuerServer(PartyServer):
     def __init__(self, keys: KeyModule, config: ServerConfig, ledger_path: Path) -> None:
         super().__init__(keys, config)
         self.ledger = Ledger(ledger_path)
-        self.halt: Halt = halt_process(self.role)
-        self.handlers[MessageType.AUTHORISE] = guarded(self, self.on_authorise)
-        self.handlers[MessageType.REVERSE] = guarded(self, self.on_reverse)
+        self.handlers[MessageType.AUTHORISE] = self.on_authorise
+        self.handlers[MessageType.REVERSE] = self.on_reverse
 
     async def close(self) -> None:
         await super().close()

@@ -24,7 +24,6 @@ from typing import Any
 from host import codec, envelope
 from host.codec import Fields
 from host.db import OrderBook, OrderRecord, OrderStatus, StorageLost
-from host.durability import Halt, guarded, halt_process
 from host.envelope import (
     Envelope,
     OpenedPart,
@@ -94,12 +93,11 @@ class SellerServer(PartyServer):
         self.form = seller.form
         self._form_bytes = codec.encode(seller.form.to_cbor())  # the bytes its MACs cover
         self.orders = OrderBook(seller.orders_path)
-        self.halt: Halt = halt_process(self.role)
         self._driving: set[bytes] = set()
         self._retry_task: asyncio.Task[None] | None = None
         self.handlers.update({
             MessageType.FORM_REQUEST: self.on_form_request,
-            MessageType.ORDER: guarded(self, self.on_order),
+            MessageType.ORDER: self.on_order,
             MessageType.STATUS: self.on_status,
         })
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from host import codec, envelope
 from host.admission import ConnectionTable, Limits, Slot
 from host.codec import Fields
+from host.db import StorageLost
+from host.durability import Halt, halt_process
 from host.envelope import Header, OpenedPart
 from host.errors import EnvelopeError, TransactionError, WireError
 from host.keymodule import KeyModule
@@ -61,6 +63,8 @@ class PartyServer:
         self.keys = keys
         self.config = config
         self.log = logging.getLogger(f"nettx.{self.role}")
+        #: what a lost storage does to this party: the process stops (a test records instead)
+        self.halt: Halt = halt_process(self.role)
         self.handlers: dict[MessageType, Handler] = {MessageType.CONFIRM: self.on_confirm}
         self.server: asyncio.Server | None = None
         self.table = ConnectionTable(config.limits)
@@ -155,7 +159,7 @@ class PartyServer:
                     if handler is None:
                         raise WireError(f"a {self.role} does not take {message.type} messages",
                                         code="unexpected")
-                    reply = await handler(message.body)
+                    reply = await self._handle(handler, message.body)
                     slot.waiting(loop.time())  # from here on, the peer keeps us waiting
                     await conn.send_raw(reply)
                 except WireError as exc:
@@ -177,6 +181,15 @@ class PartyServer:
             slot.waiting(loop.time())
             with contextlib.suppress(Exception):
                 await conn.send_raw(error_frame(TransactionError("internal", "internal error")))
+
+    async def _handle(self, handler: Handler, body: Fields) -> bytes:
+        """`handler`'s answer; a lost storage stops the party, whichever handler met it."""
+        try:
+            return await handler(body)
+        except StorageLost as exc:
+            self.halt(exc)
+            # only a test's halt returns: the peer learns nothing it could rely on
+            raise TransactionError("internal", "storage lost: this party is stopping") from exc
 
     async def open_request(self, body: Fields, purpose: str,
                            *extra: bytes) -> tuple[bytes, bytes, bytes, OpenedPart]:

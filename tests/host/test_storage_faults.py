@@ -214,7 +214,7 @@ def halting(server: PartyServer) -> list[StorageLost]:
         assert server.server is not None
         server.server.close()
 
-    server.halt = halt  # type: ignore[attr-defined]
+    server.halt = halt
     return halts
 
 
