@@ -379,7 +379,7 @@ class Applet:
 
     def _select_file(self, cmd: CommandApdu) -> bytes:
         answer = files.check_p2(cmd.p2)
-        new = files.select(self.files, self._selection(), cmd.p1, cmd.p2, cmd.data)
+        new = files.select(self.files, self._selection(), cmd.p1, cmd.data)
         if self.v.selected and new.df is not self.files.application:
             # leaving the application DF ends its session (PIN, peer, challenge, chain), as
             # a DF's security status does not survive leaving the DF (ISO 7816-4 5.4)

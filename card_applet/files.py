@@ -27,7 +27,6 @@ from card_applet.tlv import tlv
 MF_ID = 0x3F00
 APPLICATION_LABEL = b"nettx EP0791901"  # EF.DIR tag 50 and the PKCS#15 token label (<= 16)
 MANUFACTURER = b"nettx"
-MAX_OFFSET = 0x7FFF  # READ BINARY P1 b8 = 0: a 15-bit offset
 SFI_CURRENT_EF = 0  # ISO 7816-4 5.3.1.1: short EF identifier 0 means the current EF
 # ISO 7816-4 12.1.1.9, three software function bytes: selection by full and partial DF name,
 # by path, by file identifier, short EF identifiers; one-byte data units; command chaining
@@ -176,8 +175,8 @@ def _integer(n: int) -> bytes:
 # -- SELECT by file identifier and by path ----------------------------------------------------
 
 
-def select(tree: FileTree, here: Selection, p1: int, p2: int, data: bytes) -> Selection:
-    """SELECT with P1 = 00, 01, 02, 03, 08 or 09; P2 was checked by `check_p2`."""
+def select(tree: FileTree, here: Selection, p1: int, data: bytes) -> Selection:
+    """SELECT with P1 = 00, 01, 02, 03, 08 or 09 (P2 is `check_p2`'s)."""
     if p1 == SelectBy.PARENT_DF:
         if data:
             raise CardError(SW.LC_INCONSISTENT)
