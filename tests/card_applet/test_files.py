@@ -5,6 +5,8 @@ READ BINARY with offsets and short EF identifiers, and the status words around t
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from card_applet.applet import AID, Ins
 from card_applet.files import APPLICATION_LABEL, CARD_CAPABILITIES, FileId
@@ -240,3 +242,16 @@ def test_get_response_without_le_chains_a_long_response(fresh: CardDriver) -> No
     assert [(len(p.data), p.sw) for p in parts] == [(256, 0x6100), (256, 0x6100 | 121),
                                                    (121, OK)]
     assert len(b"".join(p.data for p in parts)) == 600 + 33
+
+
+@settings(max_examples=200, deadline=None)
+@given(offset=st.integers(0, 0x7FFF), ne=st.integers(1, 65536))
+def test_read_binary_any_offset_and_ne(offset: int, ne: int) -> None:
+    card = driver_for(personalised_state())
+    select(card, 0x00, h("2F 00"), 0x0C)
+    reply = card.cmd(0x00, READ, offset >> 8, offset & 0xFF, le=ne)
+    if offset >= len(EF_DIR):
+        assert reply == Reply(b"", 0x6B00)
+    else:
+        expected = EF_DIR[offset : offset + ne]
+        assert reply == Reply(expected, OK if len(expected) == ne else 0x6282)
