@@ -17,7 +17,7 @@ from card_applet.applet import AID, Applet
 from card_applet.atr import ATR
 from card_applet.state import FileStore, read_state
 from card_applet.sw import CardError
-from host.cli import main
+from host.cli.main import main
 from terminal.conformance import REGISTRY, Outcome, Target, run_suite, to_json, to_junit
 from terminal.conformance.capabilities import from_atr, historical_bytes
 from terminal.conformance.model import Check, Exchange

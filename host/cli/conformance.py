@@ -1,6 +1,6 @@
 """`nettx conformance`: the ISO/IEC 7816-4 suite (terminal/conformance) against any card.
 
-Registered on the main group by one line at the end of host/cli.py.
+Registered on the main group by one line at the end of host/cli/main.py.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from rich.text import Text
 
 from card_applet.apdu import CommandApdu
 from card_applet.sw import CardError
-from host.cardaccess import open_card, state_key_options
-from host.clikit import (
+from host.cli.cardaccess import open_card, state_key_options
+from host.cli.kit import (
     PIN,
     PUK,
     console,
@@ -160,7 +160,7 @@ def conformance(reader_spec: str | None, state: Path | None, aid: bytes | None,
     then unblocked). Neither is an argument: NETTX_PIN / NETTX_PUK, --pin-file / --puk-file,
     --pin-fd / --puk-fd, or --ask-pin / --ask-puk for a hidden prompt.
     """
-    from host.cli import CliFail  # host.cli registers this command: import it late
+    from host.cli.main import CliFail  # host.cli registers this command: import it late
 
     if list_checks:
         if as_json:
