@@ -13,6 +13,7 @@ from card_applet.apdu import CommandApdu, ResponseApdu
 from card_applet.sw import describe
 from terminal.conformance.capabilities import Capabilities, from_atr
 from terminal.conformance.model import Deviation, Exchange, Failed, NotApplicable
+from terminal.errors import CardRemovedError
 from terminal.reader import Reader
 from terminal.trace import trace_command, trace_response
 
@@ -94,6 +95,8 @@ class Probe:
             self.log.append(Exchange.record(apdu, None))
             raise
         self.log.append(Exchange.record(apdu, response))
+        if not response:  # no card answers nothing: it died mid-command (vicc's crashes)
+            raise CardRemovedError(f"{self.reader.name}: empty response, the card is gone")
         try:
             return ResponseApdu.from_bytes(response)
         except ValueError as exc:
