@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from card_applet.apdu import ResponseApdu
+from host.cli import main
 from terminal.cardproc import ViccProcess, vicc_missing
 from terminal.conformance import REGISTRY, Outcome, run_suite, to_json, to_junit
 from terminal.conformance.probe import Target, executed
@@ -111,3 +115,53 @@ def test_vicc_through_pcsc_runs_to_completion_with_a_report(vicc_slot, tmp_path:
     assert by_id["select-aid"].outcome is Outcome.NOT_APPLICABLE
     assert by_id["le-00-is-256"].outcome is Outcome.NOT_APPLICABLE
     assert not report.passed
+
+
+@pytest.fixture
+def vicc_in_a_loop(pcscd: Pcscd, tmp_path: Path) -> Iterator[None]:
+    """vicc restarted whenever it dies, as `while :; do vicc ...; done` does by hand: what
+    the CLI's --reconnect waits for."""
+    missing = vicc_missing()
+    if missing:
+        unavailable(missing)
+    from terminal.pcsc import wait_for_card, wait_until_card_gone  # pyscard: only here
+
+    cards = [ViccProcess("127.0.0.1", pcscd.port + 1, log_path=tmp_path / "vicc.log")]
+    wait_for_card(SLOT).close()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.1):
+            if cards[-1].proc.poll() is not None and len(cards) < 10:
+                cards.append(ViccProcess("127.0.0.1", pcscd.port + 1,
+                                         log_path=tmp_path / f"vicc{len(cards)}.log"))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+        for card in cards:
+            card.stop()
+        wait_until_card_gone(SLOT)
+
+
+@pytest.mark.pcscd
+def test_the_documented_cli_command_reproduces_the_vicc_table(vicc_in_a_loop) -> None:
+    args = ["conformance", "--reader", f"pcsc:{SLOT}", "--aid", "none", "--pin-ref", "00",
+            *[a for apdu in PREPARE for a in ("--prepare", apdu.hex().upper())],
+            "--reconnect", "20"]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 1, result.output  # vicc fails some checks
+    doc = json.loads(result.stdout)
+    outcomes = {r["check"]: r["outcome"] for r in doc["results"]}
+    assert {c for c, o in outcomes.items() if o == "fail"} == VICC_FAILS
+    assert set(doc["deviations"]) == VICC_DEVIATIONS
+    assert set(doc["failures"]) == VICC_FAILS | VICC_CRASHES
+    assert {c for c, o in outcomes.items() if o == "pass"} == VICC_PASSES
+    assert doc["command"] == shlex.join(["nettx", *args])
+    # and the same line beside the table, in the docs
+    docs = (Path(__file__).parents[2] / "docs" / "conformance.md").read_text()
+    assert doc["command"] in docs
