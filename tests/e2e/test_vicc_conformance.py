@@ -165,3 +165,13 @@ def test_the_documented_cli_command_reproduces_the_vicc_table(vicc_in_a_loop) ->
     # and the same line beside the table, in the docs
     docs = (Path(__file__).parents[2] / "docs" / "conformance.md").read_text()
     assert doc["command"] in docs
+    # a deviation alone passes, and fails under --strict
+    base = ["conformance", "--reader", f"pcsc:{SLOT}", "--aid", "none", "--check", "wrong-lc"]
+    lenient = CliRunner().invoke(main, base)
+    assert lenient.exit_code == 0, lenient.output
+    assert "1 deviation, 0 fail" in lenient.output and "no failure" in lenient.output
+    assert "Lc larger than the data field: 6A80 (6700 preferred)" in " ".join(
+        lenient.output.split())
+    strict = CliRunner().invoke(main, [*base, "--strict", "--json"])
+    assert strict.exit_code == 1, strict.output
+    assert json.loads(strict.stdout)["passed"] is False

@@ -579,6 +579,8 @@ def test_cli_conformance_exit_status_is_1_when_a_check_fails(card_state: Path) -
      "4..12 digits (--pin-format ascii)"),
     (["--pin-ref", "0181"], {}, "not one byte"),
     (["--pin", "1234"], {}, "--pin is no longer accepted"),
+    (["--prepare", "00"], {}, "is not a command APDU"),
+    (["--reconnect", "0"], {}, "0.5<=x<=600"),
 ])
 def test_cli_conformance_refuses_bad_options(card_state: Path, args: list[str],
                                              env: dict[str, str], message: str) -> None:
@@ -625,3 +627,30 @@ def test_cli_conformance_lists_its_checks() -> None:
     assert result.exit_code == 0
     for c in REGISTRY:
         assert c.id in result.output
+
+
+def test_cli_conformance_aid_none_runs_what_needs_no_application(card_state: Path) -> None:
+    result = CliRunner().invoke(main, ["conformance", "--reader", f"inprocess:{card_state}",
+                                       "--aid", "none", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    outcomes = {r["check"]: r["outcome"] for r in doc["results"]}
+    assert outcomes["select-aid"] == outcomes["case-3s"] == outcomes["case-1"] == "n/a"
+    # not even our PIN reference is assumed: nothing but what is given
+    assert outcomes["wrong-cla"] == outcomes["unknown-ins"] == "pass"
+    assert doc["command"] == f"nettx conformance --reader inprocess:{card_state} --aid none"
+    assert (doc["failures"], doc["deviations"], doc["strict"]) == ([], [], False)
+
+
+def test_cli_conformance_reconnect_needs_a_reader(card_state: Path) -> None:
+    result = CliRunner().invoke(main, ["conformance", "--state", str(card_state),
+                                       "--reconnect", "5"])
+    assert result.exit_code == 2
+    assert "needs --reader" in result.output
+
+
+def test_cli_conformance_prepare_must_be_carried_out(card_state: Path) -> None:
+    result = CliRunner().invoke(main, ["conformance", "--reader", f"inprocess:{card_state}",
+                                       "--prepare", "0002000000"])
+    assert result.exit_code == 1
+    assert "--prepare 0002000000: the card answered 6D00" in result.output
