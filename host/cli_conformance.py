@@ -195,10 +195,13 @@ def results_table(report: SuiteReport) -> Table:
     table.add_column("check")
     table.add_column("7816-4 clause")
     table.add_column("result")
+    table.add_column("SW seen (preferred)")
     table.add_column("detail", overflow="fold")
     for r in report.results:
+        sw = "" if r.sw_seen is None else (
+            f"{r.sw_seen:04X} ({' or '.join(f'{w:04X}' for w in r.sw_preferred)})")
         table.add_row(r.check.id, r.check.clause,
-                      Text(r.outcome.value, style=STYLE[r.outcome]), r.reason)
+                      Text(r.outcome.value, style=STYLE[r.outcome]), sw, r.reason)
     return table
 
 
