@@ -172,6 +172,16 @@ class Atr:
     def extra_guard_time(self) -> int:
         return self._byte(1, "tc") or 0
 
+    @property
+    def wi(self) -> int:
+        """T=0 waiting time integer: TC2, 10 without it (10.2); 00 is reserved."""
+        tc2 = self._byte(2, "tc")
+        if tc2 is None:
+            return 10
+        if tc2 == 0:
+            raise AtrError("TC2 00: WI 0 is reserved", AtrFault.RESERVED)
+        return tc2
+
     def _t1(self, name: str) -> int | None:
         """The first T=1 specific byte of that name (groups 3 and up, after a TD with T=1)."""
         for group in self.groups[2:]:

@@ -60,12 +60,12 @@ class AtrSurvey:
         try:
             atr = parse_atr(raw)
             for name in ("protocols", "specific_mode", "extra_guard_time", "bwi", "cwi", "edc",
-                         "fi_di", "ifsc"):
+                         "fi_di", "ifsc", "wi"):
                 getattr(atr, name)  # what a reader reads next: a reserved value refuses it
         except AtrError as exc:
             self.refused[exc.fault] += 1
             self.examples.setdefault(exc.fault, raw)
-        except Exception as exc:  # noqa: BLE001 - counted, and the survey fails on it
+        except Exception as exc:  # counted: the survey fails on any
             self.crashed.append((raw, f"{type(exc).__name__}: {exc}"))
         else:
             self.accepted += 1

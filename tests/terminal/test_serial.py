@@ -512,10 +512,19 @@ def test_delays() -> None:
             parse_delays([spec])
 
 
-@pytest.mark.parametrize("option", [["--crc"], ["--delay", "2A:1"]])
+@pytest.mark.parametrize("option", [["--crc"], ["--delay", "2A:1"], ["--protocol", "t0"]])
 def test_serial_options_without_serial_are_a_usage_error(
         option: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         serve_main(["--state", str(tmp_path / "card.json"), *option])
     assert exc.value.code == 2
-    assert "--crc and --delay work only with --serial" in capsys.readouterr().err
+    assert "--crc, --delay and --protocol work only with --serial" in capsys.readouterr().err
+
+
+def test_crc_with_a_t0_only_card_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        serve_main(["--state", str(tmp_path / "card.json"), "--serial", "/dev/null", "--crc",
+                    "--protocol", "t0"])
+    assert exc.value.code == 2
+    assert "--crc names a T=1 epilogue" in capsys.readouterr().err
