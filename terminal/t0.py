@@ -73,7 +73,9 @@ class T0Terminal:
         self.link, self.wwt, self.name = link, wwt, name
         self.max_null_wait = max_null_wait
         self.stats = T0Stats()
-        self._granted = 0.0  # waiting time granted by NULLs in this command
+        # NULLs honoured per command: each grants one WWT (counted, not summed in floats)
+        self.null_budget = int(max_null_wait / wwt + 1e-9)
+        self._nulls = 0
 
     def transceive(self, apdu: bytes) -> bytes:
         try:
@@ -87,7 +89,7 @@ class T0Terminal:
                 f"{cmd.le}): send the command chained and collect the response by GET "
                 "RESPONSE (ENVELOPE is not implemented)")
         self.stats.apdus += 1
-        self._granted = 0.0
+        self._nulls = 0
         head = bytes((cmd.cla, cmd.ins, cmd.p1, cmd.p2))
         if not cmd.data:
             return self._case2(head, cmd.le)
@@ -129,8 +131,8 @@ class T0Terminal:
             pb = self._read1("procedure byte")
             if pb == NULL:
                 self.stats.nulls += 1
-                self._granted += self.wwt
-                if self._granted > self.max_null_wait:
+                self._nulls += 1
+                if self._nulls > self.null_budget:
                     raise CardStalledError(
                         f"{self.name}: the card sent NULL past {self.max_null_wait:g} s of work "
                         f"waiting time ({self.stats.nulls} NULLs); stopped waiting. It is "
