@@ -33,6 +33,7 @@ from card_applet.pin import encode_pin
 from card_applet.serve import main as serve_main
 from card_applet.serve import parse_delays
 from card_applet.state import MemoryStore, manufacture
+from card_applet.t0 import is_incoming
 from card_applet.t1 import Block, RError
 from terminal.cardproc import SerialCardProcess
 from terminal.errors import (
@@ -724,6 +725,48 @@ def test_a_card_silent_mid_tpdu_drops_it_after_wwt(line: FaultLine,
         port.write(bytes.fromhex("F0 45 50 30 37 39 31 39 30 31"))
         assert port.read(2) == b"\x90\x00"
         assert card.t0.executions == 1
+
+
+class Recording:
+    """The applet, recording every command it runs."""
+
+    def __init__(self, applet: Applet) -> None:
+        self.applet, self.commands = applet, []
+
+    def process(self, command: bytes) -> bytes:
+        self.commands.append(command)
+        return self.applet.process(command)
+
+    def reset(self) -> None:
+        self.applet.reset()
+
+    def power_off(self) -> None:
+        self.applet.power_off()
+
+
+def test_after_a_failed_t0_command_the_reset_waits_until_the_card_dropped_its_tpdu(
+        line: FaultLine, blank_applet: Applet) -> None:
+    """The card holds the part of a TPDU it got until WWT of quiet. A reset sent sooner would
+    be read as that TPDU's data, and the card would run a command made of it. So after a
+    failed command the reader stays quiet for WWT before it resets. (Here the card's table
+    wrongly reads GET CHALLENGE as a command with data: it ACKs and waits for 8 bytes that
+    never come; its timer has more slack than the reader's, as a slower clock would.)"""
+    recording = Recording(blank_applet)
+    # card WWT 1 s + 1.6 s: longer than the reader takes to fail and drain (1.05 + 0.86 s),
+    # shorter than that plus its WWT of quiet (+ 1.05 s)
+    with card_thread(recording, line.card_path, atr=ATR_T0, slack=1.6) as card:
+        reader = SerialReader(line.reader_path, protocol=0)
+        try:
+            reader.wait_for_card(5)
+            card.t0.incoming = lambda _cla, _ins: True
+            with pytest.raises(LineProtocolError, match="0 of 8 data bytes, then nothing"):
+                reader.transmit(GET_CHALLENGE)
+            card.t0.incoming = is_incoming
+            assert reader.transmit(GET_CHALLENGE) == b"\x69\x85"  # not selected
+            assert recording.commands == [GET_CHALLENGE]  # nothing made of reset requests
+            assert card.resets == 2
+        finally:
+            reader.close()
 
 
 def test_ff_inside_a_t0_tpdu_is_data_not_a_reset(line: FaultLine, blank_applet: Applet) -> None:
