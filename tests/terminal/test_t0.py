@@ -4,6 +4,7 @@ can and cannot see of a corrupted byte (docs/serial.md, "T=0 and corrupted bytes
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 import pytest
@@ -14,7 +15,7 @@ from card_applet.state import MemoryStore, manufacture
 from card_applet.t0 import T0Card
 from terminal.errors import ApduNotMappableError, CardStalledError, LineProtocolError
 from terminal.session import CardSession
-from terminal.t0 import T0Terminal
+from terminal.t0 import T0Terminal, is_sw1
 from tests.t0_pair import MemoryLine, pair
 
 SELECT = bytes.fromhex("00 A4 04 0C") + bytes((len(AID),)) + AID
@@ -278,3 +279,62 @@ def test_memory_line_is_a_byte_link(applet: Applet) -> None:
     line.send(bytes.fromhex("00 84 00 00 08"))
     assert line.read(10, 0.0) == b"\x69\x85"  # not selected
     assert line.read(1, 0.0) == b""
+
+
+# -- whatever a card sends, the reader ends the command with a declared error ------------------
+
+
+class RandomCard:
+    """Answers with seeded random bytes (NULLs included), then falls silent."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.out = bytearray(rng.randbytes(rng.randrange(0, 40)))
+        if rng.random() < 0.5:  # bias towards bytes the reader acts on
+            self.out[:0] = bytes(rng.choice((0x60, 0x84, 0x7B, 0xA4, 0x5B, 0x61, 0x6C, 0x90))
+                                 for _ in range(rng.randrange(1, 6)))
+
+    def send(self, data: bytes) -> None:
+        pass
+
+    def read(self, size: int, timeout: float) -> bytes:
+        chunk = bytes(self.out[:size])
+        del self.out[:size]
+        return chunk
+
+
+def test_random_card_answers_end_in_a_response_or_a_declared_error() -> None:
+    rng = random.Random(20261129)
+    apdus = [bytes.fromhex("00 84 00 00 08"), SELECT, SELECT_FCI, bytes.fromhex("00 20 00 81")]
+    outcomes = {"response": 0, "error": 0}
+    for _ in range(3000):
+        terminal = terminal_for(RandomCard(rng), max_null_wait=0.2)
+        try:
+            response = terminal.transceive(rng.choice(apdus))
+        except LineProtocolError:  # CardStalledError included
+            outcomes["error"] += 1
+        else:
+            assert len(response) >= 2 and is_sw1(response[-2])
+            outcomes["response"] += 1
+    assert outcomes["response"] > 0 and outcomes["error"] > 0
+
+
+def test_random_reader_bytes_never_break_the_card() -> None:
+    """Whatever comes, the card answers only with procedure bytes, data after an ACK, or a
+    status word, hands out at most one command at a time, and never raises."""
+    rng = random.Random(7)
+    card = T0Card()
+    for _ in range(20000):
+        if card.busy:
+            answer = rng.choice([b"\x90\x00", bytes(rng.randrange(0, 300)) + b"\x90\x00",
+                                 b"\x6a\x82"])
+            sent = card.executed(answer, card.generation).send
+            assert not sent or (is_sw1(sent[-2]) and len(sent) >= 2)
+            continue
+        chunk = rng.randbytes(rng.randrange(1, max(2, card.wanted + 1)))[: card.wanted]
+        out = card.receive(chunk)
+        if out.execute is not None:
+            assert card.busy and not out.send
+        elif out.send:
+            assert len(out.send) in (1, 2)  # an ACK, or a status word
+        if rng.random() < 0.01:
+            card.abandon()
