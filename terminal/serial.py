@@ -123,6 +123,13 @@ class _SerialLink:
             data += chunk
         return bytes(data)
 
+    def discard_for(self, seconds: float) -> None:
+        """Read and discard whatever comes for `seconds`."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.port.timeout = left
+            self.port.read(4096)
+
     def drain(self) -> None:
         """Discard input until the line has been quiet for CWT."""
         self.port.timeout = self.timing.cwt
@@ -212,7 +219,10 @@ class SerialReader:
         self.t1 = self.t0 = None
         link = _SerialLink(self.port, self.timing)
         if self._quiet_first:
-            link.read(1 << 16, self.timing.wwt)  # until WWT of quiet: the card drops a TPDU
+            # the card drops a half-received TPDU after WWT without a byte from us: send
+            # nothing for that long (reading what comes meanwhile; a card still sending
+            # NULLs cannot stretch this)
+            link.discard_for(self.timing.wwt)
             self._quiet_first = False
         error = ""  # why the last attempt failed, "" for no ATR at all
         for _attempt in range(RESET_ATTEMPTS):
