@@ -3,6 +3,11 @@
 A check is a small named function with the ISO/IEC 7816-4 clause it follows. It returns a
 one-line reason on success, raises `NotApplicable` when the card does not offer what it needs
 (with the reason), and raises `Failed` when the card answers against the clause.
+
+A failure is the card doing something wrong: executing a command it should refuse, returning
+wrong data, changing state. A refusal with another status word than the one the clause
+prefers is only a deviation: the check records it (`Probe.deviations`) and goes on, and the
+result says which status word came and which was preferred.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
 
 class Outcome(Enum):
     PASS = "pass"
+    DEVIATION = "deviation"  # refused as it should, with another status word than preferred
     FAIL = "fail"
     NOT_APPLICABLE = "n/a"
     ERROR = "error"  # the check could not finish: the reader or the card went away
@@ -32,7 +38,25 @@ class NotApplicable(Exception):
 
 
 class Failed(Exception):
-    pass
+    """The card did something wrong; `seen` and `preferred` when a status word shows it."""
+
+    def __init__(self, reason: str, seen: int | None = None,
+                 preferred: tuple[int, ...] = ()) -> None:
+        super().__init__(reason)
+        self.seen, self.preferred = seen, preferred
+
+
+@dataclass(frozen=True, slots=True)
+class Deviation:
+    """A command refused with `seen` where the clause prefers one of `preferred`."""
+
+    what: str
+    seen: int
+    preferred: tuple[int, ...]
+
+    def render(self) -> str:
+        wanted = " or ".join(f"{w:04X}" for w in self.preferred)
+        return f"{self.what}: {self.seen:04X} ({wanted} preferred)"
 
 
 CheckFn = Callable[["Probe"], str]
@@ -97,6 +121,9 @@ class CheckResult:
     reason: str
     seconds: float
     exchanges: tuple[Exchange, ...] = ()
+    sw_seen: int | None = None  # the status word that decided a failure or a deviation
+    sw_preferred: tuple[int, ...] = ()
+    deviations: tuple[Deviation, ...] = ()
 
 
 REGISTRY: list[Check] = []

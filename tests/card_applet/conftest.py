@@ -24,8 +24,8 @@ from card_applet.apdu import CommandApdu
 from card_applet.applet import AID, TAG_KEY_REFERENCE, Applet, Ins, PersoObject
 from card_applet.state import Lifecycle, MemoryStore, PersistentState, manufacture
 from card_applet.tlv import tlv
-from host.personalisation import personalise
-from host.softcard import software_card
+from host.centre.personalisation import personalise
+from host.parties.softcard import software_card
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 
@@ -196,7 +196,7 @@ def blank_state(serial: bytes = SERIAL) -> PersistentState:
 
 
 def personalised_state(holder: str = HOLDER) -> PersistentState:
-    """A blank card personalised through the terminal stack and host.personalisation."""
+    """A blank card personalised through the terminal stack and host.centre.personalisation."""
     store = MemoryStore(blank_state())
     session = CardSession(InProcessReader(Applet(store)))
     personalise(session, TRANSPORT_MASTER, holder, row_of(holder), PIN, PUK)

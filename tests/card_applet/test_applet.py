@@ -14,8 +14,8 @@ from card_applet import pin as pin_block
 from card_applet.applet import AID, MAX_K, Applet, Ins, PersoObject, Pso
 from card_applet.state import Lifecycle, MemoryStore
 from card_applet.tlv import parse, tlv
+from host.centre.personalisation import PersoChannel, personalise
 from host.errors import PersonalisationError
-from host.personalisation import PersoChannel, personalise
 from terminal.errors import AuthenticationFailedError
 from terminal.errors import IntegrityError as CardIntegrityError
 from terminal.inprocess import InProcessReader

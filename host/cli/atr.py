@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from host.clikit import CliFail, fails_cleanly
+from host.cli.kit import CliFail, fails_cleanly
 from terminal import smartcard_list
 
 EXAMPLES = """

@@ -17,7 +17,7 @@ from card_applet.apdu import SHORT_MAX_LE
 from card_applet.applet import Ins, PersoObject
 from card_applet.state import Lifecycle
 from card_applet.tlv import tlv
-from host.authority import Authority
+from host.centre.authority import Authority
 from host.errors import PersonalisationError
 from terminal.cardauth import CardPairing
 from terminal.session import CardSession
