@@ -47,10 +47,10 @@ MAX_BWI = 9  # TB3 b8..b5: A to F are reserved (11.4.3)
 
 def check_atr(atr: Atr, protocol: int = 1) -> None:
     """What this reader needs of a well-formed ATR: `protocol` offered, no specific mode for
-    another protocol, and no reserved values in the interface bytes it uses (TA1, and TA3,
-    TB3 for T=1 or TC2 for T=0). Raises LineProtocolError, so a card with such an ATR is
-    refused like any other broken card, rather than an AtrError or ValueError escaping from
-    deep in the activation."""
+    another protocol, and no reserved values in the interface bytes it uses (TA1, TC2, and
+    TA3, TB3 for T=1: a T=0 reader does not refuse a card for its T=1 parameters). Raises
+    LineProtocolError, so a card with such an ATR is refused like any other broken card,
+    rather than an AtrError or ValueError escaping from deep in the activation."""
     if atr.convention is not Convention.DIRECT:
         raise LineProtocolError("inverse convention not supported")
     if protocol not in atr.protocols:
@@ -60,11 +60,12 @@ def check_atr(atr: Atr, protocol: int = 1) -> None:
         raise LineProtocolError(f"card in specific mode T={atr.specific_mode}")
     try:
         atr.fi_di  # noqa: B018 - raises for a reserved TA1
-        atr.ifsc  # noqa: B018 - raises for TA3 00 or FF
-        atr.wi  # noqa: B018 - raises for TC2 00
+        atr.wi  # noqa: B018 - raises for TC2 00 (LineTiming reads it whatever the protocol)
+        if protocol == 1:
+            atr.ifsc  # noqa: B018 - raises for TA3 00 or FF
     except AtrError as exc:
         raise LineProtocolError(f"ATR {atr.raw.hex(' ').upper()}: {exc}") from exc
-    if atr.bwi > MAX_BWI:
+    if protocol == 1 and atr.bwi > MAX_BWI:
         raise LineProtocolError(f"ATR {atr.raw.hex(' ').upper()}: BWI {atr.bwi} is reserved")
 
 

@@ -468,6 +468,16 @@ def test_atrs_with_reserved_values_are_refused(atr: bytes, message: str) -> None
         check_atr(parse(atr))
 
 
+def test_a_t0_reader_checks_the_t0_bytes_not_the_t1_ones() -> None:
+    dual_bad_t1 = build_atr(ifsc=0xFF, bwi_cwi=0xA5, protocols=(0, 1))
+    check_atr(parse(dual_bad_t1), 0)  # T=0 does not use IFSC or BWI
+    with pytest.raises(LineProtocolError, match="IFSC FF is reserved"):
+        check_atr(parse(dual_bad_t1), 1)
+    wi_zero = bytes.fromhex("3B 80 40 00")  # TD1: T=0, TC2 00
+    with pytest.raises(LineProtocolError, match="TC2 00: WI 0 is reserved"):
+        check_atr(parse(wi_zero), 0)
+
+
 def test_an_atr_with_ifsc_ff_is_a_reader_error_not_an_atr_error(line: FaultLine) -> None:
     # the PPS answer is right: what the old reader tripped on after it was atr.ifsc
     with scripted_card(line.card_path, build_atr(ifsc=0xFF), Pps(1).encode()) as heard:
