@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from card_applet.apdu import ResponseApdu
-from host.cli import main
+from host.cli.main import main
 from terminal.cardproc import ViccProcess, vicc_missing
 from terminal.conformance import REGISTRY, Outcome, run_suite, to_json, to_junit
 from terminal.conformance.probe import Target, executed
