@@ -12,8 +12,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from card_applet.apdu import CommandApdu
-from card_applet.sw import CardError
+from card_applet.apdu import ApduFormatError, CommandApdu
 from host.cardaccess import open_card, state_key_options
 from host.clikit import (
     PIN,
@@ -57,7 +56,7 @@ def _apdu(ctx: click.Context, param: click.Parameter, value: str | None) -> byte
     if raw is not None:
         try:
             CommandApdu.from_bytes(raw)
-        except CardError as exc:
+        except ApduFormatError as exc:
             raise click.BadParameter(f"{value!r} is not a command APDU") from exc
     return raw
 

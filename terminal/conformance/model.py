@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from card_applet.apdu import CommandApdu
+from card_applet.apdu import ApduFormatError, CommandApdu
 from card_applet.secrecy import is_secret
-from card_applet.sw import CardError
 
 if TYPE_CHECKING:
     from terminal.conformance.probe import Probe
@@ -68,7 +67,7 @@ class Exchange:
         try:
             parsed = CommandApdu.from_bytes(command)
             data_at, size = (7 if parsed.extended else 5), len(parsed.data)
-        except CardError:  # malformed: which bytes are data is unknown, so all after the header
+        except ApduFormatError:  # malformed: which bytes are data is unknown: all after the header
             data_at, size = 4, len(command) - 4
         if size == 0:
             return cls(command, response)

@@ -11,9 +11,10 @@ import pytest
 
 from card_applet import blom, keys
 from card_applet import pin as pin_block
-from card_applet.applet import AID, MAX_K, Applet, Ins, PersoObject, Pso
-from card_applet.state import Lifecycle, MemoryStore
+from card_applet.applet import MAX_K, Applet
+from card_applet.state import MemoryStore
 from card_applet.tlv import parse, tlv
+from card_applet.vocabulary import AID, Ins, Lifecycle, PersoObject, Pso, encode_pin
 from host.errors import PersonalisationError
 from host.personalisation import PersoChannel, personalise
 from terminal.errors import AuthenticationFailedError
@@ -414,7 +415,7 @@ def test_verify_before_personalisation(blank: CardDriver) -> None:
 
 
 def change(card: CardDriver, old: str, new: str, p1: int = 0, p2: int = 0x81) -> int:
-    data = pin_block.encode_pin(old) + pin_block.encode_pin(new)
+    data = encode_pin(old) + encode_pin(new)
     return card.cmd(0x00, 0x24, p1, p2, data).sw
 
 
@@ -480,7 +481,7 @@ def block_pin(card: CardDriver) -> None:
 
 
 def unblock(card: CardDriver, puk: str, new: str | None = None, p1: int | None = None) -> int:
-    data = pin_block.encode_pin(puk) + (pin_block.encode_pin(new) if new else b"")
+    data = encode_pin(puk) + (encode_pin(new) if new else b"")
     return card.cmd(0x00, 0x2C, (0x00 if new else 0x01) if p1 is None else p1, 0x81, data).sw
 
 
@@ -1103,7 +1104,7 @@ def test_lock_is_final(blank: CardDriver) -> None:
     host = PersoHost(blank)
     host.load_all()
     assert host.lock().sw == OK
-    assert host.store(PersoObject.PIN, pin_block.encode_pin("0000")).sw == 0x6985
+    assert host.store(PersoObject.PIN, encode_pin("0000")).sw == 0x6985
     assert host.lock().sw == 0x6985
     assert blank.send("80 50 00 00 08 0102030405060708 00").sw == 0x6985
 
@@ -1111,7 +1112,7 @@ def test_lock_is_final(blank: CardDriver) -> None:
 def test_objects_may_be_rewritten_before_lock(blank: CardDriver) -> None:
     host = PersoHost(blank)
     host.load_all()
-    assert host.store(PersoObject.PIN, pin_block.encode_pin("9999")).sw == OK
+    assert host.store(PersoObject.PIN, encode_pin("9999")).sw == OK
     assert host.lock().sw == OK
     assert blank.verify("9999").sw == OK
 

@@ -19,8 +19,8 @@ import pytest
 
 from card_applet import blom
 from card_applet.applet import Applet
-from card_applet.pin import encode_pin
 from card_applet.state import FileStore
+from card_applet.vocabulary import encode_pin
 from host.authority import Authority, write_row_file
 from host.envelope import SealedOrder
 from host.errors import TransactionError

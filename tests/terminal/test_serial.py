@@ -19,11 +19,11 @@ from card_applet.applet import Applet
 from card_applet.atr import ATR, ATR_CRC, HISTORICAL_BYTES, Edc, build_atr, inverse_to_direct, xor
 from card_applet.atr import parse_atr as parse
 from card_applet.line import POWER_OFF_REQUEST, RESET_REQUEST, LineTiming, Pps
-from card_applet.pin import encode_pin
 from card_applet.serve import main as serve_main
 from card_applet.serve import parse_delays
 from card_applet.state import MemoryStore, manufacture
 from card_applet.t1 import Block, RError
+from card_applet.vocabulary import encode_pin
 from terminal.cardproc import SerialCardProcess
 from terminal.errors import LineProtocolError, NoCardError, ReaderError, RetryLimitError
 from terminal.faultline import FaultLine, Faults

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from card_applet.atr import ATR
-from card_applet.state import Lifecycle
+from card_applet.vocabulary import Lifecycle
 from terminal.errors import (
     AuthenticationFailedError,
     AuthMethodBlockedError,
