@@ -20,7 +20,6 @@ PIN_REFERENCE = 0x81  # ISO 7816-4 P2 of VERIFY & co: specific reference data, q
 
 # -- class byte (docs/apdu.md 1.4) ------------------------------------------------------------
 
-CLA_INTER_INDUSTRY = 0x00
 CLA_PROPRIETARY = 0x80  # personalisation (GlobalPlatform-style)
 
 

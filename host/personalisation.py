@@ -14,13 +14,11 @@ from collections.abc import Callable, Sequence
 from card_applet import blom, keys
 from card_applet.apdu import SHORT_MAX_LE
 from card_applet.tlv import tlv
-from card_applet.vocabulary import Ins, Lifecycle, PersoObject, encode_pin
+from card_applet.vocabulary import CLA_PROPRIETARY, Ins, Lifecycle, PersoObject, encode_pin
 from host.authority import Authority
 from host.errors import PersonalisationError
 from terminal.cardauth import CardPairing
 from terminal.session import CardSession
-
-CLA_PROPRIETARY = 0x80
 
 
 class PersoChannel:

@@ -31,6 +31,7 @@ from card_applet.line import (
 )
 from card_applet.t1 import MAX_INF, epilogue
 from terminal.errors import LineProtocolError, NoCardError, ReaderError
+from terminal.reader import check_command
 from terminal.t1 import ISO_RETRIES, MAX_WTX_WAIT, T1Stats, T1Terminal
 
 log = logging.getLogger(__name__)
@@ -281,8 +282,7 @@ class SerialReader:
         return self._atr
 
     def transmit(self, apdu: bytes) -> bytes:
-        if len(apdu) < 4:
-            raise ValueError("a command APDU has at least 4 bytes")
+        check_command(apdu)
         if self.t1 is None:
             self.power_on()
         assert self.t1 is not None

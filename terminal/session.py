@@ -103,8 +103,7 @@ class CardSession:
     # -- application ------------------------------------------------------------------------
 
     def select(self) -> CardInfo:
-        fci = self.protocol.send_apdu(0x00, Ins.SELECT, 0x04, 0x00, AID, SHORT_MAX_LE,
-                                      name="SELECT")
+        fci = self.protocol.send_apdu(0x00, Ins.SELECT, 0x04, 0x00, AID, SHORT_MAX_LE)
         try:
             (outer,) = parse(fci)
             inner = {item.tag: item.value for item in parse(outer.value)}
@@ -113,8 +112,7 @@ class CardSession:
             raise CardDataError(f"unparseable FCI: {exc}") from exc
 
     def get_data(self, tag: int) -> bytes:
-        return self.protocol.send_apdu(0x00, Ins.GET_DATA, tag >> 8, tag & 0xFF, le=SHORT_MAX_LE,
-                                       name="GET DATA")
+        return self.protocol.send_apdu(0x00, Ins.GET_DATA, tag >> 8, tag & 0xFF, le=SHORT_MAX_LE)
 
     def info(self) -> CardInfo:
         return CardInfo.from_template(self.get_data(DataObject.ALL))
@@ -179,24 +177,23 @@ class CardSession:
     def verify_pin(self, pin: str) -> None:
         self._still_the_proved_card()
         self.protocol.send_apdu(0x00, Ins.VERIFY, 0x00, PIN_REFERENCE,
-                                encode_pin(pin), name="VERIFY")
+                                encode_pin(pin))
 
     def pin_tries_left(self) -> int:
         """Status query (VERIFY without data): tries left, or -1 once verified."""
         try:
-            self.protocol.send_apdu(0x00, Ins.VERIFY, 0x00, PIN_REFERENCE, name="VERIFY")
+            self.protocol.send_apdu(0x00, Ins.VERIFY, 0x00, PIN_REFERENCE)
         except WrongPinError as err:
             return err.tries_left
         return -1
 
     def reset_verification(self) -> None:
-        self.protocol.send_apdu(0x00, Ins.VERIFY, 0xFF, PIN_REFERENCE, name="VERIFY")
+        self.protocol.send_apdu(0x00, Ins.VERIFY, 0xFF, PIN_REFERENCE)
 
     def change_pin(self, old: str, new: str) -> None:
         self._still_the_proved_card()
         data = encode_pin(old) + encode_pin(new)
-        self.protocol.send_apdu(0x00, Ins.CHANGE_REFERENCE_DATA, 0x00, PIN_REFERENCE, data,
-                                name="CHANGE REFERENCE DATA")
+        self.protocol.send_apdu(0x00, Ins.CHANGE_REFERENCE_DATA, 0x00, PIN_REFERENCE, data)
 
     def unblock_pin(self, puk: str, new_pin: str | None = None) -> None:
         self._still_the_proved_card()
@@ -205,16 +202,14 @@ class CardSession:
         if new_pin is not None:
             data += encode_pin(new_pin)
             p1 = 0x00
-        self.protocol.send_apdu(0x00, Ins.RESET_RETRY_COUNTER, p1, PIN_REFERENCE, data,
-                                name="RESET RETRY COUNTER")
+        self.protocol.send_apdu(0x00, Ins.RESET_RETRY_COUNTER, p1, PIN_REFERENCE, data)
 
     # -- keys and cryptograms ---------------------------------------------------------------
 
     def set_peer(self, peer_id: str) -> None:
         data = tlv(TAG_KEY_REFERENCE, peer_id.encode("utf-8"))
         self.protocol.send_apdu(0x00, Ins.MANAGE_SECURITY_ENVIRONMENT, MSE_SET_INTERNAL,
-                                MSE_TEMPLATE_AT, data,
-                                name="MANAGE SECURITY ENVIRONMENT")
+                                MSE_TEMPLATE_AT, data)
 
     def _pso(self, operation: Pso, main_tag: int, value: bytes, aad: bytes,
              context: bytes) -> bytes:
@@ -238,17 +233,15 @@ class CardSession:
     # -- confirmation (claim 7) -------------------------------------------------------------
 
     def get_challenge(self, length: int = 16) -> bytes:
-        return self.protocol.send_apdu(0x00, Ins.GET_CHALLENGE, 0, 0, le=length,
-                                       name="GET CHALLENGE")
+        return self.protocol.send_apdu(0x00, Ins.GET_CHALLENGE, 0, 0, le=length)
 
     def internal_authenticate(self, challenge: bytes,
                               key: KeyReference = KeyReference.PEER) -> bytes:
         return self.protocol.send_apdu(0x00, Ins.INTERNAL_AUTHENTICATE, 0, key, challenge,
-                                       SHORT_MAX_LE, name="INTERNAL AUTHENTICATE")
+                                       SHORT_MAX_LE)
 
     def external_authenticate(self, response: bytes) -> None:
-        self.protocol.send_apdu(0x00, Ins.EXTERNAL_AUTHENTICATE, 0, 0, response,
-                                name="EXTERNAL AUTHENTICATE")
+        self.protocol.send_apdu(0x00, Ins.EXTERNAL_AUTHENTICATE, 0, 0, response)
 
     def prove_to(self, verifier: CardSession) -> None:
         """Challenge-response: `verifier` challenges, this card answers under the
