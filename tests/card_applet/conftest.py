@@ -7,6 +7,11 @@ key the card derives can be checked against the vectors' pair keys.
 
 `CardDriver.send` talks to `Applet.process` directly and returns the data and the status
 word, so a test states the exact bytes that go in and come out.
+
+The cards: `blank` (personalisation state), `card` (Alice, personalised with her row from the
+vectors, selected, PIN not verified), `ready_card` (PIN verified, seller as peer) and `peer`
+(the seller's software card with Alice as its peer). The test_applet_*.py modules take them
+from here and share their expectations and helpers through applet_helpers.py.
 """
 
 from __future__ import annotations

@@ -1,11 +1,5 @@
-"""GET CHALLENGE, INTERNAL and EXTERNAL AUTHENTICATE: claim 7's confirmation between the card
-and its peer.
-
-Cards come from conftest: `blank` (personalisation state), `card` (Alice, personalised with
-her row from the vectors, selected, PIN not verified), `ready_card` (PIN verified, seller as
-peer) and `peer` (the seller's software card with Alice as its peer); shared expectations
-and helpers from applet_helpers.py.
-"""
+"""GET CHALLENGE, INTERNAL and EXTERNAL AUTHENTICATE: claim 7's confirmation between the card and
+its peer. Cards: conftest.py."""
 
 from __future__ import annotations
 

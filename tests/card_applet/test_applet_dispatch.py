@@ -1,10 +1,5 @@
 """The dispatcher's checks before any handler: selection, class byte, instruction, APDU format.
-
-Cards come from conftest: `blank` (personalisation state), `card` (Alice, personalised with
-her row from the vectors, selected, PIN not verified), `ready_card` (PIN verified, seller as
-peer) and `peer` (the seller's software card with Alice as its peer); shared expectations
-and helpers from applet_helpers.py.
-"""
+Cards: conftest.py."""
 
 from __future__ import annotations
 

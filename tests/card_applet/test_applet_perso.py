@@ -1,11 +1,5 @@
 """Personalisation: INITIALIZE UPDATE, STORE DATA and SET STATUS under the C-MAC session, and the
-lock.
-
-Cards come from conftest: `blank` (personalisation state), `card` (Alice, personalised with
-her row from the vectors, selected, PIN not verified), `ready_card` (PIN verified, seller as
-peer) and `peer` (the seller's software card with Alice as its peer); shared expectations
-and helpers from applet_helpers.py.
-"""
+lock. Cards: conftest.py."""
 
 from __future__ import annotations
 

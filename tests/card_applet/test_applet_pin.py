@@ -1,11 +1,5 @@
-"""VERIFY, CHANGE REFERENCE DATA and RESET RETRY COUNTER: the PIN and PUK, their try
-counters and the verification status.
-
-Cards come from conftest: `blank` (personalisation state), `card` (Alice, personalised with
-her row from the vectors, selected, PIN not verified), `ready_card` (PIN verified, seller as
-peer) and `peer` (the seller's software card with Alice as its peer); shared expectations
-and helpers from applet_helpers.py.
-"""
+"""VERIFY, CHANGE REFERENCE DATA and RESET RETRY COUNTER: the PIN and PUK, their try counters and
+the verification status. Cards: conftest.py."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""MANAGE SECURITY ENVIRONMENT and PERFORM SECURITY OPERATION: the peer, sealed boxes both
-ways, the transaction counter.
-
-Cards come from conftest: `blank` (personalisation state), `card` (Alice, personalised with
-her row from the vectors, selected, PIN not verified), `ready_card` (PIN verified, seller as
-peer) and `peer` (the seller's software card with Alice as its peer); shared expectations
-and helpers from applet_helpers.py.
-"""
+"""MANAGE SECURITY ENVIRONMENT and PERFORM SECURITY OPERATION: the peer, sealed boxes both ways,
+the transaction counter. Cards: conftest.py."""
 
 from __future__ import annotations
 
