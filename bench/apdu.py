@@ -59,8 +59,8 @@ from card_applet.applet import TAG_PLAIN, Applet, Ins, Pso  # noqa: E402
 from card_applet.line import LineTiming  # noqa: E402
 from card_applet.state import FileStore  # noqa: E402
 from card_applet.tlv import tlv  # noqa: E402
-from host.authority import Authority  # noqa: E402
-from host.personalisation import personalise  # noqa: E402
+from host.centre.authority import Authority  # noqa: E402
+from host.centre.personalisation import personalise  # noqa: E402
 from terminal.cardproc import (  # noqa: E402
     VICC_PYTHONPATH,
     CardProcess,

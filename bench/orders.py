@@ -5,7 +5,7 @@
                                      [--no-latency] [--no-throughput] [--keep]
 
 The three parties run as real processes (`nettx -v <role> serve --key ROW --db DB --listen
-127.0.0.1:0`, host.partyproc.PartyProcess), each with a software row (its key module is the
+127.0.0.1:0`, host.cli.partyproc.PartyProcess), each with a software row (its key module is the
 nettx applet in-process) and a durable SQLite database (WAL, synchronous=FULL). The holder is
 HolderClient.buy in this process. One order is: form request, three confirmations (claim 7;
 the card manager's and the delivery company's relayed by the seller), three parts sealed on
@@ -19,7 +19,8 @@ Prints ONE table:
               two alternate in blocks (--repeats blocks of --orders/--repeats orders each, after
               2 warm-up orders per block), so background load hits both alike.
   throughput  C concurrent holders (--levels, default 1 8 64), one thread each, each with its
-              own holder identifier, row, account and software card (host.softcard, no fsync),
+              own holder identifier, row, account and software card
+              (host.parties.softcard, no fsync),
               for --seconds per run, --repeats runs per level, levels interleaved.
 
 Each order is timed around `client.buy(order)`. The split: "card" is the time in the card's
@@ -71,7 +72,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
     sys.path.insert(0, str(REPO))
 
-import host.holder  # noqa: E402
+import host.parties.holder  # noqa: E402
 from bench.runs import (  # noqa: E402
     close_quietly,
     filesystem,
@@ -81,16 +82,17 @@ from bench.runs import (  # noqa: E402
 )
 from card_applet.applet import Applet  # noqa: E402
 from card_applet.state import FileStore  # noqa: E402
-from host.authority import Authority, write_row_file  # noqa: E402
-from host.cardaccess import open_card  # noqa: E402
-from host.db import Account, Ledger  # noqa: E402
-from host.holder import HolderClient, Outcome  # noqa: E402
-from host.order import Order  # noqa: E402
-from host.pairing import CardExpectation, Keyring, authenticated_session  # noqa: E402
-from host.partyproc import PartyProcess  # noqa: E402
-from host.personalisation import personalise  # noqa: E402
-from host.softcard import software_card  # noqa: E402
-from host.wire import Connection, Message, MessageType  # noqa: E402
+from host.centre.authority import Authority, write_row_file  # noqa: E402
+from host.centre.pairing import CardExpectation, Keyring, authenticated_session  # noqa: E402
+from host.centre.personalisation import personalise  # noqa: E402
+from host.cli.cardaccess import open_card  # noqa: E402
+from host.cli.partyproc import PartyProcess  # noqa: E402
+from host.parties.connection import Connection  # noqa: E402
+from host.parties.holder import HolderClient, Outcome  # noqa: E402
+from host.parties.softcard import software_card  # noqa: E402
+from host.protocol.order import Order  # noqa: E402
+from host.protocol.wire import Message, MessageType  # noqa: E402
+from host.storage.ledger import Account, Ledger  # noqa: E402
 from terminal.inprocess import InProcessReader  # noqa: E402
 from terminal.session import CardSession  # noqa: E402
 
@@ -578,7 +580,7 @@ def kind_of(file: str, func: str) -> str:
         return KINDS[6]
     if "/card_applet/" in file or "/Crypto/" in file or "hmac" in file or "hashlib" in file:
         return KINDS[2]
-    if "/cbor2/" in file or file.endswith(("host/codec.py", "host/wire.py")):
+    if "/cbor2/" in file or file.endswith(("host/protocol/codec.py", "host/protocol/wire.py")):
         return KINDS[3]
     if "/logging/" in file:
         return KINDS[4]
@@ -812,7 +814,7 @@ def reading(rows: list[Row], commit_ms: float) -> list[str]:
     return lines
 
 
-SELLER_COMMITS = 4  # host/seller.py: OrderStatus received, authorising, approved, final
+SELLER_COMMITS = 4  # host/parties/seller.py: OrderStatus received, authorising, approved, final
 
 
 def render_profile(profiles: list[Profile], level: int) -> Table:
@@ -905,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"centre k = {args.k}: rows for 3 parties, 1 card and "
                   f"{max(args.levels)} software holders in {tmp}")
         world = make_world(tmp, args.k, max(*args.levels, args.profile_holders))
-        stack.enter_context(mock.patch.object(host.holder, "Connection", TimedConnection))
+        stack.enter_context(mock.patch.object(host.parties.holder, "Connection", TimedConnection))
         with contextlib.ExitStack() as parties:
             stack.callback(close_quietly, parties)
             procs = start_parties(parties, world, tmp / "run")

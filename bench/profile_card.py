@@ -153,8 +153,8 @@ def ms(ns: list[int], q: float = 0.5) -> str:
 
 def personalised_card(home: Path) -> Path:
     from card_applet import blom
-    from host.authority import Authority
-    from host.personalisation import personalise
+    from host.centre.authority import Authority
+    from host.centre.personalisation import personalise
     from terminal.inprocess import InProcessReader
     from terminal.session import CardSession
 

@@ -5,7 +5,7 @@ manager (issue 10 item 7).
                                         [--tick 8 10] [--kinds idle trickle cheap] [--k 64]
                                         [--keep]
 
-The three parties run as real processes (`nettx -v <role> serve`, host.partyproc, set up as
+The three parties run as real processes (`nettx -v <role> serve`, host.cli.partyproc, set up as
 bench/orders.py does), on 127.0.0.1. The holder is HolderClient.buy in this process, its card
 the nettx applet in-process on an EEPROM file (no transport). Per run: --orders orders with no
 attack, then for each --kinds an attack of --connections connections on the seller and as
@@ -50,10 +50,10 @@ from bench.orders import (  # noqa: E402
 from bench.runs import load_average, stopping_everything, work_dir  # noqa: E402
 from card_applet.applet import Applet  # noqa: E402
 from card_applet.state import FileStore  # noqa: E402
-from host.admission import Limits  # noqa: E402
+from host.centre.pairing import CardExpectation, authenticated_session  # noqa: E402
 from host.errors import NettxError  # noqa: E402
-from host.holder import HolderClient  # noqa: E402
-from host.pairing import CardExpectation, authenticated_session  # noqa: E402
+from host.parties.admission import Limits  # noqa: E402
+from host.parties.holder import HolderClient  # noqa: E402
 from terminal.inprocess import InProcessReader  # noqa: E402
 from tests.host.slowloris import Counts, Kind, Slowloris  # noqa: E402
 

@@ -2,7 +2,7 @@
 identifier mapping, row evaluation and the pair key.
 
 The card only ever evaluates its own row at a peer's point; building rows from the master
-is the trusted centre's job (host/authority.py), which batches it as a matrix product.
+is the trusted centre's job (host/centre/authority.py), which batches it as a matrix product.
 """
 
 from __future__ import annotations

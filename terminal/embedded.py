@@ -4,7 +4,7 @@ Two ways to reach the card: listen on HOST:PORT the way vpcd does (`nettx card s
 HOST:PORT` connects to it; whoever connects first is the card), or `EmbeddedReader.over(sock)`
 an already connected socket, e.g. one end of a socketpair whose other end was handed to the
 card process this terminal started. The second has no listening socket at all, so no other
-process can take the channel: `host.cardaccess.open_card` uses it."""
+process can take the channel: `host.cli.cardaccess.open_card` uses it."""
 
 from __future__ import annotations
 

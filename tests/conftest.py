@@ -23,9 +23,9 @@ import pytest
 from card_applet import blom
 from card_applet.applet import Applet
 from card_applet.state import FileStore
-from host.authority import Authority
-from host.personalisation import personalise
-from host.softcard import software_card
+from host.centre.authority import Authority
+from host.centre.personalisation import personalise
+from host.parties.softcard import software_card
 from terminal.cardproc import CardProcess
 from terminal.embedded import EmbeddedReader
 from terminal.inprocess import InProcessReader

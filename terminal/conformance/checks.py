@@ -12,15 +12,17 @@ from collections.abc import Callable
 
 from card_applet.apdu import ResponseApdu
 from card_applet.tlv import TlvError, parse
-from terminal.conformance.model import Failed, NotApplicable, check
+from terminal.conformance.model import Deviation, Failed, NotApplicable, check
 from terminal.conformance.probe import (
     GET_RESPONSE,
     SELECT,
     Probe,
     at_most,
+    executed,
     expect,
     other_pin,
     pin_block,
+    refused,
     sw_text,
 )
 from terminal.errors import CardRemovedError, NoCardError, ReaderError
@@ -92,9 +94,15 @@ def case_1(p: Probe) -> str:
         p.select_application()
     resp = p.verify(None)
     if resp.sw == 0x6700:
-        raise Failed("a case 1 VERIFY (status query) was refused as a wrong length (6700)")
+        raise Failed("a case 1 VERIFY (status query) was refused as a wrong length (6700)",
+                     resp.sw, (0x63C0,))
+    if resp.sw == 0x6300:  # "verification failed": the query was taken for a wrong PIN
+        raise Failed("status query answered 6300 (verification failed, no retry count): "
+                     "taken for a wrong PIN, not answered with the tries left (63Cx)",
+                     resp.sw, (0x63C0, 0x9000, 0x6983))
     if resp.data or not (resp.sw in (0x9000, 0x6983) or resp.sw & 0xFFF0 == 0x63C0):
-        raise Failed(f"status query answered {resp.data.hex() or 'no data,'} {sw_text(resp.sw)}")
+        raise Failed(f"status query answered {resp.data.hex() or 'no data,'} {sw_text(resp.sw)}",
+                     resp.sw, (0x63C0, 0x9000, 0x6983))
     return f"answered {sw_text(resp.sw)} without data"
 
 
@@ -197,35 +205,37 @@ def wrong_lc(p: Probe) -> str:
     data = (p.target.aid or bytes.fromhex("3F00"))[:5]
     header = bytes((0x00, SELECT, 0x04 if p.target.aid else 0x00, 0x0C))
     try:
+        # a malformed APDU must not be executed (that would be a guess at the command);
+        # 6700 says why it was refused, any other refusal is a deviation
         longer = p.raw(header + bytes((len(data) + 5,)) + data)  # Lc says more than follows
-        expect(longer, 0x6700, "Lc larger than the data field")
+        refused(p, longer, 0x6700, "Lc larger than the data field")
         # and less: Lc = 2 before 4 or more bytes is neither case 3 (Lc bytes) nor case 4
         # (Lc bytes and Le), whatever the card makes of the data
         shorter = p.raw(header + bytes((2,)) + (data if len(data) >= 4 else data * 2))
-        expect(shorter, 0x6700, "Lc smaller than the data field")
+        refused(p, shorter, 0x6700, "Lc smaller than the data field")
     except (CardRemovedError, NoCardError):
         raise
     except ReaderError as exc:
         # a reader or driver that checks APDUs itself (PC/SC, T=0 TPDU mapping) may refuse
         # the malformed one before the card sees it: nothing is learnt about the card
         raise NotApplicable(f"the reader refused the malformed APDU: {exc}") from exc
-    return "6700 for Lc above and below the data length"
+    return f"Lc above the data length: {longer.sw:04X}, below: {shorter.sw:04X}"
 
 
 @check("wrong-cla", "5.1.1 table 2; 5.1.3 ('6E00')", "reserved class byte 20: 6E00")
 def wrong_cla(p: Probe) -> str:
     _maybe_select(p)
     resp = p.send(RFU_CLA, GET_CHALLENGE, 0, 0, le=8)
-    expect(resp, 0x6E00, "GET CHALLENGE with CLA 20")
-    return "6E00"
+    refused(p, resp, 0x6E00, "GET CHALLENGE with CLA 20")
+    return f"{resp.sw:04X}"
 
 
 @check("unknown-ins", "5.1.2; 5.1.3 ('6D00')", "unassigned instruction 02: 6D00")
 def unknown_ins(p: Probe) -> str:
     _maybe_select(p)
     resp = p.send(0x00, UNASSIGNED_INS, 0, 0)
-    expect(resp, 0x6D00, "INS 02")
-    return "6D00"
+    refused(p, resp, 0x6D00, "INS 02")
+    return f"{resp.sw:04X}"
 
 
 @check("wrong-p1p2", "5.1.3 ('6A86', '6B00'); 7.1.1 table 39",
@@ -234,9 +244,9 @@ def wrong_p1p2(p: Probe) -> str:
     _maybe_select(p)
     data = p.target.aid or bytes.fromhex("3F00")
     bad_p1 = p.send(0x00, SELECT, 0x7F, 0x0C, data)
-    expect(bad_p1, (0x6A86, 0x6B00), "SELECT P1 = 7F (RFU)")
+    refused(p, bad_p1, (0x6A86, 0x6B00), "SELECT P1 = 7F (RFU)")
     bad_p2 = p.send(0x00, SELECT, 0x04, 0x7C, data)
-    expect(bad_p2, (0x6A86, 0x6B00), "SELECT P2 = 7C (b8-b5 RFU)")
+    refused(p, bad_p2, (0x6A86, 0x6B00), "SELECT P2 = 7C (b8-b5 RFU)")
     return f"P1 7F: {bad_p1.sw:04X}, P2 7C: {bad_p2.sw:04X}"
 
 
@@ -276,13 +286,19 @@ def get_response(p: Probe) -> str:
     return f"{len(full)} bytes in {steps + 1} pieces"
 
 
-@check("get-response-nothing", "7.6.1", "GET RESPONSE with nothing pending is refused")
+@check("get-response-nothing", "7.6.1", "GET RESPONSE with nothing pending returns nothing")
 def get_response_nothing(p: Probe) -> str:
+    # 7.6.1 says what GET RESPONSE returns when something is pending and nothing about the
+    # other case: a refusal and a 9000 with no data (Ne is a maximum, 5.1: zero bytes is
+    # within it) both say "nothing". Data, or 61xx announcing some, would be a response
+    # that does not exist (or a stale one: another command's data leaking).
     _maybe_select(p)
     resp = p.send(0x00, GET_RESPONSE, 0, 0, le=256)
-    if resp.sw == 0x9000 or resp.sw1 == 0x61:
+    if resp.data or resp.sw1 == 0x61:
         raise Failed(f"answered {len(resp.data)} bytes with {sw_text(resp.sw)} "
-                     "though no response was pending")
+                     "though no response was pending", resp.sw, (0x9000,))
+    if resp.sw == 0x9000:
+        return "9000 with no data: nothing pending"
     return sw_text(resp.sw)
 
 
@@ -382,7 +398,7 @@ def manage_channel(p: Probe) -> str:
     close = p.send(0x00, MANAGE_CHANNEL, 0x80, n)
     expect(close, 0x9000, f"MANAGE CHANNEL close {n}")
     after = p.send(_channel_cla(n), GET_CHALLENGE, 0, 0, le=8)
-    expect(after, 0x6881, f"command on closed channel {n}")
+    refused(p, after, 0x6881, f"command on closed channel {n}")
     return f"opened channel {n}, {used}, closed; then 6881"
 
 
@@ -393,7 +409,7 @@ def channel_not_open(p: Probe) -> str:
     resp = p.send(0x03, GET_CHALLENGE, 0, 0, le=8)  # channel 3: the last a '0X' CLA names
     # 6881 (logical channel not supported) says it best; a card without channels may refuse
     # the whole class instead (6E00): either way the command is not executed on channel 0
-    expect(resp, (0x6881, 0x6E00), "GET CHALLENGE on channel 3")
+    refused(p, resp, (0x6881, 0x6E00), "GET CHALLENGE on channel 3")
     return sw_text(resp.sw)
 
 
@@ -453,8 +469,274 @@ def select_next(p: Probe) -> str:
 @check("select-unknown", "7.1.1; 5.1.3 ('6A82')", "SELECT of an absent AID: 6A82")
 def select_unknown(p: Probe) -> str:
     resp = p.send(0x00, SELECT, 0x04, 0x0C, UNKNOWN_AID)
-    expect(resp, 0x6A82, f"SELECT {UNKNOWN_AID.hex().upper()}")
-    return "6A82"
+    refused(p, resp, 0x6A82, f"SELECT {UNKNOWN_AID.hex().upper()}")
+    return f"{resp.sw:04X}"
+
+
+# -- the file system (7816-4 5.3 and 8.2.1.1): MF, EFs by identifier and by path -----------
+
+READ_BINARY = 0xB0
+MF = bytes.fromhex("3F00")
+RFU_FID = bytes.fromhex("FFFF")  # 7816-4 5.3.1.1: 'FFFF' is reserved for future use
+# what a card without a file system (or without the MF) answers SELECT MF with
+NO_FILE_SYSTEM = (0x6A82, 0x6A86, 0x6A81, 0x6A80, 0x6B00, 0x6D00, 0x6E00, 0x6985, 0x6700)
+MAX_FILE = 4096  # bytes of an EF the checks read before they stop
+
+
+def _select_mf(p: Probe) -> None:
+    """SELECT MF by its identifier, no response data; a card that refuses has no file
+    system and the file checks are not applicable."""
+    resp = p.send(0x00, SELECT, 0x00, 0x0C, MF)
+    if not executed(resp) and resp.sw in NO_FILE_SYSTEM:
+        raise NotApplicable(f"no file system: SELECT MF (3F00) answered {sw_text(resp.sw)}")
+    expect(resp, 0x9000, "SELECT MF (3F00), P2 = 0C")
+    if resp.data:
+        raise Failed(f"SELECT MF with P2 = 0C (no response data) returned {len(resp.data)} "
+                     "bytes")
+
+
+def _read(p: Probe, offset: int, le: int) -> ResponseApdu:
+    return p.send(0x00, READ_BINARY, offset >> 8, offset & 0xFF, le=le)
+
+
+def _read_whole(p: Probe) -> bytes | None:
+    """The current EF's content, read 256 bytes at a time from offset 0 (None: READ BINARY
+    refused at offset 0, not a transparent EF the checks can use)."""
+    data = bytearray()
+    while len(data) < MAX_FILE:
+        resp = _read(p, len(data), 256)
+        at_most(resp, 256, f"READ BINARY at offset {len(data)}, Le = 00")
+        if not data and not executed(resp):
+            return None
+        data += resp.data
+        # Le = 00: "all bytes until the end of the file, within 256" (7.2.3): fewer than
+        # 256 is the end, with 9000 or 6282 (end of file before Ne bytes)
+        if len(resp.data) < 256 or resp.sw in (0x6282, 0x6B00):
+            break
+        if resp.sw != 0x9000:
+            raise Failed(f"READ BINARY at offset {len(data) - len(resp.data)}: "
+                         f"{sw_text(resp.sw)}", resp.sw, (0x9000, 0x6282))
+    return bytes(data)
+
+
+def _find_ef(p: Probe) -> tuple[bytes, bytes]:
+    """The first of the target's files under the MF that selects by identifier and reads:
+    its identifier and its content."""
+    _select_mf(p)
+    tried = []
+    for fid in p.target.files:
+        name = fid.to_bytes(2, "big")
+        resp = p.send(0x00, SELECT, 0x00, 0x0C, name)
+        if resp.sw == 0x9000:
+            content = _read_whole(p)
+            if content is not None:
+                return name, content
+            tried.append(f"{name.hex().upper()} not readable")
+        else:
+            tried.append(f"{name.hex().upper()} {resp.sw:04X}")
+        _select_mf(p)
+    raise NotApplicable(f"no transparent EF under the MF ({', '.join(tried)})")
+
+
+@check("select-fid", "7.1.1 table 39 (P1 = 00, 02); 5.3.1.1",
+       "SELECT MF, then an EF by file identifier; the reserved FFFF is refused")
+def select_fid(p: Probe) -> str:
+    fid, content = _find_ef(p)
+    name = fid.hex().upper()
+    _select_mf(p)
+    child = p.send(0x00, SELECT, 0x02, 0x0C, fid)  # P1 = 02: EF under the current DF
+    expect(child, 0x9000, f"SELECT {name} with P1 = 02 (EF under the current DF)")
+    if child.data:
+        raise Failed(f"P2 = 0C returned {len(child.data)} bytes")
+    if _read_whole(p) != content:
+        raise Failed(f"after SELECT {name} with P1 = 02, READ BINARY reads other data "
+                     "than after P1 = 00")
+    _select_mf(p)
+    refused(p, p.send(0x00, SELECT, 0x00, 0x0C, RFU_FID), 0x6A82, "SELECT FFFF (RFU)")
+    return f"MF 9000; EF {name} by P1 = 00 and 02, {len(content)} bytes; FFFF refused"
+
+
+@check("select-path", "7.1.1 table 39 (P1 = 08, 09); 5.3.1.2",
+       "SELECT by path from the MF and from the current DF")
+def select_path(p: Probe) -> str:
+    fid, content = _find_ef(p)
+    name = fid.hex().upper()
+    p.reset_card()
+    # P1 = 08: the path from the MF, without the MF's identifier
+    from_mf = p.send(0x00, SELECT, 0x08, 0x0C, fid)
+    expect(from_mf, 0x9000, f"SELECT path {name} from the MF (P1 = 08)")
+    if _read_whole(p) != content:
+        raise Failed(f"after SELECT path {name} (P1 = 08), READ BINARY reads other data")
+    _select_mf(p)
+    from_df = p.send(0x00, SELECT, 0x09, 0x0C, fid)  # P1 = 09: from the current DF, the MF
+    expect(from_df, 0x9000, f"SELECT path {name} from the current DF (P1 = 09)")
+    if _read_whole(p) != content:
+        raise Failed(f"after SELECT path {name} (P1 = 09), READ BINARY reads other data")
+    refused(p, p.send(0x00, SELECT, 0x08, 0x0C, fid + RFU_FID), 0x6A82,
+            f"SELECT path {name} FFFF (absent)")
+    return f"{name} by path from the MF (08) and from the current DF (09), same content"
+
+
+def _template(data: bytes, tag: int, what: str) -> list[int]:
+    """The tags inside a template `tag` that must be the whole response (5.3.3); a
+    malformed one fails."""
+    try:
+        (outer,) = parse(data)
+        if outer.tag != tag:
+            raise Failed(f"{what}: template {outer.tag:02X}, expected {tag:02X}")
+        return [item.tag for item in parse(outer.value)]
+    except (TlvError, ValueError) as exc:
+        if isinstance(exc, Failed):
+            raise
+        raise Failed(f"{what}: {data.hex().upper()} is not one well-formed BER-TLV "
+                     f"template {tag:02X} ({exc})") from exc
+
+
+def _fcp_item(data: bytes, tag: int) -> bytes | None:
+    (outer,) = parse(data)
+    return next((i.value for i in parse(outer.value) if i.tag == tag), None)
+
+
+@check("select-fcp", "7.1.1 table 40; 5.3.3 (FCP 62, FCI 6F)",
+       "SELECT returns a well-formed FCP (62) for P2 = 04, FCI for P2 = 00, nothing for 0C")
+def select_fcp(p: Probe) -> str:
+    _select_mf(p)  # P2 = 0C: no data, checked there
+    mf = p.fetch_all(p.send(0x00, SELECT, 0x00, 0x04, MF, le=256))
+    if not executed(mf):
+        raise NotApplicable(f"SELECT MF with P2 = 04 (return FCP) answered {sw_text(mf.sw)}: "
+                            "the card returns no FCP")
+    expect(mf, 0x9000, "SELECT MF, P2 = 04")
+    tags = _template(mf.data, 0x62, "FCP of the MF")
+    named = _fcp_item(mf.data, 0x83)
+    if named is not None and named != MF:
+        raise Failed(f"the MF's FCP names file {named.hex().upper()} (tag 83)")
+    try:
+        fid, content = _find_ef(p)
+    except NotApplicable:
+        fid, content = None, b""
+    if fid is not None:
+        ef = p.fetch_all(p.send(0x00, SELECT, 0x00, 0x04, fid, le=256))
+        expect(ef, 0x9000, f"SELECT {fid.hex().upper()}, P2 = 04")
+        _template(ef.data, 0x62, f"FCP of {fid.hex().upper()}")
+        named = _fcp_item(ef.data, 0x83)
+        if named is not None and named != fid:
+            raise Failed(f"the FCP of {fid.hex().upper()} names file {named.hex().upper()}")
+        size = _fcp_item(ef.data, 0x80)  # data bytes, structure excluded
+        if size is not None and len(content) < MAX_FILE and int.from_bytes(size) != len(content):
+            raise Failed(f"the FCP of {fid.hex().upper()} gives {int.from_bytes(size)} bytes "
+                         f"(tag 80), READ BINARY reads {len(content)}")
+    # P2 = 00: the FCI, "optional use of FCI tag and length" (table 40): a 6F template or
+    # the objects alone, well-formed BER-TLV either way
+    fci = p.fetch_all(p.send(0x00, SELECT, 0x00, 0x00, MF, le=256))
+    expect(fci, 0x9000, "SELECT MF, P2 = 00")
+    try:
+        parse(fci.data)
+    except (TlvError, ValueError) as exc:
+        raise Failed(f"the MF's FCI {fci.data.hex().upper()} is not BER-TLV") from exc
+    tag_list = " ".join(f"{t:02X}" for t in tags)
+    ef_part = "no EF to read" if fid is None else f"{fid.hex().upper()} FCP 62"
+    return f"MF FCP 62 ({tag_list}), {ef_part}, FCI well-formed, P2 = 0C no data"
+
+
+@check("read-binary", "7.2.3; 7.2.1 (offset in P1-P2)",
+       "READ BINARY at offsets: each read is that slice of the file")
+def read_binary(p: Probe) -> str:
+    fid, content = _find_ef(p)
+    n = len(content)
+    if n < 4:
+        raise NotApplicable(f"EF {fid.hex().upper()} holds {n} bytes: too few to read at "
+                            "offsets")
+    reads = [(1, 2), (n // 2, min(3, n - n // 2)), (n - 1, 1)]
+    for offset, le in reads:
+        resp = _read(p, offset, le)
+        at_most(resp, le, f"READ BINARY at {offset}, Le = {le}")
+        expect(resp, 0x9000, f"READ BINARY at {offset}, Le = {le} ({n - offset} bytes left)")
+        if resp.data != content[offset : offset + le]:
+            raise Failed(f"READ BINARY at {offset}, Le = {le}: {resp.data.hex().upper()}, "
+                         f"the file has {content[offset : offset + le].hex().upper()} there")
+    return (f"{fid.hex().upper()}: {n} bytes; " + ", ".join(f"{le} at {o}" for o, le in reads)
+            + " match")
+
+
+@check("read-past-end", "7.2.3; 5.1.3 ('6282', '6B00', '6CXX')",
+       "READ BINARY past the end of the file: 6B00 beyond it, 6282 or 6Cxx across it")
+def read_past_end(p: Probe) -> str:
+    fid, content = _find_ef(p)
+    n = len(content)
+    if n < 2 or n >= MAX_FILE:
+        raise NotApplicable(f"EF {fid.hex().upper()}: {n} bytes, no end to read past")
+    # an offset at the end: no byte there to read (5.1.3 '6B00': wrong parameters P1-P2)
+    beyond = _read(p, n, 1)
+    if beyond.data:
+        raise Failed(f"READ BINARY at offset {n}, the end of a {n}-byte file, returned "
+                     f"{beyond.data.hex().upper()}", beyond.sw, (0x6B00,))
+    if beyond.sw != 0x6B00:  # refused otherwise, or 6282 / 9000 with nothing
+        p.deviations.append(Deviation(f"READ BINARY at offset {n} (the end)", beyond.sw,
+                                      (0x6B00,)))
+    # 2 bytes left, 5 asked: 6282 with the 2 bytes (end of file before Ne bytes), or 6C02
+    # (wrong Le, exactly 2 available) and the re-issued read gives them
+    left = content[n - 2 :]
+    across = _read(p, n - 2, 5)
+    at_most(across, 5, f"READ BINARY at {n - 2}, Le = 5")
+    if across.sw1 == 0x6C:
+        if across.sw2 != 2:
+            raise Failed(f"READ BINARY at {n - 2} with 2 bytes left: {across.sw:04X} "
+                         "names another length", across.sw, (0x6282, 0x6C02))
+        again = _read(p, n - 2, 2)
+        expect(again, 0x9000, "READ BINARY re-issued with Le = 02")
+        if again.data != left:
+            raise Failed("READ BINARY re-issued with Le = 02 returned other bytes")
+        how = "6C02, then the 2 bytes"
+    elif across.data:
+        if across.data != left:
+            raise Failed(f"READ BINARY at {n - 2}, Le = 5: {across.data.hex().upper()}, the "
+                         f"file ends with {left.hex().upper()}", across.sw, (0x6282,))
+        if across.sw not in (0x6282, 0x9000):
+            raise Failed(f"READ BINARY at {n - 2}: data and {sw_text(across.sw)}",
+                         across.sw, (0x6282,))
+        if across.sw == 0x9000:  # right bytes, but no warning that Ne was not reached
+            p.deviations.append(Deviation(f"READ BINARY of 5 at {n - 2}, 2 bytes left",
+                                          across.sw, (0x6282, 0x6C02)))
+        how = f"{across.sw:04X} with the 2 bytes"
+    elif executed(across):
+        raise Failed(f"READ BINARY at {n - 2} with 2 bytes left: no data, "
+                     f"{sw_text(across.sw)}", across.sw, (0x6282, 0x6C02))
+    else:
+        p.deviations.append(Deviation(f"READ BINARY of 5 at {n - 2}, 2 bytes left",
+                                      across.sw, (0x6282, 0x6C02)))
+        how = f"refused, {across.sw:04X}"
+    return f"{fid.hex().upper()}: at the end {beyond.sw:04X}; 5 asked, 2 left: {how}"
+
+
+# -- secure messaging (5.1.1: CLA b4-b3) ----------------------------------------------------
+
+
+@check("secure-messaging-cla", "5.1.1 table 2 (b4-b3); 5.1.3 ('6882')",
+       "CLA with secure messaging bits on a card without it: refused, 6882")
+def secure_messaging_cla(p: Probe) -> str:
+    # a command that executes in plain, sent again with b4-b3 = 10 and 11 (SM as in clause
+    # 6, header not / authenticated): a card without SM must not execute it as plain.
+    # b4-b3 = 01 (proprietary SM) is left out: its format is each card's own.
+    command: tuple[int, int, int, bytes, int | None]
+    _maybe_select(p)
+    plain = p.send(0x00, SELECT, 0x00, 0x0C, MF)
+    if plain.sw == 0x9000:
+        command, what = (SELECT, 0x00, 0x0C, MF, None), "SELECT MF"
+    elif p.target.aid is not None:
+        p.select_application()
+        command, what = (SELECT, 0x04, 0x0C, p.target.aid, None), "SELECT the application"
+    else:
+        expect(_challenge(p, 8), 0x9000, "GET CHALLENGE")
+        command, what = (GET_CHALLENGE, 0x00, 0x00, b"", 8), "GET CHALLENGE"
+    answers = []
+    for cla in (0x08, 0x0C):
+        p.reset_card()
+        _maybe_select(p)
+        ins, p1, p2, data, le = command
+        resp = p.send(cla, ins, p1, p2, data, le)
+        refused(p, resp, 0x6882, f"{what} with CLA {cla:02X}")
+        answers.append(f"CLA {cla:02X}: {resp.sw:04X}")
+    return f"{what}: " + ", ".join(answers)
 
 
 # -- security status and the PIN --------------------------------------------------------------
@@ -468,7 +750,7 @@ def security_status(p: Probe) -> str:
         raise NotApplicable("no command that needs the PIN given (--protected APDU)")
     p.select_application()
     before = p.raw(p.target.protected)
-    expect(before, 0x6982, "protected command before VERIFY")
+    refused(p, before, 0x6982, "protected command before VERIFY")
     expect(p.verify(pin), 0x9000, "VERIFY with the right PIN")
     after = p.raw(p.target.protected)
     if after.sw == 0x6982:
@@ -496,10 +778,10 @@ def internal_authenticate(p: Probe) -> str:
     if second.data == first.data:
         raise Failed("two challenges, one answer: it could be replayed")
     unknown = 0x9F if ref != 0x9F else 0x9E  # the highest specific key number, or next
-    expect(p.send(0x00, INTERNAL_AUTHENTICATE, 0x00, unknown, bytes(32), 256), 0x6A88,
-           f"an absent key reference {unknown:02X}")
-    expect(p.send(0x00, INTERNAL_AUTHENTICATE, 0x00, ref, le=256), (0x6700, 0x6A80),
-           "no challenge at all")
+    refused(p, p.send(0x00, INTERNAL_AUTHENTICATE, 0x00, unknown, bytes(32), 256), 0x6A88,
+            f"an absent key reference {unknown:02X}")
+    refused(p, p.send(0x00, INTERNAL_AUTHENTICATE, 0x00, ref, le=256), (0x6700, 0x6A80),
+            "no challenge at all")
     return (f"key {ref:02X}: {len(first.data)}-byte answers, fresh per challenge, without "
             "VERIFY; absent key 6A88; no challenge refused")
 
@@ -580,6 +862,15 @@ class _PinGuard:
             return f"NOT RESTORED: {type(exc).__name__}: {exc}"
 
 
+def _still_blocked(p: Probe, resp: ResponseApdu, what: str) -> None:
+    """6983 (authentication method blocked) is the answer; 63C0 (no try left) says the
+    same thing less directly, a deviation; 9000 would be a failure."""
+    if resp.sw == 0x63C0:
+        p.deviations.append(Deviation(what, resp.sw, (0x6983,)))
+        return
+    refused(p, resp, 0x6983, what)
+
+
 @check("pin-try-counter", "7.5.6; 7.5.1 ('63CX')",
        "63Cx counts down on a wrong PIN; the right PIN resets it")
 def pin_try_counter(p: Probe) -> str:
@@ -618,8 +909,8 @@ def pin_blocked(p: Probe) -> str:
     def body() -> str:
         for left in range(n - 1, -1, -1):
             expect(p.verify(other_pin(pin)), 0x63C0 | left, "wrong PIN")
-        expect(guard.right_pin(), 0x6983, "right PIN while blocked")
-        expect(p.verify(None), 0x6983, "status query while blocked")
+        _still_blocked(p, guard.right_pin(), "right PIN while blocked")
+        _still_blocked(p, p.verify(None), "status query while blocked")
         expect(guard.unblock(), 0x9000, "RESET RETRY COUNTER with the PUK")
         expect(guard.right_pin(), 0x9000, "right PIN after RESET RETRY COUNTER")
         return f"{n} wrong tries, 6983 twice, unblocked with the PUK"

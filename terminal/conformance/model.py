@@ -3,6 +3,11 @@
 A check is a small named function with the ISO/IEC 7816-4 clause it follows. It returns a
 one-line reason on success, raises `NotApplicable` when the card does not offer what it needs
 (with the reason), and raises `Failed` when the card answers against the clause.
+
+A failure is the card doing something wrong: executing a command it should refuse, returning
+wrong data, changing state. A refusal with another status word than the one the clause
+prefers is only a deviation: the check records it (`Probe.deviations`) and goes on, and the
+result says which status word came and which was preferred.
 """
 
 from __future__ import annotations
@@ -12,13 +17,14 @@ from dataclasses import dataclass
 from enum import Enum
 
 from terminal.conformance.probe import Probe
-from terminal.conformance.record import Exchange
+from terminal.conformance.record import Deviation, Exchange
 from terminal.conformance.record import Failed as Failed
 from terminal.conformance.record import NotApplicable as NotApplicable
 
 
 class Outcome(Enum):
     PASS = "pass"
+    DEVIATION = "deviation"  # refused as it should, with another status word than preferred
     FAIL = "fail"
     NOT_APPLICABLE = "n/a"
     ERROR = "error"  # the check could not finish: the reader or the card went away
@@ -42,6 +48,9 @@ class CheckResult:
     reason: str
     seconds: float
     exchanges: tuple[Exchange, ...] = ()
+    sw_seen: int | None = None  # the status word that decided a failure or a deviation
+    sw_preferred: tuple[int, ...] = ()
+    deviations: tuple[Deviation, ...] = ()
 
 
 REGISTRY: list[Check] = []

@@ -13,7 +13,8 @@ from card_applet.apdu import CommandApdu, ResponseApdu
 from card_applet.sw import describe
 from card_applet.vocabulary import Ins
 from terminal.conformance.capabilities import Capabilities, from_atr
-from terminal.conformance.record import Exchange, Failed, NotApplicable
+from terminal.conformance.record import Deviation, Exchange, Failed, NotApplicable
+from terminal.errors import CardRemovedError
 from terminal.reader import Reader
 from terminal.trace import trace_command, trace_response
 
@@ -61,6 +62,9 @@ class Target:
     pin_format: str = PinFormat.ASCII_FF
     protected: bytes | None = None  # a command APDU that needs the PIN verified
     auth_key_reference: int | None = None  # INTERNAL AUTHENTICATE P2 of a key usable w/o PIN
+    # transparent EFs under the MF the file checks read, the first that selects:
+    # EF.ATR/INFO and EF.DIR (7816-4 8.2.1.1) are where a card with a file system has them
+    files: tuple[int, ...] = (0x2F01, 0x2F00)
 
 
 @dataclass
@@ -69,13 +73,14 @@ class Probe:
     target: Target
     caps: Capabilities = field(default_factory=Capabilities)
     log: list[Exchange] = field(default_factory=list)
+    deviations: list[Deviation] = field(default_factory=list)
     check_id: str = ""  # the check running (the runner sets it), named in later reasons
     _app_found: bool | None = None
     _absence_failed_in: str | None = None  # the check that failed on a missing application
 
     def start(self) -> None:
         """A clean card for the next check: warm reset, the log emptied."""
-        self.log = []
+        self.log, self.deviations = [], []
         self.reset_card()
 
     def reset_card(self) -> None:
@@ -91,6 +96,8 @@ class Probe:
             self.log.append(Exchange.record(apdu, None))
             raise
         self.log.append(Exchange.record(apdu, response))
+        if not response:  # no card answers nothing: it died mid-command (vicc's crashes)
+            raise CardRemovedError(f"{self.reader.name}: empty response, the card is gone")
         try:
             return ResponseApdu.from_bytes(response)
         except ValueError as exc:
@@ -183,7 +190,28 @@ def expect(resp: ResponseApdu, sw: int | tuple[int, ...], what: str) -> None:
     wanted = sw if isinstance(sw, tuple) else (sw,)
     if resp.sw not in wanted:
         names = " or ".join(f"{w:04X}" for w in wanted)
-        raise Failed(f"{what}: expected {names}, card answered {sw_text(resp.sw)}")
+        raise Failed(f"{what}: expected {names}, card answered {sw_text(resp.sw)}",
+                     resp.sw, wanted)
+
+
+def executed(resp: ResponseApdu) -> bool:
+    """Whether the card carried the command out: data, 9000, or a warning (61xx, 62xx,
+    63xx: processing completed, 5.1.3). 64xx to 6Fxx are refusals."""
+    return bool(resp.data) or not 0x64 <= resp.sw1 <= 0x6F
+
+
+def refused(p: Probe, resp: ResponseApdu, preferred: int | tuple[int, ...], what: str) -> None:
+    """A command the card must refuse: executing it fails the check; a refusal with another
+    status word than `preferred` is a deviation, recorded, and the check goes on."""
+    wanted = preferred if isinstance(preferred, tuple) else (preferred,)
+    if resp.sw in wanted and not resp.data:
+        return
+    names = " or ".join(f"{w:04X}" for w in wanted)
+    if executed(resp):
+        got = f"{len(resp.data)} bytes and " if resp.data else ""
+        raise Failed(f"{what}: executed ({got}{sw_text(resp.sw)}), must be refused "
+                     f"({names})", resp.sw, wanted)
+    p.deviations.append(Deviation(what, resp.sw, wanted))
 
 
 def at_most(resp: ResponseApdu, ne: int, what: str) -> None:

@@ -1,5 +1,6 @@
-"""What a conformance check records as it runs, and the two ways it stops early: the types
-both the checks' model (model.py) and their one way to the card (probe.py) need, below both.
+"""What a conformance check records as it runs (its exchanges, its deviations) and the two ways
+it stops early: the types both the checks' model (model.py) and their one way to the card
+(probe.py) need, below both.
 """
 
 from __future__ import annotations
@@ -15,7 +16,25 @@ class NotApplicable(Exception):
 
 
 class Failed(Exception):
-    pass
+    """The card did something wrong; `seen` and `preferred` when a status word shows it."""
+
+    def __init__(self, reason: str, seen: int | None = None,
+                 preferred: tuple[int, ...] = ()) -> None:
+        super().__init__(reason)
+        self.seen, self.preferred = seen, preferred
+
+
+@dataclass(frozen=True, slots=True)
+class Deviation:
+    """A command refused with `seen` where the clause prefers one of `preferred`."""
+
+    what: str
+    seen: int
+    preferred: tuple[int, ...]
+
+    def render(self) -> str:
+        wanted = " or ".join(f"{w:04X}" for w in self.preferred)
+        return f"{self.what}: {self.seen:04X} ({wanted} preferred)"
 
 
 @dataclass(frozen=True, slots=True)

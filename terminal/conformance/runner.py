@@ -39,8 +39,15 @@ class SuiteReport:
 
     @property
     def passed(self) -> bool:
-        """Every applicable check passed (and none was cut short)."""
-        return all(r.outcome in (Outcome.PASS, Outcome.NOT_APPLICABLE) for r in self.results)
+        """No check failed (or was cut short); deviations allowed."""
+        return self.passes()
+
+    def passes(self, *, strict: bool = False) -> bool:
+        """No failure nor error; with `strict`, no deviation either."""
+        ok = {Outcome.PASS, Outcome.NOT_APPLICABLE}
+        if not strict:
+            ok.add(Outcome.DEVIATION)
+        return all(r.outcome in ok for r in self.results)
 
     @property
     def seconds(self) -> float:
@@ -89,6 +96,9 @@ def run_suite(reader: Reader, target: Target, *, only: Iterable[str] | None = No
     return report
 
 
+TRACED = (Outcome.FAIL, Outcome.DEVIATION, Outcome.ERROR)  # results that carry their APDUs
+
+
 def _run_one(chk: Check, probe: Probe) -> tuple[CheckResult, bool]:
     """The check's result, and whether the transport failed (the card may be gone).
 
@@ -98,9 +108,16 @@ def _run_one(chk: Check, probe: Probe) -> tuple[CheckResult, bool]:
     """
     start = time.perf_counter()
 
-    def done(outcome: Outcome, reason: str) -> CheckResult:
-        exchanges = tuple(probe.log) if outcome in (Outcome.FAIL, Outcome.ERROR) else ()
-        return CheckResult(chk, outcome, reason, time.perf_counter() - start, exchanges)
+    def done(outcome: Outcome, reason: str, seen: int | None = None,
+             preferred: tuple[int, ...] = ()) -> CheckResult:
+        deviations = tuple(probe.deviations)
+        if outcome is Outcome.PASS and deviations:
+            outcome, seen, preferred = (Outcome.DEVIATION, deviations[0].seen,
+                                        deviations[0].preferred)
+            reason = "; ".join(["deviation: " + d.render() for d in deviations] + [reason])
+        exchanges = tuple(probe.log) if outcome in TRACED else ()
+        return CheckResult(chk, outcome, reason, time.perf_counter() - start, exchanges,
+                           seen, preferred, deviations)
 
     probe.check_id = chk.id
     try:
@@ -109,7 +126,7 @@ def _run_one(chk: Check, probe: Probe) -> tuple[CheckResult, bool]:
     except NotApplicable as exc:
         return done(Outcome.NOT_APPLICABLE, _text(exc)), False
     except Failed as exc:
-        return done(Outcome.FAIL, _text(exc)), False
+        return done(Outcome.FAIL, _text(exc), exc.seen, exc.preferred), False
     except (ReaderError, OSError) as exc:
         return done(Outcome.ERROR, f"transport: {type(exc).__name__}: {_text(exc)}"), True
     except Exception as exc:

@@ -29,8 +29,8 @@ from card_applet.applet import Applet
 from card_applet.state import MemoryStore, PersistentState, manufacture
 from card_applet.tlv import tlv
 from card_applet.vocabulary import AID, TAG_KEY_REFERENCE, Ins, Lifecycle, PersoObject, encode_pin
-from host.personalisation import personalise
-from host.softcard import software_card
+from host.centre.personalisation import personalise
+from host.parties.softcard import software_card
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 
@@ -201,7 +201,7 @@ def blank_state(serial: bytes = SERIAL) -> PersistentState:
 
 
 def personalised_state(holder: str = HOLDER) -> PersistentState:
-    """A blank card personalised through the terminal stack and host.personalisation."""
+    """A blank card personalised through the terminal stack and host.centre.personalisation."""
     store = MemoryStore(blank_state())
     session = CardSession(InProcessReader(Applet(store)))
     personalise(session, TRANSPORT_MASTER, holder, row_of(holder), PIN, PUK)

@@ -11,8 +11,8 @@ from card_applet.applet import MAX_K, Applet
 from card_applet.state import MemoryStore
 from card_applet.tlv import tlv
 from card_applet.vocabulary import Ins, Lifecycle, PersoObject, encode_pin
+from host.centre.personalisation import PersoChannel, personalise
 from host.errors import PersonalisationError
-from host.personalisation import PersoChannel, personalise
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 from tests.card_applet.applet_helpers import (

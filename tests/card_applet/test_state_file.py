@@ -17,7 +17,7 @@ from card_applet.applet import Applet
 from card_applet.sealing import HEADER_SIZE, MAGIC, StateKey, is_sealed
 from card_applet.state import FileStore, PersistentState, read_state
 from card_applet.store_errors import StateFormatError, StateKeyError
-from host.personalisation import personalise
+from host.centre.personalisation import personalise
 from terminal.errors import ApduError, WrongPinError
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession

@@ -31,14 +31,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host.authority import Authority, write_row_file
-from host.db import Account, Ledger
-from host.envelope import SealedOrder
+from host.centre.authority import Authority, write_row_file
+from host.cli.partyproc import PartyProcess
 from host.errors import TransactionError
-from host.holder import HolderClient
-from host.order import Order
-from host.partyproc import PartyProcess
-from host.softcard import software_card
+from host.parties.holder import HolderClient
+from host.parties.softcard import software_card
+from host.protocol.envelope import SealedOrder
+from host.protocol.order import Order
+from host.storage.ledger import Account, Ledger
 from terminal.errors import NettxError
 
 SELLER, ISSUER, DELIVERY = "seller:shop.example", "issuer:bank.example", "delivery:post.example"

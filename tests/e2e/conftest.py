@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from host.authority import Authority
-from host.personalisation import issue_onto_card
+from host.centre.authority import Authority
+from host.centre.personalisation import issue_onto_card
 from terminal.readers import open_reader
 from terminal.session import CardSession
 from tests.e2e.support import HOLDER, PIN, PUK

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from card_applet.applet import Applet
 from card_applet.state import FileStore, read_state
-from host.authority import Authority, write_row_file
-from host.personalisation import issue_onto_card
+from host.centre.authority import Authority, write_row_file
+from host.centre.personalisation import issue_onto_card
 from terminal.errors import ApduError
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession

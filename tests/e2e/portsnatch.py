@@ -170,8 +170,8 @@ def slow_card_env() -> dict[str, str]:
 def make_fake_card(work: Path, holder: str, pin: str = "4321") -> Path:
     """The attacker's own card: personalised for `holder` by a centre of its own, so it
     answers SELECT like the real one but holds no genuine row."""
-    from host.authority import Authority
-    from host.personalisation import issue_onto_card
+    from host.centre.authority import Authority
+    from host.centre.personalisation import issue_onto_card
     from terminal.readers import open_reader
     from terminal.session import CardSession
 

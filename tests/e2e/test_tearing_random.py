@@ -28,8 +28,8 @@ import pytest
 from card_applet import blom
 from card_applet.applet import Applet
 from card_applet.state import PIN_MAX_TRIES, FileStore, MemoryStore, PersistentState
-from host.authority import Authority
-from host.personalisation import personalise
+from host.centre.authority import Authority
+from host.centre.personalisation import personalise
 from terminal.errors import ApduError
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession

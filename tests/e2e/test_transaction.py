@@ -21,15 +21,16 @@ from card_applet import blom
 from card_applet.applet import Applet
 from card_applet.state import FileStore
 from card_applet.vocabulary import encode_pin
-from host.authority import Authority, write_row_file
-from host.envelope import SealedOrder
+from host.centre.authority import Authority, write_row_file
+from host.centre.pairing import CardExpectation, Keyring, authenticated_session
+from host.centre.personalisation import personalise
+from host.cli.partyproc import PartyProcess
 from host.errors import TransactionError
-from host.holder import HolderClient, Outcome
-from host.order import Order
-from host.pairing import CardExpectation, Keyring, authenticated_session
-from host.partyproc import PartyProcess
-from host.personalisation import personalise
-from host.wire import Connection, MessageType, expect, frame
+from host.parties.connection import Connection
+from host.parties.holder import HolderClient, Outcome
+from host.protocol.envelope import SealedOrder
+from host.protocol.order import Order
+from host.protocol.wire import MessageType, expect, frame
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 from tests.e2e.portsnatch import make_fake_card, received_bytes, slow_card_env, snatching

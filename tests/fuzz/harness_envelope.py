@@ -1,5 +1,5 @@
-"""Fuzz harness for the envelope parser (host/envelope.py): the envelope map, its header, and
-an opened part's plaintext, as a party meets them from the wire and from its own card.
+"""Fuzz harness for the envelope parser (host/protocol/envelope.py): the envelope map, its
+header, and an opened part's plaintext, as a party meets them from the wire and from its own card.
 
 Input layout: byte 0 % 3 chooses what the rest is:
     0   an envelope, CBOR, as an `order` message carries it: `Envelope.from_cbor`, then the
@@ -25,8 +25,9 @@ from typing import Any
 import cbor2
 
 from card_applet import keys
-from host import codec, envelope
-from host.envelope import (
+from host.errors import TransactionError
+from host.protocol import codec, envelope
+from host.protocol.envelope import (
     MAX_PART,
     SEAL_OVERHEAD,
     Envelope,
@@ -35,8 +36,7 @@ from host.envelope import (
     new_header,
     parse_part,
 )
-from host.errors import TransactionError
-from host.order import CatalogueItem, Order, OrderField, OrderForm, Party
+from host.protocol.order import CatalogueItem, Order, OrderField, OrderForm, Party
 
 NOW = 1_790_000_000
 FORM = OrderForm("seller:shop.example", "issuer:bank.example", "delivery:post.example", "EUR",

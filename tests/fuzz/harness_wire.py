@@ -1,5 +1,5 @@
-"""Fuzz harness for the wire protocol (host/wire.py): the frame decoder, message parsing and
-the typed field access every handler uses (host/codec.py's `Fields`).
+"""Fuzz harness for the wire protocol (host/protocol/wire.py): the frame decoder, message
+parsing and the typed field access every handler uses (host/protocol/codec.py's `Fields`).
 
 Input layout: byte 0 is a chunk size (1 + its value) for feeding the rest to the decoder, as
 a stream that arrives in pieces; byte 1 chooses the frame limit (b0: 64 bytes instead of
@@ -22,10 +22,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from host import codec
-from host.codec import Fields
 from host.errors import TransactionError, WireError
-from host.wire import LENGTH, MAX_FRAME, FrameDecoder, Message, MessageType, expect, frame
+from host.protocol import codec
+from host.protocol.codec import Fields
+from host.protocol.wire import LENGTH, MAX_FRAME, FrameDecoder, Message, MessageType, expect, frame
 
 KINDS: tuple[type, ...] = (str, bytes, int, bool, dict, list)
 

@@ -44,11 +44,12 @@ TARGETS = (
            ("card_applet.atr", "card_applet.line", "terminal.serial", "tests.fuzz.harness_atr"),
            "ATR and PPS parsing and the reader's checks (card_applet/atr.py, line.py)"),
     Target("wire", "tests.fuzz.harness_wire",
-           ("host.wire", "host.codec", "tests.fuzz.harness_wire"),
-           "wire frames, message parsing, typed fields (host/wire.py, host/codec.py)"),
+           ("host.protocol.wire", "host.protocol.codec", "tests.fuzz.harness_wire"),
+           "wire frames, message parsing, typed fields (host/protocol/wire.py, codec.py)"),
     Target("envelope", "tests.fuzz.harness_envelope",
-           ("host.envelope", "host.codec", "host.order", "tests.fuzz.harness_envelope"),
-           "the order envelope, its header and a part's plaintext (host/envelope.py)"),
+           ("host.protocol.envelope", "host.protocol.codec", "host.protocol.order",
+            "tests.fuzz.harness_envelope"),
+           "the order envelope, its header and a part's plaintext (host/protocol/envelope.py)"),
 )
 BY_NAME = {target.name: target for target in TARGETS}
 

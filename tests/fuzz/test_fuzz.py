@@ -22,8 +22,8 @@ from card_applet import applet as applet_module
 from card_applet import keys
 from card_applet import t1 as card_t1_module
 from card_applet.sw import SW, CardError
-from host import envelope as envelope_module
-from host import wire as wire_module
+from host.protocol import envelope as envelope_module
+from host.protocol import wire as wire_module
 from terminal import t1 as terminal_t1_module
 from tests.conftest import unavailable
 from tests.fuzz import harness_card_t1, harness_envelope, harness_reader_t1, harness_wire

@@ -19,10 +19,10 @@ from pathlib import Path
 from card_applet import blom
 from card_applet.applet import Applet
 from card_applet.state import FileStore
-from host.authority import Authority
+from host.centre.authority import Authority
+from host.centre.personalisation import personalise
 from host.errors import TransactionError
-from host.holder import HolderClient
-from host.personalisation import personalise
+from host.parties.holder import HolderClient
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 from tests.host.market import HOLDER, SELLER, Market, issue_market_rows, order

@@ -14,16 +14,16 @@ from typing import Any, TypeVar
 from card_applet import blom
 from card_applet.applet import Applet
 from card_applet.state import FileStore
-from host import db
-from host.authority import Authority
-from host.db import Account, Ledger
-from host.delivery import DeliveryServer
-from host.issuer import IssuerServer
-from host.keymodule import KeyModule
-from host.order import CatalogueItem, Order, OrderForm
-from host.personalisation import personalise
-from host.seller import Endpoint, SellerConfig, SellerServer
-from host.server import PartyServer, ServerConfig
+from host.centre.authority import Authority
+from host.centre.personalisation import personalise
+from host.parties.delivery import DeliveryServer
+from host.parties.issuer import IssuerServer
+from host.parties.keymodule import KeyModule
+from host.parties.seller import Endpoint, SellerConfig, SellerServer
+from host.parties.server import PartyServer, ServerConfig
+from host.protocol.order import CatalogueItem, Order, OrderForm
+from host.storage import sqlite
+from host.storage.ledger import Account, Ledger
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 
@@ -152,4 +152,4 @@ def dump(path: Path) -> str:
     """Everything a party wrote: its database's every row (WAL included) or its log."""
     if path.suffix != ".sqlite":
         return path.read_text(errors="replace")
-    return db.dump(path)
+    return sqlite.dump(path)

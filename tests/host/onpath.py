@@ -11,8 +11,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from host import codec
-from host.wire import Connection, FrameDecoder, Message, MessageType, frame
+from host.parties.connection import Connection
+from host.protocol import codec
+from host.protocol.wire import FrameDecoder, Message, MessageType, frame
 
 Rewrite = Callable[[dict[str, Any]], dict[str, Any]]
 # a request the attacker answers itself instead of relaying: returns the answer, or None

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from card_applet import keys
-from host import codec, envelope
-from host.issuer import DECLINED, padded
-from host.order import (
+from host.parties.issuer import DECLINED, padded
+from host.parties.server import request_digest
+from host.protocol import codec, envelope
+from host.protocol.order import (
     DEFAULT_GRANTS,
     CatalogueItem,
     Order,
@@ -28,7 +29,6 @@ from host.order import (
     Party,
     split,
 )
-from host.server import request_digest
 
 SHARED = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "blom-v1.json"
 HOLDER = "holder:alice@example.org"

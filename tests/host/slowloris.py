@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import cbor2
 
-from host.wire import FrameDecoder, MessageType, frame
+from host.protocol.wire import FrameDecoder, MessageType, frame
 
 LOOPBACK = "127.0.0.1"
 

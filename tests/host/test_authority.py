@@ -14,7 +14,7 @@ from card_applet import blom
 from card_applet.keys import diversify_transport_key
 from card_applet.state import read_state
 from card_applet.vocabulary import Lifecycle
-from host.authority import (
+from host.centre.authority import (
     BATCH,
     ROWS_DIR,
     Authority,
@@ -23,7 +23,7 @@ from host.authority import (
     row_file_name,
     write_row_file,
 )
-from host.cli import main
+from host.cli.main import main
 from host.errors import AuthorityError
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "blom-v1.json"

@@ -23,9 +23,9 @@ from rich.console import Console
 from card_applet import blom
 from card_applet.atr import ATR
 from card_applet.state import read_state
-from host import cli
-from host.authority import BATCH, Authority, read_row_file
-from host.softcard import software_card
+from host.centre.authority import BATCH, Authority, read_row_file
+from host.cli import main as cli
+from host.parties.softcard import software_card
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS_PATH = REPO / "docs" / "vectors" / "blom-v1.json"

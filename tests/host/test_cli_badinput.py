@@ -25,8 +25,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from host import cli
-from host.cli_examples import leaf_commands
+from host.cli import main as cli
+from host.cli.examples import leaf_commands
 
 HOLDER, SELLER, ISSUER, DELIVERY = "holder:h", "seller:s", "issuer:i", "delivery:d"
 SECRETS = {"NETTX_PIN": "1234", "NETTX_PUK": "12345678", "NETTX_NEW_PIN": "4321",

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from card_applet.state import FileStore
-from host.authority import Authority
+from host.centre.authority import Authority
 from tests.procwatch import REPO, Watched, run_watched
 
 HOLDER = "holder:alice@example.org"

@@ -16,8 +16,8 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from host import cli
-from host.cli_examples import leaf_commands
+from host.cli import main as cli
+from host.cli.examples import leaf_commands
 
 REPO = Path(__file__).resolve().parents[2]
 HOLDER = "holder:alice@example.org"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from host import cli
-from host.authority import Authority, read_row_file, write_row_file
-from host.files import write_secret
+from host.centre.authority import Authority, read_row_file, write_row_file
+from host.centre.files import write_secret
+from host.cli import main as cli
 from tests.diskfaults import FullDisk
 
 CENTRE_FILES = ("master.json", "transport.key")

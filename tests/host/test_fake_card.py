@@ -36,8 +36,8 @@ from card_applet.applet import Applet
 from card_applet.state import FileStore, MemoryStore, PersistentState
 from card_applet.vocabulary import Ins, encode_pin
 from card_applet.vpcd import CardSide, VpcdCard
-from host import cli
-from host.authority import Authority
+from host.centre.authority import Authority
+from host.cli import main as cli
 from terminal.ports import free_vpcd_port
 from tests.host.market import CARD_NUMBER, EXPIRY, HOLDER, ISSUER, SELLER, Market
 from tests.host.market import issue_market_rows as issue_rows

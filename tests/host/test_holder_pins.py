@@ -12,17 +12,18 @@ from typing import Any, ClassVar
 
 import pytest
 
-from host import codec
-from host.codec import Fields
-from host.db import MAX_DECLINES, RATE_LIMITED, Ledger
 from host.errors import EnvelopeError, OrderError, PolicyError, TransactionError
-from host.holder import HolderClient, Quote
-from host.issuer import DECLINED, IssuerServer
-from host.money import Money
-from host.order import CatalogueItem, Party
-from host.seller import Endpoint, SellerConfig, SellerServer
-from host.server import ServerConfig
-from host.wire import Connection, MessageType
+from host.parties.connection import Connection
+from host.parties.holder import HolderClient, Quote
+from host.parties.issuer import DECLINED, IssuerServer
+from host.parties.seller import Endpoint, SellerConfig, SellerServer
+from host.parties.server import ServerConfig
+from host.protocol import codec
+from host.protocol.codec import Fields
+from host.protocol.money import Money
+from host.protocol.order import CatalogueItem, Party
+from host.protocol.wire import MessageType
+from host.storage.ledger import MAX_DECLINES, RATE_LIMITED, Ledger
 from terminal.session import CardSession
 from tests.host import test_transaction as transaction
 from tests.host.market import (

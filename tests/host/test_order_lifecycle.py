@@ -12,14 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from host import codec, envelope
-from host.db import TRANSITIONS, IllegalTransition, OrderBook, OrderRecord, OrderStatus
-from host.envelope import Envelope, context
-from host.holder import HolderClient
-from host.order import Party
-from host.seller import SellerServer
-from host.server import request_digest
-from host.wire import MessageType, frame
+from host.parties.holder import HolderClient
+from host.parties.seller import SellerServer
+from host.parties.server import request_digest
+from host.protocol import codec, envelope
+from host.protocol.envelope import Envelope, context
+from host.protocol.order import Party
+from host.protocol.wire import MessageType, frame
+from host.storage.order_book import (
+    TRANSITIONS,
+    IllegalTransition,
+    OrderBook,
+    OrderRecord,
+    OrderStatus,
+)
 from terminal.session import CardSession
 from tests.host.market import Market, order
 from tests.host.test_transaction import balance, client_for, shipments

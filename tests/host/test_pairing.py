@@ -18,17 +18,17 @@ from card_applet import blom
 from card_applet.applet import Applet
 from card_applet.state import FileStore, MemoryStore
 from card_applet.vocabulary import Ins, Lifecycle
-from host.authority import Authority
-from host.holder import HolderClient
-from host.keymodule import KeyModule
-from host.pairing import (
+from host.centre.authority import Authority
+from host.centre.pairing import (
     CardExpectation,
     Keyring,
     PairingFileError,
     authenticated_session,
     read_pairing,
 )
-from host.personalisation import issue_onto_card, personalise
+from host.centre.personalisation import issue_onto_card, personalise
+from host.parties.holder import HolderClient
+from host.parties.keymodule import KeyModule
 from terminal.cardauth import CardPairing
 from terminal.errors import CardAuthenticationError, CardIdentityError, CardNotPairedError
 from terminal.inprocess import InProcessReader

@@ -11,11 +11,11 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from host import envelope
-from host.envelope import Header
-from host.issuer import DECLINED, RECEIPT_BLOCK
-from host.order import Party
-from host.softcard import software_card
+from host.parties.issuer import DECLINED, RECEIPT_BLOCK
+from host.parties.softcard import software_card
+from host.protocol import envelope
+from host.protocol.envelope import Header
+from host.protocol.order import Party
 from terminal.errors import ApduError
 from terminal.session import CardSession
 from tests.host import protocol_vectors as pv

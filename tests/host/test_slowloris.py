@@ -14,11 +14,11 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from host.admission import ConnectionTable, Limits, Slot
-from host.authority import Authority
-from host.holder import HolderClient
-from host.server import ServerConfig
-from host.wire import FrameDecoder, MessageType, frame
+from host.centre.authority import Authority
+from host.parties.admission import ConnectionTable, Limits, Slot
+from host.parties.holder import HolderClient
+from host.parties.server import ServerConfig
+from host.protocol.wire import FrameDecoder, MessageType, frame
 from terminal.session import CardSession
 from tests.host.market import HOLDER, SELLER, Market, order
 from tests.host.slowloris import Kind, Slowloris

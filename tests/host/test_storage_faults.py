@@ -18,14 +18,18 @@ from typing import Any
 
 import pytest
 
-from host.db import Database, Ledger, OrderBook, Shipments, StorageFull, StorageLost
-from host.delivery import DeliveryServer
-from host.durability import EXIT_STORAGE_LOST
 from host.errors import TransactionError
-from host.issuer import IssuerServer
-from host.seller import Endpoint, SellerConfig, SellerServer
-from host.server import PartyServer, ServerConfig
-from host.wire import Connection, MessageType, frame
+from host.parties.connection import Connection
+from host.parties.delivery import DeliveryServer
+from host.parties.durability import EXIT_STORAGE_LOST
+from host.parties.issuer import IssuerServer
+from host.parties.seller import Endpoint, SellerConfig, SellerServer
+from host.parties.server import PartyServer, ServerConfig
+from host.protocol.wire import MessageType, frame
+from host.storage.ledger import Ledger
+from host.storage.order_book import OrderBook
+from host.storage.shipments import Shipments
+from host.storage.sqlite import Database, StorageFull, StorageLost
 from terminal.session import CardSession
 from tests.host.market import DELIVERY, ISSUER, SELLER, Market, form, order
 from tests.host.test_transaction import balance, client_for, shipments
@@ -107,8 +111,8 @@ def test_storage_errors_are_told_apart(tmp_path: Path) -> None:
 def test_halting_stops_the_process_with_one_line(tmp_path: Path) -> None:
     """What a server process does on StorageLost: exit non-zero, one line saying why."""
     proc = subprocess.run(
-        [sys.executable, "-c", "from host.durability import halt_process; "
-         "from host.db import StorageLost; "
+        [sys.executable, "-c", "from host.parties.durability import halt_process; "
+         "from host.storage.sqlite import StorageLost; "
          "halt_process('issuer')(StorageLost('fsync failed')); print('went on')"],
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == EXIT_STORAGE_LOST

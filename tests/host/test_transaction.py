@@ -13,19 +13,20 @@ import pytest
 
 from card_applet.applet import Applet
 from card_applet.state import FileStore, read_state
-from host import codec, envelope
-from host.authority import Authority
-from host.codec import Fields
-from host.db import Ledger
-from host.envelope import Envelope, SealedOrder
+from host.centre.authority import Authority
 from host.errors import PolicyError, TransactionError
-from host.holder import HolderClient
-from host.issuer import IssuerServer
-from host.keymodule import KeyModule
-from host.order import DEFAULT_GRANTS, OrderField, PartitionPolicy, Party
-from host.server import ServerConfig
-from host.softcard import software_card
-from host.wire import Connection, Message, MessageType, expect, frame
+from host.parties.connection import Connection
+from host.parties.holder import HolderClient
+from host.parties.issuer import IssuerServer
+from host.parties.keymodule import KeyModule
+from host.parties.server import ServerConfig
+from host.parties.softcard import software_card
+from host.protocol import codec, envelope
+from host.protocol.codec import Fields
+from host.protocol.envelope import Envelope, SealedOrder
+from host.protocol.order import DEFAULT_GRANTS, OrderField, PartitionPolicy, Party
+from host.protocol.wire import Message, MessageType, expect, frame
+from host.storage.ledger import Ledger
 from terminal.cardauth import CardPairing
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession

@@ -17,13 +17,14 @@ from hypothesis import strategies as st
 from card_applet import blom
 from card_applet.applet import Applet
 from card_applet.state import FileStore
-from host import codec
-from host.authority import Authority
-from host.db import Ledger
+from host.centre.authority import Authority
+from host.centre.personalisation import personalise
 from host.errors import WireError
-from host.holder import HolderClient
-from host.personalisation import personalise
-from host.wire import MAX_FRAME, Connection, FrameDecoder, Message, MessageType, frame
+from host.parties.connection import Connection
+from host.parties.holder import HolderClient
+from host.protocol import codec
+from host.protocol.wire import MAX_FRAME, FrameDecoder, Message, MessageType, frame
+from host.storage.ledger import Ledger
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
 from tests.host.market import CARD_NUMBER, HOLDER, SELLER, Market, issue_market_rows, order

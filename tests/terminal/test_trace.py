@@ -14,7 +14,7 @@ from card_applet.apdu import CommandApdu, ResponseApdu
 from card_applet.apdu_trace import CardTrace, TracedCard
 from card_applet.applet import Applet
 from card_applet.state import FileStore
-from host.personalisation import personalise
+from host.centre.personalisation import personalise
 from terminal import trace
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession

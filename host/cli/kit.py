@@ -23,9 +23,9 @@ from card_applet import blom
 from card_applet.store_errors import StateError
 from card_applet.sw import CardError
 from card_applet.vocabulary import encode_pin
-from host import secretenv
-from host.cardaccess import state_key_options
-from host.pairing import CardExpectation
+from host.centre.pairing import CardExpectation
+from host.cli import secretenv
+from host.cli.cardaccess import state_key_options
 from terminal.errors import NettxError
 
 # A table written to a pipe or a file keeps its full width: rich would otherwise lay it out
@@ -207,7 +207,7 @@ def reader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def card_auth_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Which card may receive secrets (`--pairing`, `--holder-id`, `--home`), handed to the
-    command as one `card: CardExpectation` argument (host/pairing.py)."""
+    command as one `card: CardExpectation` argument (host/centre/pairing.py)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, home: Path, pairing_file: Path | None, holder_id: str | None,

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from host.db import StorageLost
+from host.storage.sqlite import StorageLost
 
 EXIT_STORAGE_LOST = 74  # EX_IOERR
 

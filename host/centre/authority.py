@@ -28,8 +28,8 @@ from card_applet import blom
 from card_applet.keys import diversify_transport_key
 from card_applet.sealing import StateKey
 from card_applet.state import FileStore, manufacture
+from host.centre.files import write_secret, write_secrets
 from host.errors import AuthorityError
-from host.files import write_secret, write_secrets
 
 DEFAULT_K = 512
 MASTER_FORMAT = 1

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from card_applet import blom
-from host import codec
-from host.codec import Fields
 from host.errors import OrderError, PolicyError, WireError
+from host.protocol import codec
+from host.protocol.codec import Fields
 
 
 class Party(enum.StrEnum):

@@ -1,118 +1,20 @@
-"""The wire protocol between the parties (docs/protocol.md, "Wire").
-
-A frame is a 4-byte big-endian length and that many bytes of CBOR: a map whose "type" names
-the message. Frames above the maximum size are refused from their length alone, before any
-byte of the body is buffered. Every read has a timeout. A peer that sends something
-malformed gets one `error` message saying what, and the connection is closed.
-
-`FrameDecoder` is sans-IO (bytes in, frames out); `AsyncConnection` (the servers, on asyncio
-streams) and `Connection` (the holder's client, on a blocking socket) are thin wrappers.
+"""The connections that carry the wire protocol's frames (host.protocol.wire):
+`AsyncConnection` (the servers, on asyncio streams) and `Connection` (the holder's client, on a
+blocking socket). Every read has a timeout that bounds a whole message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import socket
-import struct
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from host import codec
-from host.codec import Fields
 from host.errors import TransactionError, WireError
+from host.protocol.wire import MAX_FRAME, FrameDecoder, Message, MessageType, expect, frame
 
-LENGTH = struct.Struct(">I")
-MAX_FRAME = 256 * 1024
 READ_TIMEOUT = 15.0
-
-
-class MessageType(enum.StrEnum):
-    FORM_REQUEST = "form-request"  # holder -> seller
-    FORM = "form"
-    CONFIRM = "confirm"  # anyone -> party: answer this challenge (claim 7)
-    CONFIRMED = "confirmed"
-    ORDER = "order"  # holder -> seller: the envelope
-    OUTCOME = "outcome"
-    STATUS = "status"  # holder -> seller: the outcome of an order already sent
-    AUTHORISE = "authorise"  # seller -> issuer
-    AUTHORISATION = "authorisation"
-    REVERSE = "reverse"  # seller -> issuer: cancel any charge for an order that cannot complete
-    REVERSED = "reversed"
-    DELIVER = "deliver"  # seller -> delivery
-    DELIVERY = "delivery"
-    ERROR = "error"
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    type: MessageType
-    body: Fields = field(compare=False)
-
-    @classmethod
-    def parse(cls, frame: bytes) -> Message:
-        body = Fields(codec.decode(frame), "message")
-        name = body.get("type", str, max_size=32)
-        try:
-            kind = MessageType(name)
-        except ValueError:
-            raise WireError(f"unknown message type {name!r}", code="unknown-type") from None
-        body.what = name
-        return cls(kind, body)
-
-
-def frame(kind: MessageType, **body: Any) -> bytes:
-    payload = codec.encode({"type": kind.value, **body})
-    if len(payload) > MAX_FRAME:
-        raise WireError(f"{kind} message of {len(payload)} bytes exceeds {MAX_FRAME}",
-                        code="too-large")
-    return LENGTH.pack(len(payload)) + payload
-
-
-def error_frame(exc: TransactionError) -> bytes:
-    return frame(MessageType.ERROR, code=exc.code, message=exc.reason[:500])
-
-
-class FrameDecoder:
-    """Bytes in, whole frames out."""
-
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
-        self.max_frame = max_frame
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
-        frames = []
-        while len(self._buffer) >= LENGTH.size:
-            (length,) = LENGTH.unpack_from(self._buffer)
-            if length > self.max_frame:
-                raise WireError(f"frame of {length} bytes exceeds the maximum {self.max_frame}",
-                                code="too-large")
-            if len(self._buffer) < LENGTH.size + length:
-                break
-            frames.append(bytes(self._buffer[LENGTH.size:LENGTH.size + length]))
-            del self._buffer[:LENGTH.size + length]
-        return frames
-
-    @property
-    def mid_frame(self) -> bool:
-        return bool(self._buffer)
-
-
-def raise_if_error(message: Message) -> Message:
-    if message.type is MessageType.ERROR:
-        code = message.body.get("code", str, max_size=64)
-        raise TransactionError(code, message.body.get("message", str, max_size=1000))
-    return message
-
-
-def expect(message: Message, kind: MessageType) -> Message:
-    raise_if_error(message)
-    if message.type is not kind:
-        raise WireError(f"expected {kind}, got {message.type}", code="unexpected")
-    return message
 
 
 class AsyncConnection:

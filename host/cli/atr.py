@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from host.clikit import fails_cleanly
+from host.cli.kit import fails_cleanly
 from terminal import smartcard_list
 
 EXAMPLES = """

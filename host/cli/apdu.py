@@ -11,8 +11,8 @@ import click
 
 from card_applet.apdu import CommandApdu, ResponseApdu
 from card_applet.sw import describe
-from host.cardaccess import open_card
-from host.clikit import CliFail, fails_cleanly, json_option, print_json, reader_options
+from host.cli.cardaccess import open_card
+from host.cli.kit import CliFail, fails_cleanly, json_option, print_json, reader_options
 from terminal.apdu_script import ScriptError, Step, StepKind, exchange, parse_script, parse_step
 from terminal.reader import Reader
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from card_applet.apdu_trace import TRAFFIC, CardTrace, card_log
-from host.clikit import CliFail
+from host.cli.kit import CliFail
 from terminal import trace
 from terminal.pcap import PcapWriter
 

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from card_applet import blom, keys
-from host import codec
-from host.codec import Fields
 from host.errors import EnvelopeError, WireError
-from host.order import Order, OrderField, OrderForm, Party, check_role, split
+from host.protocol import codec
+from host.protocol.codec import Fields
+from host.protocol.order import Order, OrderField, OrderForm, Party, check_role, split
 
 VERSION = 1
 ORDER_ID_SIZE = 16

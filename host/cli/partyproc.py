@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from host.clikit import PRIVATE_UMASK
+from host.cli.kit import PRIVATE_UMASK
+from host.cli.secretenv import SECRET_ENVS
 from host.errors import TransactionError
-from host.secretenv import SECRET_ENVS
 from terminal.cardproc import terminate
 
 READY = re.compile(rb"listening on ([^\s:]+):(\d+)")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from card_applet import blom
-from host.files import write_secret
+from host.centre.files import write_secret
 from terminal.cardauth import CardPairing
 from terminal.errors import CardIdentityError, CardNotPairedError, NettxError
 from terminal.reader import Reader

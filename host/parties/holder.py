@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from host import codec, envelope
-from host.codec import Fields
-from host.envelope import SealedOrder, context
 from host.errors import EnvelopeError, PolicyError, TransactionError
-from host.money import Money
-from host.order import Order, OrderField, OrderForm, Party
-from host.wire import Connection, Message, MessageType
+from host.parties.connection import Connection
+from host.protocol import codec, envelope
+from host.protocol.codec import Fields
+from host.protocol.envelope import SealedOrder, context
+from host.protocol.money import Money
+from host.protocol.order import Order, OrderField, OrderForm, Party
+from host.protocol.wire import Message, MessageType
 from terminal.errors import ApduError
 from terminal.session import CardSession
 
@@ -80,7 +81,7 @@ class HolderClient:
                  narrate: Step | None = None, *, seller: str, issuer: str | None = None,
                  accept: frozenset[tuple[OrderField, Party]] = frozenset(),
                  max_amount: str | None = None, approve: Approve | None = None) -> None:
-        """`card`: a session that passed authenticate_card() (host.pairing opens one).
+        """`card`: a session that passed authenticate_card() (host.centre.pairing opens one).
         `seller`: the seller the holder means to pay; a form that is not that seller's
         (by its content or by its MAC) is refused. `issuer`: the holder's own card manager;
         a form naming another is refused. `accept`: the policy exposures (field, party) the

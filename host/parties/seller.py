@@ -21,10 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from host import codec, envelope
-from host.codec import Fields
-from host.db import OrderBook, OrderRecord, OrderStatus, StorageLost
-from host.envelope import (
+from host.errors import EnvelopeError, OrderError, TransactionError
+from host.parties.connection import AsyncConnection
+from host.parties.keymodule import KeyModule
+from host.parties.server import (
+    PartyServer,
+    ServerConfig,
+    confirm_peer,
+    open_own_part,
+    request_digest,
+)
+from host.protocol import codec, envelope
+from host.protocol.codec import Fields
+from host.protocol.envelope import (
     Envelope,
     OpenedPart,
     authorisation_body,
@@ -33,11 +42,10 @@ from host.envelope import (
     reverse_body,
     reversed_body,
 )
-from host.errors import EnvelopeError, OrderError, TransactionError
-from host.keymodule import KeyModule
-from host.order import OrderField, OrderForm, Party, check_role
-from host.server import PartyServer, ServerConfig, confirm_peer, open_own_part, request_digest
-from host.wire import AsyncConnection, Message, MessageType, frame
+from host.protocol.order import OrderField, OrderForm, Party, check_role
+from host.protocol.wire import Message, MessageType, frame
+from host.storage.order_book import OrderBook, OrderRecord, OrderStatus
+from host.storage.sqlite import StorageLost
 
 flow_log = logging.getLogger("nettx.flow")
 ARROW = {Party.ISSUER: "y", Party.DELIVERY: "z"}  # FIG. 1; x is holder <-> seller

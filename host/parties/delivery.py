@@ -9,14 +9,15 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from host.codec import Fields
-from host.db import Seen, Shipments
-from host.envelope import context, delivery_answer_body
 from host.errors import EnvelopeError
-from host.keymodule import KeyModule
-from host.order import OrderField, Party
-from host.server import PartyServer, ServerConfig, staleness
-from host.wire import MessageType, frame
+from host.parties.keymodule import KeyModule
+from host.parties.server import PartyServer, ServerConfig, staleness
+from host.protocol.codec import Fields
+from host.protocol.envelope import context, delivery_answer_body
+from host.protocol.order import OrderField, Party
+from host.protocol.wire import MessageType, frame
+from host.storage.shipments import Shipments
+from host.storage.sqlite import Seen
 
 
 class DeliveryServer(PartyServer):

@@ -9,7 +9,7 @@ gets `internal`, and the server carries on.
 
 Slow peers cannot hold the server: a request's first byte and its whole have separate
 deadlines, and when the connection table is full a newcomer sheds the connection that has kept
-the server waiting longest (host.admission, docs/protocol.md "Wire").
+the server waiting longest (host.parties.admission, docs/protocol.md "Wire").
 """
 
 from __future__ import annotations
@@ -24,16 +24,17 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from host import codec, envelope
-from host.admission import ConnectionTable, Limits, Slot
-from host.codec import Fields
-from host.db import StorageLost
-from host.durability import Halt, halt_process
-from host.envelope import Header, OpenedPart
 from host.errors import EnvelopeError, TransactionError, WireError
-from host.keymodule import KeyModule
-from host.order import Party
-from host.wire import AsyncConnection, MessageType, error_frame, frame
+from host.parties.admission import ConnectionTable, Limits, Slot
+from host.parties.connection import AsyncConnection
+from host.parties.durability import Halt, halt_process
+from host.parties.keymodule import KeyModule
+from host.protocol import codec, envelope
+from host.protocol.codec import Fields
+from host.protocol.envelope import Header, OpenedPart
+from host.protocol.order import Party
+from host.protocol.wire import MessageType, error_frame, frame
+from host.storage.sqlite import StorageLost
 
 Handler = Callable[[Fields], Awaitable[bytes]]
 
@@ -48,7 +49,7 @@ class ServerConfig:
     window: int = 300  # seconds a timestamp may differ from our clock
     read_timeout: float = 15.0  # a whole request, from its first byte to its last
     idle_timeout: float | None = None  # waiting for a request's first byte; None: read_timeout
-    limits: Limits = field(default_factory=Limits)  # the connection table (host.admission)
+    limits: Limits = field(default_factory=Limits)  # the connection table (host.parties.admission)
     crash_at: str | None = None  # tests: SIGKILL ourselves at this named point
 
     @property

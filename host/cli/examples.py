@@ -63,6 +63,7 @@ EXAMPLES: dict[tuple[str, ...], tuple[str, ...]] = {
         "nettx conformance --reader pcsc:0 --ask-pin --report results.xml",
         "nettx conformance --list",
         "nettx conformance --reader pcsc:0 --json",
+        "nettx conformance --reader pcsc:0 --aid none --strict",
     ),
     ("seller", "serve"): (
         "nettx seller serve --key rows/seller_shop.example.row.json --db shop.sqlite "

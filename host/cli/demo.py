@@ -27,19 +27,21 @@ from rich.console import Console
 from rich.table import Table
 
 from card_applet.sw import tries
-from host import codec, envelope
-from host.authority import Authority, write_row_file
-from host.cardaccess import open_card
-from host.db import Account, Ledger, dump, read_views
-from host.envelope import Envelope
+from host.centre.authority import Authority, write_row_file
+from host.centre.pairing import Keyring
+from host.centre.personalisation import issue_onto_card
+from host.cli.cardaccess import open_card
+from host.cli.partyproc import PartyProcess
 from host.errors import PolicyError, TransactionError
-from host.holder import HolderClient
-from host.keymodule import KeyModule
-from host.order import Order, OrderField, OrderForm, Party
-from host.pairing import Keyring
-from host.partyproc import PartyProcess
-from host.personalisation import issue_onto_card
-from host.wire import Connection, MessageType, expect, frame
+from host.parties.connection import Connection
+from host.parties.holder import HolderClient
+from host.parties.keymodule import KeyModule
+from host.protocol import codec, envelope
+from host.protocol.envelope import Envelope
+from host.protocol.order import Order, OrderField, OrderForm, Party
+from host.protocol.wire import MessageType, expect, frame
+from host.storage.ledger import Account, Ledger
+from host.storage.sqlite import dump, read_views
 from terminal.errors import ApduError, WrongPinError
 from terminal.session import CardSession
 

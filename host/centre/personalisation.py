@@ -15,7 +15,7 @@ from card_applet import blom, keys
 from card_applet.apdu import SHORT_MAX_LE
 from card_applet.tlv import tlv
 from card_applet.vocabulary import CLA_PROPRIETARY, Ins, Lifecycle, PersoObject, encode_pin
-from host.authority import Authority
+from host.centre.authority import Authority
 from host.errors import PersonalisationError
 from terminal.cardauth import CardPairing
 from terminal.session import CardSession

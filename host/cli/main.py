@@ -8,7 +8,7 @@ Errors are one line on stderr and a non-zero exit: 1 for a refusal (card, centre
 
 from __future__ import annotations
 
-from host import secretenv
+from host.cli import secretenv
 
 secretenv.take_all()
 
@@ -24,11 +24,12 @@ from rich.text import Text
 
 from card_applet.serve import parse_endpoint, serve_until_signalled
 from card_applet.state import FileStore
-from host import cli_trace
-from host.authority import ROWS_DIR, Authority, Master, row_file_name, write_row_file
-from host.cardaccess import current_state_key, open_card, state_key_options
-from host.cli_transaction import buy, delivery, issuer, seller
-from host.clikit import (
+from host.centre.authority import ROWS_DIR, Authority, Master, row_file_name, write_row_file
+from host.centre.pairing import CardExpectation, Keyring, authenticated_session
+from host.centre.personalisation import issue_onto_card
+from host.cli import trace as cli_trace
+from host.cli.cardaccess import current_state_key, open_card, state_key_options
+from host.cli.kit import (
     CONTEXT_SETTINGS,
     NEW_PIN,
     PIN,
@@ -51,8 +52,7 @@ from host.clikit import (
     state_option,
     warn,
 )
-from host.pairing import CardExpectation, Keyring, authenticated_session
-from host.personalisation import issue_onto_card
+from host.cli.transaction import buy, delivery, issuer, seller
 from terminal.session import CardInfo, CardSession
 from terminal.trace import TRAFFIC, show_secrets
 
@@ -452,17 +452,17 @@ def demo(home: Path | None, k: int) -> None:
     """Personalise a virtual card on the embedded reader and use it, printing each step."""
     from rich.console import Console
 
-    from host.demo import run_demo
+    from host.cli.demo import run_demo
 
     # a narration, not a result: laid out for a terminal's width even through a pipe (the
     # whole-width console would draw its rules 10 000 columns long)
     run_demo(Console(), home, k)
 
 # commands with modules of their own, added to the groups above
-from host.cli_apdu import card_apdu
-from host.cli_atr import card_atr_list
-from host.cli_conformance import conformance
-from host.cli_examples import add_examples
+from host.cli.apdu import card_apdu
+from host.cli.atr import card_atr_list
+from host.cli.conformance import conformance
+from host.cli.examples import add_examples
 
 card.add_command(card_apdu)
 card.add_command(card_atr_list)

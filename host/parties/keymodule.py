@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from card_applet.sw import SW
 from host.errors import EnvelopeError, TransactionError
-from host.softcard import software_card
+from host.parties.softcard import software_card
 from terminal.errors import ApduError
 from terminal.session import CardSession
 

@@ -6,7 +6,8 @@ ARPC) and the holder with a sealed receipt. An order the seller cannot complete 
 A decline tells the seller (and the wire) one thing, `declined`: which check failed (an
 unknown card number, one of another holder, a wrong expiry...) would make the seller an oracle
 for card numbers. The precise reason goes only into the receipt sealed for the holder's card,
-padded so its length does not tell either. Declines per holder are rate-limited (db.Ledger).
+padded so its length does not tell either. Declines per holder are rate-limited
+(host.storage.ledger).
 
 Every answer is recorded before it is sent, and a retransmission gets those exact bytes back:
 a decision has one MAC, whatever the retries.
@@ -16,14 +17,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from host import codec
-from host.codec import Fields
-from host.db import AuthorisationRequest, Ledger, Seen
-from host.envelope import authorisation_body, context, reverse_body, reversed_body
-from host.keymodule import KeyModule
-from host.order import Party
-from host.server import PartyServer, ServerConfig, our_header, staleness
-from host.wire import MessageType, frame
+from host.parties.keymodule import KeyModule
+from host.parties.server import PartyServer, ServerConfig, our_header, staleness
+from host.protocol import codec
+from host.protocol.codec import Fields
+from host.protocol.envelope import authorisation_body, context, reverse_body, reversed_body
+from host.protocol.order import Party
+from host.protocol.wire import MessageType, frame
+from host.storage.ledger import AuthorisationRequest, Ledger
+from host.storage.sqlite import Seen
 
 #: the only decline reason the seller and the wire see
 DECLINED = "declined by the card manager"

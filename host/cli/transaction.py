@@ -17,9 +17,10 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from host.authority import read_row_file
-from host.cardaccess import open_card
-from host.clikit import (
+from host.centre.authority import read_row_file
+from host.centre.pairing import CardExpectation, authenticated_session
+from host.cli.cardaccess import open_card
+from host.cli.kit import (
     CARD_NUMBER,
     PIN,
     CliFail,
@@ -34,13 +35,14 @@ from host.clikit import (
     reader_options,
     secret_options,
 )
-from host.db import Account, Ledger
-from host.delivery import DeliveryServer
 from host.errors import OrderError, PolicyError
-from host.holder import HolderClient, Outcome, Quote
-from host.issuer import IssuerServer
-from host.keymodule import KeyModule
-from host.order import (
+from host.parties.delivery import DeliveryServer
+from host.parties.holder import HolderClient, Outcome, Quote
+from host.parties.issuer import IssuerServer
+from host.parties.keymodule import KeyModule
+from host.parties.seller import Endpoint, SellerConfig, SellerServer
+from host.parties.server import PartyServer, ServerConfig, run_until_signalled
+from host.protocol.order import (
     DEFAULT_POLICY,
     Order,
     OrderField,
@@ -50,9 +52,7 @@ from host.order import (
     load_catalogue,
     parse_lines,
 )
-from host.pairing import CardExpectation, authenticated_session
-from host.seller import Endpoint, SellerConfig, SellerServer
-from host.server import PartyServer, ServerConfig, run_until_signalled
+from host.storage.ledger import Account, Ledger
 
 
 def endpoint(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

@@ -1,0 +1,1 @@
+"""The key centre: the master, key rows, personalisation and card pairings."""

@@ -1,0 +1,1 @@
+"""The `nettx` command line, one module per command group; `python -m host.cli` runs it."""

@@ -1,0 +1,1 @@
+"""Durable state: one module per store, on the engine in host.storage.sqlite."""

@@ -1,0 +1,157 @@
+"""The seller's order book: every order received, its status along the transition table, and
+the exact answer the holder is sent once it is final."""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from host.errors import TransactionError
+from host.storage.sqlite import Database, record_view, replay_error
+
+ORDERS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    order_id BLOB PRIMARY KEY,        -- the seller's replay cache
+    envelope BLOB NOT NULL,           -- kept: to resume after a crash, and to reconcile
+    holder   TEXT NOT NULL,
+    amount   INTEGER NOT NULL,
+    digest   BLOB NOT NULL,           -- the order digest: enough to void it without the key
+    status   TEXT NOT NULL,           -- see OrderStatus
+    note     TEXT,                    -- why the order is being voided
+    approval BLOB,                    -- the card manager's authorisation MAC, once approved
+    receipt  BLOB,                    -- and its receipt for the holder
+    outcome  BLOB,                    -- the outcome message, once final
+    answer   BLOB,                    -- and the exact frame the holder is sent for it
+    since    INTEGER NOT NULL,        -- when it was received
+    at       INTEGER NOT NULL         -- last change
+);
+"""
+
+
+class OrderStatus(enum.StrEnum):
+    RECEIVED = "received"  # recorded; nothing sent to the card manager yet
+    AUTHORISING = "authorising"  # the request went out: a debit may exist from now on
+    APPROVED = "approved"  # debited, the delivery company not yet answered
+    VOIDING = "voiding"  # will not complete: the card manager must cancel any charge
+    COMPLETED = "completed"
+    DECLINED = "declined"
+    FAILED = "failed"  # and no charge stands, when the card manager's receipt says so
+
+    @property
+    def final(self) -> bool:
+        return self in (OrderStatus.COMPLETED, OrderStatus.DECLINED, OrderStatus.FAILED)
+
+
+S = OrderStatus
+# The only moves an order makes (docs/protocol.md section 7). A final status has none: the
+# holder may have been told it. FAILED comes from RECEIVED only while nothing has left for the
+# card manager; once AUTHORISING, a debit may exist and the way out of it is VOIDING.
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.RECEIVED: frozenset({S.AUTHORISING, S.VOIDING, S.FAILED}),
+    S.AUTHORISING: frozenset({S.APPROVED, S.DECLINED, S.VOIDING}),
+    S.APPROVED: frozenset({S.COMPLETED, S.VOIDING}),
+    S.VOIDING: frozenset({S.FAILED}),
+    S.COMPLETED: frozenset(),
+    S.DECLINED: frozenset(),
+    S.FAILED: frozenset(),
+}
+
+
+def legal(old: OrderStatus, new: OrderStatus) -> bool:
+    return new in TRANSITIONS[old]
+
+
+class IllegalTransition(TransactionError):
+    """A move the transition table forbids (another path moved the order first): nothing is
+    written, and the caller re-reads the order."""
+
+    def __init__(self, order_id: bytes, old: OrderStatus | None, new: OrderStatus) -> None:
+        super().__init__("internal", f"order {order_id.hex()}: "
+                                     f"{old.value if old else 'unknown'} -> {new.value} refused")
+        self.old, self.new = old, new
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """An order as the book holds it now."""
+
+    order_id: bytes
+    envelope: bytes
+    digest: bytes
+    status: OrderStatus
+    since: int
+    note: str | None
+    outcome: bytes | None  # the outcome fields (CBOR), once final
+    answer: bytes | None  # the exact `outcome` frame the holder is sent, once final
+
+
+class OrderBook(Database):
+    schema = ORDERS_SCHEMA
+    columns: ClassVar[dict[str, dict[str, str]]] = {"orders": {"answer": "BLOB"}}
+
+    def receive(self, order_id: bytes, envelope: bytes, holder: str, amount: int,
+                digest: bytes, fields: Iterable[str]) -> None:
+        now = int(time.time())
+        with self.transaction():
+            try:
+                self.conn.execute(
+                    "INSERT INTO orders (order_id, envelope, holder, amount, digest, status, "
+                    "since, at) VALUES (?, ?, ?, ?, ?, 'received', ?, ?)",
+                    (order_id, envelope, holder, amount, digest, now, now))
+            except sqlite3.IntegrityError:
+                raise replay_error(order_id) from None
+            record_view(self.conn, order_id, fields)
+
+    def move(self, order_id: bytes, new: OrderStatus, *, outcome: bytes | None = None,
+             answer: bytes | None = None, note: str | None = None,
+             approval: tuple[bytes, bytes] | None = None) -> None:
+        """Move the order to `new`, re-reading its status inside the transaction: a move the
+        table forbids raises IllegalTransition and writes nothing. A final status carries the
+        outcome and the answer frame; APPROVED carries (authorisation MAC, receipt)."""
+        if new.final != (outcome is not None and answer is not None):
+            raise ValueError("a final status, and only a final one, records its outcome")
+        if (new is OrderStatus.APPROVED) != (approval is not None):
+            raise ValueError("APPROVED, and only it, records the authorisation")
+        with self.transaction():
+            row = self.conn.execute("SELECT status FROM orders WHERE order_id = ?",
+                                    (order_id,)).fetchone()
+            old = OrderStatus(row[0]) if row else None
+            if old is None or not legal(old, new):
+                raise IllegalTransition(order_id, old, new)
+            mac, receipt = approval or (None, None)
+            self.conn.execute(
+                "UPDATE orders SET status = ?, outcome = coalesce(?, outcome), "
+                "answer = coalesce(?, answer), note = coalesce(?, note), "
+                "approval = coalesce(?, approval), receipt = coalesce(?, receipt), at = ? "
+                "WHERE order_id = ?",
+                (new.value, outcome, answer, note, mac, receipt, int(time.time()), order_id))
+
+    def approval(self, order_id: bytes) -> tuple[bytes, bytes]:
+        """The authorisation MAC and the holder's receipt of an approved order."""
+        row = self.conn.execute("SELECT approval, receipt FROM orders WHERE order_id = ? "
+                                "AND approval IS NOT NULL", (order_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"order {order_id.hex()} was never approved")
+        return row[0], row[1]
+
+    _RECORD = "SELECT order_id, envelope, digest, status, since, note, outcome, answer FROM orders"
+
+    @staticmethod
+    def _record(row: tuple) -> OrderRecord:
+        return OrderRecord(row[0], row[1], row[2], OrderStatus(row[3]), *row[4:])
+
+    def get(self, order_id: bytes) -> OrderRecord | None:
+        row = self.conn.execute(f"{self._RECORD} WHERE order_id = ?", (order_id,)).fetchone()
+        return None if row is None else self._record(row)
+
+    def status(self, order_id: bytes) -> tuple[OrderStatus, bytes | None] | None:
+        record = self.get(order_id)
+        return (record.status, record.outcome) if record else None
+
+    def unfinished(self) -> list[OrderRecord]:
+        return [self._record(row) for row in self.conn.execute(
+            f"{self._RECORD} WHERE status IN ('received', 'authorising', 'approved', 'voiding')")]

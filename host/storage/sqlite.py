@@ -1,0 +1,168 @@
+"""What every party's SQLite database shares; the stores themselves are host.storage.ledger
+(the card manager), host.storage.order_book (the seller) and host.storage.shipments (the
+delivery company), each doubling as that party's replay cache.
+
+Every database runs in WAL mode with synchronous=FULL, and every decision is one
+`BEGIN IMMEDIATE` transaction, so a party killed at any instant has either recorded an order
+completely or not at all. The order id is a primary key everywhere: a second debit for the
+same order is a constraint violation, not a code path.
+
+Idempotency vs replay: a request whose order id is known *with the same request digest* is a
+retransmission (a peer retrying after a crash) and gets the recorded answer again; the same
+order id with anything else is a replay and is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar
+
+from host.errors import TransactionError
+from terminal.errors import NettxError
+
+VIEWS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS views (
+    order_id BLOB PRIMARY KEY,
+    fields   TEXT NOT NULL            -- JSON list of the field names this party decrypted
+);
+"""
+
+
+def connect(path: Path, schema: str,
+            columns: dict[str, dict[str, str]] | None = None) -> sqlite3.Connection:
+    """Open (or create) a party's database; `columns` are added to a table an older version
+    of this code created without them: {table: {column: declaration}}."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(schema + VIEWS_SCHEMA)
+    for table, wanted in (columns or {}).items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, declaration in wanted.items():
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+    return conn
+
+
+class StorageFull(TransactionError):
+    """The disk is full: this decision was not recorded (all of it rolled back). The peer
+    is told `internal` and retries; the party keeps serving and records again once there is
+    space."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("internal", message)
+
+
+class StorageLost(NettxError):
+    """A write or an fsync failed with an I/O error: what the database holds can no longer be
+    trusted to be on disk (a failed fsync may have dropped the dirty pages it was flushing, and
+    a second fsync would then report success). The party must stop, not retry, and recover
+    from its database and WAL on restart."""
+
+
+# SQLite's primary result codes (the low byte of the extended code)
+SQLITE_IOERR, SQLITE_FULL = 10, 13
+
+
+def storage_fault(exc: sqlite3.Error) -> TransactionError | StorageLost | None:
+    """What a failed SQLite call means for the party, or None for an ordinary error."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc)
+    if primary == SQLITE_FULL or "database or disk is full" in text:
+        return StorageFull(f"storage full: {text}")
+    if primary == SQLITE_IOERR or "disk I/O error" in text:
+        return StorageLost(f"storage failure ({text}): data may not be durable")
+    return None
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One `BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any error, a failed COMMIT included:
+    SQLite says a failed COMMIT "may or may not" have rolled the transaction back, and one left
+    open would be committed, unseen, by whatever this connection does next. A full disk raises
+    StorageFull; an I/O error (a failed write or fsync) raises StorageLost."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+    except sqlite3.Error as exc:
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # "cannot rollback - no transaction is active": SQLite had rolled back already
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("ROLLBACK")
+
+
+class Database:
+    """One party's database. After StorageLost it refuses every further transaction: the
+    party is stopping, and nothing it writes now could be trusted to be durable."""
+
+    schema: ClassVar[str] = ""
+    columns: ClassVar[dict[str, dict[str, str]]] = {}
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = connect(path, self.schema, self.columns)
+        self.lost: StorageLost | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        if self.lost is not None:
+            raise StorageLost(f"storage was lost earlier: {self.lost}")
+        try:
+            with transaction(self.conn) as conn:
+                yield conn
+        except StorageLost as exc:
+            self.lost = exc
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def record_view(conn: sqlite3.Connection, order_id: bytes, fields: Iterable[str]) -> None:
+    conn.execute("INSERT OR IGNORE INTO views VALUES (?, ?)",
+                 (order_id, json.dumps(sorted(fields))))
+
+
+def read_views(path: Path) -> dict[bytes, list[str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {row[0]: json.loads(row[1]) for row in conn.execute("SELECT * FROM views")}
+    finally:
+        conn.close()
+
+
+def dump(path: Path) -> str:
+    """Every row of a party's database as SQL text, the WAL included: what it has stored."""
+    conn = sqlite3.connect(path)
+    try:
+        return "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+
+
+class Seen(enum.Enum):
+    NEW = "new"
+    RETRANSMISSION = "retransmission"
+
+
+def replay_error(order_id: bytes) -> TransactionError:
+    return TransactionError("replay", f"order {order_id.hex()} was already seen")
