@@ -189,10 +189,6 @@ class OpenedPart:
     atc: int  # the holder card's transaction counter, authenticated by the seal
 
 
-def box_atc(box: bytes) -> int:
-    return int.from_bytes(box[1:5], "big")
-
-
 def parse_part(header: Header, header_bytes: bytes, party: Party, box: bytes,
                plaintext: bytes) -> OpenedPart:
     """Check an opened part's structure and its own commitment; compute the order digest."""
@@ -213,7 +209,7 @@ def parse_part(header: Header, header_bytes: bytes, party: Party, box: bytes,
     if commitment(salt, codec.encode(fields)) != commitments[party]:
         raise EnvelopeError("commitment", f"the {party} part does not match its own commitment")
     return OpenedPart(header, party, fields, commitments,
-                      order_digest(header_bytes, commitments), box_atc(box))
+                      order_digest(header_bytes, commitments), keys.box_counter(box))
 
 
 # -- authenticated answers between parties -----------------------------------------------------
