@@ -1,0 +1,34 @@
+"""host.storage is a layer below the parties and beside the protocol: it imports neither, so a
+second engine can be added, and the stores changed, without touching what runs on them."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import host.storage
+
+ALLOWED = ("host.errors", "host.storage", "terminal.errors")
+
+
+def imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: a relative import"
+            found.add(node.module or "")
+    return found
+
+
+def test_storage_imports_only_the_errors_and_the_standard_library() -> None:
+    modules = sorted(Path(host.storage.__file__).parent.glob("*.py"))
+    assert len(modules) >= 5
+    for path in modules:
+        for name in imports(path):
+            top = name.split(".")[0]
+            assert top in sys.stdlib_module_names or top == "__future__" \
+                or any(name == a or name.startswith(a + ".") for a in ALLOWED), \
+                f"{path.name} imports {name}"
