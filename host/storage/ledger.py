@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from host.errors import EnvelopeError
 from host.storage.base import Seen, replay_error
@@ -128,6 +128,7 @@ class Facts:
 Rules = Callable[[AuthorisationRequest, Facts], Decision]
 
 
+@runtime_checkable
 class LedgerStore(Protocol):
     """The card manager's store, whatever engine holds it."""
 
@@ -155,15 +156,15 @@ class LedgerStore(Protocol):
     def declines(self, holder: str, now: int | None = None) -> int: ...
 
     def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
-        """Keep the authorisation frame before it is sent; returns the frame to send, which
-        is an earlier one if a concurrent retransmission recorded its own first."""
-        with self.transaction():
-            return keep_first(self.conn, "authorisations", "answer", order_id, answer)
+        """Keep the authorisation frame before it is sent; returns the one to send (an
+        earlier one, if a concurrent retransmission recorded its own first)."""
+        ...
 
     def record_reversal(self, order_id: bytes, answer: bytes) -> bytes:
         """The same for the reversed frame."""
-        with self.transaction():
-            return keep_first(self.conn, "authorisations", "reversal", order_id, answer)
+        ...
+
+    def close(self) -> None: ...
 
 
 class Ledger(Database):
@@ -286,12 +287,9 @@ class Ledger(Database):
         return int(count)
 
     def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
-        """Keep the authorisation frame before it is sent; returns the frame to send, which
-        is an earlier one if a concurrent retransmission recorded its own first."""
         with self.transaction():
             return keep_first(self.conn, "authorisations", "answer", order_id, answer)
 
     def record_reversal(self, order_id: bytes, answer: bytes) -> bytes:
-        """The same for the reversed frame."""
         with self.transaction():
             return keep_first(self.conn, "authorisations", "reversal", order_id, answer)

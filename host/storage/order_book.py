@@ -48,7 +48,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from host.errors import TransactionError
 from host.storage.base import replay_error
@@ -130,6 +130,7 @@ class OrderRecord:
     answer: bytes | None  # the exact `outcome` frame the holder is sent, once final
 
 
+@runtime_checkable
 class OrderStore(Protocol):
     """The seller's store, whatever engine holds it."""
 

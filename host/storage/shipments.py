@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from host.errors import EnvelopeError
 from host.storage.base import Seen, replay_error
@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS shipments (
 """
 
 
+@runtime_checkable
 class ShipmentStore(Protocol):
     """The delivery company's store, whatever engine holds it."""
 

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import host.storage
+from host.storage.ledger import Ledger, LedgerStore
+from host.storage.order_book import OrderBook, OrderStore
+from host.storage.shipments import Shipments, ShipmentStore
 
 ALLOWED = ("host.errors", "host.storage", "terminal.errors")
 
@@ -32,3 +35,18 @@ def test_storage_imports_only_the_errors_and_the_standard_library() -> None:
             assert top in sys.stdlib_module_names or top == "__future__" \
                 or any(name == a or name.startswith(a + ".") for a in ALLOWED), \
                 f"{path.name} imports {name}"
+
+
+def test_the_sqlite_stores_offer_their_store_protocols(tmp_path: Path) -> None:
+    stores = [(Ledger(tmp_path / "ledger.sqlite"), LedgerStore),
+              (OrderBook(tmp_path / "orders.sqlite"), OrderStore),
+              (Shipments(tmp_path / "shipments.sqlite"), ShipmentStore)]
+    for store, protocol in stores:
+        try:
+            assert isinstance(store, protocol)
+            # every public method is the protocol's: the parties need nothing else
+            public = {name for name in dir(type(store)) if not name.startswith("_")}
+            assert public - {"conn", "path", "lost", "schema", "columns", "transaction",
+                             "decline_window"} <= set(dir(protocol))
+        finally:
+            store.close()
