@@ -328,8 +328,7 @@ class SellerServer(PartyServer):
                          answer=frame(MessageType.OUTCOME, **outcome))
         return outcome
 
-    async def _perform(self, step: Sent,
-                       order: _Order) -> tuple[Event, Outcome]:
+    async def _perform(self, step: Sent, order: _Order) -> tuple[Event, Outcome]:
         """One step on the network: the event it brought and the outcome fields it gives."""
         if isinstance(step, Void):
             if step.mark:
