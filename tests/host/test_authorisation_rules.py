@@ -108,3 +108,59 @@ def test_the_limits_are_parameters() -> None:
     assert decide(small, replace(FACTS, declines=1), strict).reason == RATE_LIMITED
     assert decide(small, replace(FACTS, counters=CounterHistory(False, 102)),
                   strict).reason == "card transaction counter 100 far below 102: a cloned card"
+
+
+# Each rule, in the order the card manager checks it, as a way to break it alone. Breaking any
+# two must give the earlier one's reason: the order of the checks is part of the rules (the rate
+# limit must come before anything about the account is read).
+Breaker = tuple[dict[str, object], dict[str, object], str]
+IN_ORDER: list[Breaker] = [
+    ({"card_number": None}, {}, INVALID),
+    ({}, {"declines": MAX_DECLINES}, RATE_LIMITED),
+    ({}, {"account": None}, "unknown card number"),
+    ({"holder": "holder:mallory@example.org"}, {},
+     "the card number does not belong to this card holder"),
+    ({"expiry": "01/30"}, {}, "wrong expiry date"),
+    ({"name": "Alicia"}, {}, "the name does not match the account"),
+    ({"phone": "+33 9"}, {}, "the phone number does not match the account"),
+    ({}, {"blocked": True}, "the card is blocked"),
+    ({}, {"counters": CounterHistory(seen=True, highest=100)},
+     "card transaction counter 100 seen before: a cloned card"),
+    ({}, {"counters": CounterHistory(seen=False, highest=100 + ATC_WINDOW)},
+     f"card transaction counter 100 far below {100 + ATC_WINDOW}: a cloned card"),
+    ({"amount": 10_001}, {}, "insufficient funds"),
+]
+
+
+def broken(*breakers: Breaker) -> tuple[AuthorisationRequest, Facts]:
+    request, facts, account = REQUEST, FACTS, ACCOUNT
+    for changes, fact_changes, _ in breakers:
+        request = replace(request, **changes)  # type: ignore[arg-type]
+        for name, value in fact_changes.items():
+            if name == "blocked":
+                account = replace(account, blocked=True)
+            elif name == "counters":  # both counter rules broken: a history that breaks both
+                assert isinstance(value, CounterHistory)
+                old = facts.counters
+                highest = max(h for h in (old.highest, value.highest) if h is not None)
+                facts = replace(facts, counters=CounterHistory(old.seen or value.seen, highest))
+            else:
+                facts = replace(facts, **{name: value})  # type: ignore[arg-type]
+    if facts.account is not None:
+        facts = replace(facts, account=account)
+    return request, facts
+
+
+@pytest.mark.parametrize("rule", IN_ORDER, ids=[rule[2][:40] for rule in IN_ORDER])
+def test_each_rule_broken_alone_declines_with_its_reason(rule: Breaker) -> None:
+    decision = decide(*broken(rule))
+    assert (decision.code, decision.reason) == ("declined", rule[2])
+
+
+PAIRS = [(a, b) for a in range(len(IN_ORDER)) for b in range(a + 1, len(IN_ORDER))]
+
+
+@pytest.mark.parametrize(("first", "second"), PAIRS)
+def test_the_first_failing_check_names_the_decline(first: int, second: int) -> None:
+    decision = decide(*broken(IN_ORDER[first], IN_ORDER[second]))
+    assert (decision.code, decision.reason) == ("declined", IN_ORDER[first][2])
