@@ -33,7 +33,8 @@ from host.protocol.envelope import (
 from host.protocol.order import OrderField, Party
 from host.protocol.wire import MessageType, frame
 from host.storage.base import Seen
-from host.storage.ledger import AuthorisationRequest, Ledger, LedgerStore
+from host.storage.engine import open_ledger
+from host.storage.ledger import AuthorisationRequest, LedgerStore
 
 #: the only decline reason the seller and the wire see
 DECLINED = "declined by the card manager"
@@ -79,7 +80,7 @@ class IssuerServer(PartyServer):
 
     def __init__(self, keys: KeyModule, config: ServerConfig, ledger_path: Path) -> None:
         super().__init__(keys, config)
-        self.ledger: LedgerStore = Ledger(ledger_path)
+        self.ledger: LedgerStore = open_ledger(ledger_path)
         self.handlers[MessageType.AUTHORISE] = self.on_authorise
         self.handlers[MessageType.REVERSE] = self.on_reverse
 

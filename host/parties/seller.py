@@ -59,7 +59,8 @@ from host.protocol.envelope import (
 from host.protocol.order import OrderField, OrderForm, Party, check_role
 from host.protocol.wire import Message, MessageType, frame
 from host.storage.base import StorageLost
-from host.storage.order_book import OrderBook, OrderRecord, OrderStatus, OrderStore
+from host.storage.engine import open_order_book
+from host.storage.order_book import OrderRecord, OrderStatus, OrderStore
 
 flow_log = logging.getLogger("nettx.flow")
 ARROW = {Party.ISSUER: "y", Party.DELIVERY: "z"}  # FIG. 1; x is holder <-> seller
@@ -125,7 +126,7 @@ class SellerServer(PartyServer):
         self.seller = seller
         self.form = seller.form
         self._form_bytes = codec.encode(seller.form.to_cbor())  # the bytes its MACs cover
-        self.orders: OrderStore = OrderBook(seller.orders_path)
+        self.orders: OrderStore = open_order_book(seller.orders_path)
         self._driving: set[bytes] = set()
         self._retry_task: asyncio.Task[None] | None = None
         self.handlers.update({

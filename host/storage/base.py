@@ -3,10 +3,11 @@ from a replay, and the two ways storage can fail under a party.
 
 The stores' public surfaces are the Protocols beside their record types
 (`host.storage.ledger.LedgerStore`, `host.storage.order_book.OrderStore`,
-`host.storage.shipments.ShipmentStore`); the parties hold a store by that type only. An
-engine (today host.storage.sqlite) implements each of them, keeping every decision one
-transaction that commits all of it or nothing, the order id unique in every store, and
-raising StorageFull or StorageLost, never its driver's own errors, for a storage fault.
+`host.storage.shipments.ShipmentStore`); the parties hold a store by that type only, and get it
+from host.storage.engine. An engine (today host.storage.sqlite) implements each of them,
+keeping every decision one transaction that commits all of it or nothing, the order id unique
+in every store, and raising StorageFull or StorageLost, never its driver's own errors, for a
+storage fault.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import host.storage
-from host.storage.ledger import Ledger, LedgerStore
-from host.storage.order_book import OrderBook, OrderStore
-from host.storage.shipments import Shipments, ShipmentStore
+from host.storage.engine import open_ledger, open_order_book, open_shipments
+from host.storage.ledger import LedgerStore
+from host.storage.order_book import OrderStore
+from host.storage.shipments import ShipmentStore
 
 ALLOWED = ("host.errors", "host.storage", "terminal.errors")
 
@@ -37,10 +38,10 @@ def test_storage_imports_only_the_errors_and_the_standard_library() -> None:
                 f"{path.name} imports {name}"
 
 
-def test_the_sqlite_stores_offer_their_store_protocols(tmp_path: Path) -> None:
-    stores = [(Ledger(tmp_path / "ledger.sqlite"), LedgerStore),
-              (OrderBook(tmp_path / "orders.sqlite"), OrderStore),
-              (Shipments(tmp_path / "shipments.sqlite"), ShipmentStore)]
+def test_the_stores_a_party_opens_offer_their_protocols(tmp_path: Path) -> None:
+    stores = [(open_ledger(tmp_path / "ledger.sqlite"), LedgerStore),
+              (open_order_book(tmp_path / "orders.sqlite"), OrderStore),
+              (open_shipments(tmp_path / "shipments.sqlite"), ShipmentStore)]
     for store, protocol in stores:
         try:
             assert isinstance(store, protocol)
