@@ -24,6 +24,20 @@ from typing import Any
 from host.errors import EnvelopeError, OrderError, TransactionError
 from host.parties.connection import AsyncConnection
 from host.parties.keymodule import KeyModule
+from host.parties.lifecycle import (
+    Answered,
+    Authorise,
+    Authorised,
+    Cancelled,
+    Event,
+    Finish,
+    Refused,
+    Sent,
+    Shipped,
+    Void,
+    advance,
+    next_step,
+)
 from host.parties.server import (
     PartyServer,
     ServerConfig,
@@ -44,8 +58,9 @@ from host.protocol.envelope import (
 )
 from host.protocol.order import OrderField, OrderForm, Party, check_role
 from host.protocol.wire import Message, MessageType, frame
-from host.storage.order_book import OrderBook, OrderRecord, OrderStatus
-from host.storage.sqlite import StorageLost
+from host.storage.base import StorageLost
+from host.storage.engine import open_order_book
+from host.storage.order_book import OrderRecord, OrderStatus, OrderStore
 
 flow_log = logging.getLogger("nettx.flow")
 ARROW = {Party.ISSUER: "y", Party.DELIVERY: "z"}  # FIG. 1; x is holder <-> seller
@@ -68,6 +83,17 @@ Outcome = dict[str, Any]  # the `outcome` message's fields
 
 class Unfinishable(TransactionError):
     """The order cannot complete; the card manager must cancel any charge for it."""
+
+
+@dataclass(slots=True)
+class _Order:
+    """An order being driven: what its record holds, and its seller part once opened."""
+
+    order_id: bytes
+    env: Envelope
+    header: envelope.Header
+    digest: bytes
+    opened: OpenedPart | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +126,7 @@ class SellerServer(PartyServer):
         self.seller = seller
         self.form = seller.form
         self._form_bytes = codec.encode(seller.form.to_cbor())  # the bytes its MACs cover
-        self.orders = OrderBook(seller.orders_path)
+        self.orders: OrderStore = open_order_book(seller.orders_path)
         self._driving: set[bytes] = set()
         self._retry_task: asyncio.Task[None] | None = None
         self.handlers.update({
@@ -261,45 +287,41 @@ class SellerServer(PartyServer):
 
     async def _drive_now(self, order_id: bytes, opened: OpenedPart | None,
                          overdue: bool) -> Outcome:
+        """Perform the steps host.parties.lifecycle chooses until the order is final, or a
+        peer cannot be reached (the order then stays where it is, pending)."""
         record = self.orders.get(order_id)
         if record is None:
             raise TransactionError("unknown-order", f"no order {order_id.hex()}")
-        if record.status.final:  # finished since the caller looked: nothing to redo
+        step = next_step(record.status, overdue=overdue, note=record.note)
+        if isinstance(step, Answered):  # finished since the caller looked: nothing to redo
             assert record.outcome is not None
             return dict(codec.decode(record.outcome))
         env = Envelope.from_cbor(codec.decode(record.envelope))
-        header = envelope.Header.from_bytes(env.header)
-        status, note = record.status, record.note
+        order = _Order(order_id, env, envelope.Header.from_bytes(env.header), record.digest,
+                       opened)
+        extra: Outcome = {}  # the outcome's fields beyond its status, from the last answer
         try:
-            if overdue and status is OrderStatus.RECEIVED:
-                return self._finish(order_id, {
-                    "order": order_id, "status": "failed",
-                    "reason": "the card manager could not be reached in time"})
-            if overdue and status is not OrderStatus.VOIDING:
-                status, note = OrderStatus.VOIDING, "not completed in time"
-                self.orders.move(order_id, status, note=note)
-            try:
-                if status is OrderStatus.VOIDING:
-                    outcome = await self._void(env, header, record.digest, note or "voided")
-                else:
-                    if opened is None:  # no freshness: it was fresh when received
-                        opened = await open_own_part(self.keys, Party.SELLER, env.header,
-                                                     env.parts[Party.SELLER], None)
-                    outcome = await self._authorise_and_deliver(env, opened, status)
-            except Unfinishable as exc:
-                current = self.orders.get(order_id)
-                if current is not None and current.status is OrderStatus.RECEIVED:
-                    # still `received`: nothing ever left for the card manager, so there is
-                    # no charge to cancel
-                    return self._finish(order_id, {"order": order_id, "status": "failed",
-                                                   "reason": str(exc)})
-                self.log.warning("order %s will not complete (%s): voiding", order_id.hex(), exc)
-                self.orders.move(order_id, OrderStatus.VOIDING, note=str(exc))
-                outcome = await self._void(env, header, record.digest, str(exc))
-            return self._finish(order_id, outcome)
+            while not isinstance(step, Finish):
+                try:
+                    event, extra = await self._perform(step, order)
+                except Unfinishable as exc:
+                    event, extra = Refused(str(exc)), {}
+                after = advance(step, event, self._status(order_id))
+                if isinstance(event, Refused) and isinstance(after, Void):
+                    self.log.warning("order %s will not complete (%s): voiding",
+                                     order_id.hex(), event.reason)
+                step = after
+            return self._finish(order_id, {"order": order_id, "status": step.status.value,
+                                           "reason": step.reason, **extra})
         except TransactionError as exc:
             self.log.warning("order %s pending: %s", order_id.hex(), exc)
             return {"order": order_id, "status": "pending", "reason": str(exc)}
+
+    def _status(self, order_id: bytes) -> OrderStatus:
+        record = self.orders.get(order_id)
+        if record is None:
+            raise TransactionError("unknown-order", f"no order {order_id.hex()}")
+        return record.status
 
     def _finish(self, order_id: bytes, outcome: Outcome) -> Outcome:
         """Record a final outcome with the exact frame the holder gets for it."""
@@ -307,38 +329,52 @@ class SellerServer(PartyServer):
                          answer=frame(MessageType.OUTCOME, **outcome))
         return outcome
 
-    async def _authorise_and_deliver(self, env: Envelope, opened: OpenedPart,
-                                     status: OrderStatus) -> Outcome:
-        header = opened.header
-        order_id, amount = header.order_id, opened.fields[OrderField.AMOUNT.value]
-        issuer_part = env.parts[Party.ISSUER]
-        if status in (OrderStatus.RECEIVED, OrderStatus.AUTHORISING):
-            auth = await self._exchange(
-                Party.ISSUER, MessageType.AUTHORISE, MessageType.AUTHORISATION,
-                # recorded before the request leaves: from then on a debit may exist
-                before_send=(lambda: self.orders.move(order_id, OrderStatus.AUTHORISING))
-                if status is OrderStatus.RECEIVED else None,
-                header=env.header, part=issuer_part,
-                mac=await self.keys.mac(header.issuer, request_digest(env.header, issuer_part),
-                                        context("authorise", order_id)))
-            code = auth.body.get("code", str, max_size=16)
-            reason = auth.body.get("reason", str, max_size=500)
-            their_amount = auth.body.get("amount", int)
-            mac = auth.body.get("mac", bytes, max_size=64)
-            await self._check(header.issuer, authorisation_body(order_id, code, reason,
-                                                                their_amount, opened.digest),
-                              mac, context("authorisation", order_id), "authorisation")
-            receipt = auth.body.get("receipt", bytes, max_size=1024)
-            if code != "approved":
-                return {"order": order_id, "status": "declined", "reason": reason,
-                        "amount": amount, "issuer_receipt": receipt}
-            if their_amount != amount:
-                raise Unfinishable("amount", f"the card manager approved {their_amount}, the "
-                                             f"order is for {amount}")
-            self.orders.move(order_id, OrderStatus.APPROVED, approval=(mac, receipt))
+    async def _perform(self, step: Sent, order: _Order) -> tuple[Event, Outcome]:
+        """One step on the network: the event it brought and the outcome fields it gives."""
+        if isinstance(step, Void):
+            if step.mark:
+                self.orders.move(order.order_id, OrderStatus.VOIDING, note=step.reason)
+            return await self._void(order, step.reason)
+        if order.opened is None:  # no freshness: it was fresh when received
+            order.opened = await open_own_part(self.keys, Party.SELLER, order.env.header,
+                                               order.env.parts[Party.SELLER], None)
+        if isinstance(step, Authorise):
+            return await self._authorise(order, order.opened, step.mark)
+        if step.approval is not None:
+            self.orders.move(order.order_id, OrderStatus.APPROVED, approval=step.approval)
             self.crash_point("after-approval")
+            mac, receipt = step.approval
         else:  # approved before a crash or a failed delivery attempt: its record has the MAC
-            mac, receipt = self.orders.approval(order_id)
+            mac, receipt = self.orders.approval(order.order_id)
+        return await self._deliver(order, order.opened, mac, receipt)
+
+    async def _authorise(self, order: _Order, opened: OpenedPart,
+                         mark: bool) -> tuple[Event, Outcome]:
+        env, header, order_id = order.env, order.header, order.order_id
+        amount = opened.fields[OrderField.AMOUNT.value]
+        issuer_part = env.parts[Party.ISSUER]
+        auth = await self._exchange(
+            Party.ISSUER, MessageType.AUTHORISE, MessageType.AUTHORISATION,
+            # recorded before the request leaves: from then on a debit may exist
+            before_send=(lambda: self.orders.move(order_id, OrderStatus.AUTHORISING))
+            if mark else None,
+            header=env.header, part=issuer_part,
+            mac=await self.keys.mac(header.issuer, request_digest(env.header, issuer_part),
+                                    context("authorise", order_id)))
+        code = auth.body.get("code", str, max_size=16)
+        reason = auth.body.get("reason", str, max_size=500)
+        their_amount = auth.body.get("amount", int)
+        mac = auth.body.get("mac", bytes, max_size=64)
+        await self._check(header.issuer, authorisation_body(order_id, code, reason,
+                                                            their_amount, opened.digest),
+                          mac, context("authorisation", order_id), "authorisation")
+        receipt = auth.body.get("receipt", bytes, max_size=1024)
+        return (Authorised(code, reason, their_amount, amount, mac, receipt),
+                {"amount": amount, "issuer_receipt": receipt})
+
+    async def _deliver(self, order: _Order, opened: OpenedPart, mac: bytes,
+                       receipt: bytes) -> tuple[Event, Outcome]:
+        env, header, order_id = order.env, order.header, order.order_id
         delivery = await self._exchange(
             Party.DELIVERY, MessageType.DELIVER, MessageType.DELIVERY,
             header=env.header, part=env.parts[Party.DELIVERY], approval=mac,
@@ -349,33 +385,26 @@ class SellerServer(PartyServer):
         await self._check(header.delivery, delivery_answer_body(order_id, opened.digest, tracking),
                           delivery.body.get("mac", bytes, max_size=64),
                           context("delivery-answer", order_id), "delivery answer")
-        return {"order": order_id, "status": "completed", "reason": "approved and shipped",
-                "amount": amount, "tracking": tracking, "issuer_receipt": receipt,
-                "delivery_receipt": delivery.body.get("receipt", bytes, max_size=1024)}
+        return Shipped(), {
+            "amount": opened.fields[OrderField.AMOUNT.value], "tracking": tracking,
+            "issuer_receipt": receipt,
+            "delivery_receipt": delivery.body.get("receipt", bytes, max_size=1024)}
 
-    async def _void(self, env: Envelope, header: envelope.Header, digest: bytes,
-                    reason: str) -> Outcome:
+    async def _void(self, order: _Order, reason: str) -> tuple[Event, Outcome]:
         """Have the card manager cancel any charge for an order that will not complete."""
-        order_id = header.order_id
-        try:
-            answer = await self._exchange(
-                Party.ISSUER, MessageType.REVERSE, MessageType.REVERSED,
-                header=env.header, digest=digest, reason=reason,
-                mac=await self.keys.mac(header.issuer, reverse_body(order_id, digest, reason),
-                                        context("reverse", order_id)))
-            code = answer.body.get("code", str, max_size=16)
-            amount = answer.body.get("amount", int)
-            await self._check(header.issuer, reversed_body(order_id, code, amount, digest),
-                              answer.body.get("mac", bytes, max_size=64),
-                              context("reversed", order_id), "reversal")
-        except Unfinishable as exc:
-            # the card manager will not (or cannot be shown to) cancel: say so, do not loop
-            return {"order": order_id, "status": "failed",
-                    "reason": f"{reason}; the charge could not be cancelled ({exc}): "
-                              f"contact the card manager"}
-        return {"order": order_id, "status": "failed",
-                "reason": f"{reason}; card manager: {code}, no charge stands",
-                "issuer_receipt": answer.body.get("receipt", bytes, max_size=1024)}
+        env, header, order_id, digest = order.env, order.header, order.order_id, order.digest
+        answer = await self._exchange(
+            Party.ISSUER, MessageType.REVERSE, MessageType.REVERSED,
+            header=env.header, digest=digest, reason=reason,
+            mac=await self.keys.mac(header.issuer, reverse_body(order_id, digest, reason),
+                                    context("reverse", order_id)))
+        code = answer.body.get("code", str, max_size=16)
+        amount = answer.body.get("amount", int)
+        await self._check(header.issuer, reversed_body(order_id, code, amount, digest),
+                          answer.body.get("mac", bytes, max_size=64),
+                          context("reversed", order_id), "reversal")
+        return Cancelled(code), {
+            "issuer_receipt": answer.body.get("receipt", bytes, max_size=1024)}
 
     async def _check(self, peer: str, body: bytes, mac: bytes, ctx: bytes, what: str) -> None:
         try:
