@@ -46,6 +46,7 @@ if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
 
 from bench.meters import (  # noqa: E402
     back_to_back,
+    in_sections,
     interleaved,
     machine_line,
     percentile_ms,
@@ -497,11 +498,7 @@ def render(cells: list[Cell], args: argparse.Namespace) -> Table:
                       "vicc cannot SELECT with FCI (Python 3 bug in Debian's vsmartcard 0.8), "
                       "so its short command is GET CHALLENGE; it has no ENCIPHER.\n"
                       "PC/SC: nettx in slot 00 (vpcd port P), echo then vicc in slot 01 (P+1)."))
-    previous = None
-    for c in cells:
-        if previous is not None and c.reader != previous:
-            table.add_section()
-        previous = c.reader
+    for c in in_sections(table, cells, lambda c: c.reader):
         row = [READER_LABEL[c.reader], c.card, c.workload_label]
         if c.na is not None or not c.rates:
             table.add_row(*row, c.na or "n/a", *[""] * 5)

@@ -13,7 +13,7 @@ import platform
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -192,6 +192,16 @@ def results_table(title: str, columns: Sequence[str], *, caption: str | None = N
     for name in columns:
         result.add_column(name, justify="left" if name in left else "right", no_wrap=no_wrap)
     return result
+
+
+def in_sections(table: Table, items: Iterable[C], key: Callable[[C], object]) -> Iterator[C]:
+    """Each of `items`, with a rule added to `table` wherever `key` changes between two."""
+    previous: list[object] = []
+    for item in items:
+        if previous and key(item) != previous[0]:
+            table.add_section()
+        previous[:] = [key(item)]
+        yield item
 
 
 def results_console(width: int) -> Console:

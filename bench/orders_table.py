@@ -13,6 +13,7 @@ from rich.table import Table
 from bench.meters import (
     CPUS,
     cpu_ms_per_operation,
+    in_sections,
     machine_line,
     median_ms,
     percentile_ms,
@@ -86,11 +87,7 @@ def render(rows: list[Row], args: argparse.Namespace) -> Table:
             "runnable but waiting for a CPU. CPU ms/order: the seller's, and all of those "
             f"processes'. box busy %: the whole machine ({CPUS} CPUs = {100 * CPUS} %), in "
             "brackets what other processes than these used."))
-    previous = None
-    for row in rows:
-        if previous is not None and row.kind != previous:
-            table.add_section()
-        previous = row.kind
+    for row in in_sections(table, rows, lambda r: r.kind):
         bad = f"{row.declined} / {row.failed}"
         if not row.samples:
             table.add_row(row.kind, row.card, str(row.holders), "n/a", *[""] * 6, bad,

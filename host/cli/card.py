@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -157,6 +159,18 @@ def card_info(reader_spec: str | None, state: Path | None, as_json: bool) -> Non
     console.print(_info_table(info))
 
 
+@contextlib.contextmanager
+def peer_session(reader_spec: str | None, state: Path | None, card: CardExpectation, pin: str,
+                 peer: str) -> Iterator[CardSession]:
+    """The card, once it has proved it is the expected one, with its PIN verified and PEER's
+    pair key selected."""
+    with open_card(reader_spec, state) as reader:
+        session = authenticated_session(reader, card)
+        session.verify_pin(pin)
+        session.set_peer(peer)
+        yield session
+
+
 def _read_input(text: str | None, path: Path | None) -> bytes:
     if (text is None) == (path is None):
         raise click.UsageError("give exactly one of --text or --in")
@@ -188,10 +202,7 @@ def card_encrypt(reader_spec: str | None, state: Path | None, card: CardExpectat
     """Seal data for PEER on the card (AES-256-GCM under a key derived from the pair key).
     The PIN: NETTX_PIN, --pin-file, --pin-fd, or a hidden prompt."""
     plaintext = _read_input(text, in_path)
-    with open_card(reader_spec, state) as reader:
-        session = authenticated_session(reader, card)
-        session.verify_pin(pin)
-        session.set_peer(peer)
+    with peer_session(reader_spec, state, card, pin, peer) as session:
         sealed = session.encrypt(plaintext, aad.encode(), context.encode())
     _write_output(sealed, out, as_hex=True)
 
@@ -219,10 +230,7 @@ def card_decrypt(reader_spec: str | None, state: Path | None, card: CardExpectat
         sealed = bytes.fromhex(hex_in) if hex_in is not None else in_path.read_bytes()  # type: ignore[union-attr]
     except ValueError as exc:
         raise click.BadParameter("not hex", param_hint="--hex") from exc
-    with open_card(reader_spec, state) as reader:
-        session = authenticated_session(reader, card)
-        session.verify_pin(pin)
-        session.set_peer(peer)
+    with peer_session(reader_spec, state, card, pin, peer) as session:
         plaintext = session.decrypt(sealed, aad.encode(), context.encode())
     _write_output(plaintext, out, as_hex=False)
 

@@ -43,8 +43,6 @@ def issuer_serve(key_file: Path | None, reader_spec: str | None, state: Path | N
                            party_db(card.home, "issuer", db)))
 
 
-
-
 @issuer.command("add-account")
 @home_option
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path),

@@ -106,8 +106,6 @@ def config_of(listen: Endpoint, window: int, crash_at: str | None) -> ServerConf
     return ServerConfig(host=listen.host, port=listen.port, window=window, crash_at=crash_at)
 
 
-
-
 def expiry(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     if value is not None and not re.fullmatch(r"(0[1-9]|1[0-2])/\d\d", value):
         raise click.BadParameter("expected MM/YY")
