@@ -15,8 +15,6 @@ from host.centre.pairing import Keyring
 from host.centre.personalisation import issue_onto_card
 from host.cli.cardaccess import current_state_key, open_card
 from host.cli.kit import (
-    PIN,
-    PUK,
     CliFail,
     console,
     err_console,
@@ -26,8 +24,8 @@ from host.cli.kit import (
     json_option,
     print_json,
     reader_options,
-    secret_options,
 )
+from host.cli.secretopts import PIN, PUK, secret_options
 from terminal.session import CardSession
 
 

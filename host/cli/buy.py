@@ -11,8 +11,6 @@ from rich.table import Table
 from host.centre.pairing import CardExpectation, authenticated_session
 from host.cli.cardaccess import open_card
 from host.cli.kit import (
-    CARD_NUMBER,
-    PIN,
     card_auth_options,
     console,
     err_console,
@@ -21,9 +19,9 @@ from host.cli.kit import (
     json_option,
     print_json,
     reader_options,
-    secret_options,
 )
 from host.cli.partyopts import endpoint, expiry
+from host.cli.secretopts import CARD_NUMBER, PIN, secret_options
 from host.errors import OrderError
 from host.parties.holder import HolderClient, Outcome, Quote
 from host.parties.seller import Endpoint

@@ -21,9 +21,6 @@ from host.cli.apdu import card_apdu
 from host.cli.atr import card_atr_list
 from host.cli.cardaccess import current_state_key, open_card, state_key_options
 from host.cli.kit import (
-    NEW_PIN,
-    PIN,
-    PUK,
     card_auth_options,
     console,
     fails_cleanly,
@@ -32,9 +29,9 @@ from host.cli.kit import (
     json_option,
     print_json,
     reader_options,
-    secret_options,
     state_option,
 )
+from host.cli.secretopts import NEW_PIN, PIN, PUK, secret_options
 from terminal.session import CardInfo, CardSession
 
 

@@ -10,7 +10,6 @@ from rich.text import Text
 
 from host.centre.pairing import CardExpectation
 from host.cli.kit import (
-    CARD_NUMBER,
     CliFail,
     console,
     fails_cleanly,
@@ -18,9 +17,9 @@ from host.cli.kit import (
     identifier,
     json_option,
     print_json,
-    secret_options,
 )
 from host.cli.partyopts import config_of, expiry, key_module, party_db, serve, server_options
+from host.cli.secretopts import CARD_NUMBER, secret_options
 from host.parties.issuer import IssuerServer
 from host.parties.seller import Endpoint
 from host.storage.ledger import Account, Ledger

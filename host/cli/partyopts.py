@@ -18,11 +18,10 @@ from host.centre.authority import read_row_file
 from host.centre.pairing import CardExpectation, authenticated_session
 from host.cli.cardaccess import open_card
 from host.cli.kit import (
-    PIN,
     card_auth_options,
     reader_options,
-    secret_options,
 )
+from host.cli.secretopts import PIN, secret_options
 from host.parties.keymodule import KeyModule
 from host.parties.seller import Endpoint
 from host.parties.server import PartyServer, ServerConfig, run_until_signalled
