@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,11 +49,24 @@ class Shop(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Sample:
+    """One order: when it ended, how long it took, and what its buyer tallied on the way
+    (a new count, such as connections or fsyncs per order, is one more TALLY.add)."""
+
     end: int  # perf_counter_ns when buy returned
     total: int  # ns
-    card: int
-    wire: int
-    apdus: int
+    tally: Mapping[str, int]
+
+    @property
+    def card(self) -> int:
+        return self.tally.get("card ns", 0)
+
+    @property
+    def wire(self) -> int:
+        return self.tally.get("wire ns", 0)
+
+    @property
+    def apdus(self) -> int:
+        return self.tally.get("apdus", 0)
 
 
 def timed_buy(buyer: Buyer) -> tuple[str, str, Sample]:
@@ -61,9 +74,7 @@ def timed_buy(buyer: Buyer) -> tuple[str, str, Sample]:
     t = time.perf_counter_ns()
     status, reason = buyer.buy()
     end = time.perf_counter_ns()
-    spent = TALLY.take()
-    return status, reason, Sample(end, end - t, spent.get("card ns", 0),
-                                  spent.get("wire ns", 0), spent.get("apdus", 0))
+    return status, reason, Sample(end, end - t, TALLY.take())
 
 
 @dataclass

@@ -19,12 +19,21 @@ from pathlib import Path
 import click
 
 from host.cli import trace as cli_trace
+from host.cli.authority import authority
+from host.cli.buy import buy
+from host.cli.card import card
+from host.cli.conformance import conformance
+from host.cli.delivery import delivery
+from host.cli.demo import demo
+from host.cli.examples import add_examples
+from host.cli.issuer import issuer
 from host.cli.kit import (
     CONTEXT_SETTINGS,
     global_options,
     restrict_umask,
     warn,
 )
+from host.cli.seller import seller
 from terminal.trace import TRAFFIC, show_secrets
 
 
@@ -71,17 +80,7 @@ def main(global_home: Path | None, global_reader: str | None, global_state: Path
                     pcap=trace_pcap)
 
 
-# -- the command groups, one module each ------------------------------------------------------
-
-from host.cli.authority import authority
-from host.cli.buy import buy
-from host.cli.card import card
-from host.cli.conformance import conformance
-from host.cli.delivery import delivery
-from host.cli.demo import demo
-from host.cli.examples import add_examples
-from host.cli.issuer import issuer
-from host.cli.seller import seller
+# -- the command groups, one module each, under the root -----------------------------------------
 
 for _command in (authority, card, seller, issuer, delivery, buy, conformance, demo):
     main.add_command(_command)
