@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -46,6 +44,17 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
     sys.path.insert(0, str(REPO))
 
+from bench.meters import (  # noqa: E402
+    back_to_back,
+    in_sections,
+    interleaved,
+    machine_line,
+    percentile_ms,
+    python_line,
+    results_console,
+    results_table,
+    spread,
+)
 from bench.runs import (  # noqa: E402
     close_quietly,
     filesystem,
@@ -130,22 +139,16 @@ class Cell:
     def run(self, seconds: float | None = None) -> None:
         """One timed run: APDUs back to back for `seconds`; each response must end 90 00."""
         assert self.transmit is not None
-        transmit, apdu, clock = self.transmit, self.apdu, time.perf_counter_ns
-        latencies: list[int] = []
-        start = clock()
-        end = start + int((self.seconds if seconds is None else seconds) * 1e9)
-        now = start
-        while now < end:
-            response = transmit(apdu)
-            done = clock()
-            if response[-2:] != OK:
-                raise BenchError(f"{self.card} answered {response[-2:].hex().upper()} to "
-                                 f"{apdu[:4].hex().upper()}")
-            latencies.append(done - now)
-            now = done
+        run = back_to_back(self.transmit, self.apdu,
+                           self.seconds if seconds is None else seconds, self.check)
         if seconds is None:  # a warm-up is not a run
-            self.rates.append(len(latencies) / ((now - start) / 1e9))
-            self.samples.extend(latencies)
+            self.rates.append(run.rate)
+            self.samples.extend(run.latencies)
+
+    def check(self, response: bytes) -> None:
+        if response[-2:] != OK:
+            raise BenchError(f"{self.card} answered {response[-2:].hex().upper()} to "
+                             f"{self.apdu[:4].hex().upper()}")
 
     def fail(self, exc: BaseException) -> None:
         self.na = f"error: {type(exc).__name__}: {exc}"
@@ -157,26 +160,20 @@ class Cell:
 def measure(cells: list[Cell], runs: int, phase: str) -> None:
     live = [c for c in cells if c.na is None]
     for cell in live:  # warm-up: connections, caches, the first fsyncs
-        try:
-            cell.run(min(0.2, cell.seconds))
-        except Exception as exc:
-            cell.fail(exc)
-    for r in range(runs):
-        err.print(f"{phase}: run {r + 1}/{runs} "
-                  f"({sum(c.seconds for c in live if c.na is None):.1f} s)")
-        for cell in live:
-            if cell.na is not None:
-                continue
-            try:
-                cell.run()
-            except Exception as exc:
-                cell.fail(exc)
+        run_guarded(cell, min(0.2, cell.seconds))
+    interleaved(runs, live, run_guarded,
+                lambda r: err.print(f"{phase}: run {r + 1}/{runs} "
+                                    f"({sum(c.seconds for c in live if c.na is None):.1f} s)"))
 
 
-def percentile(sorted_ns: list[int], q: float) -> float:
-    """Nearest-rank percentile, in ms."""
-    rank = max(1, math.ceil(q * len(sorted_ns)))
-    return sorted_ns[rank - 1] / 1e6
+def run_guarded(cell: Cell, seconds: float | None = None) -> None:
+    """One run of a cell; an error ends the cell (it reads "error: ..."), not the bench."""
+    if cell.na is not None:
+        return
+    try:
+        cell.run(seconds)
+    except Exception as exc:
+        cell.fail(exc)
 
 
 # -- processes, all stopped by PID ------------------------------------------------------------
@@ -475,16 +472,19 @@ def environment(tmp: Path) -> str:
     pcscd = first_line(["pcscd", "--version"]) if shutil.which("pcscd") else "not installed"
     vpcd = sorted(Path("/usr/lib").glob("**/pcsc/drivers/serial/libifdvpcd.so.*"))
     fs, load = filesystem(tmp), load_average()
-    return (f"Python {platform.python_version()} ({platform.python_implementation()}) | "
-            f"pcscd: {pcscd} | vpcd: {vpcd[-1].name if vpcd else 'not installed'} | "
-            f"CPUs: {os.cpu_count()} | load avg: {load} | {platform.system()} "
-            f"{platform.release()} | card EEPROM on {fs} ({tmp})")
+    return (f"{python_line()} | pcscd: {pcscd} | "
+            f"vpcd: {vpcd[-1].name if vpcd else 'not installed'} | {machine_line(load)} | "
+            f"card EEPROM on {fs} ({tmp})")
 
 
 def render(cells: list[Cell], args: argparse.Namespace) -> Table:
     floors = {(c.reader, c.workload): statistics.median(c.rates)
               for c in cells if c.card == "echo" and c.rates}
-    table = Table(title="nettx APDU throughput and latency",
+    table = results_table(
+                  "nettx APDU throughput and latency",
+                  ("reader", "card", "command", "APDUs/s", "runs min–max", "median ms",
+                   "p99 ms", "% of echo floor", "samples"),
+                  left=("reader", "card", "command"),
                   caption=(
                       f"APDUs/s: median of the runs ({args.runs} × {args.seconds:g} s; vicc "
                       f"{args.runs} × {args.vicc_seconds:g} s), min–max beside it; latency: "
@@ -497,22 +497,8 @@ def render(cells: list[Cell], args: argparse.Namespace) -> Table:
                       "DATA, both 5-byte case-2 commands).\n"
                       "vicc cannot SELECT with FCI (Python 3 bug in Debian's vsmartcard 0.8), "
                       "so its short command is GET CHALLENGE; it has no ENCIPHER.\n"
-                      "PC/SC: nettx in slot 00 (vpcd port P), echo then vicc in slot 01 (P+1)."),
-                  caption_justify="left")
-    table.add_column("reader")
-    table.add_column("card")
-    table.add_column("command")
-    table.add_column("APDUs/s", justify="right")
-    table.add_column("runs min–max", justify="right")
-    table.add_column("median ms", justify="right")
-    table.add_column("p99 ms", justify="right")
-    table.add_column("% of echo floor", justify="right")
-    table.add_column("samples", justify="right")
-    previous = None
-    for c in cells:
-        if previous is not None and c.reader != previous:
-            table.add_section()
-        previous = c.reader
+                      "PC/SC: nettx in slot 00 (vpcd port P), echo then vicc in slot 01 (P+1)."))
+    for c in in_sections(table, cells, lambda c: c.reader):
         row = [READER_LABEL[c.reader], c.card, c.workload_label]
         if c.na is not None or not c.rates:
             table.add_row(*row, c.na or "n/a", *[""] * 5)
@@ -521,9 +507,8 @@ def render(cells: list[Cell], args: argparse.Namespace) -> Table:
         rate = statistics.median(c.rates)
         floor = floors.get((c.reader, c.workload))
         pct = "—" if c.card == "echo" else (f"{100 * rate / floor:.1f} %" if floor else "n/a")
-        table.add_row(*row, f"{rate:,.0f}", f"{min(c.rates):,.0f}–{max(c.rates):,.0f}",
-                      f"{percentile(ns, 0.5):.3f}", f"{percentile(ns, 0.99):.3f}", pct,
-                      f"{len(ns):,}")
+        table.add_row(*row, *spread(c.rates), f"{percentile_ms(ns, 0.5):.3f}",
+                      f"{percentile_ms(ns, 0.99):.3f}", pct, f"{len(ns):,}")
     return table
 
 
@@ -534,15 +519,15 @@ def render_serial(cells: list[Cell]) -> Table | None:
     rows = [c for c in cells if c.reader == "serial" and c.rates and c.wire_bytes]
     if not rows:
         return None
-    table = Table(title=f"serial T=1 against a {line.baudrate:,} bit/s line "
-                        f"(T=1 carries at most {line.t1_char_rate:,.1f} bytes/s)",
-                  caption="wire bytes: T=1 blocks both ways per APDU (prologue, INF, LRC). "
-                          "effective: APDUs/s × wire bytes. A pty is not paced, so the ratio "
-                          "shows how far the software outruns a real line; the last column "
-                          "is the APDUs/s that line would allow.", caption_justify="left")
-    for name in ("command", "APDUs/s (pty)", "wire bytes/APDU", "effective bytes/s",
-                 "× line rate", "APDUs/s at 9,600 bit/s"):
-        table.add_column(name, justify="left" if name == "command" else "right")
+    table = results_table(
+        f"serial T=1 against a {line.baudrate:,} bit/s line "
+        f"(T=1 carries at most {line.t1_char_rate:,.1f} bytes/s)",
+        ("command", "APDUs/s (pty)", "wire bytes/APDU", "effective bytes/s", "× line rate",
+         "APDUs/s at 9,600 bit/s"), left=("command",),
+        caption="wire bytes: T=1 blocks both ways per APDU (prologue, INF, LRC). "
+                "effective: APDUs/s × wire bytes. A pty is not paced, so the ratio "
+                "shows how far the software outruns a real line; the last column "
+                "is the APDUs/s that line would allow.")
     for c in rows:
         rate = statistics.median(c.rates)
         effective = rate * c.wire_bytes
@@ -597,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
             cells += phase_pcsc(stack, cards, tmp, args)
     if bench_run.interrupted:
         return 130
-    out = Console(highlight=False, width=max(Console().width, 150))
+    out = results_console(150)
     out.print(env_line, soft_wrap=True)
     out.print(render(sorted(cells, key=sort_key), args))
     serial_table = render_serial(cells)

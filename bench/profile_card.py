@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.meters import back_to_back, percentile  # noqa: E402
 from card_applet import vpcd  # noqa: E402
 from card_applet.applet import Applet  # noqa: E402
 from card_applet.state import FileStore  # noqa: E402
@@ -131,24 +132,9 @@ def _patched(cls, name, value):
 # -- the terminal side ----------------------------------------------------------------------
 
 
-def drive(transmit, seconds: float) -> tuple[float, list[int]]:
-    lat = []
-    clock = time.perf_counter_ns
-    start = now = clock()
-    end = start + int(seconds * 1e9)
-    while now < end:
-        transmit(GET_DATA)
-        done = clock()
-        lat.append(done - now)
-        now = done
-    return len(lat) / ((now - start) / 1e9), lat
-
-
 def ms(ns: list[int], q: float = 0.5) -> str:
-    if not ns:
-        return "-"
-    ns = sorted(ns)
-    return f"{ns[min(len(ns) - 1, int(q * len(ns)))] / 1000:7.1f}"
+    """Nearest-rank percentile of ns values, in µs."""
+    return "-" if not ns else f"{percentile(ns, q) / 1000:7.1f}"
 
 
 def personalised_card(home: Path) -> Path:
@@ -200,8 +186,9 @@ def one(label: str, card_args: list[str], tmp: Path, args: argparse.Namespace,
             reader.wait_for_card(15)
             reader.power_on()
         reader.transmit(SELECT)
-        drive(reader.transmit, 0.3)
-        rate, lat = drive(reader.transmit, args.seconds)
+        back_to_back(reader.transmit, GET_DATA, 0.3)
+        run = back_to_back(reader.transmit, GET_DATA, args.seconds)
+        rate, lat = run.rate, run.latencies
     finally:
         if reader is not None:
             reader.close()

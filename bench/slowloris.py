@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
     sys.path.insert(0, str(REPO))
 
-from bench.orders import (  # noqa: E402
+from bench.meters import percentile, results_table  # noqa: E402
+from bench.orders_market import (  # noqa: E402
     CEILING,
     PIN,
     SELLER,
@@ -122,20 +123,16 @@ def run(args: argparse.Namespace, client: HolderClient, ports: dict[str, int],
 def ms(values: list[float], q: float | None = None) -> str:
     if not values:
         return "-"
-    if q is None:
-        return f"{statistics.median(values):.0f}"
-    ordered = sorted(values)
-    return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))]:.0f}"
+    return f"{statistics.median(values) if q is None else percentile(values, q):.0f}"
 
 
 def render(rows: dict[str, Condition], args: argparse.Namespace) -> Table:
-    table = Table(title=f"honest order latency (ms), {args.runs} runs × {args.orders} orders; "
-                        f"attack: {args.connections} connections on the seller and "
-                        f"{args.connections} on the card manager, tick {args.tick[0]:g}-"
-                        f"{args.tick[1]:g} s")
-    for name in ("condition", "completed", "refused", "median of run medians", "median",
-                 "p90", "max", "attack conns open (seller / card mgr)"):
-        table.add_column(name, justify="left" if name in ("condition", "refused") else "right")
+    table = results_table(
+        f"honest order latency (ms), {args.runs} runs × {args.orders} orders; attack: "
+        f"{args.connections} connections on the seller and {args.connections} on the card "
+        f"manager, tick {args.tick[0]:g}-{args.tick[1]:g} s",
+        ("condition", "completed", "refused", "median of run medians", "median", "p90", "max",
+         "attack conns open (seller / card mgr)"), left=("condition", "refused"))
     for row in rows.values():
         total = len(row.latencies) + sum(row.refused.values())
         held = " / ".join(str(c.open_now) for c in row.attack[:2]) if row.attack else "-"

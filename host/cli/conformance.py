@@ -18,16 +18,14 @@ from rich.text import Text
 from card_applet.apdu import ApduFormatError, CommandApdu, ResponseApdu
 from host.cli.cardaccess import open_card, state_key_options
 from host.cli.kit import (
-    PIN,
-    PUK,
     CliFail,
     console,
     json_option,
     print_json,
     reader_option,
-    secret_options,
     state_option,
 )
+from host.cli.secretopts import PIN, PUK, secret_options
 from terminal.conformance import (
     REGISTRY,
     Outcome,

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 from rich.columns import Columns
 from rich.console import Console
 from rich.table import Table
@@ -31,6 +32,7 @@ from host.centre.authority import Authority, write_row_file
 from host.centre.pairing import Keyring
 from host.centre.personalisation import issue_onto_card
 from host.cli.cardaccess import open_card
+from host.cli.kit import fails_cleanly, global_value, secure_home
 from host.cli.partyproc import PartyProcess
 from host.errors import PolicyError, TransactionError
 from host.parties.connection import Connection
@@ -348,3 +350,24 @@ def leaky_form() -> dict[str, object]:
             "issuer": ["card_number", "card_expiry", "amount"],
             "delivery": ["destination"]}, "exposures": []},
     }
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def _demo_home(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    value = value or global_value(ctx, "home")
+    return None if value is None else secure_home(value)
+
+
+@click.command()
+@click.option("--home", type=click.Path(path_type=Path), callback=_demo_home,
+              help="Keep the demo's files here (default: a temporary directory); kept 0700, "
+                   "every file 0600.")
+@click.option("--k", "k", type=click.IntRange(2, 4096), default=512, show_default=True)
+@fails_cleanly
+def demo(home: Path | None, k: int) -> None:
+    """Personalise a virtual card on the embedded reader and use it, printing each step."""
+    # a narration, not a result: laid out for a terminal's width even through a pipe (the
+    # whole-width console would draw its rules 10 000 columns long)
+    run_demo(Console(), home, k)

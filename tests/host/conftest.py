@@ -27,3 +27,7 @@ def restore_process_state() -> Iterator[None]:
     root.handlers[:] = handlers
     root.setLevel(level)
     os.umask(umask)
+
+
+# the CLI modules' centre home and personalised card (tests/host/cli_helpers.py)
+from tests.host.cli_helpers import card, home  # noqa: E402, F401 - fixtures, found by name
