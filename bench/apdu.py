@@ -64,10 +64,11 @@ from bench.runs import (  # noqa: E402
 )
 from card_applet import blom  # noqa: E402
 from card_applet.apdu import EXTENDED_MAX_LE, CommandApdu  # noqa: E402
-from card_applet.applet import TAG_PLAIN, Applet, Ins, Pso  # noqa: E402
+from card_applet.applet import Applet  # noqa: E402
 from card_applet.line import LineTiming  # noqa: E402
 from card_applet.state import FileStore  # noqa: E402
 from card_applet.tlv import tlv  # noqa: E402
+from card_applet.vocabulary import TAG_PLAIN, Ins, Pso  # noqa: E402
 from host.centre.authority import Authority  # noqa: E402
 from host.centre.personalisation import personalise  # noqa: E402
 from terminal.cardproc import (  # noqa: E402

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from card_applet.sw import tries
+from card_applet.vocabulary import PersoObject
 from host.centre.authority import Authority, write_row_file
 from host.centre.pairing import Keyring
 from host.centre.personalisation import issue_onto_card
@@ -143,9 +144,10 @@ class Demo:
         except WrongPinError as err:
             self.step(f"VERIFY 0000 -> {err.sw:04X}: wrong PIN, {tries(err.tries_left)} left")
         try:
-            card.get_data(0xDF11)
+            card.get_data(PersoObject.ROW)
         except ApduError as err:
-            self.step(f"GET DATA of the row DF11 -> {err.sw:04X}: the row never leaves the card")
+            self.step(f"GET DATA of the row {PersoObject.ROW:04X} -> {err.sw:04X}: the row "
+                      f"never leaves the card")
 
     # -- 2 --------------------------------------------------------------------------------------
 
