@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from card_applet import blom, files, keys, pin
 from card_applet.apdu import EXTENDED_MAX_LE, SHORT_MAX_LE, ApduFormatError, CommandApdu
+from card_applet.pairkeys import PairKeyCache
 from card_applet.state import PIN_MAX_TRIES, PUK_MAX_TRIES, CardStore, PersistentState
 from card_applet.sw import SW, CardError, verify_failed
 from card_applet.tlv import TlvError, parse_unique, tlv
@@ -116,10 +117,13 @@ def command(ins: Ins) -> Callable[[Handler], Handler]:
 
 
 class Applet:
-    def __init__(self, store: CardStore) -> None:
+    def __init__(self, store: CardStore, pair_keys: PairKeyCache | None = None) -> None:
         self.store = store
         self.state: PersistentState = store.load()
         self.v = Volatile()
+        # RAM, as Volatile, and cleared with it (pairkeys.py says why that is safe); a
+        # software key module passes one cache to all the applets of its pool
+        self.pair_keys = pair_keys if pair_keys is not None else PairKeyCache()
         self._row_cache: tuple[bytes, list[int]] | None = None
         self.executed = 0  # commands that reached a handler (for tests and benches)
         self.files = files.card_files(AID, self.state.serial, MAX_COMMAND_DATA, EXTENDED_MAX_LE)
@@ -127,10 +131,15 @@ class Applet:
     # -- power ------------------------------------------------------------------------------
 
     def power_on(self) -> None:
-        self.v = Volatile()
+        self._new_session(Volatile())
 
     power_off = power_on
     reset = power_on
+
+    def _new_session(self, volatile: Volatile) -> None:
+        """Every path that clears RAM: the pair keys of the last session go with it."""
+        self.v = volatile
+        self.pair_keys.clear()
 
     # -- the edge ---------------------------------------------------------------------------
 
@@ -272,6 +281,18 @@ class Applet:
             self._row_cache = (raw, blom.row_from_bytes(raw))
         return self._row_cache[1]
 
+    def _pair_key(self, peer_id: bytes, x: int) -> bytes:
+        """The pair key with `peer_id`: from the RAM cache, or by Horner over the row."""
+        raw = self.state.row
+        assert raw is not None and self.state.holder_id is not None
+        self.pair_keys.bind(raw)
+        key = self.pair_keys.get(peer_id)
+        if key is None:
+            element = blom.shared_element(self._row(), x)
+            key = blom.pair_key(element, self.state.holder_id, peer_id)
+            self.pair_keys.put(peer_id, key)
+        return key
+
     def _check_reference(self, block: bytes, stored_field: str, tries_field: str,
                          max_tries: int) -> None:
         """Anti-tearing: the try counter is decremented and persisted *before* the
@@ -332,7 +353,7 @@ class Applet:
         if occurrence in (0x02, 0x03) and self.v.selected:
             raise CardError(SW.FILE_NOT_FOUND)  # there is no next/previous application
         adf = self.files.application
-        self.v = Volatile(selected=True, selection=files.Selection(adf, adf))
+        self._new_session(Volatile(selected=True, selection=files.Selection(adf, adf)))
         if cmd.p2 & 0x0C == 0x0C:
             return b""
         return tlv(Fci.TEMPLATE, tlv(Fci.DF_NAME, AID) + tlv(Fci.PROPRIETARY,
@@ -344,7 +365,7 @@ class Applet:
         if self.v.selected and new.df is not self.files.application:
             # leaving the application DF ends its session (PIN, peer, challenge, chain), as
             # a DF's security status does not survive leaving the DF (ISO 7816-4 5.4)
-            self.v = Volatile()
+            self._new_session(Volatile())
         self.v.selection = new
         assert new.file is not None
         return files.select_response(new.file, answer)
@@ -434,8 +455,7 @@ class Applet:
         if peer_id == self.state.holder_id or x == 0:
             raise CardError(SW.WRONG_DATA)
         assert self.state.holder_id is not None
-        element = blom.shared_element(self._row(), x)
-        self.v.peer = Peer(peer_id, blom.pair_key(element, self.state.holder_id, peer_id))
+        self.v.peer = Peer(peer_id, self._pair_key(peer_id, x))
         self.v.challenge = None
         return b""
 

@@ -6,6 +6,10 @@ for keys and no pair key ever sits in a server's memory outside the applet.
 The applet's volatile state (the peer set by MSE, the outstanding challenge) belongs to one
 conversation at a time, so a module lends whole sessions: software modules keep a small pool
 of identical applets; a card is a pool of one.
+
+Pair keys are computed once per peer: the applets of a software pool share one RAM cache of
+derived pair keys (card_applet/pairkeys.py), so a MSE to a peer any of them has met skips the
+Horner evaluation of the row; a card keeps its own (its last few peers).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
+from card_applet.pairkeys import PairKeyCache
 from card_applet.sw import SW
 from host.errors import EnvelopeError, TransactionError
 from host.parties.softcard import software_card
@@ -21,6 +26,9 @@ from terminal.errors import ApduError
 from terminal.session import CardSession
 
 DEFAULT_POOL = 32  # confirmations hold a session across a network round trip
+# peers whose pair keys a software module keeps: a server meets every holder, and an LRU
+# smaller than the set of peers in rotation would miss every time (~100 bytes a peer)
+SOFTWARE_CACHE = 4096
 SESSION_WAIT = 30.0
 
 
@@ -38,9 +46,11 @@ class KeyModule:
             self._idle.put_nowait(session)
 
     @classmethod
-    def software(cls, identifier: str, row: Sequence[int], pool: int = DEFAULT_POOL) -> KeyModule:
-        return cls(identifier, [software_card(identifier, row) for _ in range(pool)],
-                   keep_peer=True)
+    def software(cls, identifier: str, row: Sequence[int], pool: int = DEFAULT_POOL,
+                 cache: int = SOFTWARE_CACHE) -> KeyModule:
+        shared = PairKeyCache(cache)
+        return cls(identifier, [software_card(identifier, row, pair_keys=shared)
+                                for _ in range(pool)], keep_peer=True)
 
     @classmethod
     def on_card(cls, session: CardSession, pin: str) -> KeyModule:
