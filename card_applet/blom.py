@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from Crypto.Hash import SHA256
-from Crypto.Protocol.KDF import HKDF
+from card_applet.kdf import hkdf_sha256
 
 P = 2**255 - 19
 ELEMENT_SIZE = 32
@@ -79,4 +78,4 @@ def row_for(master: Sequence[Sequence[int]], x: int) -> list[int]:
 def pair_key(element: int, id_a: str | bytes, id_b: str | bytes) -> bytes:
     lo, hi = sorted((identifier_bytes(id_a), identifier_bytes(id_b)))
     info = b"pair" + bytes((len(lo),)) + lo + bytes((len(hi),)) + hi
-    return HKDF(element_to_bytes(element), 32, PAIR_SALT, SHA256, context=info)
+    return hkdf_sha256(element_to_bytes(element), PAIR_SALT, info)

@@ -4,13 +4,13 @@ names its purpose and its direction (sender -> receiver), which stops reflection
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 
 from Crypto.Cipher import AES
-from Crypto.Hash import CMAC, SHA256
-from Crypto.Protocol.KDF import HKDF
+from Crypto.Hash import CMAC
+
+from card_applet.kdf import hkdf_sha256
 
 SEAL_SALT = b"EP0791901/card/v1/seal"
 CONFIRM_SALT = b"EP0791901/card/v1/confirm"
@@ -45,16 +45,15 @@ def directed_info(label: bytes, sender: bytes, receiver: bytes, context: bytes =
 
 def seal_key(pair_key: bytes, sender: bytes, receiver: bytes, context: bytes) -> bytes:
     info = directed_info(b"seal", sender, receiver, context)
-    return HKDF(pair_key, 32, SEAL_SALT, SHA256, context=info)
+    return hkdf_sha256(pair_key, SEAL_SALT, info)
 
 
 def confirm_key(pair_key: bytes, sender: bytes, receiver: bytes) -> bytes:
-    return HKDF(pair_key, 32, CONFIRM_SALT, SHA256, context=directed_info(b"confirm", sender,
-                                                                          receiver))
+    return hkdf_sha256(pair_key, CONFIRM_SALT, directed_info(b"confirm", sender, receiver))
 
 
 def confirm_mac(key: bytes, challenge: bytes) -> bytes:
-    return hmac.new(key, b"confirm" + challenge, hashlib.sha256).digest()[:CONFIRM_SIZE]
+    return hmac.digest(key, b"confirm" + challenge, "sha256")[:CONFIRM_SIZE]
 
 
 def card_auth_input(serial: bytes, holder_id: bytes, challenge: bytes) -> bytes:
@@ -67,8 +66,7 @@ def card_auth_input(serial: bytes, holder_id: bytes, challenge: bytes) -> bytes:
 
 
 def card_auth_mac(key: bytes, serial: bytes, holder_id: bytes, challenge: bytes) -> bytes:
-    return hmac.new(key, card_auth_input(serial, holder_id, challenge),
-                    hashlib.sha256).digest()
+    return hmac.digest(key, card_auth_input(serial, holder_id, challenge), "sha256")
 
 
 def seal(key: bytes, atc: int, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> bytes:
@@ -106,12 +104,11 @@ def box_counter(box: bytes) -> int:
 
 def diversify_transport_key(master_transport_key: bytes, serial: bytes) -> bytes:
     """Per-card transport key from the centre's master, as GlobalPlatform diversification."""
-    return HKDF(master_transport_key, 32, TRANSPORT_SALT, SHA256, context=b"card" + serial)
+    return hkdf_sha256(master_transport_key, TRANSPORT_SALT, b"card" + serial)
 
 
 def perso_session_key(transport_key: bytes, host_challenge: bytes, card_challenge: bytes) -> bytes:
-    return HKDF(transport_key, 32, PERSO_SALT, SHA256,
-                context=b"session" + host_challenge + card_challenge)
+    return hkdf_sha256(transport_key, PERSO_SALT, b"session" + host_challenge + card_challenge)
 
 
 def cmac(key: bytes, message: bytes) -> bytes:

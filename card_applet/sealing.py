@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from Crypto.Cipher import AES
-from Crypto.Hash import SHA256
-from Crypto.Protocol.KDF import HKDF
 
+from card_applet.kdf import hkdf_sha256
 from card_applet.store_errors import StateFormatError, StateKeyError
 
 MAGIC = b"NXSS"
@@ -89,9 +88,7 @@ class StateKey:
         return cls.parse(b"".join(chunks))
 
     def aes_key(self, salt: bytes) -> bytes:
-        key = HKDF(self.material, 32, salt, SHA256, context=INFO)
-        assert isinstance(key, bytes)
-        return key
+        return hkdf_sha256(self.material, salt, INFO)
 
 
 def is_sealed(raw: bytes) -> bool:
