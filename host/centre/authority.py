@@ -1,117 +1,65 @@
 """The trusted centre: master matrix, row issuance, registry, card manufacture.
 
 Files under HOME/authority/ (all 0600):
-    master.json     {"format": 1, "k": K, "master_upper_triangle_hex": [...]}, the vectors'
-                    format: row i lists D[i][i..k-1]
+    master.bin      the master's upper triangle, 32 bytes an element, with a header (magic,
+                    version, k, SHA-256): host/centre/master.py
     transport.key   hex of the master transport key (card keys are diversified from it)
     registry.db     SQLite: every issued identifier, its x, and the card serial if any
 
-Issuance is O(k^2) per row; a batch is one matrix product R = V * D over GF(p) in
-python-flint, V the Vandermonde rows [x^0 .. x^(k-1)] of the batch.
+A centre made before master.bin has master.json (the vectors' JSON format): it is read, and
+converted to master.bin (written atomically, then the JSON removed) the first time a command
+reads it, so the next command reads the master at disk speed.
+
+Issuance is O(k^2) per row; a batch is one matrix product R = V * D in python-flint, V the
+Vandermonde rows [x^0 .. x^(k-1)] of the batch, done block by block (host/centre/issuance.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import flint
-
 from card_applet import blom
+from card_applet.durable import fsync_directory
 from card_applet.keys import diversify_transport_key
 from card_applet.sealing import StateKey
 from card_applet.state import FileStore, manufacture
+from host.centre import issuance
 from host.centre.files import write_secret, write_secrets
+from host.centre.master import Master
 from host.errors import AuthorityError
 
+__all__ = ["Authority", "Master", "read_row_file", "row_file_name", "write_row_file"]
+
+log = logging.getLogger(__name__)
+
 DEFAULT_K = 512
-MASTER_FORMAT = 1
 ROWS_DIR = "rows"  # under the home: where `nettx authority issue` writes by default
 TRANSPORT_KEY_SIZE = 32
 BATCH = 64  # rows per matrix product; progress is reported per batch
-
-
-@dataclass(frozen=True)
-class Master:
-    k: int
-    upper: tuple[tuple[int, ...], ...]  # upper[i][o] = D[i][i + o]
-
-    @classmethod
-    def generate(cls, k: int) -> Master:
-        if not 1 <= k <= 4096:
-            raise AuthorityError("k must be 1..4096")
-        return cls(k, tuple(tuple(secrets.randbelow(blom.P) for _ in range(k - i))
-                            for i in range(k)))
-
-    @classmethod
-    def from_file(cls, path: Path) -> Master:
-        """A master file (vectors format); AuthorityError with the reason if it is not one."""
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AuthorityError(f"{path}: cannot read a master file ({exc})") from exc
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise AuthorityError(f"{path}: not JSON ({exc})") from exc
-        try:
-            return cls.from_json(doc)
-        except AuthorityError as exc:
-            raise AuthorityError(f"{path}: {exc}") from exc
-
-    @classmethod
-    def from_json(cls, doc: object) -> Master:
-        if not isinstance(doc, dict):
-            raise AuthorityError(f"not a master file: expected a JSON object, found "
-                                 f"{type(doc).__name__}")
-        rows = doc.get("master_upper_triangle_hex")
-        if not isinstance(rows, list) or not all(
-                isinstance(row, list) and all(isinstance(h, str) for h in row) for row in rows):
-            raise AuthorityError("not a master file: master_upper_triangle_hex must be a list "
-                                 "of lists of hex strings")
-        try:
-            upper = tuple(tuple(int(h, 16) for h in row)
-                          for row in doc["master_upper_triangle_hex"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise AuthorityError(f"not a master file: {exc}") from exc
-        k = len(upper)
-        if k == 0 or any(len(row) != k - i for i, row in enumerate(upper)):
-            raise AuthorityError("master_upper_triangle_hex is not an upper triangle")
-        if k > 4096:
-            raise AuthorityError("master k must be 1..4096")
-        if doc.get("k", k) != k or any(v >= blom.P for row in upper for v in row):
-            raise AuthorityError("master k or elements out of range")
-        return cls(k, upper)
-
-    def to_json(self) -> dict:
-        return {"format": MASTER_FORMAT, "k": self.k, "field_prime": hex(blom.P),
-                "master_upper_triangle_hex": [[f"{v:064x}" for v in row] for row in self.upper]}
-
-    def entry(self, i: int, j: int) -> int:
-        return self.upper[i][j - i] if j >= i else self.upper[j][i - j]
-
-    def matrix(self) -> list[list[int]]:
-        return [[self.entry(i, j) for j in range(self.k)] for i in range(self.k)]
 
 
 class Authority:
     def __init__(self, home: Path) -> None:
         self.dir = home / "authority"
         self._master: Master | None = None
-        self._flint_master: flint.fmpz_mod_mat | None = None
-        self._ctx = flint.fmpz_mod_ctx(blom.P)
 
     # -- files ------------------------------------------------------------------------------
 
     @property
     def master_path(self) -> Path:
+        return self.dir / "master.bin"
+
+    @property
+    def legacy_master_path(self) -> Path:
+        """Where a centre made before master.bin keeps its master (the JSON format)."""
         return self.dir / "master.json"
 
     @property
@@ -119,7 +67,7 @@ class Authority:
         return self.dir / "transport.key"
 
     def exists(self) -> bool:
-        return self.master_path.exists()
+        return self.master_path.exists() or self.legacy_master_path.exists()
 
     def init(self, k: int = DEFAULT_K, master: Master | None = None, force: bool = False) -> Master:
         if self.exists() and not force:
@@ -130,11 +78,12 @@ class Authority:
         # centre no card fits
         write_secrets([(self.transport_path,
                         secrets.token_bytes(TRANSPORT_KEY_SIZE).hex().encode()),
-                       (self.master_path, json.dumps(master.to_json()).encode())])
+                       (self.master_path, master.header() + master.packed)])
+        self._drop_legacy_master()
         registry = self.dir / "registry.db"
         if registry.exists():
             registry.unlink()
-        self._master, self._flint_master = master, None
+        self._master = master
         with self._db():
             pass
         return master
@@ -142,10 +91,30 @@ class Authority:
     @property
     def master(self) -> Master:
         if self._master is None:
-            if not self.exists():
+            if self.master_path.exists():  # after a cut conversion both exist: this one is whole
+                self._master = Master.read(self.master_path)
+            elif self.legacy_master_path.exists():
+                self._master = Master.read(self.legacy_master_path)
+                self._convert_legacy_master(self._master)
+            else:
                 raise AuthorityError(f"no centre in {self.dir}: run `nettx authority init`")
-            self._master = Master.from_file(self.master_path)
         return self._master
+
+    def _convert_legacy_master(self, master: Master) -> None:
+        """master.json -> master.bin: the binary file is written whole (or not at all)
+        before the JSON goes. A failed write leaves the JSON, still good, for next time."""
+        try:
+            write_secret(self.master_path, master.header() + master.packed)
+        except OSError as exc:
+            log.warning("could not convert %s to %s (%s); it stays as it is",
+                        self.legacy_master_path, self.master_path.name, exc.strerror or exc)
+            return
+        self._drop_legacy_master()
+
+    def _drop_legacy_master(self) -> None:
+        if self.legacy_master_path.exists():
+            self.legacy_master_path.unlink()
+            fsync_directory(self.dir)
 
     @property
     def transport_master(self) -> bytes:
@@ -226,29 +195,14 @@ class Authority:
         return (f"{identifier!r} is already issued (on {when}): {where}; the centre issues "
                 "an identifier once (a lost row file needs a new identifier)")
 
-    def _matrix(self) -> flint.fmpz_mod_mat:
-        if self._flint_master is None:
-            m = self.master
-            entries = [m.entry(i, j) for i in range(m.k) for j in range(m.k)]
-            self._flint_master = flint.fmpz_mod_mat(m.k, m.k, entries, self._ctx)
-        return self._flint_master
-
     def rows_for(self, xs: Sequence[int],
                  progress: Callable[[int], None] | None = None) -> list[list[int]]:
         """Rows for points xs, BATCH at a time, as V * D (D symmetric, so row = v^T D)."""
-        k, p = self.master.k, blom.P
-        d = self._matrix()
+        master = self.master
         rows: list[list[int]] = []
         for start in range(0, len(xs), BATCH):
             chunk = xs[start : start + BATCH]
-            powers = []
-            for x in chunk:
-                acc = 1
-                for _ in range(k):
-                    powers.append(acc)
-                    acc = acc * x % p
-            product = flint.fmpz_mod_mat(len(chunk), k, powers, self._ctx) * d
-            rows.extend([[int(product[r, c]) for c in range(k)] for r in range(len(chunk))])
+            rows.extend(issuance.rows_for(master, chunk))
             if progress:
                 progress(len(chunk))
         return rows

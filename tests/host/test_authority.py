@@ -54,8 +54,8 @@ def mode_of(path: Path) -> int:
 
 def seeded_master(k: int, seed: int) -> Master:
     rnd = random.Random(seed)
-    return Master(k, tuple(tuple(rnd.randrange(blom.P) for _ in range(k - i))
-                           for i in range(k)))
+    return Master.from_upper([[rnd.randrange(blom.P) for _ in range(k - i)]
+                              for i in range(k)])
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -66,13 +66,13 @@ def test_init_writes_secret_files_0600_and_a_registry(tmp_path: Path) -> None:
     master = authority.init(k=8)
 
     assert master.k == 8
-    for name in ("master.json", "transport.key"):
+    for name in ("master.bin", "transport.key"):
         assert mode_of(tmp_path / "authority" / name) == 0o600, name
     assert mode_of(tmp_path / "authority" / "registry.db") == 0o600
     assert mode_of(tmp_path / "authority") & 0o077 == 0
     assert authority.registered() == []
     assert len(authority.transport_master) == 32
-    assert Authority(home=tmp_path).master == master  # reread from master.json
+    assert Authority(home=tmp_path).master == master  # reread from master.bin
 
 
 def test_init_twice_refuses_unless_forced(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def test_authority_init_refuses_a_bad_master_file(tmp_path: Path) -> None:
     assert_one_error_line(nettx("authority", "init", "--home", tmp_path / "h", "--master", bad))
     bad.write_text('{"master_upper_triangle_hex": [["01", "02"], ["03", "04"]]}')
     assert_one_error_line(nettx("authority", "init", "--home", tmp_path / "h", "--master", bad))
-    assert not (tmp_path / "h" / "authority" / "master.json").exists()
+    assert not (tmp_path / "h" / "authority").exists()
 
 
 def test_issue_writes_row_files_and_clean_lines(home: Path, tmp_path: Path) -> None:

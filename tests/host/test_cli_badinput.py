@@ -83,7 +83,10 @@ def bad_files(d: Path, good_json: Path | None = None) -> dict[str, Path]:
     if good_json is not None:
         raw = good_json.read_bytes()
         files["truncated"] = raw[: len(raw) // 2]
-        doc = json.loads(raw)
+        try:
+            doc = json.loads(raw)
+        except ValueError:  # a binary file (the centre's master): truncation is its case
+            doc = None
         if isinstance(doc, dict):  # every field of the good file turned into a wrong type
             for value in ("x", -1, None, [], 10**40):
                 files[f"fields-{value!r}"] = json.dumps({k: value for k in doc}).encode()
@@ -102,7 +105,7 @@ def bad_files(d: Path, good_json: Path | None = None) -> dict[str, Path]:
 
 # parameters that name a file the command reads: name -> the good file in a world copy
 def good_input_file(w: World, name: str) -> Path | None:
-    return {"state": w.state, "master_file": w.home / "authority" / "master.json",
+    return {"state": w.state, "master_file": w.home / "authority" / "master.bin",
             "key_file": w.row(SELLER), "catalogue": w.root / "catalogue.json",
             "pairing_file": next(
                 (w.home / "cards").glob("*.pairing.json"), None),

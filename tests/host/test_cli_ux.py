@@ -57,7 +57,7 @@ def card(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_global_home_reaches_the_subcommand(tmp_path: Path) -> None:
     ok(nettx("--home", tmp_path / "h", "authority", "init", "--k", "2"))
-    assert (tmp_path / "h" / "authority" / "master.json").exists()
+    assert (tmp_path / "h" / "authority" / "master.bin").exists()
     ok(nettx("--home", tmp_path / "h", "authority", "issue", "seller:s"))
     assert (tmp_path / "h" / "rows" / "seller_s.row.json").exists()
 

@@ -16,7 +16,7 @@ from host.centre.files import write_secret
 from host.cli import main as cli
 from tests.diskfaults import FullDisk
 
-CENTRE_FILES = ("master.json", "transport.key")
+CENTRE_FILES = ("master.bin", "transport.key")
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:

@@ -1,0 +1,87 @@
+"""Rows from the packed master, as one matrix product R = V D per batch, block by block.
+
+V holds the batch's Vandermonde rows [x^0 .. x^(k-1)]; D = U + U^T - diag(U) for the upper
+triangle U the master file packs. Square blocks of U are turned into python-flint integer
+matrices one at a time: an off-diagonal block U[a][c] serves twice (R[c] += V[a] U[a][c] and
+R[a] += V[c] U[a][c]^T), a diagonal block once (made symmetric), so each element of the file
+is converted once, memory stays at the master's bytes plus a few blocks (never k^2 flint
+integers), and the multiplications add up to the same work as the one product V D. The sums
+are kept over the integers (fmpz_mat: building one is faster than a matrix mod p) and
+reduced mod p at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flint
+
+from card_applet import blom
+from host.centre.master import SIZE, Master, row_offsets
+
+BLOCK = 256  # elements a side: 64 x 256 x 256 products keep flint efficient
+
+
+def vandermonde(xs: Sequence[int], k: int) -> list[list[int]]:
+    p = blom.P
+    out = []
+    for x in xs:
+        row, acc = [], 1
+        for _ in range(k):
+            row.append(acc)
+            acc = acc * x % p
+        out.append(row)
+    return out
+
+
+def _block(master: Master, offsets: list[int], r0: int, r1: int, c0: int, c1: int,
+           ) -> flint.fmpz_mat:
+    """U[r0:r1][c0:c1] as a flint matrix, zeros below the diagonal."""
+    packed = master.packed
+    entries: list[int] = []
+    width = c1 - c0
+    for i in range(r0, r1):
+        first = max(c0, i)
+        entries.extend((0,) * (first - c0))
+        start = (offsets[i] + first - i) * SIZE
+        seg = packed[start : start + (c1 - first) * SIZE]
+        entries.extend(int.from_bytes(seg[o : o + SIZE], "big")
+                       for o in range(0, len(seg), SIZE))
+    return flint.fmpz_mat(r1 - r0, width, entries)
+
+
+def rows_for(master: Master, xs: Sequence[int], block: int = BLOCK) -> list[list[int]]:
+    k, p = master.k, blom.P
+    if not xs:
+        return []
+    powers = vandermonde(xs, k)
+    bounds = [(s, min(k, s + block)) for s in range(0, k, block)]
+    v = [flint.fmpz_mat(len(xs), e - s, [value for row in powers for value in row[s:e]])
+         for s, e in bounds]
+    acc: list[flint.fmpz_mat | None] = [None] * len(bounds)
+    offsets = row_offsets(k)
+
+    def add(target: int, product: flint.fmpz_mat) -> None:
+        current = acc[target]
+        acc[target] = product if current is None else current + product
+
+    for a, (r0, r1) in enumerate(bounds):
+        for c in range(a, len(bounds)):
+            c0, c1 = bounds[c]
+            u = _block(master, offsets, r0, r1, c0, c1)
+            if a == c:  # D's diagonal block: U + U^T counts the diagonal twice
+                d = u + u.transpose()
+                for n in range(r1 - r0):
+                    d[n, n] = u[n, n]
+                add(a, v[a] * d)
+            else:
+                add(c, v[a] * u)
+                add(a, v[c] * u.transpose())
+    out: list[list[int]] = [[] for _ in xs]
+    for part in acc:
+        assert part is not None
+        width = part.ncols()
+        entries = part.entries()
+        for r in range(len(xs)):
+            out[r].extend(int(value) % p for value in entries[r * width : (r + 1) * width])
+    return out
