@@ -19,7 +19,12 @@ import flint
 from card_applet import blom
 from host.centre.master import SIZE, Master, row_offsets
 
-BLOCK = 256  # elements a side: 64 x 256 x 256 products keep flint efficient
+
+def block_size(k: int) -> int:
+    """Elements a side of a block: larger blocks make flint's products and conversions
+    faster, smaller ones keep memory near the master's size (a block of b^2 elements costs
+    about 200 b^2 bytes while it is converted: 200 MB at b = 1024, for a 256 MB master)."""
+    return max(256, min(1024, k // 4))
 
 
 def vandermonde(xs: Sequence[int], k: int) -> list[list[int]]:
@@ -45,15 +50,15 @@ def _block(master: Master, offsets: list[int], r0: int, r1: int, c0: int, c1: in
         entries.extend((0,) * (first - c0))
         start = (offsets[i] + first - i) * SIZE
         seg = packed[start : start + (c1 - first) * SIZE]
-        entries.extend(int.from_bytes(seg[o : o + SIZE], "big")
-                       for o in range(0, len(seg), SIZE))
+        entries += [int.from_bytes(seg[o : o + SIZE], "big") for o in range(0, len(seg), SIZE)]
     return flint.fmpz_mat(r1 - r0, width, entries)
 
 
-def rows_for(master: Master, xs: Sequence[int], block: int = BLOCK) -> list[list[int]]:
+def rows_for(master: Master, xs: Sequence[int], block: int | None = None) -> list[list[int]]:
     k, p = master.k, blom.P
     if not xs:
         return []
+    block = block or block_size(k)
     powers = vandermonde(xs, k)
     bounds = [(s, min(k, s + block)) for s in range(0, k, block)]
     v = [flint.fmpz_mat(len(xs), e - s, [value for row in powers for value in row[s:e]])
