@@ -44,15 +44,14 @@ late request for it is refused as a replay.
 from __future__ import annotations
 
 import enum
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from host.errors import TransactionError
-from host.storage.base import replay_error
-from host.storage.sqlite import Database, record_view
+from host.storage.base import VIEWS_POSTGRESQL, Row, Schema, Tx, record_view, replay_error
+from host.storage.location import Location, open_database
 
 ORDERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -71,6 +70,28 @@ CREATE TABLE IF NOT EXISTS orders (
     at       INTEGER NOT NULL         -- last change
 );
 """
+
+# The same table on PostgreSQL, as versioned migration steps (host.storage.postgresql).
+ORDERS_POSTGRESQL = ("""
+CREATE TABLE orders (
+    order_id bytea PRIMARY KEY,
+    envelope bytea NOT NULL,
+    holder   text NOT NULL,
+    amount   bigint NOT NULL,
+    digest   bytea NOT NULL,
+    status   text NOT NULL CHECK (status IN ('received', 'authorising', 'approved', 'voiding',
+                                             'completed', 'declined', 'failed')),
+    note     text,
+    approval bytea,
+    receipt  bytea,
+    outcome  bytea,
+    answer   bytea,
+    since    bigint NOT NULL,
+    at       bigint NOT NULL
+);
+""" + VIEWS_POSTGRESQL,)
+
+ORDERS = Schema("orders", ORDERS_SCHEMA, ORDERS_POSTGRESQL, {"orders": {"answer": "BLOB"}})
 
 
 class OrderStatus(enum.StrEnum):
@@ -156,22 +177,31 @@ class OrderStore(Protocol):
     def close(self) -> None: ...
 
 
-class OrderBook(Database):
-    schema = ORDERS_SCHEMA
-    columns: ClassVar[dict[str, dict[str, str]]] = {"orders": {"answer": "BLOB"}}
+class OrderBook:
+    """The order book on either engine (`location`: a SQLite file, or a PostgreSQL URL)."""
+
+    def __init__(self, location: Location) -> None:
+        self.db = open_database(location, ORDERS)
+
+    def close(self) -> None:
+        self.db.close()
 
     def receive(self, order_id: bytes, envelope: bytes, holder: str, amount: int,
                 digest: bytes, fields: Iterable[str]) -> None:
         now = int(time.time())
-        with self.transaction():
-            try:
-                self.conn.execute(
-                    "INSERT INTO orders (order_id, envelope, holder, amount, digest, status, "
-                    "since, at) VALUES (?, ?, ?, ?, ?, 'received', ?, ?)",
-                    (order_id, envelope, holder, amount, digest, now, now))
-            except sqlite3.IntegrityError:
-                raise replay_error(order_id) from None
-            record_view(self.conn, order_id, fields)
+
+        def receive(tx: Tx) -> None:
+            # looked up, not caught as a key violation: under concurrency PostgreSQL refuses
+            # the loser of two inserts as a serialisation failure, and its retry lands here
+            if tx.one("SELECT 1 FROM orders WHERE order_id = ?", (order_id,)) is not None:
+                raise replay_error(order_id)
+            tx.execute(
+                "INSERT INTO orders (order_id, envelope, holder, amount, digest, status, "
+                "since, at) VALUES (?, ?, ?, ?, ?, 'received', ?, ?)",
+                (order_id, envelope, holder, amount, digest, now, now))
+            record_view(tx, order_id, fields)
+
+        self.db.run(receive)
 
     def move(self, order_id: bytes, new: OrderStatus, *, outcome: bytes | None = None,
              answer: bytes | None = None, note: str | None = None,
@@ -183,36 +213,39 @@ class OrderBook(Database):
             raise ValueError("a final status, and only a final one, records its outcome")
         if (new is OrderStatus.APPROVED) != (approval is not None):
             raise ValueError("APPROVED, and only it, records the authorisation")
-        with self.transaction():
-            row = self.conn.execute("SELECT status FROM orders WHERE order_id = ?",
-                                    (order_id,)).fetchone()
+        mac, receipt = approval or (None, None)
+
+        def move(tx: Tx) -> None:
+            row = tx.one("SELECT status FROM orders WHERE order_id = ?", (order_id,))
             old = OrderStatus(row[0]) if row else None
             if old is None or not legal(old, new):
                 raise IllegalTransition(order_id, old, new)
-            mac, receipt = approval or (None, None)
-            self.conn.execute(
+            tx.execute(
                 "UPDATE orders SET status = ?, outcome = coalesce(?, outcome), "
                 "answer = coalesce(?, answer), note = coalesce(?, note), "
                 "approval = coalesce(?, approval), receipt = coalesce(?, receipt), at = ? "
                 "WHERE order_id = ?",
                 (new.value, outcome, answer, note, mac, receipt, int(time.time()), order_id))
 
+        self.db.run(move)
+
     def approval(self, order_id: bytes) -> tuple[bytes, bytes]:
         """The authorisation MAC and the holder's receipt of an approved order."""
-        row = self.conn.execute("SELECT approval, receipt FROM orders WHERE order_id = ? "
-                                "AND approval IS NOT NULL", (order_id,)).fetchone()
+        row = self.db.read(lambda tx: tx.one(
+            "SELECT approval, receipt FROM orders WHERE order_id = ? AND approval IS NOT NULL",
+            (order_id,)))
         if row is None:
             raise KeyError(f"order {order_id.hex()} was never approved")
-        return row[0], row[1]
+        return bytes(row[0]), bytes(row[1])
 
     _RECORD = "SELECT order_id, envelope, digest, status, since, note, outcome, answer FROM orders"
 
     @staticmethod
-    def _record(row: tuple) -> OrderRecord:
+    def _record(row: Row) -> OrderRecord:
         return OrderRecord(row[0], row[1], row[2], OrderStatus(row[3]), *row[4:])
 
     def get(self, order_id: bytes) -> OrderRecord | None:
-        row = self.conn.execute(f"{self._RECORD} WHERE order_id = ?", (order_id,)).fetchone()
+        row = self.db.read(lambda tx: tx.one(f"{self._RECORD} WHERE order_id = ?", (order_id,)))
         return None if row is None else self._record(row)
 
     def status(self, order_id: bytes) -> tuple[OrderStatus, bytes | None] | None:
@@ -220,5 +253,6 @@ class OrderBook(Database):
         return (record.status, record.outcome) if record else None
 
     def unfinished(self) -> list[OrderRecord]:
-        return [self._record(row) for row in self.conn.execute(
-            f"{self._RECORD} WHERE status IN ('received', 'authorising', 'approved', 'voiding')")]
+        return [self._record(row) for row in self.db.read(lambda tx: tx.all(
+            f"{self._RECORD} WHERE status IN ('received', 'authorising', 'approved', "
+            "'voiding')"))]
