@@ -126,6 +126,12 @@ class Database:
                  attempts: int = ATTEMPTS, wait: float = POOL_WAIT) -> None:
         self.url, self.schema, self.attempts, self.wait = url, schema, attempts, wait
         self.lost: StorageLost | None = None
+        try:
+            psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError:
+            # not echoed: the string may hold a password
+            raise StorageUnavailable("not a valid PostgreSQL URL (postgresql://USER@HOST:PORT/"
+                                     "DATABASE)") from None
         self.pool = ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, timeout=wait,
             name=f"nettx-{schema.name}", check=ConnectionPool.check_connection,

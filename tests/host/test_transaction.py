@@ -4,7 +4,6 @@ visibility, the declines and the attacks. tests/e2e runs the same parties as pro
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from host.protocol.envelope import Envelope, SealedOrder
 from host.protocol.order import DEFAULT_GRANTS, OrderField, PartitionPolicy, Party
 from host.protocol.wire import Message, MessageType, expect, frame
 from host.storage.ledger import Ledger
+from host.storage.shipments import Shipments
 from terminal.cardauth import CardPairing
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
@@ -44,6 +44,7 @@ from tests.host.market import (
     order,
 )
 from tests.host.market import holder_card as market_holder_card
+from tests.host.stores import count
 
 PIN, PUK = "1234", "12345678"
 CEILING = "1000.00"  # EUR: above every honest order here
@@ -63,13 +64,21 @@ def holder_card(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path) 
 
 
 @pytest.fixture
-def make_market(centre: tuple[Authority, dict[str, list[int]]],
-                tmp_path: Path) -> Iterator[Callable[..., Market]]:
+def party_engine() -> Callable[[str], Path | str] | None:
+    """Where the market's parties keep their stores: SQLite files in its home here;
+    test_transaction_postgresql.py runs tests of this module on PostgreSQL."""
+    return None
+
+
+@pytest.fixture
+def make_market(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path,
+                party_engine: Callable[[str], Path | str] | None
+                ) -> Iterator[Callable[..., Market]]:
     started: list[Market] = []
 
     def make(**kwargs: object) -> Market:
         authority, rows = centre
-        m = Market(authority, rows, tmp_path / f"market{len(started)}")
+        m = Market(authority, rows, tmp_path / f"market{len(started)}", engine=party_engine)
         m.home.mkdir()
         started.append(m)
         m.start(**kwargs)  # type: ignore[arg-type]
@@ -104,7 +113,7 @@ def send(market: Market, env: Envelope) -> object:
 
 
 def balance(market: Market) -> int:
-    ledger = Ledger(market.home / "ledger.sqlite")
+    ledger = Ledger(market.location("ledger"))
     try:
         acc = ledger.account(CARD_NUMBER)
         assert acc is not None
@@ -114,11 +123,11 @@ def balance(market: Market) -> int:
 
 
 def shipments(market: Market) -> int:
-    conn = sqlite3.connect(market.home / "ship.sqlite")
+    store = Shipments(market.location("ship"))
     try:
-        return conn.execute("SELECT count(*) FROM shipments").fetchone()[0]
+        return count(store, "shipments")
     finally:
-        conn.close()
+        store.close()
 
 
 # -- the purchase ---------------------------------------------------------------------------
