@@ -277,13 +277,17 @@ class SellerServer(PartyServer):
         """Take the order as far as it goes now; record and return the outcome if final.
         Whatever the caller saw of the order may be stale: its status is read here, once no
         one else is driving it, and moved only along the order book's transitions."""
-        if order_id in self._driving:
+        # `_driving` keeps two tasks of this process apart; the order book's claim keeps
+        # this process apart from every other instance of the seller on the same database
+        if order_id in self._driving or not self.orders.claim(order_id):
             return {"order": order_id, "status": "pending", "reason": "being processed"}
         self._driving.add(order_id)
         try:
             return await self._drive_now(order_id, opened, overdue)
         finally:
             self._driving.discard(order_id)
+            with contextlib.suppress(TransactionError):  # unreleased, the claim expires
+                self.orders.release(order_id)
 
     async def _drive_now(self, order_id: bytes, opened: OpenedPart | None,
                          overdue: bool) -> Outcome:

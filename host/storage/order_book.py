@@ -33,6 +33,15 @@ unfinished order again from that status.
                  final, recorded with the outcome and the exact frame the holder is sent;
                  nothing moves them again, since the holder may have been told.
 
+One driver per order, across instances: several seller processes may share one order book
+(on PostgreSQL), each resuming unfinished orders. A driver first `claim`s the order: the
+claim is a row's (driver, lease) pair, taken in a transaction, so the database, not any
+process's memory, says who drives it. A claim lasts CLAIM_LEASE seconds and every move by its
+holder renews it; a seller killed mid-drive leaves a claim that expires, and another instance
+takes the order over. A move by an instance whose claim was taken over is refused
+(IllegalTransition): the late driver cannot overwrite what the new one recorded. The lease
+outlasts any one step of a drive (each exchange with a peer is bounded by its read timeout).
+
 FAILED is reachable from RECEIVED directly only because AUTHORISING is recorded before the
 request leaves: an order still RECEIVED has provably sent nothing the card manager could
 debit (it failed confirmation, or stayed unreachable until the order was overdue). From
@@ -44,6 +53,7 @@ late request for it is refused as a replay.
 from __future__ import annotations
 
 import enum
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -67,9 +77,14 @@ CREATE TABLE IF NOT EXISTS orders (
     outcome  BLOB,                    -- the outcome message, once final
     answer   BLOB,                    -- and the exact frame the holder is sent for it
     since    INTEGER NOT NULL,        -- when it was received
-    at       INTEGER NOT NULL         -- last change
+    at       INTEGER NOT NULL,        -- last change
+    driver   TEXT,                    -- the seller instance driving it (see `claim`)
+    lease    REAL                     -- and until when its claim holds
 );
 """
+
+# how long a claim on an order holds without a move by its holder, in seconds
+CLAIM_LEASE = 45.0
 
 # The same table on PostgreSQL, as versioned migration steps (host.storage.postgresql).
 ORDERS_POSTGRESQL = ("""
@@ -89,9 +104,12 @@ CREATE TABLE orders (
     since    bigint NOT NULL,
     at       bigint NOT NULL
 );
-""" + VIEWS_POSTGRESQL,)
+""" + VIEWS_POSTGRESQL, """
+ALTER TABLE orders ADD COLUMN driver text, ADD COLUMN lease double precision;
+""")
 
-ORDERS = Schema("orders", ORDERS_SCHEMA, ORDERS_POSTGRESQL, {"orders": {"answer": "BLOB"}})
+ORDERS = Schema("orders", ORDERS_SCHEMA, ORDERS_POSTGRESQL,
+                {"orders": {"answer": "BLOB", "driver": "TEXT", "lease": "REAL"}})
 
 
 class OrderStatus(enum.StrEnum):
@@ -166,6 +184,15 @@ class OrderStore(Protocol):
         """Move the order along TRANSITIONS, or raise IllegalTransition and write nothing."""
         ...
 
+    def claim(self, order_id: bytes) -> bool:
+        """Take the order to drive it, or renew this instance's claim; False while another
+        instance's claim holds."""
+        ...
+
+    def release(self, order_id: bytes) -> None:
+        """Give up this instance's claim (the drive stopped: final, or pending for later)."""
+        ...
+
     def approval(self, order_id: bytes) -> tuple[bytes, bytes]: ...
 
     def get(self, order_id: bytes) -> OrderRecord | None: ...
@@ -180,8 +207,11 @@ class OrderStore(Protocol):
 class OrderBook:
     """The order book on either engine (`location`: a SQLite file, or a PostgreSQL URL)."""
 
-    def __init__(self, location: Location) -> None:
+    def __init__(self, location: Location, *, lease: float = CLAIM_LEASE) -> None:
         self.db = open_database(location, ORDERS)
+        # this instance, as its claims name it: new with every process (and every book)
+        self.instance = secrets.token_hex(8)
+        self.lease = lease
 
     def close(self) -> None:
         self.db.close()
@@ -216,18 +246,45 @@ class OrderBook:
         mac, receipt = approval or (None, None)
 
         def move(tx: Tx) -> None:
-            row = tx.one("SELECT status FROM orders WHERE order_id = ?", (order_id,))
+            row = tx.one("SELECT status, driver, lease FROM orders WHERE order_id = ?",
+                         (order_id,))
             old = OrderStatus(row[0]) if row else None
-            if old is None or not legal(old, new):
+            now = time.time()
+            if old is None or not legal(old, new) or self._held_elsewhere(row, now):
                 raise IllegalTransition(order_id, old, new)
+            # the move renews this instance's claim, if it holds one
             tx.execute(
                 "UPDATE orders SET status = ?, outcome = coalesce(?, outcome), "
                 "answer = coalesce(?, answer), note = coalesce(?, note), "
-                "approval = coalesce(?, approval), receipt = coalesce(?, receipt), at = ? "
-                "WHERE order_id = ?",
-                (new.value, outcome, answer, note, mac, receipt, int(time.time()), order_id))
+                "approval = coalesce(?, approval), receipt = coalesce(?, receipt), at = ?, "
+                "lease = CASE WHEN driver = ? THEN ? ELSE lease END WHERE order_id = ?",
+                (new.value, outcome, answer, note, mac, receipt, int(now), self.instance,
+                 now + self.lease, order_id))
 
         self.db.run(move)
+
+    def _held_elsewhere(self, row: Row | None, now: float) -> bool:
+        """Another instance's claim on the order (driver, lease in row[1:3]) still holds."""
+        return row is not None and row[1] is not None and row[1] != self.instance \
+            and row[2] is not None and row[2] > now
+
+    def claim(self, order_id: bytes) -> bool:
+        def claim(tx: Tx) -> bool:
+            row = tx.one("SELECT status, driver, lease FROM orders WHERE order_id = ?",
+                         (order_id,))
+            now = time.time()
+            if row is None or self._held_elsewhere(row, now):
+                return False
+            tx.execute("UPDATE orders SET driver = ?, lease = ? WHERE order_id = ?",
+                       (self.instance, now + self.lease, order_id))
+            return True
+
+        return self.db.run(claim)
+
+    def release(self, order_id: bytes) -> None:
+        self.db.run(lambda tx: tx.execute(
+            "UPDATE orders SET driver = NULL, lease = NULL WHERE order_id = ? AND driver = ?",
+            (order_id, self.instance)))
 
     def approval(self, order_id: bytes) -> tuple[bytes, bytes]:
         """The authorisation MAC and the holder's receipt of an approved order."""
