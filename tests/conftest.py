@@ -161,6 +161,17 @@ def pcscd() -> Iterator[Pcscd]:
         service.stop()
 
 
+@pytest.fixture
+def served_card(pcscd: Pcscd, card_state: Path, tmp_path: Path) -> Iterator[CardProcess]:
+    """The personalised card in pcscd's first vpcd slot, served by its own card process."""
+    from terminal.pcsc import wait_for_card, wait_until_card_gone  # pyscard: only here
+
+    with CardProcess(card_state, "127.0.0.1", pcscd.port, log_path=tmp_path / "card.log") as cp:
+        wait_for_card(PCSC_READER).close()
+        yield cp
+    wait_until_card_gone(PCSC_READER)
+
+
 # -- a personalised card on each reader ------------------------------------------------------
 
 
