@@ -279,7 +279,14 @@ class SellerServer(PartyServer):
         one else is driving it, and moved only along the order book's transitions."""
         # `_driving` keeps two tasks of this process apart; the order book's claim keeps
         # this process apart from every other instance of the seller on the same database
-        if order_id in self._driving or not self.orders.claim(order_id):
+        if order_id in self._driving:
+            return {"order": order_id, "status": "pending", "reason": "being processed"}
+        try:
+            claimed = self.orders.claim(order_id)
+        except TransactionError as exc:  # storage full or unreachable: the order waits
+            self.log.warning("order %s pending: %s", order_id.hex(), exc)
+            return {"order": order_id, "status": "pending", "reason": str(exc)}
+        if not claimed:
             return {"order": order_id, "status": "pending", "reason": "being processed"}
         self._driving.add(order_id)
         try:
