@@ -97,6 +97,10 @@ class Tx(Protocol):
 class Engine(Protocol):
     """Where a store's tables live."""
 
+    #: other processes may use the store at the same time (PostgreSQL); False for a store
+    #: that belongs to one process (SQLite: one party process per database file)
+    shared: bool
+
     def run(self, body: Callable[[Tx], T]) -> T:
         """`body` in one transaction: all of it commits, or none of it. `body` may run more
         than once (an engine retries a transaction that lost a race), so it must do nothing

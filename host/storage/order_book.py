@@ -38,9 +38,11 @@ One driver per order, across instances: several seller processes may share one o
 claim is a row's (driver, lease) pair, taken in a transaction, so the database, not any
 process's memory, says who drives it. A claim lasts CLAIM_LEASE seconds and every move by its
 holder renews it; a seller killed mid-drive leaves a claim that expires, and another instance
-takes the order over. A move by an instance whose claim was taken over is refused
-(IllegalTransition): the late driver cannot overwrite what the new one recorded. The lease
-outlasts any one step of a drive (each exchange with a peer is bounded by its read timeout).
+(or the same one restarted) takes the order over. A SQLite order book belongs to one seller
+process, so a seller opening one drops every claim in it at once. A move by an instance
+whose claim was taken over is refused (IllegalTransition): the late driver cannot overwrite
+what the new one recorded. The lease outlasts any one step of a drive (each exchange with a
+peer is bounded by its read timeout).
 
 FAILED is reachable from RECEIVED directly only because AUTHORISING is recorded before the
 request leaves: an order still RECEIVED has provably sent nothing the card manager could
@@ -212,6 +214,11 @@ class OrderBook:
         # this instance, as its claims name it: new with every process (and every book)
         self.instance = secrets.token_hex(8)
         self.lease = lease
+        if not self.db.shared:
+            # a store only this process uses: a claim in it is a dead predecessor's, and this
+            # process resumes its orders at once rather than after the lease
+            self.db.run(lambda tx: tx.execute(
+                "UPDATE orders SET driver = NULL, lease = NULL WHERE driver IS NOT NULL"))
 
     def close(self) -> None:
         self.db.close()

@@ -122,6 +122,8 @@ def namespace(schema: Schema) -> str:
 class Database:
     """One store's tables in a PostgreSQL database, through a small connection pool."""
 
+    shared = True  # any number of instances of the party
+
     def __init__(self, url: str, schema: Schema, *, pool_size: int = POOL_SIZE,
                  attempts: int = ATTEMPTS, wait: float = POOL_WAIT) -> None:
         self.url, self.schema, self.attempts, self.wait = url, schema, attempts, wait

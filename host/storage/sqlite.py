@@ -120,6 +120,8 @@ class Database:
     """One party's SQLite database. After StorageLost it refuses every further transaction:
     the party is stopping, and nothing it writes now could be trusted to be durable."""
 
+    shared = False  # one party process per file
+
     def __init__(self, path: Path, schema: Schema) -> None:
         self.path = path
         self.conn = connect(path, schema.sqlite, schema.sqlite_columns)
