@@ -61,7 +61,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from unittest import mock
 
 from rich.console import Console
@@ -90,8 +90,8 @@ from host.cli.partyproc import PartyProcess  # noqa: E402
 from host.parties.connection import Connection  # noqa: E402
 from host.parties.holder import HolderClient, Outcome  # noqa: E402
 from host.parties.softcard import software_card  # noqa: E402
+from host.protocol.messages import Message  # noqa: E402
 from host.protocol.order import Order  # noqa: E402
-from host.protocol.wire import Message, MessageType  # noqa: E402
 from host.storage.ledger import Account, Ledger  # noqa: E402
 from terminal.inprocess import InProcessReader  # noqa: E402
 from terminal.session import CardSession  # noqa: E402
@@ -167,13 +167,16 @@ class TimedReader:
         return getattr(self.inner, name)
 
 
+M = TypeVar("M", bound=Message)
+
+
 class TimedConnection(Connection):
     """The holder's connection to the seller, timing each request until its answer."""
 
-    def request(self, kind: MessageType, answer: MessageType, **body: Any) -> Message:
+    def request(self, message: Message, answer: type[M]) -> M:
         t = time.perf_counter_ns()
         try:
-            return super().request(kind, answer, **body)
+            return super().request(message, answer)
         finally:
             _acc.wire += time.perf_counter_ns() - t
 

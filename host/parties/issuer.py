@@ -20,10 +20,11 @@ from pathlib import Path
 from host.parties.keymodule import KeyModule
 from host.parties.server import PartyServer, ServerConfig, our_header, staleness
 from host.protocol import codec
-from host.protocol.codec import Fields
 from host.protocol.envelope import authorisation_body, context, reverse_body, reversed_body
+from host.protocol.messages import Authorisation, Authorise, Reverse, Reversed
 from host.protocol.order import Party
-from host.protocol.wire import MessageType, frame
+from host.protocol.parts import IssuerPart
+from host.protocol.wire import MessageType
 from host.storage.ledger import AuthorisationRequest, Ledger
 from host.storage.sqlite import Seen
 
@@ -60,12 +61,14 @@ class IssuerServer(PartyServer):
         await super().close()
         self.ledger.close()
 
-    async def on_authorise(self, body: Fields) -> bytes:
-        header_bytes, _box, request, opened = await self.open_request(body, "authorise")
-        header = opened.header
+    async def on_authorise(self, message: Authorise) -> bytes:
+        request, opened = await self.open_request(message, "authorise", IssuerPart.read)
+        header, part = opened.header, opened.part
         decision, seen = self.ledger.authorise(AuthorisationRequest(
             order_id=header.order_id, request_digest=request, seller=header.seller,
-            holder=header.holder, digest=opened.digest, atc=opened.atc, fields=opened.fields),
+            holder=header.holder, digest=opened.digest, atc=opened.atc,
+            card_number=part.card_number, amount=part.amount, expiry=part.card_expiry,
+            name=part.holder_name, phone=part.holder_phone, fields=part.names),
             stale=staleness(header, self.config.window))
         self.log.info("order %s: %s (%s)%s", header.order_id.hex(), decision.code,
                       decision.reason, " again" if seen is Seen.RETRANSMISSION else "")
@@ -78,22 +81,19 @@ class IssuerServer(PartyServer):
         auth = authorisation_body(header.order_id, decision.code, said, decision.amount,
                                   decision.digest)
         mac = await self.keys.mac(header.seller, auth, context("authorisation", header.order_id))
-        receipt = await self.receipt(header, header_bytes, **padded({
+        receipt = await self.receipt(header, opened.header_bytes, **padded({
             "digest": decision.digest, "code": decision.code, "reason": decision.reason,
             "amount": decision.amount}))
         # recorded before it is sent: whatever reaches the seller is what it will get again
-        return self.ledger.record_answer(header.order_id, frame(
-            MessageType.AUTHORISATION, code=decision.code, reason=said,
-            amount=decision.amount, digest=decision.digest, mac=mac, receipt=receipt))
+        return self.ledger.record_answer(header.order_id, Authorisation(
+            decision.code, said, decision.amount, decision.digest, mac, receipt).to_frame())
 
-    async def on_reverse(self, body: Fields) -> bytes:
-        header_bytes = body.get("header", bytes, max_size=1024)
-        digest = body.get("digest", bytes, min_size=32, max_size=32)
-        reason = body.get("reason", str, max_size=500)
-        header = our_header(self.keys, Party.ISSUER, header_bytes)
+    async def on_reverse(self, message: Reverse) -> bytes:
+        header, digest, reason = our_header(self.keys, Party.ISSUER, message.header), \
+            message.digest, message.reason
         await self.keys.check_mac(header.seller, reverse_body(header.order_id, digest, reason),
-                                  body.get("mac", bytes, max_size=64),
-                                  context("reverse", header.order_id), "reversal request")
+                                  message.mac, context("reverse", header.order_id),
+                                  "reversal request")
         decision = self.ledger.reverse(header.order_id, header.seller, digest)
         self.log.info("order %s: %s at the seller's request (%s)", header.order_id.hex(),
                       decision.code, reason)
@@ -102,8 +102,7 @@ class IssuerServer(PartyServer):
         mac = await self.keys.mac(header.seller, reversed_body(header.order_id, decision.code,
                                                                decision.amount, digest),
                                   context("reversed", header.order_id))
-        receipt = await self.receipt(header, header_bytes, digest, code=decision.code,
+        receipt = await self.receipt(header, message.header, digest, code=decision.code,
                                      reason=reason, amount=decision.amount)
-        return self.ledger.record_reversal(header.order_id, frame(
-            MessageType.REVERSED, code=decision.code, amount=decision.amount, mac=mac,
-            receipt=receipt))
+        return self.ledger.record_reversal(header.order_id, Reversed(
+            decision.code, decision.amount, mac, receipt).to_frame())

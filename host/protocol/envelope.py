@@ -25,7 +25,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from card_applet import blom, keys
 from host.errors import EnvelopeError, WireError
@@ -179,11 +179,18 @@ def build(order: Order, form: OrderForm, header: Header, seal: Seal,
                        order_digest(header_bytes, commitments), commitments)
 
 
+P = TypeVar("P")
+#: a party's reading of its part's fields into its typed part (host.protocol.parts); it
+#: raises the EnvelopeError the peer is told, and sees the header it was sealed under
+PartReader = Callable[[Header, Mapping[str, object]], P]
+
+
 @dataclass(frozen=True, slots=True)
-class OpenedPart:
+class OpenedPart(Generic[P]):
     header: Header
+    header_bytes: bytes  # the exact bytes every MAC and AAD of this order covers
     party: Party
-    fields: dict[str, Any]
+    part: P  # its fields, typed for the party
     commitments: Mapping[Party, bytes]
     digest: bytes
     atc: int  # the holder card's transaction counter, authenticated by the seal
@@ -194,8 +201,9 @@ def box_atc(box: bytes) -> int:
 
 
 def parse_part(header: Header, header_bytes: bytes, party: Party, box: bytes,
-               plaintext: bytes) -> OpenedPart:
-    """Check an opened part's structure and its own commitment; compute the order digest."""
+               plaintext: bytes, read: PartReader[P]) -> OpenedPart[P]:
+    """Check an opened part's structure and its own commitment, then `read` its fields;
+    compute the order digest."""
     try:
         m = Fields(codec.decode(plaintext, "part"), "part")
         fields = m.get("fields", dict, max_size=64)
@@ -212,7 +220,7 @@ def parse_part(header: Header, header_bytes: bytes, party: Party, box: bytes,
         raise EnvelopeError("malformed", "the part names a field that is not an order field")
     if commitment(salt, codec.encode(fields)) != commitments[party]:
         raise EnvelopeError("commitment", f"the {party} part does not match its own commitment")
-    return OpenedPart(header, party, fields, commitments,
+    return OpenedPart(header, header_bytes, party, read(header, fields), commitments,
                       order_digest(header_bytes, commitments), box_atc(box))
 
 

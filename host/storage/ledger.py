@@ -86,13 +86,21 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class AuthorisationRequest:
+    """What the card manager's part claims, as plain values: a field missing from the part,
+    or of the wrong type, is None (the rules decline it)."""
+
     order_id: bytes
     request_digest: bytes
     seller: str
-    holder: str
-    digest: bytes
-    atc: int
-    fields: dict[str, object]
+    holder: str  # the holder identifier the header names (its card sealed the part)
+    digest: bytes  # the order digest
+    atc: int  # the card transaction counter value the part was sealed under
+    card_number: str | None
+    amount: int | None  # minor units
+    expiry: str | None  # MM/YY
+    name: str | None
+    phone: str | None
+    fields: frozenset[str]  # the names of the fields this party decrypted (the views table)
 
 
 class Ledger(Database):
@@ -223,11 +231,8 @@ class Ledger(Database):
 
     def _decide(self, request: AuthorisationRequest,
                 now: int) -> tuple[Decision, str | None]:
-        f = request.fields
-        amount = f.get("amount")
-        card_number = f.get("card_number")
-        if not isinstance(amount, int) or isinstance(amount, bool) \
-                or not 0 < amount <= MAX_AMOUNT or not isinstance(card_number, str):
+        amount, card_number = request.amount, request.card_number
+        if amount is None or not 0 < amount <= MAX_AMOUNT or card_number is None:
             return Decision("declined", "the order lacks a valid amount or card number",
                             0, request.digest), None
 
@@ -244,11 +249,11 @@ class Ledger(Database):
         # against the account it claims (card number bound to its identifier, expiry, name)
         if account.holder != request.holder:
             return decline("the card number does not belong to this card holder")
-        if f.get("card_expiry") != account.expiry:
+        if request.expiry != account.expiry:
             return decline("wrong expiry date")
-        if f.get("holder_name") != account.name:
+        if request.name != account.name:
             return decline("the name does not match the account")
-        if account.phone and f.get("holder_phone") != account.phone:
+        if account.phone and request.phone != account.phone:
             return decline("the phone number does not match the account")
         if account.blocked:
             return decline("the card is blocked")
