@@ -333,9 +333,9 @@ class SellerServer(PartyServer):
             mac, receipt = self.orders.approval(order_id)
         part = env.parts[Party.DELIVERY]
         delivery = await self._exchange(Party.DELIVERY, Deliver(
-            env.header, part, mac, await self.keys.mac(
+            env.header, part, await self.keys.mac(
                 header.delivery, request_digest(env.header, part, mac),
-                context("delivery-request", order_id))), Delivery)
+                context("delivery-request", order_id)), approval=mac), Delivery)
         await self._check(header.delivery,
                           delivery_answer_body(order_id, opened.digest, delivery.tracking),
                           delivery.mac, context("delivery-answer", order_id), "delivery answer")

@@ -33,7 +33,7 @@ from host.parties.durability import Halt, halt_process
 from host.parties.keymodule import KeyModule
 from host.protocol import codec, envelope, messages
 from host.protocol.envelope import Header, OpenedPart, PartReader
-from host.protocol.messages import Authorise, Confirm, Confirmed, Deliver, error_frame
+from host.protocol.messages import Confirm, Confirmed, Forwarded, error_frame
 from host.protocol.order import Party
 from host.protocol.wire import MessageType, RawMessage
 from host.storage.sqlite import StorageLost
@@ -196,7 +196,7 @@ class PartyServer:
             # only a test's halt returns: the peer learns nothing it could rely on
             raise Refused(ErrorCode.INTERNAL, "storage lost: this party is stopping") from exc
 
-    async def open_request(self, request: Authorise | Deliver, purpose: str,
+    async def open_request(self, request: Forwarded, purpose: str,
                            read: PartReader[P], *extra: bytes) -> tuple[bytes, OpenedPart[P]]:
         """A request the seller forwards: check the seller's MAC over exactly these bytes
         first (nothing is decrypted for an unauthenticated asker), then open our part.

@@ -174,13 +174,19 @@ class StatusQuery(_Message):
 
 
 @dataclass(frozen=True, slots=True)
-class Authorise(_Message):
-    """seller -> card manager: its part, under the seller's request MAC."""
+class Forwarded(_Message):
+    """A party's part, forwarded by the seller under its request MAC (section 7)."""
 
-    TYPE: ClassVar[MessageType] = MessageType.AUTHORISE
     header: bytes = _wire(bytes, max_size=MAX_HEADER)
     part: bytes = _wire(bytes, max_size=MAX_PART)
     mac: bytes = _wire(bytes, max_size=MAX_MAC)
+
+
+@dataclass(frozen=True, slots=True)
+class Authorise(Forwarded):
+    """seller -> card manager: its part."""
+
+    TYPE: ClassVar[MessageType] = MessageType.AUTHORISE
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,15 +225,12 @@ class Reversed(_Message):
 
 
 @dataclass(frozen=True, slots=True)
-class Deliver(_Message):
-    """seller -> delivery company: its part, the card manager's approval MAC, the seller's
-    request MAC over both."""
+class Deliver(Forwarded):
+    """seller -> delivery company: its part and the card manager's approval MAC, which the
+    seller's request MAC covers too."""
 
     TYPE: ClassVar[MessageType] = MessageType.DELIVER
-    header: bytes = _wire(bytes, max_size=MAX_HEADER)
-    part: bytes = _wire(bytes, max_size=MAX_PART)
     approval: bytes = _wire(bytes, max_size=MAX_MAC)
-    mac: bytes = _wire(bytes, max_size=MAX_MAC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,7 @@ EXAMPLES: dict[MessageType, Message] = {m.TYPE: m for m in (
     Authorisation("approved", "approved", 4900, bytes(32), bytes(33), b"receipt"),
     Reverse(HEADER, bytes(32), "not completed in time", bytes(33)),
     Reversed("reversed", 4900, bytes(33), b"receipt"),
-    Deliver(HEADER, BOX, bytes(33), bytes(33)),
+    Deliver(HEADER, BOX, bytes(33), approval=bytes(33)),
     Delivery("TRK-1", bytes(33), b"receipt"),
     ErrorMessage("replay", "order 00 was already seen"),
 )}
