@@ -17,10 +17,12 @@ demo: deps
 
 test: test-deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -rs
 
 lint: deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # pcsc_scan names the card: its ATRs in the per-user list pcsc-tools reads (see README)
 atr-list: deps

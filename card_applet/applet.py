@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from card_applet import blom, keys, pin
-from card_applet.apdu import CommandApdu
+from card_applet import blom, files, keys, pin
+from card_applet.apdu import EXTENDED_MAX_LE, SHORT_MAX_LE, CommandApdu
 from card_applet.state import (
     PIN_MAX_TRIES,
     PUK_MAX_TRIES,
@@ -62,6 +62,7 @@ class Ins(IntEnum):
     INTERNAL_AUTHENTICATE = 0x88
     EXTERNAL_AUTHENTICATE = 0x82
     GET_RESPONSE = 0xC0
+    READ_BINARY = 0xB0
     # proprietary (CLA 80), personalisation only
     INITIALIZE_UPDATE = 0x50
     STORE_DATA = 0xE2
@@ -141,11 +142,22 @@ class Volatile:
     chain_header: tuple[int, int, int, int] | None = None
     chain_data: bytearray = field(default_factory=bytearray)
     pending_response: bytes = b""
+    selection: files.Selection | None = None  # None: the MF, no current file (reset)
 
 
-Handler = Callable[["Applet", CommandApdu], bytes]
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Response data with a warning status word instead of 9000 (data never exceeds Ne)."""
+
+    data: bytes
+    sw: int
+
+
+Handler = Callable[["Applet", CommandApdu], "bytes | Reply"]
 _INTER_INDUSTRY: dict[int, Handler] = {}
 _PROPRIETARY: dict[int, Handler] = {}
+# the file system belongs to the card, not to the application: usable with nothing selected
+_WITHOUT_APPLICATION = {Ins.SELECT, Ins.READ_BINARY}
 
 
 def command(ins: Ins, *, proprietary: bool = False) -> Callable[[Handler], Handler]:
@@ -163,6 +175,7 @@ class Applet:
         self.v = Volatile()
         self._row_cache: tuple[bytes, list[int]] | None = None
         self.executed = 0  # commands that reached a handler (for tests and benches)
+        self.files = files.card_files(AID, self.state.serial, MAX_COMMAND_DATA, EXTENDED_MAX_LE)
 
     # -- power ------------------------------------------------------------------------------
 
@@ -203,7 +216,7 @@ class Applet:
         if handler is None:
             raise CardError(SW.INS_NOT_SUPPORTED)
         # before buffering a chain part: an unselected applet refuses the first part at once
-        if cmd.ins != Ins.SELECT and not self.v.selected:
+        if cmd.ins not in _WITHOUT_APPLICATION and not self.v.selected:
             raise CardError(SW.CONDITIONS_NOT_SATISFIED)
         if cmd.is_chained:
             if len(self.v.chain_data) + len(cmd.data) > MAX_COMMAND_DATA:
@@ -235,8 +248,11 @@ class Applet:
         self.v.chain_header = None
         self.v.chain_data = bytearray()
 
-    def _respond(self, data: bytes, le: int | None) -> bytes:
+    def _respond(self, data: bytes | Reply, le: int | None) -> bytes:
         limit = le or 0
+        if isinstance(data, Reply):
+            assert len(data.data) <= limit
+            return data.data + data.sw.to_bytes(2, "big")
         if len(data) <= limit:
             return data + b"\x90\x00"
         self.v.pending_response = data[limit:]
@@ -248,12 +264,15 @@ class Applet:
     def _get_response(self, cmd: CommandApdu) -> bytes:
         if cmd.p1 or cmd.p2:
             raise CardError(SW.INCORRECT_P1P2)
-        if cmd.data or cmd.le is None:
+        if cmd.data:
             raise CardError(SW.WRONG_LENGTH)
         if not self.v.pending_response:
             raise CardError(SW.CONDITIONS_NOT_SATISFIED)
-        chunk = self.v.pending_response[: cmd.le]
-        self.v.pending_response = self.v.pending_response[cmd.le :]
+        # no Le (case 1, as yubikit sends it in extended mode) asks for as much as a short
+        # response carries, as real cards answer it; the rest follows with 61xx
+        ne = cmd.le or SHORT_MAX_LE
+        chunk = self.v.pending_response[:ne]
+        self.v.pending_response = self.v.pending_response[ne:]
         if self.v.pending_response:
             return chunk + self._more_bytes()
         return chunk + b"\x90\x00"
@@ -344,7 +363,7 @@ class Applet:
     @command(Ins.SELECT)
     def select(self, cmd: CommandApdu) -> bytes:
         if cmd.p1 in (0x00, 0x01, 0x02, 0x03, 0x08, 0x09):
-            raise CardError(SW.FILE_NOT_FOUND)  # no file system on this card
+            return self._select_file(cmd)
         if cmd.p1 != 0x04 or cmd.p2 & 0xF0 or cmd.p2 & 0x0C not in (0x00, 0x0C):
             raise CardError(SW.INCORRECT_P1P2)
         occurrence = cmd.p2 & 0x03
@@ -352,10 +371,31 @@ class Applet:
             raise CardError(SW.FILE_NOT_FOUND)
         if occurrence in (0x02, 0x03) and self.v.selected:
             raise CardError(SW.FILE_NOT_FOUND)  # there is no next/previous application
-        self.v = Volatile(selected=True)
+        adf = self.files.application
+        self.v = Volatile(selected=True, selection=files.Selection(adf, adf))
         if cmd.p2 & 0x0C == 0x0C:
             return b""
         return tlv(0x6F, tlv(0x84, AID) + tlv(0xA5, self._public_template()))
+
+    def _select_file(self, cmd: CommandApdu) -> bytes:
+        answer = files.check_p2(cmd.p2)
+        new = files.select(self.files, self._selection(), cmd.p1, cmd.data)
+        if self.v.selected and new.df is not self.files.application:
+            # leaving the application DF ends its session (PIN, peer, challenge, chain), as
+            # a DF's security status does not survive leaving the DF (ISO 7816-4 5.4)
+            self.v = Volatile()
+        self.v.selection = new
+        assert new.file is not None
+        return files.select_response(new.file, answer)
+
+    def _selection(self) -> files.Selection:
+        return self.v.selection or files.Selection(self.files.mf)
+
+    @command(Ins.READ_BINARY)
+    def read_binary(self, cmd: CommandApdu) -> Reply:
+        read = files.read_binary(self._selection(), cmd.p1, cmd.p2, cmd.data, cmd.le)
+        self.v.selection = read.selection
+        return Reply(read.data, SW.END_OF_FILE if read.short else SW.OK)
 
     @command(Ins.GET_DATA)
     def get_data(self, cmd: CommandApdu) -> bytes:

@@ -67,11 +67,12 @@ class LineTiming:
     cwi: int = 5
     bwi: int = 4
     slack: float = DEFAULT_SLACK
+    wi: int = 10  # T=0 waiting time integer (TC2, 10 by default)
 
     @classmethod
     def from_atr(cls, atr: Atr, fi_di: tuple[int, int] = (372, 1),
                  clock_hz: int = DEFAULT_CLOCK_HZ, slack: float = DEFAULT_SLACK) -> LineTiming:
-        return cls(fi_di[0], fi_di[1], clock_hz, atr.cwi, atr.bwi, slack)
+        return cls(fi_di[0], fi_di[1], clock_hz, atr.cwi, atr.bwi, slack, atr.wi)
 
     @property
     def etu(self) -> float:
@@ -90,6 +91,12 @@ class LineTiming:
     def bwt(self) -> float:
         """Block waiting time: 11 etu + 2^BWI x 960 x 372 / f (Fd, not Fi: 11.4.3)."""
         return 11 * self.etu + (1 << self.bwi) * 960 * 372 / self.clock_hz + self.slack
+
+    @property
+    def wwt(self) -> float:
+        """T=0 work waiting time: 960 x WI x Fi / f (10.2), the longest gap between a
+        character and the one before it, in either direction."""
+        return 960 * self.wi * self.fi / self.clock_hz + self.slack
 
     @property
     def t1_char_rate(self) -> float:

@@ -1,12 +1,14 @@
-"""The card on a serial line: ATR on reset, PPS, then T=1 around the applet.
+"""The card on a serial line: ATR on reset, PPS, then T=1 or T=0 around the applet.
 
-    python -m card_applet.serve --state card.json --serial /dev/pts/7
+    python -m card_applet.serve --state card.json --serial /dev/pts/7 [--protocol t0|both]
 
 `LineFramer` is sans-IO: bytes and the time go in, line events come out (a reset or
 deactivation request, a PPS request, a whole block, or an invalid one once the line has
-gone quiet). `SerialCard` is the loop: it reads the port, feeds the framer and the
-`T1Card` engine, runs the applet on a worker thread so it can keep asking for waiting time
-extensions (S(WTX)) while a slow command runs, and writes what the engine says.
+gone quiet; under T=0, the characters of the TPDU in progress). `SerialCard` is the loop: it
+reads the port, feeds the framer and the protocol engine (`T1Card` or `T0Card`, whichever
+the ATR's default or the PPS selected), runs the applet on a worker thread so it can keep
+the reader waiting (S(WTX) under T=1, NULL bytes under T=0) while a slow command runs, and
+writes what the engine says.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Protocol
 from card_applet.atr import ATR, Edc, parse_atr
 from card_applet.line import PPSS, LineTiming, Marker, Pps, answer_pps
 from card_applet.sw import SW
-from card_applet.t1 import RError, T1Card, epilogue
+from card_applet.t0 import T0Card
+from card_applet.t1 import CardOutput, RError, T1Card, epilogue
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ class Event(Enum):
     PPS = "pps"
     BLOCK = "block"
     INVALID = "invalid"
+    CHARS = "chars"  # T=0: bytes of the TPDU in progress
 
 
 @dataclass
@@ -48,6 +52,9 @@ class LineFramer:
     edc: Edc = Edc.LRC
     powered: bool = False
     pps_allowed: bool = False  # only the first exchange after an ATR may be a PPS
+    #: set while T=0 runs: it says where a TPDU's bytes end, so that an FF inside a TPDU is
+    #: data, and FF at a TPDU boundary starts a line request (CLA FF is invalid, 10.3.2)
+    t0: T0Card | None = None
     _buf: bytearray = field(default_factory=bytearray)
     _last: float = 0.0
     _draining: bool = False
@@ -95,7 +102,8 @@ class LineFramer:
 
     def _next(self) -> tuple[Event, bytes] | None:
         buf = self._buf
-        if buf[0] == PPSS:
+        t0 = self.t0
+        if buf[0] == PPSS and (t0 is None or t0.at_boundary):
             if len(buf) < 2:
                 return None
             for marker in Marker:
@@ -116,6 +124,12 @@ class LineFramer:
                 return Event.PPS, self._take(size)
             self._draining = True  # NAD FF: no block starts so
             return None
+        if t0 is not None:
+            self.pps_allowed = False
+            if not t0.wanted:
+                self._draining = True  # bytes while we work: the reader broke half duplex
+                return None
+            return Event.CHARS, self._take(min(t0.wanted, len(buf)))
         if len(buf) < 3:
             return None
         if buf[2] == 0xFF:
@@ -164,6 +178,8 @@ class SerialCard:
     #: test facility: seconds a command takes before the applet runs (by its bytes)
     command_delay: Callable[[bytes], float] = lambda _command: 0.0
     poll_interval: float = 0.005
+    #: test facility: under T=0, move data one byte per procedure byte (INS ^ FF)
+    t0_byte_by_byte: bool = False
 
     def __post_init__(self) -> None:
         parsed = parse_atr(self.atr)
@@ -171,7 +187,10 @@ class SerialCard:
         self.offered = parsed.protocols
         self.max_fi_di = parsed.fi_di
         self.engine = T1Card(ifsc=parsed.ifsc, edc=parsed.edc)
+        self.t0 = T0Card(byte_by_byte=self.t0_byte_by_byte)
+        self.protocol = self.offered[0]
         self.framer = LineFramer(self.timing.cwt, parsed.edc)
+        self._last_rx = 0.0
         self.resets = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="applet")
         self._running: tuple[Future[bytes], int] | None = None
@@ -189,9 +208,14 @@ class SerialCard:
                 if waiting:
                     data += self.port.read(waiting)
                 now = time.monotonic()
+                if data:
+                    self._last_rx = now
                 events = self.framer.feed(data, now) if data else self.framer.poll(now)
                 for event, raw in events:
                     self._on_event(event, raw)
+                if self.protocol == 0 and now - self._last_rx >= self.timing.wwt \
+                        and self.t0.abandon():
+                    log.info("T=0: the reader fell silent mid-command for WWT; dropped")
                 self._tend_command(now)
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -206,12 +230,18 @@ class SerialCard:
             wait([self._running[0]])
             self._running = None
 
+    def _select(self, protocol: int) -> None:
+        self.protocol = protocol
+        self.framer.t0 = self.t0 if protocol == 0 else None
+
     def _on_event(self, event: Event, raw: bytes) -> None:
         if event is Event.RESET:
             self.resets += 1
             self._settle()
             self.applet.reset()
             self.engine.reset()
+            self.t0.reset()
+            self._select(self.offered[0])  # the default protocol until a PPS says otherwise
             self.framer.pps_allowed = True
             self._write(self.atr)
             log.debug("reset: ATR sent")
@@ -219,15 +249,21 @@ class SerialCard:
             self._settle()
             self.applet.power_off()
             self.engine.reset()
+            self.t0.reset()
         elif event is Event.PPS:
             self._on_pps(raw)
         elif event is Event.BLOCK:
-            out = self.engine.receive(raw)
-            self._write(out.send)
-            if out.execute is not None:
-                self._start(out.execute)
-        else:
+            self._act(self.engine.receive(raw))
+        elif event is Event.CHARS:
+            self._act(self.t0.receive(raw))
+        elif self.protocol == 1:
             self._write(self.engine.receive_invalid(RError.EDC).send)
+        # T=0 has no answer to garbage: the reader's WWT runs out
+
+    def _act(self, out: CardOutput) -> None:
+        self._write(out.send)
+        if out.execute is not None:
+            self._start(out.execute)
 
     def _on_pps(self, raw: bytes) -> None:
         try:
@@ -240,16 +276,23 @@ class SerialCard:
             log.info("PPS for T=%d refused: not offered", request.protocol)
             return
         self._write(answer.encode())
+        self._select(answer.protocol)
         fi_di = answer.fi_di
         if fi_di is not None and fi_di != (self.timing.fi, self.timing.di):
             self.timing = LineTiming(fi_di[0], fi_di[1], self.timing.clock_hz,
-                                     self.timing.cwi, self.timing.bwi, self.slack)
+                                     self.timing.cwi, self.timing.bwi, self.slack,
+                                     self.timing.wi)
             self.port.baudrate = self.timing.baudrate
 
     # -- the applet, on its own thread ------------------------------------------------------
 
+    @property
+    def _keepalive(self) -> float:
+        """How often a running command keeps the reader waiting: half its timer."""
+        return (self.timing.wwt if self.protocol == 0 else self.timing.bwt) / 2
+
     def _start(self, command: bytes) -> None:
-        generation = self.engine.generation
+        generation = (self.t0 if self.protocol == 0 else self.engine).generation
 
         def run() -> bytes:
             # Whatever goes wrong here must still answer the terminal: an exception left in
@@ -265,24 +308,26 @@ class SerialCard:
 
         future = self._pool.submit(run)
         self._running = (future, generation)
-        # ask for more time well before the terminal's BWT runs out
-        self._wtx_at = time.monotonic() + self.timing.bwt / 2
+        # ask for more time well before the terminal's BWT (WWT) runs out
+        self._wtx_at = time.monotonic() + self._keepalive
         # The terminal is silent while we work (half duplex), so wait for the applet here
         # rather than poll it between reads; only a reset could come, and it waits.
-        wait([future], timeout=self.timing.bwt / 2)
+        wait([future], timeout=self._keepalive)
         self._tend_command(time.monotonic())
 
     def _tend_command(self, now: float) -> None:
         if self._running is None:
             return
         future, generation = self._running
+        t0 = self.protocol == 0
         if future.done():
             self._running = None
-            self._write(self.engine.executed(future.result(), generation).send)
+            engine = self.t0 if t0 else self.engine
+            self._write(engine.executed(future.result(), generation).send)
         elif now >= self._wtx_at:
-            # one BWT more each time: the terminal's wait restarts at our request
-            self._write(self.engine.request_wtx(1).send)
-            self._wtx_at = now + self.timing.bwt / 2
+            # one BWT (WWT) more each time: the terminal's wait restarts at our request
+            self._write((self.t0.null() if t0 else self.engine.request_wtx(1)).send)
+            self._wtx_at = now + self._keepalive
 
     def _write(self, data: bytes) -> None:
         if data:

@@ -2,6 +2,7 @@
 
     python -m card_applet.serve --state card.json [--vpcd 127.0.0.1:35963]
     python -m card_applet.serve --state card.json --serial /dev/pts/7   (ISO 7816-3 T=1)
+    python -m card_applet.serve --state card.json --serial /dev/pts/7 --protocol t0
     python -m card_applet.serve --state card.json --vpcd-fd 3           (inherited socket)
 
 (`nettx card serve` is the same, plus manufacturing a blank card when the file is new.)
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from card_applet.apdu_trace import TRAFFIC, CardTrace, TracedCard, TraceStyle, card_log
 from card_applet.applet import Applet
-from card_applet.atr import ATR, ATR_CRC
+from card_applet.atr import ATR, ATR_CRC, ATR_DUAL, ATR_DUAL_CRC, ATR_T0
 from card_applet.sealing import StateKey
 from card_applet.state import CardStore, FileStore, TearingStore
 from card_applet.store_errors import StateError
@@ -36,6 +37,20 @@ from card_applet.vpcd import DEFAULT_PORT, Card, CardSide, VpcdCard
 log = logging.getLogger("nettx.card")
 
 MAX_DELAY = 600.0  # s: a test facility; longer is a typo, not a test
+# --protocol on a serial line: what the ATR offers (docs/serial.md), without and with --crc
+SERIAL_PROTOCOLS = ("t1", "both", "t0")
+_SERIAL_ATRS = {"t1": (ATR, ATR_CRC), "both": (ATR_DUAL, ATR_DUAL_CRC), "t0": (ATR_T0, None)}
+
+
+def serial_atr(protocol: str = "t1", crc: bool = False) -> bytes:
+    """The ATR for --protocol: t1 (T=1 only), both (T=0 by default, T=1 by PPS), t0 (T=0
+    only). --crc is a T=1 epilogue: ValueError with t0."""
+    if protocol not in _SERIAL_ATRS:
+        raise ValueError(f"bad --protocol {protocol!r}: one of {', '.join(SERIAL_PROTOCOLS)}")
+    atr = _SERIAL_ATRS[protocol][1 if crc else 0]
+    if atr is None:
+        raise ValueError("--crc names a T=1 epilogue: it cannot go with --protocol t0")
+    return atr
 
 
 def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -81,9 +96,12 @@ def serve(state_path: Path, host: str, port: int, *, tear_after_writes: int | No
 def serve_serial(state_path: Path, device: str, *, stop: threading.Event | None = None,
                  tear_after_writes: int | None = None,
                  delays: dict[int, float] | None = None, crc: bool = False,
-                 key: StateKey | None = None, trace: CardTrace | None = None) -> None:
+                 key: StateKey | None = None, trace: CardTrace | None = None,
+                 protocol: str = "t1") -> None:
     """Serve the card on a serial line (a UART, a pty, or any pyserial URL) until `stop`;
-    `crc`: the ATR announces a CRC epilogue for T=1 blocks instead of the LRC."""
+    `crc`: the ATR announces a CRC epilogue for T=1 blocks instead of the LRC; `protocol`:
+    what the ATR offers (`serial_atr`)."""
+    atr = serial_atr(protocol, crc)
     import serial  # pyserial only for the serial card
 
     from card_applet.line import serial_options
@@ -96,7 +114,7 @@ def serve_serial(state_path: Path, device: str, *, stop: threading.Event | None 
              applet.state.lifecycle.name.lower(), device)
     try:
         SerialCard(traced(applet, trace), port, stop or threading.Event(),
-                   atr=ATR_CRC if crc else ATR,
+                   atr=atr,
                    command_delay=lambda apdu: slow.get(apdu[1], 0.0) if len(apdu) > 1 else 0.0,
                    ).run()
     finally:
@@ -142,10 +160,10 @@ def serve_serial_until_signalled(state_path: Path, device: str, *,
                                  tear_after_writes: int | None = None,
                                  delays: dict[int, float] | None = None,
                                  crc: bool = False, key: StateKey | None = None,
-                                 trace: CardTrace | None = None) -> None:
+                                 trace: CardTrace | None = None, protocol: str = "t1") -> None:
     serve_serial(state_path, device, stop=_stop_on_signals(),
                  tear_after_writes=tear_after_writes, delays=delays, crc=crc, key=key,
-                 trace=trace)
+                 trace=trace, protocol=protocol)
 
 
 def inherited_channel(fd: int) -> socket.socket:
@@ -189,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="test facility: SIGKILL self right after the Nth EEPROM write")
     parser.add_argument("--crc", action="store_true",
                         help="with --serial: announce CRC (TC3) instead of LRC for T=1 blocks")
+    parser.add_argument("--protocol", choices=SERIAL_PROTOCOLS, default=None,
+                        help="with --serial: what the ATR offers: t1 (default), both (T=0 "
+                             "first, T=1 by PPS) or t0 (T=0 only)")
     parser.add_argument("--delay", action="append", default=[], metavar="INS:SECONDS",
                         help="test facility: commands with this INS (hex) take this long")
     parser.add_argument("--trace", action="store_true",
@@ -201,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.trace_full or args.trace_secrets) and not args.trace:
         parser.error("--trace-full and --trace-secrets work only with --trace")
-    if not args.serial and (args.crc or args.delay):
-        parser.error("--crc and --delay work only with --serial")
+    if not args.serial and (args.crc or args.delay or args.protocol):
+        parser.error("--crc, --delay and --protocol work only with --serial")
+    if args.crc and args.protocol == "t0":
+        parser.error("--crc names a T=1 epilogue: it cannot go with --protocol t0")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s card %(levelname)s %(message)s")
     trace = None
@@ -229,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 serve_serial_until_signalled(args.state, args.serial,
                                              tear_after_writes=args.tear_after_writes,
                                              delays=delays, crc=args.crc, key=key,
-                                             trace=trace)
+                                             trace=trace, protocol=args.protocol or "t1")
             except OSError as exc:  # pyserial's SerialException is an OSError
                 print(f"error: serial line {args.serial}: {exc}", file=sys.stderr)
                 return 1

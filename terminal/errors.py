@@ -109,6 +109,11 @@ class LineProtocolError(ReaderError):
     block the protocol has no answer to."""
 
 
+class ApduNotMappableError(ReaderError):
+    """T=0: the APDU cannot travel as a TPDU (malformed, or extended: Nc > 255, Ne > 256).
+    Refused before a byte is sent, so the card is untouched."""
+
+
 class RetryLimitError(LineProtocolError):
     """T=1 gave up: a block still failed after the retry limit and resynchronisation. The
     command's outcome is unknown; it is never re-sent on its own (it may have executed)."""

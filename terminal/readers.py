@@ -6,6 +6,7 @@
     serial:DEVICE           a T=1 reader on a serial line: a UART or a pty (/dev/pts/N);
                             serial:///dev/ttyUSB0 works too, and so does
                             serial:socket://HOST:PORT (any pyserial URL)
+    serial:t0:DEVICE        the same, speaking T=0 (serial:t1:DEVICE names T=1)
     socket://HOST:PORT      pyserial URLs (socket://, rfc2217://) name a serial line directly
 """
 
@@ -55,9 +56,13 @@ def open_reader(spec: str, state_key: StateKey | None = None) -> Reader:
         from terminal.serial import SerialReader  # pyserial only when a line is asked for
 
         device = spec if kind != "serial" else arg
+        protocol = 1
+        if kind == "serial" and device[:3] in ("t0:", "t1:"):
+            protocol, device = int(device[1]), device[3:]
         if device.startswith("//"):  # serial:///dev/ttyUSB0
             device = device[2:]
         if not device:
-            raise ReaderError("serial reader needs a device: serial:DEVICE or a pyserial URL")
-        return SerialReader(device)
+            raise ReaderError("serial reader needs a device: serial:[t0:|t1:]DEVICE or a "
+                              "pyserial URL")
+        return SerialReader(device, protocol=protocol)
     raise ReaderError(f"unknown reader {spec!r}: use one of {', '.join(KINDS)}")

@@ -11,10 +11,13 @@ allowed), tab-indented description lines, a blank line.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from card_applet.atr import ATR, ATR_CRC
+from card_applet.atr import ATR, ATR_CRC, ATR_DUAL, ATR_T0, AtrError, AtrFault, parse_atr
 
 SYSTEM_LIST = Path("/usr/share/pcsc/smartcard_list.txt")
 DESCRIPTION = "nettx virtual smart card (EP 0791901 network transaction applet, T=1)"
@@ -24,10 +27,67 @@ def _hex(atr: bytes) -> str:
     return atr.hex(" ").upper()
 
 
+CARD_ATRS = ((ATR, ""), (ATR_CRC, ", CRC epilogue"),
+             (ATR_DUAL, ", serial line offering T=0 and T=1"), (ATR_T0, ", serial line, T=0 only"))
+_PLAIN_ATR = re.compile(r"[0-9A-F]{2}( [0-9A-F]{2})*")
+
+
 def entry() -> str:
-    """The card's lines: both ATRs it answers with (LRC, and CRC on noisy serial lines)."""
-    return "".join(f"{_hex(atr)}\n\t{DESCRIPTION}{note}\n\n"
-                   for atr, note in ((ATR, ""), (ATR_CRC, ", CRC epilogue")))
+    """The card's lines: every ATR it answers with (LRC, CRC on noisy serial lines, and the
+    serial line's T=0 variants)."""
+    return "".join(f"{_hex(atr)}\n\t{DESCRIPTION}{note}\n\n" for atr, note in CARD_ATRS)
+
+
+def listed_atrs(path: Path = SYSTEM_LIST) -> list[bytes]:
+    """The ATRs of a list, one per ATR line; lines that are patterns (`..`, `[...]`: many
+    cards of a family) are left out, since they are no one card's bytes."""
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    return [bytes.fromhex(line) for line in text.splitlines()
+            if _PLAIN_ATR.fullmatch(line.strip()) and line == line.lstrip()]
+
+
+@dataclass
+class AtrSurvey:
+    """How `parse_atr` fares on many ATRs: accepted, refused (by fault), and crashes (any
+    exception but AtrError: always a bug)."""
+
+    accepted: int = 0
+    refused: Counter[AtrFault] = field(default_factory=Counter)
+    examples: dict[AtrFault, bytes] = field(default_factory=dict)
+    crashed: list[tuple[bytes, str]] = field(default_factory=list)
+
+    def add(self, raw: bytes) -> None:
+        try:
+            atr = parse_atr(raw)
+            for name in ("protocols", "specific_mode", "extra_guard_time", "bwi", "cwi", "edc",
+                         "fi_di", "ifsc", "wi"):
+                getattr(atr, name)  # what a reader reads next: a reserved value refuses it
+        except AtrError as exc:
+            self.refused[exc.fault] += 1
+            self.examples.setdefault(exc.fault, raw)
+        except Exception as exc:  # counted: the survey fails on any
+            self.crashed.append((raw, f"{type(exc).__name__}: {exc}"))
+        else:
+            self.accepted += 1
+
+    @property
+    def total(self) -> int:
+        return self.accepted + sum(self.refused.values()) + len(self.crashed)
+
+    def lines(self) -> list[str]:
+        out = [f"{self.total} ATRs: {self.accepted} accepted, {sum(self.refused.values())} "
+               f"refused, {len(self.crashed)} crashed"]
+        for fault, count in self.refused.most_common():
+            out.append(f"  refused, {fault.value}: {count} (e.g. {_hex(self.examples[fault])})")
+        out += [f"  CRASH {_hex(raw)}: {why}" for raw, why in self.crashed]
+        return out
+
+
+def survey(atrs: list[bytes]) -> AtrSurvey:
+    result = AtrSurvey()
+    for raw in atrs:
+        result.add(raw)
+    return result
 
 
 def user_list_path(environ: dict[str, str] | None = None) -> Path:
@@ -48,7 +108,7 @@ def install(path: Path, system_list: Path = SYSTEM_LIST) -> bool:
         current = system_list.read_text(encoding="utf-8", errors="surrogateescape")
     else:
         current = ""
-    if _hex(ATR) in current and _hex(ATR_CRC) in current:
+    if all(_hex(atr) in current for atr, _note in CARD_ATRS):
         return False
     if current and not current.endswith("\n\n"):
         current += "\n" if current.endswith("\n") else "\n\n"

@@ -1,10 +1,10 @@
 """Shared fixtures: a personalised card on every reader, and the real pcscd + vpcd stack.
 
-`card_on_reader` is parametrised over in-process, embedded vpcd, PC/SC and serial (T=1 on
-a socat pty pair, the card in its own process), so each session
-behaviour is tested through all of them. One private pcscd (its own mount and network
-namespaces, see vpcd_config/README.md) is started per test session, on free ports, and
-stopped by PID at the end; a system pcscd, if any, is left alone.
+`card_on_reader` is parametrised over in-process, embedded vpcd, PC/SC, serial (T=1 on a
+socat pty pair, the card in its own process) and serial-t0 (the same line, T=0 picked by
+PPS), so each session behaviour is tested through all of them. One private pcscd (its own
+mount and network namespaces, see vpcd_config/README.md) is started per test session, on
+free ports, and stopped by PID at the end; a system pcscd, if any, is left alone.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def pcscd() -> Iterator[Pcscd]:
 # -- a personalised card on each reader ------------------------------------------------------
 
 
-READERS = ["inprocess", "embedded", "pcsc", "serial"]
+READERS = ["inprocess", "embedded", "pcsc", "serial", "serial-t0"]
 
 
 @pytest.fixture(params=READERS)
@@ -174,14 +174,17 @@ def card_on_reader(request: pytest.FixtureRequest, card_state: Path) -> Iterator
         yield reader
         reader.close()
         return
-    if kind == "serial":
+    if kind in ("serial", "serial-t0"):
         from terminal.cardproc import SerialCardProcess
         from terminal.serial import SerialReader
         from tests.serial_support import socat_pair
 
+        # serial-t0: the card offers T=0 and T=1 (T=0 first), the reader picks T=0 by PPS
+        t0 = kind == "serial-t0"
         with socat_pair(card_state.parent) as (card_tty, reader_tty), \
-                SerialCardProcess(card_state, card_tty):
-            line = SerialReader(reader_tty)
+                SerialCardProcess(card_state, card_tty,
+                                  extra=["--protocol", "both"] if t0 else None):
+            line = SerialReader(reader_tty, protocol=0 if t0 else 1)
             try:
                 line.wait_for_card(timeout=15)
                 yield line

@@ -21,6 +21,7 @@ from host.cli.cardaccess import open_card, state_key_options
 from host.cli.kit import (
     PIN,
     PUK,
+    CliFail,
     console,
     json_option,
     print_json,
@@ -275,8 +276,6 @@ def conformance(reader_spec: str | None, state: Path | None, aid: bytes | None,
     then unblocked). Neither is an argument: NETTX_PIN / NETTX_PUK, --pin-file / --puk-file,
     --pin-fd / --puk-fd, or --ask-pin / --ask-puk for a hidden prompt.
     """
-    from host.cli.main import CliFail  # host.cli registers this command: import it late
-
     if list_checks:
         if as_json:
             print_json({"checks": [{"check": c.id, "clause": c.clause, "what": c.title}

@@ -254,6 +254,10 @@ def card_seal(state: Path) -> None:
 @click.option("--serial", "serial_device", metavar="DEVICE",
               help="Serve on a serial line instead (ISO 7816-3 ATR, PPS, T=1): a UART, a pty "
                    "or a pyserial URL; reset is in-band (docs/serial.md).")
+@click.option("--protocol", "serial_protocol", type=click.Choice(["t1", "both", "t0"]),
+              default=None,
+              help="With --serial: the protocols the ATR offers: t1 (default), both (T=0 "
+                   "first, T=1 by PPS) or t0 (T=0 only).")
 @click.option("--tear-after-writes", type=int, hidden=True)
 @click.option("--trace", "trace_log", is_flag=True,
               help="Log every command the card receives and its answer, secrets redacted "
@@ -265,12 +269,14 @@ def card_seal(state: Path) -> None:
 @state_key_options
 @fails_cleanly
 def card_serve(home: Path, state: Path, vpcd: str, listen: str | None,
-               serial_device: str | None, tear_after_writes: int | None, trace_log: bool,
-               trace_pcap: Path | None) -> None:
+               serial_device: str | None, serial_protocol: str | None,
+               tear_after_writes: int | None, trace_log: bool, trace_pcap: Path | None) -> None:
     """Serve the card to a vpcd reader (reconnecting whenever it goes away), or on a serial
     line with --serial."""
     if serial_device and listen:
         raise click.UsageError("--serial and --listen exclude each other")
+    if serial_protocol and not serial_device:
+        raise click.UsageError("--protocol works only with --serial")
     try:
         host, port = parse_endpoint(listen or vpcd)
     except ValueError as exc:
@@ -285,7 +291,8 @@ def card_serve(home: Path, state: Path, vpcd: str, listen: str | None,
         from card_applet.serve import serve_serial_until_signalled
 
         serve_serial_until_signalled(state, serial_device, tear_after_writes=tear_after_writes,
-                                     key=key, trace=card_trace)
+                                     key=key, trace=card_trace,
+                                     protocol=serial_protocol or "t1")
         return
     serve_until_signalled(state, host, port, listen=listen is not None,
                           tear_after_writes=tear_after_writes, key=key, trace=card_trace)

@@ -173,9 +173,12 @@ def test_select_without_aid_not_found(card: CardDriver) -> None:
     assert card.send("00 A4 04 00 00").sw == 0x6A82
 
 
-@pytest.mark.parametrize("p1", [0x00, 0x01, 0x02, 0x03, 0x08, 0x09])
-def test_select_by_file_not_found(card: CardDriver, p1: int) -> None:
-    assert card.cmd(0x00, 0xA4, p1, 0x00, h("3F 00"), 256).sw == 0x6A82
+@pytest.mark.parametrize(("p1", "data", "sw"), [
+    (0x00, "12 34", 0x6A82), (0x01, "12 34", 0x6A82), (0x02, "12 34", 0x6A82),
+    (0x03, "3F 00", 0x6A87),  # SELECT parent takes no data
+    (0x08, "12 34", 0x6A82), (0x09, "12 34", 0x6A82)])
+def test_select_by_file_not_found(card: CardDriver, p1: int, data: str, sw: int) -> None:
+    assert card.cmd(0x00, 0xA4, p1, 0x00, h(data), 256).sw == sw
 
 
 @pytest.mark.parametrize(("p1", "p2"), [(0x05, 0x00), (0x04, 0x04), (0x04, 0x08),
@@ -290,7 +293,7 @@ def test_secure_messaging_not_supported(card: CardDriver, cla: int) -> None:
     assert card.cmd(cla, 0xCA, 0x00, 0xC2, le=256).sw == 0x6882
 
 
-@pytest.mark.parametrize("ins", [0x00, 0xB0, 0xD6, 0x44, 0x0E, 0x70])
+@pytest.mark.parametrize("ins", [0x00, 0xB2, 0xD6, 0x44, 0x0E, 0x70])
 def test_unknown_instruction(card: CardDriver, ins: int) -> None:
     assert card.cmd(0x00, ins, 0x00, 0x00).sw == 0x6D00
 

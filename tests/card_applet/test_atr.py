@@ -7,7 +7,10 @@ import pytest
 
 from card_applet.atr import (
     ATR,
+    ATR_DUAL,
+    ATR_T0,
     AtrError,
+    AtrFault,
     Convention,
     Edc,
     atr_length,
@@ -106,3 +109,52 @@ def test_reserved_fi_di_and_ifsc() -> None:
     reserved_ifsc = parse_atr(build_atr(ifsc=0xFF))
     with pytest.raises(AtrError, match="IFSC FF"):
         _ = reserved_ifsc.ifsc
+
+
+@pytest.mark.parametrize("raw, byte", [
+    ("3B 81 1F 00 CC 52", "TD1 1F \\(byte 3 of the ATR\\)"),
+    ("3F FF 3F 3F 3F 3F 00 3F 3F 3F 3F 3F 3F 3F 3F 3F 3F 3F 3F 3F 3F 3F 3F",
+     "TD1 3F \\(byte 6 of the ATR\\)"),
+    ("3B 80 1F C7 80 31 E0 73 FE 21 11 63 40 71 63 83 07 90 00 9A",
+     "TD1 1F \\(byte 3 of the ATR\\)"),
+])
+def test_t15_in_td1_is_refused_naming_the_byte(raw: str, byte: str) -> None:
+    # read as "no protocol named: T=0" these once passed; 8.2.3 says T=15 is invalid in TD1
+    with pytest.raises(AtrError, match=f"{byte} announces T=15, which ISO/IEC 7816-3 8.2.3 "
+                                       "forbids in TD1") as exc:
+        parse_atr(bytes.fromhex(raw))
+    assert exc.value.fault is AtrFault.T15_IN_TD1
+
+
+def test_t15_after_the_first_protocol_is_fine() -> None:
+    atr = parse_atr(bytes.fromhex("3B 80 80 1F 07 18"))  # TD1 T=0, TD2 T=15 (TA3 global)
+    assert atr.protocols == (0,) and atr.groups[2].ta == 0x07
+
+
+@pytest.mark.parametrize("raw, fault", [
+    ("", AtrFault.EMPTY), ("3C 00", AtrFault.TS), ("3B 02 01", AtrFault.TRUNCATED),
+    ("3B 00 00", AtrFault.TRAILING), ("3B 80 01 00", AtrFault.TCK),
+])
+def test_every_refusal_says_its_fault(raw: str, fault: AtrFault) -> None:
+    with pytest.raises(AtrError) as exc:
+        parse_atr(bytes.fromhex(raw))
+    assert exc.value.fault is fault
+
+
+def test_the_cards_t0_atrs() -> None:
+    dual, t0 = parse_atr(ATR_DUAL), parse_atr(ATR_T0)
+    assert ATR_DUAL.hex(" ").upper() == ("3B 8B 80 31 FE 45 80 73 00 00 C0 55 6E 65 74 74 78 "
+                                         "94")
+    assert dual.protocols == (0, 1)  # T=0 first: the default without a PPS
+    assert (dual.ifsc, dual.bwi, dual.cwi, dual.wi) == (254, 4, 5, 10)
+    assert ATR_T0.hex(" ").upper() == "3B 0B 80 73 00 00 80 55 6E 65 74 74 78"
+    assert t0.protocols == (0,) and t0.tck is None and t0.wi == 10
+    assert t0.historical[4] == 0x80  # command chaining, no extended Lc/Le under T=0
+    with pytest.raises(ValueError, match="CRC is a T=1 epilogue"):
+        build_atr(protocols=(0,), crc=True)
+
+
+def test_wi_from_tc2_and_its_reserved_zero() -> None:
+    assert parse_atr(bytes.fromhex("3B 80 40 14")).wi == 0x14  # TD1 T=0, TC2 14
+    with pytest.raises(AtrError, match="TC2 00"):
+        _ = parse_atr(bytes.fromhex("3B 80 40 00")).wi

@@ -255,7 +255,6 @@ def test_another_command_discards_the_pending_response(card: CardDriver) -> None
 
 
 @pytest.mark.parametrize(("raw", "sw"), [("00 C0 01 00 10", 0x6A86), ("00 C0 00 01 10", 0x6A86),
-                                         ("00 C0 00 00", 0x6700),
                                          ("00 C0 00 00 01 00 10", 0x6700)])
 def test_bad_get_response_keeps_the_pending_response(card: CardDriver, raw: str,
                                                      sw: int) -> None:

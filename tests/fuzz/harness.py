@@ -32,7 +32,8 @@ Invariants, for every APDU (a violation raises `Finding`):
 - `process` returns; the response ends in a status word the ISO families allow (61xx, 62xx,
   63xx, 64xx, 65xx, 67xx..6Fxx, 90xx), never 6F00 (an internal error the applet caught);
 - the response is at most Ne + 2 bytes (Ne = 0 when Le is absent: a case 1 or 3 command gets
-  no data, the rest goes to 61xx) and the card's buffers stay under MAX_COMMAND_DATA;
+  no data, the rest goes to 61xx; except GET RESPONSE without Le, Ne = 256, docs/apdu.md
+  3.12) and the card's buffers stay under MAX_COMMAND_DATA;
 - one command takes less than MAX_SECONDS and, when tracemalloc is tracing, allocates at
   most MAX_ALLOCATION at its peak (tracing makes each run ~3x slower, so the bounded CI run
   leaves it off: NETTX_FUZZ_TRACEMALLOC=1 turns it on for a campaign);
@@ -132,6 +133,8 @@ def expected_ne(apdu: bytes) -> int:
         return int.from_bytes(apdu[-2:], "big") or 65536
     if body >= 2 and apdu[4] != 0 and body == 2 + apdu[4]:
         return apdu[-1] or 256
+    if body == 0 and apdu[0] & 0x80 == 0 and apdu[1] == 0xC0:
+        return 256  # GET RESPONSE without Le: what a short response carries (apdu.md 3.12)
     return 0  # no Le (case 1 or 3, or malformed): no data at all (ISO 7816-4 5.1)
 
 

@@ -16,16 +16,33 @@ import pytest
 import serial
 
 from card_applet.applet import Applet
-from card_applet.atr import ATR, ATR_CRC, HISTORICAL_BYTES, Edc, build_atr, inverse_to_direct, xor
+from card_applet.atr import (
+    ATR,
+    ATR_CRC,
+    ATR_DUAL,
+    ATR_T0,
+    HISTORICAL_BYTES,
+    Edc,
+    build_atr,
+    inverse_to_direct,
+    xor,
+)
 from card_applet.atr import parse_atr as parse
 from card_applet.line import POWER_OFF_REQUEST, RESET_REQUEST, LineTiming, Pps
 from card_applet.pin import encode_pin
 from card_applet.serve import main as serve_main
 from card_applet.serve import parse_delays
 from card_applet.state import MemoryStore, manufacture
+from card_applet.t0 import is_incoming
 from card_applet.t1 import Block, RError
 from terminal.cardproc import SerialCardProcess
-from terminal.errors import LineProtocolError, NoCardError, ReaderError, RetryLimitError
+from terminal.errors import (
+    ApduError,
+    LineProtocolError,
+    NoCardError,
+    ReaderError,
+    RetryLimitError,
+)
 from terminal.faultline import FaultLine, Faults
 from terminal.readers import open_reader
 from terminal.serial import SerialReader, _SerialLink, check_atr, check_pps_answer
@@ -34,6 +51,13 @@ from tests.conftest import HOLDER, PIN, SELLER, Centre
 from tests.serial_support import card_thread, scripted_card, socat_pair
 
 GET_CHALLENGE = bytes.fromhex("0084000008")
+# the card process's --protocol and the reader's protocol: T=1 as before, and T=0 picked by
+# PPS from a card that offers both
+PROTOCOLS = pytest.mark.parametrize("protocol", [1, 0], ids=["t1", "t0"])
+
+
+def card_args(protocol: int) -> list[str]:
+    return ["--protocol", "both"] if protocol == 0 else []
 
 
 @pytest.fixture
@@ -107,10 +131,12 @@ def test_ifs_negotiation_cuts_the_response(line: FaultLine, blank_applet: Applet
             reader.close()
 
 
-def test_4000_bytes_each_way(card_state: Path, centre: Centre, tmp_path: Path) -> None:
-    with socat_pair(tmp_path) as (card_tty, reader_tty), SerialCardProcess(card_state,
-                                                                           card_tty):
-        reader = SerialReader(reader_tty)
+@PROTOCOLS
+def test_4000_bytes_each_way(card_state: Path, centre: Centre, tmp_path: Path,
+                             protocol: int) -> None:
+    with socat_pair(tmp_path) as (card_tty, reader_tty), SerialCardProcess(
+            card_state, card_tty, extra=card_args(protocol)):
+        reader = SerialReader(reader_tty, protocol=protocol)
         try:
             reader.wait_for_card(15)
             session = CardSession(reader)
@@ -118,29 +144,39 @@ def test_4000_bytes_each_way(card_state: Path, centre: Centre, tmp_path: Path) -
             session.verify_pin(PIN)
             session.set_peer(SELLER)
             message = bytes(range(250)) * 16
-            sent = reader.stats.blocks_sent
+            sent, tpdus = reader.stats.blocks_sent, reader.t0_stats.tpdus
             sealed = session.encrypt(message)
             assert len(sealed) > 4000
             command_blocks = reader.stats.blocks_sent - sent
             response_blocks = reader.stats.blocks_received
-            assert command_blocks > 4000 // 254  # chained out (plus R-blocks for the answer)
+            if protocol == 1:
+                assert command_blocks > 4000 // 254  # chained (plus R-blocks for the answer)
+            else:  # 255-byte chained commands, the answer by GET RESPONSE 256 bytes at a time
+                assert reader.t0_stats.tpdus - tpdus > 4000 // 255 + 4000 // 256
             seller = centre.seller()
             seller.set_peer(HOLDER)
             assert seller.decrypt(sealed) == message
             reply = seller.encrypt(message)
             assert session.decrypt(reply) == message  # a 4,000-byte response, chained in
-            assert reader.stats.blocks_received - response_blocks > 4000 // 254
-            assert reader.stats.retransmissions == 0
+            if protocol == 1:
+                assert reader.stats.blocks_received - response_blocks > 4000 // 254
+                assert reader.stats.retransmissions == 0
+            else:
+                assert reader.t0_stats.timeouts == 0
         finally:
             reader.close()
 
 
-def test_wtx_during_a_slow_command(card_state: Path, tmp_path: Path) -> None:
+@PROTOCOLS
+def test_wtx_or_null_during_a_slow_command(card_state: Path, tmp_path: Path,
+                                           protocol: int) -> None:
+    """T=1: S(WTX) every BWT/2; T=0: a NULL (60) every WWT/2. Either way the reader's timer
+    (BWT, WWT) never runs out while the command works."""
     slow = 4.0
-    bwt = LineTiming().bwt
+    timer = LineTiming().bwt if protocol == 1 else LineTiming().wwt
     with socat_pair(tmp_path) as (card_tty, reader_tty), SerialCardProcess(
-            card_state, card_tty, extra=["--delay", f"84:{slow}"]):
-        reader = SerialReader(reader_tty)
+            card_state, card_tty, extra=["--delay", f"84:{slow}", *card_args(protocol)]):
+        reader = SerialReader(reader_tty, protocol=protocol)
         try:
             reader.wait_for_card(15)
             CardSession(reader).select()
@@ -148,9 +184,13 @@ def test_wtx_during_a_slow_command(card_state: Path, tmp_path: Path) -> None:
             response = reader.transmit(GET_CHALLENGE)
             took = time.monotonic() - started
             assert len(response) == 10 and response[-2:] == b"\x90\x00"
-            assert took >= slow > 2 * bwt  # without WTX the reader would have given up
-            assert reader.stats.wtx >= int(slow / bwt)
-            assert reader.stats.timeouts == 0
+            assert took >= slow > 2 * timer  # without WTX / NULL the reader had given up
+            if protocol == 1:
+                assert reader.stats.wtx >= int(slow / timer)
+                assert reader.stats.timeouts == 0
+            else:
+                assert reader.t0_stats.nulls >= int(slow / timer)
+                assert reader.t0_stats.timeouts == 0
         finally:
             reader.close()
 
@@ -206,6 +246,26 @@ def test_reader_gives_up_after_the_retry_limit(line: FaultLine, blank_applet: Ap
             reader.close()
 
 
+def test_t0_fails_the_command_at_once_then_resets(line: FaultLine, blank_applet: Applet) -> None:
+    """T=0 has no retransmission: a garbled command fails (here: the card waits for a header
+    the corrupted bytes never complete, or answers something the reader can tell is wrong),
+    and the next command starts with a reset, after WWT of quiet so the card has dropped
+    whatever part of a TPDU it was holding."""
+    with card_thread(blank_applet, line.card_path, atr=ATR_DUAL) as card:
+        reader = SerialReader(line.reader_path, protocol=0)
+        try:
+            reader.wait_for_card(5)
+            line.faults = Faults(corrupt=1.0)
+            with pytest.raises(LineProtocolError):
+                reader.transmit(GET_CHALLENGE)
+            assert not reader.active
+            line.faults = Faults()
+            assert reader.transmit(GET_CHALLENGE)[-2:] == b"\x69\x85"
+            assert card.protocol == 0 and card.resets == 2
+        finally:
+            reader.close()
+
+
 def test_no_card_on_the_line(line: FaultLine) -> None:
     reader = SerialReader(line.reader_path, slack=0.01)
     try:
@@ -224,6 +284,24 @@ def test_reader_specs(line: FaultLine) -> None:
         open_reader("serial:/nonexistent/tty")
     with pytest.raises(ReaderError, match="needs a device"):
         open_reader("serial:")
+    with pytest.raises(ReaderError, match="needs a device"):
+        open_reader("serial:t0:")
+    for spec, protocol in ((f"serial:t0:{line.reader_path}", 0),
+                           (f"serial:t1:{line.reader_path}", 1)):
+        reader = open_reader(spec)
+        assert isinstance(reader, SerialReader) and reader.url == line.reader_path
+        assert reader.protocol == protocol and reader.extended_length == (protocol == 1)
+        reader.close()
+
+
+def test_a_t0_reader_refuses_a_t1_only_card(line: FaultLine, blank_applet: Applet) -> None:
+    with card_thread(blank_applet, line.card_path):
+        reader = SerialReader(line.reader_path, protocol=0)
+        try:
+            with pytest.raises(LineProtocolError, match="does not offer T=0 \\(offers T=1\\)"):
+                reader.wait_for_card(1)
+        finally:
+            reader.close()
 
 
 def test_a_card_that_does_not_offer_t1_is_refused(line: FaultLine) -> None:
@@ -252,17 +330,20 @@ def nettx(*args: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "NETTX_HOME": str(home)})
 
 
-def test_cli_serves_on_a_serial_line_and_reads_through_it(card_state: Path,
-                                                           tmp_path: Path) -> None:
+@pytest.mark.parametrize("card_protocol, reader_spec", [
+    ([], "serial:"), (["--protocol", "t0"], "serial:t0:"), (["--protocol", "both"], "serial:t1:"),
+])
+def test_cli_serves_on_a_serial_line_and_reads_through_it(
+        card_state: Path, tmp_path: Path, card_protocol: list[str], reader_spec: str) -> None:
     with socat_pair(tmp_path) as (card_tty, reader_tty):
         card = subprocess.Popen([sys.executable, "-m", "host.cli", "card", "serve", "--home",
                                  str(tmp_path / "home"), "--state", str(card_state),
-                                 "--serial", card_tty],
+                                 "--serial", card_tty, *card_protocol],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 20
             while True:
-                info = nettx("card", "info", "--reader", f"serial:{reader_tty}",
+                info = nettx("card", "info", "--reader", f"{reader_spec}{reader_tty}",
                              home=tmp_path / "home")
                 if info.returncode == 0 or time.monotonic() > deadline:
                     break
@@ -385,6 +466,16 @@ def atr_with_ta1(ta1: int) -> bytes:
 def test_atrs_with_reserved_values_are_refused(atr: bytes, message: str) -> None:
     with pytest.raises(LineProtocolError, match=message):
         check_atr(parse(atr))
+
+
+def test_a_t0_reader_checks_the_t0_bytes_not_the_t1_ones() -> None:
+    dual_bad_t1 = build_atr(ifsc=0xFF, bwi_cwi=0xA5, protocols=(0, 1))
+    check_atr(parse(dual_bad_t1), 0)  # T=0 does not use IFSC or BWI
+    with pytest.raises(LineProtocolError, match="IFSC FF is reserved"):
+        check_atr(parse(dual_bad_t1), 1)
+    wi_zero = bytes.fromhex("3B 80 40 00")  # TD1: T=0, TC2 00
+    with pytest.raises(LineProtocolError, match="TC2 00: WI 0 is reserved"):
+        check_atr(parse(wi_zero), 0)
 
 
 def test_an_atr_with_ifsc_ff_is_a_reader_error_not_an_atr_error(line: FaultLine) -> None:
@@ -512,10 +603,261 @@ def test_delays() -> None:
             parse_delays([spec])
 
 
-@pytest.mark.parametrize("option", [["--crc"], ["--delay", "2A:1"]])
+@pytest.mark.parametrize("option", [["--crc"], ["--delay", "2A:1"], ["--protocol", "t0"]])
 def test_serial_options_without_serial_are_a_usage_error(
         option: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         serve_main(["--state", str(tmp_path / "card.json"), *option])
     assert exc.value.code == 2
-    assert "--crc and --delay work only with --serial" in capsys.readouterr().err
+    assert "--crc, --delay and --protocol work only with --serial" in capsys.readouterr().err
+
+
+def test_crc_with_a_t0_only_card_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        serve_main(["--state", str(tmp_path / "card.json"), "--serial", "/dev/null", "--crc",
+                    "--protocol", "t0"])
+    assert exc.value.code == 2
+    assert "--crc names a T=1 epilogue" in capsys.readouterr().err
+
+
+# -- T=0: the ATR, the PPS that picks it, and what a corrupted byte does ----------------------
+
+
+def read_atr(port: serial.Serial, atr: bytes) -> None:
+    for _ in range(50):  # the card thread may not be reading yet
+        port.write(RESET_REQUEST)
+        if port.read(len(atr)) == atr:
+            return
+    pytest.fail("no ATR")
+
+
+def test_pps_picks_t0_or_t1_from_the_dual_card(line: FaultLine, blank_applet: Applet) -> None:
+    with card_thread(blank_applet, line.card_path, atr=ATR_DUAL) as card, \
+            raw_port(line.reader_path) as port:
+        read_atr(port, ATR_DUAL)
+        assert card.protocol == 0  # TD1 names T=0 first: the default without a PPS
+        port.write(Pps(1).encode())
+        assert port.read(3) == Pps(1).encode()
+        assert card.protocol == 1
+        port.write(SELECT_BLOCK)  # T=1 from here
+        assert Block.decode(port.read(6)).inf[-2:] == b"\x90\x00"
+        port.write(RESET_REQUEST)
+        assert port.read(len(ATR_DUAL)) == ATR_DUAL
+        port.write(Pps(0).encode())
+        assert port.read(3) == Pps(0).encode()  # FF 00 FF: T=0 confirmed
+        assert card.protocol == 0
+        port.write(bytes.fromhex("00 A4 04 0C 0A"))  # a T=0 header: the card ACKs (A4)
+        assert port.read(1) == b"\xa4"
+        port.write(bytes.fromhex("F0 45 50 30 37 39 31 39 30 31"))
+        assert port.read(2) == b"\x90\x00"
+
+
+def test_the_t0_only_card_refuses_a_pps_for_t1(line: FaultLine, blank_applet: Applet) -> None:
+    with card_thread(blank_applet, line.card_path, atr=ATR_T0), \
+            raw_port(line.reader_path) as port:
+        read_atr(port, ATR_T0)
+        port.write(Pps(1).encode())  # T=1 is not offered: silence (9.3)
+        port.timeout = 0.3
+        assert port.read(3) == b""
+    with card_thread(blank_applet, line.card_path, atr=ATR_T0):
+        reader = SerialReader(line.reader_path)  # T=1
+        try:
+            with pytest.raises(LineProtocolError, match="does not offer T=1 \\(offers T=0\\)"):
+                reader.wait_for_card(1)
+        finally:
+            reader.close()
+
+
+@pytest.mark.parametrize("atr, pps", [(ATR_DUAL, True), (ATR_T0, True), (ATR_DUAL, False),
+                                      (ATR_T0, False)],
+                         ids=["dual-pps", "t0-pps", "dual-no-pps", "t0-no-pps"])
+def test_a_t0_session_on_either_card(line: FaultLine, blank_applet: Applet, atr: bytes,
+                                     pps: bool) -> None:
+    with card_thread(blank_applet, line.card_path, atr=atr) as card:
+        reader = SerialReader(line.reader_path, protocol=0, pps=pps)
+        try:
+            assert reader.wait_for_card(5) == atr
+            assert reader.pps == (Pps(0) if pps else None)
+            session = CardSession(reader)
+            assert session.select().version == (1, 0)
+            assert len(session.get_challenge(256)) == 256
+            # SELECT (case 4: case 3, then GET RESPONSE) and GET CHALLENGE: three TPDUs run
+            assert card.protocol == 0 and card.t0.executions == 3
+        finally:
+            reader.close()
+
+
+def test_a_t1_reader_without_pps_refuses_a_card_whose_default_is_t0(
+        line: FaultLine, blank_applet: Applet) -> None:
+    with card_thread(blank_applet, line.card_path, atr=ATR_DUAL):
+        reader = SerialReader(line.reader_path, pps=False)
+        try:
+            with pytest.raises(LineProtocolError, match="speaks T=0 without a PPS"):
+                reader.wait_for_card(1)
+        finally:
+            reader.close()
+
+
+@pytest.mark.parametrize("answer, message", [
+    (b"\xff\x00\x00", "PPS for T=0 refused \\(FF 00 00: PPS check byte PCK wrong\\)"),
+    (b"", "PPS for T=0 refused \\(no answer"),
+    (Pps(1).encode(), "PPS answer FF 01 FE does not confirm T=0"),
+])
+def test_a_t0_pps_that_fails_resets_then_deactivates(line: FaultLine, answer: bytes,
+                                                     message: str) -> None:
+    with scripted_card(line.card_path, ATR_DUAL, answer) as heard:
+        reader = SerialReader(line.reader_path, protocol=0, slack=0.01)
+        try:
+            with pytest.raises(LineProtocolError, match=message):
+                reader.power_on()
+            time.sleep(0.2)
+            assert heard == ["reset", "pps"] * 3 + ["power off"]
+            assert not reader.active
+        finally:
+            reader.close()
+
+
+def test_a_card_silent_mid_tpdu_drops_it_after_wwt(line: FaultLine,
+                                                   blank_applet: Applet) -> None:
+    """A header whose P3 promised more data than comes (a corrupted P3, or a reader that went
+    away): after WWT of quiet the card drops it, executes nothing, and reads the next header
+    as a header."""
+    with card_thread(blank_applet, line.card_path, atr=ATR_T0) as card, \
+            raw_port(line.reader_path) as port:
+        read_atr(port, ATR_T0)
+        port.write(bytes.fromhex("00 A4 04 0C 1A"))  # 26 data bytes promised
+        assert port.read(1) == b"\xa4"
+        port.write(bytes.fromhex("F0 45 50 30 37 39 31 39 30 31"))  # 10 come
+        time.sleep(LineTiming().wwt + 0.3)
+        port.write(bytes.fromhex("00 A4 04 0C 0A"))
+        assert port.read(1) == b"\xa4"
+        port.write(bytes.fromhex("F0 45 50 30 37 39 31 39 30 31"))
+        assert port.read(2) == b"\x90\x00"
+        assert card.t0.executions == 1
+
+
+class Recording:
+    """The applet, recording every command it runs."""
+
+    def __init__(self, applet: Applet) -> None:
+        self.applet, self.commands = applet, []
+
+    def process(self, command: bytes) -> bytes:
+        self.commands.append(command)
+        return self.applet.process(command)
+
+    def reset(self) -> None:
+        self.applet.reset()
+
+    def power_off(self) -> None:
+        self.applet.power_off()
+
+
+def test_after_a_failed_t0_command_the_reset_waits_until_the_card_dropped_its_tpdu(
+        line: FaultLine, blank_applet: Applet) -> None:
+    """The card holds the part of a TPDU it got until WWT of quiet. A reset sent sooner would
+    be read as that TPDU's data, and the card would run a command made of it. So after a
+    failed command the reader stays quiet for WWT before it resets. (Here the card's table
+    wrongly reads GET CHALLENGE as a command with data: it ACKs and waits for 8 bytes that
+    never come; its timer has more slack than the reader's, as a slower clock would.)"""
+    recording = Recording(blank_applet)
+    # card WWT 1 s + 1.6 s: longer than the reader takes to fail and drain (1.05 + 0.86 s),
+    # shorter than that plus its WWT of quiet (+ 1.05 s)
+    with card_thread(recording, line.card_path, atr=ATR_T0, slack=1.6) as card:
+        reader = SerialReader(line.reader_path, protocol=0)
+        try:
+            reader.wait_for_card(5)
+            card.t0.incoming = lambda _cla, _ins: True
+            with pytest.raises(LineProtocolError, match="0 of 8 data bytes, then nothing"):
+                reader.transmit(GET_CHALLENGE)
+            card.t0.incoming = is_incoming
+            assert reader.transmit(GET_CHALLENGE) == b"\x69\x85"  # not selected
+            assert recording.commands == [GET_CHALLENGE]  # nothing made of reset requests
+            assert card.resets == 2
+        finally:
+            reader.close()
+
+
+def test_ff_inside_a_t0_tpdu_is_data_not_a_reset(line: FaultLine, blank_applet: Applet) -> None:
+    """The in-band reset FF 52 53 54 is recognised only between TPDUs: inside one (here as a
+    VERIFY's PIN block) it is data, as CLA FF is invalid for a header (10.3.2)."""
+    with card_thread(blank_applet, line.card_path, atr=ATR_T0) as card, \
+            raw_port(line.reader_path) as port:
+        read_atr(port, ATR_T0)
+        port.write(bytes.fromhex("00 A4 04 0C 0A F0 45 50 30 37 39 31 39 30 31")[:5])
+        port.read(1)
+        port.write(bytes.fromhex("F0 45 50 30 37 39 31 39 30 31"))
+        assert port.read(2) == b"\x90\x00"
+        port.write(bytes.fromhex("00 20 00 81 08"))
+        assert port.read(1) == b"\x20"
+        port.write(RESET_REQUEST + bytes(4))
+        assert port.read(2) == b"\x69\x85"  # VERIFY ran (a blank card refuses it), no ATR
+        assert card.resets == 1
+
+
+def test_t0_corrupted_bytes_what_the_reader_detects(card_state: Path, centre: Centre,
+                                                    tmp_path: Path) -> None:
+    """T=0 has no checksum (docs/serial.md, "T=0 and corrupted bytes"). Through 0.2% corrupted
+    bytes each way, every ENCIPHER ends in one of three ways: (1) right (its box opens to
+    the plaintext sent); (2) the reader detected the corruption: a procedure byte that is
+    none of the allowed ones, a length that disagrees, or a timeout (WWT); (3) nothing on
+    the line noticed: a status word for another command than the one sent, or a box that
+    does not open or opens to other bytes. (3) is what T=1's EDC prevents; the box's MAC is
+    what catches the corrupted ones at the application layer."""
+    apdus = 150
+    detections = ("is none of ACK", "the lengths disagree", "within the work waiting time",
+                  "asks for data after")
+    seller = centre.seller()
+    seller.set_peer(HOLDER)
+    with FaultLine(Faults(corrupt=0.002), seed=20261129) as noisy, SerialCardProcess(
+            card_state, noisy.card_path, extra=["--protocol", "both"],
+            log_path=tmp_path / "card.log"):
+        reader = SerialReader(noisy.reader_path, protocol=0)
+        try:
+            noisy.enabled.clear()
+            reader.wait_for_card(15)
+            right, detected, unseen, kinds = 0, 0, 0, set()
+            session = None
+            for i in range(apdus):
+                plaintext = i.to_bytes(4, "big") * 4
+                try:
+                    if session is None:  # after a failure the card was reset: start again
+                        noisy.enabled.clear()
+                        session = CardSession(reader)
+                        session.select()
+                        session.verify_pin(PIN)
+                        session.set_peer(SELLER)
+                        noisy.enabled.set()
+                    box = session.encrypt(plaintext)
+                except LineProtocolError as exc:
+                    detected += 1
+                    kinds.add(next(d for d in detections if d in str(exc)))  # no other kind
+                    session = None
+                    continue
+                except ApduError:
+                    unseen += 1  # the card refused what it received: not what was sent
+                    continue
+                try:
+                    opened = seller.decrypt(box)
+                except ApduError:
+                    opened = None  # corrupted on the way back: the MAC refuses it
+                if opened == plaintext:
+                    right += 1
+                else:
+                    unseen += 1
+            noisy.enabled.clear()
+            print(f"T=0 at 0.2% corrupted bytes, {apdus} ENCIPHERs: {right} right, {detected} "
+                  f"detected by the reader ({', '.join(sorted(kinds))}), {unseen} unseen")
+            assert right + detected + unseen == apdus
+            assert right > apdus // 2
+            assert detected > 0 and unseen > 0
+            assert noisy.counts["to card"].corrupted + noisy.counts["to reader"].corrupted > 10
+            # the line is clean again: the card still answers right
+            session = CardSession(reader)
+            session.select()
+            session.verify_pin(PIN)
+            session.set_peer(SELLER)
+            assert seller.decrypt(session.encrypt(b"clean")) == b"clean"
+        finally:
+            reader.close()

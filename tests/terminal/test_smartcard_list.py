@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from card_applet.atr import ATR, ATR_CRC
+from card_applet.atr import ATR, ATR_CRC, AtrFault
 from terminal import smartcard_list
 from tests.conftest import unavailable
 
@@ -35,6 +35,55 @@ def user_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"}
     env.update(HOME=str(tmp_path / "home"), PATH=f"{stubs}:{env['PATH']}")
     return env
+
+
+def test_every_atr_of_pcsc_tools_list_parses_or_is_refused_never_crashes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Over the 3,803 plain ATRs of Debian's pcsc-tools list (its pattern lines are left out):
+    each is accepted or refused with an AtrError naming its fault; any other exception is a
+    crash and fails the test. The counts are printed (pytest -s) for the record."""
+    if not smartcard_list.SYSTEM_LIST.exists():
+        unavailable(f"{smartcard_list.SYSTEM_LIST} missing (Debian package pcsc-tools)")
+    atrs = smartcard_list.listed_atrs()
+    result = smartcard_list.survey(atrs)
+    with capsys.disabled():
+        print("\n" + "\n".join(result.lines()))
+    assert result.crashed == []
+    assert result.total == len(atrs) > 3000
+    assert result.accepted > 0.9 * len(atrs)
+    # the T=15-in-TD1 ATRs that used to be read as T=0 are among the refused
+    assert result.refused[AtrFault.T15_IN_TD1] >= 1
+
+
+def test_the_survey_counts_by_fault() -> None:
+    result = smartcard_list.survey([ATR, bytes.fromhex("3B 81 1F 00 CC 52"),
+                                    bytes.fromhex("3B 04 60 89"), bytes.fromhex("3B 34 00 00 30 "
+                                                                                "42 30 30")])
+    assert result.accepted == 1 and result.total == 4
+    assert result.refused == {AtrFault.T15_IN_TD1: 1, AtrFault.TRUNCATED: 1,
+                              AtrFault.RESERVED: 1}
+    assert result.lines()[0] == "4 ATRs: 1 accepted, 3 refused, 0 crashed"
+
+
+def test_listed_atrs_leaves_out_patterns_and_descriptions(tmp_path: Path) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text("# comment\n3B 00\n\tsome card\n\n3B .. 00\n\tmany cards\n"
+                       "3B [01] 00\n3F 00\n\t3B 01 00\n")
+    assert smartcard_list.listed_atrs(listing) == [bytes.fromhex("3B 00"),
+                                                   bytes.fromhex("3F 00")]
+
+
+def test_cli_survey(tmp_path: Path, user_env: dict[str, str]) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text("3B 00\n\tok\n\n3B 81 1F 00 CC 52\n\tT=15 in TD1\n")
+    run = nettx("card", "atr-list", "--survey", "--file", str(listing), env=user_env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "2 ATRs: 1 accepted, 1 refused, 0 crashed",
+        "  refused, T=15 in TD1: 1 (e.g. 3B 81 1F 00 CC 52)"]
+    missing = nettx("card", "atr-list", "--survey", "--file", str(tmp_path / "none"),
+                    env=user_env)
+    assert missing.returncode == 1 and missing.stderr.startswith("error: cannot read")
 
 
 def test_the_entry_carries_both_atrs_in_the_list_format() -> None:
