@@ -16,11 +16,11 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from host.errors import EnvelopeError, ErrorCode, PolicyError, Refused, TransactionError
 from host.parties.connection import Connection
 from host.protocol import codec, envelope
-from host.protocol.codec import Fields
 from host.protocol.envelope import SealedOrder, context
 from host.protocol.messages import (
     Confirm,
@@ -34,6 +34,7 @@ from host.protocol.messages import (
 )
 from host.protocol.money import Money
 from host.protocol.order import Order, OrderField, OrderForm, Party
+from host.protocol.receipts import DeliveryReceipt, IssuerReceipt
 from terminal.errors import ApduError
 from terminal.session import CardSession
 
@@ -54,7 +55,8 @@ class Quote:
                 f"by {self.delivery})")
 
 
-Approve = Callable[[Quote], bool]  # asks the holder; True only on an explicit yes
+Approve = Callable[[Quote], bool]
+R = TypeVar("R", IssuerReceipt, DeliveryReceipt)  # asks the holder; True only on an explicit yes
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,17 +258,18 @@ class HolderClient:
         amount = tracking = None
         code = None
         if reply.issuer_receipt is not None:
-            receipt = self._open_receipt(Party.ISSUER, reply.issuer_receipt, sealed)
-            code, amount = receipt.get("code", str), receipt.get("amount", int)
+            receipt = self._open_receipt(Party.ISSUER, reply.issuer_receipt, sealed,
+                                         IssuerReceipt)
+            code, amount = receipt.code, receipt.amount
             verified.add(Party.ISSUER)
         if code not in CARD_MANAGER_SAID[status]:
             raise EnvelopeError(ErrorCode.FORGED, f"the seller says {status} but the card "
                                 f"manager said {code or 'nothing the card could check'}")
         if status is OutcomeStatus.DECLINED:
-            reason = receipt.get("reason", str)  # the card manager's words, not the seller's
+            reason = receipt.reason  # the card manager's words, not the seller's
         if reply.delivery_receipt is not None:
-            tracking = self._open_receipt(Party.DELIVERY, reply.delivery_receipt,
-                                          sealed).get("tracking", str)
+            tracking = self._open_receipt(Party.DELIVERY, reply.delivery_receipt, sealed,
+                                          DeliveryReceipt).tracking
             verified.add(Party.DELIVERY)
         if status is OutcomeStatus.COMPLETED and Party.DELIVERY not in verified:
             raise EnvelopeError(ErrorCode.FORGED,
@@ -274,7 +277,8 @@ class HolderClient:
         return Outcome(reply.order, status, reason, amount, tracking, frozenset(verified),
                        sealed.header.currency)
 
-    def _open_receipt(self, party: Party, box: bytes, sealed: SealedOrder) -> Fields:
+    def _open_receipt(self, party: Party, box: bytes, sealed: SealedOrder,
+                      kind: type[R]) -> R:
         header = sealed.envelope.header
         self.card.set_peer(sealed.header.party_id(party))
         try:
@@ -284,8 +288,8 @@ class HolderClient:
             raise EnvelopeError(ErrorCode.FORGED,
                                 f"the {party} receipt does not authenticate") \
                 from exc
-        receipt = Fields(codec.decode(plaintext, "receipt"), f"{party} receipt")
-        if receipt.get("digest", bytes) != sealed.digest:
+        receipt = kind.from_bytes(plaintext)
+        if receipt.digest != sealed.digest:
             raise EnvelopeError(ErrorCode.FORGED,
                                 f"the {party} receipt is for another order digest")
         return receipt
