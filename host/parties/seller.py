@@ -231,8 +231,7 @@ class SellerServer(PartyServer):
     @staticmethod
     def _recorded(record: OrderRecord) -> OrderOutcome:
         assert record.outcome is not None
-        recorded: OrderOutcome = OrderOutcome.from_cbor(codec.decode(record.outcome))
-        return recorded
+        return OrderOutcome.from_cbor(codec.decode(record.outcome))
 
     async def _open_seller_part(self, env: Envelope) -> Opened:
         """Our part of a new order: it names us, it is fresh, and it is on our form."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from host.errors import ErrorCode, PeerRefused, TransactionError, WireError
 from host.protocol.codec import Fields
@@ -60,12 +60,12 @@ class _Message:
         return value
 
     @classmethod
-    def from_cbor(cls, value: object) -> Any:
+    def from_cbor(cls, value: object) -> Self:
         """The message whose `to_cbor` is `value` (a recorded one, say)."""
         return cls.from_fields(Fields(value, cls.TYPE.value))
 
     @classmethod
-    def from_fields(cls, body: Fields) -> Any:
+    def from_fields(cls, body: Fields) -> Self:
         values = {}
         for f in fields(cls):  # type: ignore[arg-type]
             m = f.metadata
