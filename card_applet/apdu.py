@@ -1,14 +1,15 @@
 """ISO/IEC 7816-4 APDU codec: command cases 1-4, short and extended length.
 
 Shared by the card (parsing) and the terminal (building). Parsing never raises anything but
-`CardError(SW.WRONG_LENGTH)`: a malformed APDU is the terminal's mistake and gets a status word.
+`ApduFormatError`: bytes that are none of the cases. The card answers it 6700 (WRONG LENGTH);
+a terminal (an APDU script, the conformance CLI) says which case the bytes miss.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from card_applet.sw import SW, CardError
+from card_applet.errors import NettxError
 
 SHORT_MAX_DATA = 255
 SHORT_MAX_LE = 256
@@ -16,6 +17,10 @@ EXTENDED_MAX_DATA = 65535
 EXTENDED_MAX_LE = 65536
 
 CLA_CHAINING = 0x10  # ISO 7816-4 5.4.1: b5 of an inter-industry CLA, "more commands follow"
+
+
+class ApduFormatError(NettxError):
+    """Bytes that are not a command APDU: no ISO 7816-4 case, short or extended, fits them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +71,8 @@ class CommandApdu:
     def from_bytes(cls, raw: bytes) -> CommandApdu:
         """Decode by ISO 7816-3 12.1.3 / 7816-4 5.1 case analysis."""
         if len(raw) < 4:
-            raise CardError(SW.WRONG_LENGTH)
+            raise ApduFormatError(f"{len(raw)} bytes: a command APDU starts with 4 "
+                                  "(CLA INS P1 P2)")
         cla, ins, p1, p2 = raw[:4]
         body = raw[4:]
         n = len(body)
@@ -80,22 +86,26 @@ class CommandApdu:
                 return cls(cla, ins, p1, p2, data=bytes(body[1:]))
             if n == 2 + lc:  # case 4S
                 return cls(cla, ins, p1, p2, data=bytes(body[1:-1]), le=body[-1] or SHORT_MAX_LE)
-            raise CardError(SW.WRONG_LENGTH)
+            raise ApduFormatError(f"short Lc says {lc} data bytes, so the body after the "
+                                  f"header is {1 + lc} bytes (or {2 + lc} with Le), not {n}")
         # body[0] == 0 and n >= 2: extended
         if n == 3:  # case 2E
             return cls(cla, ins, p1, p2, le=_ext_le(body[1:3]), extended=True)
         if n < 3:
-            raise CardError(SW.WRONG_LENGTH)
+            raise ApduFormatError("a body starting 00 is extended length: 00 and two length "
+                                  f"bytes, but only {n} bytes follow the header")
         lc = int.from_bytes(body[1:3], "big")
         if lc == 0:
-            raise CardError(SW.WRONG_LENGTH)
+            raise ApduFormatError("extended Lc of 0000: an extended body with data needs Lc "
+                                  "of 1..65535")
         if n == 3 + lc:  # case 3E
             return cls(cla, ins, p1, p2, data=bytes(body[3:]), extended=True)
         if n == 5 + lc:  # case 4E
             return cls(
                 cla, ins, p1, p2, data=bytes(body[3:-2]), le=_ext_le(body[-2:]), extended=True
             )
-        raise CardError(SW.WRONG_LENGTH)
+        raise ApduFormatError(f"extended Lc says {lc} data bytes, so the body after the header "
+                              f"is {3 + lc} bytes (or {5 + lc} with a 2-byte Le), not {n}")
 
 
 def _ext_le(two: bytes) -> int:

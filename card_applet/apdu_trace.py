@@ -15,9 +15,9 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from card_applet.apdu import CommandApdu, ResponseApdu
+from card_applet.apdu import ApduFormatError, CommandApdu, ResponseApdu
 from card_applet.secrecy import Secrecy
-from card_applet.sw import CardError, describe
+from card_applet.sw import describe
 from card_applet.vpcd import Card
 
 TRAFFIC = 5
@@ -87,7 +87,7 @@ class TracedCard:
         with self._lock:
             try:
                 cmd: CommandApdu | None = CommandApdu.from_bytes(command)
-            except CardError:  # malformed: the applet answers it with a status word
+            except ApduFormatError:  # malformed: the applet answers it with a status word
                 cmd = None
             secret = self._secrecy.command(cmd or CommandApdu(*command[:4].ljust(4, b"\0")))
             if card_log.isEnabledFor(TRAFFIC):

@@ -21,99 +21,46 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 from card_applet import blom, files, keys, pin
-from card_applet.apdu import EXTENDED_MAX_LE, SHORT_MAX_LE, CommandApdu
-from card_applet.state import (
-    PIN_MAX_TRIES,
-    PUK_MAX_TRIES,
-    CardStore,
-    Lifecycle,
-    PersistentState,
-)
+from card_applet.apdu import EXTENDED_MAX_LE, SHORT_MAX_LE, ApduFormatError, CommandApdu
+from card_applet.state import PIN_MAX_TRIES, PUK_MAX_TRIES, CardStore, PersistentState
 from card_applet.sw import SW, CardError, verify_failed
 from card_applet.tlv import TlvError, parse_unique, tlv
+from card_applet.vocabulary import (
+    AID,
+    MSE_SET_P1,
+    MSE_TEMPLATES,
+    PIN_BLOCK_SIZE,
+    PIN_REFERENCE,
+    TAG_AAD,
+    TAG_CONTEXT,
+    TAG_CRYPTOGRAM,
+    TAG_KEY_REFERENCE,
+    TAG_PLAIN,
+    DataObject,
+    Fci,
+    Ins,
+    KeyReference,
+    Lifecycle,
+    PersoObject,
+    Pso,
+    SchemeTag,
+    is_proprietary,
+    is_valid_pin_block,
+)
 
 log = logging.getLogger(__name__)
 
-AID = bytes.fromhex("F0") + b"EP0791901"
 APPLET_VERSION = (1, 0)
 SCHEME_VERSION = 1
 MAX_K = 1024
 MAX_COMMAND_DATA = MAX_K * 32 + 256  # a whole row in one (chained or extended) command
 MIN_PARTIAL_AID = 5
-PIN_REFERENCE = 0x81  # ISO 7816-4 P2: specific reference data, qualifier 1
 MIN_CHALLENGE, MAX_CHALLENGE = 8, 256
 MAX_AUTH_CHALLENGE = 64
 MIN_CARD_AUTH_CHALLENGE = 16  # card authentication: too short a challenge could be tabled
 ATC_MAX = 0xFFFF_FFFF
-
-
-class Ins(IntEnum):
-    SELECT = 0xA4
-    GET_DATA = 0xCA
-    VERIFY = 0x20
-    CHANGE_REFERENCE_DATA = 0x24
-    RESET_RETRY_COUNTER = 0x2C
-    MANAGE_SECURITY_ENVIRONMENT = 0x22
-    PERFORM_SECURITY_OPERATION = 0x2A
-    GET_CHALLENGE = 0x84
-    INTERNAL_AUTHENTICATE = 0x88
-    EXTERNAL_AUTHENTICATE = 0x82
-    GET_RESPONSE = 0xC0
-    READ_BINARY = 0xB0
-    # proprietary (CLA 80), personalisation only
-    INITIALIZE_UPDATE = 0x50
-    STORE_DATA = 0xE2
-    SET_STATUS = 0xF0
-
-
-class KeyReference(IntEnum):
-    """INTERNAL AUTHENTICATE P2 (ISO 7816-4 7.5.2: b8 = 1 specific, b5-b1 key number)."""
-
-    PEER = 0x00  # no reference given: the pair key of the peer set by MSE (claim 7)
-    CARD_AUTH = 0x81  # the card authentication key written at personalisation
-
-
-class DataObject(IntEnum):
-    """GET DATA tags (P1-P2) and FCI proprietary tags."""
-
-    ALL = 0x00C0
-    HOLDER_ID = 0x00C1
-    SERIAL = 0x00C2
-    TRIES = 0x00C3
-    SCHEME = 0x00C4
-    LIFECYCLE = 0x00C5
-    ATC = 0x00C6
-    VERSION = 0x00C7
-
-
-class PersoObject(IntEnum):
-    """STORE DATA tags: write-only personalisation objects."""
-
-    HOLDER_ID = 0xDF10
-    ROW = 0xDF11
-    PIN = 0xDF12
-    PUK = 0xDF13
-    CARD_AUTH_KEY = 0xDF14
-
-
-class Pso(IntEnum):
-    """PERFORM SECURITY OPERATION P1-P2 (ISO 7816-8)."""
-
-    ENCIPHER = 0x8680  # output: cryptogram; input: plain value
-    DECIPHER = 0x8086  # output: plain value; input: cryptogram
-
-
-# PSO data objects
-TAG_PLAIN = 0x80
-TAG_AAD = 0x81
-TAG_CONTEXT = 0x82
-TAG_CRYPTOGRAM = 0x86
-TAG_KEY_REFERENCE = 0x83  # MSE: the peer identifier
-MSE_SET_P1 = {0x41, 0x81, 0xC1, 0xF1}
-MSE_TEMPLATES = {0xA4, 0xB8}
 MAX_CONTEXT = 64
 
 
@@ -160,9 +107,9 @@ _PROPRIETARY: dict[int, Handler] = {}
 _WITHOUT_APPLICATION = {Ins.SELECT, Ins.READ_BINARY}
 
 
-def command(ins: Ins, *, proprietary: bool = False) -> Callable[[Handler], Handler]:
+def command(ins: Ins) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        (_PROPRIETARY if proprietary else _INTER_INDUSTRY)[ins] = handler
+        (_PROPRIETARY if ins.proprietary else _INTER_INDUSTRY)[ins] = handler
         return handler
 
     return register
@@ -202,7 +149,10 @@ class Applet:
         if not raw:
             raise CardError(SW.WRONG_LENGTH)
         proprietary = self._check_class(raw[0])
-        cmd = CommandApdu.from_bytes(raw)
+        try:
+            cmd = CommandApdu.from_bytes(raw)
+        except ApduFormatError as exc:  # the terminal's mistake: ISO's answer is 6700
+            raise CardError(SW.WRONG_LENGTH) from exc
         if len(cmd.data) > MAX_COMMAND_DATA:
             raise CardError(SW.WRONG_LENGTH)
         table = _PROPRIETARY if proprietary else _INTER_INDUSTRY
@@ -242,7 +192,7 @@ class Applet:
             raise CardError(SW.LOGICAL_CHANNEL_NOT_SUPPORTED)
         if cla & 0x0C:
             raise CardError(SW.SECURE_MESSAGING_NOT_SUPPORTED)
-        return bool(cla & 0x80)
+        return is_proprietary(cla)
 
     def _drop_chain(self) -> None:
         self.v.chain_header = None
@@ -301,6 +251,15 @@ class Applet:
             raise CardError(SW.CONDITIONS_NOT_SATISFIED)
         return self.v.peer
 
+    def _require_pin_command(self, cmd: CommandApdu, p1: tuple[int, ...]) -> None:
+        """VERIFY, CHANGE REFERENCE DATA and RESET RETRY COUNTER: an operational card, a P1
+        the command defines, and the one PIN this card holds as P2."""
+        self._require_lifecycle(Lifecycle.OPERATIONAL)
+        if cmd.p1 not in p1:
+            raise CardError(SW.INCORRECT_P1P2)
+        if cmd.p2 != PIN_REFERENCE:
+            raise CardError(SW.REFERENCED_DATA_NOT_FOUND)
+
     @staticmethod
     def _require_p1p2(cmd: CommandApdu, p1: int, p2: int) -> None:
         if (cmd.p1, cmd.p2) != (p1, p2):
@@ -338,8 +297,9 @@ class Applet:
         if tag == DataObject.TRIES:
             return bytes((s.pin_tries, PIN_MAX_TRIES, s.puk_tries, PUK_MAX_TRIES))
         if tag == DataObject.SCHEME:
-            return (tlv(0x80, bytes((SCHEME_VERSION,))) + tlv(0x81, blom.P.to_bytes(32, "big"))
-                    + tlv(0x82, s.k.to_bytes(2, "big")))
+            return (tlv(SchemeTag.VERSION, bytes((SCHEME_VERSION,)))
+                    + tlv(SchemeTag.PRIME, blom.P.to_bytes(32, "big"))
+                    + tlv(SchemeTag.K, s.k.to_bytes(2, "big")))
         if tag == DataObject.LIFECYCLE:
             return bytes((s.lifecycle,))
         if tag == DataObject.ATC:
@@ -375,7 +335,8 @@ class Applet:
         self.v = Volatile(selected=True, selection=files.Selection(adf, adf))
         if cmd.p2 & 0x0C == 0x0C:
             return b""
-        return tlv(0x6F, tlv(0x84, AID) + tlv(0xA5, self._public_template()))
+        return tlv(Fci.TEMPLATE, tlv(Fci.DF_NAME, AID) + tlv(Fci.PROPRIETARY,
+                                                            self._public_template()))
 
     def _select_file(self, cmd: CommandApdu) -> bytes:
         answer = files.check_p2(cmd.p2)
@@ -408,11 +369,7 @@ class Applet:
 
     @command(Ins.VERIFY)
     def verify(self, cmd: CommandApdu) -> bytes:
-        self._require_lifecycle(Lifecycle.OPERATIONAL)
-        if cmd.p1 not in (0x00, 0xFF):
-            raise CardError(SW.INCORRECT_P1P2)
-        if cmd.p2 != PIN_REFERENCE:
-            raise CardError(SW.REFERENCED_DATA_NOT_FOUND)
+        self._require_pin_command(cmd, (0x00, 0xFF))
         if cmd.p1 == 0xFF:  # ISO 7816-4:2013 11.5.6: reset the verification status
             if cmd.data:
                 raise CardError(SW.WRONG_LENGTH)
@@ -424,9 +381,9 @@ class Applet:
             if self.v.pin_verified:
                 return b""
             raise CardError(verify_failed(self.state.pin_tries))
-        if len(cmd.data) != pin.BLOCK_SIZE:
+        if len(cmd.data) != PIN_BLOCK_SIZE:
             raise CardError(SW.WRONG_LENGTH)
-        if not pin.is_valid_block(cmd.data):
+        if not is_valid_pin_block(cmd.data):
             raise CardError(SW.WRONG_DATA)
         self.v.pin_verified = False
         self._check_reference(cmd.data, "pin_hash", "pin_tries", PIN_MAX_TRIES)
@@ -435,15 +392,11 @@ class Applet:
 
     @command(Ins.CHANGE_REFERENCE_DATA)
     def change_reference_data(self, cmd: CommandApdu) -> bytes:
-        self._require_lifecycle(Lifecycle.OPERATIONAL)
-        if cmd.p1 != 0x00:
-            raise CardError(SW.INCORRECT_P1P2)
-        if cmd.p2 != PIN_REFERENCE:
-            raise CardError(SW.REFERENCED_DATA_NOT_FOUND)
-        if len(cmd.data) != 2 * pin.BLOCK_SIZE:
+        self._require_pin_command(cmd, (0x00,))
+        if len(cmd.data) != 2 * PIN_BLOCK_SIZE:
             raise CardError(SW.WRONG_LENGTH)
-        old, new = cmd.data[: pin.BLOCK_SIZE], cmd.data[pin.BLOCK_SIZE :]
-        if not (pin.is_valid_block(old) and pin.is_valid_block(new)):
+        old, new = cmd.data[: PIN_BLOCK_SIZE], cmd.data[PIN_BLOCK_SIZE :]
+        if not (is_valid_pin_block(old) and is_valid_pin_block(new)):
             raise CardError(SW.WRONG_DATA)
         self.v.pin_verified = False
         self._check_reference(old, "pin_hash", "pin_tries", PIN_MAX_TRIES)
@@ -453,16 +406,12 @@ class Applet:
 
     @command(Ins.RESET_RETRY_COUNTER)
     def reset_retry_counter(self, cmd: CommandApdu) -> bytes:
-        self._require_lifecycle(Lifecycle.OPERATIONAL)
-        if cmd.p1 not in (0x00, 0x01):
-            raise CardError(SW.INCORRECT_P1P2)
-        if cmd.p2 != PIN_REFERENCE:
-            raise CardError(SW.REFERENCED_DATA_NOT_FOUND)
-        expected = 2 * pin.BLOCK_SIZE if cmd.p1 == 0x00 else pin.BLOCK_SIZE
+        self._require_pin_command(cmd, (0x00, 0x01))
+        expected = 2 * PIN_BLOCK_SIZE if cmd.p1 == 0x00 else PIN_BLOCK_SIZE
         if len(cmd.data) != expected:
             raise CardError(SW.WRONG_LENGTH)
-        puk, new = cmd.data[: pin.BLOCK_SIZE], cmd.data[pin.BLOCK_SIZE :]
-        if not pin.is_valid_block(puk) or (new and not pin.is_valid_block(new)):
+        puk, new = cmd.data[: PIN_BLOCK_SIZE], cmd.data[PIN_BLOCK_SIZE :]
+        if not is_valid_pin_block(puk) or (new and not is_valid_pin_block(new)):
             raise CardError(SW.WRONG_DATA)
         self._check_reference(puk, "puk_hash", "puk_tries", PUK_MAX_TRIES)
         changes: dict[str, object] = {"pin_tries": PIN_MAX_TRIES}
@@ -581,7 +530,7 @@ class Applet:
 
     # -- personalisation (CLA 80) -----------------------------------------------------------
 
-    @command(Ins.INITIALIZE_UPDATE, proprietary=True)
+    @command(Ins.INITIALIZE_UPDATE)
     def initialize_update(self, cmd: CommandApdu) -> bytes:
         self._require_p1p2(cmd, 0, 0)
         if len(cmd.data) != 8:
@@ -610,7 +559,7 @@ class Applet:
         session.counter += 1
         return payload
 
-    @command(Ins.STORE_DATA, proprietary=True)
+    @command(Ins.STORE_DATA)
     def store_data(self, cmd: CommandApdu) -> bytes:
         self._require_p1p2(cmd, 0, 0)
         payload = self._check_command_mac(cmd)
@@ -638,14 +587,14 @@ class Applet:
                 raise CardError(SW.WRONG_DATA)
             new = self.state.with_(card_auth_key=value)
         else:
-            if not pin.is_valid_block(value):
+            if not is_valid_pin_block(value):
                 raise CardError(SW.WRONG_DATA)
             field_name = "pin_hash" if tag == PersoObject.PIN else "puk_hash"
             new = self.state.with_(**{field_name: pin.pin_hash(salt, value)})
         self._commit(new)
         return b""
 
-    @command(Ins.SET_STATUS, proprietary=True)
+    @command(Ins.SET_STATUS)
     def set_status(self, cmd: CommandApdu) -> bytes:
         self._require_p1p2(cmd, 0x00, Lifecycle.OPERATIONAL)
         payload = self._check_command_mac(cmd)

@@ -18,10 +18,13 @@ TRANSPORT_SALT = b"EP0791901/transport/v1"
 PERSO_SALT = b"EP0791901/perso/v1"
 CARD_AUTH_LABEL = b"EP0791901/card-auth/v1"
 
+# the sealed box: version(1) || atc(4) || nonce(12) || ciphertext || tag(16) (docs/apdu.md 5.3)
 SEAL_VERSION = 0x01
+ATC_SIZE = 4
+HEADER_SIZE = 1 + ATC_SIZE
 NONCE_SIZE = 12
 TAG_SIZE = 16
-SEAL_OVERHEAD = 1 + 4 + NONCE_SIZE + TAG_SIZE
+SEAL_OVERHEAD = HEADER_SIZE + NONCE_SIZE + TAG_SIZE
 CONFIRM_SIZE = 16
 MAC_SIZE = 16
 CARD_AUTH_KEY_SIZE = 32
@@ -72,7 +75,7 @@ def seal(key: bytes, atc: int, plaintext: bytes, aad: bytes, nonce: bytes | None
     """version(1) || atc(4) || nonce(12) || ciphertext || tag(16); version and ATC are
     authenticated with the caller's associated data."""
     nonce = nonce if nonce is not None else secrets.token_bytes(NONCE_SIZE)
-    header = bytes((SEAL_VERSION,)) + atc.to_bytes(4, "big")
+    header = bytes((SEAL_VERSION,)) + atc.to_bytes(ATC_SIZE, "big")
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
     cipher.update(header + aad)
     ciphertext, tag = cipher.encrypt_and_digest(plaintext)
@@ -84,15 +87,21 @@ def open_sealed(key: bytes, sealed: bytes, aad: bytes) -> tuple[int, bytes]:
     forged or altered one."""
     if len(sealed) < SEAL_OVERHEAD or sealed[0] != SEAL_VERSION:
         raise ValueError("not a v1 sealed box")
-    header, nonce = sealed[:5], sealed[5 : 5 + NONCE_SIZE]
-    ciphertext, tag = sealed[5 + NONCE_SIZE : -TAG_SIZE], sealed[-TAG_SIZE:]
+    header, nonce = sealed[:HEADER_SIZE], sealed[HEADER_SIZE : HEADER_SIZE + NONCE_SIZE]
+    ciphertext, tag = sealed[HEADER_SIZE + NONCE_SIZE : -TAG_SIZE], sealed[-TAG_SIZE:]
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
     cipher.update(header + aad)
     try:
         plaintext = cipher.decrypt_and_verify(ciphertext, tag)
     except ValueError as exc:
         raise IntegrityError("authentication tag mismatch") from exc
-    return int.from_bytes(header[1:5], "big"), plaintext
+    return box_counter(header), plaintext
+
+
+def box_counter(box: bytes) -> int:
+    """The ATC a sealed box carries in clear (authenticated once the box is opened): what a
+    receiver checks is increasing, without the card (DESIGN.md's clone detection)."""
+    return int.from_bytes(box[1:HEADER_SIZE], "big")
 
 
 def diversify_transport_key(master_transport_key: bytes, serial: bytes) -> bytes:

@@ -1,17 +1,14 @@
-"""Which APDUs carry secrets: the one table both traces (terminal and card) and every record
-of exchanges (pcap, conformance reports) redact by.
+"""Which APDUs carry secrets, exchange by exchange: what both traces (terminal and card) and
+every record of exchanges (pcap, conformance reports) redact by.
 
-The card and the terminal each decide from the command alone, so they agree without talking
-about it. A command's data, and the data of its response, are secret for:
-
-- VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER: PIN and PUK blocks;
-- PERFORM SECURITY OPERATION: ENCIPHER's input and DECIPHER's output are an order's
-  plaintext (card number, expiry, name, destination); the other direction is redacted too,
-  so which is which never depends on P1-P2 being well formed;
-- EXTERNAL, INTERNAL and GENERAL AUTHENTICATE: challenges and cryptograms under pair keys
-  and the card authentication key;
-- the personalisation commands, INITIALIZE UPDATE, STORE DATA, SET STATUS (proprietary
-  class): rows, PIN, PUK, card key.
+Which commands carry secrets is the vocabulary's table (`Ins.secret`, card_applet/
+vocabulary.py): PIN and PUK blocks (VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER), an
+order's plaintext (PERFORM SECURITY OPERATION, both directions, so which is which never
+depends on P1-P2 being well formed), challenges and cryptograms under pair keys and the card
+authentication key (EXTERNAL, INTERNAL and GENERAL AUTHENTICATE), and the personalisation
+objects (INITIALIZE UPDATE, STORE DATA, SET STATUS, proprietary class). The card and the
+terminal each decide from the command alone, so they agree without talking about it; a
+command's data, and the data of its response, are secret together.
 
 A GET RESPONSE carries the rest of an earlier response, so its secrecy is that of the command
 whose answer started the 61xx chain. Not simply of the previous command: the applet keeps a
@@ -24,28 +21,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from card_applet.apdu import CommandApdu, ResponseApdu
-
-GET_RESPONSE = 0xC0
-# VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER, PSO, EXTERNAL / INTERNAL / GENERAL
-# AUTHENTICATE (ISO/IEC 7816-4 11.5, 11.6)
-SECRET_INTER_INDUSTRY = frozenset({0x20, 0x24, 0x2C, 0x2A, 0x82, 0x88, 0x86, 0x87})
-# INITIALIZE UPDATE, STORE DATA, SET STATUS: personalisation (GlobalPlatform-style)
-SECRET_PROPRIETARY = frozenset({0x50, 0xE2, 0xF0})
-
-
-def is_proprietary(cla: int) -> bool:
-    return bool(cla & 0x80)
+from card_applet.vocabulary import Ins, instruction, is_secret_command
 
 
 def is_secret(cmd: CommandApdu) -> bool:
     """Whether the command's data (and its response's) is a secret."""
-    table = SECRET_PROPRIETARY if is_proprietary(cmd.cla) else SECRET_INTER_INDUSTRY
-    return cmd.ins in table
+    return is_secret_command(cmd.cla, cmd.ins)
 
 
 def is_get_response(cmd: CommandApdu) -> bool:
     # GET RESPONSE is inter-industry (ISO 7816-4 11.4.1): 80 C0 is some other command
-    return cmd.ins == GET_RESPONSE and not is_proprietary(cmd.cla)
+    return instruction(cmd.cla, cmd.ins) == Ins.GET_RESPONSE
 
 
 @dataclass(frozen=True, slots=True)

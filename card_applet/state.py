@@ -18,7 +18,6 @@ import os
 import secrets
 import signal
 from dataclasses import asdict, dataclass, field, replace
-from enum import IntEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -27,17 +26,11 @@ from card_applet.durable import write_atomic
 from card_applet.lockfile import StateLock
 from card_applet.sealing import StateKey, is_sealed, seal, unseal
 from card_applet.store_errors import StateFormatError, StateKeyError
+from card_applet.vocabulary import Lifecycle
 
 PIN_MAX_TRIES = 3
 PUK_MAX_TRIES = 3
 STATE_FORMAT = 1
-
-
-class Lifecycle(IntEnum):
-    """ISO/IEC 7816-4 table 13 life cycle status byte."""
-
-    PERSONALISATION = 0x03  # "initialisation state": only personalisation commands
-    OPERATIONAL = 0x05  # "operational state (activated)": locked for good
 
 
 @dataclass(frozen=True, slots=True)

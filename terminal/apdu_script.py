@@ -6,8 +6,9 @@ it must answer (`9000`, `63CX`, `9000,6A82`, `any`; X is any nibble). A command 
 expectation must answer 9000, so a failing script exits non-zero.
 
 Parsing is pure; `exchange` is the one place that talks to a reader, and it follows the ISO
-7816-4 conventions every PC/SC tool does: GET RESPONSE after 61xx, re-send with Le = xx
-after 6Cxx.
+7816-4 conventions every PC/SC tool does, through the terminal's one follower
+(terminal/protocol.py): GET RESPONSE on the command's logical channel after 61xx, re-send with
+Le = xx after 6Cxx. Unlike a card session it never chains: a script's APDU goes as written.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import enum
 import re
 from dataclasses import dataclass
 
-from card_applet.apdu import CommandApdu, ResponseApdu
-from terminal.errors import NettxError
+from card_applet.apdu import ApduFormatError, CommandApdu, ResponseApdu
+from terminal.errors import EndlessResponseError, NettxError
+from terminal.protocol import ApduProtocol
 from terminal.reader import Reader
-from terminal.trace import trace_command, trace_response
 
-INS_GET_RESPONSE = 0xC0
 # a card that keeps answering 61xx is bounded: 256 GET RESPONSEs carry 64 KiB, the most an
 # extended Le asks for
 MAX_GET_RESPONSE = 256
@@ -84,32 +84,21 @@ def parse_hex(text: str) -> bytes:
 
 
 def explain_malformed(raw: bytes) -> str:
-    """Why `raw` is none of ISO 7816-4's command cases, short or extended (the codec only
+    """Why `raw` is none of ISO 7816-4's command cases, short or extended (the card only
     says WRONG LENGTH)."""
-    if len(raw) < 4:
-        return f"{len(raw)} bytes: a command APDU starts with 4 (CLA INS P1 P2)"
-    body = raw[4:]
-    if body[0] != 0:
-        lc = body[0]
-        return (f"short Lc says {lc} data bytes, so the body after the header is {1 + lc} "
-                f"bytes (or {2 + lc} with Le), not {len(body)}")
-    if len(body) < 3:
-        return ("a body starting 00 is extended length: 00 and two length bytes, "
-                f"but only {len(body)} bytes follow the header")
-    lc = int.from_bytes(body[1:3], "big")
-    if lc == 0:
-        return "extended Lc of 0000: an extended body with data needs Lc of 1..65535"
-    return (f"extended Lc says {lc} data bytes, so the body after the header is {3 + lc} "
-            f"bytes (or {5 + lc} with a 2-byte Le), not {len(body)}")
+    try:
+        CommandApdu.from_bytes(raw)
+    except ApduFormatError as exc:
+        return str(exc)
+    return "a well-formed command APDU"
 
 
 def parse_command(text: str) -> CommandApdu:
     raw = parse_hex(text)
     try:
         return CommandApdu.from_bytes(raw)
-    except Exception as exc:  # the codec raises the card's own WRONG LENGTH error
-        raise ScriptError(f"{text.strip()!r} is not a command APDU: "
-                          f"{explain_malformed(raw)}") from exc
+    except ApduFormatError as exc:
+        raise ScriptError(f"{text.strip()!r} is not a command APDU: {exc}") from exc
 
 
 def parse_step(line: str, where: str = "") -> Step | None:
@@ -139,27 +128,14 @@ def parse_script(text: str, name: str) -> list[Step]:
     return steps
 
 
-def _transmit(reader: Reader, cmd: CommandApdu) -> ResponseApdu:
-    trace_command(reader.name, cmd)
-    resp = ResponseApdu.from_bytes(reader.transmit(cmd.to_bytes()))
-    trace_response(reader.name, resp)
-    return resp
-
-
 def exchange(reader: Reader, cmd: CommandApdu, *, follow: bool = True) -> ResponseApdu:
     """Send `cmd`; with `follow`, answer 6Cxx by re-sending with Le = xx and collect 61xx
     data with GET RESPONSE (on the command's logical channel), as opensc-tool does."""
-    resp = _transmit(reader, cmd)
+    protocol = ApduProtocol(reader, chaining=False, max_get_responses=MAX_GET_RESPONSE)
     if not follow:
-        return resp
-    if resp.sw1 == 0x6C:
-        cmd = CommandApdu(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data, resp.sw2 or 256)
-        resp = _transmit(reader, cmd)
-    data = bytearray(resp.data)
-    for _ in range(MAX_GET_RESPONSE):
-        if resp.sw1 != 0x61:
-            return ResponseApdu(bytes(data), resp.sw)
-        get = CommandApdu(cmd.cla & 0x03, INS_GET_RESPONSE, 0, 0, b"", resp.sw2 or 256)
-        resp = _transmit(reader, get)
-        data += resp.data
-    raise ScriptError(f"the card answered 61xx to {MAX_GET_RESPONSE} GET RESPONSEs in a row")
+        return protocol.exchange(cmd)
+    try:
+        return protocol.send(cmd)
+    except EndlessResponseError as exc:
+        raise ScriptError(f"the card answered 61xx to {exc.get_responses} GET RESPONSEs in a "
+                          "row") from exc

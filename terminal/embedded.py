@@ -13,6 +13,7 @@ import time
 
 from card_applet.vpcd import FrameBuffer, VpcdControl, encode_frame, set_quickack, tune
 from terminal.errors import CardRemovedError, NoCardError, ReaderError
+from terminal.reader import check_command
 
 
 class EmbeddedReader:
@@ -124,8 +125,7 @@ class EmbeddedReader:
         return self._atr
 
     def transmit(self, apdu: bytes) -> bytes:
-        if len(apdu) < 4:
-            raise ValueError("a command APDU has at least 4 bytes")
+        check_command(apdu)
         if self._sock is None:
             self.power_on()
         self._send(apdu)

@@ -1,17 +1,15 @@
 """One exception hierarchy for everything that talks to a card.
 
-`NettxError` is the root for the whole project (host errors derive from it too).
+`NettxError` (defined in card_applet/errors.py, so the APDU codec's error stands under it too)
+is the root for the whole project; host errors derive from it as well.
 `ApduError` carries the status word; `apdu_error(sw)` picks the subclass that names its ISO
 meaning, so callers catch `WrongPinError` rather than compare numbers.
 """
 
 from __future__ import annotations
 
+from card_applet.errors import NettxError
 from card_applet.sw import SW, describe
-
-
-class NettxError(Exception):
-    """Root of every error nettx raises on purpose."""
 
 
 class ReaderError(NettxError):
@@ -70,6 +68,15 @@ class NotFoundError(ApduError):
 
 class WrongLengthError(ApduError):
     pass
+
+
+class EndlessResponseError(ApduError):
+    """The card kept answering 61xx past the bound the terminal sets on one response
+    (`sw` is its last 61xx): broken, or holding the terminal in a loop."""
+
+    def __init__(self, sw: int, get_responses: int) -> None:
+        super().__init__(sw, "GET RESPONSE")
+        self.get_responses = get_responses  # GET RESPONSEs sent before giving up
 
 
 _BY_SW: dict[int, type[ApduError]] = {

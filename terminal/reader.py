@@ -25,3 +25,10 @@ class Reader(Protocol):
         """One command APDU out, one response APDU (data + SW1 SW2) back."""
 
     def close(self) -> None: ...
+
+
+def check_command(apdu: bytes) -> None:
+    """Fewer bytes than a header (CLA INS P1 P2) are no command APDU at all: a reader that
+    frames APDUs itself refuses them before they reach the line (ValueError)."""
+    if len(apdu) < 4:
+        raise ValueError("a command APDU has at least 4 bytes")

@@ -33,6 +33,7 @@ from card_applet.line import (
 )
 from card_applet.t1 import MAX_INF, epilogue
 from terminal.errors import ApduNotMappableError, LineProtocolError, NoCardError, ReaderError
+from terminal.reader import check_command
 from terminal.t0 import MAX_NULL_WAIT, T0Stats, T0Terminal
 from terminal.t1 import ISO_RETRIES, MAX_WTX_WAIT, T1Stats, T1Terminal
 
@@ -336,8 +337,7 @@ class SerialReader:
         return self._atr
 
     def transmit(self, apdu: bytes) -> bytes:
-        if len(apdu) < 4:
-            raise ValueError("a command APDU has at least 4 bytes")
+        check_command(apdu)
         if not self.active:
             self.power_on()
         started = time.monotonic()

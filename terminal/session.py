@@ -9,23 +9,28 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from card_applet import pin as pin_block
 from card_applet.apdu import EXTENDED_MAX_LE, SHORT_MAX_LE
-from card_applet.applet import (
+from card_applet.sw import SW
+from card_applet.tlv import TlvError, parse, tlv
+from card_applet.vocabulary import (
     AID,
+    MSE_SET_INTERNAL,
+    MSE_TEMPLATE_AT,
+    PIN_REFERENCE,
     TAG_AAD,
     TAG_CONTEXT,
     TAG_CRYPTOGRAM,
     TAG_KEY_REFERENCE,
     TAG_PLAIN,
     DataObject,
+    Fci,
     Ins,
     KeyReference,
+    Lifecycle,
     Pso,
+    SchemeTag,
+    encode_pin,
 )
-from card_applet.state import Lifecycle
-from card_applet.sw import SW
-from card_applet.tlv import TlvError, parse, tlv
 from terminal.cardauth import CardPairing
 from terminal.errors import (
     ApduError,
@@ -37,7 +42,6 @@ from terminal.errors import (
 from terminal.protocol import ApduProtocol
 from terminal.reader import Reader
 
-PIN_REFERENCE = 0x81
 CARD_AUTH_CHALLENGE = 32
 
 
@@ -75,9 +79,9 @@ class CardInfo:
                 serial=objects[DataObject.SERIAL],
                 lifecycle=Lifecycle(objects[DataObject.LIFECYCLE][0]),
                 version=(objects[DataObject.VERSION][0], objects[DataObject.VERSION][1]),
-                scheme_version=scheme[0x80][0],
-                prime=int.from_bytes(scheme[0x81], "big"),
-                k=int.from_bytes(scheme[0x82], "big"),
+                scheme_version=scheme[SchemeTag.VERSION][0],
+                prime=int.from_bytes(scheme[SchemeTag.PRIME], "big"),
+                k=int.from_bytes(scheme[SchemeTag.K], "big"),
                 pin_tries=tries[0], pin_max=tries[1], puk_tries=tries[2], puk_max=tries[3],
                 atc=int.from_bytes(objects[DataObject.ATC], "big"),
                 holder_id=holder.decode("utf-8") if holder is not None else None,
@@ -99,18 +103,16 @@ class CardSession:
     # -- application ------------------------------------------------------------------------
 
     def select(self) -> CardInfo:
-        fci = self.protocol.send_apdu(0x00, Ins.SELECT, 0x04, 0x00, AID, SHORT_MAX_LE,
-                                      name="SELECT")
+        fci = self.protocol.send_apdu(0x00, Ins.SELECT, 0x04, 0x00, AID, SHORT_MAX_LE)
         try:
             (outer,) = parse(fci)
             inner = {item.tag: item.value for item in parse(outer.value)}
-            return CardInfo.from_template(inner[0xA5])
+            return CardInfo.from_template(inner[Fci.PROPRIETARY])
         except (ValueError, KeyError, TlvError) as exc:
             raise CardDataError(f"unparseable FCI: {exc}") from exc
 
     def get_data(self, tag: int) -> bytes:
-        return self.protocol.send_apdu(0x00, Ins.GET_DATA, tag >> 8, tag & 0xFF, le=SHORT_MAX_LE,
-                                       name="GET DATA")
+        return self.protocol.send_apdu(0x00, Ins.GET_DATA, tag >> 8, tag & 0xFF, le=SHORT_MAX_LE)
 
     def info(self) -> CardInfo:
         return CardInfo.from_template(self.get_data(DataObject.ALL))
@@ -175,41 +177,39 @@ class CardSession:
     def verify_pin(self, pin: str) -> None:
         self._still_the_proved_card()
         self.protocol.send_apdu(0x00, Ins.VERIFY, 0x00, PIN_REFERENCE,
-                                pin_block.encode_pin(pin), name="VERIFY")
+                                encode_pin(pin))
 
     def pin_tries_left(self) -> int:
         """Status query (VERIFY without data): tries left, or -1 once verified."""
         try:
-            self.protocol.send_apdu(0x00, Ins.VERIFY, 0x00, PIN_REFERENCE, name="VERIFY")
+            self.protocol.send_apdu(0x00, Ins.VERIFY, 0x00, PIN_REFERENCE)
         except WrongPinError as err:
             return err.tries_left
         return -1
 
     def reset_verification(self) -> None:
-        self.protocol.send_apdu(0x00, Ins.VERIFY, 0xFF, PIN_REFERENCE, name="VERIFY")
+        self.protocol.send_apdu(0x00, Ins.VERIFY, 0xFF, PIN_REFERENCE)
 
     def change_pin(self, old: str, new: str) -> None:
         self._still_the_proved_card()
-        data = pin_block.encode_pin(old) + pin_block.encode_pin(new)
-        self.protocol.send_apdu(0x00, Ins.CHANGE_REFERENCE_DATA, 0x00, PIN_REFERENCE, data,
-                                name="CHANGE REFERENCE DATA")
+        data = encode_pin(old) + encode_pin(new)
+        self.protocol.send_apdu(0x00, Ins.CHANGE_REFERENCE_DATA, 0x00, PIN_REFERENCE, data)
 
     def unblock_pin(self, puk: str, new_pin: str | None = None) -> None:
         self._still_the_proved_card()
-        data = pin_block.encode_pin(puk)
+        data = encode_pin(puk)
         p1 = 0x01
         if new_pin is not None:
-            data += pin_block.encode_pin(new_pin)
+            data += encode_pin(new_pin)
             p1 = 0x00
-        self.protocol.send_apdu(0x00, Ins.RESET_RETRY_COUNTER, p1, PIN_REFERENCE, data,
-                                name="RESET RETRY COUNTER")
+        self.protocol.send_apdu(0x00, Ins.RESET_RETRY_COUNTER, p1, PIN_REFERENCE, data)
 
     # -- keys and cryptograms ---------------------------------------------------------------
 
     def set_peer(self, peer_id: str) -> None:
         data = tlv(TAG_KEY_REFERENCE, peer_id.encode("utf-8"))
-        self.protocol.send_apdu(0x00, Ins.MANAGE_SECURITY_ENVIRONMENT, 0x41, 0xA4, data,
-                                name="MANAGE SECURITY ENVIRONMENT")
+        self.protocol.send_apdu(0x00, Ins.MANAGE_SECURITY_ENVIRONMENT, MSE_SET_INTERNAL,
+                                MSE_TEMPLATE_AT, data)
 
     def _pso(self, operation: Pso, main_tag: int, value: bytes, aad: bytes,
              context: bytes) -> bytes:
@@ -233,17 +233,15 @@ class CardSession:
     # -- confirmation (claim 7) -------------------------------------------------------------
 
     def get_challenge(self, length: int = 16) -> bytes:
-        return self.protocol.send_apdu(0x00, Ins.GET_CHALLENGE, 0, 0, le=length,
-                                       name="GET CHALLENGE")
+        return self.protocol.send_apdu(0x00, Ins.GET_CHALLENGE, 0, 0, le=length)
 
     def internal_authenticate(self, challenge: bytes,
                               key: KeyReference = KeyReference.PEER) -> bytes:
         return self.protocol.send_apdu(0x00, Ins.INTERNAL_AUTHENTICATE, 0, key, challenge,
-                                       SHORT_MAX_LE, name="INTERNAL AUTHENTICATE")
+                                       SHORT_MAX_LE)
 
     def external_authenticate(self, response: bytes) -> None:
-        self.protocol.send_apdu(0x00, Ins.EXTERNAL_AUTHENTICATE, 0, 0, response,
-                                name="EXTERNAL AUTHENTICATE")
+        self.protocol.send_apdu(0x00, Ins.EXTERNAL_AUTHENTICATE, 0, 0, response)
 
     def prove_to(self, verifier: CardSession) -> None:
         """Challenge-response: `verifier` challenges, this card answers under the

@@ -31,8 +31,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from card_applet.apdu import SHORT_MAX_DATA, SHORT_MAX_LE, CommandApdu
-from card_applet.sw import CardError
+from card_applet.apdu import SHORT_MAX_DATA, SHORT_MAX_LE, ApduFormatError, CommandApdu
 from card_applet.t0 import NULL
 from terminal.errors import ApduNotMappableError, CardStalledError, LineProtocolError
 
@@ -80,7 +79,7 @@ class T0Terminal:
     def transceive(self, apdu: bytes) -> bytes:
         try:
             cmd = CommandApdu.from_bytes(apdu)
-        except CardError as exc:
+        except ApduFormatError as exc:
             raise ApduNotMappableError(f"{self.name}: malformed APDU {apdu.hex(' ').upper()}: "
                                        "T=0 cannot map it to a TPDU") from exc
         if len(cmd.data) > SHORT_MAX_DATA or (cmd.le or 0) > SHORT_MAX_LE:

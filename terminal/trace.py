@@ -5,8 +5,9 @@ Secrets never reach the log or the recording unless the user asks for them (`sho
 the CLI's `--trace-secrets`, which then shows them whole, not elided): the data of every
 command that carries a PIN, a key, a row or order plaintext is replaced by its length in the
 log and by zero bytes in the pcap, in both directions, including the GET RESPONSE commands
-that fetch the rest of a secret answer. Which commands those are is card_applet/secrecy.py's
-table, the one the card's own trace uses. Data longer than 64 bytes is elided in the log
+that fetch the rest of a secret answer. Which commands those are is the card vocabulary's
+table (`Ins.secret`, card_applet/vocabulary.py), followed exchange by exchange by
+card_applet/secrecy.py as the card's own trace does. Data longer than 64 bytes is elided in the log
 unless `show_full` (`--trace-full`); the pcap always holds all of it.
 """
 

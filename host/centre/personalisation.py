@@ -12,17 +12,13 @@ import secrets
 from collections.abc import Callable, Sequence
 
 from card_applet import blom, keys
-from card_applet import pin as pin_block
 from card_applet.apdu import SHORT_MAX_LE
-from card_applet.applet import Ins, PersoObject
-from card_applet.state import Lifecycle
 from card_applet.tlv import tlv
+from card_applet.vocabulary import CLA_PROPRIETARY, Ins, Lifecycle, PersoObject, encode_pin
 from host.centre.authority import Authority
 from host.errors import PersonalisationError
 from terminal.cardauth import CardPairing
 from terminal.session import CardSession
-
-CLA_PROPRIETARY = 0x80
 
 
 class PersoChannel:
@@ -71,7 +67,7 @@ def personalise(session: CardSession, transport_master: bytes, holder_id: str,
     if info.lifecycle != Lifecycle.PERSONALISATION:
         raise PersonalisationError(f"card {info.serial.hex()} is already personalised "
                                    f"(holder {info.holder_id!r})")
-    pin_value, puk_value = pin_block.encode_pin(pin), pin_block.encode_pin(puk)
+    pin_value, puk_value = encode_pin(pin), encode_pin(puk)
     channel = PersoChannel(session, transport_master)
     channel.store(PersoObject.HOLDER_ID, blom.identifier_bytes(holder_id))
     channel.store(PersoObject.ROW, blom.row_to_bytes(row))

@@ -15,8 +15,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from card_applet.apdu import CommandApdu, ResponseApdu
-from card_applet.sw import CardError
+from card_applet.apdu import ApduFormatError, CommandApdu, ResponseApdu
 from host.cli.cardaccess import open_card, state_key_options
 from host.cli.kit import (
     PIN,
@@ -65,7 +64,7 @@ def _apdu(ctx: click.Context, param: click.Parameter, value: str | None) -> byte
     if raw is not None:
         try:
             CommandApdu.from_bytes(raw)
-        except CardError as exc:
+        except ApduFormatError as exc:
             raise click.BadParameter(f"{value!r} is not a command APDU") from exc
     return raw
 

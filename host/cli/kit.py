@@ -20,9 +20,9 @@ import click
 from rich.console import Console, ConsoleDimensions
 
 from card_applet import blom
-from card_applet import pin as pin_block
 from card_applet.store_errors import StateError
 from card_applet.sw import CardError
+from card_applet.vocabulary import encode_pin
 from host.centre.pairing import CardExpectation
 from host.cli import secretenv
 from host.cli.cardaccess import state_key_options
@@ -230,7 +230,7 @@ def card_auth_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def check_pin(value: str, ctx: click.Context) -> None:
     """A PIN or PUK is 4..8 ASCII digits (the card's PIN block): refused before any APDU."""
-    pin_block.encode_pin(value)
+    encode_pin(value)
 
 
 def check_card_number(value: str, ctx: click.Context) -> None:

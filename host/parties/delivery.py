@@ -16,8 +16,9 @@ from host.protocol.messages import Deliver, Delivery
 from host.protocol.order import Party
 from host.protocol.parts import DeliveryPart
 from host.protocol.wire import MessageType
-from host.storage.shipments import Shipments
-from host.storage.sqlite import Seen
+from host.storage.base import Seen
+from host.storage.engine import open_shipments
+from host.storage.shipments import ShipmentStore
 
 
 class DeliveryServer(PartyServer):
@@ -25,7 +26,7 @@ class DeliveryServer(PartyServer):
 
     def __init__(self, keys: KeyModule, config: ServerConfig, db_path: Path) -> None:
         super().__init__(keys, config)
-        self.shipments = Shipments(db_path)
+        self.shipments: ShipmentStore = open_shipments(db_path)
         self.handlers[MessageType.DELIVER] = self.on_deliver
 
     async def close(self) -> None:

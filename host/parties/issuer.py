@@ -6,8 +6,9 @@ ARPC) and the holder with a sealed receipt. An order the seller cannot complete 
 A decline tells the seller (and the wire) one thing, `declined`: which check failed (an
 unknown card number, one of another holder, a wrong expiry...) would make the seller an oracle
 for card numbers. The precise reason goes only into the receipt sealed for the holder's card,
-padded so its length does not tell either. Declines per holder are rate-limited
-(host.storage.ledger).
+padded so its length does not tell either. The decision itself is the card manager's rules
+(host.parties.authorisation), applied by the ledger in the transaction that debits; declines
+per holder are rate-limited there.
 
 Every answer is recorded before it is sent, and a retransmission gets those exact bytes back:
 a decision has one MAC, whatever the retries.
@@ -17,16 +18,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from host.parties.authorisation import decide
 from host.parties.keymodule import KeyModule
 from host.parties.server import PartyServer, ServerConfig, our_header, staleness
 from host.protocol import codec
-from host.protocol.envelope import authorisation_body, context, reverse_body, reversed_body
+from host.protocol.envelope import (
+    OpenedPart,
+    authorisation_body,
+    context,
+    reverse_body,
+    reversed_body,
+)
 from host.protocol.messages import Authorisation, Authorise, Reverse, Reversed
 from host.protocol.order import Party
 from host.protocol.parts import IssuerPart
 from host.protocol.wire import MessageType
-from host.storage.ledger import AuthorisationRequest, Ledger
-from host.storage.sqlite import Seen
+from host.storage.base import Seen
+from host.storage.engine import open_ledger
+from host.storage.ledger import AuthorisationRequest, LedgerStore
 
 #: the only decline reason the seller and the wire see
 DECLINED = "declined by the card manager"
@@ -48,12 +57,24 @@ def padded(content: dict[str, object]) -> dict[str, object]:
         target += RECEIPT_BLOCK  # no pad length lands exactly: use the next block
 
 
+def authorisation_request(opened: OpenedPart[IssuerPart],
+                          request_digest: bytes) -> AuthorisationRequest:
+    """The card manager's part as the plain values its rules read (None where the part lacks
+    a field or carries it with the wrong type: the rules decline the request)."""
+    header, part = opened.header, opened.part
+    return AuthorisationRequest(
+        order_id=header.order_id, request_digest=request_digest, seller=header.seller,
+        holder=header.holder, digest=opened.digest, atc=opened.atc,
+        card_number=part.card_number, amount=part.amount, expiry=part.card_expiry,
+        name=part.holder_name, phone=part.holder_phone, fields=part.names)
+
+
 class IssuerServer(PartyServer):
     role = Party.ISSUER.value
 
     def __init__(self, keys: KeyModule, config: ServerConfig, ledger_path: Path) -> None:
         super().__init__(keys, config)
-        self.ledger = Ledger(ledger_path)
+        self.ledger: LedgerStore = open_ledger(ledger_path)
         self.handlers[MessageType.AUTHORISE] = self.on_authorise
         self.handlers[MessageType.REVERSE] = self.on_reverse
 
@@ -63,13 +84,9 @@ class IssuerServer(PartyServer):
 
     async def on_authorise(self, message: Authorise) -> bytes:
         request, opened = await self.open_request(message, "authorise", IssuerPart.read)
-        header, part = opened.header, opened.part
-        decision, seen = self.ledger.authorise(AuthorisationRequest(
-            order_id=header.order_id, request_digest=request, seller=header.seller,
-            holder=header.holder, digest=opened.digest, atc=opened.atc,
-            card_number=part.card_number, amount=part.amount, expiry=part.card_expiry,
-            name=part.holder_name, phone=part.holder_phone, fields=part.names),
-            stale=staleness(header, self.config.window))
+        header = opened.header
+        decision, seen = self.ledger.authorise(authorisation_request(opened, request), decide,
+                                               stale=staleness(header, self.config.window))
         self.log.info("order %s: %s (%s)%s", header.order_id.hex(), decision.code,
                       decision.reason, " again" if seen is Seen.RETRANSMISSION else "")
         self.crash_point("after-commit")

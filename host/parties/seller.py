@@ -19,11 +19,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from host.errors import ConnectionFailed, EnvelopeError, ErrorCode, Refused, TransactionError
+from host.parties import lifecycle
 from host.parties.connection import AsyncConnection
 from host.parties.keymodule import KeyModule
+from host.parties.lifecycle import (
+    Answered,
+    Authorised,
+    Cancelled,
+    Event,
+    Finish,
+    Sent,
+    Shipped,
+    Void,
+    advance,
+    next_step,
+)
 from host.parties.server import (
     PartyServer,
     ServerConfig,
@@ -44,7 +57,6 @@ from host.protocol.envelope import (
 )
 from host.protocol.messages import (
     Authorisation,
-    Authorise,
     Confirm,
     Confirmed,
     Deliver,
@@ -59,11 +71,13 @@ from host.protocol.messages import (
     Reversed,
     StatusQuery,
 )
+from host.protocol.messages import Authorise as AuthoriseMessage
 from host.protocol.order import OrderForm, Party, check_role
 from host.protocol.parts import SellerPart
 from host.protocol.wire import MessageType
-from host.storage.order_book import OrderBook, OrderRecord, OrderStatus
-from host.storage.sqlite import StorageLost
+from host.storage.base import StorageLost
+from host.storage.engine import open_order_book
+from host.storage.order_book import OrderRecord, OrderStatus, OrderStore
 
 flow_log = logging.getLogger("nettx.flow")
 ARROW = {Party.ISSUER: "y", Party.DELIVERY: "z"}  # FIG. 1; x is holder <-> seller
@@ -86,10 +100,22 @@ UPSTREAM_FAILURES = frozenset({E.CONNECTION_LOST, E.TIMEOUT, E.TRUNCATED})
 
 A = TypeVar("A", Authorisation, Reversed, Delivery)
 Opened = OpenedPart[SellerPart]
+Extra = dict[str, Any]  # an outcome's fields beyond order, status and reason
 
 
 class Unfinishable(TransactionError):
     """The order cannot complete; the card manager must cancel any charge for it."""
+
+
+@dataclass(slots=True)
+class _Order:
+    """An order being driven: what its record holds, and its seller part once opened."""
+
+    order_id: bytes
+    env: Envelope
+    header: envelope.Header
+    digest: bytes
+    opened: Opened | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +149,7 @@ class SellerServer(PartyServer):
         self.form = seller.form
         self._read = SellerPart.reader(seller.form)
         self._form_bytes = codec.encode(seller.form.to_cbor())  # the bytes its MACs cover
-        self.orders = OrderBook(seller.orders_path)
+        self.orders: OrderStore = open_order_book(seller.orders_path)
         self._driving: set[bytes] = set()
         self._retry_task: asyncio.Task[None] | None = None
         self.handlers.update({
@@ -257,45 +283,42 @@ class SellerServer(PartyServer):
 
     async def _drive_now(self, order_id: bytes, opened: Opened | None,
                          overdue: bool) -> OrderOutcome:
+        """Perform the steps host.parties.lifecycle chooses until the order is final, or a
+        peer cannot be reached (the order then stays where it is, pending)."""
         record = self.orders.get(order_id)
         if record is None:
             raise Refused(E.UNKNOWN_ORDER, f"no order {order_id.hex()}")
-        if record.status.final:  # finished since the caller looked: nothing to redo
+        step = next_step(record.status, overdue=overdue, note=record.note)
+        if isinstance(step, Answered):  # finished since the caller looked: nothing to redo
             return self._recorded(record)
         env = Envelope.from_cbor(codec.decode(record.envelope))
         # parsed once: the header of the part just opened, or of the recorded envelope
         header = opened.header if opened is not None else \
             our_header(self.keys, Party.SELLER, env.header)
-        status, note = record.status, record.note
+        order = _Order(order_id, env, header, record.digest, opened)
+        extra: Extra = {}  # the outcome's fields beyond its status, from the last answer
         try:
-            if overdue and status is OrderStatus.RECEIVED:
-                return self._finish(OrderOutcome(
-                    order_id, OutcomeStatus.FAILED,
-                    "the card manager could not be reached in time"))
-            if overdue and status is not OrderStatus.VOIDING:
-                status, note = OrderStatus.VOIDING, "not completed in time"
-                self.orders.move(order_id, status, note=note)
-            try:
-                if status is OrderStatus.VOIDING:
-                    outcome = await self._void(env, header, record.digest, note or "voided")
-                else:
-                    if opened is None:  # no freshness: it was fresh when received
-                        opened = await open_part(self.keys, Party.SELLER, header, env.header,
-                                                 env.parts[Party.SELLER], self._read)
-                    outcome = await self._authorise_and_deliver(env, opened, status)
-            except Unfinishable as exc:
-                current = self.orders.get(order_id)
-                if current is not None and current.status is OrderStatus.RECEIVED:
-                    # still `received`: nothing ever left for the card manager, so there is
-                    # no charge to cancel
-                    return self._finish(OrderOutcome(order_id, OutcomeStatus.FAILED, str(exc)))
-                self.log.warning("order %s will not complete (%s): voiding", order_id.hex(), exc)
-                self.orders.move(order_id, OrderStatus.VOIDING, note=str(exc))
-                outcome = await self._void(env, header, record.digest, str(exc))
-            return self._finish(outcome)
+            while not isinstance(step, Finish):
+                try:
+                    event, extra = await self._perform(step, order)
+                except Unfinishable as exc:
+                    event, extra = lifecycle.Refused(str(exc)), {}
+                after = advance(step, event, self._status(order_id))
+                if isinstance(event, lifecycle.Refused) and isinstance(after, Void):
+                    self.log.warning("order %s will not complete (%s): voiding",
+                                     order_id.hex(), event.reason)
+                step = after
+            return self._finish(OrderOutcome(order_id, OutcomeStatus(step.status.value),
+                                             step.reason, **extra))
         except TransactionError as exc:
             self.log.warning("order %s pending: %s", order_id.hex(), exc)
             return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
+
+    def _status(self, order_id: bytes) -> OrderStatus:
+        record = self.orders.get(order_id)
+        if record is None:
+            raise Refused(E.UNKNOWN_ORDER, f"no order {order_id.hex()}")
+        return record.status
 
     def _finish(self, outcome: OrderOutcome) -> OrderOutcome:
         """Record a final outcome with the exact frame the holder gets for it."""
@@ -303,33 +326,47 @@ class SellerServer(PartyServer):
                          outcome=codec.encode(outcome.to_cbor()), answer=outcome.to_frame())
         return outcome
 
-    async def _authorise_and_deliver(self, env: Envelope, opened: Opened,
-                                     status: OrderStatus) -> OrderOutcome:
-        header = opened.header
-        order_id, amount = header.order_id, opened.part.amount
-        issuer_part = env.parts[Party.ISSUER]
-        if status in (OrderStatus.RECEIVED, OrderStatus.AUTHORISING):
-            auth = await self._exchange(
-                Party.ISSUER, Authorise(env.header, issuer_part, await self.keys.mac(
-                    header.issuer, request_digest(env.header, issuer_part),
-                    context("authorise", order_id))), Authorisation,
-                # recorded before the request leaves: from then on a debit may exist
-                before_send=(lambda: self.orders.move(order_id, OrderStatus.AUTHORISING))
-                if status is OrderStatus.RECEIVED else None)
-            await self._check(header.issuer, authorisation_body(order_id, auth.code, auth.reason,
-                                                                auth.amount, opened.digest),
-                              auth.mac, context("authorisation", order_id), "authorisation")
-            if not auth.approved:
-                return OrderOutcome(order_id, OutcomeStatus.DECLINED, auth.reason, amount=amount,
-                                    issuer_receipt=auth.receipt)
-            if auth.amount != amount:
-                raise Unfinishable(E.AMOUNT, f"the card manager approved {auth.amount}, the "
-                                             f"order is for {amount}")
-            mac, receipt = auth.mac, auth.receipt
-            self.orders.move(order_id, OrderStatus.APPROVED, approval=(mac, receipt))
+    async def _perform(self, step: Sent, order: _Order) -> tuple[Event, Extra]:
+        """One step on the network: the event it brought and the outcome fields it gives."""
+        if isinstance(step, Void):
+            if step.mark:
+                self.orders.move(order.order_id, OrderStatus.VOIDING, note=step.reason)
+            return await self._void(order, step.reason)
+        if order.opened is None:  # no freshness: it was fresh when received
+            order.opened = await open_part(self.keys, Party.SELLER, order.header,
+                                           order.env.header, order.env.parts[Party.SELLER],
+                                           self._read)
+        if isinstance(step, lifecycle.Authorise):
+            return await self._authorise(order, order.opened, step.mark)
+        if step.approval is not None:
+            self.orders.move(order.order_id, OrderStatus.APPROVED, approval=step.approval)
             self.crash_point("after-approval")
+            mac, receipt = step.approval
         else:  # approved before a crash or a failed delivery attempt: its record has the MAC
-            mac, receipt = self.orders.approval(order_id)
+            mac, receipt = self.orders.approval(order.order_id)
+        return await self._deliver(order, order.opened, mac, receipt)
+
+    async def _authorise(self, order: _Order, opened: Opened,
+                         mark: bool) -> tuple[Event, Extra]:
+        env, header, order_id = order.env, order.header, order.order_id
+        amount = opened.part.amount
+        issuer_part = env.parts[Party.ISSUER]
+        auth = await self._exchange(
+            Party.ISSUER, AuthoriseMessage(env.header, issuer_part, await self.keys.mac(
+                header.issuer, request_digest(env.header, issuer_part),
+                context("authorise", order_id))), Authorisation,
+            # recorded before the request leaves: from then on a debit may exist
+            before_send=(lambda: self.orders.move(order_id, OrderStatus.AUTHORISING))
+            if mark else None)
+        await self._check(header.issuer, authorisation_body(order_id, auth.code, auth.reason,
+                                                            auth.amount, opened.digest),
+                          auth.mac, context("authorisation", order_id), "authorisation")
+        return (Authorised(auth.code, auth.reason, auth.amount, amount, auth.mac, auth.receipt),
+                {"amount": amount, "issuer_receipt": auth.receipt})
+
+    async def _deliver(self, order: _Order, opened: Opened, mac: bytes,
+                       receipt: bytes) -> tuple[Event, Extra]:
+        env, header, order_id = order.env, order.header, order.order_id
         part = env.parts[Party.DELIVERY]
         delivery = await self._exchange(Party.DELIVERY, Deliver(
             env.header, part, await self.keys.mac(
@@ -338,30 +375,20 @@ class SellerServer(PartyServer):
         await self._check(header.delivery,
                           delivery_answer_body(order_id, opened.digest, delivery.tracking),
                           delivery.mac, context("delivery-answer", order_id), "delivery answer")
-        return OrderOutcome(order_id, OutcomeStatus.COMPLETED, "approved and shipped",
-                            amount=amount, tracking=delivery.tracking, issuer_receipt=receipt,
-                            delivery_receipt=delivery.receipt)
+        return Shipped(), {"amount": opened.part.amount, "tracking": delivery.tracking,
+                           "issuer_receipt": receipt, "delivery_receipt": delivery.receipt}
 
-    async def _void(self, env: Envelope, header: envelope.Header, digest: bytes,
-                    reason: str) -> OrderOutcome:
+    async def _void(self, order: _Order, reason: str) -> tuple[Event, Extra]:
         """Have the card manager cancel any charge for an order that will not complete."""
-        order_id = header.order_id
-        try:
-            answer = await self._exchange(Party.ISSUER, Reverse(
-                env.header, digest, reason, await self.keys.mac(
-                    header.issuer, reverse_body(order_id, digest, reason),
-                    context("reverse", order_id))), Reversed)
-            await self._check(header.issuer,
-                              reversed_body(order_id, answer.code, answer.amount, digest),
-                              answer.mac, context("reversed", order_id), "reversal")
-        except Unfinishable as exc:
-            # the card manager will not (or cannot be shown to) cancel: say so, do not loop
-            return OrderOutcome(order_id, OutcomeStatus.FAILED,
-                                f"{reason}; the charge could not be cancelled ({exc}): "
-                                f"contact the card manager")
-        return OrderOutcome(order_id, OutcomeStatus.FAILED,
-                            f"{reason}; card manager: {answer.code}, no charge stands",
-                            issuer_receipt=answer.receipt)
+        env, header, order_id, digest = order.env, order.header, order.order_id, order.digest
+        answer = await self._exchange(Party.ISSUER, Reverse(
+            env.header, digest, reason, await self.keys.mac(
+                header.issuer, reverse_body(order_id, digest, reason),
+                context("reverse", order_id))), Reversed)
+        await self._check(header.issuer,
+                          reversed_body(order_id, answer.code, answer.amount, digest),
+                          answer.mac, context("reversed", order_id), "reversal")
+        return Cancelled(answer.code), {"issuer_receipt": answer.receipt}
 
     async def _check(self, peer: str, body: bytes, mac: bytes, ctx: bytes, what: str) -> None:
         try:

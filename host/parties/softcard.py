@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from card_applet import blom, keys
 from card_applet import pin as pin_block
 from card_applet.applet import Applet
-from card_applet.state import Lifecycle, MemoryStore, PersistentState
+from card_applet.state import MemoryStore, PersistentState
+from card_applet.vocabulary import Lifecycle, encode_pin
 from terminal.cardauth import CardPairing
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
@@ -27,7 +28,7 @@ def software_card(identifier: str, row: Sequence[int], pin: str = "0000") -> Car
     state = PersistentState(
         serial=serial, transport_key=secrets.token_bytes(32), pin_salt=salt,
         lifecycle=Lifecycle.OPERATIONAL, holder_id=blom.identifier_bytes(identifier),
-        row=blom.row_to_bytes(row), pin_hash=pin_block.pin_hash(salt, pin_block.encode_pin(pin)),
+        row=blom.row_to_bytes(row), pin_hash=pin_block.pin_hash(salt, encode_pin(pin)),
         puk_hash=pin_block.pin_hash(salt, secrets.token_bytes(8)), card_auth_key=card_key,
     )
     session = CardSession(InProcessReader(Applet(MemoryStore(state)), name=f"ssm {identifier}"))

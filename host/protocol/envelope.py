@@ -196,10 +196,6 @@ class OpenedPart(Generic[P]):
     atc: int  # the holder card's transaction counter, authenticated by the seal
 
 
-def box_atc(box: bytes) -> int:
-    return int.from_bytes(box[1:5], "big")
-
-
 def parse_part(header: Header, header_bytes: bytes, party: Party, box: bytes,
                plaintext: bytes, read: PartReader[P]) -> OpenedPart[P]:
     """Check an opened part's structure and its own commitment, then `read` its fields;
@@ -223,7 +219,7 @@ def parse_part(header: Header, header_bytes: bytes, party: Party, box: bytes,
         raise EnvelopeError(ErrorCode.COMMITMENT,
                             f"the {party} part does not match its own commitment")
     return OpenedPart(header, header_bytes, party, read(header, fields), commitments,
-                      order_digest(header_bytes, commitments), box_atc(box))
+                      order_digest(header_bytes, commitments), keys.box_counter(box))
 
 
 # -- authenticated answers between parties -----------------------------------------------------

@@ -1,15 +1,22 @@
 """The card manager's ledger: accounts, one decision (and at most one debit) per order, the
-card transaction counters seen, and the declines that rate-limit a holder."""
+card transaction counters seen, and the declines that rate-limit a holder.
+
+The ledger stores; it does not judge. For a new authorisation request it gathers the facts the
+card manager's rules read (the account claimed, the holder's counter history, its recent
+declines) and applies the Decision those rules return, all in one transaction: two requests
+for one account can never both read the balance before either debits it."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 from host.errors import EnvelopeError
-from host.storage.sqlite import Database, Seen, record_view, replay_error
+from host.storage.base import Seen, replay_error
+from host.storage.sqlite import Database, keep_first, record_view
 
 LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -46,18 +53,9 @@ CREATE TABLE IF NOT EXISTS declines (
 CREATE INDEX IF NOT EXISTS declines_by_holder ON declines (holder, at);
 """
 
-MAX_AMOUNT = 2**53  # minor units; beyond any order, and exact in every peer's numbers
-
-# Counters may arrive out of order (two sellers, a pending order retried after a newer one);
-# a value seen twice, or far below the highest seen, is what a cloned card produces.
-ATC_WINDOW = 256
-
-# Declines per holder identifier before the card manager stops evaluating (an enumeration of
-# card numbers, expiry dates or names costs one decline per guess): at most MAX_DECLINES
-# evaluated declines in any DECLINE_WINDOW seconds; beyond, a request is declined unread.
-MAX_DECLINES = 5
+# How far back the declines counted for a holder's rate limit reach, in seconds (the rule that
+# reads the count, and how many it allows, is the card manager's: host.parties.authorisation).
 DECLINE_WINDOW = 3600
-RATE_LIMITED = "too many declines for this card holder: try again later"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +71,17 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    code: str  # "approved" | "declined"
+    code: str  # "approved" | "declined" (| "reversed" | "voided" once the seller undoes it)
     reason: str
     amount: int
     digest: bytes
     answer: bytes | None = None  # the frame already sent for this decision, if any
+    # for a new decision: the account it charges, or that a decline concerns (None when the
+    # request named none, or was not read); recorded with the decision
+    card_number: str | None = None
+    # False for a decline given without reading the request (the holder is rate-limited):
+    # it does not count as one more decline
+    evaluated: bool = True
 
     @property
     def approved(self) -> bool:
@@ -103,15 +107,74 @@ class AuthorisationRequest:
     fields: frozenset[str]  # the names of the fields this party decrypted (the views table)
 
 
+@dataclass(frozen=True, slots=True)
+class CounterHistory:
+    """The holder's card transaction counters as the ledger has seen them."""
+
+    seen: bool  # this request's value was seen before
+    highest: int | None  # the highest value seen, None for a holder never seen
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the ledger knows that the rules read, gathered in the deciding transaction."""
+
+    account: Account | None  # the account the request claims, None if there is none
+    counters: CounterHistory
+    declines: int  # the holder's evaluated declines in the current window
+
+
+#: the card manager's rules: a pure function of the request and the facts
+Rules = Callable[[AuthorisationRequest, Facts], Decision]
+
+
+@runtime_checkable
+class LedgerStore(Protocol):
+    """The card manager's store, whatever engine holds it."""
+
+    def add_account(self, account: Account) -> None: ...
+
+    def account(self, card_number: str) -> Account | None: ...
+
+    def accounts(self) -> list[Account]: ...
+
+    def debits(self, order_id: bytes) -> int:
+        """How many approved debits the order has (0 or 1)."""
+        ...
+
+    def authorise(self, request: AuthorisationRequest, rules: Rules,
+                  stale: str | None = None) -> tuple[Decision, Seen]:
+        """Decide a new request with `rules` and apply the decision, or return the one
+        recorded for a retransmission; a replay raises `replay`, a stale new request
+        `stale`."""
+        ...
+
+    def reverse(self, order_id: bytes, seller: str, digest: bytes) -> Decision:
+        """Credit an approved debit back once, or void an order never seen."""
+        ...
+
+    def declines(self, holder: str, now: int | None = None) -> int: ...
+
+    def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
+        """Keep the authorisation frame before it is sent; returns the one to send (an
+        earlier one, if a concurrent retransmission recorded its own first)."""
+        ...
+
+    def record_reversal(self, order_id: bytes, answer: bytes) -> bytes:
+        """The same for the reversed frame."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Ledger(Database):
     schema = LEDGER_SCHEMA
     columns: ClassVar[dict[str, dict[str, str]]] = {
         "authorisations": {"answer": "BLOB", "reversal": "BLOB"}}
 
-    def __init__(self, path: Path, *, max_declines: int = MAX_DECLINES,
-                 decline_window: int = DECLINE_WINDOW) -> None:
+    def __init__(self, path: Path, *, decline_window: int = DECLINE_WINDOW) -> None:
         super().__init__(path)
-        self.max_declines, self.decline_window = max_declines, decline_window
+        self.decline_window = decline_window
 
     def add_account(self, account: Account) -> None:
         with self.transaction():
@@ -137,10 +200,11 @@ class Ledger(Database):
             (order_id,)).fetchone()
         return int(count)
 
-    def authorise(self, request: AuthorisationRequest,
+    def authorise(self, request: AuthorisationRequest, rules: Rules,
                   stale: str | None = None) -> tuple[Decision, Seen]:
-        """Decide and debit in one transaction. A retransmission gets the recorded decision
-        at any age; a new request must be fresh (`stale` says why it is not)."""
+        """Decide with `rules` and debit in one transaction. A retransmission gets the
+        recorded decision at any age; a new request must be fresh (`stale` says why it is
+        not)."""
         with self.transaction():
             row = self.conn.execute(
                 "SELECT request, code, reason, amount, digest, answer FROM authorisations "
@@ -152,8 +216,11 @@ class Ledger(Database):
             if stale is not None:
                 raise EnvelopeError("stale", stale)
             now = int(time.time())
-            decision, card_number = self._decide(request, now)
-            if not decision.approved and decision.reason != RATE_LIMITED:
+            decision = rules(request, self._facts(request, now))
+            card_number = decision.card_number
+            if decision.approved and card_number is None:
+                raise ValueError("an approval must name the account it charges")
+            if not decision.approved and decision.evaluated:
                 self.conn.execute("DELETE FROM declines WHERE at <= ?",
                                   (now - self.decline_window,))
                 self.conn.execute("INSERT INTO declines VALUES (?, ?)", (request.holder, now))
@@ -170,6 +237,14 @@ class Ledger(Database):
                  decision.amount, decision.digest, decision.code, decision.reason, now))
             record_view(self.conn, request.order_id, request.fields)
         return decision, Seen.NEW
+
+    def _facts(self, request: AuthorisationRequest, now: int) -> Facts:
+        account = None if request.card_number is None else self.account(request.card_number)
+        seen, highest = self.conn.execute(
+            "SELECT count(*) FILTER (WHERE atc = ?), max(atc) FROM counters WHERE holder = ?",
+            (request.atc, request.holder)).fetchone()
+        return Facts(account, CounterHistory(bool(seen), highest),
+                     self.declines(request.holder, now))
 
     def reverse(self, order_id: bytes, seller: str, digest: bytes) -> Decision:
         """Undo an approval the seller could not complete (or void an order it never will):
@@ -212,60 +287,9 @@ class Ledger(Database):
         return int(count)
 
     def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
-        """Keep the authorisation frame before it is sent; returns the frame to send, which
-        is an earlier one if a concurrent retransmission recorded its own first."""
-        return self._record(order_id, "answer", answer)
+        with self.transaction():
+            return keep_first(self.conn, "authorisations", "answer", order_id, answer)
 
     def record_reversal(self, order_id: bytes, answer: bytes) -> bytes:
-        """The same for the reversed frame."""
-        return self._record(order_id, "reversal", answer)
-
-    def _record(self, order_id: bytes, column: str, answer: bytes) -> bytes:
-        # `column` is one of two names fixed above, never input
         with self.transaction():
-            self.conn.execute(f"UPDATE authorisations SET {column} = ? "
-                              f"WHERE order_id = ? AND {column} IS NULL", (answer, order_id))
-            (stored,) = self.conn.execute(f"SELECT {column} FROM authorisations "
-                                          f"WHERE order_id = ?", (order_id,)).fetchone()
-        return bytes(stored)
-
-    def _decide(self, request: AuthorisationRequest,
-                now: int) -> tuple[Decision, str | None]:
-        amount, card_number = request.amount, request.card_number
-        if amount is None or not 0 < amount <= MAX_AMOUNT or card_number is None:
-            return Decision("declined", "the order lacks a valid amount or card number",
-                            0, request.digest), None
-
-        def decline(reason: str) -> tuple[Decision, str | None]:
-            return Decision("declined", reason, amount, request.digest), card_number
-
-        if self.declines(request.holder, now) >= self.max_declines:
-            # not evaluated: the answer says nothing about this card number
-            return Decision("declined", RATE_LIMITED, amount, request.digest), None
-        account = self.account(card_number)
-        if account is None:
-            return decline("unknown card number")
-        # the holder is authenticated twice: by its card (only it could seal this part) and
-        # against the account it claims (card number bound to its identifier, expiry, name)
-        if account.holder != request.holder:
-            return decline("the card number does not belong to this card holder")
-        if request.expiry != account.expiry:
-            return decline("wrong expiry date")
-        if request.name != account.name:
-            return decline("the name does not match the account")
-        if account.phone and request.phone != account.phone:
-            return decline("the phone number does not match the account")
-        if account.blocked:
-            return decline("the card is blocked")
-        seen, highest = self.conn.execute(
-            "SELECT count(*) FILTER (WHERE atc = ?), max(atc) FROM counters WHERE holder = ?",
-            (request.atc, request.holder)).fetchone()
-        if seen:
-            return decline(f"card transaction counter {request.atc} seen before: "
-                           f"a cloned card")
-        if highest is not None and request.atc + ATC_WINDOW <= highest:
-            return decline(f"card transaction counter {request.atc} far below {highest}: "
-                           f"a cloned card")
-        if account.balance < amount:
-            return decline("insufficient funds")
-        return Decision("approved", "approved", amount, request.digest), card_number
+            return keep_first(self.conn, "authorisations", "reversal", order_id, answer)

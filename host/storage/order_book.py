@@ -1,5 +1,45 @@
 """The seller's order book: every order received, its status along the transition table, and
-the exact answer the holder is sent once it is final."""
+the exact answer the holder is sent once it is final.
+
+Theory of operation
+-------------------
+An order is one row, and its status says how far the seller got with it and what may exist
+at the card manager because of it. Only the seller's driver (host.parties.seller, the pure
+steps in host.parties.lifecycle) moves an order, one driver per order at a time, and only
+along TRANSITIONS: `move` re-reads the status inside its own transaction and refuses any other
+move (IllegalTransition, nothing written), so a driver acting on a stale view cannot undo what
+another path recorded. Every move is one transaction: a seller killed at any instant leaves
+the order at exactly one status, and on restart (and every few seconds) it drives every
+unfinished order again from that status.
+
+    RECEIVED     recorded by the holder's `order`, once the seller's part checked out, before
+                 anything is forwarded. Killed here: nothing left, the driver starts over.
+    AUTHORISING  recorded by the driver once the card manager passed confirmation, just
+                 before the request leaves: from here on a debit may exist. Killed here: the
+                 request may or may not have arrived; the driver sends it again, and the card
+                 manager answers a retransmission with its recorded decision, never a second
+                 debit.
+    APPROVED     the card manager's authorisation verified (its MAC over this order's digest,
+                 the amount the order's), recorded with that MAC and the holder's receipt.
+                 Killed here: the driver sends the delivery request again with the recorded
+                 MAC; the delivery company answers it from its record, never a second
+                 shipment.
+    VOIDING      the order will not complete (a final refusal, an answer whose MAC does not
+                 verify, another amount approved, or not completed in time) but a debit may
+                 exist; `note` says why. Killed here: the driver sends `reverse` again; the
+                 card manager credits an approval back once and answers a repeat from its
+                 record.
+    COMPLETED, DECLINED, FAILED
+                 final, recorded with the outcome and the exact frame the holder is sent;
+                 nothing moves them again, since the holder may have been told.
+
+FAILED is reachable from RECEIVED directly only because AUTHORISING is recorded before the
+request leaves: an order still RECEIVED has provably sent nothing the card manager could
+debit (it failed confirmation, or stayed unreachable until the order was overdue). From
+AUTHORISING on, a request may have arrived and its answer been lost, so the only way to fail
+is through VOIDING: the card manager cancels any charge, or records the order voided so a
+late request for it is refused as a replay.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +48,11 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 from host.errors import TransactionError
-from host.storage.sqlite import Database, record_view, replay_error
+from host.storage.base import replay_error
+from host.storage.sqlite import Database, record_view
 
 ORDERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -87,6 +128,32 @@ class OrderRecord:
     note: str | None
     outcome: bytes | None  # the outcome fields (CBOR), once final
     answer: bytes | None  # the exact `outcome` frame the holder is sent, once final
+
+
+@runtime_checkable
+class OrderStore(Protocol):
+    """The seller's store, whatever engine holds it."""
+
+    def receive(self, order_id: bytes, envelope: bytes, holder: str, amount: int,
+                digest: bytes, fields: Iterable[str]) -> None:
+        """Record a new order as RECEIVED; an order id seen before raises `replay`."""
+        ...
+
+    def move(self, order_id: bytes, new: OrderStatus, *, outcome: bytes | None = None,
+             answer: bytes | None = None, note: str | None = None,
+             approval: tuple[bytes, bytes] | None = None) -> None:
+        """Move the order along TRANSITIONS, or raise IllegalTransition and write nothing."""
+        ...
+
+    def approval(self, order_id: bytes) -> tuple[bytes, bytes]: ...
+
+    def get(self, order_id: bytes) -> OrderRecord | None: ...
+
+    def status(self, order_id: bytes) -> tuple[OrderStatus, bytes | None] | None: ...
+
+    def unfinished(self) -> list[OrderRecord]: ...
+
+    def close(self) -> None: ...
 
 
 class OrderBook(Database):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 from host.errors import EnvelopeError
-from host.storage.sqlite import Database, Seen, record_view, replay_error
+from host.storage.base import Seen, replay_error
+from host.storage.sqlite import Database, keep_first, record_view
 
 SHIPMENTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS shipments (
@@ -21,6 +22,25 @@ CREATE TABLE IF NOT EXISTS shipments (
     answer      BLOB                  -- the delivery frame sent: every retransmission gets it
 );
 """
+
+
+@runtime_checkable
+class ShipmentStore(Protocol):
+    """The delivery company's store, whatever engine holds it."""
+
+    def ship(self, order_id: bytes, request_digest: bytes, seller: str, recipient: str,
+             destination: str, tracking: str, fields: Iterable[str],
+             stale: str | None = None) -> tuple[str, Seen, bytes | None]:
+        """Record the shipment once (`tracking` is used for a new one); returns its tracking
+        reference, whether it was new, and the answer already sent for it. A replay raises
+        `replay`, a stale new request `stale`."""
+        ...
+
+    def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
+        """Keep the delivery frame before it is sent; returns the one to send."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class Shipments(Database):
@@ -52,8 +72,4 @@ class Shipments(Database):
         """Keep the delivery frame before it is sent; returns the frame to send (an earlier
         one, if a concurrent retransmission recorded its own first)."""
         with self.transaction():
-            self.conn.execute("UPDATE shipments SET answer = ? WHERE order_id = ? "
-                              "AND answer IS NULL", (answer, order_id))
-            (stored,) = self.conn.execute("SELECT answer FROM shipments WHERE order_id = ?",
-                                          (order_id,)).fetchone()
-        return bytes(stored)
+            return keep_first(self.conn, "shipments", "answer", order_id, answer)

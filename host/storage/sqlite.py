@@ -1,6 +1,7 @@
-"""What every party's SQLite database shares; the stores themselves are host.storage.ledger
-(the card manager), host.storage.order_book (the seller) and host.storage.shipments (the
-delivery company), each doubling as that party's replay cache.
+"""The SQLite engine: what every party's SQLite database shares. The stores built on it are
+host.storage.ledger (the card manager), host.storage.order_book (the seller) and
+host.storage.shipments (the delivery company), each doubling as that party's replay cache and
+each implementing its store's Protocol (host.storage.base says what an engine promises).
 
 Every database runs in WAL mode with synchronous=FULL, and every decision is one
 `BEGIN IMMEDIATE` transaction, so a party killed at any instant has either recorded an order
@@ -15,7 +16,6 @@ order id with anything else is a replay and is refused.
 from __future__ import annotations
 
 import contextlib
-import enum
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from host.errors import TransactionError
-from terminal.errors import NettxError
+from host.storage.base import StorageFull, StorageLost
 
 VIEWS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS views (
@@ -49,22 +49,6 @@ def connect(path: Path, schema: str,
             if name not in have:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
     return conn
-
-
-class StorageFull(TransactionError):
-    """The disk is full: this decision was not recorded (all of it rolled back). The peer
-    is told `internal` and retries; the party keeps serving and records again once there is
-    space."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("internal", message)
-
-
-class StorageLost(NettxError):
-    """A write or an fsync failed with an I/O error: what the database holds can no longer be
-    trusted to be on disk (a failed fsync may have dropped the dirty pages it was flushing, and
-    a second fsync would then report success). The party must stop, not retry, and recover
-    from its database and WAL on restart."""
 
 
 # SQLite's primary result codes (the low byte of the extended code)
@@ -142,6 +126,19 @@ def record_view(conn: sqlite3.Connection, order_id: bytes, fields: Iterable[str]
                  (order_id, json.dumps(sorted(fields))))
 
 
+def keep_first(conn: sqlite3.Connection, table: str, column: str, order_id: bytes,
+               answer: bytes) -> bytes:
+    """Store `answer` in `column` of the order's row unless one is there already; returns the
+    one stored. An answer is recorded before it is sent, and a concurrent retransmission may
+    have recorded its own first: whichever is stored is the one every peer gets. `table` and
+    `column` are names fixed by the stores, never input."""
+    conn.execute(f"UPDATE {table} SET {column} = ? WHERE order_id = ? AND {column} IS NULL",
+                 (answer, order_id))
+    (stored,) = conn.execute(f"SELECT {column} FROM {table} WHERE order_id = ?",
+                             (order_id,)).fetchone()
+    return bytes(stored)
+
+
 def read_views(path: Path) -> dict[bytes, list[str]]:
     conn = sqlite3.connect(path)
     try:
@@ -157,12 +154,3 @@ def dump(path: Path) -> str:
         return "\n".join(conn.iterdump())
     finally:
         conn.close()
-
-
-class Seen(enum.Enum):
-    NEW = "new"
-    RETRANSMISSION = "retransmission"
-
-
-def replay_error(order_id: bytes) -> TransactionError:
-    return TransactionError("replay", f"order {order_id.hex()} was already seen")

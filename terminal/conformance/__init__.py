@@ -2,8 +2,9 @@
 
     report = run_suite(reader, Target(aid=..., pin=..., pin_reference=0x81))
 
-`model` (checks and outcomes), `capabilities` (what the ATR advertises), `probe` (raw APDUs,
-recorded), `checks` (the registry, with ISO clauses), `runner`, `report` (JSON, JUnit XML).
+`record` (recorded exchanges, NotApplicable, Failed), `model` (checks and outcomes),
+`capabilities` (what the ATR advertises), `probe` (raw APDUs, recorded), `checks` (the
+registry, with ISO clauses), `runner`, `report` (JSON, JUnit XML).
 """
 
 from terminal.conformance.model import REGISTRY, Check, CheckResult, Outcome

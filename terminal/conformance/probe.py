@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 
 from card_applet.apdu import CommandApdu, ResponseApdu
 from card_applet.sw import describe
+from card_applet.vocabulary import Ins
 from terminal.conformance.capabilities import Capabilities, from_atr
-from terminal.conformance.model import Deviation, Exchange, Failed, NotApplicable
+from terminal.conformance.record import Deviation, Exchange, Failed, NotApplicable
 from terminal.errors import CardRemovedError
 from terminal.reader import Reader
 from terminal.trace import trace_command, trace_response
 
-SELECT, GET_RESPONSE, VERIFY = 0xA4, 0xC0, 0x20
+SELECT, GET_RESPONSE, VERIFY = Ins.SELECT, Ins.GET_RESPONSE, Ins.VERIFY  # ISO/IEC 7816-4
 MAX_GET_RESPONSE = 512  # GET RESPONSEs one check may send before calling the card broken
 
 

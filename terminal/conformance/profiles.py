@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from card_applet.apdu import CommandApdu
-from card_applet.applet import AID, PIN_REFERENCE, TAG_PLAIN, Ins, KeyReference, Pso
 from card_applet.tlv import tlv
+from card_applet.vocabulary import AID, PIN_REFERENCE, TAG_PLAIN, Ins, KeyReference, Pso
 from terminal.conformance.probe import PinFormat, Target
 
 # PSO ENCIPHER needs the PIN before anything else (docs/apdu.md 3.7): 6982 before VERIFY,

@@ -19,11 +19,11 @@ from typing import Any
 from unittest import mock
 
 from card_applet import blom, keys
-from card_applet import pin as pin_block
 from card_applet.apdu import CommandApdu
-from card_applet.applet import AID, Applet
+from card_applet.applet import Applet
 from card_applet.state import MemoryStore, manufacture
 from card_applet.tlv import tlv
+from card_applet.vocabulary import AID, encode_pin
 
 PATH = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "apdu-v1.json"
 BLOM = PATH.parent / "blom-v1.json"
@@ -48,8 +48,8 @@ def perso_commands() -> list[tuple[int, int, bytes, str]]:
     return [
         (0xE2, 0, tlv(0xDF10, HOLDER.encode()), "holder id"),
         (0xE2, 0, tlv(0xDF11, blom.row_to_bytes(holder_row())), "row, k = 4"),
-        (0xE2, 0, tlv(0xDF12, pin_block.encode_pin("1234")), "PIN 1234"),
-        (0xE2, 0, tlv(0xDF13, pin_block.encode_pin("12345678")), "PUK 12345678"),
+        (0xE2, 0, tlv(0xDF12, encode_pin("1234")), "PIN 1234"),
+        (0xE2, 0, tlv(0xDF13, encode_pin("12345678")), "PUK 12345678"),
         (0xE2, 0, tlv(0xDF14, CARD_AUTH_KEY), "card authentication key"),
         (0xF0, 5, b"", "SET STATUS 05"),
     ]
@@ -99,7 +99,7 @@ def compute() -> dict[str, Any]:
                              "apdu_hex": t.lines[-1]["command_hex"]})
         perso_lines = t.lines
         t.lines = []
-        assert t.send(0x00, 0x20, 0x00, 0x81, pin_block.encode_pin("1234")) == b"\x90\x00"
+        assert t.send(0x00, 0x20, 0x00, 0x81, encode_pin("1234")) == b"\x90\x00"
         assert t.send(0x00, 0x22, 0x41, 0xA4, tlv(0x83, SELLER.encode())) == b"\x90\x00"
         first = t.send(0x00, 0x2A, 0x86, 0x80, tlv(0x80, b"hello") + tlv(0x81, b"hdr")
                        + tlv(0x82, b"order-1"), 256)

@@ -7,6 +7,11 @@ key the card derives can be checked against the vectors' pair keys.
 
 `CardDriver.send` talks to `Applet.process` directly and returns the data and the status
 word, so a test states the exact bytes that go in and come out.
+
+The cards: `blank` (personalisation state), `card` (Alice, personalised with her row from the
+vectors, selected, PIN not verified), `ready_card` (PIN verified, seller as peer) and `peer`
+(the seller's software card with Alice as its peer). The test_applet_*.py modules take them
+from here and share their expectations and helpers through applet_helpers.py.
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ from pathlib import Path
 import pytest
 
 from card_applet import blom, keys
-from card_applet import pin as pin_block
 from card_applet.apdu import CommandApdu
-from card_applet.applet import AID, TAG_KEY_REFERENCE, Applet, Ins, PersoObject
-from card_applet.state import Lifecycle, MemoryStore, PersistentState, manufacture
+from card_applet.applet import Applet
+from card_applet.state import MemoryStore, PersistentState, manufacture
 from card_applet.tlv import tlv
+from card_applet.vocabulary import AID, TAG_KEY_REFERENCE, Ins, Lifecycle, PersoObject, encode_pin
 from host.centre.personalisation import personalise
 from host.parties.softcard import software_card
 from terminal.inprocess import InProcessReader
@@ -37,8 +42,8 @@ SELLER = "seller:shop.example"
 ISSUER = "issuer:card-manager.example"
 DELIVERY = "delivery:parcel.example"
 PIN, PUK = "1234", "12345678"
-PIN_BLOCK = pin_block.encode_pin(PIN)
-PUK_BLOCK = pin_block.encode_pin(PUK)
+PIN_BLOCK = encode_pin(PIN)
+PUK_BLOCK = encode_pin(PUK)
 TRANSPORT_MASTER = bytes(range(32))
 SERIAL = bytes.fromhex("4E54580000000001")
 # the key of the card authentication vectors 0-2 (docs/apdu.md 6.5)
@@ -121,7 +126,7 @@ class CardDriver:
         return self.cmd(0x00, Ins.GET_DATA, tag >> 8, tag & 0xFF, le=256)
 
     def verify(self, pin: str | bytes = PIN) -> Reply:
-        block = pin_block.encode_pin(pin) if isinstance(pin, str) else pin
+        block = encode_pin(pin) if isinstance(pin, str) else pin
         return self.cmd(0x00, Ins.VERIFY, 0x00, 0x81, block)
 
     def set_peer(self, peer_id: str | bytes) -> Reply:

@@ -16,8 +16,9 @@ import json
 import pytest
 
 from card_applet import keys
-from card_applet.applet import Applet, Ins, KeyReference, PersoObject
-from card_applet.state import Lifecycle, MemoryStore
+from card_applet.applet import Applet
+from card_applet.state import MemoryStore
+from card_applet.vocabulary import Ins, KeyReference, Lifecycle, PersoObject
 from terminal.cardauth import CardPairing
 from terminal.errors import CardAuthenticationError, CardIdentityError, CardRemovedError
 from terminal.session import CardSession

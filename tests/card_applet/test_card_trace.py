@@ -10,9 +10,9 @@ import pytest
 
 from card_applet.apdu import CommandApdu, ResponseApdu
 from card_applet.apdu_trace import TRAFFIC, CardTrace, TracedCard, TraceStyle
-from card_applet.applet import TAG_AAD, TAG_CONTEXT, TAG_CRYPTOGRAM, Ins, Pso
 from card_applet.secrecy import Secrecy, is_secret
 from card_applet.tlv import tlv
+from card_applet.vocabulary import TAG_AAD, TAG_CONTEXT, TAG_CRYPTOGRAM, Ins, Pso
 from terminal.session import CardSession
 from tests.card_applet.conftest import PIN_BLOCK, CardDriver
 

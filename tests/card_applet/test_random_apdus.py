@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from card_applet import keys
-from card_applet import pin as pin_block
 from card_applet.apdu import CommandApdu
-from card_applet.applet import AID, Applet, Ins
+from card_applet.applet import Applet
 from card_applet.state import MemoryStore, PersistentState
 from card_applet.sw import SW
 from card_applet.tlv import tlv
+from card_applet.vocabulary import AID, Ins, encode_pin
 from tests.card_applet.conftest import HOLDER, ISSUER, PIN_BLOCK, PUK_BLOCK, SELLER, pair_key_of
 
 PIN_INS = {Ins.VERIFY: "pin_tries", Ins.CHANGE_REFERENCE_DATA: "pin_tries",
@@ -46,8 +46,8 @@ classes = st.sampled_from([0x00, 0x10, 0x80, 0x90, 0x0C, 0x01, 0x84, 0xFF, 0x20,
 instructions = st.sampled_from([int(i) for i in Ins]) | byte
 params = st.sampled_from([0x00, 0x01, 0x02, 0x04, 0x05, 0x0C, 0x41, 0x80, 0x81, 0x86, 0xA4,
                           0xB8, 0xC0, 0xC1, 0xC3, 0xC6, 0xC7, 0xDF, 0xFF]) | byte
-pin_blocks = st.sampled_from([PIN_BLOCK, PUK_BLOCK, pin_block.encode_pin("0000")]) | st.text(
-    "0123456789", min_size=4, max_size=8).map(pin_block.encode_pin) | st.binary(
+pin_blocks = st.sampled_from([PIN_BLOCK, PUK_BLOCK, encode_pin("0000")]) | st.text(
+    "0123456789", min_size=4, max_size=8).map(encode_pin) | st.binary(
     min_size=8, max_size=8)
 peer_ids = st.sampled_from([SELLER.encode(), ISSUER.encode(), HOLDER.encode(), b"", b"\xff",
                             b"s" * 65]) | st.binary(max_size=70)
@@ -77,10 +77,10 @@ preludes = st.sampled_from([[], [SELECT], [SELECT, VERIFY], [SELECT, VERIFY, SET
 useful = st.sampled_from([
     CommandApdu(0x00, Ins.SELECT, 0x04, 0x0C, AID[:5]),
     CommandApdu(0x00, Ins.VERIFY, 0x00, 0x81, PIN_BLOCK),
-    CommandApdu(0x00, Ins.VERIFY, 0x00, 0x81, pin_block.encode_pin("0000")),
+    CommandApdu(0x00, Ins.VERIFY, 0x00, 0x81, encode_pin("0000")),
     CommandApdu(0x00, Ins.VERIFY, 0x00, 0x81),
-    CommandApdu(0x00, Ins.CHANGE_REFERENCE_DATA, 0x00, 0x81, pin_block.encode_pin("9999") * 2),
-    CommandApdu(0x00, Ins.RESET_RETRY_COUNTER, 0x01, 0x81, pin_block.encode_pin("00000000")),
+    CommandApdu(0x00, Ins.CHANGE_REFERENCE_DATA, 0x00, 0x81, encode_pin("9999") * 2),
+    CommandApdu(0x00, Ins.RESET_RETRY_COUNTER, 0x01, 0x81, encode_pin("00000000")),
     CommandApdu(0x00, Ins.RESET_RETRY_COUNTER, 0x00, 0x81, PUK_BLOCK + PIN_BLOCK),
     CommandApdu(0x00, Ins.MANAGE_SECURITY_ENVIRONMENT, 0x41, 0xA4, tlv(0x83, ISSUER.encode())),
     CommandApdu(0x00, Ins.GET_CHALLENGE, 0x00, 0x00, le=16),

@@ -13,16 +13,16 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from card_applet import pin as pin_block
 from card_applet.applet import Applet
 from card_applet.state import PIN_MAX_TRIES, PUK_MAX_TRIES, MemoryStore
 from card_applet.tlv import tlv
+from card_applet.vocabulary import encode_pin
 from tests.fuzz.harness import MSE, OPERATIONAL, PUK, SELECT, VERIFY
 
 H = bytes.fromhex
-WRONG_VERIFY = H("0020008108") + pin_block.encode_pin("9999")
+WRONG_VERIFY = H("0020008108") + encode_pin("9999")
 STATUS_QUERY = H("00200081")
-UNBLOCK = H("002C018108") + pin_block.encode_pin(PUK)
+UNBLOCK = H("002C018108") + encode_pin(PUK)
 PSO_ENCIPHER = (0x00, 0x2A, 0x86, 0x80)
 CHAIN_LINK = H("102A868003800341")  # "80 03 41" ...
 CHAIN_LAST = H("002A8680024243") + b"\x00"  # ... "42 43": together the plain value "ABC"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from card_applet.applet import AID
 from card_applet.atr import ATR
 from card_applet.state import read_state
 from card_applet.sw import SW
+from card_applet.vocabulary import AID
 from terminal.cardproc import CardProcess
 from terminal.embedded import EmbeddedReader
 from terminal.errors import ConditionsNotSatisfiedError, SecurityStatusError

@@ -19,8 +19,8 @@ import pytest
 
 from card_applet import blom
 from card_applet.applet import Applet
-from card_applet.pin import encode_pin
 from card_applet.state import FileStore
+from card_applet.vocabulary import encode_pin
 from host.centre.authority import Authority, write_row_file
 from host.centre.pairing import CardExpectation, Keyring, authenticated_session
 from host.centre.personalisation import personalise

@@ -53,9 +53,10 @@ from dataclasses import dataclass, replace
 from card_applet import blom, keys
 from card_applet import pin as pin_block
 from card_applet.apdu import CommandApdu
-from card_applet.applet import AID, MAX_COMMAND_DATA, Applet
-from card_applet.state import Lifecycle, MemoryStore, PersistentState, manufacture
+from card_applet.applet import MAX_COMMAND_DATA, Applet
+from card_applet.state import MemoryStore, PersistentState, manufacture
 from card_applet.tlv import tlv
+from card_applet.vocabulary import AID, Lifecycle, encode_pin
 
 HOLDER = b"holder:fuzz@example.org"
 PEER = b"seller:shop.example"
@@ -82,14 +83,14 @@ CARD_AUTH_KEY = bytes(range(0x40, 0x60))  # INTERNAL AUTHENTICATE key 81: no PIN
 OPERATIONAL = PersistentState(
     serial=bytes.fromhex("F022002200220022"), transport_key=bytes(32), pin_salt=_SALT,
     lifecycle=Lifecycle.OPERATIONAL, holder_id=HOLDER, row=ROW_BYTES,
-    pin_hash=pin_block.pin_hash(_SALT, pin_block.encode_pin(PIN)),
-    puk_hash=pin_block.pin_hash(_SALT, pin_block.encode_pin(PUK)),
+    pin_hash=pin_block.pin_hash(_SALT, encode_pin(PIN)),
+    puk_hash=pin_block.pin_hash(_SALT, encode_pin(PUK)),
     card_auth_key=CARD_AUTH_KEY)
 BLANK = replace(manufacture(TRANSPORT_KEY, serial=bytes.fromhex("B1A2B3C4D5E6F708")),
                 pin_salt=_SALT)
 
 SELECT = bytes.fromhex("00A40400") + bytes((len(AID),)) + AID + b"\x00"
-VERIFY = bytes.fromhex("0020008108") + pin_block.encode_pin(PIN)
+VERIFY = bytes.fromhex("0020008108") + encode_pin(PIN)
 MSE = bytes.fromhex("00224 1A4".replace(" ", "")) + bytes((len(PEER) + 2,)) + tlv(0x83, PEER)
 
 
@@ -353,8 +354,8 @@ def seeds() -> dict[str, bytes]:
         "perso-keyed": encode(
             5, Keyed(0, b"hostchal"), Keyed(1, h("80E20000") + tlv(0xDF10, HOLDER)),
             Keyed(1, h("80E20000") + tlv(0xDF11, ROW_BYTES)),
-            Keyed(1, h("80E20000") + tlv(0xDF12, pin_block.encode_pin(PIN))),
-            Keyed(1, h("80E20000") + tlv(0xDF13, pin_block.encode_pin(PUK))),
+            Keyed(1, h("80E20000") + tlv(0xDF12, encode_pin(PIN))),
+            Keyed(1, h("80E20000") + tlv(0xDF13, encode_pin(PUK))),
             Keyed(1, h("80E20000") + tlv(0xDF14, CARD_AUTH_KEY)),
             Keyed(1, h("80E20000") + tlv(0xDF10, b"\xff")), Keyed(1, h("80F00005")),
             SELECT, VERIFY, MSE, Keyed(4, sealing(0, b"hdr", b"part/1", b"hello"))),

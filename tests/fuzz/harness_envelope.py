@@ -26,6 +26,7 @@ from typing import Any
 
 import cbor2
 
+from card_applet import keys
 from host.errors import TransactionError
 from host.protocol import codec, envelope, parts
 from host.protocol.envelope import (
@@ -84,7 +85,7 @@ def check_envelope(raw: bytes) -> None:
         raise Finding("an envelope part out of bounds passed")
     if check_header(env.header) is not None:
         for box in env.parts.values():
-            envelope.box_atc(box)
+            keys.box_counter(box)
 
 
 def check_part(plaintext: bytes) -> None:

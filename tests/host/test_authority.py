@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from card_applet import blom
 from card_applet.keys import diversify_transport_key
-from card_applet.state import Lifecycle, read_state
+from card_applet.state import read_state
+from card_applet.vocabulary import Lifecycle
 from host.centre.authority import (
     BATCH,
     ROWS_DIR,

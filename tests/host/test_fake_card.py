@@ -32,9 +32,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from card_applet import pin as pin_block
-from card_applet.applet import Applet, Ins
+from card_applet.applet import Applet
 from card_applet.state import FileStore, MemoryStore, PersistentState
+from card_applet.vocabulary import Ins, encode_pin
 from card_applet.vpcd import CardSide, VpcdCard
 from host.centre.authority import Authority
 from host.cli import main as cli
@@ -50,7 +50,7 @@ PLAINTEXT = "the holder's secret plaintext"
 OK = b"\x90\x00"
 SECRET_INS = {Ins.VERIFY, Ins.CHANGE_REFERENCE_DATA, Ins.RESET_RETRY_COUNTER,
               Ins.PERFORM_SECURITY_OPERATION}
-SECRETS = [pin_block.encode_pin(PIN), pin_block.encode_pin(PUK), pin_block.encode_pin(NEW_PIN),
+SECRETS = [encode_pin(PIN), encode_pin(PUK), encode_pin(NEW_PIN),
            CARD_NUMBER.encode(), EXPIRY.encode(), NAME.encode(), DESTINATION.encode(),
            PLAINTEXT.encode(), b"1234", b"8642"]
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import pytest
 
 from host.errors import EnvelopeError, OrderError, PolicyError, TransactionError
+from host.parties.authorisation import MAX_DECLINES, RATE_LIMITED
 from host.parties.connection import Connection
 from host.parties.holder import HolderClient, Quote
 from host.parties.issuer import DECLINED, IssuerServer
@@ -23,7 +24,7 @@ from host.protocol.messages import Authorise, Form, FormRequest, expect
 from host.protocol.money import Money
 from host.protocol.order import CatalogueItem, Party
 from host.protocol.wire import MessageType, frame
-from host.storage.ledger import MAX_DECLINES, RATE_LIMITED, Ledger
+from host.storage.ledger import Ledger
 from terminal.session import CardSession
 from tests.host import test_transaction as transaction
 from tests.host.market import (

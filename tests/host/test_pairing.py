@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from card_applet import blom
-from card_applet.applet import Applet, Ins
-from card_applet.state import FileStore, Lifecycle, MemoryStore
+from card_applet.applet import Applet
+from card_applet.state import FileStore, MemoryStore
+from card_applet.vocabulary import Ins, Lifecycle
 from host.centre.authority import Authority
 from host.centre.pairing import (
     CardExpectation,

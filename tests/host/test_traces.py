@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from card_applet import pin as pin_block
-from card_applet.applet import AID
+from card_applet.vocabulary import AID, encode_pin
 from terminal.cardproc import CardProcess, SerialCardProcess
 from terminal.embedded import EmbeddedReader
 from terminal.serial import SerialReader
@@ -27,7 +26,7 @@ HOLDER = "holder:alice@example.org"
 SELLER = "seller:shop.example"
 # eight digits each: nothing else in a trace contains them by chance
 PIN, PUK = "73914682", "52869137"
-PIN_BLOCK = pin_block.encode_pin(PIN)
+PIN_BLOCK = encode_pin(PIN)
 PLAIN = "4970109876543210 12/29 Alice Martin, 5 avenue Foch, 75016 Paris, door code 4417"
 SELECT = "00A404000A" + AID.hex().upper()  # no Le: the FCI waits behind 61xx
 CONNECT_TIMEOUT = 15.0

@@ -93,6 +93,14 @@ def test_61xx_is_collected_with_get_response_on_the_same_channel() -> None:
     assert reader.sent[1:] == [bytes.fromhex("01C0000002"), bytes.fromhex("01C0000001")]
 
 
+def test_61xx_on_a_further_inter_industry_channel_stays_on_that_channel() -> None:
+    # CLA 41: logical channel 5 (ISO 7816-4 5.4.1), not channel 1 as CLA b2-b1 alone would say
+    reader = ScriptedReader("AA6101", "BB9000")
+    resp = exchange(reader, CommandApdu(0x41, 0xCA, 0, 0xC2, le=256))
+    assert resp.data == bytes.fromhex("AABB") and resp.sw == 0x9000
+    assert reader.sent[1:] == [bytes.fromhex("41C0000001")]
+
+
 def test_6cxx_re_sends_with_the_le_the_card_asked_for() -> None:
     reader = ScriptedReader("6C05", "01020304059000")
     resp = exchange(reader, CommandApdu(0x00, 0xCA, 0, 0xC2, le=256))

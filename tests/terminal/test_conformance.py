@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from card_applet.apdu import CommandApdu
-from card_applet.applet import AID, Applet
+from card_applet.apdu import ApduFormatError, CommandApdu
+from card_applet.applet import Applet
 from card_applet.atr import ATR
 from card_applet.state import FileStore, read_state
-from card_applet.sw import CardError
+from card_applet.vocabulary import AID
 from host.cli.main import main
 from terminal.conformance import REGISTRY, Outcome, Target, run_suite, to_json, to_junit
 from terminal.conformance.capabilities import from_atr, historical_bytes
@@ -355,7 +355,7 @@ class T0Card(LyingCard):
     def transmit(self, apdu: bytes) -> bytes:
         try:
             cmd = CommandApdu.from_bytes(apdu)
-        except CardError:
+        except ApduFormatError:
             cmd = None  # malformed: the card will say so
         if cmd is not None and cmd.data and cmd.le is not None and not cmd.extended:
             apdu = apdu[:-1]

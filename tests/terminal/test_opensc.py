@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from card_applet.applet import AID
+from card_applet.vocabulary import AID
 from terminal.cardproc import CardProcess
 from terminal.pcsc import PcscReader, wait_for_card, wait_until_card_gone
 from terminal.session import CardSession

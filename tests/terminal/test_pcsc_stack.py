@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from card_applet.applet import AID
 from card_applet.atr import ATR
+from card_applet.vocabulary import AID
 from terminal.cardproc import CardProcess
 from terminal.errors import ReaderError
 from terminal.pcsc import PcscReader, list_readers, wait_for_card, wait_until_card_gone

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from card_applet.atr import ATR, ATR_DUAL
-from card_applet.state import Lifecycle
+from card_applet.vocabulary import Lifecycle
 from terminal.errors import (
     AuthenticationFailedError,
     AuthMethodBlockedError,
@@ -150,8 +150,9 @@ def test_get_response_after_proprietary_command_uses_cla_00() -> None:
     """INITIALIZE UPDATE (CLA 80) sent without Le answers 6120; the stack must fetch the
     32 bytes with 00 C0 (GET RESPONSE is inter-industry), not 80 C0 (6D00)."""
     from card_applet.apdu import CommandApdu
-    from card_applet.applet import AID, Applet
+    from card_applet.applet import Applet
     from card_applet.state import MemoryStore, manufacture
+    from card_applet.vocabulary import AID
     from terminal.inprocess import InProcessReader
     from terminal.protocol import ApduProtocol
 

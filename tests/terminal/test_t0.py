@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from card_applet.applet import AID, Applet
-from card_applet.pin import encode_pin
+from card_applet.applet import Applet
 from card_applet.state import MemoryStore, manufacture
 from card_applet.t0 import T0Card
+from card_applet.vocabulary import AID, encode_pin
 from terminal.errors import ApduNotMappableError, CardStalledError, LineProtocolError
 from terminal.session import CardSession
 from terminal.t0 import T0Terminal, is_sw1

@@ -21,9 +21,16 @@ from ykman.pcsc import ScardSmartCardConnection
 from yubikit.core import TRANSPORT, Version
 from yubikit.core.smartcard import ApduFormat, SmartCardConnection, SmartCardProtocol
 
-from card_applet import pin
-from card_applet.applet import AID, PIN_REFERENCE, TAG_KEY_REFERENCE, TAG_PLAIN, Ins, Pso
 from card_applet.tlv import parse, tlv
+from card_applet.vocabulary import (
+    AID,
+    PIN_REFERENCE,
+    TAG_KEY_REFERENCE,
+    TAG_PLAIN,
+    Ins,
+    Pso,
+    encode_pin,
+)
 from terminal.cardproc import CardProcess
 from terminal.pcsc import wait_for_card, wait_until_card_gone
 from tests.conftest import HOLDER, PCSC_READER, PIN, SELLER, Centre, Pcscd
@@ -107,7 +114,7 @@ def test_select_gives_the_fci(yubikit: Yubikit) -> None:
 def test_encipher_1_to_3000_bytes_opened_by_the_peer(yubikit: Yubikit, centre: Centre) -> None:
     protocol = yubikit.protocol
     protocol.select(AID)
-    protocol.send_apdu(0x00, Ins.VERIFY, 0x00, PIN_REFERENCE, pin.encode_pin(PIN))
+    protocol.send_apdu(0x00, Ins.VERIFY, 0x00, PIN_REFERENCE, encode_pin(PIN))
     protocol.send_apdu(0x00, Ins.MANAGE_SECURITY_ENVIRONMENT, 0x41, 0xA4,
                        tlv(TAG_KEY_REFERENCE, SELLER.encode()))
     boxes = {}
