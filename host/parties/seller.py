@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from host.errors import ConnectionFailed, EnvelopeError, ErrorCode, Refused, TransactionError
 from host.parties import lifecycle
@@ -100,7 +100,17 @@ UPSTREAM_FAILURES = frozenset({E.CONNECTION_LOST, E.TIMEOUT, E.TRUNCATED})
 
 A = TypeVar("A", Authorisation, Reversed, Delivery)
 Opened = OpenedPart[SellerPart]
-Extra = dict[str, Any]  # an outcome's fields beyond order, status and reason
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the last answer lets the holder's outcome carry beyond its status and reason:
+    the amount, the tracking reference, and the receipts sealed for the holder's card."""
+
+    amount: int | None = None
+    tracking: str | None = None
+    issuer_receipt: bytes | None = None
+    delivery_receipt: bytes | None = None
 
 
 class Unfinishable(TransactionError):
@@ -296,20 +306,21 @@ class SellerServer(PartyServer):
         header = opened.header if opened is not None else \
             our_header(self.keys, Party.SELLER, env.header)
         order = _Order(order_id, env, header, record.digest, opened)
-        extra: Extra = {}  # the outcome's fields beyond its status, from the last answer
+        evidence = Evidence()  # from the last answer
         try:
             while not isinstance(step, Finish):
                 try:
-                    event, extra = await self._perform(step, order)
+                    event, evidence = await self._perform(step, order)
                 except Unfinishable as exc:
-                    event, extra = lifecycle.Refused(str(exc)), {}
+                    event, evidence = lifecycle.Refused(str(exc)), Evidence()
                 after = advance(step, event, self._status(order_id))
                 if isinstance(event, lifecycle.Refused) and isinstance(after, Void):
                     self.log.warning("order %s will not complete (%s): voiding",
                                      order_id.hex(), event.reason)
                 step = after
-            return self._finish(OrderOutcome(order_id, OutcomeStatus(step.status.value),
-                                             step.reason, **extra))
+            return self._finish(OrderOutcome(
+                order_id, OutcomeStatus(step.status.value), step.reason, evidence.amount,
+                evidence.tracking, evidence.issuer_receipt, evidence.delivery_receipt))
         except TransactionError as exc:
             self.log.warning("order %s pending: %s", order_id.hex(), exc)
             return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
@@ -326,7 +337,7 @@ class SellerServer(PartyServer):
                          outcome=codec.encode(outcome.to_cbor()), answer=outcome.to_frame())
         return outcome
 
-    async def _perform(self, step: Sent, order: _Order) -> tuple[Event, Extra]:
+    async def _perform(self, step: Sent, order: _Order) -> tuple[Event, Evidence]:
         """One step on the network: the event it brought and the outcome fields it gives."""
         if isinstance(step, Void):
             if step.mark:
@@ -347,7 +358,7 @@ class SellerServer(PartyServer):
         return await self._deliver(order, order.opened, mac, receipt)
 
     async def _authorise(self, order: _Order, opened: Opened,
-                         mark: bool) -> tuple[Event, Extra]:
+                         mark: bool) -> tuple[Event, Evidence]:
         env, header, order_id = order.env, order.header, order.order_id
         amount = opened.part.amount
         issuer_part = env.parts[Party.ISSUER]
@@ -362,10 +373,10 @@ class SellerServer(PartyServer):
                                                             auth.amount, opened.digest),
                           auth.mac, context("authorisation", order_id), "authorisation")
         return (Authorised(auth.code, auth.reason, auth.amount, amount, auth.mac, auth.receipt),
-                {"amount": amount, "issuer_receipt": auth.receipt})
+                Evidence(amount, issuer_receipt=auth.receipt))
 
     async def _deliver(self, order: _Order, opened: Opened, mac: bytes,
-                       receipt: bytes) -> tuple[Event, Extra]:
+                       receipt: bytes) -> tuple[Event, Evidence]:
         env, header, order_id = order.env, order.header, order.order_id
         part = env.parts[Party.DELIVERY]
         delivery = await self._exchange(Party.DELIVERY, Deliver(
@@ -375,10 +386,10 @@ class SellerServer(PartyServer):
         await self._check(header.delivery,
                           delivery_answer_body(order_id, opened.digest, delivery.tracking),
                           delivery.mac, context("delivery-answer", order_id), "delivery answer")
-        return Shipped(), {"amount": opened.part.amount, "tracking": delivery.tracking,
-                           "issuer_receipt": receipt, "delivery_receipt": delivery.receipt}
+        return Shipped(), Evidence(opened.part.amount, delivery.tracking, receipt,
+                                   delivery.receipt)
 
-    async def _void(self, order: _Order, reason: str) -> tuple[Event, Extra]:
+    async def _void(self, order: _Order, reason: str) -> tuple[Event, Evidence]:
         """Have the card manager cancel any charge for an order that will not complete."""
         env, header, order_id, digest = order.env, order.header, order.order_id, order.digest
         answer = await self._exchange(Party.ISSUER, Reverse(
@@ -388,7 +399,7 @@ class SellerServer(PartyServer):
         await self._check(header.issuer,
                           reversed_body(order_id, answer.code, answer.amount, digest),
                           answer.mac, context("reversed", order_id), "reversal")
-        return Cancelled(answer.code), {"issuer_receipt": answer.receipt}
+        return Cancelled(answer.code), Evidence(issuer_receipt=answer.receipt)
 
     async def _check(self, peer: str, body: bytes, mac: bytes, ctx: bytes, what: str) -> None:
         try:
