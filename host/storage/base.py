@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from host.errors import TransactionError
+from host.errors import ErrorCode, TransactionError
 from terminal.errors import NettxError
 
 T = TypeVar("T")
@@ -35,7 +35,7 @@ class Seen(enum.Enum):
 
 
 def replay_error(order_id: bytes) -> TransactionError:
-    return TransactionError("replay", f"order {order_id.hex()} was already seen")
+    return TransactionError(ErrorCode.REPLAY, f"order {order_id.hex()} was already seen")
 
 
 class StorageFull(TransactionError):
@@ -44,7 +44,7 @@ class StorageFull(TransactionError):
     space."""
 
     def __init__(self, message: str) -> None:
-        super().__init__("internal", message)
+        super().__init__(ErrorCode.INTERNAL, message)
 
 
 class StorageUnavailable(TransactionError):
@@ -56,7 +56,7 @@ class StorageUnavailable(TransactionError):
     if not. The party keeps serving and reconnects."""
 
     def __init__(self, message: str) -> None:
-        super().__init__("internal", message)
+        super().__init__(ErrorCode.INTERNAL, message)
 
 
 class StorageLost(NettxError):
