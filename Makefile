@@ -1,6 +1,7 @@
 # Two commands on a fresh Debian machine, as root:
 #   make demo   installs what it needs and runs the main job on the embedded reader
-#   make test   installs what it needs (pcscd, vpcd, pcsc-tools, opensc too) and runs every test
+#   make test   installs what it needs (pcscd, vpcd, pcsc-tools, opensc, postgresql too) and runs
+#               every test
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
