@@ -1,11 +1,14 @@
 # Two commands on a fresh Debian machine, as root:
 #   make demo   installs what it needs and runs the main job on the embedded reader
-#   make test   installs what it needs (pcscd, vpcd, pcsc-tools, opensc too) and runs every test
+#   make test   installs what it needs (pcscd, vpcd, pcsc-tools, opensc, postgresql too) and runs
+#               every test
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_RUNTIME := gcc libpcsclite-dev swig python3-dev
-APT_TEST := pcscd vsmartcard-vpcd vsmartcard-vpicc pcsc-tools opensc socat tshark iproute2 util-linux
+# postgresql: the tests' private server (tests/pg.py) for the PostgreSQL engine
+APT_TEST := pcscd vsmartcard-vpcd vsmartcard-vpicc pcsc-tools opensc socat tshark iproute2 util-linux \
+	postgresql
 APT_STAMP := $(VENV)/.apt-stamp
 APT_TEST_STAMP := $(VENV)/.apt-test-stamp
 PIP_STAMP := $(VENV)/.pip-stamp

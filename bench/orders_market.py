@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 
@@ -28,8 +28,8 @@ from host.cli.partyproc import PartyProcess
 from host.parties.connection import Connection
 from host.parties.holder import HolderClient
 from host.parties.softcard import software_card
+from host.protocol.messages import Message
 from host.protocol.order import Order
-from host.protocol.wire import Message, MessageType
 from host.storage.ledger import Account, Ledger
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
@@ -87,13 +87,16 @@ class TimedReader:
         return getattr(self.inner, name)
 
 
+M = TypeVar("M", bound=Message)
+
+
 class TimedConnection(Connection):
     """The holder's connection to the seller, timing each request until its answer."""
 
-    def request(self, kind: MessageType, answer: MessageType, **body: Any) -> Message:
+    def request(self, message: Message, answer: type[M]) -> M:
         t = time.perf_counter_ns()
         try:
-            return super().request(kind, answer, **body)
+            return super().request(message, answer)
         finally:
             TALLY.add("wire ns", time.perf_counter_ns() - t)
 

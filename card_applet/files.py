@@ -18,13 +18,33 @@ stands (current DF, current file) is a `Selection` the applet keeps in its volat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 from functools import lru_cache
 
 from card_applet.sw import SW, CardError
 from card_applet.tlv import tlv
+from card_applet.vocabulary import (
+    DESCRIPTOR_DF,
+    DESCRIPTOR_TRANSPARENT_EF,
+    LIFE_CYCLE_OPERATIONAL,
+    MF_ID,
+    TAG_AID,
+    TAG_APPLICATION_LABEL,
+    TAG_APPLICATION_TEMPLATE,
+    TAG_CARD_CAPABILITIES,
+    TAG_DESCRIPTOR,
+    TAG_DF_NAME,
+    TAG_EXTENDED_LENGTH,
+    TAG_FCI,
+    TAG_FCP,
+    TAG_FILE_ID,
+    TAG_LIFE_CYCLE,
+    TAG_SFI,
+    TAG_SIZE,
+    Answer,
+    FileId,
+    SelectBy,
+)
 
-MF_ID = 0x3F00
 APPLICATION_LABEL = b"nettx EP0791901"  # EF.DIR tag 50 and the PKCS#15 token label (<= 16)
 MANUFACTURER = b"nettx"
 SFI_CURRENT_EF = 0  # ISO 7816-4 5.3.1.1: short EF identifier 0 means the current EF
@@ -32,56 +52,6 @@ SFI_CURRENT_EF = 0  # ISO 7816-4 5.3.1.1: short EF identifier 0 means the curren
 # by path, by file identifier, short EF identifiers; one-byte data units; command chaining
 # and extended Lc/Le, no logical channels
 CARD_CAPABILITIES = bytes((0xF4, 0x01, 0xC0))
-
-
-class FileId(IntEnum):
-    EF_DIR = 0x2F00
-    EF_ATR = 0x2F01
-    EF_AODF = 0x4401
-    EF_ODF = 0x5031
-    EF_TOKEN_INFO = 0x5032
-
-
-class SelectBy(IntEnum):
-    """SELECT P1 (ISO 7816-4 7.1.1 table 39)."""
-
-    FILE_ID = 0x00  # MF, DF or EF by identifier; no data: the MF
-    CHILD_DF = 0x01
-    EF_UNDER_CURRENT = 0x02
-    PARENT_DF = 0x03
-    DF_NAME = 0x04  # the application, handled by the applet itself
-    PATH_FROM_MF = 0x08
-    PATH_FROM_CURRENT = 0x09
-
-
-class Answer(IntEnum):
-    """SELECT P2 b4-b3: what the card returns (ISO 7816-4 7.1.1 table 40)."""
-
-    FCI = 0x00
-    FCP = 0x04
-    NOTHING = 0x0C
-
-
-# FCP data objects (ISO 7816-4 5.3.3 table 12)
-TAG_FCI = 0x6F
-TAG_FCP = 0x62
-TAG_SIZE = 0x80  # number of data bytes in a transparent EF
-TAG_DESCRIPTOR = 0x82
-TAG_FILE_ID = 0x83
-TAG_DF_NAME = 0x84
-TAG_SFI = 0x88
-TAG_LIFE_CYCLE = 0x8A
-DESCRIPTOR_TRANSPARENT_EF = 0x01  # working EF, not shareable, transparent
-DESCRIPTOR_DF = 0x38
-LIFE_CYCLE_OPERATIONAL = 0x05  # operational, activated: the files never change
-
-# EF.DIR (ISO 7816-4 8.2.1.1, table 11 "application template")
-TAG_APPLICATION_TEMPLATE = 0x61
-TAG_AID = 0x4F
-TAG_APPLICATION_LABEL = 0x50
-# EF.ATR/INFO (ISO 7816-4 8.2.1.1 and 12.7.1)
-TAG_CARD_CAPABILITIES = 0x47
-TAG_EXTENDED_LENGTH = 0x7F66
 
 
 @dataclass(frozen=True, slots=True)

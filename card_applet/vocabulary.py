@@ -167,6 +167,59 @@ MSE_TEMPLATES = frozenset({0xA4, 0xB8})  # control reference templates AT and CT
 MSE_TEMPLATE_AT = 0xA4
 
 
+# -- files (docs/apdu.md 3.17-3.19, 4.7): the MF, its EFs, SELECT's P1/P2, FCP and EF.DIR --
+
+MF_ID = 0x3F00
+class FileId(IntEnum):
+    EF_DIR = 0x2F00
+    EF_ATR = 0x2F01
+    EF_AODF = 0x4401
+    EF_ODF = 0x5031
+    EF_TOKEN_INFO = 0x5032
+
+
+class SelectBy(IntEnum):
+    """SELECT P1 (ISO 7816-4 7.1.1 table 39)."""
+
+    FILE_ID = 0x00  # MF, DF or EF by identifier; no data: the MF
+    CHILD_DF = 0x01
+    EF_UNDER_CURRENT = 0x02
+    PARENT_DF = 0x03
+    DF_NAME = 0x04  # the application, handled by the applet itself
+    PATH_FROM_MF = 0x08
+    PATH_FROM_CURRENT = 0x09
+
+
+class Answer(IntEnum):
+    """SELECT P2 b4-b3: what the card returns (ISO 7816-4 7.1.1 table 40)."""
+
+    FCI = 0x00
+    FCP = 0x04
+    NOTHING = 0x0C
+
+
+# FCP data objects (ISO 7816-4 5.3.3 table 12)
+TAG_FCI = 0x6F
+TAG_FCP = 0x62
+TAG_SIZE = 0x80  # number of data bytes in a transparent EF
+TAG_DESCRIPTOR = 0x82
+TAG_FILE_ID = 0x83
+TAG_DF_NAME = 0x84
+TAG_SFI = 0x88
+TAG_LIFE_CYCLE = 0x8A
+DESCRIPTOR_TRANSPARENT_EF = 0x01  # working EF, not shareable, transparent
+DESCRIPTOR_DF = 0x38
+LIFE_CYCLE_OPERATIONAL = 0x05  # operational, activated: the files never change
+
+# EF.DIR (ISO 7816-4 8.2.1.1, table 11 "application template")
+TAG_APPLICATION_TEMPLATE = 0x61
+TAG_AID = 0x4F
+TAG_APPLICATION_LABEL = 0x50
+# EF.ATR/INFO (ISO 7816-4 8.2.1.1 and 12.7.1)
+TAG_CARD_CAPABILITIES = 0x47
+TAG_EXTENDED_LENGTH = 0x7F66
+
+
 # -- life cycle (docs/apdu.md 1.3) ------------------------------------------------------------
 
 

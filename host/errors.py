@@ -1,6 +1,15 @@
-"""Host-side errors: all under the project's one root, terminal.errors.NettxError."""
+"""Host-side errors: all under the project's one root, terminal.errors.NettxError.
+
+A transaction error carries an `ErrorCode`, the machine-readable reason that travels in an
+`error` message (docs/protocol.md, "Wire", the error table). Who said it is in the class, as
+h11 splits its protocol errors: `Refused` is this party refusing (a handler, the frame
+decoder, the envelope checks), `PeerRefused` is an `error` message a peer sent us, and
+`ConnectionFailed` is the network between us failing. Code that only cares about the reason
+catches `TransactionError` and compares `code` with the enum's members."""
 
 from __future__ import annotations
+
+import enum
 
 from terminal.errors import NettxError
 
@@ -21,24 +30,86 @@ class OrderError(NettxError):
     """An order the holder's terminal refuses to build (unknown item, bad field)."""
 
 
+class ErrorCode(enum.StrEnum):
+    """Every code an `error` message carries (docs/protocol.md, "Wire")."""
+
+    # the frame or message
+    MALFORMED = "malformed"
+    UNKNOWN_TYPE = "unknown-type"
+    UNEXPECTED = "unexpected"
+    TOO_LARGE = "too-large"
+    TRUNCATED = "truncated"
+    TIMEOUT = "timeout"
+    # the envelope and the order
+    VERSION = "version"
+    WRONG_PARTY = "wrong-party"
+    WRONG_FORM = "wrong-form"
+    WRONG_ORDER = "wrong-order"
+    STALE = "stale"
+    FORGED = "forged"
+    COMMITMENT = "commitment"
+    POLICY = "policy"
+    AMOUNT = "amount"
+    UNKNOWN_ITEM = "unknown-item"
+    REPLAY = "replay"
+    UNCONFIRMED = "unconfirmed"
+    UNKNOWN_ORDER = "unknown-order"
+    # the key module
+    NO_KEY = "no-key"
+    BAD_PEER = "bad-peer"
+    BAD_CHALLENGE = "bad-challenge"
+    KEY_MODULE = "key-module"
+    # reaching the peer
+    UNREACHABLE = "unreachable"
+    CONNECTION_LOST = "connection-lost"
+    BUSY = "busy"
+    INTERNAL = "internal"
+    #: a code a (newer) peer sent that this version does not know; the text is kept
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def parse(cls, text: str) -> ErrorCode:
+        """A peer's code: a member, or UNKNOWN rather than a KeyError (as fido2's CtapError)."""
+        try:
+            return cls(text)
+        except ValueError:
+            return cls.UNKNOWN
+
+
 class TransactionError(NettxError):
-    """A transaction step was refused; `code` is the machine-readable reason on the wire.
+    """A transaction step failed; `code` is the machine-readable reason on the wire.
 
     The same codes travel in `error` messages and in declines, so a party reports exactly
-    what the peer told it."""
+    what the peer told it: `said` is the code as it travels (a peer's unknown code verbatim)."""
 
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        super().__init__(f"{code}: {message}")
+    def __init__(self, code: ErrorCode, message: str, *, said: str | None = None) -> None:
+        self.code = ErrorCode(code)
+        self.said = self.code.value if said is None else said
+        super().__init__(f"{self.said}: {message}")
         self.reason = message
 
 
-class WireError(TransactionError):
+class Refused(TransactionError):
+    """This party refuses: the peer gets an `error` message with the code."""
+
+
+class PeerRefused(TransactionError):
+    """The peer sent an `error` message. Not authenticated: anyone on the path can send one."""
+
+    def __init__(self, said: str, message: str) -> None:
+        super().__init__(ErrorCode.parse(said), message, said=said)
+
+
+class ConnectionFailed(TransactionError):
+    """The peer could not be reached, or the connection to it broke."""
+
+
+class WireError(Refused):
     """A frame or message that does not parse: the connection is closed after saying so."""
 
-    def __init__(self, message: str, code: str = "malformed") -> None:
+    def __init__(self, message: str, code: ErrorCode = ErrorCode.MALFORMED) -> None:
         super().__init__(code, message)
 
 
-class EnvelopeError(TransactionError):
+class EnvelopeError(Refused):
     """An envelope or part that is malformed, forged, replayed or not this party's."""

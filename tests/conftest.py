@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -32,6 +32,7 @@ from terminal.inprocess import InProcessReader
 from terminal.ports import free_vpcd_port
 from terminal.reader import Reader
 from terminal.session import CardSession
+from tests.pg import PostgresServer, PostgresUnavailable
 
 REPO = Path(__file__).resolve().parents[1]
 PCSCD_SCRIPT = REPO / "vpcd_config" / "pcscd-vpcd"
@@ -160,6 +161,17 @@ def pcscd() -> Iterator[Pcscd]:
         service.stop()
 
 
+@pytest.fixture
+def served_card(pcscd: Pcscd, card_state: Path, tmp_path: Path) -> Iterator[CardProcess]:
+    """The personalised card in pcscd's first vpcd slot, served by its own card process."""
+    from terminal.pcsc import wait_for_card, wait_until_card_gone  # pyscard: only here
+
+    with CardProcess(card_state, "127.0.0.1", pcscd.port, log_path=tmp_path / "card.log") as cp:
+        wait_for_card(PCSC_READER).close()
+        yield cp
+    wait_until_card_gone(PCSC_READER)
+
+
 # -- a personalised card on each reader ------------------------------------------------------
 
 
@@ -215,3 +227,62 @@ def card_on_reader(request: pytest.FixtureRequest, card_state: Path) -> Iterator
 @pytest.fixture
 def session(card_on_reader: Reader) -> CardSession:
     return CardSession(card_on_reader)
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+#
+# One private server per test session (tests/pg.py), a new database per test; a test that
+# restarts or kills the server gets one of its own (`private_postgres`).
+
+
+def _postgres_server() -> PostgresServer:
+    try:
+        server = PostgresServer()
+        server.start()
+    except PostgresUnavailable as exc:
+        unavailable(str(exc))
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = _postgres_server()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    server = _postgres_server()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """A new, empty database on the session's server."""
+    return postgres.create_database()
+
+
+ENGINES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=ENGINES)
+def store_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], Path | str]:
+    """Where a store lives, on each engine: `location(name)` is a SQLite file in tmp_path, or
+    a new database on the session's PostgreSQL server (one per name)."""
+    if request.param == "sqlite":
+        return lambda name: tmp_path / f"{name}.sqlite"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    made: dict[str, str] = {}
+
+    def location(name: str) -> str:
+        if name not in made:
+            made[name] = server.create_database()
+        return made[name]
+
+    return location

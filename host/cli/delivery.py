@@ -13,6 +13,7 @@ from host.cli.kit import (
 from host.cli.partyopts import config_of, key_module, party_db, serve, server_options
 from host.parties.delivery import DeliveryServer
 from host.parties.seller import Endpoint
+from host.storage.location import Location
 
 
 @click.group()
@@ -25,7 +26,7 @@ def delivery() -> None:
 @fails_cleanly
 def delivery_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
                    card: CardExpectation, pin: str | None,
-                   listen: Endpoint, db: Path | None, window: int,
+                   listen: Endpoint, db: Location | None, window: int,
                    crash_at: str | None) -> None:
     """Ship approved orders: answer the seller with a tracking reference."""
     with key_module(key_file, reader_spec, state, pin, card) as keys:

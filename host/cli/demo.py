@@ -41,11 +41,12 @@ from host.parties.holder import HolderClient
 from host.parties.keymodule import KeyModule
 from host.protocol import codec, envelope
 from host.protocol.envelope import Envelope
+from host.protocol.messages import Form, FormRequest, OrderOutcome, expect
 from host.protocol.order import Order, OrderField, OrderForm, Party
-from host.protocol.wire import MessageType, expect, frame
+from host.protocol.wire import MessageType, frame
 from host.storage.ledger import Account, Ledger
 from host.storage.sqlite import dump, read_views
-from terminal.errors import ApduError, WrongPinError
+from terminal.errors import ApduError, NettxError, WrongPinError
 from terminal.session import CardSession
 
 HOLDER = "holder:alice@example.org"
@@ -65,6 +66,13 @@ CATALOGUE = {"currency": "EUR", "items": [
 ]}
 ROLE_TITLES = {Party.SELLER: "seller", Party.ISSUER: "card manager",
                Party.DELIVERY: "delivery"}
+
+
+class DemoFailed(NettxError):
+    """The demo's purchase did not complete, or an attack it shows was not stopped."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"demo: {message}")
 
 
 def run_demo(console: Console, home: Path | None, k: int) -> None:
@@ -203,7 +211,7 @@ class Demo:
                       ", ".join(ROLE_TITLES[p] for p in sorted(outcome.verified)))
         self.console.print(table)
         if not outcome.approved:
-            raise TransactionError("demo", f"the purchase did not complete: {outcome.reason}")
+            raise DemoFailed(f"the purchase did not complete: {outcome.reason}")
         self.show_visibility(sealed.header.order_id)
         return sealed
 
@@ -251,7 +259,7 @@ class Demo:
         except (TransactionError, PolicyError) as exc:
             reason = str(exc)
         if reason is None or expected not in reason:
-            raise TransactionError("demo", f"NOT STOPPED: {what} ({reason or 'accepted'})")
+            raise DemoFailed(f"NOT STOPPED: {what} ({reason or 'accepted'})")
         self.refused(what, reason)
 
     def attacks(self, client: HolderClient, first: envelope.SealedOrder,
@@ -276,7 +284,7 @@ class Demo:
         def replay() -> str | None:
             with Connection("127.0.0.1", client.port) as conn:
                 conn.send_raw(frame(MessageType.ORDER, envelope=first.envelope.to_cbor()))
-                client.read_outcome(expect(conn.receive(), MessageType.OUTCOME), first)
+                client.read_outcome(expect(conn.receive(), OrderOutcome), first)
             return None
 
         self.attack("the first envelope, replayed", "replay", replay)
@@ -288,8 +296,7 @@ class Demo:
                                    {**second.envelope.parts,
                                     Party.ISSUER: first.envelope.parts[Party.ISSUER]})
                 conn.send_raw(frame(MessageType.ORDER, envelope=swapped.to_cbor()))
-                outcome = client.read_outcome(expect(conn.receive(), MessageType.OUTCOME),
-                                              second)
+                outcome = client.read_outcome(expect(conn.receive(), OrderOutcome), second)
             return None if outcome.approved else f"order 2 {outcome.status}: {outcome.reason}"
 
         self.attack("the card manager's part of order 1 swapped into order 2", "forged", swap)
@@ -323,11 +330,10 @@ class Demo:
             form, MAC and all, with its own delivery company in it."""
             nonce = secrets.token_bytes(envelope.FORM_NONCE_SIZE)
             with Connection("127.0.0.1", client.port) as conn:
-                reply = conn.request(MessageType.FORM_REQUEST, MessageType.FORM,
-                                     holder=client.holder, nonce=nonce)
-            form = codec.decode(reply.body.get("form", bytes))
+                reply = conn.request(FormRequest(client.holder, nonce), Form)
+            form = codec.decode(reply.form)
             form["delivery"] = ROGUE_DELIVERY
-            client.verify_form(codec.encode(form), reply.body.get("mac", bytes), nonce)
+            client.verify_form(codec.encode(form), reply.mac, nonce)
 
         self.attack(f"an on-path attacker swaps the delivery company in the form for "
                     f"{ROGUE_DELIVERY}, to read the destination", "forged", swapped_delivery)
@@ -336,7 +342,7 @@ class Demo:
         balance = ledger.account(CARD_NUMBER).balance  # type: ignore[union-attr]
         ledger.close()
         if balance != balance_before:
-            raise TransactionError("demo", f"the attacks moved money: {balance_before} -> "
+            raise DemoFailed(f"the attacks moved money: {balance_before} -> "
                                            f"{balance}")
         self.step(f"ledger: Alice's balance {balance / 100:.2f} EUR = 500.00 - "
                   f"{(50_000 - balance) / 100:.2f} for order 1; none of the attacks moved it")

@@ -18,11 +18,21 @@ from host.cli.kit import (
     json_option,
     print_json,
 )
-from host.cli.partyopts import config_of, expiry, key_module, party_db, serve, server_options
+from host.cli.partyopts import (
+    DB,
+    DbLocation,
+    config_of,
+    expiry,
+    key_module,
+    party_db,
+    serve,
+    server_options,
+)
 from host.cli.secretopts import CARD_NUMBER, secret_options
 from host.parties.issuer import IssuerServer
 from host.parties.seller import Endpoint
 from host.storage.ledger import Account, Ledger
+from host.storage.location import Location
 
 
 @click.group()
@@ -35,7 +45,7 @@ def issuer() -> None:
 @fails_cleanly
 def issuer_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
                  card: CardExpectation, pin: str | None, listen: Endpoint,
-                 db: Path | None, window: int, crash_at: str | None) -> None:
+                 db: Location | None, window: int, crash_at: str | None) -> None:
     """Authorise orders: authenticate the holder against its account, debit once per order."""
     with key_module(key_file, reader_spec, state, pin, card) as keys:
         serve(IssuerServer(keys, config_of(listen, window, crash_at),
@@ -44,9 +54,10 @@ def issuer_serve(key_file: Path | None, reader_spec: str | None, state: Path | N
 
 @issuer.command("add-account")
 @home_option
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
-              help="The card manager's ledger. Default: HOME/parties/issuer.sqlite, the one "
-                   "`nettx issuer serve` uses without --db.")
+@click.option("--db", type=DB, metavar="PATH|URL",
+              help="The card manager's ledger: a SQLite file or a postgresql:// URL. Default: "
+                   "HOME/parties/issuer.sqlite, the one `nettx issuer serve` uses without "
+                   "--db.")
 @secret_options(CARD_NUMBER)
 @click.option("--expiry", required=True, callback=expiry, help="MM/YY")
 @click.option("--holder", required=True, callback=identifier,
@@ -57,7 +68,7 @@ def issuer_serve(key_file: Path | None, reader_spec: str | None, state: Path | N
               help="Available funds, in minor units (cents).")
 @click.option("--blocked", is_flag=True, help="Refuse every authorisation on this card.")
 @fails_cleanly
-def issuer_add_account(home: Path, db: Path | None, card_number: str, expiry: str, holder: str,
+def issuer_add_account(home: Path, db: Location | None, card_number: str, expiry: str, holder: str,
                        name: str, phone: str, balance: int, blocked: bool) -> None:
     """Create or replace an account in the card manager's ledger. The card number:
     NETTX_CARD_NUMBER, --card-number-file, --card-number-fd, or a hidden prompt."""
@@ -72,11 +83,12 @@ def issuer_add_account(home: Path, db: Path | None, card_number: str, expiry: st
 
 @issuer.command("accounts")
 @home_option
-@click.option("--db", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The card manager's ledger. Default: HOME/parties/issuer.sqlite.")
+@click.option("--db", type=DbLocation(exists=True), metavar="PATH|URL",
+              help="The card manager's ledger: a SQLite file or a postgresql:// URL. "
+                   "Default: HOME/parties/issuer.sqlite.")
 @json_option
 @fails_cleanly
-def issuer_accounts(home: Path, db: Path | None, as_json: bool) -> None:
+def issuer_accounts(home: Path, db: Location | None, as_json: bool) -> None:
     """List the ledger's accounts (card numbers masked)."""
     if db is None:
         db = home / "parties" / "issuer.sqlite"

@@ -25,6 +25,7 @@ from host.cli.secretopts import PIN, secret_options
 from host.parties.keymodule import KeyModule
 from host.parties.seller import Endpoint
 from host.parties.server import PartyServer, ServerConfig, run_until_signalled
+from host.storage.location import Location, is_postgresql
 
 
 def endpoint(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -55,9 +56,11 @@ def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--crash-at", hidden=True, help="Tests: kill -9 at this point.")(fn)
     fn = click.option("--window", type=click.IntRange(1, 86400), default=300, show_default=True,
                       help="Seconds an order's timestamp may differ from this clock.")(fn)
-    fn = click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
-                      help="This party's SQLite database (ledger, orders or shipments). "
-                           "Default: HOME/parties/ROLE.sqlite.")(fn)
+    fn = click.option("--db", type=DB, metavar="PATH|URL",
+                      help="This party's database (ledger, orders or shipments): a SQLite "
+                           "file, or a postgresql://USER@HOST/DATABASE URL, which several "
+                           "instances of the party may share. Default: "
+                           "HOME/parties/ROLE.sqlite.")(fn)
     fn = click.option("--listen", required=True, callback=endpoint, metavar="HOST:PORT",
                       help="Where to accept connections (port 0: any free port).")(fn)
     return key_options(fn)
@@ -80,7 +83,26 @@ def key_module(key_file: Path | None, reader_spec: str | None, state: Path | Non
         yield KeyModule.on_card(authenticated_session(reader, card), pin)
 
 
-def party_db(home: Path, role: str, db: Path | None) -> Path:
+class DbLocation(click.ParamType):
+    """`--db`: a postgresql:// (or postgres://) URL as given, else a SQLite file's path."""
+
+    name = "db"
+
+    def __init__(self, *, exists: bool = False) -> None:
+        self.exists = exists  # a SQLite file must exist already (a command that only reads)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Location:
+        if isinstance(value, Path) or is_postgresql(value):
+            return value  # type: ignore[no-any-return]
+        return click.Path(exists=self.exists, dir_okay=False,  # type: ignore[no-any-return]
+                          path_type=Path).convert(value, param, ctx)
+
+
+DB = DbLocation()
+
+
+def party_db(home: Path, role: str, db: Location | None) -> Location:
     """`--db`, else the party's database in the home, HOME/parties/ROLE.sqlite: the card
     manager's commands and its server find the same ledger without being told."""
     if db is not None:

@@ -21,6 +21,7 @@ from host.protocol.order import (
     PartitionPolicy,
     load_catalogue,
 )
+from host.storage.location import Location
 
 
 @click.group()
@@ -54,7 +55,7 @@ def read_form_file(path: Path, seller_id: str, issuer_id: str, delivery_id: str)
 @fails_cleanly
 def seller_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
                  card: CardExpectation, pin: str | None,
-                 listen: Endpoint, db: Path | None, window: int, crash_at: str | None,
+                 listen: Endpoint, db: Location | None, window: int, crash_at: str | None,
                  catalogue: Path, issuer_at: Endpoint, issuer_id: str, delivery_at: Endpoint,
                  delivery_id: str) -> None:
     """Serve the order form; forward each order's parts to the card manager and, once it

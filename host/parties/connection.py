@@ -1,4 +1,4 @@
-"""The connections that carry the wire protocol's frames (host.protocol.wire):
+"""The connections that carry the wire protocol's messages (host.protocol.messages):
 `AsyncConnection` (the servers, on asyncio streams) and `Connection` (the holder's client, on a
 blocking socket). Every read has a timeout that bounds a whole message.
 """
@@ -9,10 +9,15 @@ import asyncio
 import contextlib
 import socket
 import time
-from typing import Any
+from typing import TypeVar
 
-from host.errors import TransactionError, WireError
-from host.protocol.wire import MAX_FRAME, FrameDecoder, Message, MessageType, expect, frame
+from host.errors import ConnectionFailed, ErrorCode, WireError
+from host.protocol import messages
+from host.protocol.messages import Message
+from host.protocol.wire import MAX_FRAME, FrameDecoder
+
+M = TypeVar("M", bound=Message)
+LOST = ErrorCode.CONNECTION_LOST
 
 READ_TIMEOUT = 15.0
 
@@ -31,11 +36,17 @@ class AsyncConnection:
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         except (OSError, TimeoutError) as exc:
-            raise TransactionError("unreachable", f"{host}:{port}: {exc or 'timeout'}") from exc
+            raise ConnectionFailed(ErrorCode.UNREACHABLE,
+                                   f"{host}:{port}: {exc or 'timeout'}") from exc
         return cls(reader, writer, timeout)
 
-    async def receive(self, idle_timeout: float | None = None) -> Message | None:
-        """The next message; None when the peer closed cleanly between frames. The timeout
+    async def receive(self) -> Message | None:
+        """The next message, typed; None when the peer closed cleanly between frames."""
+        data = await self.receive_frame()
+        return None if data is None else messages.parse(data)
+
+    async def receive_frame(self, idle_timeout: float | None = None) -> bytes | None:
+        """The next frame's bytes; None when the peer closed cleanly between frames. The timeout
         bounds the whole message, so a peer trickling one byte at a time cannot hold it.
         With `idle_timeout` (a server between requests), the wait for the first byte has its
         own bound, and the timeout runs from that byte to the last."""
@@ -52,36 +63,38 @@ class AsyncConnection:
             except TimeoutError:
                 if started:
                     raise WireError(f"no whole message within {self.timeout:g} s",
-                                    code="timeout") from None
-                raise WireError(f"no request within {idle:g} s", code="timeout") from None
+                                    code=ErrorCode.TIMEOUT) from None
+                raise WireError(f"no request within {idle:g} s",
+                                code=ErrorCode.TIMEOUT) from None
             except OSError as exc:
-                raise TransactionError("connection-lost", str(exc)) from exc
+                raise ConnectionFailed(LOST, str(exc)) from exc
             if not data:
                 if self.decoder.mid_frame:
                     raise WireError("connection closed in the middle of a frame",
-                                    code="truncated")
+                                    code=ErrorCode.TRUNCATED)
                 return None
             if not started:
                 started, deadline = True, loop.time() + self.timeout
             self._frames.extend(self.decoder.feed(data))
-        return Message.parse(self._frames.pop(0))
+        return self._frames.pop(0)
 
-    async def send(self, kind: MessageType, **body: Any) -> None:
-        await self.send_raw(frame(kind, **body))
+    async def send(self, message: Message) -> None:
+        await self.send_raw(message.to_frame())
 
     async def send_raw(self, data: bytes) -> None:
         try:
             self.writer.write(data)
             await asyncio.wait_for(self.writer.drain(), self.timeout)
         except (OSError, TimeoutError) as exc:
-            raise TransactionError("connection-lost", str(exc) or "send timed out") from exc
+            raise ConnectionFailed(LOST, str(exc) or "send timed out") from exc
 
-    async def request(self, kind: MessageType, answer: MessageType, **body: Any) -> Message:
-        await self.send(kind, **body)
-        message = await self.receive()
-        if message is None:
-            raise TransactionError("connection-lost", "the peer closed the connection")
-        return expect(message, answer)
+    async def request(self, message: Message, answer: type[M]) -> M:
+        """Send `message`; its `answer`, or the peer's refusal raised as PeerRefused."""
+        await self.send(message)
+        reply = await self.receive()
+        if reply is None:
+            raise ConnectionFailed(LOST, "the peer closed the connection")
+        return messages.expect(reply, answer)
 
     def refuse(self, data: bytes) -> None:
         """Send a last frame without waiting for the peer to read it, and close: what a
@@ -106,7 +119,7 @@ class Connection:
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout)
         except OSError as exc:
-            raise TransactionError("unreachable", f"{host}:{port}: {exc}") from exc
+            raise ConnectionFailed(ErrorCode.UNREACHABLE, f"{host}:{port}: {exc}") from exc
         self.decoder = FrameDecoder()
         self._frames: list[bytes] = []
 
@@ -114,7 +127,10 @@ class Connection:
         try:
             self.sock.sendall(data)
         except OSError as exc:
-            raise TransactionError("connection-lost", str(exc)) from exc
+            raise ConnectionFailed(LOST, str(exc)) from exc
+
+    def send(self, message: Message) -> None:
+        self.send_raw(message.to_frame())
 
     def receive(self) -> Message:
         deadline = time.monotonic() + self.timeout
@@ -126,15 +142,15 @@ class Connection:
                 self.sock.settimeout(remaining)
                 data = self.sock.recv(65536)
             except OSError as exc:  # includes socket.timeout
-                raise TransactionError("connection-lost", str(exc) or "timeout") from exc
+                raise ConnectionFailed(LOST, str(exc) or "timeout") from exc
             if not data:
-                raise TransactionError("connection-lost", "the seller closed the connection")
+                raise ConnectionFailed(LOST, "the seller closed the connection")
             self._frames.extend(self.decoder.feed(data))
-        return Message.parse(self._frames.pop(0))
+        return messages.parse(self._frames.pop(0))
 
-    def request(self, kind: MessageType, answer: MessageType, **body: Any) -> Message:
-        self.send_raw(frame(kind, **body))
-        return expect(self.receive(), answer)
+    def request(self, message: Message, answer: type[M]) -> M:
+        self.send(message)
+        return messages.expect(self.receive(), answer)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

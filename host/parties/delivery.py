@@ -9,13 +9,13 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from host.errors import EnvelopeError
 from host.parties.keymodule import KeyModule
 from host.parties.server import PartyServer, ServerConfig, staleness
-from host.protocol.codec import Fields
 from host.protocol.envelope import context, delivery_answer_body
-from host.protocol.order import OrderField, Party
-from host.protocol.wire import MessageType, frame
+from host.protocol.messages import Deliver, Delivery
+from host.protocol.order import Party
+from host.protocol.parts import DeliveryPart
+from host.protocol.wire import MessageType
 from host.storage.base import Seen
 from host.storage.engine import open_shipments
 from host.storage.shipments import ShipmentStore
@@ -33,20 +33,14 @@ class DeliveryServer(PartyServer):
         await super().close()
         self.shipments.close()
 
-    async def on_deliver(self, body: Fields) -> bytes:
-        approval = body.get("approval", bytes, max_size=64)
+    async def on_deliver(self, message: Deliver) -> bytes:
         # the seller's MAC covers the header, our part and the card manager's approval MAC
-        header_bytes, _box, request, opened = await self.open_request(body, "delivery-request",
-                                                                      approval)
-        header = opened.header
-        destination = opened.fields.get(OrderField.DESTINATION.value)
-        recipient = opened.fields.get(OrderField.HOLDER_NAME.value, "")
-        if not isinstance(destination, str) or not destination.strip() \
-                or not isinstance(recipient, str):
-            raise EnvelopeError("malformed", "the delivery part has no destination")
+        request, opened = await self.open_request(message, "delivery-request", DeliveryPart.read,
+                                                  message.approval)
+        header, part = opened.header, opened.part
         tracking, seen, answer = self.shipments.ship(
-            header.order_id, request, header.seller, recipient, destination,
-            "TRK-" + secrets.token_hex(6).upper(), opened.fields,
+            header.order_id, request, header.seller, part.recipient, part.destination,
+            "TRK-" + secrets.token_hex(6).upper(), part.names,
             stale=staleness(header, self.config.window))
         self.log.info("order %s: shipping as %s%s", header.order_id.hex(), tracking,
                       " again" if seen is Seen.RETRANSMISSION else "")
@@ -56,8 +50,8 @@ class DeliveryServer(PartyServer):
         mac = await self.keys.mac(header.seller,
                                   delivery_answer_body(header.order_id, opened.digest, tracking),
                                   context("delivery-answer", header.order_id))
-        receipt = await self.receipt(header, header_bytes, opened.digest, tracking=tracking)
+        receipt = await self.receipt(header, opened.header_bytes, opened.digest,
+                                     tracking=tracking)
         # recorded before it is sent: whatever reaches the seller is what it will get again
         return self.shipments.record_answer(
-            header.order_id, frame(MessageType.DELIVERY, tracking=tracking, mac=mac,
-                                   receipt=receipt))
+            header.order_id, Delivery(tracking, mac, receipt).to_frame())

@@ -16,15 +16,25 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from host.errors import EnvelopeError, PolicyError, TransactionError
+from host.errors import EnvelopeError, ErrorCode, PolicyError, Refused, TransactionError
 from host.parties.connection import Connection
 from host.protocol import codec, envelope
-from host.protocol.codec import Fields
 from host.protocol.envelope import SealedOrder, context
+from host.protocol.messages import (
+    Confirm,
+    Confirmed,
+    Form,
+    FormRequest,
+    OrderOutcome,
+    OrderSubmission,
+    OutcomeStatus,
+    StatusQuery,
+)
 from host.protocol.money import Money
 from host.protocol.order import Order, OrderField, OrderForm, Party
-from host.protocol.wire import Message, MessageType
+from host.protocol.receipts import DeliveryReceipt, IssuerReceipt
 from terminal.errors import ApduError
 from terminal.session import CardSession
 
@@ -45,13 +55,17 @@ class Quote:
                 f"by {self.delivery})")
 
 
-Approve = Callable[[Quote], bool]  # asks the holder; True only on an explicit yes
+Approve = Callable[[Quote], bool]
+R = TypeVar("R", IssuerReceipt, DeliveryReceipt)  # asks the holder; True only on an explicit yes
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """The seller's `outcome` (host.protocol.messages.OrderOutcome) as the holder's card
+    checked it: what the receipts prove, and what rests on the seller's word alone."""
+
     order_id: bytes
-    status: str  # completed | declined | failed | pending
+    status: OutcomeStatus
     reason: str
     amount: int | None = None
     tracking: str | None = None
@@ -65,7 +79,7 @@ class Outcome:
 
     @property
     def approved(self) -> bool:
-        return self.status == "completed"
+        return self.status is OutcomeStatus.COMPLETED
 
     @property
     def charge_verified(self) -> bool:
@@ -73,7 +87,13 @@ class Outcome:
         return Party.ISSUER in self.verified
 
 
-MAX_FORM = 200 * 1024  # a form of 1,000 catalogue entries fits in one frame
+# what the card manager must have said (in its receipt) for the seller's status to be true
+CARD_MANAGER_SAID: dict[OutcomeStatus, frozenset[str | None]] = {
+    OutcomeStatus.COMPLETED: frozenset({"approved"}),
+    OutcomeStatus.DECLINED: frozenset({"declined"}),
+    OutcomeStatus.FAILED: frozenset({"reversed", "voided", "declined", None}),
+    OutcomeStatus.PENDING: frozenset({None}),
+}
 
 
 class HolderClient:
@@ -95,7 +115,7 @@ class HolderClient:
         self.narrate = narrate or (lambda _msg: None)
         info = card.require_authenticated()  # the PIN goes only to the expected card
         if info.holder_id is None:
-            raise TransactionError("no-key", "the card is not personalised")
+            raise Refused(ErrorCode.NO_KEY, "the card is not personalised")
         self.holder = info.holder_id
         self.last_sealed: SealedOrder | None = None
         card.verify_pin(pin)
@@ -104,13 +124,10 @@ class HolderClient:
         """The seller's form, for a fresh nonce of ours, verified by the card: MACed under
         the seller -> holder key of the seller the holder named, over the exact form bytes."""
         nonce = secrets.token_bytes(envelope.FORM_NONCE_SIZE)
-        reply = conn.request(MessageType.FORM_REQUEST, MessageType.FORM, holder=self.holder,
-                             nonce=nonce)
-        raw = reply.body.get("form", bytes, max_size=MAX_FORM)
-        mac = reply.body.get("mac", bytes, max_size=64)
-        form = OrderForm.from_cbor(codec.decode(raw, "order form"))
+        reply = conn.request(FormRequest(self.holder, nonce), Form)
+        form = OrderForm.from_cbor(codec.decode(reply.form, "order form"))
         self.check_seller(form)
-        self.verify_form(raw, mac, nonce)
+        self.verify_form(reply.form, reply.mac, nonce)
         return form
 
     def check_seller(self, form: OrderForm) -> None:
@@ -127,11 +144,11 @@ class HolderClient:
                                                                nonce, raw),
                                        context("form", nonce))
         except ApduError as exc:
-            raise EnvelopeError("forged", f"the order form is not {self.seller}'s for this "
-                                          f"request (altered in transit, replayed, or from "
-                                          f"another seller): nothing was sealed") from exc
+            raise EnvelopeError(ErrorCode.FORGED, f"the order form is not {self.seller}'s for "
+                                f"this request (altered in transit, replayed, or from "
+                                f"another seller): nothing was sealed") from exc
         if opened != b"":
-            raise EnvelopeError("forged", "the order form's MAC carries data")
+            raise EnvelopeError(ErrorCode.FORGED, "the order form's MAC carries data")
         self.narrate(f"card verified the form's MAC: it is {self.seller}'s, as sent")
 
     def confirm(self, conn: Connection, party: Party, party_id: str) -> None:
@@ -139,12 +156,11 @@ class HolderClient:
         the card manager and the delivery company, who alone can answer."""
         self.card.set_peer(party_id)
         challenge = self.card.get_challenge()
-        reply = conn.request(MessageType.CONFIRM, MessageType.CONFIRMED, party=party.value,
-                             peer=self.holder, challenge=challenge)
+        reply = conn.request(Confirm(party.value, self.holder, challenge), Confirmed)
         try:
-            self.card.external_authenticate(reply.body.get("response", bytes, max_size=64))
+            self.card.external_authenticate(reply.response)
         except ApduError as exc:
-            raise TransactionError("unconfirmed", f"{party_id} ({party}) failed the card's "
+            raise Refused(ErrorCode.UNCONFIRMED, f"{party_id} ({party}) failed the card's "
                                    f"confirmation: nothing was sent to it") from exc
         self.narrate(f"card confirmed {party} {party_id}")
 
@@ -203,10 +219,9 @@ class HolderClient:
 
     def send(self, conn: Connection, sealed: SealedOrder) -> Outcome:
         try:
-            reply = conn.request(MessageType.ORDER, MessageType.OUTCOME,
-                                 envelope=sealed.envelope.to_cbor())
+            reply = conn.request(OrderSubmission(sealed.envelope), OrderOutcome)
         except TransactionError as exc:
-            if exc.code != "connection-lost":
+            if exc.code is not ErrorCode.CONNECTION_LOST:
                 raise
             self.narrate("connection lost after sending: asking for the order's status")
             return self.wait_for_outcome(sealed)
@@ -214,8 +229,7 @@ class HolderClient:
 
     def status(self, sealed: SealedOrder) -> Outcome:
         with Connection(self.host, self.port) as conn:
-            reply = conn.request(MessageType.STATUS, MessageType.OUTCOME,
-                                 order=sealed.header.order_id)
+            reply = conn.request(StatusQuery(sealed.header.order_id), OrderOutcome)
         return self.read_outcome(reply, sealed)
 
     def wait_for_outcome(self, sealed: SealedOrder, timeout: float = 30.0) -> Outcome:
@@ -223,64 +237,59 @@ class HolderClient:
         while True:
             try:
                 outcome = self.status(sealed)
-                if outcome.status != "pending":
+                if outcome.status is not OutcomeStatus.PENDING:
                     return outcome
             except TransactionError as exc:
-                if exc.code not in ("unreachable", "connection-lost"):
+                if exc.code not in (ErrorCode.UNREACHABLE, ErrorCode.CONNECTION_LOST):
                     raise
             if time.monotonic() > deadline:
-                return Outcome(sealed.header.order_id, "pending",
+                return Outcome(sealed.header.order_id, OutcomeStatus.PENDING,
                                "no final answer from the seller yet")
             time.sleep(0.5)
 
-    def read_outcome(self, reply: Message, sealed: SealedOrder) -> Outcome:
+    def read_outcome(self, reply: OrderOutcome, sealed: SealedOrder) -> Outcome:
         """The seller's report, checked against what the card can verify: the card manager's
         and the delivery company's sealed receipts. The seller's word alone is accepted only
         for an order that failed before any charge could exist, and is marked unverified."""
-        body = reply.body
-        order_id = body.get("order", bytes, max_size=16)
-        if order_id != sealed.header.order_id:
-            raise EnvelopeError("wrong-order", "the seller answered about another order")
-        status = body.get("status", str, max_size=16)
-        reason = body.get("reason", str, max_size=1000)
+        if reply.order != sealed.header.order_id:
+            raise EnvelopeError(ErrorCode.WRONG_ORDER, "the seller answered about another order")
+        status, reason = reply.status, reply.reason
         verified: set[Party] = set()
         amount = tracking = None
         code = None
-        issuer_receipt = body.get("issuer_receipt", bytes, max_size=1024, optional=True)
-        if issuer_receipt is not None:
-            receipt = self._open_receipt(Party.ISSUER, issuer_receipt, sealed)
-            code, amount = receipt.get("code", str), receipt.get("amount", int)
+        if reply.issuer_receipt is not None:
+            receipt = self._open_receipt(Party.ISSUER, reply.issuer_receipt, sealed,
+                                         IssuerReceipt)
+            code, amount = receipt.code, receipt.amount
             verified.add(Party.ISSUER)
-        # what the card manager must have said for the seller's status to be true
-        expected = {"completed": {"approved"}, "declined": {"declined"},
-                    "failed": {"reversed", "voided", "declined", None}, "pending": {None}}
-        if status not in expected:
-            raise EnvelopeError("malformed", f"unknown order status {status!r}")
-        if code not in expected[status]:
-            raise EnvelopeError("forged", f"the seller says {status} but the card manager "
-                                          f"said {code or 'nothing the card could check'}")
-        if status == "declined":
-            reason = receipt.get("reason", str)  # the card manager's words, not the seller's
-        delivery_receipt = body.get("delivery_receipt", bytes, max_size=1024, optional=True)
-        if delivery_receipt is not None:
-            tracking = self._open_receipt(Party.DELIVERY, delivery_receipt,
-                                          sealed).get("tracking", str)
+        if code not in CARD_MANAGER_SAID[status]:
+            raise EnvelopeError(ErrorCode.FORGED, f"the seller says {status} but the card "
+                                f"manager said {code or 'nothing the card could check'}")
+        if status is OutcomeStatus.DECLINED:
+            reason = receipt.reason  # the card manager's words, not the seller's
+        if reply.delivery_receipt is not None:
+            tracking = self._open_receipt(Party.DELIVERY, reply.delivery_receipt, sealed,
+                                          DeliveryReceipt).tracking
             verified.add(Party.DELIVERY)
-        if status == "completed" and Party.DELIVERY not in verified:
-            raise EnvelopeError("forged", "a completed order without the delivery receipt")
-        return Outcome(order_id, status, reason, amount, tracking, frozenset(verified),
+        if status is OutcomeStatus.COMPLETED and Party.DELIVERY not in verified:
+            raise EnvelopeError(ErrorCode.FORGED,
+                                "a completed order without the delivery receipt")
+        return Outcome(reply.order, status, reason, amount, tracking, frozenset(verified),
                        sealed.header.currency)
 
-    def _open_receipt(self, party: Party, box: bytes, sealed: SealedOrder) -> Fields:
+    def _open_receipt(self, party: Party, box: bytes, sealed: SealedOrder,
+                      kind: type[R]) -> R:
         header = sealed.envelope.header
         self.card.set_peer(sealed.header.party_id(party))
         try:
             plaintext = self.card.decrypt(box, envelope.receipt_aad(party.value, header),
                                           context("receipt", sealed.header.order_id))
         except ApduError as exc:
-            raise EnvelopeError("forged", f"the {party} receipt does not authenticate") \
+            raise EnvelopeError(ErrorCode.FORGED,
+                                f"the {party} receipt does not authenticate") \
                 from exc
-        receipt = Fields(codec.decode(plaintext, "receipt"), f"{party} receipt")
-        if receipt.get("digest", bytes) != sealed.digest:
-            raise EnvelopeError("forged", f"the {party} receipt is for another order digest")
+        receipt = kind.from_bytes(plaintext)
+        if receipt.digest != sealed.digest:
+            raise EnvelopeError(ErrorCode.FORGED,
+                                f"the {party} receipt is for another order digest")
         return receipt

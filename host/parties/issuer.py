@@ -22,7 +22,6 @@ from host.parties.authorisation import decide
 from host.parties.keymodule import KeyModule
 from host.parties.server import PartyServer, ServerConfig, our_header, staleness
 from host.protocol import codec
-from host.protocol.codec import Fields
 from host.protocol.envelope import (
     OpenedPart,
     authorisation_body,
@@ -30,8 +29,10 @@ from host.protocol.envelope import (
     reverse_body,
     reversed_body,
 )
-from host.protocol.order import OrderField, Party
-from host.protocol.wire import MessageType, frame
+from host.protocol.messages import Authorisation, Authorise, Reverse, Reversed
+from host.protocol.order import Party
+from host.protocol.parts import IssuerPart
+from host.protocol.wire import MessageType
 from host.storage.base import Seen
 from host.storage.engine import open_ledger
 from host.storage.ledger import AuthorisationRequest, LedgerStore
@@ -56,23 +57,16 @@ def padded(content: dict[str, object]) -> dict[str, object]:
         target += RECEIPT_BLOCK  # no pad length lands exactly: use the next block
 
 
-def authorisation_request(opened: OpenedPart, request_digest: bytes) -> AuthorisationRequest:
-    """The card manager's part as the plain values its rules read; a field the part lacks, or
-    carries with the wrong type, is None (the rules decline the request)."""
-    f, header = opened.fields, opened.header
-
-    def text(name: OrderField) -> str | None:
-        value = f.get(name.value)
-        return value if isinstance(value, str) else None
-
-    amount = f.get(OrderField.AMOUNT.value)
+def authorisation_request(opened: OpenedPart[IssuerPart],
+                          request_digest: bytes) -> AuthorisationRequest:
+    """The card manager's part as the plain values its rules read (None where the part lacks
+    a field or carries it with the wrong type: the rules decline the request)."""
+    header, part = opened.header, opened.part
     return AuthorisationRequest(
         order_id=header.order_id, request_digest=request_digest, seller=header.seller,
         holder=header.holder, digest=opened.digest, atc=opened.atc,
-        card_number=text(OrderField.CARD_NUMBER),
-        amount=amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
-        expiry=text(OrderField.CARD_EXPIRY), name=text(OrderField.HOLDER_NAME),
-        phone=text(OrderField.HOLDER_PHONE), fields=frozenset(f))
+        card_number=part.card_number, amount=part.amount, expiry=part.card_expiry,
+        name=part.holder_name, phone=part.holder_phone, fields=part.names)
 
 
 class IssuerServer(PartyServer):
@@ -88,8 +82,8 @@ class IssuerServer(PartyServer):
         await super().close()
         self.ledger.close()
 
-    async def on_authorise(self, body: Fields) -> bytes:
-        header_bytes, _box, request, opened = await self.open_request(body, "authorise")
+    async def on_authorise(self, message: Authorise) -> bytes:
+        request, opened = await self.open_request(message, "authorise", IssuerPart.read)
         header = opened.header
         decision, seen = self.ledger.authorise(authorisation_request(opened, request), decide,
                                                stale=staleness(header, self.config.window))
@@ -104,22 +98,19 @@ class IssuerServer(PartyServer):
         auth = authorisation_body(header.order_id, decision.code, said, decision.amount,
                                   decision.digest)
         mac = await self.keys.mac(header.seller, auth, context("authorisation", header.order_id))
-        receipt = await self.receipt(header, header_bytes, **padded({
+        receipt = await self.receipt(header, opened.header_bytes, **padded({
             "digest": decision.digest, "code": decision.code, "reason": decision.reason,
             "amount": decision.amount}))
         # recorded before it is sent: whatever reaches the seller is what it will get again
-        return self.ledger.record_answer(header.order_id, frame(
-            MessageType.AUTHORISATION, code=decision.code, reason=said,
-            amount=decision.amount, digest=decision.digest, mac=mac, receipt=receipt))
+        return self.ledger.record_answer(header.order_id, Authorisation(
+            decision.code, said, decision.amount, decision.digest, mac, receipt).to_frame())
 
-    async def on_reverse(self, body: Fields) -> bytes:
-        header_bytes = body.get("header", bytes, max_size=1024)
-        digest = body.get("digest", bytes, min_size=32, max_size=32)
-        reason = body.get("reason", str, max_size=500)
-        header = our_header(self.keys, Party.ISSUER, header_bytes)
+    async def on_reverse(self, message: Reverse) -> bytes:
+        header, digest, reason = our_header(self.keys, Party.ISSUER, message.header), \
+            message.digest, message.reason
         await self.keys.check_mac(header.seller, reverse_body(header.order_id, digest, reason),
-                                  body.get("mac", bytes, max_size=64),
-                                  context("reverse", header.order_id), "reversal request")
+                                  message.mac, context("reverse", header.order_id),
+                                  "reversal request")
         decision = self.ledger.reverse(header.order_id, header.seller, digest)
         self.log.info("order %s: %s at the seller's request (%s)", header.order_id.hex(),
                       decision.code, reason)
@@ -128,8 +119,7 @@ class IssuerServer(PartyServer):
         mac = await self.keys.mac(header.seller, reversed_body(header.order_id, decision.code,
                                                                decision.amount, digest),
                                   context("reversed", header.order_id))
-        receipt = await self.receipt(header, header_bytes, digest, code=decision.code,
+        receipt = await self.receipt(header, message.header, digest, code=decision.code,
                                      reason=reason, amount=decision.amount)
-        return self.ledger.record_reversal(header.order_id, frame(
-            MessageType.REVERSED, code=decision.code, amount=decision.amount, mac=mac,
-            receipt=receipt))
+        return self.ledger.record_reversal(header.order_id, Reversed(
+            decision.code, decision.amount, mac, receipt).to_frame())

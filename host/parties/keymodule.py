@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from card_applet.pairkeys import PairKeyCache
 from card_applet.sw import SW
-from host.errors import EnvelopeError, TransactionError
+from host.errors import EnvelopeError, ErrorCode, Refused
 from host.parties.softcard import software_card
 from terminal.errors import ApduError
 from terminal.session import CardSession
@@ -57,7 +57,7 @@ class KeyModule:
         """`session` has passed authenticate_card(): the PIN goes to that card only."""
         info = session.require_authenticated()
         if info.holder_id is None:
-            raise TransactionError("no-key", "the card in this reader is not personalised")
+            raise Refused(ErrorCode.NO_KEY, "the card in this reader is not personalised")
         session.verify_pin(pin)
         return cls(info.holder_id, [session])
 
@@ -67,7 +67,7 @@ class KeyModule:
         try:
             card = await asyncio.wait_for(self._idle.get(), SESSION_WAIT)
         except TimeoutError:
-            raise TransactionError("busy", f"no key session free within {SESSION_WAIT:g} s") \
+            raise Refused(ErrorCode.BUSY, f"no key session free within {SESSION_WAIT:g} s") \
                 from None
         try:
             if self._peer.get(id(card)) != peer:
@@ -75,7 +75,7 @@ class KeyModule:
                 try:
                     card.set_peer(peer)
                 except ApduError as exc:
-                    raise TransactionError("bad-peer", f"{peer!r}: {exc}") from exc
+                    raise Refused(ErrorCode.BAD_PEER, f"{peer!r}: {exc}") from exc
                 if self._keep_peer:
                     self._peer[id(card)] = peer
             yield card
@@ -87,7 +87,7 @@ class KeyModule:
             try:
                 return card.encrypt(plaintext, aad, context)
             except ApduError as exc:  # a card reset behind our back, its counter exhausted
-                raise TransactionError("key-module", f"sealing for {peer}: {exc}") from exc
+                raise Refused(ErrorCode.KEY_MODULE, f"sealing for {peer}: {exc}") from exc
 
     async def open(self, peer: str, box: bytes, aad: bytes, context: bytes,
                    what: str = "part") -> bytes:
@@ -96,13 +96,13 @@ class KeyModule:
                 return card.decrypt(box, aad, context)
             except ApduError as exc:
                 if exc.sw == SW.INCORRECT_SM_DATA:
-                    raise EnvelopeError("forged", f"the {what} does not authenticate "
+                    raise EnvelopeError(ErrorCode.FORGED, f"the {what} does not authenticate "
                                         f"(not sealed by {peer} for this order)") from exc
                 if exc.sw in (SW.WRONG_DATA, SW.WRONG_LENGTH):
-                    raise EnvelopeError("malformed", f"the {what} is not a sealed box "
+                    raise EnvelopeError(ErrorCode.MALFORMED, f"the {what} is not a sealed box "
                                         f"({exc})") from exc
                 # anything else is our module's state (a card reset, PIN no longer verified)
-                raise TransactionError("key-module", f"opening the {what}: {exc}") from exc
+                raise Refused(ErrorCode.KEY_MODULE, f"opening the {what}: {exc}") from exc
 
     async def mac(self, peer: str, body: bytes, context: bytes) -> bytes:
         """A MAC is a seal of nothing with the body as associated data: the card's seal key
@@ -112,7 +112,7 @@ class KeyModule:
     async def check_mac(self, peer: str, body: bytes, mac: bytes, context: bytes,
                         what: str) -> None:
         if await self.open(peer, mac, body, context, what) != b"":
-            raise EnvelopeError("forged", f"the {what} MAC carries data")
+            raise EnvelopeError(ErrorCode.FORGED, f"the {what} MAC carries data")
 
     async def answer(self, peer: str, challenge: bytes) -> bytes:
         """Our half of claim 7's confirmation: prove to `peer` that we hold our row."""
@@ -120,7 +120,7 @@ class KeyModule:
             try:
                 return card.internal_authenticate(challenge)
             except ApduError as exc:
-                raise TransactionError("bad-challenge", str(exc)) from exc
+                raise Refused(ErrorCode.BAD_CHALLENGE, str(exc)) from exc
 
     async def confirm(self, peer: str, exchange: Callable[[bytes], Awaitable[bytes]]) -> None:
         """Confirm `peer` before sending it anything: challenge, let `exchange` carry the
@@ -131,6 +131,6 @@ class KeyModule:
             try:
                 card.external_authenticate(response)
             except ApduError as exc:
-                raise TransactionError("unconfirmed", f"{peer} failed confirmation: it does "
+                raise Refused(ErrorCode.UNCONFIRMED, f"{peer} failed confirmation: it does "
                                        f"not hold the row for its identifier") from exc
 

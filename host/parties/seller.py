@@ -19,19 +19,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-from host.errors import EnvelopeError, OrderError, TransactionError
+from host.errors import ConnectionFailed, EnvelopeError, ErrorCode, Refused, TransactionError
+from host.parties import lifecycle
 from host.parties.connection import AsyncConnection
 from host.parties.keymodule import KeyModule
 from host.parties.lifecycle import (
     Answered,
-    Authorise,
     Authorised,
     Cancelled,
     Event,
     Finish,
-    Refused,
     Sent,
     Shipped,
     Void,
@@ -42,11 +41,11 @@ from host.parties.server import (
     PartyServer,
     ServerConfig,
     confirm_peer,
-    open_own_part,
+    open_part,
+    our_header,
     request_digest,
 )
 from host.protocol import codec, envelope
-from host.protocol.codec import Fields
 from host.protocol.envelope import (
     Envelope,
     OpenedPart,
@@ -56,8 +55,26 @@ from host.protocol.envelope import (
     reverse_body,
     reversed_body,
 )
-from host.protocol.order import OrderField, OrderForm, Party, check_role
-from host.protocol.wire import Message, MessageType, frame
+from host.protocol.messages import (
+    Authorisation,
+    Confirm,
+    Confirmed,
+    Deliver,
+    Delivery,
+    Form,
+    FormRequest,
+    Message,
+    OrderOutcome,
+    OrderSubmission,
+    OutcomeStatus,
+    Reverse,
+    Reversed,
+    StatusQuery,
+)
+from host.protocol.messages import Authorise as AuthoriseMessage
+from host.protocol.order import OrderForm, Party, check_role
+from host.protocol.parts import SellerPart
+from host.protocol.wire import MessageType
 from host.storage.base import StorageLost
 from host.storage.engine import open_order_book
 from host.storage.order_book import OrderRecord, OrderStatus, OrderStore
@@ -75,10 +92,25 @@ def flow(arrow: str, source: str, target: str, what: str) -> None:
 # down, a timeout, an internal error over there) leaves it pending, to be driven again.
 # `error` frames are not authenticated, so a refusal received after the authorisation request
 # went out may be a lie covering a real debit: such an order is voided, never just dropped.
-FINAL_REFUSALS = {"forged", "replay", "malformed", "commitment", "wrong-party", "stale",
-                  "unconfirmed", "version", "unexpected", "amount"}
+E = ErrorCode
+FINAL_REFUSALS = frozenset({E.FORGED, E.REPLAY, E.MALFORMED, E.COMMITMENT, E.WRONG_PARTY,
+                            E.STALE, E.UNCONFIRMED, E.VERSION, E.UNEXPECTED, E.AMOUNT})
+#: a relayed confirmation that failed on the way to the party, not on the holder's connection
+UPSTREAM_FAILURES = frozenset({E.CONNECTION_LOST, E.TIMEOUT, E.TRUNCATED})
 
-Outcome = dict[str, Any]  # the `outcome` message's fields
+A = TypeVar("A", Authorisation, Reversed, Delivery)
+Opened = OpenedPart[SellerPart]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the last answer lets the holder's outcome carry beyond its status and reason:
+    the amount, the tracking reference, and the receipts sealed for the holder's card."""
+
+    amount: int | None = None
+    tracking: str | None = None
+    issuer_receipt: bytes | None = None
+    delivery_receipt: bytes | None = None
 
 
 class Unfinishable(TransactionError):
@@ -93,7 +125,7 @@ class _Order:
     env: Envelope
     header: envelope.Header
     digest: bytes
-    opened: OpenedPart | None
+    opened: Opened | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +153,11 @@ class SellerServer(PartyServer):
     def __init__(self, keys: KeyModule, config: ServerConfig, seller: SellerConfig) -> None:
         super().__init__(keys, config)
         if seller.form.seller != keys.identifier:
-            raise TransactionError("wrong-party", f"the form is {seller.form.seller}'s, this "
+            raise Refused(E.WRONG_PARTY, f"the form is {seller.form.seller}'s, this "
                                                   f"key is {keys.identifier}'s")
         self.seller = seller
         self.form = seller.form
+        self._read = SellerPart.reader(seller.form)
         self._form_bytes = codec.encode(seller.form.to_cbor())  # the bytes its MACs cover
         self.orders: OrderStore = open_order_book(seller.orders_path)
         self._driving: set[bytes] = set()
@@ -153,192 +186,179 @@ class SellerServer(PartyServer):
 
     # -- the holder's side ----------------------------------------------------------------------
 
-    async def on_form_request(self, body: Fields) -> bytes:
+    async def on_form_request(self, request: FormRequest) -> bytes:
         """The form as bytes, MACed for the asking holder under the seller -> holder key over
         its nonce and those bytes: the holder's card checks it, so nothing on the way can
         swap the delivery company, the card manager or a price."""
-        holder = body.get("holder", str, min_size=1, max_size=64)
-        nonce = body.get("nonce", bytes, min_size=envelope.FORM_NONCE_SIZE,
-                         max_size=envelope.FORM_NONCE_SIZE)
         try:
-            check_role(holder, "holder")
+            check_role(request.holder, "holder")
         except ValueError as exc:
-            raise TransactionError("malformed", str(exc)) from exc
+            raise Refused(E.MALFORMED, str(exc)) from exc
         flow("x", "holder", "seller", "order form request (holder id, nonce)")
-        mac = await self.keys.mac(holder, envelope.form_body(self.identifier, holder, nonce,
-                                                             self._form_bytes),
-                                  context("form", nonce))
+        mac = await self.keys.mac(request.holder,
+                                  envelope.form_body(self.identifier, request.holder,
+                                                     request.nonce, self._form_bytes),
+                                  context("form", request.nonce))
         flow("x", "seller", "holder", "order form: catalogue, parties, partition policy; "
                                       "MAC seller -> holder")
-        return frame(MessageType.FORM, form=self._form_bytes, mac=mac)
+        return Form(self._form_bytes, mac).to_frame()
 
-    async def on_confirm(self, body: Fields) -> bytes:
-        party = body.get("party", str, max_size=16)
-        if party == self.role:
+    async def on_confirm(self, message: Confirm) -> bytes:
+        if message.party == self.role:
             flow("x", "holder", "seller", "confirm challenge (claim 7)")
             flow("x", "seller", "holder", "answer under seller -> holder key")
-            return await super().on_confirm(body)
+            return await super().on_confirm(message)
         try:
-            target = Party(party)
+            target = Party(message.party)
         except ValueError:
-            raise TransactionError("wrong-party", f"no party {party!r} here") from None
+            raise Refused(E.WRONG_PARTY, f"no party {message.party!r} here") from None
         # relay: we carry the challenge and the answer but hold neither key
-        peer = body.get("peer", str, min_size=1, max_size=64)
-        challenge = body.get("challenge", bytes, max_size=64)
         flow("x", "holder", "seller", f"confirm challenge for the {target} (to relay)")
         flow(ARROW[target], "seller", target.value, "relayed challenge")
         conn = await self._open(target)
         try:
-            reply = await conn.request(MessageType.CONFIRM, MessageType.CONFIRMED,
-                                       party=party, peer=peer, challenge=challenge)
+            reply = await conn.request(message, Confirmed)
         except TransactionError as exc:
-            if exc.code in ("connection-lost", "timeout", "truncated"):
+            if exc.code in UPSTREAM_FAILURES:
                 # the upstream party failed, not the holder's connection: say so to the holder
-                raise TransactionError("unreachable", f"the {target}: {exc.reason}") from exc
+                raise ConnectionFailed(E.UNREACHABLE, f"the {target}: {exc.reason}") from exc
             raise
         finally:
             await conn.close()
         flow(ARROW[target], target.value, "seller", f"answer under {target} -> holder key")
         flow("x", "seller", "holder", f"relayed {target} answer (the seller cannot forge it)")
-        return frame(MessageType.CONFIRMED,
-                     response=reply.body.get("response", bytes, max_size=64))
+        return Confirmed(reply.response).to_frame()
 
-    async def on_order(self, body: Fields) -> bytes:
-        env = Envelope.from_cbor(body.get("envelope", dict))
+    async def on_order(self, message: OrderSubmission) -> bytes:
+        env = message.envelope
         flow("x", "holder", "seller", "envelope: header + 3 parts sealed by the card")
         opened = await self._open_seller_part(env)
-        self.orders.receive(opened.header.order_id, codec.encode(env.to_cbor()),
-                            opened.header.holder, opened.fields[OrderField.AMOUNT.value],
-                            opened.digest, opened.fields)
-        self.log.info("order %s from %s: %s", opened.header.order_id.hex(),
-                      opened.header.holder, opened.fields[OrderField.ITEMS.value])
+        header, part = opened.header, opened.part
+        self.orders.receive(header.order_id, codec.encode(env.to_cbor()), header.holder,
+                            part.amount, opened.digest, part.names)
+        self.log.info("order %s from %s: %s", header.order_id.hex(), header.holder,
+                      ", ".join(map(str, part.items)))
         self.crash_point("after-receive")
-        outcome = await self._drive(opened.header.order_id, opened=opened)
-        flow("x", "seller", "holder", f"outcome: {outcome['status']}")
-        return self._answer(opened.header.order_id, outcome)
+        outcome = await self._drive(header.order_id, opened=opened)
+        flow("x", "seller", "holder", f"outcome: {outcome.status}")
+        return self._answer(header.order_id, outcome)
 
-    async def on_status(self, body: Fields) -> bytes:
-        order_id = body.get("order", bytes, min_size=16, max_size=16)
-        record = self.orders.get(order_id)
+    async def on_status(self, query: StatusQuery) -> bytes:
+        record = self.orders.get(query.order)
         if record is None:
-            raise TransactionError("unknown-order", f"no order {order_id.hex()}")
+            raise Refused(E.UNKNOWN_ORDER, f"no order {query.order.hex()}")
         if record.status.final:
-            return self._answer(order_id, {})
-        return frame(MessageType.OUTCOME, order=order_id, status="pending",
-                     reason=f"the order is {record.status.value}; the seller is still "
-                            f"driving it")
+            return self._answer(query.order, None)
+        return OrderOutcome(query.order, OutcomeStatus.PENDING,
+                            f"the order is {record.status.value}; the seller is still "
+                            f"driving it").to_frame()
 
-    def _answer(self, order_id: bytes, outcome: Outcome) -> bytes:
+    def _answer(self, order_id: bytes, outcome: OrderOutcome | None) -> bytes:
         """The holder's answer: for a final order, the very frame recorded with its outcome
         (every retransmission of the question gets the same bytes); else `outcome` framed."""
         record = self.orders.get(order_id)
         if record is not None and record.status.final:
             if record.answer is not None:
                 return bytes(record.answer)
-            assert record.outcome is not None  # a row finalised before answers were kept
-            return frame(MessageType.OUTCOME, **codec.decode(record.outcome))
-        return frame(MessageType.OUTCOME, **outcome)
+            return self._recorded(record).to_frame()  # a row finalised before answers were kept
+        assert outcome is not None
+        return outcome.to_frame()
 
-    async def _open_seller_part(self, env: Envelope) -> OpenedPart:
-        opened = await open_own_part(self.keys, Party.SELLER, env.header,
-                                     env.parts[Party.SELLER], self.config.window)
-        header, form = opened.header, self.form
-        if (header.issuer, header.delivery, header.currency) != \
-                (form.issuer, form.delivery, form.currency) \
-                or header.policy_digest != form.policy.digest():
-            raise EnvelopeError("wrong-form", "the order was not made on this seller's form")
-        granted = {f.value for f in form.policy.fields_for(Party.SELLER)}
-        if set(opened.fields) != granted:
-            raise EnvelopeError("policy", "the seller part carries other fields than the "
-                                          "policy grants")
-        items = opened.fields[OrderField.ITEMS.value]
-        claimed = opened.fields[OrderField.AMOUNT.value]
-        if not isinstance(claimed, int) or isinstance(claimed, bool) \
-                or not isinstance(items, list) or not items:
-            raise EnvelopeError("malformed", "the seller part needs items and an amount")
-        amount = 0
-        for line in items:
-            if not (isinstance(line, list) and len(line) == 3 and isinstance(line[0], str)
-                    and isinstance(line[2], int) and not isinstance(line[2], bool)
-                    and 0 < line[2] <= 1000):
-                raise EnvelopeError("malformed", "an item must be [number, name, quantity]")
-            try:
-                amount += form.item(line[0]).unit_price * line[2]
-            except OrderError as exc:
-                raise EnvelopeError("unknown-item", str(exc)) from exc
-        if amount != claimed:
-            raise EnvelopeError("amount", f"the amount due is {amount}, not {claimed}")
-        return opened
+    @staticmethod
+    def _recorded(record: OrderRecord) -> OrderOutcome:
+        assert record.outcome is not None
+        return OrderOutcome.from_cbor(codec.decode(record.outcome))
+
+    async def _open_seller_part(self, env: Envelope) -> Opened:
+        """Our part of a new order: it names us, it is fresh, and it is on our form."""
+        header = our_header(self.keys, Party.SELLER, env.header)
+        header.check_fresh(self.config.window)
+        return await open_part(self.keys, Party.SELLER, header, env.header,
+                               env.parts[Party.SELLER], self._read)
 
     # -- driving an order: card manager, then delivery ------------------------------------------
 
-    async def _drive(self, order_id: bytes, *, opened: OpenedPart | None = None,
-                     overdue: bool = False) -> Outcome:
+    async def _drive(self, order_id: bytes, *, opened: Opened | None = None,
+                     overdue: bool = False) -> OrderOutcome:
         """Take the order as far as it goes now; record and return the outcome if final.
         Whatever the caller saw of the order may be stale: its status is read here, once no
         one else is driving it, and moved only along the order book's transitions."""
+        # `_driving` keeps two tasks of this process apart; the order book's claim keeps
+        # this process apart from every other instance of the seller on the same database
         if order_id in self._driving:
-            return {"order": order_id, "status": "pending", "reason": "being processed"}
+            return OrderOutcome(order_id, OutcomeStatus.PENDING, "being processed")
+        try:
+            claimed = self.orders.claim(order_id)
+        except TransactionError as exc:  # storage full or unreachable: the order waits
+            self.log.warning("order %s pending: %s", order_id.hex(), exc)
+            return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
+        if not claimed:
+            return OrderOutcome(order_id, OutcomeStatus.PENDING, "being processed")
         self._driving.add(order_id)
         try:
             return await self._drive_now(order_id, opened, overdue)
         finally:
             self._driving.discard(order_id)
+            with contextlib.suppress(TransactionError):  # unreleased, the claim expires
+                self.orders.release(order_id)
 
-    async def _drive_now(self, order_id: bytes, opened: OpenedPart | None,
-                         overdue: bool) -> Outcome:
+    async def _drive_now(self, order_id: bytes, opened: Opened | None,
+                         overdue: bool) -> OrderOutcome:
         """Perform the steps host.parties.lifecycle chooses until the order is final, or a
         peer cannot be reached (the order then stays where it is, pending)."""
         record = self.orders.get(order_id)
         if record is None:
-            raise TransactionError("unknown-order", f"no order {order_id.hex()}")
+            raise Refused(E.UNKNOWN_ORDER, f"no order {order_id.hex()}")
         step = next_step(record.status, overdue=overdue, note=record.note)
         if isinstance(step, Answered):  # finished since the caller looked: nothing to redo
-            assert record.outcome is not None
-            return dict(codec.decode(record.outcome))
+            return self._recorded(record)
         env = Envelope.from_cbor(codec.decode(record.envelope))
-        order = _Order(order_id, env, envelope.Header.from_bytes(env.header), record.digest,
-                       opened)
-        extra: Outcome = {}  # the outcome's fields beyond its status, from the last answer
+        # parsed once: the header of the part just opened, or of the recorded envelope
+        header = opened.header if opened is not None else \
+            our_header(self.keys, Party.SELLER, env.header)
+        order = _Order(order_id, env, header, record.digest, opened)
+        evidence = Evidence()  # from the last answer
         try:
             while not isinstance(step, Finish):
                 try:
-                    event, extra = await self._perform(step, order)
+                    event, evidence = await self._perform(step, order)
                 except Unfinishable as exc:
-                    event, extra = Refused(str(exc)), {}
+                    event, evidence = lifecycle.Refused(str(exc)), Evidence()
                 after = advance(step, event, self._status(order_id))
-                if isinstance(event, Refused) and isinstance(after, Void):
+                if isinstance(event, lifecycle.Refused) and isinstance(after, Void):
                     self.log.warning("order %s will not complete (%s): voiding",
                                      order_id.hex(), event.reason)
                 step = after
-            return self._finish(order_id, {"order": order_id, "status": step.status.value,
-                                           "reason": step.reason, **extra})
+            return self._finish(OrderOutcome(
+                order_id, OutcomeStatus(step.status.value), step.reason, evidence.amount,
+                evidence.tracking, evidence.issuer_receipt, evidence.delivery_receipt))
         except TransactionError as exc:
             self.log.warning("order %s pending: %s", order_id.hex(), exc)
-            return {"order": order_id, "status": "pending", "reason": str(exc)}
+            return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
 
     def _status(self, order_id: bytes) -> OrderStatus:
         record = self.orders.get(order_id)
         if record is None:
-            raise TransactionError("unknown-order", f"no order {order_id.hex()}")
+            raise Refused(E.UNKNOWN_ORDER, f"no order {order_id.hex()}")
         return record.status
 
-    def _finish(self, order_id: bytes, outcome: Outcome) -> Outcome:
+    def _finish(self, outcome: OrderOutcome) -> OrderOutcome:
         """Record a final outcome with the exact frame the holder gets for it."""
-        self.orders.move(order_id, OrderStatus(outcome["status"]), outcome=codec.encode(outcome),
-                         answer=frame(MessageType.OUTCOME, **outcome))
+        self.orders.move(outcome.order, OrderStatus(outcome.status.value),
+                         outcome=codec.encode(outcome.to_cbor()), answer=outcome.to_frame())
         return outcome
 
-    async def _perform(self, step: Sent, order: _Order) -> tuple[Event, Outcome]:
+    async def _perform(self, step: Sent, order: _Order) -> tuple[Event, Evidence]:
         """One step on the network: the event it brought and the outcome fields it gives."""
         if isinstance(step, Void):
             if step.mark:
                 self.orders.move(order.order_id, OrderStatus.VOIDING, note=step.reason)
             return await self._void(order, step.reason)
         if order.opened is None:  # no freshness: it was fresh when received
-            order.opened = await open_own_part(self.keys, Party.SELLER, order.env.header,
-                                               order.env.parts[Party.SELLER], None)
-        if isinstance(step, Authorise):
+            order.opened = await open_part(self.keys, Party.SELLER, order.header,
+                                           order.env.header, order.env.parts[Party.SELLER],
+                                           self._read)
+        if isinstance(step, lifecycle.Authorise):
             return await self._authorise(order, order.opened, step.mark)
         if step.approval is not None:
             self.orders.move(order.order_id, OrderStatus.APPROVED, approval=step.approval)
@@ -348,63 +368,49 @@ class SellerServer(PartyServer):
             mac, receipt = self.orders.approval(order.order_id)
         return await self._deliver(order, order.opened, mac, receipt)
 
-    async def _authorise(self, order: _Order, opened: OpenedPart,
-                         mark: bool) -> tuple[Event, Outcome]:
+    async def _authorise(self, order: _Order, opened: Opened,
+                         mark: bool) -> tuple[Event, Evidence]:
         env, header, order_id = order.env, order.header, order.order_id
-        amount = opened.fields[OrderField.AMOUNT.value]
+        amount = opened.part.amount
         issuer_part = env.parts[Party.ISSUER]
         auth = await self._exchange(
-            Party.ISSUER, MessageType.AUTHORISE, MessageType.AUTHORISATION,
+            Party.ISSUER, AuthoriseMessage(env.header, issuer_part, await self.keys.mac(
+                header.issuer, request_digest(env.header, issuer_part),
+                context("authorise", order_id))), Authorisation,
             # recorded before the request leaves: from then on a debit may exist
             before_send=(lambda: self.orders.move(order_id, OrderStatus.AUTHORISING))
-            if mark else None,
-            header=env.header, part=issuer_part,
-            mac=await self.keys.mac(header.issuer, request_digest(env.header, issuer_part),
-                                    context("authorise", order_id)))
-        code = auth.body.get("code", str, max_size=16)
-        reason = auth.body.get("reason", str, max_size=500)
-        their_amount = auth.body.get("amount", int)
-        mac = auth.body.get("mac", bytes, max_size=64)
-        await self._check(header.issuer, authorisation_body(order_id, code, reason,
-                                                            their_amount, opened.digest),
-                          mac, context("authorisation", order_id), "authorisation")
-        receipt = auth.body.get("receipt", bytes, max_size=1024)
-        return (Authorised(code, reason, their_amount, amount, mac, receipt),
-                {"amount": amount, "issuer_receipt": receipt})
+            if mark else None)
+        await self._check(header.issuer, authorisation_body(order_id, auth.code, auth.reason,
+                                                            auth.amount, opened.digest),
+                          auth.mac, context("authorisation", order_id), "authorisation")
+        return (Authorised(auth.code, auth.reason, auth.amount, amount, auth.mac, auth.receipt),
+                Evidence(amount, issuer_receipt=auth.receipt))
 
-    async def _deliver(self, order: _Order, opened: OpenedPart, mac: bytes,
-                       receipt: bytes) -> tuple[Event, Outcome]:
+    async def _deliver(self, order: _Order, opened: Opened, mac: bytes,
+                       receipt: bytes) -> tuple[Event, Evidence]:
         env, header, order_id = order.env, order.header, order.order_id
-        delivery = await self._exchange(
-            Party.DELIVERY, MessageType.DELIVER, MessageType.DELIVERY,
-            header=env.header, part=env.parts[Party.DELIVERY], approval=mac,
-            mac=await self.keys.mac(header.delivery,
-                                    request_digest(env.header, env.parts[Party.DELIVERY], mac),
-                                    context("delivery-request", order_id)))
-        tracking = delivery.body.get("tracking", str, max_size=64)
-        await self._check(header.delivery, delivery_answer_body(order_id, opened.digest, tracking),
-                          delivery.body.get("mac", bytes, max_size=64),
-                          context("delivery-answer", order_id), "delivery answer")
-        return Shipped(), {
-            "amount": opened.fields[OrderField.AMOUNT.value], "tracking": tracking,
-            "issuer_receipt": receipt,
-            "delivery_receipt": delivery.body.get("receipt", bytes, max_size=1024)}
+        part = env.parts[Party.DELIVERY]
+        delivery = await self._exchange(Party.DELIVERY, Deliver(
+            env.header, part, await self.keys.mac(
+                header.delivery, request_digest(env.header, part, mac),
+                context("delivery-request", order_id)), approval=mac), Delivery)
+        await self._check(header.delivery,
+                          delivery_answer_body(order_id, opened.digest, delivery.tracking),
+                          delivery.mac, context("delivery-answer", order_id), "delivery answer")
+        return Shipped(), Evidence(opened.part.amount, delivery.tracking, receipt,
+                                   delivery.receipt)
 
-    async def _void(self, order: _Order, reason: str) -> tuple[Event, Outcome]:
+    async def _void(self, order: _Order, reason: str) -> tuple[Event, Evidence]:
         """Have the card manager cancel any charge for an order that will not complete."""
         env, header, order_id, digest = order.env, order.header, order.order_id, order.digest
-        answer = await self._exchange(
-            Party.ISSUER, MessageType.REVERSE, MessageType.REVERSED,
-            header=env.header, digest=digest, reason=reason,
-            mac=await self.keys.mac(header.issuer, reverse_body(order_id, digest, reason),
-                                    context("reverse", order_id)))
-        code = answer.body.get("code", str, max_size=16)
-        amount = answer.body.get("amount", int)
-        await self._check(header.issuer, reversed_body(order_id, code, amount, digest),
-                          answer.body.get("mac", bytes, max_size=64),
-                          context("reversed", order_id), "reversal")
-        return Cancelled(code), {
-            "issuer_receipt": answer.body.get("receipt", bytes, max_size=1024)}
+        answer = await self._exchange(Party.ISSUER, Reverse(
+            env.header, digest, reason, await self.keys.mac(
+                header.issuer, reverse_body(order_id, digest, reason),
+                context("reverse", order_id))), Reversed)
+        await self._check(header.issuer,
+                          reversed_body(order_id, answer.code, answer.amount, digest),
+                          answer.mac, context("reversed", order_id), "reversal")
+        return Cancelled(answer.code), Evidence(issuer_receipt=answer.receipt)
 
     async def _check(self, peer: str, body: bytes, mac: bytes, ctx: bytes, what: str) -> None:
         try:
@@ -418,11 +424,10 @@ class SellerServer(PartyServer):
             return await AsyncConnection.open(endpoint.host, endpoint.port,
                                               timeout=self.config.read_timeout)
         except TransactionError as exc:
-            raise TransactionError("unreachable", f"the {party}: {exc.reason}") from exc
+            raise ConnectionFailed(E.UNREACHABLE, f"the {party}: {exc.reason}") from exc
 
-    async def _exchange(self, party: Party, kind: MessageType, answer: MessageType, *,
-                        before_send: Callable[[], None] | None = None,
-                        **body: Any) -> Message:
+    async def _exchange(self, party: Party, request: Message, answer: type[A], *,
+                        before_send: Callable[[], None] | None = None) -> A:
         """Confirm `party` (claim 7), then send it one request: an unconfirmed party gets
         nothing. A final refusal becomes Unfinishable; anything else stays retryable."""
         arrow = ARROW[party]
@@ -433,10 +438,10 @@ class SellerServer(PartyServer):
             flow(arrow, party.value, "seller", "answer verified by the seller's key module")
             if before_send is not None:
                 before_send()
-            flow(arrow, "seller", party.value, f"{kind}: sealed data + seller's MAC")
-            reply = await conn.request(kind, answer, **body)
-            flow(arrow, party.value, "seller", f"{answer}: "
-                 + str(reply.body.map.get("code") or reply.body.map.get("tracking") or "?"))
+            flow(arrow, "seller", party.value, f"{request.TYPE}: sealed data + seller's MAC")
+            reply = await conn.request(request, answer)
+            said = reply.tracking if isinstance(reply, Delivery) else reply.code
+            flow(arrow, party.value, "seller", f"{answer.TYPE}: {said or '?'}")
             return reply
         except TransactionError as exc:
             if exc.code in FINAL_REFUSALS and not isinstance(exc, Unfinishable):
@@ -465,5 +470,5 @@ class SellerServer(PartyServer):
     async def _resume(self, order: OrderRecord) -> None:
         overdue = time.time() - order.since > self.seller.give_up_after
         outcome = await self._drive(order.order_id, overdue=overdue)
-        if outcome["status"] != "pending":
-            self.log.info("order %s resumed: %s", order.order_id.hex(), outcome["status"])
+        if outcome.final:
+            self.log.info("order %s resumed: %s", order.order_id.hex(), outcome.status)

@@ -1,8 +1,9 @@
 """What every party's server shares: the asyncio accept loop, dispatch by message type, the
 confirmation answer (claim 7), and the rule that no input crashes a server.
 
-A handler returns the reply frame or raises `TransactionError`: the peer gets an `error`
-message with its code and the connection stays open for the next request. A malformed frame
+A handler takes its typed message (host.protocol.messages) and returns the reply frame, or
+raises `TransactionError`: the peer gets an `error` message with its code and the connection
+stays open for the next request. A malformed frame
 (`WireError`) closes the connection after the error message, since the stream can no longer
 be trusted to be in step. Anything else is a bug: it is logged with its traceback, the peer
 gets `internal`, and the server carries on.
@@ -23,22 +24,24 @@ import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from host.errors import EnvelopeError, TransactionError, WireError
+from host.errors import EnvelopeError, ErrorCode, Refused, TransactionError, WireError
 from host.parties.admission import ConnectionTable, Limits, Slot
 from host.parties.connection import AsyncConnection
 from host.parties.durability import Halt, halt_process
 from host.parties.keymodule import KeyModule
-from host.protocol import codec, envelope
-from host.protocol.codec import Fields
-from host.protocol.envelope import Header, OpenedPart
+from host.protocol import codec, envelope, messages
+from host.protocol.envelope import Header, OpenedPart, PartReader
+from host.protocol.messages import Confirm, Confirmed, Forwarded, error_frame
 from host.protocol.order import Party
-from host.protocol.wire import MessageType, error_frame, frame
+from host.protocol.wire import MessageType, RawMessage
 from host.storage.sqlite import StorageLost
 
-Handler = Callable[[Fields], Awaitable[bytes]]
+#: takes the message class its type names (host.protocol.messages), returns the reply frame
+Handler = Callable[[Any], Awaitable[bytes]]
+P = TypeVar("P")
 
-MIN_CHALLENGE, MAX_CHALLENGE = 8, 64  # the card's INTERNAL AUTHENTICATE bounds
 PRESSURE_LOG_EVERY = 10.0  # seconds between warnings that the connection table is full
 
 
@@ -108,8 +111,8 @@ class PartyServer:
             # only ever a connection waiting on its peer (admission), never mid-handler
             nonlocal shed
             shed = True
-            conn.refuse(error_frame(TransactionError(
-                "busy", "the server is full and this connection waited longest")))
+            conn.refuse(error_frame(Refused(
+                ErrorCode.BUSY, "the server is full and this connection waited longest")))
             task.cancel()
 
         address = str(peer[0]) if peer else "?"
@@ -119,7 +122,7 @@ class PartyServer:
                    f"address), none idle for {self.config.limits.shed_after:g} s")
             self.log.debug("%s: refused: %s", peer, why)
             self._note_pressure("refused", loop.time())
-            conn.refuse(error_frame(TransactionError("busy", why)))
+            conn.refuse(error_frame(Refused(ErrorCode.BUSY, why)))
             await conn.close()
             return
         try:
@@ -152,15 +155,16 @@ class PartyServer:
         try:
             while True:
                 try:
-                    message = await conn.receive(idle_timeout=self.config.idle_after)
-                    if message is None:
+                    data = await conn.receive_frame(idle_timeout=self.config.idle_after)
+                    if data is None:
                         return
                     slot.serving()
-                    handler = self.handlers.get(message.type)
-                    if handler is None:
-                        raise WireError(f"a {self.role} does not take {message.type} messages",
-                                        code="unexpected")
-                    reply = await self._handle(handler, message.body)
+                    raw = RawMessage.parse(data)
+                    handler = self.handlers.get(raw.type)
+                    if handler is None:  # said before the body is read: it is not ours to read
+                        raise WireError(f"a {self.role} does not take {raw.type} messages",
+                                        code=ErrorCode.UNEXPECTED)
+                    reply = await self._handle(handler, messages.from_raw(raw))
                     slot.waiting(loop.time())  # from here on, the peer keeps us waiting
                     await conn.send_raw(reply)
                 except WireError as exc:
@@ -170,7 +174,7 @@ class PartyServer:
                         await conn.send_raw(error_frame(exc))
                     return
                 except TransactionError as exc:
-                    if exc.code == "connection-lost":
+                    if exc.code is ErrorCode.CONNECTION_LOST:
                         return
                     self.log.info("%s: refused: %s", peer, exc)
                     slot.waiting(loop.time())
@@ -181,32 +185,30 @@ class PartyServer:
             self.log.exception("%s: internal error", peer)
             slot.waiting(loop.time())
             with contextlib.suppress(Exception):
-                await conn.send_raw(error_frame(TransactionError("internal", "internal error")))
+                await conn.send_raw(error_frame(Refused(ErrorCode.INTERNAL, "internal error")))
 
-    async def _handle(self, handler: Handler, body: Fields) -> bytes:
+    async def _handle(self, handler: Handler, message: messages.Message) -> bytes:
         """`handler`'s answer; a lost storage stops the party, whichever handler met it."""
         try:
-            return await handler(body)
+            return await handler(message)
         except StorageLost as exc:
             self.halt(exc)
             # only a test's halt returns: the peer learns nothing it could rely on
-            raise TransactionError("internal", "storage lost: this party is stopping") from exc
+            raise Refused(ErrorCode.INTERNAL, "storage lost: this party is stopping") from exc
 
-    async def open_request(self, body: Fields, purpose: str,
-                           *extra: bytes) -> tuple[bytes, bytes, bytes, OpenedPart]:
+    async def open_request(self, request: Forwarded, purpose: str,
+                           read: PartReader[P], *extra: bytes) -> tuple[bytes, OpenedPart[P]]:
         """A request the seller forwards: check the seller's MAC over exactly these bytes
         first (nothing is decrypted for an unauthenticated asker), then open our part.
-        Returns (header, box, request digest, part); freshness is the caller's, since a
-        retransmission is answered at any age."""
-        header_bytes = body.get("header", bytes, max_size=1024)
-        box = body.get("part", bytes, max_size=envelope.MAX_PART)
-        mac = body.get("mac", bytes, max_size=64)
-        header = our_header(self.keys, Party(self.role), header_bytes)
-        request = request_digest(header_bytes, box, *extra)
-        await self.keys.check_mac(header.seller, request, mac,
+        Returns (request digest, part); freshness is the caller's, since a retransmission is
+        answered at any age."""
+        header = our_header(self.keys, Party(self.role), request.header)
+        digest = request_digest(request.header, request.part, *extra)
+        await self.keys.check_mac(header.seller, digest, request.mac,
                                   envelope.context(purpose, header.order_id), f"{purpose} request")
-        opened = await open_own_part(self.keys, Party(self.role), header_bytes, box, None)
-        return header_bytes, box, request, opened
+        opened = await open_part(self.keys, Party(self.role), header, request.header,
+                                 request.part, read)
+        return digest, opened
 
     async def receipt(self, header: Header, header_bytes: bytes, digest: bytes,
                       **content: object) -> bytes:
@@ -217,15 +219,13 @@ class PartyServer:
             envelope.receipt_aad(self.role, header_bytes),
             envelope.context("receipt", header.order_id))
 
-    async def on_confirm(self, body: Fields) -> bytes:
+    async def on_confirm(self, message: Confirm) -> bytes:
         """Answer a confirmation challenge from `peer` (the holder, relayed by the seller, or
         the seller itself). Only `peer` can check the answer, so answering anyone is safe."""
-        peer = body.get("peer", str, min_size=1, max_size=64)
-        challenge = body.get("challenge", bytes, min_size=MIN_CHALLENGE, max_size=MAX_CHALLENGE)
-        party = body.get("party", str, max_size=16)
-        if party != self.role:
-            raise TransactionError("wrong-party", f"this is the {self.role}, not the {party}")
-        return frame(MessageType.CONFIRMED, response=await self.keys.answer(peer, challenge))
+        if message.party != self.role:
+            raise Refused(ErrorCode.WRONG_PARTY, f"this is the {self.role}, not the "
+                                                 f"{message.party}")
+        return Confirmed(await self.keys.answer(message.peer, message.challenge)).to_frame()
 
 
 async def confirm_peer(keys: KeyModule, peer_id: str, party: str,
@@ -233,9 +233,8 @@ async def confirm_peer(keys: KeyModule, peer_id: str, party: str,
     """Confirm a party over an open connection before sending it anything (claim 7)."""
 
     async def exchange(challenge: bytes) -> bytes:
-        reply = await conn.request(MessageType.CONFIRM, MessageType.CONFIRMED, party=party,
-                                   peer=keys.identifier, challenge=challenge)
-        return reply.body.get("response", bytes, max_size=64)
+        reply = await conn.request(Confirm(party, keys.identifier, challenge), Confirmed)
+        return reply.response
 
     await keys.confirm(peer_id, exchange)
 
@@ -264,21 +263,18 @@ def our_header(keys: KeyModule, party: Party, header_bytes: bytes) -> Header:
     """The header of a forwarded request, which must name us as `party`."""
     header = Header.from_bytes(header_bytes)
     if header.party_id(party) != keys.identifier:
-        raise EnvelopeError("wrong-party", f"this order names {header.party_id(party)} as "
+        raise EnvelopeError(ErrorCode.WRONG_PARTY, f"this order names {header.party_id(party)} as "
                                            f"{party}, not {keys.identifier}")
     return header
 
 
-async def open_own_part(keys: KeyModule, party: Party, header_bytes: bytes, box: bytes,
-                        window: int | None) -> OpenedPart:
-    """Check the header names us (and is fresh, unless `window` is None), then open and
-    check our part."""
-    header = our_header(keys, party, header_bytes)
-    if window is not None:
-        header.check_fresh(window)
+async def open_part(keys: KeyModule, party: Party, header: Header, header_bytes: bytes,
+                    box: bytes, read: PartReader[P]) -> OpenedPart[P]:
+    """Open our part of the order `header` (parsed from `header_bytes`, and checked to name
+    us, by the caller) and `read` its fields."""
     plaintext = await keys.open(header.holder, box, envelope.part_aad(party, header_bytes),
                                 envelope.context("part", header.order_id), what=f"{party} part")
-    return envelope.parse_part(header, header_bytes, party, box, plaintext)
+    return envelope.parse_part(header, header_bytes, party, box, plaintext, read)
 
 
 def staleness(header: Header, window: int) -> str | None:

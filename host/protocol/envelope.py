@@ -25,10 +25,10 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from card_applet import blom, keys
-from host.errors import EnvelopeError, WireError
+from host.errors import EnvelopeError, ErrorCode, WireError
 from host.protocol import codec
 from host.protocol.codec import Fields
 from host.protocol.order import Order, OrderField, OrderForm, Party, check_role, split
@@ -72,7 +72,7 @@ class Header:
         m = Fields(codec.decode(raw, "header"), "header")
         version = m.get("v", int)
         if version != VERSION:
-            raise EnvelopeError("version", f"envelope version {version} is not supported")
+            raise EnvelopeError(ErrorCode.VERSION, f"envelope version {version} is not supported")
         header = cls(
             order_id=m.get("order", bytes, min_size=ORDER_ID_SIZE, max_size=ORDER_ID_SIZE),
             holder=m.get("holder", str, min_size=1, max_size=blom.MAX_ID_BYTES),
@@ -88,16 +88,16 @@ class Header:
                                 (header.issuer, "issuer"), (header.delivery, "delivery")):
                 check_role(ident, role)
         except ValueError as exc:
-            raise EnvelopeError("malformed", f"header: {exc}") from exc
+            raise EnvelopeError(ErrorCode.MALFORMED, f"header: {exc}") from exc
         # the exact bytes are what every MAC covers: accept only the one encoding of them
         if header.to_bytes() != raw:
-            raise EnvelopeError("malformed", "header is not in deterministic CBOR")
+            raise EnvelopeError(ErrorCode.MALFORMED, "header is not in deterministic CBOR")
         return header
 
     def check_fresh(self, window: int, now: float | None = None) -> None:
         now = time.time() if now is None else now
         if abs(now - self.timestamp) > window:
-            raise EnvelopeError("stale", f"timestamp {self.timestamp} is outside the "
+            raise EnvelopeError(ErrorCode.STALE, f"timestamp {self.timestamp} is outside the "
                                          f"{window} s window")
 
 
@@ -114,8 +114,8 @@ class Envelope:
         m = Fields(value, "envelope")
         parts = m.sub("parts")
         if set(parts.map) != {p.value for p in Party}:
-            raise EnvelopeError("malformed", "an envelope has exactly the seller, issuer and "
-                                             "delivery parts")
+            raise EnvelopeError(ErrorCode.MALFORMED, "an envelope has exactly the seller, "
+                                                     "issuer and delivery parts")
         return cls(
             header=m.get("header", bytes, max_size=1024),
             parts={p: parts.get(p.value, bytes, min_size=SEAL_OVERHEAD, max_size=MAX_PART)
@@ -179,19 +179,27 @@ def build(order: Order, form: OrderForm, header: Header, seal: Seal,
                        order_digest(header_bytes, commitments), commitments)
 
 
+P = TypeVar("P")
+#: a party's reading of its part's fields into its typed part (host.protocol.parts); it
+#: raises the EnvelopeError the peer is told, and sees the header it was sealed under
+PartReader = Callable[[Header, Mapping[str, object]], P]
+
+
 @dataclass(frozen=True, slots=True)
-class OpenedPart:
+class OpenedPart(Generic[P]):
     header: Header
+    header_bytes: bytes  # the exact bytes every MAC and AAD of this order covers
     party: Party
-    fields: dict[str, Any]
+    part: P  # its fields, typed for the party
     commitments: Mapping[Party, bytes]
     digest: bytes
     atc: int  # the holder card's transaction counter, authenticated by the seal
 
 
 def parse_part(header: Header, header_bytes: bytes, party: Party, box: bytes,
-               plaintext: bytes) -> OpenedPart:
-    """Check an opened part's structure and its own commitment; compute the order digest."""
+               plaintext: bytes, read: PartReader[P]) -> OpenedPart[P]:
+    """Check an opened part's structure and its own commitment, then `read` its fields;
+    compute the order digest."""
     try:
         m = Fields(codec.decode(plaintext, "part"), "part")
         fields = m.get("fields", dict, max_size=64)
@@ -200,15 +208,17 @@ def parse_part(header: Header, header_bytes: bytes, party: Party, box: bytes,
         commitments = {p: cm.get(p.value, bytes, min_size=DIGEST_SIZE, max_size=DIGEST_SIZE)
                        for p in Party}
     except WireError as exc:
-        raise EnvelopeError("malformed", str(exc)) from exc
+        raise EnvelopeError(ErrorCode.MALFORMED, str(exc)) from exc
     if len(cm.map) != len(Party):
-        raise EnvelopeError("malformed", "part commits to other parts than the three")
+        raise EnvelopeError(ErrorCode.MALFORMED, "part commits to other parts than the three")
     known = {f.value for f in OrderField}
     if not all(isinstance(name, str) and name in known for name in fields):
-        raise EnvelopeError("malformed", "the part names a field that is not an order field")
+        raise EnvelopeError(ErrorCode.MALFORMED,
+                            "the part names a field that is not an order field")
     if commitment(salt, codec.encode(fields)) != commitments[party]:
-        raise EnvelopeError("commitment", f"the {party} part does not match its own commitment")
-    return OpenedPart(header, party, fields, commitments,
+        raise EnvelopeError(ErrorCode.COMMITMENT,
+                            f"the {party} part does not match its own commitment")
+    return OpenedPart(header, header_bytes, party, read(header, fields), commitments,
                       order_digest(header_bytes, commitments), keys.box_counter(box))
 
 

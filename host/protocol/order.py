@@ -135,6 +135,10 @@ def check_role(identifier: str, role: str) -> str:
     return identifier
 
 
+#: how many of one item a line may order: the holder's terminal and the seller check the same
+QUANTITIES = range(1, 1001)
+
+
 @dataclass(frozen=True, slots=True)
 class CatalogueItem:
     number: str
@@ -177,6 +181,11 @@ class OrderForm:
             if item.number == number:
                 return item
         raise OrderError(f"item {number!r} is not in {self.seller}'s catalogue")
+
+    def price(self, lines: Iterable[tuple[str, int]]) -> int:
+        """What (item number, quantity) lines cost, in minor units: the amount the holder
+        approves and the seller checks its part against (OrderError for an unknown item)."""
+        return sum(self.item(number).unit_price * qty for number, qty in lines)
 
     def to_cbor(self) -> dict[str, Any]:
         return {
@@ -222,8 +231,8 @@ class Order:
     def __post_init__(self) -> None:
         if not self.lines:
             raise OrderError("an order needs at least one item")
-        if any(qty <= 0 or qty > 1000 for _, qty in self.lines):
-            raise OrderError("quantities must be 1..1000")
+        if any(qty not in QUANTITIES for _, qty in self.lines):
+            raise OrderError(f"quantities must be {QUANTITIES.start}..{QUANTITIES.stop - 1}")
         if not re.fullmatch(r"\d{12,19}", self.card_number):
             raise OrderError("the card number must be 12..19 digits")
         if not re.fullmatch(r"(0[1-9]|1[0-2])/\d\d", self.card_expiry):
@@ -235,7 +244,7 @@ class Order:
                 raise OrderError(f"{name.replace('_', ' ')} is empty")
 
     def amount(self, form: OrderForm) -> int:
-        return sum(form.item(number).unit_price * qty for number, qty in self.lines)
+        return form.price(self.lines)
 
     def field_values(self, form: OrderForm) -> dict[OrderField, Any]:
         items = [[n, form.item(n).name, q] for n, q in self.lines]

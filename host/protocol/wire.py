@@ -5,8 +5,9 @@ the message. Frames above the maximum size are refused from their length alone, 
 byte of the body is buffered. A peer that sends something malformed gets one `error` message
 saying what, and the connection is closed.
 
-This module is sans-IO (bytes in, frames out); the connections that carry the frames, with
-their timeouts, are host.parties.connection.
+This module is sans-IO (bytes in, frames out). A frame's typed message is
+host.protocol.messages; the connections that carry the frames, with their timeouts, are
+host.parties.connection.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from host.errors import TransactionError, WireError
+from host.errors import ErrorCode, WireError
 from host.protocol import codec
 from host.protocol.codec import Fields
 
@@ -42,18 +43,21 @@ class MessageType(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class RawMessage:
+    """A frame's type and its fields, not yet checked: what a server dispatches on before
+    the handler's message class parses the rest (host.protocol.messages)."""
+
     type: MessageType
     body: Fields = field(compare=False)
 
     @classmethod
-    def parse(cls, frame: bytes) -> Message:
+    def parse(cls, frame: bytes) -> RawMessage:
         body = Fields(codec.decode(frame), "message")
         name = body.get("type", str, max_size=32)
         try:
             kind = MessageType(name)
         except ValueError:
-            raise WireError(f"unknown message type {name!r}", code="unknown-type") from None
+            raise WireError(f"unknown message type {name!r}", code=ErrorCode.UNKNOWN_TYPE) from None
         body.what = name
         return cls(kind, body)
 
@@ -62,12 +66,8 @@ def frame(kind: MessageType, **body: Any) -> bytes:
     payload = codec.encode({"type": kind.value, **body})
     if len(payload) > MAX_FRAME:
         raise WireError(f"{kind} message of {len(payload)} bytes exceeds {MAX_FRAME}",
-                        code="too-large")
+                        code=ErrorCode.TOO_LARGE)
     return LENGTH.pack(len(payload)) + payload
-
-
-def error_frame(exc: TransactionError) -> bytes:
-    return frame(MessageType.ERROR, code=exc.code, message=exc.reason[:500])
 
 
 class FrameDecoder:
@@ -84,7 +84,7 @@ class FrameDecoder:
             (length,) = LENGTH.unpack_from(self._buffer)
             if length > self.max_frame:
                 raise WireError(f"frame of {length} bytes exceeds the maximum {self.max_frame}",
-                                code="too-large")
+                                code=ErrorCode.TOO_LARGE)
             if len(self._buffer) < LENGTH.size + length:
                 break
             frames.append(bytes(self._buffer[LENGTH.size:LENGTH.size + length]))
@@ -95,16 +95,3 @@ class FrameDecoder:
     def mid_frame(self) -> bool:
         return bool(self._buffer)
 
-
-def raise_if_error(message: Message) -> Message:
-    if message.type is MessageType.ERROR:
-        code = message.body.get("code", str, max_size=64)
-        raise TransactionError(code, message.body.get("message", str, max_size=1000))
-    return message
-
-
-def expect(message: Message, kind: MessageType) -> Message:
-    raise_if_error(message)
-    if message.type is not kind:
-        raise WireError(f"expected {kind}, got {message.type}", code="unexpected")
-    return message

@@ -1,1 +1,2 @@
-"""Durable state: one module per store, on the engine in host.storage.sqlite."""
+"""Durable state: one module per store, each on either engine (host.storage.sqlite,
+host.storage.postgresql); host.storage.engine opens them."""

@@ -11,12 +11,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from host.errors import EnvelopeError
-from host.storage.base import Seen, replay_error
-from host.storage.sqlite import Database, keep_first, record_view
+from host.storage.base import (
+    VIEWS_POSTGRESQL,
+    Row,
+    Schema,
+    Seen,
+    Tx,
+    keep_first,
+    record_view,
+    replay_error,
+)
+from host.storage.location import Location, open_database
 
 LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -52,6 +60,46 @@ CREATE TABLE IF NOT EXISTS declines (
 );
 CREATE INDEX IF NOT EXISTS declines_by_holder ON declines (holder, at);
 """
+
+# The same tables on PostgreSQL, as versioned migration steps (host.storage.postgresql):
+# append a step to change them, never edit one a database may already have run.
+LEDGER_POSTGRESQL = ("""
+CREATE TABLE accounts (
+    card_number text PRIMARY KEY,
+    holder      text NOT NULL,
+    name        text NOT NULL,
+    phone       text NOT NULL,
+    expiry      text NOT NULL,
+    balance     bigint NOT NULL CHECK (balance >= 0),
+    blocked     integer NOT NULL DEFAULT 0
+);
+CREATE TABLE authorisations (
+    order_id    bytea PRIMARY KEY,
+    request     bytea NOT NULL,
+    seller      text NOT NULL,
+    card_number text,
+    amount      bigint NOT NULL,
+    digest      bytea NOT NULL,
+    code        text NOT NULL CHECK (code IN ('approved', 'declined', 'reversed', 'voided')),
+    reason      text NOT NULL,
+    at          bigint NOT NULL,
+    answer      bytea,
+    reversal    bytea
+);
+CREATE TABLE counters (
+    holder text NOT NULL,
+    atc    bigint NOT NULL,
+    PRIMARY KEY (holder, atc)
+);
+CREATE TABLE declines (
+    holder text NOT NULL,
+    at     bigint NOT NULL
+);
+CREATE INDEX declines_by_holder ON declines (holder, at);
+""" + VIEWS_POSTGRESQL,)
+
+LEDGER = Schema("ledger", LEDGER_SCHEMA, LEDGER_POSTGRESQL,
+                {"authorisations": {"answer": "BLOB", "reversal": "BLOB"}})
 
 # How far back the declines counted for a holder's rate limit reach, in seconds (the rule that
 # reads the count, and how many it allows, is the card manager's: host.parties.authorisation).
@@ -167,129 +215,147 @@ class LedgerStore(Protocol):
     def close(self) -> None: ...
 
 
-class Ledger(Database):
-    schema = LEDGER_SCHEMA
-    columns: ClassVar[dict[str, dict[str, str]]] = {
-        "authorisations": {"answer": "BLOB", "reversal": "BLOB"}}
+def _account(row: Row) -> Account:
+    return Account(*row[:6], blocked=bool(row[6]))
 
-    def __init__(self, path: Path, *, decline_window: int = DECLINE_WINDOW) -> None:
-        super().__init__(path)
+
+class Ledger:
+    """The ledger on either engine (`location`: a SQLite file, or a PostgreSQL URL)."""
+
+    def __init__(self, location: Location, *, decline_window: int = DECLINE_WINDOW) -> None:
+        self.db = open_database(location, LEDGER)
         self.decline_window = decline_window
 
+    def close(self) -> None:
+        self.db.close()
+
     def add_account(self, account: Account) -> None:
-        with self.transaction():
-            self.conn.execute(
-                "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(card_number) DO "
-                "UPDATE SET holder=excluded.holder, name=excluded.name, phone=excluded.phone, "
-                "expiry=excluded.expiry, balance=excluded.balance, blocked=excluded.blocked",
-                (account.card_number, account.holder, account.name, account.phone,
-                 account.expiry, account.balance, int(account.blocked)))
+        self.db.run(lambda tx: tx.execute(
+            "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(card_number) DO "
+            "UPDATE SET holder=excluded.holder, name=excluded.name, phone=excluded.phone, "
+            "expiry=excluded.expiry, balance=excluded.balance, blocked=excluded.blocked",
+            (account.card_number, account.holder, account.name, account.phone,
+             account.expiry, account.balance, int(account.blocked))))
 
     def account(self, card_number: str) -> Account | None:
-        row = self.conn.execute("SELECT * FROM accounts WHERE card_number = ?",
-                                (card_number,)).fetchone()
-        return Account(*row[:6], blocked=bool(row[6])) if row else None
+        return self.db.read(lambda tx: self._account(tx, card_number))
+
+    @staticmethod
+    def _account(tx: Tx, card_number: str) -> Account | None:
+        row = tx.one("SELECT * FROM accounts WHERE card_number = ?", (card_number,))
+        return _account(row) if row else None
 
     def accounts(self) -> list[Account]:
-        return [Account(*row[:6], blocked=bool(row[6]))
-                for row in self.conn.execute("SELECT * FROM accounts ORDER BY card_number")]
+        return [_account(row) for row in self.db.read(
+            lambda tx: tx.all("SELECT * FROM accounts ORDER BY card_number"))]
 
     def debits(self, order_id: bytes) -> int:
-        (count,) = self.conn.execute(
+        row = self.db.read(lambda tx: tx.one(
             "SELECT count(*) FROM authorisations WHERE order_id = ? AND code = 'approved'",
-            (order_id,)).fetchone()
-        return int(count)
+            (order_id,)))
+        assert row is not None
+        return int(row[0])
 
     def authorise(self, request: AuthorisationRequest, rules: Rules,
                   stale: str | None = None) -> tuple[Decision, Seen]:
         """Decide with `rules` and debit in one transaction. A retransmission gets the
         recorded decision at any age; a new request must be fresh (`stale` says why it is
         not)."""
-        with self.transaction():
-            row = self.conn.execute(
-                "SELECT request, code, reason, amount, digest, answer FROM authorisations "
-                "WHERE order_id = ?", (request.order_id,)).fetchone()
-            if row is not None:
-                if row[0] != request.request_digest:
-                    raise replay_error(request.order_id)
-                return Decision(*row[1:6]), Seen.RETRANSMISSION
-            if stale is not None:
-                raise EnvelopeError("stale", stale)
-            now = int(time.time())
-            decision = rules(request, self._facts(request, now))
-            card_number = decision.card_number
-            if decision.approved and card_number is None:
-                raise ValueError("an approval must name the account it charges")
-            if not decision.approved and decision.evaluated:
-                self.conn.execute("DELETE FROM declines WHERE at <= ?",
-                                  (now - self.decline_window,))
-                self.conn.execute("INSERT INTO declines VALUES (?, ?)", (request.holder, now))
-            if decision.approved:
-                self.conn.execute("UPDATE accounts SET balance = balance - ? "
-                                  "WHERE card_number = ?", (decision.amount, card_number))
-            # every part the card sealed spent a counter value, approved or not
-            self.conn.execute("INSERT OR IGNORE INTO counters VALUES (?, ?)",
-                              (request.holder, request.atc))
-            self.conn.execute(
-                "INSERT INTO authorisations (order_id, request, seller, card_number, amount, "
-                "digest, code, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (request.order_id, request.request_digest, request.seller, card_number,
-                 decision.amount, decision.digest, decision.code, decision.reason, now))
-            record_view(self.conn, request.order_id, request.fields)
+        return self.db.run(lambda tx: self._authorise(tx, request, rules, stale))
+
+    def _authorise(self, tx: Tx, request: AuthorisationRequest, rules: Rules,
+                   stale: str | None) -> tuple[Decision, Seen]:
+        row = tx.one("SELECT request, code, reason, amount, digest, answer FROM authorisations "
+                     "WHERE order_id = ?", (request.order_id,))
+        if row is not None:
+            if bytes(row[0]) != request.request_digest:
+                raise replay_error(request.order_id)
+            return Decision(*row[1:6]), Seen.RETRANSMISSION
+        if stale is not None:
+            raise EnvelopeError("stale", stale)
+        now = int(time.time())
+        decision = rules(request, self._facts(tx, request, now))
+        card_number = decision.card_number
+        if decision.approved and card_number is None:
+            raise ValueError("an approval must name the account it charges")
+        if not decision.approved and decision.evaluated:
+            # this holder's declines only: the index reads them, and two holders' decisions
+            # touch no common row
+            tx.execute("DELETE FROM declines WHERE holder = ? AND at <= ?",
+                       (request.holder, now - self.decline_window))
+            tx.execute("INSERT INTO declines VALUES (?, ?)", (request.holder, now))
+        if decision.approved:
+            tx.execute("UPDATE accounts SET balance = balance - ? WHERE card_number = ?",
+                       (decision.amount, card_number))
+        # every part the card sealed spent a counter value, approved or not
+        tx.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT DO NOTHING",
+                   (request.holder, request.atc))
+        tx.execute(
+            "INSERT INTO authorisations (order_id, request, seller, card_number, amount, "
+            "digest, code, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (request.order_id, request.request_digest, request.seller, card_number,
+             decision.amount, decision.digest, decision.code, decision.reason, now))
+        record_view(tx, request.order_id, request.fields)
         return decision, Seen.NEW
 
-    def _facts(self, request: AuthorisationRequest, now: int) -> Facts:
-        account = None if request.card_number is None else self.account(request.card_number)
-        seen, highest = self.conn.execute(
-            "SELECT count(*) FILTER (WHERE atc = ?), max(atc) FROM counters WHERE holder = ?",
-            (request.atc, request.holder)).fetchone()
+    def _facts(self, tx: Tx, request: AuthorisationRequest, now: int) -> Facts:
+        account = None if request.card_number is None \
+            else self._account(tx, request.card_number)
+        row = tx.one("SELECT count(*) FILTER (WHERE atc = ?), max(atc) FROM counters "
+                     "WHERE holder = ?", (request.atc, request.holder))
+        assert row is not None
+        seen, highest = row
         return Facts(account, CounterHistory(bool(seen), highest),
-                     self.declines(request.holder, now))
+                     self._declines(tx, request.holder, now))
 
     def reverse(self, order_id: bytes, seller: str, digest: bytes) -> Decision:
         """Undo an approval the seller could not complete (or void an order it never will):
         credit the debit back once; an order never seen is voided, so a late authorisation
         request for it is refused as a replay."""
-        with self.transaction():
-            row = self.conn.execute(
-                "SELECT seller, card_number, amount, digest, code, reversal FROM authorisations "
-                "WHERE order_id = ?", (order_id,)).fetchone()
-            if row is None:
-                self.conn.execute(
-                    "INSERT INTO authorisations (order_id, request, seller, card_number, "
-                    "amount, digest, code, reason, at) "
-                    "VALUES (?, x'', ?, NULL, 0, ?, 'voided', ?, ?)",
-                    (order_id, seller, digest, "voided before any authorisation",
-                     int(time.time())))
-                return Decision("voided", "voided before any authorisation", 0, digest)
-            if row[0] != seller or row[3] != digest:
-                raise replay_error(order_id)
-            if row[5] is not None:  # reversed (or voided) before: the same answer again
-                return Decision(row[4], "no charge stands",
-                                row[2] if row[4] == "reversed" else 0, digest, row[5])
-            code, amount = row[4], row[2]
-            if code == "approved":
-                self.conn.execute("UPDATE accounts SET balance = balance + ? "
-                                  "WHERE card_number = ?", (amount, row[1]))
-                self.conn.execute("UPDATE authorisations SET code = 'reversed', reason = ? "
-                                  "WHERE order_id = ?", ("reversed by the seller", order_id))
-                code = "reversed"
-            # declined, reversed, voided: nothing is charged, and stays so
-            return Decision(code, "no charge stands", amount if code == "reversed" else 0,
-                            digest)
+        return self.db.run(lambda tx: self._reverse(tx, order_id, seller, digest))
+
+    @staticmethod
+    def _reverse(tx: Tx, order_id: bytes, seller: str, digest: bytes) -> Decision:
+        row = tx.one("SELECT seller, card_number, amount, digest, code, reversal "
+                     "FROM authorisations WHERE order_id = ?", (order_id,))
+        if row is None:
+            tx.execute(
+                "INSERT INTO authorisations (order_id, request, seller, card_number, "
+                "amount, digest, code, reason, at) "
+                "VALUES (?, ?, ?, NULL, 0, ?, 'voided', ?, ?)",
+                (order_id, b"", seller, digest, "voided before any authorisation",
+                 int(time.time())))
+            return Decision("voided", "voided before any authorisation", 0, digest)
+        if row[0] != seller or bytes(row[3]) != digest:
+            raise replay_error(order_id)
+        if row[5] is not None:  # reversed (or voided) before: the same answer again
+            return Decision(row[4], "no charge stands",
+                            row[2] if row[4] == "reversed" else 0, digest, bytes(row[5]))
+        code, amount = row[4], row[2]
+        if code == "approved":
+            tx.execute("UPDATE accounts SET balance = balance + ? WHERE card_number = ?",
+                       (amount, row[1]))
+            tx.execute("UPDATE authorisations SET code = 'reversed', reason = ? "
+                       "WHERE order_id = ?", ("reversed by the seller", order_id))
+            code = "reversed"
+        # declined, reversed, voided: nothing is charged, and stays so
+        return Decision(code, "no charge stands", amount if code == "reversed" else 0, digest)
 
     def declines(self, holder: str, now: int | None = None) -> int:
         """Evaluated declines for `holder` in the current window."""
-        now = int(time.time()) if now is None else now
-        (count,) = self.conn.execute(
-            "SELECT count(*) FROM declines WHERE holder = ? AND at > ?",
-            (holder, now - self.decline_window)).fetchone()
-        return int(count)
+        at = int(time.time()) if now is None else now
+        return self.db.read(lambda tx: self._declines(tx, holder, at))
+
+    def _declines(self, tx: Tx, holder: str, now: int) -> int:
+        row = tx.one("SELECT count(*) FROM declines WHERE holder = ? AND at > ?",
+                     (holder, now - self.decline_window))
+        assert row is not None
+        return int(row[0])
 
     def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
-        with self.transaction():
-            return keep_first(self.conn, "authorisations", "answer", order_id, answer)
+        return self.db.run(
+            lambda tx: keep_first(tx, "authorisations", "answer", order_id, answer))
 
     def record_reversal(self, order_id: bytes, answer: bytes) -> bytes:
-        with self.transaction():
-            return keep_first(self.conn, "authorisations", "reversal", order_id, answer)
+        return self.db.run(
+            lambda tx: keep_first(tx, "authorisations", "reversal", order_id, answer))

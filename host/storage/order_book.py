@@ -33,6 +33,17 @@ unfinished order again from that status.
                  final, recorded with the outcome and the exact frame the holder is sent;
                  nothing moves them again, since the holder may have been told.
 
+One driver per order, across instances: several seller processes may share one order book
+(on PostgreSQL), each resuming unfinished orders. A driver first `claim`s the order: the
+claim is a row's (driver, lease) pair, taken in a transaction, so the database, not any
+process's memory, says who drives it. A claim lasts CLAIM_LEASE seconds and every move by its
+holder renews it; a seller killed mid-drive leaves a claim that expires, and another instance
+(or the same one restarted) takes the order over. A SQLite order book belongs to one seller
+process, so a seller opening one drops every claim in it at once. A move by an instance
+whose claim was taken over is refused (IllegalTransition): the late driver cannot overwrite
+what the new one recorded. The lease outlasts any one step of a drive (each exchange with a
+peer is bounded by its read timeout).
+
 FAILED is reachable from RECEIVED directly only because AUTHORISING is recorded before the
 request leaves: an order still RECEIVED has provably sent nothing the card manager could
 debit (it failed confirmation, or stayed unreachable until the order was overdue). From
@@ -44,15 +55,15 @@ late request for it is refused as a replay.
 from __future__ import annotations
 
 import enum
-import sqlite3
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from host.errors import TransactionError
-from host.storage.base import replay_error
-from host.storage.sqlite import Database, record_view
+from host.storage.base import VIEWS_POSTGRESQL, Row, Schema, Tx, record_view, replay_error
+from host.storage.location import Location, open_database
 
 ORDERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -68,9 +79,39 @@ CREATE TABLE IF NOT EXISTS orders (
     outcome  BLOB,                    -- the outcome message, once final
     answer   BLOB,                    -- and the exact frame the holder is sent for it
     since    INTEGER NOT NULL,        -- when it was received
-    at       INTEGER NOT NULL         -- last change
+    at       INTEGER NOT NULL,        -- last change
+    driver   TEXT,                    -- the seller instance driving it (see `claim`)
+    lease    REAL                     -- and until when its claim holds
 );
 """
+
+# how long a claim on an order holds without a move by its holder, in seconds
+CLAIM_LEASE = 45.0
+
+# The same table on PostgreSQL, as versioned migration steps (host.storage.postgresql).
+ORDERS_POSTGRESQL = ("""
+CREATE TABLE orders (
+    order_id bytea PRIMARY KEY,
+    envelope bytea NOT NULL,
+    holder   text NOT NULL,
+    amount   bigint NOT NULL,
+    digest   bytea NOT NULL,
+    status   text NOT NULL CHECK (status IN ('received', 'authorising', 'approved', 'voiding',
+                                             'completed', 'declined', 'failed')),
+    note     text,
+    approval bytea,
+    receipt  bytea,
+    outcome  bytea,
+    answer   bytea,
+    since    bigint NOT NULL,
+    at       bigint NOT NULL
+);
+""" + VIEWS_POSTGRESQL, """
+ALTER TABLE orders ADD COLUMN driver text, ADD COLUMN lease double precision;
+""")
+
+ORDERS = Schema("orders", ORDERS_SCHEMA, ORDERS_POSTGRESQL,
+                {"orders": {"answer": "BLOB", "driver": "TEXT", "lease": "REAL"}})
 
 
 class OrderStatus(enum.StrEnum):
@@ -145,6 +186,15 @@ class OrderStore(Protocol):
         """Move the order along TRANSITIONS, or raise IllegalTransition and write nothing."""
         ...
 
+    def claim(self, order_id: bytes) -> bool:
+        """Take the order to drive it, or renew this instance's claim; False while another
+        instance's claim holds."""
+        ...
+
+    def release(self, order_id: bytes) -> None:
+        """Give up this instance's claim (the drive stopped: final, or pending for later)."""
+        ...
+
     def approval(self, order_id: bytes) -> tuple[bytes, bytes]: ...
 
     def get(self, order_id: bytes) -> OrderRecord | None: ...
@@ -156,22 +206,39 @@ class OrderStore(Protocol):
     def close(self) -> None: ...
 
 
-class OrderBook(Database):
-    schema = ORDERS_SCHEMA
-    columns: ClassVar[dict[str, dict[str, str]]] = {"orders": {"answer": "BLOB"}}
+class OrderBook:
+    """The order book on either engine (`location`: a SQLite file, or a PostgreSQL URL)."""
+
+    def __init__(self, location: Location, *, lease: float = CLAIM_LEASE) -> None:
+        self.db = open_database(location, ORDERS)
+        # this instance, as its claims name it: new with every process (and every book)
+        self.instance = secrets.token_hex(8)
+        self.lease = lease
+        if not self.db.shared:
+            # a store only this process uses: a claim in it is a dead predecessor's, and this
+            # process resumes its orders at once rather than after the lease
+            self.db.run(lambda tx: tx.execute(
+                "UPDATE orders SET driver = NULL, lease = NULL WHERE driver IS NOT NULL"))
+
+    def close(self) -> None:
+        self.db.close()
 
     def receive(self, order_id: bytes, envelope: bytes, holder: str, amount: int,
                 digest: bytes, fields: Iterable[str]) -> None:
         now = int(time.time())
-        with self.transaction():
-            try:
-                self.conn.execute(
-                    "INSERT INTO orders (order_id, envelope, holder, amount, digest, status, "
-                    "since, at) VALUES (?, ?, ?, ?, ?, 'received', ?, ?)",
-                    (order_id, envelope, holder, amount, digest, now, now))
-            except sqlite3.IntegrityError:
-                raise replay_error(order_id) from None
-            record_view(self.conn, order_id, fields)
+
+        def receive(tx: Tx) -> None:
+            # looked up, not caught as a key violation: under concurrency PostgreSQL refuses
+            # the loser of two inserts as a serialisation failure, and its retry lands here
+            if tx.one("SELECT 1 FROM orders WHERE order_id = ?", (order_id,)) is not None:
+                raise replay_error(order_id)
+            tx.execute(
+                "INSERT INTO orders (order_id, envelope, holder, amount, digest, status, "
+                "since, at) VALUES (?, ?, ?, ?, ?, 'received', ?, ?)",
+                (order_id, envelope, holder, amount, digest, now, now))
+            record_view(tx, order_id, fields)
+
+        self.db.run(receive)
 
     def move(self, order_id: bytes, new: OrderStatus, *, outcome: bytes | None = None,
              answer: bytes | None = None, note: str | None = None,
@@ -183,36 +250,66 @@ class OrderBook(Database):
             raise ValueError("a final status, and only a final one, records its outcome")
         if (new is OrderStatus.APPROVED) != (approval is not None):
             raise ValueError("APPROVED, and only it, records the authorisation")
-        with self.transaction():
-            row = self.conn.execute("SELECT status FROM orders WHERE order_id = ?",
-                                    (order_id,)).fetchone()
+        mac, receipt = approval or (None, None)
+
+        def move(tx: Tx) -> None:
+            row = tx.one("SELECT status, driver, lease FROM orders WHERE order_id = ?",
+                         (order_id,))
             old = OrderStatus(row[0]) if row else None
-            if old is None or not legal(old, new):
+            now = time.time()
+            if old is None or not legal(old, new) or self._held_elsewhere(row, now):
                 raise IllegalTransition(order_id, old, new)
-            mac, receipt = approval or (None, None)
-            self.conn.execute(
+            # the move renews this instance's claim, if it holds one
+            tx.execute(
                 "UPDATE orders SET status = ?, outcome = coalesce(?, outcome), "
                 "answer = coalesce(?, answer), note = coalesce(?, note), "
-                "approval = coalesce(?, approval), receipt = coalesce(?, receipt), at = ? "
-                "WHERE order_id = ?",
-                (new.value, outcome, answer, note, mac, receipt, int(time.time()), order_id))
+                "approval = coalesce(?, approval), receipt = coalesce(?, receipt), at = ?, "
+                "lease = CASE WHEN driver = ? THEN ? ELSE lease END WHERE order_id = ?",
+                (new.value, outcome, answer, note, mac, receipt, int(now), self.instance,
+                 now + self.lease, order_id))
+
+        self.db.run(move)
+
+    def _held_elsewhere(self, row: Row | None, now: float) -> bool:
+        """Another instance's claim on the order (driver, lease in row[1:3]) still holds."""
+        return row is not None and row[1] is not None and row[1] != self.instance \
+            and row[2] is not None and row[2] > now
+
+    def claim(self, order_id: bytes) -> bool:
+        def claim(tx: Tx) -> bool:
+            row = tx.one("SELECT status, driver, lease FROM orders WHERE order_id = ?",
+                         (order_id,))
+            now = time.time()
+            if row is None or self._held_elsewhere(row, now):
+                return False
+            tx.execute("UPDATE orders SET driver = ?, lease = ? WHERE order_id = ?",
+                       (self.instance, now + self.lease, order_id))
+            return True
+
+        return self.db.run(claim)
+
+    def release(self, order_id: bytes) -> None:
+        self.db.run(lambda tx: tx.execute(
+            "UPDATE orders SET driver = NULL, lease = NULL WHERE order_id = ? AND driver = ?",
+            (order_id, self.instance)))
 
     def approval(self, order_id: bytes) -> tuple[bytes, bytes]:
         """The authorisation MAC and the holder's receipt of an approved order."""
-        row = self.conn.execute("SELECT approval, receipt FROM orders WHERE order_id = ? "
-                                "AND approval IS NOT NULL", (order_id,)).fetchone()
+        row = self.db.read(lambda tx: tx.one(
+            "SELECT approval, receipt FROM orders WHERE order_id = ? AND approval IS NOT NULL",
+            (order_id,)))
         if row is None:
             raise KeyError(f"order {order_id.hex()} was never approved")
-        return row[0], row[1]
+        return bytes(row[0]), bytes(row[1])
 
     _RECORD = "SELECT order_id, envelope, digest, status, since, note, outcome, answer FROM orders"
 
     @staticmethod
-    def _record(row: tuple) -> OrderRecord:
+    def _record(row: Row) -> OrderRecord:
         return OrderRecord(row[0], row[1], row[2], OrderStatus(row[3]), *row[4:])
 
     def get(self, order_id: bytes) -> OrderRecord | None:
-        row = self.conn.execute(f"{self._RECORD} WHERE order_id = ?", (order_id,)).fetchone()
+        row = self.db.read(lambda tx: tx.one(f"{self._RECORD} WHERE order_id = ?", (order_id,)))
         return None if row is None else self._record(row)
 
     def status(self, order_id: bytes) -> tuple[OrderStatus, bytes | None] | None:
@@ -220,5 +317,6 @@ class OrderBook(Database):
         return (record.status, record.outcome) if record else None
 
     def unfinished(self) -> list[OrderRecord]:
-        return [self._record(row) for row in self.conn.execute(
-            f"{self._RECORD} WHERE status IN ('received', 'authorising', 'approved', 'voiding')")]
+        return [self._record(row) for row in self.db.read(lambda tx: tx.all(
+            f"{self._RECORD} WHERE status IN ('received', 'authorising', 'approved', "
+            "'voiding')"))]

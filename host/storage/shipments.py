@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from host.errors import EnvelopeError
-from host.storage.base import Seen, replay_error
-from host.storage.sqlite import Database, keep_first, record_view
+from host.storage.base import (
+    VIEWS_POSTGRESQL,
+    Schema,
+    Seen,
+    Tx,
+    keep_first,
+    record_view,
+    replay_error,
+)
+from host.storage.location import Location, open_database
 
 SHIPMENTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS shipments (
@@ -22,6 +30,23 @@ CREATE TABLE IF NOT EXISTS shipments (
     answer      BLOB                  -- the delivery frame sent: every retransmission gets it
 );
 """
+
+# The same table on PostgreSQL, as versioned migration steps (host.storage.postgresql).
+SHIPMENTS_POSTGRESQL = ("""
+CREATE TABLE shipments (
+    order_id    bytea PRIMARY KEY,
+    request     bytea NOT NULL,
+    seller      text NOT NULL,
+    recipient   text NOT NULL,
+    destination text NOT NULL,
+    tracking    text NOT NULL UNIQUE,
+    at          bigint NOT NULL,
+    answer      bytea
+);
+""" + VIEWS_POSTGRESQL,)
+
+SHIPMENTS = Schema("shipments", SHIPMENTS_SCHEMA, SHIPMENTS_POSTGRESQL,
+                   {"shipments": {"answer": "BLOB"}})
 
 
 @runtime_checkable
@@ -43,33 +68,40 @@ class ShipmentStore(Protocol):
     def close(self) -> None: ...
 
 
-class Shipments(Database):
-    schema = SHIPMENTS_SCHEMA
-    columns: ClassVar[dict[str, dict[str, str]]] = {"shipments": {"answer": "BLOB"}}
+class Shipments:
+    """The shipments on either engine (`location`: a SQLite file, or a PostgreSQL URL)."""
+
+    def __init__(self, location: Location) -> None:
+        self.db = open_database(location, SHIPMENTS)
+
+    def close(self) -> None:
+        self.db.close()
 
     def ship(self, order_id: bytes, request_digest: bytes, seller: str, recipient: str,
              destination: str, tracking: str, fields: Iterable[str],
              stale: str | None = None) -> tuple[str, Seen, bytes | None]:
         """Record the shipment once; returns its tracking reference, whether it was new, and
         the answer frame already sent for it (if any)."""
-        with self.transaction():
-            row = self.conn.execute("SELECT request, tracking, answer FROM shipments "
-                                    "WHERE order_id = ?", (order_id,)).fetchone()
+
+        def ship(tx: Tx) -> tuple[str, Seen, bytes | None]:
+            row = tx.one("SELECT request, tracking, answer FROM shipments WHERE order_id = ?",
+                         (order_id,))
             if row is not None:
-                if row[0] != request_digest:
+                if bytes(row[0]) != request_digest:
                     raise replay_error(order_id)
-                return row[1], Seen.RETRANSMISSION, row[2]
+                return row[1], Seen.RETRANSMISSION, None if row[2] is None else bytes(row[2])
             if stale is not None:
                 raise EnvelopeError("stale", stale)
-            self.conn.execute("INSERT INTO shipments (order_id, request, seller, recipient, "
-                              "destination, tracking, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              (order_id, request_digest, seller, recipient, destination,
-                               tracking, int(time.time())))
-            record_view(self.conn, order_id, fields)
-        return tracking, Seen.NEW, None
+            tx.execute("INSERT INTO shipments (order_id, request, seller, recipient, "
+                       "destination, tracking, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (order_id, request_digest, seller, recipient, destination, tracking,
+                        int(time.time())))
+            record_view(tx, order_id, fields)
+            return tracking, Seen.NEW, None
+
+        return self.db.run(ship)
 
     def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
         """Keep the delivery frame before it is sent; returns the frame to send (an earlier
         one, if a concurrent retransmission recorded its own first)."""
-        with self.transaction():
-            return keep_first(self.conn, "shipments", "answer", order_id, answer)
+        return self.db.run(lambda tx: keep_first(tx, "shipments", "answer", order_id, answer))

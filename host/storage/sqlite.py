@@ -1,12 +1,13 @@
-"""The SQLite engine: what every party's SQLite database shares. The stores built on it are
-host.storage.ledger (the card manager), host.storage.order_book (the seller) and
-host.storage.shipments (the delivery company), each doubling as that party's replay cache and
-each implementing its store's Protocol (host.storage.base says what an engine promises).
+"""The SQLite engine: a store in one database file, embedded in the party's process. The
+stores built on it are host.storage.ledger (the card manager), host.storage.order_book (the
+seller) and host.storage.shipments (the delivery company), each doubling as that party's replay
+cache (host.storage.base says what an engine promises).
 
 Every database runs in WAL mode with synchronous=FULL, and every decision is one
 `BEGIN IMMEDIATE` transaction, so a party killed at any instant has either recorded an order
-completely or not at all. The order id is a primary key everywhere: a second debit for the
-same order is a constraint violation, not a code path.
+completely or not at all, and two decisions never interleave (one writer at a time). The
+order id is a primary key everywhere: a second debit for the same order is a constraint
+violation, not a code path.
 
 Idempotency vs replay: a request whose order id is known *with the same request digest* is a
 retransmission (a peer retrying after a crash) and gets the recorded answer again; the same
@@ -18,31 +19,35 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import TypeVar
 
 from host.errors import TransactionError
-from host.storage.base import StorageFull, StorageLost
+from host.storage.base import (
+    VIEWS_SQLITE,
+    Row,
+    Schema,
+    StorageFull,
+    StorageLost,
+    Tx,
+)
 
-VIEWS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS views (
-    order_id BLOB PRIMARY KEY,
-    fields   TEXT NOT NULL            -- JSON list of the field names this party decrypted
-);
-"""
+__all__ = ["Database", "StorageFull", "StorageLost", "dump", "read_views"]
+
+T = TypeVar("T")
 
 
 def connect(path: Path, schema: str,
-            columns: dict[str, dict[str, str]] | None = None) -> sqlite3.Connection:
+            columns: Mapping[str, Mapping[str, str]] | None = None) -> sqlite3.Connection:
     """Open (or create) a party's database; `columns` are added to a table an older version
     of this code created without them: {table: {column: declaration}}."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.executescript(schema + VIEWS_SCHEMA)
+    conn.executescript(schema + VIEWS_SQLITE)
     for table, wanted in (columns or {}).items():
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         for name, declaration in wanted.items():
@@ -94,16 +99,32 @@ def _rollback(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
+class SqliteTx:
+    """The stores' Tx on one sqlite3 connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        self.conn.execute(sql, params)
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else tuple(row)
+
+    def all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return [tuple(row) for row in self.conn.execute(sql, params)]
+
+
 class Database:
-    """One party's database. After StorageLost it refuses every further transaction: the
-    party is stopping, and nothing it writes now could be trusted to be durable."""
+    """One party's SQLite database. After StorageLost it refuses every further transaction:
+    the party is stopping, and nothing it writes now could be trusted to be durable."""
 
-    schema: ClassVar[str] = ""
-    columns: ClassVar[dict[str, dict[str, str]]] = {}
+    shared = False  # one party process per file
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, schema: Schema) -> None:
         self.path = path
-        self.conn = connect(path, self.schema, self.columns)
+        self.conn = connect(path, schema.sqlite, schema.sqlite_columns)
         self.lost: StorageLost | None = None
 
     @contextmanager
@@ -117,26 +138,16 @@ class Database:
             self.lost = exc
             raise
 
+    def run(self, body: Callable[[Tx], T]) -> T:
+        # BEGIN IMMEDIATE takes the write lock first: nothing to race, so nothing to retry
+        with self.transaction() as conn:
+            return body(SqliteTx(conn))
+
+    def read(self, body: Callable[[Tx], T]) -> T:
+        return body(SqliteTx(self.conn))
+
     def close(self) -> None:
         self.conn.close()
-
-
-def record_view(conn: sqlite3.Connection, order_id: bytes, fields: Iterable[str]) -> None:
-    conn.execute("INSERT OR IGNORE INTO views VALUES (?, ?)",
-                 (order_id, json.dumps(sorted(fields))))
-
-
-def keep_first(conn: sqlite3.Connection, table: str, column: str, order_id: bytes,
-               answer: bytes) -> bytes:
-    """Store `answer` in `column` of the order's row unless one is there already; returns the
-    one stored. An answer is recorded before it is sent, and a concurrent retransmission may
-    have recorded its own first: whichever is stored is the one every peer gets. `table` and
-    `column` are names fixed by the stores, never input."""
-    conn.execute(f"UPDATE {table} SET {column} = ? WHERE order_id = ? AND {column} IS NULL",
-                 (answer, order_id))
-    (stored,) = conn.execute(f"SELECT {column} FROM {table} WHERE order_id = ?",
-                             (order_id,)).fetchone()
-    return bytes(stored)
 
 
 def read_views(path: Path) -> dict[bytes, list[str]]:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from card_applet.files import APPLICATION_LABEL, CARD_CAPABILITIES, FileId
+from card_applet.files import APPLICATION_LABEL, CARD_CAPABILITIES
 from card_applet.tlv import parse
-from card_applet.vocabulary import AID, Ins
+from card_applet.vocabulary import AID, FileId, Ins
 from tests.card_applet.conftest import (
     PIN,
     SERIAL,

@@ -9,6 +9,13 @@ period with every party up, the databases are read directly and checked:
   `failed` no charge and no shipment), and with the seller's record;
 - nothing stuck: every order the seller received is final, every holder has a final answer.
 
+With `--instances N` (and the stores on PostgreSQL, `--postgresql URL`, one database holding
+the three parties' stores) each party runs as N processes on the same stores: holder i buys
+from seller i mod N, seller j asks card manager and delivery company j mod N, an order a killed
+seller was driving is taken over by another once its claim expires, and a retransmission
+reaches whichever instance the resuming seller talks to. `restart_database` (tests) restarts
+the database server once, half-way through, under the running parties.
+
     .venv/bin/python -m tests.e2e.chaos [--seconds 60] [--holders 4] [--seed 11]
                                         [--grace 90] [--work-dir DIR]
 
@@ -22,14 +29,15 @@ import argparse
 import contextlib
 import json
 import random
-import sqlite3
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from host.centre.authority import Authority, write_row_file
 from host.cli.partyproc import PartyProcess
@@ -39,6 +47,8 @@ from host.parties.softcard import software_card
 from host.protocol.envelope import SealedOrder
 from host.protocol.order import Order
 from host.storage.ledger import Account, Ledger
+from host.storage.order_book import OrderBook
+from host.storage.shipments import Shipments
 from terminal.errors import NettxError
 
 SELLER, ISSUER, DELIVERY = "seller:shop.example", "issuer:bank.example", "delivery:post.example"
@@ -72,6 +82,13 @@ class ChaosConfig:
     kill_min: float = 0.3
     kill_max: float = 1.5
     k: int = 16
+    instances: int = 1  # processes per party, sharing its store
+    postgresql: str | None = None  # the stores' database; None: a SQLite file per party
+    restart_database: Callable[[], None] | None = None  # once, half-way (PostgreSQL)
+
+    def store(self, home: Path, role: str) -> Path | str:
+        """Where `role`'s store lives (every instance of it shares it)."""
+        return self.postgresql if self.postgresql is not None else home / f"{role}.sqlite"
 
 
 @dataclass
@@ -94,6 +111,7 @@ class Report:
     orders: int = 0  # orders the seller received
     holder_orders: int = 0  # envelopes the holders sealed and sent (or tried to)
     kills: Counter[str] = field(default_factory=Counter)
+    database_restarts: int = 0
     seller_status: Counter[str] = field(default_factory=Counter)
     voided: int = 0  # orders that went through voiding
     stuck: int = 0
@@ -104,6 +122,7 @@ class Report:
         return {
             "orders": self.orders, "holder_orders": self.holder_orders,
             "kills": dict(sorted(self.kills.items())),
+            "database_restarts": self.database_restarts,
             "completed": self.seller_status["completed"],
             "declined": self.seller_status["declined"],
             "failed": self.seller_status["failed"], "voided": self.voided,
@@ -112,38 +131,59 @@ class Report:
         }
 
 
-class Parties:
-    """The three party processes, restartable on the ports they first bound."""
+def instance_name(role: str, j: int, instances: int) -> str:
+    return role if instances == 1 else f"{role}-{j}"
 
-    def __init__(self, home: Path) -> None:
+
+def role_of(name: str) -> tuple[str, int]:
+    role, _, j = name.partition("-")
+    return role, int(j or 0)
+
+
+class Parties:
+    """The party processes (`instances` of each role), restartable on the ports they first
+    bound."""
+
+    def __init__(self, home: Path, config: ChaosConfig | None = None) -> None:
         self.home = home
+        self.config = config or ChaosConfig()
         self.procs: dict[str, PartyProcess] = {}
         self.ports: dict[str, int] = {}
 
-    def args(self, role: str) -> list[str]:
+    def names(self, role: str) -> list[str]:
+        n = self.config.instances
+        return [instance_name(role, j, n) for j in range(n)]
+
+    def args(self, name: str) -> list[str]:
+        role, j = role_of(name)
         args = ["--key", str(self.home / f"{role}.row.json"),
-                "--db", str(self.home / f"{role}.sqlite")]
+                "--db", str(self.config.store(self.home, role))]
         if role == "seller":
+            n = self.config.instances
+            issuer = self.ports[instance_name("issuer", j % n, n)]
+            delivery = self.ports[instance_name("delivery", j % n, n)]
             args += ["--catalogue", str(self.home / "catalogue.json"),
-                     "--issuer", f"127.0.0.1:{self.ports['issuer']}", "--issuer-id", ISSUER,
-                     "--delivery", f"127.0.0.1:{self.ports['delivery']}",
+                     "--issuer", f"127.0.0.1:{issuer}", "--issuer-id", ISSUER,
+                     "--delivery", f"127.0.0.1:{delivery}",
                      "--delivery-id", DELIVERY]
         return args
 
-    def start(self, role: str) -> None:
-        port = self.ports.get(role, 0)
+    def start(self, name: str) -> None:
+        port = self.ports.get(name, 0)
+        role, _j = role_of(name)
         for attempt in range(50):  # the port may take a moment to be free again
             try:
-                proc = PartyProcess(role, self.args(role), self.home / f"{role}.log", port=port)
+                proc = PartyProcess(role, self.args(name), self.home / f"{name}.log",
+                                    port=port)
                 break
             except TransactionError:
                 if attempt == 49:
                     raise
                 time.sleep(0.1)
-        self.procs[role], self.ports[role] = proc, proc.port
+        self.procs[name], self.ports[name] = proc, proc.port
 
-    def kill(self, role: str) -> None:
-        proc = self.procs[role]
+    def kill(self, name: str) -> None:
+        proc = self.procs[name]
         proc.kill()
         proc.stop()  # closes its log handle; the process is gone already
 
@@ -164,7 +204,7 @@ def make_world(home: Path, config: ChaosConfig) -> dict[int, int]:
     (home / "rows.json").write_text(json.dumps({holder_id(i): rows[holder_id(i)]
                                                 for i in range(config.holders)}))
     balances = {i: POOR if i == 0 else RICH for i in range(config.holders)}
-    ledger = Ledger(home / "issuer.sqlite")
+    ledger = Ledger(config.store(home, "issuer"))
     try:
         for i, balance in balances.items():
             ledger.add_account(Account(card_number(i), holder_id(i), NAME, PHONE, EXPIRY,
@@ -183,10 +223,11 @@ def an_order(i: int) -> Order:
 class Holders:
     """One thread per holder, each with its own software card, buying back to back."""
 
-    def __init__(self, home: Path, config: ChaosConfig, seller_port: int) -> None:
+    def __init__(self, home: Path, config: ChaosConfig, seller_ports: list[int]) -> None:
         rows = json.loads((home / "rows.json").read_text())
         self.clients = [HolderClient(software_card(holder_id(i), rows[holder_id(i)]), "0000",
-                                     "127.0.0.1", seller_port, seller=SELLER,
+                                     "127.0.0.1", seller_ports[i % len(seller_ports)],
+                                     seller=SELLER,
                                      max_amount="1000000")
                         for i in range(config.holders)]
         self.records: list[HolderRecord] = []
@@ -251,32 +292,42 @@ class Holders:
                     time.sleep(0.5)
 
 
-def wait_until_settled(orders: Path, deadline: float) -> None:
+STORES: dict[str, Callable[[Path | str], Any]] = {
+    "issuer": Ledger, "delivery": Shipments, "seller": OrderBook}
+
+
+def rows(config: ChaosConfig, home: Path, role: str, query: str) -> list[tuple[Any, ...]]:
+    """`query` on `role`'s store, on whichever engine it is, through the store's own engine."""
+    store = STORES[role](config.store(home, role))
+    try:
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                for row in store.db.read(lambda tx: tx.all(query))]
+    finally:
+        store.close()
+
+
+def wait_until_settled(config: ChaosConfig, home: Path, deadline: float) -> None:
     while time.monotonic() < deadline:
-        with contextlib.closing(sqlite3.connect(orders)) as conn:
-            (left,) = conn.execute("SELECT count(*) FROM orders WHERE status NOT IN "
-                                   "('completed', 'declined', 'failed')").fetchone()
-        if left == 0:
-            return
+        with contextlib.suppress(TransactionError):  # the database restarting, say
+            (left,), = rows(config, home, "seller", "SELECT count(*) FROM orders WHERE status "
+                                                    "NOT IN ('completed', 'declined', 'failed')")
+            if left == 0:
+                return
         time.sleep(0.5)
 
 
-def rows(path: Path, query: str) -> list[tuple[object, ...]]:
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return conn.execute(query).fetchall()
-
-
 def check(home: Path, initial: dict[int, int], records: list[HolderRecord],
-          report: Report) -> None:
+          report: Report, config: ChaosConfig | None = None) -> None:
     """Read the three databases directly and list every broken rule."""
+    config = config or ChaosConfig()
     bad = report.violations.append
     ledger = {r[0]: (r[1], r[2], r[3]) for r in rows(
-        home / "issuer.sqlite", "SELECT order_id, code, amount, card_number FROM authorisations")}
-    shipped = {r[0]: r[1] for r in rows(home / "delivery.sqlite",
+        config, home, "issuer", "SELECT order_id, code, amount, card_number FROM authorisations")}
+    shipped = {r[0]: r[1] for r in rows(config, home, "delivery",
                                         "SELECT order_id, tracking FROM shipments")}
-    seller = {r[0]: (r[1], r[2]) for r in rows(home / "seller.sqlite",
+    seller = {r[0]: (r[1], r[2]) for r in rows(config, home, "seller",
                                                "SELECT order_id, status, note FROM orders")}
-    balance = {r[0]: r[1] for r in rows(home / "issuer.sqlite",
+    balance = {r[0]: r[1] for r in rows(config, home, "issuer",
                                         "SELECT card_number, balance FROM accounts")}
     report.orders = len(seller)
     report.holder_orders = len(records)
@@ -328,31 +379,40 @@ def check(home: Path, initial: dict[int, int], records: list[HolderRecord],
 def run(config: ChaosConfig, home: Path) -> Report:
     report = Report()
     initial = make_world(home, config)
-    parties = Parties(home)
+    parties = Parties(home, config)
     holders: Holders | None = None
     try:
-        for role in ROLES:
-            parties.start(role)
-        holders = Holders(home, config, parties.ports["seller"])
+        names = [name for role in ROLES for name in parties.names(role)]
+        for name in names:
+            parties.start(name)
+        holders = Holders(home, config, [parties.ports[n] for n in parties.names("seller")])
         holders.start()
         rng = random.Random(config.seed)
-        end = time.monotonic() + config.seconds
+        start = time.monotonic()
+        end = start + config.seconds
+        restart_at = start + config.seconds / 2 if config.restart_database else None
         while time.monotonic() < end:
             time.sleep(rng.uniform(config.kill_min, config.kill_max))
-            role = rng.choice(ROLES)
-            parties.kill(role)
-            report.kills[role] += 1
-            parties.start(role)
+            if restart_at is not None and time.monotonic() >= restart_at:
+                assert config.restart_database is not None
+                config.restart_database()  # under the running parties
+                report.database_restarts += 1
+                restart_at = None
+                continue
+            name = rng.choice(names)
+            parties.kill(name)
+            report.kills[name] += 1
+            parties.start(name)
         holders.join()
         deadline = time.monotonic() + config.grace
-        wait_until_settled(home / "seller.sqlite", deadline)
+        wait_until_settled(config, home, deadline)
         holders.settle(deadline)
     finally:
         if holders is not None:
             holders.stop.set()
         parties.stop()
     report.holder_errors = holders.errors
-    check(home, initial, holders.records, report)
+    check(home, initial, holders.records, report, config)
     return report
 
 
@@ -363,9 +423,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--grace", type=float, default=120.0)
     parser.add_argument("--work-dir", type=Path, help="keep databases and logs here")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="processes per party, sharing its store (use with --postgresql)")
+    parser.add_argument("--postgresql", metavar="URL",
+                        help="keep the three parties' stores in this PostgreSQL database")
     args = parser.parse_args(argv)
     config = ChaosConfig(seconds=args.seconds, holders=args.holders, seed=args.seed,
-                         grace=args.grace)
+                         grace=args.grace, instances=args.instances,
+                         postgresql=args.postgresql)
     with contextlib.ExitStack() as stack:
         if args.work_dir is None:
             home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nettx-chaos-")))

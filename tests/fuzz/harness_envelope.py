@@ -5,7 +5,8 @@ Input layout: byte 0 % 3 chooses what the rest is:
     0   an envelope, CBOR, as an `order` message carries it: `Envelope.from_cbor`, then the
         header in it (`Header.from_bytes`, `check_fresh`) and each part's counter
     1   a header's bytes: `Header.from_bytes`
-    2   a part's plaintext, as the card opened it: `parse_part` under a valid header
+    2   a part's plaintext, as the card opened it: `parse_part` under a valid header, read by
+        each party's reader (host/protocol/parts.py)
 
 Declared errors: `EnvelopeError` and `WireError` (both `TransactionError`s with a code for the
 wire). Invariants (a violation raises `Finding`):
@@ -14,7 +15,8 @@ wire). Invariants (a violation raises `Finding`):
   back), so every MAC covers exactly one encoding;
 - an envelope that parses round-trips through `to_cbor`, and its parts are within bounds;
 - a part that parses commits to its own fields (the commitment checked is the one computed)
-  and names only order fields.
+  and names only order fields; a seller part that parses is priced by the form at its
+  amount.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import cbor2
 
 from card_applet import keys
 from host.errors import TransactionError
-from host.protocol import codec, envelope
+from host.protocol import codec, envelope, parts
 from host.protocol.envelope import (
     MAX_PART,
     SEAL_OVERHEAD,
@@ -90,15 +92,22 @@ def check_part(plaintext: bytes) -> None:
     box = fake_seal(Party.SELLER, plaintext, b"", b"")
     for party in Party:
         try:
-            opened = parse_part(HEADER, HEADER_BYTES, party, box, plaintext)
+            opened = parse_part(HEADER, HEADER_BYTES, party, box, plaintext,
+                                parts.reader(party, FORM))
         except TransactionError:
             continue
-        fields: dict[str, Any] = opened.fields
+        fields: dict[str, Any] = codec.decode(plaintext)["fields"]
         salt = codec.decode(plaintext)["salt"]
         if commitment(salt, codec.encode(fields)) != opened.commitments[party]:
             raise Finding("a part passed that does not match its own commitment")
         if not set(fields) <= {f.value for f in OrderField}:
             raise Finding(f"a part passed with fields {sorted(fields)}")
+        if opened.part.names != set(fields):
+            raise Finding("a part's names are not the fields it carried")
+        seller = opened.part
+        if isinstance(seller, parts.SellerPart) and seller.amount != FORM.price(
+                (line.number, line.quantity) for line in seller.items):
+            raise Finding("a seller part passed at another price than the form's")
 
 
 def run_one(data: bytes) -> None:

@@ -1,11 +1,13 @@
-"""Fuzz harness for the wire protocol (host/protocol/wire.py): the frame decoder, message
-parsing and the typed field access every handler uses (host/protocol/codec.py's `Fields`).
+"""Fuzz harness for the wire protocol (host/protocol/wire.py, messages.py): the frame decoder,
+message parsing, the typed messages every handler takes, and the field access they are built
+on (host/protocol/codec.py's `Fields`).
 
 Input layout: byte 0 is a chunk size (1 + its value) for feeding the rest to the decoder, as
 a stream that arrives in pieces; byte 1 chooses the frame limit (b0: 64 bytes instead of
 MAX_FRAME, so the too-large path is reached cheaply); the rest is the byte stream.
 
-Declared errors: `WireError` from the decoder, `Message.parse` and `Fields`; from
+Declared errors: `WireError` from the decoder, `RawMessage.parse`, `Fields` and
+`messages.parse`, and the `EnvelopeError` an `order` message's envelope may raise; from
 `raise_if_error` (an `error` message) and `expect`, the `TransactionError` they exist to
 raise. Invariants (a violation raises `Finding`):
 - nothing else escapes;
@@ -14,7 +16,9 @@ raise. Invariants (a violation raises `Finding`):
 - a message that parses re-encodes with `frame` into a frame that parses to the same body
   (what a party relays is what it received);
 - every field of a parsed message reads as its own type, and as any other type only by
-  raising `WireError`.
+  raising `WireError`;
+- a typed message that parses encodes (`to_frame`) into a frame that parses to the same
+  typed message.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import contextlib
 from typing import Any
 
 from host.errors import TransactionError, WireError
-from host.protocol import codec
+from host.protocol import codec, messages
 from host.protocol.codec import Fields
-from host.protocol.wire import LENGTH, MAX_FRAME, FrameDecoder, Message, MessageType, expect, frame
+from host.protocol.messages import ErrorMessage, OrderOutcome, expect
+from host.protocol.wire import LENGTH, MAX_FRAME, FrameDecoder, MessageType, RawMessage, frame
 
 KINDS: tuple[type, ...] = (str, bytes, int, bool, dict, list)
 
@@ -61,7 +66,7 @@ def check_fields(body: Fields) -> None:
 
 def check_message(raw: bytes) -> None:
     try:
-        message = Message.parse(raw)
+        message = RawMessage.parse(raw)
     except WireError:
         return
     rest: dict[str, Any] = {k: v for k, v in message.body.map.items() if k != "type"}
@@ -69,13 +74,27 @@ def check_message(raw: bytes) -> None:
         again = frame(message.type, **rest)
     except WireError as exc:
         raise Finding(f"a parsed {message.type} message does not re-encode: {exc}") from exc
-    reparsed = Message.parse(again[LENGTH.size :])
+    reparsed = RawMessage.parse(again[LENGTH.size :])
     if reparsed.type is not message.type or reparsed.body.map != message.body.map:
         raise Finding(f"{message.type} changed on re-encoding")
     check_fields(message.body)
-    for kind in (MessageType.ERROR, MessageType.OUTCOME):
+    check_typed(raw)
+
+
+def check_typed(raw: bytes) -> None:
+    try:
+        typed = messages.parse(raw)
+    except TransactionError:
+        return
+    try:
+        again = messages.parse(typed.to_frame()[LENGTH.size :])
+    except TransactionError as exc:
+        raise Finding(f"a parsed {typed.TYPE} message does not parse again: {exc}") from exc
+    if again != typed:
+        raise Finding(f"{typed.TYPE} changed on its way through to_frame")
+    for kind in (ErrorMessage, OrderOutcome):
         with contextlib.suppress(TransactionError):
-            expect(message, kind)
+            expect(typed, kind)
 
 
 def run_one(data: bytes) -> None:

@@ -44,8 +44,10 @@ TARGETS = (
            ("card_applet.atr", "card_applet.line", "terminal.serial", "tests.fuzz.harness_atr"),
            "ATR and PPS parsing and the reader's checks (card_applet/atr.py, line.py)"),
     Target("wire", "tests.fuzz.harness_wire",
-           ("host.protocol.wire", "host.protocol.codec", "tests.fuzz.harness_wire"),
-           "wire frames, message parsing, typed fields (host/protocol/wire.py, codec.py)"),
+           ("host.protocol.wire", "host.protocol.messages", "host.protocol.codec",
+            "tests.fuzz.harness_wire"),
+           "wire frames, typed messages, typed fields (host/protocol/wire.py, messages.py, "
+           "codec.py)"),
     Target("envelope", "tests.fuzz.harness_envelope",
            ("host.protocol.envelope", "host.protocol.codec", "host.protocol.order",
             "tests.fuzz.harness_envelope"),

@@ -215,7 +215,7 @@ def test_wire_harness_reports_an_undeclared_error(monkeypatch: pytest.MonkeyPatc
     def parse(cls: type, frame: bytes) -> object:
         raise KeyError("type")
 
-    monkeypatch.setattr(wire_module.Message, "parse", classmethod(parse))
+    monkeypatch.setattr(wire_module.RawMessage, "parse", classmethod(parse))
     with pytest.raises(KeyError):
         harness_wire.run_one(harness_wire.seeds()["form-request"])
 

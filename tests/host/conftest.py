@@ -13,6 +13,7 @@ from tests.host.test_transaction import (  # noqa: F401 - fixtures, found by nam
     holder_card,
     make_market,
     market,
+    party_engine,
 )
 
 

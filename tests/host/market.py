@@ -66,6 +66,15 @@ class Market:
     ports: dict[str, int] = field(default_factory=dict)
     loop: asyncio.AbstractEventLoop | None = None
     thread: threading.Thread | None = None
+    # where the parties' stores live: None for SQLite files in the home, else a function
+    # naming a location (a PostgreSQL database) for each store
+    engine: Callable[[str], Path | str] | None = None
+
+    def location(self, store: str) -> Path | str:
+        """The store of `store` ("ledger", "orders" or "ship") for this market's parties."""
+        if self.engine is None:
+            return self.home / f"{store}.sqlite"
+        return self.engine(f"{self.home.name}-{store}")
 
     def keys(self, identifier: str) -> KeyModule:
         return KeyModule.software(identifier, self.rows[identifier], pool=4)
@@ -86,7 +95,7 @@ class Market:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         config = config or ServerConfig()
-        ledger = self.home / "ledger.sqlite"
+        ledger = self.location("ledger")
         seeded = Ledger(ledger)
         for acc in accounts or (account(),):
             seeded.add_account(acc)
@@ -95,12 +104,12 @@ class Market:
         async def start_all() -> None:
             issuer = issuer_class(issuer_keys() if issuer_keys else self.keys(ISSUER),
                                   issuer_config or config, ledger)
-            delivery = DeliveryServer(self.keys(DELIVERY), config, self.home / "ship.sqlite")
+            delivery = DeliveryServer(self.keys(DELIVERY), config, self.location("ship"))
             self.ports["issuer"] = await issuer.start()
             self.ports["delivery"] = await delivery.start()
             seller = SellerServer(self.keys(SELLER), config, SellerConfig(
                 seller_form or form(), Endpoint("127.0.0.1", self.ports["issuer"]),
-                Endpoint("127.0.0.1", self.ports["delivery"]), self.home / "orders.sqlite",
+                Endpoint("127.0.0.1", self.ports["delivery"]), self.location("orders"),
                 retry_every=0.2, give_up_after=give_up_after))
             self.ports["seller"] = await seller.start()
             self.servers.update(issuer=issuer, delivery=delivery, seller=seller)

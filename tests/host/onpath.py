@@ -13,7 +13,7 @@ from typing import Any
 
 from host.parties.connection import Connection
 from host.protocol import codec
-from host.protocol.wire import FrameDecoder, Message, MessageType, frame
+from host.protocol.wire import FrameDecoder, MessageType, RawMessage, frame
 
 Rewrite = Callable[[dict[str, Any]], dict[str, Any]]
 # a request the attacker answers itself instead of relaying: returns the answer, or None
@@ -61,7 +61,7 @@ class OnPathProxy:
             if not data:
                 return None
             pending.extend(decoder.feed(data))
-        return dict(Message.parse(pending.pop(0)).body.map)
+        return dict(RawMessage.parse(pending.pop(0)).body.map)
 
     def _relay(self, client: socket.socket, upstream: Connection) -> None:
         decoder, pending = FrameDecoder(), []
@@ -75,7 +75,8 @@ class OnPathProxy:
                 body = {k: v for k, v in request.items() if k != "type"}
                 upstream.send_raw(frame(MessageType(request["type"]), **body))
                 try:
-                    ours = self.rewrite(dict(upstream.receive().body.map))
+                    answer = upstream.receive()
+                    ours = self.rewrite({"type": answer.TYPE.value, **answer.to_cbor()})
                 except Exception:
                     return
             body = {k: v for k, v in ours.items() if k != "type"}

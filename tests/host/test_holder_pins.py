@@ -20,10 +20,10 @@ from host.parties.issuer import DECLINED, IssuerServer
 from host.parties.seller import Endpoint, SellerConfig, SellerServer
 from host.parties.server import ServerConfig
 from host.protocol import codec
-from host.protocol.codec import Fields
+from host.protocol.messages import Authorise, Form, FormRequest, expect
 from host.protocol.money import Money
 from host.protocol.order import CatalogueItem, Party
-from host.protocol.wire import MessageType
+from host.protocol.wire import MessageType, frame
 from host.storage.ledger import Ledger
 from terminal.session import CardSession
 from tests.host import test_transaction as transaction
@@ -260,8 +260,8 @@ class RecordingIssuer(IssuerServer):
 
     sent: ClassVar[list[bytes]] = []
 
-    async def on_authorise(self, body: Fields) -> bytes:
-        reply = await super().on_authorise(body)
+    async def on_authorise(self, message: Authorise) -> bytes:
+        reply = await super().on_authorise(message)
         RecordingIssuer.sent.append(reply)
         return reply
 
@@ -359,8 +359,8 @@ def test_a_form_request_without_a_holder_and_a_nonce_is_malformed(
         market: Market, body: dict[str, Any]) -> None:
     with Connection("127.0.0.1", market.ports["seller"]) as conn, \
             pytest.raises(TransactionError, match="malformed"):
-        conn.request(MessageType.FORM_REQUEST, MessageType.FORM, **body)
+        conn.send_raw(frame(MessageType.FORM_REQUEST, **body))
+        expect(conn.receive(), Form)
     with Connection("127.0.0.1", market.ports["seller"]) as conn:  # still serving
-        reply = conn.request(MessageType.FORM_REQUEST, MessageType.FORM,
-                             holder="holder:alice@example.org", nonce=bytes(16))
-    assert len(reply.body.get("mac", bytes)) == 33
+        reply = conn.request(FormRequest("holder:alice@example.org", bytes(16)), Form)
+    assert len(reply.mac) == 33

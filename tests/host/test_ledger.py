@@ -1,9 +1,10 @@
 """The ledger applies the card manager's rules: it gathers the facts they read and applies the
-decision they return in one transaction, whatever the rules are (a stand-in for them here)."""
+decision they return in one transaction, whatever the rules are (a stand-in for them here).
+Every test runs on both engines (`store_engine`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from host.errors import TransactionError
 from host.storage.base import Seen
 from host.storage.ledger import Account, AuthorisationRequest, Decision, Facts, Ledger
+from tests.host.stores import count, idle, query
 
 HOLDER = "holder:alice@example.org"
 CARD = "4000123412341234"
@@ -23,8 +25,8 @@ REQUEST = AuthorisationRequest(
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    ledger = Ledger(tmp_path / "ledger.sqlite")
+def ledger(store_engine: Callable[[str], Path | str]) -> Iterator[Ledger]:
+    ledger = Ledger(store_engine("ledger"))
     ledger.add_account(ACCOUNT)
     yield ledger
     ledger.close()
@@ -50,7 +52,7 @@ def order(n: int, **changes: object) -> AuthorisationRequest:
 
 
 def rows(ledger: Ledger, table: str) -> int:
-    return int(ledger.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    return count(ledger, table)
 
 
 def test_the_rules_see_the_facts_the_ledger_holds(ledger: Ledger) -> None:
@@ -89,8 +91,8 @@ def test_only_an_evaluated_decline_counts(ledger: Ledger) -> None:
     ledger.authorise(order(2), Rules(replace(DECLINE, card_number=None, evaluated=False)))
     assert ledger.declines(HOLDER) == 1
     assert ledger.account(CARD) == ACCOUNT
-    recorded = ledger.conn.execute("SELECT order_id, card_number FROM authorisations "
-                                   "ORDER BY order_id").fetchall()
+    recorded = query(ledger, "SELECT order_id, card_number FROM authorisations "
+                             "ORDER BY order_id")
     assert recorded == [(order(1).order_id, CARD), (order(2).order_id, None)]
 
 
@@ -109,4 +111,4 @@ def test_rules_that_fail_leave_nothing_written(ledger: Ledger, rules: object) ->
         ledger.authorise(order(1), rules)  # type: ignore[arg-type]
     for table in ("authorisations", "counters", "declines", "views"):
         assert rows(ledger, table) == 0, table
-    assert ledger.account(CARD) == ACCOUNT and not ledger.conn.in_transaction
+    assert ledger.account(CARD) == ACCOUNT and idle(ledger)

@@ -28,6 +28,7 @@ from host.storage.order_book import (
 )
 from terminal.session import CardSession
 from tests.host.market import Market, order
+from tests.host.stores import execute, idle, query
 from tests.host.test_transaction import balance, client_for, shipments
 
 S = OrderStatus
@@ -36,12 +37,12 @@ FINAL = (S.COMPLETED, S.DECLINED, S.FAILED)
 # -- the transition table -----------------------------------------------------------------------
 
 
-def book_at(tmp_path: Path, status: OrderStatus) -> tuple[OrderBook, bytes]:
+def book_at(location: Path | str, status: OrderStatus) -> tuple[OrderBook, bytes]:
     """A book holding one order, put at `status` by writing the row directly."""
-    book = OrderBook(tmp_path / f"orders-{status.value}.sqlite")
+    book = OrderBook(location)
     order_id = bytes(16)
     book.receive(order_id, b"envelope", "holder:a@example.org", 100, bytes(32), ["amount"])
-    book.conn.execute("UPDATE orders SET status = ? WHERE order_id = ?", (status.value, order_id))
+    execute(book, "UPDATE orders SET status = ? WHERE order_id = ?", (status.value, order_id))
     return book, order_id
 
 
@@ -55,20 +56,20 @@ def move_args(new: OrderStatus) -> dict[str, object]:
 
 @pytest.mark.parametrize("old", list(S))
 @pytest.mark.parametrize("new", list(S))
-def test_the_order_book_enforces_the_transition_table(tmp_path: Path, old: OrderStatus,
-                                                      new: OrderStatus) -> None:
-    book, order_id = book_at(tmp_path, old)
+def test_the_order_book_enforces_the_transition_table(
+        store_engine: Callable[[str], Path | str], old: OrderStatus, new: OrderStatus) -> None:
+    book, order_id = book_at(store_engine("orders"), old)
     try:
         if new in TRANSITIONS[old]:
             book.move(order_id, new, **move_args(new))  # type: ignore[arg-type]
             record = book.get(order_id)
             assert record is not None and record.status is new
         else:
-            before = book.conn.execute("SELECT * FROM orders").fetchall()
+            before = query(book, "SELECT * FROM orders")
             with pytest.raises(IllegalTransition):
                 book.move(order_id, new, **move_args(new))  # type: ignore[arg-type]
-            assert book.conn.execute("SELECT * FROM orders").fetchall() == before
-            assert not book.conn.in_transaction
+            assert query(book, "SELECT * FROM orders") == before
+            assert idle(book)
     finally:
         book.close()
 
@@ -86,8 +87,9 @@ def test_the_table_has_no_way_out_of_a_final_status_or_back_to_the_start() -> No
         assert TRANSITIONS[status]
 
 
-def test_a_final_move_records_its_outcome_and_only_it(tmp_path: Path) -> None:
-    book, order_id = book_at(tmp_path, S.APPROVED)
+def test_a_final_move_records_its_outcome_and_only_it(
+        store_engine: Callable[[str], Path | str]) -> None:
+    book, order_id = book_at(store_engine("orders"), S.APPROVED)
     try:
         with pytest.raises(ValueError, match="outcome"):
             book.move(order_id, S.COMPLETED)

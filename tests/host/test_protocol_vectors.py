@@ -13,7 +13,7 @@ import pytest
 
 from host.parties.issuer import DECLINED, RECEIPT_BLOCK
 from host.parties.softcard import software_card
-from host.protocol import envelope
+from host.protocol import envelope, parts
 from host.protocol.envelope import Header
 from host.protocol.order import Party
 from terminal.errors import ApduError
@@ -49,7 +49,8 @@ def test_each_part_opens_on_its_partys_applet(committed: dict, party: Party) -> 
     assert plaintext.hex() == part["plaintext_hex"]
     header_bytes = bytes.fromhex(committed["header_hex"])
     opened = envelope.parse_part(Header.from_bytes(header_bytes), header_bytes, party,
-                                 bytes.fromhex(part["box_hex"]), plaintext)
+                                 bytes.fromhex(part["box_hex"]), plaintext,
+                                 parts.reader(party, pv.the_form()))
     assert opened.digest.hex() == committed["order_digest_hex"]
     assert opened.atc == part["atc"]
 

@@ -25,6 +25,7 @@ from host.parties.durability import EXIT_STORAGE_LOST
 from host.parties.issuer import IssuerServer
 from host.parties.seller import Endpoint, SellerConfig, SellerServer
 from host.parties.server import PartyServer, ServerConfig
+from host.protocol.messages import ErrorMessage, OrderOutcome
 from host.protocol.wire import MessageType, frame
 from host.storage.ledger import Ledger
 from host.storage.order_book import OrderBook
@@ -63,8 +64,10 @@ class FaultyConnection:
         return getattr(self.conn, name)
 
 
-def inject(db: Database, error: str, matching: Callable[[str], bool] = lambda _sql: True
+def inject(store: Any, error: str, matching: Callable[[str], bool] = lambda _sql: True
            ) -> FaultyConnection:
+    """Wrap the SQLite connection under `store` (a store, or its engine)."""
+    db: Database = getattr(store, "db", store)
     faulty = FaultyConnection(db.conn, error, matching)
     db.conn = faulty  # type: ignore[assignment]
     return faulty
@@ -100,12 +103,14 @@ def test_a_failed_commit_is_rolled_back(tmp_path: Path, error: str) -> None:
 
 def test_storage_errors_are_told_apart(tmp_path: Path) -> None:
     for cls in (Ledger, OrderBook, Shipments):
-        db = cls(tmp_path / f"{cls.__name__}.sqlite")
+        store = cls(tmp_path / f"{cls.__name__}.sqlite")
+        db = store.db
+        assert isinstance(db, Database)
         inject(db, FULL)
         with pytest.raises(StorageFull) as full, db.transaction():
             db.conn.execute("SELECT 1")
         assert full.value.code == "internal"
-        db.close()
+        store.close()
 
 
 def test_halting_stops_the_process_with_one_line(tmp_path: Path) -> None:
@@ -227,7 +232,7 @@ def test_an_io_error_stops_the_party_and_a_restart_recovers(
         market: Market, holder_card: CardSession, role: str) -> None:
     server = market.servers[role]
     db: Database = {"issuer": lambda: server.ledger, "delivery": lambda: server.shipments,
-                    "seller": lambda: server.orders}[role]()  # type: ignore[attr-defined]
+                    "seller": lambda: server.orders}[role]().db  # type: ignore[attr-defined]
     # the seller's fault hits the order's first move, after it was received
     faulty = inject(db, IOERR, (lambda sql: sql.startswith("UPDATE orders"))
                     if role == "seller" else (lambda _sql: True))
@@ -238,11 +243,11 @@ def test_an_io_error_stops_the_party_and_a_restart_recovers(
         conn.send_raw(frame(MessageType.ORDER, envelope=sealed.envelope.to_cbor()))
         answer = conn.receive()
     # not a completion: pending, or `internal` from a seller that is stopping
-    assert answer.type in (MessageType.OUTCOME, MessageType.ERROR)
-    if answer.type is MessageType.OUTCOME:
-        assert answer.body.map["status"] == "pending"
+    assert isinstance(answer, (OrderOutcome, ErrorMessage))
+    if isinstance(answer, OrderOutcome):
+        assert answer.status == "pending"
     else:
-        assert answer.body.map["code"] == "internal"
+        assert answer.code == "internal"
     wait_for(lambda: len(halts) >= 1)
     assert "data may not be durable" in str(halts[0])
     # the stopped party writes nothing more, whatever it is asked

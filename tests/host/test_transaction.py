@@ -4,7 +4,6 @@ visibility, the declines and the attacks. tests/e2e runs the same parties as pro
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,12 +20,13 @@ from host.parties.issuer import IssuerServer
 from host.parties.keymodule import KeyModule
 from host.parties.server import ServerConfig
 from host.parties.softcard import software_card
-from host.protocol import codec, envelope
-from host.protocol.codec import Fields
+from host.protocol import codec, envelope, messages
 from host.protocol.envelope import Envelope, SealedOrder
+from host.protocol.messages import Authorise, ErrorMessage, Message, OrderOutcome, expect
 from host.protocol.order import DEFAULT_GRANTS, OrderField, PartitionPolicy, Party
-from host.protocol.wire import Message, MessageType, expect, frame
+from host.protocol.wire import MessageType, frame
 from host.storage.ledger import Ledger
+from host.storage.shipments import Shipments
 from terminal.cardauth import CardPairing
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
@@ -44,6 +44,7 @@ from tests.host.market import (
     order,
 )
 from tests.host.market import holder_card as market_holder_card
+from tests.host.stores import count
 
 PIN, PUK = "1234", "12345678"
 CEILING = "1000.00"  # EUR: above every honest order here
@@ -63,13 +64,21 @@ def holder_card(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path) 
 
 
 @pytest.fixture
-def make_market(centre: tuple[Authority, dict[str, list[int]]],
-                tmp_path: Path) -> Iterator[Callable[..., Market]]:
+def party_engine() -> Callable[[str], Path | str] | None:
+    """Where the market's parties keep their stores: SQLite files in its home here;
+    test_transaction_postgresql.py runs tests of this module on PostgreSQL."""
+    return None
+
+
+@pytest.fixture
+def make_market(centre: tuple[Authority, dict[str, list[int]]], tmp_path: Path,
+                party_engine: Callable[[str], Path | str] | None
+                ) -> Iterator[Callable[..., Market]]:
     started: list[Market] = []
 
     def make(**kwargs: object) -> Market:
         authority, rows = centre
-        m = Market(authority, rows, tmp_path / f"market{len(started)}")
+        m = Market(authority, rows, tmp_path / f"market{len(started)}", engine=party_engine)
         m.home.mkdir()
         started.append(m)
         m.start(**kwargs)  # type: ignore[arg-type]
@@ -100,11 +109,11 @@ def prepared(market: Market, card: CardSession) -> tuple[HolderClient, SealedOrd
 def send(market: Market, env: Envelope) -> object:
     with Connection("127.0.0.1", market.ports["seller"]) as conn:
         conn.send_raw(frame(MessageType.ORDER, envelope=env.to_cbor()))
-        return expect(conn.receive(), MessageType.OUTCOME).body.map
+        return expect(conn.receive(), OrderOutcome).to_cbor()
 
 
 def balance(market: Market) -> int:
-    ledger = Ledger(market.home / "ledger.sqlite")
+    ledger = Ledger(market.location("ledger"))
     try:
         acc = ledger.account(CARD_NUMBER)
         assert acc is not None
@@ -114,11 +123,11 @@ def balance(market: Market) -> int:
 
 
 def shipments(market: Market) -> int:
-    conn = sqlite3.connect(market.home / "ship.sqlite")
+    store = Shipments(market.location("ship"))
     try:
-        return conn.execute("SELECT count(*) FROM shipments").fetchone()[0]
+        return count(store, "shipments")
     finally:
-        conn.close()
+        store.close()
 
 
 # -- the purchase ---------------------------------------------------------------------------
@@ -251,7 +260,7 @@ def test_dropped_part_is_refused(market: Market, holder_card: CardSession) -> No
     with Connection("127.0.0.1", market.ports["seller"]) as conn:
         conn.send_raw(frame(MessageType.ORDER, envelope=cbor))
         with pytest.raises(TransactionError, match="exactly the seller, issuer and delivery"):
-            expect(conn.receive(), MessageType.OUTCOME)
+            expect(conn.receive(), OrderOutcome)
 
 
 def test_seller_cannot_open_the_card_managers_part(market: Market,
@@ -324,8 +333,8 @@ def test_short_read_timeout_closes_an_idle_connection(make_market: Callable[...,
     m = make_market(config=ServerConfig(read_timeout=0.3))
     with Connection("127.0.0.1", m.ports["seller"]) as conn:
         message = conn.receive()  # we send nothing: the server gives up on us
-        assert message.type is MessageType.ERROR
-        assert message.body.map["code"] == "timeout"
+        assert isinstance(message, ErrorMessage)
+        assert message.code == "timeout"
         with pytest.raises(TransactionError, match="connection-lost"):
             conn.receive()
 
@@ -389,7 +398,7 @@ def test_forged_delivery_part_after_the_debit_is_reversed(market: Market,
     with Connection("127.0.0.1", market.ports["seller"]) as conn:
         conn.send_raw(frame(MessageType.ORDER, envelope=Envelope(sealed.envelope.header,
                                                                  parts).to_cbor()))
-        outcome = client.read_outcome(expect(conn.receive(), MessageType.OUTCOME), sealed)
+        outcome = client.read_outcome(expect(conn.receive(), OrderOutcome), sealed)
     assert outcome.status == "failed" and "reversed" in outcome.reason
     assert outcome.charge_verified  # the card opened the card manager's reversal receipt
     assert balance(market) == 100_000
@@ -400,8 +409,8 @@ class LyingLink(IssuerServer):
     """Debits, then the seller sees an `error` frame instead of the authorisation: what a
     network attacker could substitute, since error frames are not authenticated."""
 
-    async def on_authorise(self, body: Fields) -> bytes:
-        await super().on_authorise(body)
+    async def on_authorise(self, message: Authorise) -> bytes:
+        await super().on_authorise(message)
         raise TransactionError("forged", "a lie on the wire")
 
 
@@ -419,8 +428,8 @@ class SlowToAnswer(IssuerServer):
 
     answer_after = 0.0
 
-    async def on_authorise(self, body: Fields) -> bytes:
-        reply = await super().on_authorise(body)
+    async def on_authorise(self, message: Authorise) -> bytes:
+        reply = await super().on_authorise(message)
         if time.monotonic() < self.answer_after:
             raise TransactionError("internal", "not answering yet")
         return reply
@@ -452,9 +461,9 @@ def test_counters_arriving_out_of_order_are_not_a_clone(market: Market,
     assert balance(market) == 100_000 - 2 * 4900
 
 
-def outcome_message(sealed: SealedOrder, **body: object) -> Message:
-    return Message.parse(frame(MessageType.OUTCOME, order=sealed.header.order_id,
-                               **body)[4:])
+def outcome_message(sealed: SealedOrder, **body: object) -> OrderOutcome:
+    return expect(messages.parse(frame(MessageType.OUTCOME, order=sealed.header.order_id,
+                                       **body)[4:]), OrderOutcome)
 
 
 def test_the_holder_does_not_take_the_sellers_word(market: Market,
@@ -469,11 +478,11 @@ def test_the_holder_does_not_take_the_sellers_word(market: Market,
     # a receipt of another order does not open for this one
     _, other = prepared(market, holder_card)
     with Connection("127.0.0.1", market.ports["seller"]) as conn:
-        real = expect(_send_raw(conn, other), MessageType.OUTCOME)
+        real = expect(_send_raw(conn, other), OrderOutcome)
     with pytest.raises(TransactionError, match="forged"):
         client.read_outcome(outcome_message(sealed, status="completed", reason="ok",
-                                            issuer_receipt=real.body.map["issuer_receipt"],
-                                            delivery_receipt=real.body.map["delivery_receipt"]),
+                                            issuer_receipt=real.issuer_receipt,
+                                            delivery_receipt=real.delivery_receipt),
                             sealed)
     # a failure the seller reports before any charge is accepted, but marked unverified
     unverified = client.read_outcome(outcome_message(sealed, status="failed", reason="x"),

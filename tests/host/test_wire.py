@@ -23,7 +23,7 @@ from host.errors import WireError
 from host.parties.connection import Connection
 from host.parties.holder import HolderClient
 from host.protocol import codec
-from host.protocol.wire import MAX_FRAME, FrameDecoder, Message, MessageType, frame
+from host.protocol.wire import MAX_FRAME, FrameDecoder, MessageType, RawMessage, frame
 from host.storage.ledger import Ledger
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
@@ -36,7 +36,7 @@ def test_decoder_reassembles_split_frames() -> None:
     data = frame(MessageType.FORM_REQUEST) + frame(MessageType.STATUS, order=b"\x01" * 16)
     decoder = FrameDecoder()
     frames = [f for byte in data for f in decoder.feed(bytes([byte]))]
-    assert [Message.parse(f).type for f in frames] == [MessageType.FORM_REQUEST,
+    assert [RawMessage.parse(f).type for f in frames] == [MessageType.FORM_REQUEST,
                                                       MessageType.STATUS]
     assert not decoder.mid_frame
 
@@ -56,13 +56,13 @@ def test_decoder_refuses_oversized_length_before_buffering() -> None:
 ])
 def test_bad_messages(payload: bytes, match: str) -> None:
     with pytest.raises(WireError, match=match):
-        Message.parse(payload)
+        RawMessage.parse(payload)
 
 
 @given(st.binary(max_size=300))
 def test_any_bytes_parse_or_raise_wire_error(data: bytes) -> None:
     try:
-        message = Message.parse(data)
+        message = RawMessage.parse(data)
     except WireError as exc:
         assert exc.code in ("malformed", "unknown-type")
     else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import pytest
 
 from card_applet.vocabulary import AID
 from terminal.cardproc import CardProcess
-from terminal.pcsc import PcscReader, wait_for_card, wait_until_card_gone
+from terminal.pcsc import PcscReader
 from terminal.session import CardSession
-from tests.conftest import PCSC_READER, PIN, REPO, Pcscd
+from tests.conftest import PCSC_READER, PIN, REPO
 
 pytestmark = pytest.mark.pcscd
 
@@ -34,14 +33,6 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
-
-
-@pytest.fixture
-def served_card(pcscd: Pcscd, card_state: Path, tmp_path: Path) -> Iterator[CardProcess]:
-    with CardProcess(card_state, "127.0.0.1", pcscd.port, log_path=tmp_path / "card.log") as cp:
-        wait_for_card(PCSC_READER).close()
-        yield cp
-    wait_until_card_gone(PCSC_READER)
 
 
 def run(*argv: str, stdin: str = "", conf: Path = OPENSC_CONF) -> Run:

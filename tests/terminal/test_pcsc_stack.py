@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,14 +37,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.pcscd
-
-
-@pytest.fixture
-def served_card(pcscd: Pcscd, card_state: Path, tmp_path: Path) -> Iterator[CardProcess]:
-    with CardProcess(card_state, "127.0.0.1", pcscd.port, log_path=tmp_path / "card.log") as cp:
-        wait_for_card(PCSC_READER).close()
-        yield cp
-    wait_until_card_gone(PCSC_READER)
 
 
 def run(*argv: str) -> str:

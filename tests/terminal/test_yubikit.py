@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from smartcard.System import readers
@@ -32,8 +31,7 @@ from card_applet.vocabulary import (
     encode_pin,
 )
 from terminal.cardproc import CardProcess
-from terminal.pcsc import wait_for_card, wait_until_card_gone
-from tests.conftest import HOLDER, PCSC_READER, PIN, SELLER, Centre, Pcscd
+from tests.conftest import HOLDER, PCSC_READER, PIN, SELLER, Centre
 
 pytestmark = pytest.mark.pcscd
 
@@ -62,14 +60,6 @@ class UsbConnection(SmartCardConnection):
 
     def close(self) -> None:
         self.inner.close()
-
-
-@pytest.fixture
-def served_card(pcscd: Pcscd, card_state: Path, tmp_path: Path) -> Iterator[CardProcess]:
-    with CardProcess(card_state, "127.0.0.1", pcscd.port, log_path=tmp_path / "card.log") as cp:
-        wait_for_card(PCSC_READER).close()
-        yield cp
-    wait_until_card_gone(PCSC_READER)
 
 
 @dataclass
