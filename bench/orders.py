@@ -65,7 +65,8 @@ if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
 
 import host.parties.holder  # noqa: E402
 from bench.meters import results_console  # noqa: E402
-from bench.orders_load import Row  # noqa: E402
+from bench.orders_floor import FloorShop, count_floor, record_pattern, start_floor  # noqa: E402
+from bench.orders_load import Row, Shop  # noqa: E402
 from bench.orders_market import (  # noqa: E402
     NettxShop,
     TimedConnection,
@@ -79,8 +80,18 @@ from bench.orders_measure import (  # noqa: E402
     latency_phase,
     throughput_phase,
 )
+from bench.orders_pattern import Counted  # noqa: E402
 from bench.orders_profile import Profile, profile_phase  # noqa: E402
-from bench.orders_table import environment, reading, render, render_profile, render_top  # noqa: E402
+from bench.orders_table import (  # noqa: E402
+    environment,
+    reading,
+    render,
+    render_cpu,
+    render_floor,
+    render_pattern,
+    render_profile,
+    render_top,
+)
 from bench.runs import close_quietly, stopping_everything, work_dir  # noqa: E402
 
 
@@ -105,15 +116,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-holders", type=int, default=8,
                         help="concurrent holders during --profile (8: enough to saturate "
                              "the seller, few enough that queueing does not dominate)")
+    parser.add_argument("--pattern-orders", type=int, default=10,
+                        help="orders recorded and counted for each shop's pattern (10)")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="measure nettx alone: no recorded pattern, no floor")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (databases, logs)")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.repeats < 1 or args.orders < 1 or min(args.levels) < 1 \
+            or args.pattern_orders < 1 \
             or not 2 <= args.k <= 4096:
         parser.error("--seconds > 0, --repeats, --orders and --levels >= 1, --k 2..4096")
     args.levels = sorted(set(args.levels))
 
     rows: list[Row] = []
+    counted: list[Counted] = []
     profiles: list[Profile] = []
     with stopping_everything(err.print) as bench_run:
         stack = bench_run.stack
@@ -123,14 +140,25 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"centre k = {args.k}: rows for 3 parties, 1 card and "
                   f"{max(args.levels)} software holders in {tmp}")
         world = make_world(tmp, args.k, max(*args.levels, args.profile_holders))
+        pattern = None
+        if not args.no_floor:
+            err.print(f"pattern: {args.pattern_orders} orders of nettx under strace and the "
+                      "recorder, then of the floor under strace")
+            pattern, nettx_counted = record_pattern(stack, world, tmp / "pattern",
+                                                    args.pattern_orders)
+            counted = [nettx_counted,
+                       count_floor(stack, pattern, tmp / "floor-count", args.pattern_orders)]
         stack.enter_context(mock.patch.object(host.parties.holder, "Connection", TimedConnection))
         with contextlib.ExitStack() as parties:
             stack.callback(close_quietly, parties)
             nettx = NettxShop(world, start_parties(parties, world, tmp / "run"))
+            shops: list[Shop] = [nettx]
+            if pattern is not None:
+                shops.append(FloorShop(pattern, start_floor(parties, pattern, tmp / "floor")))
             if not args.no_latency:
                 guarded(rows, "latency", lambda: latency_phase(nettx, args, tmp))
             if not args.no_throughput:
-                guarded(rows, "throughput", lambda: throughput_phase([nettx], args))
+                guarded(rows, "throughput", lambda: throughput_phase(shops, args))
         if args.profile:
             profiles = profile_phase(world, args, tmp)
     if bench_run.interrupted:
@@ -138,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     out = results_console(230)
     out.print(env_line, soft_wrap=True)
     out.print(render(rows, args))
-    for line in reading(rows, commit_ms):
+    for line in reading(rows, commit_ms, counted[0] if counted else None):
         out.print(line)
+    if pattern is not None:
+        out.print(render_floor(rows))
+        out.print(render_pattern(counted, pattern))
+    out.print(render_cpu(rows))
     for row in rows:
         if row.errors:
             out.print(escape(f"{row.kind} / {row.holders} holder(s): first errors: "

@@ -22,6 +22,7 @@ from bench.meters import (
     spread,
 )
 from bench.orders_load import WARMUP_ORDERS, WARMUP_SECONDS, Row
+from bench.orders_pattern import ROLES, Counted, Pattern
 from bench.orders_profile import KINDS, Profile
 from bench.runs import filesystem, load_average
 
@@ -33,8 +34,8 @@ def environment(tmp: Path, commit_ms: float) -> str:
             f"{commit_ms:.2f} ms")
 
 
-COLUMNS = ("run", "holder's card", "holders", "orders/s\n(min–max)", "median\nms", "p99\nms",
-           "card\nms", "parties\nms", "holder\nms", "orders", "declined\n/ failed",
+COLUMNS = ("run", "shop", "holder's card", "holders", "orders/s\n(min–max)", "median\nms",
+           "p99\nms", "card\nms", "parties\nms", "holder\nms", "orders", "declined\n/ failed",
            "CPU %\nsel/iss/del/bench(/card)", "run-queue wait %\nsel/iss/del/bench(/card)",
            "CPU ms/order\nsel / all", "box busy %\n(others)")
 
@@ -68,7 +69,8 @@ def box_cell(row: Row) -> str:
 def render(rows: list[Row], args: argparse.Namespace) -> Table:
     apdus = sorted({s.apdus for r in rows for s in r.samples})
     table = results_table(
-        f"nettx orders end to end (k = {args.k})", COLUMNS, left=("run", "holder's card"),
+        f"nettx orders end to end (k = {args.k})", COLUMNS,
+        left=("run", "shop", "holder's card"),
         no_wrap=True,
         caption=(
             "latency: one holder, orders back to back; orders/s = orders ÷ their summed time; "
@@ -90,7 +92,7 @@ def render(rows: list[Row], args: argparse.Namespace) -> Table:
     for row in in_sections(table, rows, lambda r: r.kind):
         bad = f"{row.declined} / {row.failed}"
         if not row.samples:
-            table.add_row(row.kind, row.card, str(row.holders), "n/a", *[""] * 6, bad,
+            table.add_row(row.kind, row.shop, row.card, str(row.holders), "n/a", *[""] * 6, bad,
                           *[""] * 4)
             continue
         totals = [s.total for s in row.samples]
@@ -98,7 +100,7 @@ def render(rows: list[Row], args: argparse.Namespace) -> Table:
         wire = [s.wire for s in row.samples]
         rest = [s.total - s.card - s.wire for s in row.samples]
         table.add_row(
-            row.kind, row.card, str(row.holders),
+            row.kind, row.shop, row.card, str(row.holders),
             "{} ({})".format(*spread(row.rates, ",.1f")),
             f"{median_ms(totals):.1f}", f"{percentile_ms(totals, 0.99):.1f}",
             f"{median_ms(card):.1f}", f"{median_ms(wire):.1f}", f"{median_ms(rest):.1f}",
@@ -107,9 +109,9 @@ def render(rows: list[Row], args: argparse.Namespace) -> Table:
     return table
 
 
-def reading(rows: list[Row], commit_ms: float) -> list[str]:
-    """What limits throughput, in a few lines computed from the throughput rows."""
-    levels = [r for r in rows if r.kind == "throughput" and r.samples]
+def reading(rows: list[Row], commit_ms: float, counted: Counted | None) -> list[str]:
+    """What limits throughput, in a few lines computed from nettx's throughput rows."""
+    levels = [r for r in rows if r.kind == "throughput" and r.shop == "nettx" and r.samples]
     if not levels:
         return []
     rates = " → ".join(f"{statistics.median(r.rates):.1f}" for r in levels)
@@ -138,15 +140,84 @@ def reading(rows: list[Row], commit_ms: float) -> list[str]:
                      f"{others:.0f} % of it by other processes than this bench's. All of "
                      f"this bench's processes used {per_order_cell(top).split(' / ')[-1]} ms "
                      "of CPU per order.")
-    lines.append(f"Durable writes: the seller commits {SELLER_COMMITS} times per order (received, "
-                 f"authorising, approved, final), the card manager and the delivery company "
-                 f"once each; one WAL commit with synchronous=FULL costs {commit_ms:.2f} ms on "
-                 f"this disk when idle, so fsync is ≈ {SELLER_COMMITS * commit_ms:.1f} ms of "
-                 f"the seller's time per order.")
+    if counted is not None:
+        seller = counted.fsyncs.get("seller", 0.0)
+        lines.append(
+            "Durable writes (strace, per order): " + ", ".join(
+                f"{n} {v:g}" for n, v in counted.fsyncs.items()) + f" fsyncs; one WAL commit "
+            f"with synchronous=FULL costs {commit_ms:.2f} ms on this disk when idle, so fsync "
+            f"is ≈ {seller * commit_ms:.1f} ms of the seller's time per order.")
     return lines
 
 
-SELLER_COMMITS = 4  # host/parties/seller.py: OrderStatus received, authorising, approved, final
+def _p50(row: Row) -> float:
+    return median_ms([s.total for s in row.samples])
+
+
+def render_floor(rows: list[Row]) -> Table:
+    """nettx beside its floor, level by level: rates, p50 and the ratios."""
+    table = results_table(
+        "nettx and its no-work floor, same run (throughput rows, runs interleaved)",
+        ("holders", "nettx orders/s", "floor orders/s", "nettx ÷ floor", "nettx p50 ms",
+         "floor p50 ms", "p50 nettx ÷ floor"), left=(),
+        caption=("floor: bench/floor_parties.py, the same processes, connections, round trips, "
+                 "frame sizes and fsyncs per order at the same parties as nettx's recorded "
+                 "order, and no work. orders/s: the median run."))
+    by = {(r.shop, r.holders): r for r in rows if r.kind == "throughput" and r.samples}
+    for (shop, c), ours in sorted(by.items(), key=lambda kv: kv[0][1]):
+        floor = by.get(("floor", c))
+        if shop != "nettx" or floor is None:
+            continue
+        a, b = statistics.median(ours.rates), statistics.median(floor.rates)
+        table.add_row(str(c), f"{a:,.1f}", f"{b:,.1f}", f"{a / b:.2f}" if b else "",
+                      f"{_p50(ours):.2f}", f"{_p50(floor):.2f}",
+                      f"{_p50(ours) / _p50(floor):.1f}" if _p50(floor) else "")
+    return table
+
+
+def render_cpu(rows: list[Row]) -> Table:
+    """CPU ms per completed order, per process, each shop and level."""
+    names = ("seller", "issuer", "delivery", "bench")
+    table = results_table(
+        "CPU ms per order, per process (throughput rows)",
+        ("shop", "holders", *names, "all"), left=("shop",),
+        caption=("/proc/PID/task/*/schedstat over the timed window ÷ the orders counted in it "
+                 "(median run). issuer = the card manager; bench = this process: the holders "
+                 "(their software cards and the holder's CBOR for nettx; the floor's holders "
+                 "only send and read frames)."))
+    for row in rows:
+        if row.kind != "throughput" or not row.samples:
+            continue
+        rate = statistics.median(row.rates)
+        cells = [cpu_ms_per_operation(v, rate) if (v := med(row, n)) is not None else None
+                 for n in names]
+        table.add_row(row.shop, str(row.holders),
+                      *["-" if v is None else f"{v:.2f}" for v in cells],
+                      f"{sum(v for v in cells if v is not None):.2f}")
+    return table
+
+
+def render_pattern(counted: list[Counted], pattern: Pattern) -> Table:
+    """Round trips, connections and fsyncs per order, counted for each shop."""
+    table = results_table(
+        "an order's pattern, counted (one holder, orders back to back)",
+        ("shop", "orders", "round trips", "new TCP connections", "connect() sel/iss/del",
+         "fsyncs sel/iss/del"), left=("shop",),
+        caption=("round trips: answers sent on accepted connections, per order (nettx: the "
+                 "recorder wrapping host.parties.connection.AsyncConnection in each party; "
+                 "floor: its replayed script). connections: accept() at the three parties; "
+                 "connect() and fsyncs (fsync + fdatasync) per party: strace -f -ttt of the "
+                 "party processes over the orders' window, ÷ orders. The holder's connections "
+                 "are the ones the parties accept beyond the seller's connect()s.\n"
+                 "nettx's recorded order, frames as the seller saw them (type:bytes): "
+                 + " ".join(pattern.frames())
+                 + "\nrecorded commits (host.storage.sqlite.transaction): "
+                 + ", ".join(f"{r} {n}" for r, n in pattern.commits().items())))
+    for c in counted:
+        table.add_row(c.shop, str(c.orders), f"{c.round_trips:g}", f"{c.connections:g}",
+                      " / ".join(f"{c.connects.get(r, 0):g}" for r in ROLES),
+                      " / ".join(f"{c.fsyncs.get(r, 0):g}" for r in ROLES))
+    return table
 
 
 def render_profile(profiles: list[Profile], level: int) -> Table:

@@ -1,0 +1,129 @@
+"""The no-work floor of an order: one small asyncio server per party that does what the
+party's recorded pattern says and nothing else.
+
+    python bench/floor_parties.py -v ROLE serve --pattern P.json --dir DIR
+                                  [--peer issuer=PORT] [--peer delivery=PORT]
+                                  --listen 127.0.0.1:0
+
+P.json is a bench.orders_pattern.Pattern recorded from a real nettx order. Each accepted
+connection's first frame names the script to follow (its first body byte); the server then
+reads each request frame whole, answers with a frame of the recorded size, opens a new TCP
+connection wherever the real party opened one (to the floor peer given by --peer), and where
+the real party committed, appends 64 bytes to its own file and fdatasyncs it, on the event
+loop, as the real party's SQLite commit does. No CBOR, no crypto, no logging.
+
+The arguments have `nettx serve`'s shape, so host.cli.partyproc.PartyProcess starts and stops
+it (it prints "listening on HOST:PORT" first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import struct
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
+    sys.path.insert(0, str(REPO))
+
+from bench.orders_pattern import Pattern, Step  # noqa: E402
+
+LENGTH = struct.Struct(">I")
+RECORD = b"\0" * 64
+
+
+def filler(size: int, tag: int = 0) -> bytes:
+    """A frame of `size` bytes on the wire: the length, the tag byte, then zeros."""
+    body = bytes([tag]) + b"\0" * max(0, size - LENGTH.size - 1)
+    return LENGTH.pack(len(body)) + body
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    (n,) = LENGTH.unpack(await reader.readexactly(LENGTH.size))
+    return await reader.readexactly(n)
+
+
+class Floor:
+    def __init__(self, role: str, pattern: Pattern, peers: dict[str, int], log: Path) -> None:
+        self.scripts = pattern.scripts[role]
+        self.peers = peers
+        self.fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def commit(self) -> None:
+        os.write(self.fd, RECORD)
+        os.fdatasync(self.fd)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conns: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {
+            0: (reader, writer)}
+        try:
+            first = await read_frame(reader)
+            await self.run(self.scripts[first[0]], conns, first_read=True)
+            await reader.read()  # until the peer closes
+        except (asyncio.IncompleteReadError, ConnectionError, IndexError):
+            pass
+        finally:
+            for _r, w in conns.values():
+                w.close()
+
+    async def run(self, script: tuple[Step, ...],
+                  conns: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+                  first_read: bool) -> None:
+        tags: dict[int, int] = {}  # opened conn -> the peer's script, sent in its first frame
+        for step in script:
+            if step.op == "recv":
+                if first_read and step.conn == 0:
+                    first_read = False  # already read: it named this script
+                    continue
+                await read_frame(conns[step.conn][0])
+            elif step.op == "send":
+                w = conns[step.conn][1]
+                w.write(filler(step.size, tags.pop(step.conn, 0)))
+                await w.drain()
+            elif step.op == "open":
+                conns[step.conn] = await asyncio.open_connection("127.0.0.1",
+                                                                 self.peers[step.peer])
+                tags[step.conn] = step.script
+            elif step.op == "close":
+                conns.pop(step.conn)[1].close()
+            elif step.op == "commit":
+                self.commit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", dest="role", required=True, choices=("seller", "issuer",
+                                                                     "delivery"))
+    parser.add_argument("command", choices=("serve",))
+    parser.add_argument("--pattern", type=Path, required=True)
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--peer", action="append", default=[], help="ROLE=PORT")
+    parser.add_argument("--listen", required=True, help="HOST:PORT")
+    args = parser.parse_args(argv)
+    peers = {r: int(p) for r, p in (x.split("=", 1) for x in args.peer)}
+    host, port = args.listen.rsplit(":", 1)
+    floor = Floor(args.role, Pattern.from_json(args.pattern.read_text()), peers,
+                  args.dir / f"{args.role}.floor.log")
+
+    async def serve() -> None:
+        server = await asyncio.start_server(floor.serve, host, int(port))
+        bound = server.sockets[0].getsockname()
+        print(f"{args.role} floor listening on {bound[0]}:{bound[1]}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        server.close()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
