@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/orders.py [--k 64] [--orders 40] [--seconds 5] [--repeats 3]
                                      [--levels 1 8 64] [--profile [--profile-holders 8]]
+                                     [--pattern-orders 10] [--no-floor]
                                      [--no-latency] [--no-throughput] [--keep]
 
 The three parties run as real processes (`nettx -v <role> serve --key ROW --db DB --listen
@@ -11,7 +12,16 @@ HolderClient.buy in this process. One order is: form request, three confirmation
 the card manager's and the delivery company's relayed by the seller), three parts sealed on
 the holder's card, the envelope, and the two receipts opened on the card.
 
-Prints ONE table:
+First, the pattern of an order, counted (bench/orders_pattern.py, bench/orders_floor.py):
+fresh parties under a recorder (wrapping AsyncConnection and the SQLite commit path) and
+strace, --pattern-orders orders; the last one's connections, frames and commits become the
+floor's script, and strace gives connections and fsyncs per order. The floor
+(bench/floor_parties.py: the same processes, connections, round trips, frame sizes and
+fdatasyncs, no work) is then counted the same way, and measured as a second shop in every
+throughput run, interleaved with nettx.
+
+Prints the main table, then nettx beside its floor with the ratios, the pattern counted for
+each shop, and CPU ms per order per process:
 
   latency     one holder, orders back to back, its card a real card process on the embedded
               reader (terminal.cardproc + terminal.embedded, as `nettx buy --state` does), and
@@ -53,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import sys
 from pathlib import Path
 from unittest import mock
@@ -128,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             or not 2 <= args.k <= 4096:
         parser.error("--seconds > 0, --repeats, --orders and --levels >= 1, --k 2..4096")
     args.levels = sorted(set(args.levels))
+    if not args.no_floor and shutil.which("strace") is None:
+        parser.error("the floor's pattern is counted with strace, which is not installed "
+                     "(apt-get install strace), or run with --no-floor")
 
     rows: list[Row] = []
     counted: list[Counted] = []

@@ -166,12 +166,19 @@ class Pattern:
                 for r, scs in self.scripts.items()}
 
     def frames(self) -> list[str]:
-        """The order's frames as the seller saw them, for the report: label and size."""
+        """The order's frames as the seller saw them, for the report: who to whom (H the
+        holder, S the seller, I the card manager, D the delivery company), type, bytes."""
         out = []
         for i in self.holder:
+            peers = {0: "H"}
             for s in self.scripts["seller"][i]:
-                if s.op in ("recv", "send"):
-                    out.append(f"{s.label}:{s.size}")
+                if s.op == "open":
+                    peers[s.conn] = {"issuer": "I", "delivery": "D"}.get(s.peer, "?")
+                elif s.op in ("recv", "send"):
+                    way = f"{peers[s.conn]}→S" if s.op == "recv" else f"S→{peers[s.conn]}"
+                    out.append(f"{way} {s.label}:{s.size}")
+                elif s.op == "commit":
+                    out.append("S commit")
         return out
 
 

@@ -209,8 +209,8 @@ def render_pattern(counted: list[Counted], pattern: Pattern) -> Table:
                  "connect() and fsyncs (fsync + fdatasync) per party: strace -f -ttt of the "
                  "party processes over the orders' window, ÷ orders. The holder's connections "
                  "are the ones the parties accept beyond the seller's connect()s.\n"
-                 "nettx's recorded order, frames as the seller saw them (type:bytes): "
-                 + " ".join(pattern.frames())
+                 "nettx's recorded order as the seller saw it (type:bytes): "
+                 + ", ".join(pattern.frames())
                  + "\nrecorded commits (host.storage.sqlite.transaction): "
                  + ", ".join(f"{r} {n}" for r, n in pattern.commits().items())))
     for c in counted:
