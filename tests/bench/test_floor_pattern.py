@@ -1,0 +1,86 @@
+"""The benchmark's floor: an order's pattern compiled from recorded events, strace's calls
+counted in a window, and the floor's processes replaying a pattern (bench/orders_pattern.py,
+bench/orders_floor.py, bench/floor_parties.py)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from bench.orders_floor import FloorBuyer, start_floor
+from bench.orders_pattern import Pattern, Step, compile_pattern, strace_counts
+
+# one order: the holder (port 5000) asks the seller (listening 7000), which opens a connection
+# to the card manager (listening 8000) from port 5001, commits, and answers
+EVENTS = {
+    "seller": [
+        {"t": 1.0, "ev": "conn", "conn": 0, "local": 7000, "peer": 5000},
+        {"t": 1.1, "ev": "recv", "conn": 0, "size": 81, "label": "form-request"},
+        {"t": 1.2, "ev": "conn", "conn": 1, "local": 5001, "peer": 8000},
+        {"t": 1.2, "ev": "open", "conn": 1},
+        {"t": 1.3, "ev": "send", "conn": 1, "size": 699, "label": "authorise"},
+        {"t": 1.5, "ev": "recv", "conn": 1, "size": 444, "label": "authorisation"},
+        {"t": 1.6, "ev": "close", "conn": 1},
+        {"t": 1.7, "ev": "commit"},
+        {"t": 1.8, "ev": "send", "conn": 0, "size": 549, "label": "outcome"},
+        {"t": 1.9, "ev": "eof", "conn": 0},
+        {"t": 1.9, "ev": "close", "conn": 0},
+        {"t": 9.0, "ev": "conn", "conn": 2, "local": 7000, "peer": 5002},  # the next order
+    ],
+    "issuer": [
+        {"t": 1.25, "ev": "conn", "conn": 0, "local": 8000, "peer": 5001},
+        {"t": 1.3, "ev": "recv", "conn": 0, "size": 699, "label": "authorise"},
+        {"t": 1.4, "ev": "commit"},
+        {"t": 1.45, "ev": "send", "conn": 0, "size": 444, "label": "authorisation"},
+    ],
+    "delivery": [],
+}
+
+SELLER = (Step("recv", 0, 81, "form-request"), Step("open", 1, peer="issuer", script=0),
+          Step("send", 1, 699, "authorise"), Step("recv", 1, 444, "authorisation"),
+          Step("close", 1), Step("commit"), Step("send", 0, 549, "outcome"))
+ISSUER = (Step("recv", 0, 699, "authorise"), Step("commit"),
+          Step("send", 0, 444, "authorisation"))
+
+
+def test_compile_pattern_follows_each_connection_to_its_peer() -> None:
+    pattern = compile_pattern(EVENTS, 0.5, 5.0)
+    assert pattern.holder == (0,)
+    assert pattern.scripts == {"seller": (SELLER,), "issuer": (ISSUER,), "delivery": ()}
+    assert (pattern.round_trips(), pattern.connections()) == (2, 2)
+    assert pattern.commits() == {"seller": 1, "issuer": 1, "delivery": 0}
+    assert pattern.frames() == ["H→S form-request:81", "S→I authorise:699",
+                                "I→S authorisation:444", "S commit", "S→H outcome:549"]
+    assert Pattern.from_json(pattern.to_json()) == pattern
+
+
+STRACE = b"""\
+10 0.900000 fdatasync(5)                = 0
+10 1.000000 accept4(6, {sa_family=AF_INET}, [16], SOCK_CLOEXEC) = 7
+10 1.000100 accept4(6, 0x7f, [16], SOCK_CLOEXEC) = -1 EAGAIN (Resource temporarily unavailable)
+10 1.100000 connect(8, {sa_family=AF_INET}, 16) = -1 EINPROGRESS (Operation now in progress)
+10 1.200000 connect(9, {sa_family=AF_INET}, 16) = -1 ECONNREFUSED (Connection refused)
+11 1.300000 fdatasync(5 <unfinished ...>
+10 1.300100 fsync(4)                    = 0
+11 1.400000 <... fdatasync resumed>)    = 0
+10 2.000000 fdatasync(5)                = 0
+"""
+
+
+def test_strace_counts_only_successful_calls_inside_the_window(tmp_path: Path) -> None:
+    trace = tmp_path / "seller.strace"
+    trace.write_bytes(STRACE)
+    counts = strace_counts(trace, 1.0, 2.0)
+    assert dict(counts) == {"accept": 1, "connect": 1, "fsync": 2}
+
+
+def test_the_floor_replays_the_pattern_and_commits_where_it_says(tmp_path: Path) -> None:
+    pattern = compile_pattern(EVENTS, 0.5, 5.0)
+    with contextlib.ExitStack() as stack:
+        procs = start_floor(stack, pattern, tmp_path)
+        buyer = FloorBuyer(pattern, procs["seller"].port)
+        assert [buyer.buy() for _ in range(3)] == [("completed", "")] * 3
+    # each commit appends 64 bytes to the party's own file and fdatasyncs it
+    assert (tmp_path / "seller.floor.log").stat().st_size == 3 * 64
+    assert (tmp_path / "issuer.floor.log").stat().st_size == 3 * 64
+    assert (tmp_path / "delivery.floor.log").stat().st_size == 0
