@@ -8,9 +8,10 @@ Two instruments, both on the party processes:
   time.time(), to a file. Every frame of an order passes the seller (the holder talks only
   to it, the card manager and the delivery company only answer it), so the three files give
   every connection, every request/answer and its size, and where each party commits;
-- strace (`strace -f -ttt -e trace=connect,accept,accept4,fsync,fdatasync`, a launcher
-  too), whose system calls inside a timed window of N orders give the new TCP connections
-  and the fsyncs per order at each party. This counts the floor's processes the same way.
+- strace (`strace -f -ttt -e trace=connect,accept,accept4,fsync,fdatasync,sendto,sendmsg`,
+  a launcher too), whose system calls inside a timed window of N orders give the new TCP
+  connections, the fsyncs and the frames sent per order at each party. This counts the
+  floor's processes the same way.
 
 `compile_pattern` turns the recorded events of one order into the `Pattern` the floor
 (bench/floor_parties.py) replays: per party, one script per connection it accepts.
@@ -85,7 +86,7 @@ import runpy
 runpy.run_module("host.cli", run_name="__main__")
 """
 
-STRACED = ("connect", "accept", "accept4", "fsync", "fdatasync")
+STRACED = ("connect", "accept", "accept4", "fsync", "fdatasync", "sendto", "sendmsg")
 STRACE_LINE = re.compile(rb"^\d+\s+(\d+\.\d+)\s+(?:<\.\.\. )?(\w+)\(?.*?= (-?\d+)(.*)$")
 
 
@@ -111,7 +112,8 @@ def strace_counts(path: Path, start: float, end: float) -> Counter[str]:
         if int(m.group(3)) < 0 and b"EINPROGRESS" not in m.group(4):
             continue
         name = m.group(2).decode()
-        counts[{"accept4": "accept", "fdatasync": "fsync"}.get(name, name)] += 1
+        counts[{"accept4": "accept", "fdatasync": "fsync", "sendmsg": "sendto"}.get(name, name)
+               ] += 1
     return counts
 
 
@@ -243,10 +245,11 @@ class Counted:
 
     shop: str
     orders: int
-    round_trips: float
+    round_trips: float  # answers on accepted connections: the recorder's, or the script's
     connections: float  # accept() at the parties: every new TCP connection of the order
     connects: dict[str, float]  # connect() per party (the holder's are in no party)
     fsyncs: dict[str, float]  # fsync + fdatasync per party
+    sends: dict[str, float]  # sendto + sendmsg per party: one per frame, frames being small
 
 
 def per_order(counts: dict[str, Counter[str]], orders: int, shop: str,
@@ -255,7 +258,8 @@ def per_order(counts: dict[str, Counter[str]], orders: int, shop: str,
     return Counted(shop, orders, round_trips,
                    sum(c["accept"] for c in counts.values()) / n,
                    {r: c["connect"] / n for r, c in counts.items()},
-                   {r: c["fsync"] / n for r, c in counts.items()})
+                   {r: c["fsync"] / n for r, c in counts.items()},
+                   {r: c["sendto"] / n for r, c in counts.items()})
 
 
 def now() -> float:

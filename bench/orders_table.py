@@ -201,22 +201,27 @@ def render_pattern(counted: list[Counted], pattern: Pattern) -> Table:
     """Round trips, connections and fsyncs per order, counted for each shop."""
     table = results_table(
         "an order's pattern, counted (one holder, orders back to back)",
-        ("shop", "orders", "round trips", "new TCP connections", "connect() sel/iss/del",
-         "fsyncs sel/iss/del"), left=("shop",),
-        caption=("round trips: answers sent on accepted connections, per order (nettx: the "
-                 "recorder wrapping host.parties.connection.AsyncConnection in each party; "
-                 "floor: its replayed script). connections: accept() at the three parties; "
-                 "connect() and fsyncs (fsync + fdatasync) per party: strace -f -ttt of the "
-                 "party processes over the orders' window, ÷ orders. The holder's connections "
-                 "are the ones the parties accept beyond the seller's connect()s.\n"
+        ("shop", "orders", "round trips\n(strace)", "round trips\n(recorded)",
+         "new TCP\nconnections", "connect()\nsel/iss/del", "fsyncs\nsel/iss/del",
+         "frames sent\nsel/iss/del"), left=("shop",),
+        caption=("strace -f -ttt of the party processes over the orders' window, ÷ orders: "
+                 "connections = accept() at the three parties (the holder's are those beyond "
+                 "the seller's connect()s); fsyncs = fsync + fdatasync; frames sent = sendto + "
+                 "sendmsg (one per frame: frames are small, loopback's buffers large). Only the "
+                 "seller asks the card manager and the delivery company, each of their frames "
+                 "answers one, so round trips (strace) = the seller's frames sent. round trips "
+                 "(recorded): answers on accepted connections, nettx from the recorder wrapping "
+                 "host.parties.connection.AsyncConnection in each party, the floor from the "
+                 "script it replays.\n"
                  "nettx's recorded order as the seller saw it (type:bytes): "
                  + ", ".join(pattern.frames())
                  + "\nrecorded commits (host.storage.sqlite.transaction): "
                  + ", ".join(f"{r} {n}" for r, n in pattern.commits().items())))
     for c in counted:
-        table.add_row(c.shop, str(c.orders), f"{c.round_trips:g}", f"{c.connections:g}",
-                      " / ".join(f"{c.connects.get(r, 0):g}" for r in ROLES),
-                      " / ".join(f"{c.fsyncs.get(r, 0):g}" for r in ROLES))
+        table.add_row(c.shop, str(c.orders), f"{c.sends.get('seller', 0):g}",
+                      f"{c.round_trips:g}", f"{c.connections:g}",
+                      *(" / ".join(f"{per.get(r, 0):g}" for r in ROLES)
+                        for per in (c.connects, c.fsyncs, c.sends)))
     return table
 
 

@@ -63,6 +63,7 @@ STRACE = b"""\
 11 1.300000 fdatasync(5 <unfinished ...>
 10 1.300100 fsync(4)                    = 0
 11 1.400000 <... fdatasync resumed>)    = 0
+10 1.500000 sendto(7, "..."..., 46, 0, NULL, 0) = 46
 10 2.000000 fdatasync(5)                = 0
 """
 
@@ -71,7 +72,7 @@ def test_strace_counts_only_successful_calls_inside_the_window(tmp_path: Path) -
     trace = tmp_path / "seller.strace"
     trace.write_bytes(STRACE)
     counts = strace_counts(trace, 1.0, 2.0)
-    assert dict(counts) == {"accept": 1, "connect": 1, "fsync": 2}
+    assert dict(counts) == {"accept": 1, "connect": 1, "fsync": 2, "sendto": 1}
 
 
 def test_the_floor_replays_the_pattern_and_commits_where_it_says(tmp_path: Path) -> None:
