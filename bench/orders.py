@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0 or args.repeats < 1 or args.orders < 1 or min(args.levels) < 1 \
             or args.pattern_orders < 1 \
             or not 2 <= args.k <= 4096:
-        parser.error("--seconds > 0, --repeats, --orders and --levels >= 1, --k 2..4096")
+        parser.error("--seconds > 0, --repeats, --orders, --levels and --pattern-orders >= 1, "
+                     "--k 2..4096")
     args.levels = sorted(set(args.levels))
     if not args.no_floor and shutil.which("strace") is None:
         parser.error("the floor's pattern is counted with strace, which is not installed "
