@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
     sys.path.insert(0, str(REPO))
 
-from bench.orders_pattern import Pattern, Step  # noqa: E402
+from bench.orders_pattern import Op, Pattern, Step  # noqa: E402
 
 LENGTH = struct.Struct(">I")
 RECORD = b"\0" * 64
@@ -75,22 +75,22 @@ class Floor:
                   first_read: bool) -> None:
         tags: dict[int, int] = {}  # opened conn -> the peer's script, sent in its first frame
         for step in script:
-            if step.op == "recv":
+            if step.op is Op.RECV:
                 if first_read and step.conn == 0:
                     first_read = False  # already read: it named this script
                     continue
                 await read_frame(conns[step.conn][0])
-            elif step.op == "send":
+            elif step.op is Op.SEND:
                 w = conns[step.conn][1]
                 w.write(filler(step.size, tags.pop(step.conn, 0)))
                 await w.drain()
-            elif step.op == "open":
+            elif step.op is Op.OPEN:
                 conns[step.conn] = await asyncio.open_connection("127.0.0.1",
                                                                  self.peers[step.peer])
                 tags[step.conn] = step.script
-            elif step.op == "close":
+            elif step.op is Op.CLOSE:
                 conns.pop(step.conn)[1].close()
-            elif step.op == "commit":
+            elif step.op is Op.COMMIT:
                 self.commit()
 
 

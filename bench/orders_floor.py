@@ -16,12 +16,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.floor_parties import LENGTH, filler
 from bench.orders_load import TALLY, WARMUP_ORDERS, Buyer
 from bench.orders_market import World, err, software_buyers
 from bench.orders_pattern import (
     RECORDER,
     ROLES,
     Counted,
+    Op,
     Pattern,
     compile_pattern,
     now,
@@ -53,29 +55,29 @@ class FloorBuyer:
         return "completed", ""
 
     def _connection(self, index: int) -> None:
-        from bench.floor_parties import LENGTH, filler
-
         with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
             first = True
             for step in self.pattern.scripts["seller"][index]:
                 if step.conn != 0:
                     continue
-                if step.op == "recv":  # the seller receives: the holder sends
+                if step.op is Op.RECV:  # the seller receives: the holder sends
                     sock.sendall(filler(step.size, index if first else 0))
                     first = False
-                elif step.op == "send":
-                    _read_frame(sock, LENGTH.size)
+                elif step.op is Op.SEND:
+                    _read_frame(sock)
 
 
-def _read_frame(sock: socket.socket, header: int) -> None:
-    need, got = header, b""
+def _read_frame(sock: socket.socket) -> None:
+    """One whole frame (request and answer alternate: nothing follows it)."""
+    got = b""
+    need = LENGTH.size
     while len(got) < need:
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("the floor seller closed the connection")
         got += chunk
-        if len(got) >= header and need == header:
-            need = header + int.from_bytes(got[:header], "big")
+        if need == LENGTH.size and len(got) >= LENGTH.size:
+            need += LENGTH.unpack_from(got)[0]
 
 
 @dataclass(frozen=True)

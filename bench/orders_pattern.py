@@ -19,6 +19,7 @@ Two instruments, both on the party processes:
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import shutil
@@ -120,13 +121,21 @@ def strace_counts(path: Path, start: float, end: float) -> Counter[str]:
 # -- the pattern ------------------------------------------------------------------------------
 
 
+class Op(enum.StrEnum):
+    RECV = "recv"
+    SEND = "send"
+    OPEN = "open"
+    CLOSE = "close"
+    COMMIT = "commit"
+
+
 @dataclass(frozen=True)
 class Step:
     """One thing a party does while serving one accepted connection, in order. conn 0 is
     the accepted connection; others are connections it opens to `peer`, whose script
     there is number `script`."""
 
-    op: str  # recv | send | open | close | commit
+    op: Op
     conn: int = 0
     size: int = 0  # bytes on the wire, the 4-byte length included
     label: str = ""
@@ -150,21 +159,22 @@ class Pattern:
     def from_json(cls, text: str) -> Pattern:
         data = json.loads(text)
         return cls(tuple(data["holder"]),
-                   {r: tuple(tuple(Step(**s) for s in sc) for sc in scs)
+                   {r: tuple(tuple(Step(**{**s, "op": Op(s["op"])}) for s in sc)
+                           for sc in scs)
                     for r, scs in data["scripts"].items()})
 
     def round_trips(self) -> int:
         """Requests answered, over every connection of the order (each answer is one send on
         an accepted connection)."""
         return sum(1 for scs in self.scripts.values() for sc in scs for s in sc
-                   if s.op == "send" and s.conn == 0)
+                   if s.op == Op.SEND and s.conn == 0)
 
     def connections(self) -> int:
         return len(self.holder) + sum(1 for scs in self.scripts.values() for sc in scs
-                                      for s in sc if s.op == "open")
+                                      for s in sc if s.op == Op.OPEN)
 
     def commits(self) -> dict[str, int]:
-        return {r: sum(1 for sc in scs for s in sc if s.op == "commit")
+        return {r: sum(1 for sc in scs for s in sc if s.op == Op.COMMIT)
                 for r, scs in self.scripts.items()}
 
     def frames(self) -> list[str]:
@@ -174,12 +184,12 @@ class Pattern:
         for i in self.holder:
             peers = {0: "H"}
             for s in self.scripts["seller"][i]:
-                if s.op == "open":
+                if s.op == Op.OPEN:
                     peers[s.conn] = {"issuer": "I", "delivery": "D"}.get(s.peer, "?")
-                elif s.op in ("recv", "send"):
-                    way = f"{peers[s.conn]}→S" if s.op == "recv" else f"S→{peers[s.conn]}"
+                elif s.op in (Op.RECV, Op.SEND):
+                    way = f"{peers[s.conn]}→S" if s.op is Op.RECV else f"S→{peers[s.conn]}"
                     out.append(f"{way} {s.label}:{s.size}")
-                elif s.op == "commit":
+                elif s.op == Op.COMMIT:
                     out.append("S commit")
         return out
 
@@ -226,14 +236,14 @@ def compile_pattern(events: dict[str, list[dict]], start: float, end: float) -> 
             if ev == "open":
                 local[cid] = len(local)
                 peer_role, peer_cid = by_local_port[ports[(role, cid)][0]]
-                script.append(Step("open", local[cid], peer=peer_role,
+                script.append(Step(Op.OPEN, local[cid], peer=peer_role,
                                    script=index[(peer_role, peer_cid)]))
             elif ev in ("send", "recv") and cid in local:
-                script.append(Step(ev, local[cid], e["size"], e["label"]))
+                script.append(Step(Op(ev), local[cid], e["size"], e["label"]))
             elif ev == "close" and cid in local and local[cid] != 0:
-                script.append(Step("close", local[cid]))
+                script.append(Step(Op.CLOSE, local[cid]))
             elif ev == "commit":
-                script.append(Step("commit"))
+                script.append(Step(Op.COMMIT))
     holder = tuple(index[key] for key in sorted(
         (k for k in index if k[0] == "seller"), key=lambda k: index[k]))
     return Pattern(holder, {r: tuple(tuple(sc) for sc in scs) for r, scs in scripts.items()})

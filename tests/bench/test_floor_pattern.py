@@ -8,7 +8,7 @@ import contextlib
 from pathlib import Path
 
 from bench.orders_floor import FloorBuyer, start_floor
-from bench.orders_pattern import Pattern, Step, compile_pattern, strace_counts
+from bench.orders_pattern import Op, Pattern, Step, compile_pattern, strace_counts
 
 # one order: the holder (port 5000) asks the seller (listening 7000), which opens a connection
 # to the card manager (listening 8000) from port 5001, commits, and answers
@@ -36,11 +36,11 @@ EVENTS = {
     "delivery": [],
 }
 
-SELLER = (Step("recv", 0, 81, "form-request"), Step("open", 1, peer="issuer", script=0),
-          Step("send", 1, 699, "authorise"), Step("recv", 1, 444, "authorisation"),
-          Step("close", 1), Step("commit"), Step("send", 0, 549, "outcome"))
-ISSUER = (Step("recv", 0, 699, "authorise"), Step("commit"),
-          Step("send", 0, 444, "authorisation"))
+SELLER = (Step(Op.RECV, 0, 81, "form-request"), Step(Op.OPEN, 1, peer="issuer", script=0),
+          Step(Op.SEND, 1, 699, "authorise"), Step(Op.RECV, 1, 444, "authorisation"),
+          Step(Op.CLOSE, 1), Step(Op.COMMIT), Step(Op.SEND, 0, 549, "outcome"))
+ISSUER = (Step(Op.RECV, 0, 699, "authorise"), Step(Op.COMMIT),
+          Step(Op.SEND, 0, 444, "authorisation"))
 
 
 def test_compile_pattern_follows_each_connection_to_its_peer() -> None:
