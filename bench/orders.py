@@ -3,6 +3,8 @@
     .venv/bin/python bench/orders.py [--k 64] [--orders 40] [--seconds 5] [--repeats 3]
                                      [--levels 1 8 64] [--profile [--profile-holders 8]]
                                      [--no-latency] [--no-throughput] [--keep]
+    .venv/bin/python bench/orders.py --engine sqlite postgresql [--instances 1 2]
+                                     [--levels 8] [--seconds 5] [--repeats 3]
 
 The three parties run as real processes (`nettx -v <role> serve --key ROW --db DB --listen
 127.0.0.1:0`, host.cli.partyproc.PartyProcess), each with a software row (its key module is the
@@ -31,6 +33,12 @@ window (/proc/PID/task/*/schedstat): time on a CPU and time runnable but waiting
 the seller, the card manager, the delivery company and this process (the holders; the card
 process too on the embedded row); and how busy the whole machine was (/proc/stat), so load
 from outside the bench shows. A short reading of what limits throughput follows the table.
+
+--engine runs the throughput measurement once per storage engine and number of instances
+instead (bench/orders_engines.py): SQLite with one instance of each party, PostgreSQL (a
+private server this bench starts) with each of --instances instances of the seller and of the
+card manager on one database, and prints orders/s, p50 and the CPU per order of the database
+server and of the parties, all from the same run.
 
 --profile then runs the three parties once more, fresh databases, under cProfile (a wrapper
 script enables it on SIGUSR1 and dumps on SIGUSR2, so only the load window of
@@ -65,6 +73,7 @@ if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
 
 import host.parties.holder  # noqa: E402
 from bench.meters import results_console  # noqa: E402
+from bench.orders_engines import engines_phase, render_engines  # noqa: E402
 from bench.orders_load import Row  # noqa: E402
 from bench.orders_market import (  # noqa: E402
     NettxShop,
@@ -105,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-holders", type=int, default=8,
                         help="concurrent holders during --profile (8: enough to saturate "
                              "the seller, few enough that queueing does not dominate)")
+    parser.add_argument("--engine", nargs="+", choices=["sqlite", "postgresql"],
+                        help="compare storage engines (throughput only): SQLite with one "
+                             "instance, PostgreSQL with each of --instances")
+    parser.add_argument("--instances", type=int, nargs="+", default=[1, 2],
+                        help="with --engine postgresql: instances of the seller and of the "
+                             "card manager on one database (1 2)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (databases, logs)")
     args = parser.parse_args(argv)
@@ -112,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             or not 2 <= args.k <= 4096:
         parser.error("--seconds > 0, --repeats, --orders and --levels >= 1, --k 2..4096")
     args.levels = sorted(set(args.levels))
+    if args.engine is not None and min(args.instances) < 1:
+        parser.error("--instances >= 1")
+    if args.engine is not None:
+        return engines_main(args)
 
     rows: list[Row] = []
     profiles: list[Profile] = []
@@ -147,6 +166,29 @@ def main(argv: list[str] | None = None) -> int:
     if profiles:
         out.print(render_profile(profiles, args.profile_holders))
         out.print(render_top(profiles))
+    return 0 if all(not r.declined and not r.failed for r in rows) else 1
+
+
+def engines_main(args: argparse.Namespace) -> int:
+    rows: list[Row] = []
+    with stopping_everything(err.print) as bench_run:
+        tmp = work_dir(bench_run.stack, args.keep, "nettx-engines-", err.print)
+        env_line = environment(tmp, commit_cost(tmp))
+        err.print(f"centre k = {args.k}: rows for 3 parties and {max(args.levels)} software "
+                  f"holders in {tmp}")
+        world = make_world(tmp, args.k, max(args.levels))
+        bench_run.stack.enter_context(
+            mock.patch.object(host.parties.holder, "Connection", TimedConnection))
+        guarded(rows, "engines", lambda: engines_phase(world, args, tmp))
+    if bench_run.interrupted:
+        return 130
+    out = results_console(200)
+    out.print(env_line, soft_wrap=True)
+    out.print(render_engines([r for r in rows if r.kind == "throughput"]))
+    for row in rows:
+        if row.errors:
+            out.print(escape(f"{row.shop} / {row.holders} holder(s): first errors: "
+                             f"{row.errors}"))
     return 0 if all(not r.declined and not r.failed for r in rows) else 1
 
 
