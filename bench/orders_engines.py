@@ -5,14 +5,16 @@ PostgreSQL with each of --instances instances of the seller and of the card mana
 delivery company), all instances of a party on one database. Seller instance i asks card
 manager instance i; the holders are spread over the seller instances round robin. The
 PostgreSQL server is the tests' private one (tests/pg.py: initdb + pg_ctl as an unprivileged
-user, loopback, a free port, fsync off as in the tests), started by this bench and stopped by
-PID; each configuration gets a fresh database, and the ledger is seeded anew.
+user, loopback, a free port), here with fsync on (`durable`), as SQLite runs with
+synchronous=FULL; started by this bench and stopped by PID. Each configuration gets a fresh
+database, and the ledger is seeded anew.
 
-Per configuration and level (--levels holders, one thread each, --seconds per run,
---repeats runs): orders/s (median of the runs), p50 latency of one order, the CPU per order
-of the database server (the postmaster and its backends, from /proc: tests/pg.py's server
-runs them as children of the postmaster) and of the party processes together. SQLite has no
-server: its database work is inside the parties' CPU.
+All configurations run side by side, their runs interleaved. Per configuration and level
+(--levels holders, one thread each, --seconds per run, --repeats runs): orders/s (median of
+the runs), p50 latency of one order, the CPU per order of the database server (the
+postmaster and its backends, from /proc: tests/pg.py's server runs them as children of the
+postmaster) and of the party processes together. SQLite has no server: its database
+work is inside the parties' CPU.
 """
 
 from __future__ import annotations
@@ -116,10 +118,11 @@ class BothMeters:
 
 
 def engines_phase(world: World, args: argparse.Namespace, tmp: Path) -> list[Row]:
-    """Each configuration in turn (they cannot share their party processes), each level
-    --repeats times; the PostgreSQL server started here for all of them."""
+    """Every configuration's parties started at once (on their own files, databases and
+    ports; idle ones cost nothing), then the runs interleaved over levels and configurations,
+    so background load on the machine hits them all alike; the PostgreSQL server started here
+    for all of them."""
     configs = configurations(args.engine, args.instances)
-    rows: list[Row] = []
     with contextlib.ExitStack() as stack:
         server = None
         if any(c.engine == "postgresql" for c in configs):
@@ -127,28 +130,33 @@ def engines_phase(world: World, args: argparse.Namespace, tmp: Path) -> list[Row
 
             server = PostgresServer()
             stack.callback(server.destroy)
-            server.start()
+            server.start(durable=True)  # fsync on, as SQLite's synchronous=FULL
             err.print(f"PostgreSQL: postmaster pid {server.pid} on port {server.port} "
                       f"({server.bin})")
+        shops: dict[Config, EngineShop] = {}
         for config in configs:
             url = None
             if config.engine == "postgresql":
                 assert server is not None
                 url = server.create_database(f"bench_{config.instances}")
-            with contextlib.ExitStack() as parties:
-                shop = start(parties, world, tmp / config.name.replace(" ", "-"), config, url)
-                holders = shop.buyers(max(args.levels))
-                for c in args.levels:
-                    row = Row("throughput", "software", c, config.name)
-                    for rep in range(args.repeats):
-                        err.print(f"{config.name}: run {rep + 1}/{args.repeats}, {c} "
-                                  f"holder(s), {args.seconds:g} s")
-                        server_meter = None if server is None or url is None else \
-                            TreeCpuMeter(SERVER, server.pid)  # type: ignore[arg-type]
-                        run_level(row, holders[:c], args.seconds,
-                                  BothMeters(CpuMeter(shop.processes()), server_meter))
-                    rows.append(row)
-    return rows
+            shops[config] = start(stack, world, tmp / config.name.replace(" ", "-"), config,
+                                  url)
+        holders = {config: shop.buyers(max(args.levels)) for config, shop in shops.items()}
+        rows = {(config, c): Row("throughput", "software", c, config.name)
+                for config in configs for c in args.levels}
+        for rep in range(args.repeats):
+            for c in args.levels:
+                for config, shop in shops.items():
+                    err.print(f"{config.name}: run {rep + 1}/{args.repeats}, {c} holder(s), "
+                              f"{args.seconds:g} s")
+                    server_meter = None
+                    if config.engine == "postgresql" and server is not None \
+                            and server.pid is not None:
+                        server_meter = TreeCpuMeter(SERVER, server.pid)
+                    run_level(rows[(config, c)], holders[config][:c], args.seconds,
+                              BothMeters(CpuMeter(shop.processes()), server_meter))
+    return sorted(rows.values(), key=lambda r: (configs.index(next(
+        c for c in configs if c.name == r.shop)), r.holders))
 
 
 def render_engines(rows: list[Row]) -> Table:
