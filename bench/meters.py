@@ -127,6 +127,49 @@ def sched_seconds(pid: int) -> tuple[float, float]:
     return on_cpu / 1e9, waiting / 1e9
 
 
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # the command name (field 2) may hold spaces: the parent is after its ")"
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def tree_seconds(pid: int) -> float:
+    """CPU seconds of a server and its worker processes (a database server: its postmaster
+    and backends): `pid` and its live children (schedstat), plus the children it has reaped
+    (the cutime + cstime of /proc/PID/stat, in clock ticks), so backends that came and went
+    during a window count too."""
+    total = sched_seconds(pid)[0] + sum(sched_seconds(child)[0] for child in children(pid))
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[13]) + int(fields[14])) / TICK  # cutime, cstime (fields 16, 17)
+    except (OSError, ValueError, IndexError):
+        pass
+    return total
+
+
+class TreeCpuMeter:
+    """CPU % of a process tree over a window (100 % = one CPU), under one name."""
+
+    def __init__(self, name: str, pid: int) -> None:
+        self.name, self.pid = name, pid
+        self.t0 = self.s0 = 0.0
+
+    def start(self) -> None:
+        self.t0, self.s0 = time.perf_counter(), tree_seconds(self.pid)
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.t0
+        return {self.name: 100 * (tree_seconds(self.pid) - self.s0) / wall}
+
+
 def box_seconds() -> tuple[float, float]:
     """(busy, all) CPU seconds of the whole machine since boot, from /proc/stat."""
     try:

@@ -4,6 +4,8 @@
                                      [--levels 1 8 64] [--profile [--profile-holders 8]]
                                      [--pattern-orders 10] [--no-floor]
                                      [--no-latency] [--no-throughput] [--keep]
+    .venv/bin/python bench/orders.py --engine sqlite postgresql [--instances 1 2]
+                                     [--levels 8] [--seconds 5] [--repeats 3]
 
 The three parties run as real processes (`nettx -v <role> serve --key ROW --db DB --listen
 127.0.0.1:0`, host.cli.partyproc.PartyProcess), each with a software row (its key module is the
@@ -42,6 +44,12 @@ the seller, the card manager, the delivery company and this process (the holders
 process too on the embedded row); and how busy the whole machine was (/proc/stat), so load
 from outside the bench shows. A short reading of what limits throughput follows the table.
 
+--engine runs the throughput measurement once per storage engine and number of instances
+instead (bench/orders_engines.py): SQLite with one instance of each party, PostgreSQL (a
+private server this bench starts) with each of --instances instances of the seller and of the
+card manager on one database, and prints orders/s, p50 and the CPU per order of the database
+server and of the parties, all from the same run.
+
 --profile then runs the three parties once more, fresh databases, under cProfile (a wrapper
 script enables it on SIGUSR1 and dumps on SIGUSR2, so only the load window of
 --profile-holders holders is profiled) and prints, per party, its event loop's wall time
@@ -76,6 +84,7 @@ if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
 
 import host.parties.holder  # noqa: E402
 from bench.meters import results_console  # noqa: E402
+from bench.orders_engines import engines_phase, render_engines  # noqa: E402
 from bench.orders_floor import FloorShop, count_floor, record_pattern, start_floor  # noqa: E402
 from bench.orders_load import Row, Shop  # noqa: E402
 from bench.orders_market import (  # noqa: E402
@@ -131,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="orders recorded and counted for each shop's pattern (10)")
     parser.add_argument("--no-floor", action="store_true",
                         help="measure nettx alone: no recorded pattern, no floor")
+    parser.add_argument("--engine", nargs="+", choices=["sqlite", "postgresql"],
+                        help="compare storage engines (throughput only): SQLite with one "
+                             "instance, PostgreSQL with each of --instances")
+    parser.add_argument("--instances", type=int, nargs="+", default=[1, 2],
+                        help="with --engine postgresql: instances of the seller and of the "
+                             "card manager on one database (1 2)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (databases, logs)")
     args = parser.parse_args(argv)
@@ -140,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds > 0, --repeats, --orders, --levels and --pattern-orders >= 1, "
                      "--k 2..4096")
     args.levels = sorted(set(args.levels))
+    if args.engine is not None and min(args.instances) < 1:
+        parser.error("--instances >= 1")
+    if args.engine is not None:
+        return engines_main(args)
     if not args.no_floor and shutil.which("strace") is None:
         parser.error("the floor's pattern is counted with strace, which is not installed "
                      "(apt-get install strace), or run with --no-floor")
@@ -194,6 +213,29 @@ def main(argv: list[str] | None = None) -> int:
     if profiles:
         out.print(render_profile(profiles, args.profile_holders))
         out.print(render_top(profiles))
+    return 0 if all(not r.declined and not r.failed for r in rows) else 1
+
+
+def engines_main(args: argparse.Namespace) -> int:
+    rows: list[Row] = []
+    with stopping_everything(err.print) as bench_run:
+        tmp = work_dir(bench_run.stack, args.keep, "nettx-engines-", err.print)
+        env_line = environment(tmp, commit_cost(tmp))
+        err.print(f"centre k = {args.k}: rows for 3 parties and {max(args.levels)} software "
+                  f"holders in {tmp}")
+        world = make_world(tmp, args.k, max(args.levels))
+        bench_run.stack.enter_context(
+            mock.patch.object(host.parties.holder, "Connection", TimedConnection))
+        guarded(rows, "engines", lambda: engines_phase(world, args, tmp))
+    if bench_run.interrupted:
+        return 130
+    out = results_console(200)
+    out.print(env_line, soft_wrap=True)
+    out.print(render_engines([r for r in rows if r.kind == "throughput"]))
+    for row in rows:
+        if row.errors:
+            out.print(escape(f"{row.shop} / {row.holders} holder(s): first errors: "
+                             f"{row.errors}"))
     return 0 if all(not r.declined and not r.failed for r in rows) else 1
 
 

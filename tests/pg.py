@@ -8,8 +8,9 @@ loopback and the local socket only. It is stopped by PID: `pg_ctl stop -m fast`,
 to the postmaster it started if that did not end it. A test can stop and start it again on the
 same data directory and port (a database restarted under running parties).
 
-fsync is off: the tests restart the server, never the machine, and a server stopped or killed
-leaves its writes in the page cache, where the restarted server reads them back.
+fsync is off unless `start(durable=True)` (the benchmark's): the tests restart the server,
+never the machine, and a server stopped or killed leaves its writes in the page cache, where
+the restarted server reads them back.
 """
 
 from __future__ import annotations
@@ -95,9 +96,12 @@ class PostgresServer:
                                       f"{(proc.stderr or proc.stdout).strip()[-500:]}")
         return proc
 
-    def start(self) -> None:
+    def start(self, *, durable: bool = False) -> None:
+        """`durable`: fsync on, as a production server runs (a benchmark beside SQLite with
+        synchronous=FULL); the tests leave it off."""
         options = (f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c full_page_writes=off -c max_connections=200 "
+                   f"{'' if durable else '-c fsync=off -c full_page_writes=off '}"
+                   "-c max_connections=200 "
                    "-c max_locks_per_transaction=256 -c max_pred_locks_per_transaction=256")
         self._as_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
                        "-w", "-t", "60", "-o", options, "start"], timeout=90)

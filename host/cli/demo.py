@@ -8,6 +8,13 @@
    and the envelope goes to the seller. The flow of FIG. 1 is replayed from the seller's log,
    and each party's database shows which fields it could read.
 4. The attacks the system stops, each rejected with its reason.
+
+With `--db postgresql://...` the honest parties keep their stores in that PostgreSQL database
+(each store in a schema of its own) instead of SQLite files in the home, and the card manager
+and the seller run as two instances each on it: the purchase goes through the first pair, the
+replayed and the swapped envelopes through the second, which answers from what the first
+recorded. The attackers' own parties (an impostor card manager, a rogue seller) keep SQLite
+files in the home: they are other organisations' systems, not part of this deployment.
 """
 
 from __future__ import annotations
@@ -44,8 +51,11 @@ from host.protocol.envelope import Envelope
 from host.protocol.messages import Form, FormRequest, OrderOutcome, expect
 from host.protocol.order import Order, OrderField, OrderForm, Party
 from host.protocol.wire import MessageType, frame
-from host.storage.ledger import Account, Ledger
-from host.storage.sqlite import dump, read_views
+from host.storage.contents import dump, read_views
+from host.storage.ledger import LEDGER, Account, Ledger
+from host.storage.location import Location, is_postgresql
+from host.storage.order_book import ORDERS
+from host.storage.shipments import SHIPMENTS
 from terminal.errors import ApduError, NettxError, WrongPinError
 from terminal.session import CardSession
 
@@ -75,17 +85,27 @@ class DemoFailed(NettxError):
         super().__init__(f"demo: {message}")
 
 
-def run_demo(console: Console, home: Path | None, k: int) -> None:
+def run_demo(console: Console, home: Path | None, k: int, db: str | None = None) -> None:
     with contextlib.ExitStack() as stack:
         if home is None:
             home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nettx-demo-")))
-        Demo(console, home, k, stack).run()
+        Demo(console, home, k, stack, db).run()
+
+
+STORES = {"seller": ORDERS, "issuer": LEDGER, "delivery": SHIPMENTS}
 
 
 class Demo:
     def __init__(self, console: Console, home: Path, k: int,
-                 stack: contextlib.ExitStack) -> None:
+                 stack: contextlib.ExitStack, db: str | None = None) -> None:
         self.console, self.home, self.k, self.stack = console, home, k, stack
+        self.db = db  # a PostgreSQL URL for the honest parties' stores, else SQLite files
+        # two instances of the card manager and of the seller share a PostgreSQL database
+        self.instances = 1 if db is None else 2
+
+    def store(self, role: str) -> Location:
+        """Where the honest party `role` keeps its store."""
+        return self.db if self.db is not None else self.home / f"{role}.sqlite"
 
     def step(self, text: str) -> None:
         self.console.print(f"[bold cyan]>[/] {text}")
@@ -117,6 +137,11 @@ class Demo:
                         "*.row.json", "*catalogue.json"):
             for path in self.home.glob(pattern):
                 path.unlink()
+        if self.db is not None:
+            # the database is the demo's as the home is: last run's stores go too
+            from host.storage.postgresql import drop_stores
+
+            drop_stores(self.db, list(STORES.values()))
 
     def issue_rows(self) -> dict[str, list[int]]:
         # 0700 whatever the caller's umask: the home gets rows, a card and three databases
@@ -160,28 +185,39 @@ class Demo:
     # -- 2 --------------------------------------------------------------------------------------
 
     def start_party(self, role: str, ident: str, *args: str, db: str | None = None,
-                    row_file: Path | None = None) -> PartyProcess:
+                    row_file: Path | None = None, instance: int = 0) -> PartyProcess:
+        """The honest `role`'s instance `instance` on its store, or, with `db`, another
+        organisation's party on a SQLite file of its own in the home."""
         base = db or role
+        store = self.home / f"{base}.sqlite" if db else self.store(role)
+        log = base if self.instances == 1 or db else f"{role}-{instance + 1}"
         proc = PartyProcess(role, ["--key", str(row_file or self.row_file(ident)),
-                                   "--db", str(self.home / f"{base}.sqlite"), *args],
-                            self.home / f"{base}.log")
+                                   "--db", str(store), *args], self.home / f"{log}.log")
         self.stack.callback(proc.stop)
-        self.step(f"{role} {ident}: pid {proc.pid}, listening on 127.0.0.1:{proc.port}")
+        where = "" if db or self.db is None else (
+            f" (instance {instance + 1} of {self.instances}, on PostgreSQL)"
+            if role != "delivery" else " (on PostgreSQL)")
+        self.step(f"{role} {ident}: pid {proc.pid}, listening on 127.0.0.1:{proc.port}{where}")
         return proc
 
     def start_parties(self) -> int:
-        ledger = Ledger(self.home / "issuer.sqlite")
+        ledger = Ledger(self.store("issuer"))
         ledger.add_account(Account(CARD_NUMBER, HOLDER, "Alice Martin", "+33 1 23 45 67 89",
                                    EXPIRY, 50_000))
         ledger.close()
         self.step("card manager: account for Alice's card seeded (balance 500.00 EUR)")
-        issuer = self.start_party("issuer", ISSUER)
+        issuers = [self.start_party("issuer", ISSUER, instance=i)
+                   for i in range(self.instances)]
         delivery = self.start_party("delivery", DELIVERY)
         (self.home / "catalogue.json").write_text(json.dumps(CATALOGUE, indent=1))
-        self.issuer_port, self.delivery_port = issuer.port, delivery.port
-        seller = self.start_party("seller", SELLER, *self.seller_args(issuer.port))
-        self.seller_log = seller.log_path
-        return seller.port
+        self.issuer_port, self.delivery_port = issuers[0].port, delivery.port
+        # seller instance i asks card manager instance i: each pair is one path for an order
+        sellers = [self.start_party("seller", SELLER, *self.seller_args(issuer.port),
+                                    instance=i) for i, issuer in enumerate(issuers)]
+        self.seller_log = sellers[0].log_path
+        # where the replayed and swapped envelopes go: the other instances, if there are
+        self.other_seller_port = sellers[-1].port
+        return sellers[0].port
 
     def seller_args(self, issuer_port: int, catalogue: str = "catalogue.json") -> list[str]:
         return ["--catalogue", str(self.home / catalogue),
@@ -228,9 +264,8 @@ class Demo:
         self.console.print(table)
 
     def show_visibility(self, order_id: bytes) -> None:
-        views = {Party.SELLER: read_views(self.home / "seller.sqlite"),
-                 Party.ISSUER: read_views(self.home / "issuer.sqlite"),
-                 Party.DELIVERY: read_views(self.home / "delivery.sqlite")}
+        views = {party: read_views(self.store(party.value), STORES[party.value])
+                 for party in Party}
         tables = []
         for party in Party:
             readable = set(views[party].get(order_id, []))
@@ -241,7 +276,8 @@ class Demo:
             tables.append(table)
         self.step("what each party decrypted, from its own database:")
         self.console.print(Columns(tables))
-        seller_db, issuer_db = dump(self.home / "seller.sqlite"), dump(self.home / "issuer.sqlite")
+        seller_db = dump(self.store("seller"), ORDERS)
+        issuer_db = dump(self.store("issuer"), LEDGER)
         self.step(f"the card number anywhere in the seller's database: "
                   f"{CARD_NUMBER in seller_db}; the destination anywhere in the card "
                   f"manager's: {'avenue Foch' in issuer_db}")
@@ -264,7 +300,7 @@ class Demo:
 
     def attacks(self, client: HolderClient, first: envelope.SealedOrder,
                 rows: dict[str, list[int]]) -> None:
-        ledger = Ledger(self.home / "issuer.sqlite")
+        ledger = Ledger(self.store("issuer"))
         balance_before = ledger.account(CARD_NUMBER).balance  # type: ignore[union-attr]
         ledger.close()
 
@@ -281,16 +317,18 @@ class Demo:
         self.attack("the seller's form grants it the card number", "card_number",
                     lambda: str(OrderForm.from_cbor(leaky_form())) and None)
 
+        other = "" if self.instances == 1 else ", at the other seller instance"
+
         def replay() -> str | None:
-            with Connection("127.0.0.1", client.port) as conn:
+            with Connection("127.0.0.1", self.other_seller_port) as conn:
                 conn.send_raw(frame(MessageType.ORDER, envelope=first.envelope.to_cbor()))
                 client.read_outcome(expect(conn.receive(), OrderOutcome), first)
             return None
 
-        self.attack("the first envelope, replayed", "replay", replay)
+        self.attack(f"the first envelope, replayed{other}", "replay", replay)
 
         def swap() -> str | None:
-            with Connection("127.0.0.1", client.port) as conn:
+            with Connection("127.0.0.1", self.other_seller_port) as conn:
                 _form, second = client.prepare(conn, self.order())
                 swapped = Envelope(second.envelope.header,
                                    {**second.envelope.parts,
@@ -299,7 +337,8 @@ class Demo:
                 outcome = client.read_outcome(expect(conn.receive(), OrderOutcome), second)
             return None if outcome.approved else f"order 2 {outcome.status}: {outcome.reason}"
 
-        self.attack("the card manager's part of order 1 swapped into order 2", "forged", swap)
+        self.attack(f"the card manager's part of order 1 swapped into order 2{other}",
+                    "forged", swap)
 
         # a card manager impersonated: a real row, for another identifier
         impostor_row = self.home / "impostor-claiming-issuer.row.json"
@@ -338,12 +377,20 @@ class Demo:
         self.attack(f"an on-path attacker swaps the delivery company in the form for "
                     f"{ROGUE_DELIVERY}, to read the destination", "forged", swapped_delivery)
 
-        ledger = Ledger(self.home / "issuer.sqlite")
+        ledger = Ledger(self.store("issuer"))
         balance = ledger.account(CARD_NUMBER).balance  # type: ignore[union-attr]
+        debited = ledger.debits(first.header.order_id)
         ledger.close()
         if balance != balance_before:
             raise DemoFailed(f"the attacks moved money: {balance_before} -> "
                                            f"{balance}")
+        # exact, whichever instance decided what: order 1 approved once, at its price
+        price = sum(item["unit_price"] for item in CATALOGUE["items"]  # type: ignore[misc]
+                    for number, count in self.order().lines if item["number"] == number
+                    for _ in range(count))
+        if debited != 1 or balance != 50_000 - price:
+            raise DemoFailed(f"the ledger is off: order 1 approved {debited} times, balance "
+                             f"{balance} where 50000 - {price} was due")
         self.step(f"ledger: Alice's balance {balance / 100:.2f} EUR = 500.00 - "
                   f"{(50_000 - balance) / 100:.2f} for order 1; none of the attacks moved it")
 
@@ -368,14 +415,27 @@ def _demo_home(ctx: click.Context, param: click.Parameter, value: Path | None) -
     return None if value is None else secure_home(value)
 
 
+def _postgresql_url(ctx: click.Context, param: click.Parameter,
+                    value: str | None) -> str | None:
+    if value is not None and not is_postgresql(value):
+        # without --db the demo runs on SQLite files in its home already
+        raise click.BadParameter("takes a postgresql:// URL")
+    return value
+
+
 @click.command()
 @click.option("--home", type=click.Path(path_type=Path), callback=_demo_home,
               help="Keep the demo's files here (default: a temporary directory); kept 0700, "
                    "every file 0600.")
 @click.option("--k", "k", type=click.IntRange(2, 4096), default=512, show_default=True)
+@click.option("--db", callback=_postgresql_url, metavar="URL",
+              help="Keep the seller's, the card manager's and the delivery company's stores "
+                   "in this PostgreSQL database (postgresql://USER@HOST:PORT/DATABASE), with "
+                   "two instances of the card manager and of the seller on it. The demo "
+                   "drops and recreates its stores there: give it a database of its own.")
 @fails_cleanly
-def demo(home: Path | None, k: int) -> None:
+def demo(home: Path | None, k: int, db: str | None) -> None:
     """Personalise a virtual card on the embedded reader and use it, printing each step."""
     # a narration, not a result: laid out for a terminal's width even through a pipe (the
     # whole-width console would draw its rules 10 000 columns long)
-    run_demo(Console(), home, k)
+    run_demo(Console(), home, k, db)

@@ -49,6 +49,7 @@ waits and finds it done), and refuses, with one line, a schema newer than it kno
 from __future__ import annotations
 
 import functools
+import json
 import random
 import time
 import zlib
@@ -248,3 +249,50 @@ def _redacted(url: str) -> str:
         return "(unparsable URL)"
     info.pop("password", None)
     return " ".join(f"{k}={v}" for k, v in info.items() if k != "options")
+
+
+# -- looking inside (the demo shows what each party stored) ------------------------------------
+
+
+def _inspect(url: str, schema: Schema, body: Callable[[psycopg.Connection[Any]], T]) -> T:
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=int(POOL_WAIT),
+                             options=f"-c search_path={namespace(schema)}") as conn:
+            return body(conn)
+    except psycopg.Error as exc:
+        raise storage_fault(exc) or StorageUnavailable(
+            f"the {schema.name} database {_redacted(url)}: {exc}") from exc
+
+
+def read_views(url: str, schema: Schema) -> dict[bytes, list[str]]:
+    """The fields this store's party decrypted, per order (the views table)."""
+    return _inspect(url, schema, lambda conn: {
+        bytes(row[0]): json.loads(row[1])
+        for row in conn.execute("SELECT order_id, fields FROM views").fetchall()})
+
+
+def dump(url: str, schema: Schema) -> str:
+    """Every row of every table of this store, as text: what the party has stored."""
+
+    def rows(conn: psycopg.Connection[Any]) -> str:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+            "ORDER BY table_name", (namespace(schema),)).fetchall()]
+        lines = []
+        for table in tables:
+            query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(table))
+            lines += [f"{table}: {row!r}" for row in conn.execute(query).fetchall()]
+        return "\n".join(lines)
+
+    return _inspect(url, schema, rows)
+
+
+def drop_stores(url: str, schemas: Sequence[Schema]) -> None:
+    """Drop these stores' PostgreSQL schemas, tables and rows: a demo's fresh start."""
+
+    def drop(conn: psycopg.Connection[Any]) -> None:
+        for schema in schemas:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(namespace(schema))))
+
+    _inspect(url, schemas[0], drop)
