@@ -48,12 +48,13 @@ waits and finds it done), and refuses, with one line, a schema newer than it kno
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import random
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -200,35 +201,32 @@ class Database:
                                  f"decision as conflicting ({self.attempts} attempts)")
 
     def _attempt(self, body: Callable[[PgTx], T], *, serializable: bool) -> T:
-        try:
-            with self.pool.connection(timeout=self.wait) as conn, conn.transaction():
-                if serializable:
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
-                return body(PgTx(conn))
-        except RETRY_FAULTS:
-            raise
-        except PoolTimeout as exc:
-            raise StorageUnavailable(f"no connection to the {self.schema.name} database "
-                                     f"within {self.wait:g} s") from exc
-        except psycopg.Error as exc:
-            fault = storage_fault(exc)
-            if fault is None:
-                raise
-            if isinstance(fault, StorageLost):
-                self.lost = fault
-            raise fault from exc
+        with self._faults(keep_lost=True), self.pool.connection(timeout=self.wait) as conn, \
+                conn.transaction():
+            if serializable:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+            return body(PgTx(conn))
 
     def read(self, body: Callable[[Tx], T]) -> T:
+        with self._faults(keep_lost=False), self.pool.connection(timeout=self.wait) as conn:
+            return body(PgTx(conn))
+
+    @contextlib.contextmanager
+    def _faults(self, *, keep_lost: bool) -> Iterator[None]:
+        """The driver's errors as storage faults (a serialisation failure or a deadlock
+        passes through as it is: `run` retries it); a transaction's StorageLost is kept, so
+        every later decision is refused."""
         try:
-            with self.pool.connection(timeout=self.wait) as conn:
-                return body(PgTx(conn))
+            yield
         except PoolTimeout as exc:
             raise StorageUnavailable(f"no connection to the {self.schema.name} database "
                                      f"within {self.wait:g} s") from exc
         except psycopg.Error as exc:
-            fault = storage_fault(exc)
+            fault = storage_fault(exc)  # None for RETRY_FAULTS and every ordinary error
             if fault is None:
                 raise
+            if keep_lost and isinstance(fault, StorageLost):
+                self.lost = fault
             raise fault from exc
 
     def close(self) -> None:
