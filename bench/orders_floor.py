@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.floor_parties import LENGTH, filler
 from bench.orders_load import TALLY, WARMUP_ORDERS, Buyer
-from bench.orders_market import World, err, software_buyers
+from bench.orders_market import PartyProcesses, World, err, software_buyers
 from bench.orders_pattern import (
     RECORDER,
     ROLES,
@@ -81,20 +81,13 @@ def _read_frame(sock: socket.socket) -> None:
 
 
 @dataclass(frozen=True)
-class FloorShop:
+class FloorShop(PartyProcesses):
     """The floor's three processes (bench/floor_parties.py)."""
 
     pattern: Pattern
     procs: dict[str, PartyProcess]
     name: str = "floor"
     holder_card: str = "none (no work)"
-
-    @property
-    def port(self) -> int:
-        return self.procs["seller"].port
-
-    def processes(self) -> dict[str, int]:
-        return {role: p.pid for role, p in self.procs.items()}
 
     def buyers(self, n: int) -> list[Buyer]:
         return [FloorBuyer(self.pattern, self.port) for _ in range(n)]

@@ -197,14 +197,11 @@ def buyer(session: CardSession, pin: str, port: int, number: str) -> NettxBuyer:
                                    seller=SELLER, max_amount=CEILING), an_order(number))
 
 
-@dataclass(frozen=True)
-class NettxShop:
-    """The three party processes; its throughput holders' cards are software cards."""
+class PartyProcesses:
+    """A shop whose parties are processes (`procs`, by role): where its seller listens and
+    which processes the meters watch."""
 
-    world: World
     procs: dict[str, PartyProcess]
-    name: str = "nettx"
-    holder_card: str = "software, MemoryStore"
 
     @property
     def port(self) -> int:
@@ -212,6 +209,16 @@ class NettxShop:
 
     def processes(self) -> dict[str, int]:
         return {role: p.pid for role, p in self.procs.items()}
+
+
+@dataclass(frozen=True)
+class NettxShop(PartyProcesses):
+    """The three party processes; its throughput holders' cards are software cards."""
+
+    world: World
+    procs: dict[str, PartyProcess]
+    name: str = "nettx"
+    holder_card: str = "software, MemoryStore"
 
     def buyers(self, n: int) -> list[Buyer]:
         return software_buyers(self.world, self.port, n)
