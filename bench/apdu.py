@@ -1,6 +1,6 @@
-"""APDU throughput and latency of the nettx card through every reader, against the floor.
+"""APDU throughput and latency of the nettx card through every reader, against two floors.
 
-    .venv/bin/python bench/apdu.py [--seconds S] [--runs N] [--vicc-seconds V]
+    .venv/bin/python bench/apdu.py [--seconds S] [--runs N] [--vicc-seconds V] [--no-pcsc | --pcsc-only]
 
 Prints the environment and ONE table: APDUs/s (median of N runs of S seconds each) and the
 median / p99 latency over every sample of those runs, for
@@ -11,15 +11,19 @@ median / p99 latency over every sample of those runs, for
              transaction counter), embedded vpcd (terminal.embedded + a card process), and
              PC/SC (pcscd + vsmartcard's vpcd, started on free ports by
              vpcd_config/pcscd-vpcd, + a card process + terminal.pcsc);
-  cards      nettx (card_applet.serve), the echo card (bench/echo_card.py: 90 00 to every
-             APDU over the same vpcd socket loop: the floor), and Debian's vicc where
-             /usr/bin/vicc exists (GET CHALLENGE as its short command: it crashes on a
-             SELECT with FCI).
+  cards      nettx (card_applet.serve); the minimal echo (bench/minimal_echo.py: a socket
+             loop that imports nothing from the project and answers 90 00: the floor any
+             card process pays); the echo card (bench/echo_card.py: 90 00 over our own vpcd
+             socket loop: the floor of our loop); and Debian's vicc where /usr/bin/vicc
+             exists (GET CHALLENGE as its short command: it crashes on a SELECT with FCI).
 
-Runs are interleaved (run 1 of every cell, then run 2, ...) so background load hits all
-cells alike. The PC/SC cells run in their own phase, on a private pcscd (pcscd-vpcd
---private: its own mount and network namespaces), so a system pcscd is left alone.
-Everything started is stopped by PID on exit, error, Ctrl-C or SIGTERM.
+Each card is set against the minimal echo measured in the same alternating rounds. Locally
+every cell alternates with every other (run 1 of each, then run 2, ...). Through pcscd the
+minimal echo stays in slot `Virtual PCD 00 01` while nettx, then the echo card, then vicc,
+then a second minimal echo take slot `00 00`, each for its own alternating rounds against it
+(the last pair shows how even the two slots are). The PC/SC cells run in their own phase, on
+a private pcscd (pcscd-vpcd --private: its own mount and network namespaces), so a system
+pcscd is left alone. Everything started is stopped by PID on exit, error, Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -47,12 +51,13 @@ if str(REPO) not in sys.path:  # run as a plain script: bench/ is not a package
 from bench.meters import (  # noqa: E402
     back_to_back,
     in_sections,
-    interleaved,
     machine_line,
+    percentile,
     percentile_ms,
     python_line,
     results_console,
     results_table,
+    sched_seconds,
     spread,
 )
 from bench.runs import (  # noqa: E402
@@ -87,6 +92,7 @@ from terminal.session import CardSession  # noqa: E402
 
 PCSCD_SCRIPT = REPO / "vpcd_config" / "pcscd-vpcd"
 ECHO_CARD = Path(__file__).resolve().parent / "echo_card.py"
+MINIMAL_ECHO = Path(__file__).resolve().parent / "minimal_echo.py"
 SLOT = ("Virtual PCD 00 00", "Virtual PCD 00 01")  # vpcd on port P and P+1
 
 HOLDERS = {"in-process": "holder:bench-inprocess@example.org",
@@ -107,7 +113,13 @@ ENCIPHER_1K = CommandApdu(0x00, Ins.PERFORM_SECURITY_OPERATION, Pso.ENCIPHER >> 
 
 READER_LABEL = {"in-process": "in-process", "embedded": "embedded vpcd", "pcsc": "PC/SC",
                 "serial": "serial T=1 (pty)"}
-WORKLOAD_LABEL = {"short": "GET DATA 00CA00C2 (serial)", "encipher": "PSO ENCIPHER 1 KiB"}
+CARD_LABEL = {"nettx": "nettx", "echo": "echo (own loop)", "minimal": "minimal echo",
+              "vicc": "vicc"}
+# vicc's short command is GET CHALLENGE: it crashes on a SELECT with FCI, so it has no serial
+WORKLOAD_LABEL = {"short": "GET DATA 00CA00C2 (serial)", "challenge": "GET CHALLENGE 00840000 08",
+                  "encipher": "PSO ENCIPHER 1 KiB"}
+WORKLOAD_APDU = {"short": GET_DATA_SERIAL, "challenge": GET_CHALLENGE_8,
+                 "encipher": ENCIPHER_1K}
 
 err = Console(stderr=True, highlight=False)
 
@@ -121,30 +133,50 @@ class BenchError(Exception):
 
 @dataclass
 class Cell:
-    reader: str  # in-process | embedded | pcsc
-    card: str  # nettx | echo | vicc
-    workload: str  # short | encipher
+    reader: str  # in-process | embedded | pcsc | serial
+    card: str  # nettx | echo | minimal | vicc
+    workload: str  # short | challenge | encipher
     seconds: float
     apdu: bytes = b""
     transmit: Callable[[bytes], bytes] | None = None
-    label: str = ""  # workload label override (vicc's short command)
     na: str | None = None
     wire_bytes: int = 0  # serial: T=1 bytes on the line per APDU, both ways
+    slot: int | None = None  # PC/SC: the vpcd slot (00 or 01) the card sits in
+    # the minimal echo measured in the same alternating rounds: this row's floor
+    floor: Cell | None = None
+    pid: int | None = None  # the card process, whose CPU time each run reads from /proc
     rates: list[float] = field(default_factory=list)
     samples: list[int] = field(default_factory=list)  # ns per APDU, every run
+    card_cpu: float = 0.0  # s the card process was on a CPU during the runs
+
+    @property
+    def card_cpu_us(self) -> float | None:
+        """The card process's CPU time per APDU, in µs (None: no process, or no /proc)."""
+        if self.pid is None or not self.samples or not self.card_cpu:
+            return None
+        return self.card_cpu / len(self.samples) * 1e6
 
     @property
     def workload_label(self) -> str:
-        return self.label or WORKLOAD_LABEL[self.workload]
+        return WORKLOAD_LABEL[self.workload]
+
+    @property
+    def card_label(self) -> str:
+        label = CARD_LABEL[self.card]
+        # PC/SC rows are all slot 00; the minimal echo's slot tells it from its floor
+        return f"{label} (00)" if self.card == "minimal" and self.slot == 0 else label
 
     def run(self, seconds: float | None = None) -> None:
         """One timed run: APDUs back to back for `seconds`; each response must end 90 00."""
         assert self.transmit is not None
+        cpu = sched_seconds(self.pid)[0] if self.pid is not None else 0.0
         run = back_to_back(self.transmit, self.apdu,
                            self.seconds if seconds is None else seconds, self.check)
         if seconds is None:  # a warm-up is not a run
             self.rates.append(run.rate)
             self.samples.extend(run.latencies)
+            if self.pid is not None:
+                self.card_cpu += sched_seconds(self.pid)[0] - cpu
 
     def check(self, response: bytes) -> None:
         if response[-2:] != OK:
@@ -159,12 +191,17 @@ class Cell:
 
 
 def measure(cells: list[Cell], runs: int, phase: str) -> None:
+    """A warm-up per cell, then `runs` rounds of one run per cell, every other round in
+    reverse order, so a card and its floor take turns going first (drift in the background
+    load then favours neither)."""
     live = [c for c in cells if c.na is None]
     for cell in live:  # warm-up: connections, caches, the first fsyncs
         run_guarded(cell, min(0.2, cell.seconds))
-    interleaved(runs, live, run_guarded,
-                lambda r: err.print(f"{phase}: run {r + 1}/{runs} "
-                                    f"({sum(c.seconds for c in live if c.na is None):.1f} s)"))
+    for r in range(runs):
+        err.print(f"{phase}: run {r + 1}/{runs} "
+                  f"({sum(c.seconds for c in live if c.na is None):.1f} s)")
+        for cell in (live if r % 2 == 0 else live[::-1]):
+            run_guarded(cell)
 
 
 def run_guarded(cell: Cell, seconds: float | None = None) -> None:
@@ -178,6 +215,9 @@ def run_guarded(cell: Cell, seconds: float | None = None) -> None:
 
 
 # -- processes, all stopped by PID ------------------------------------------------------------
+
+
+Started = CardProcess | subprocess.Popen  # a card process: what is read is its pid
 
 
 def spawn(stack: contextlib.ExitStack, argv: list[str], log: Path,
@@ -196,6 +236,10 @@ def card_process(stack: contextlib.ExitStack, state: Path, port: int, log: Path)
 
 def echo_process(stack: contextlib.ExitStack, port: int, log: Path) -> subprocess.Popen:
     return spawn(stack, [sys.executable, str(ECHO_CARD), "--vpcd", f"127.0.0.1:{port}"], log)
+
+
+def minimal_process(stack: contextlib.ExitStack, port: int, log: Path) -> subprocess.Popen:
+    return spawn(stack, [sys.executable, str(MINIMAL_ECHO), f"127.0.0.1:{port}"], log)
 
 
 def vicc_process(stack: contextlib.ExitStack, port: int, log: Path) -> subprocess.Popen:
@@ -288,7 +332,8 @@ def personalise_cards(home: Path) -> dict[str, Path]:
     return cards
 
 
-def nettx_cells(reader_kind: str, reader, seconds: float) -> list[Cell]:
+def nettx_cells(reader_kind: str, reader, seconds: float,
+                slot: int | None = None) -> list[Cell]:
     """SELECT, VERIFY PIN, MSE SET peer once; then raw GET DATA / ENCIPHER APDUs."""
     session = CardSession(reader)
     session.select()
@@ -297,27 +342,31 @@ def nettx_cells(reader_kind: str, reader, seconds: float) -> list[Cell]:
     sealed = session.encrypt(PLAINTEXT)  # the raw APDU below is this very command
     if len(sealed) <= len(PLAINTEXT):
         raise BenchError("ENCIPHER returned less than its plaintext")
-    return [Cell(reader_kind, "nettx", "short", seconds, GET_DATA_SERIAL, reader.transmit),
-            Cell(reader_kind, "nettx", "encipher", seconds, ENCIPHER_1K, reader.transmit)]
+    return plain_cells(reader_kind, "nettx", reader, seconds, slot=slot)
 
 
-def echo_cells(reader_kind: str, reader, seconds: float) -> list[Cell]:
-    return [Cell(reader_kind, "echo", "short", seconds, GET_DATA_SERIAL, reader.transmit),
-            Cell(reader_kind, "echo", "encipher", seconds, ENCIPHER_1K, reader.transmit)]
+def plain_cells(reader_kind: str, card: str, reader, seconds: float,
+                workloads: tuple[str, ...] = ("short", "encipher"),
+                slot: int | None = None) -> list[Cell]:
+    """The cells of a card that needs no setup (or has had it)."""
+    return [Cell(reader_kind, card, workload, seconds, WORKLOAD_APDU[workload],
+                 reader.transmit, slot=slot) for workload in workloads]
 
 
-def vicc_cell(reader_kind: str, reader, seconds: float) -> Cell:
-    return Cell(reader_kind, "vicc", "short", seconds, GET_CHALLENGE_8, reader.transmit,
-                label="GET CHALLENGE 00840000 08")
-
-
-def na_cells(reader_kind: str, cards: list[str], reason: str, seconds: float) -> list[Cell]:
-    cells = []
-    for card in cards:
-        for workload in (("short",) if card == "vicc" else ("short", "encipher")):
-            label = "GET CHALLENGE 00840000 08" if card == "vicc" else ""
-            cells.append(Cell(reader_kind, card, workload, seconds, label=label, na=reason))
+def with_pid(cells: list[Cell], pid: int) -> list[Cell]:
+    for cell in cells:
+        cell.pid = pid
     return cells
+
+
+def workloads_of(card: str) -> tuple[str, ...]:
+    return ("challenge",) if card == "vicc" else ("short", "encipher")
+
+
+def na_cells(reader_kind: str, cards: list[str], reason: str, seconds: float,
+             slot: int | None = None) -> list[Cell]:
+    return [Cell(reader_kind, card, workload, seconds, na=reason, slot=slot)
+            for card in cards for workload in workloads_of(card)]
 
 
 def guarded(make: Callable[[], list[Cell]], fallback: list[Cell], what: str) -> list[Cell]:
@@ -337,37 +386,50 @@ def guarded(make: Callable[[], list[Cell]], fallback: list[Cell], what: str) -> 
 
 def phase_local(stack: contextlib.ExitStack, cards: dict[str, Path], tmp: Path,
                 args: argparse.Namespace) -> list[Cell]:
-    """In-process and embedded vpcd: no pcscd."""
+    """In-process, embedded vpcd and serial: no pcscd. Every cell alternates with every
+    other; the embedded rows' floor is the embedded minimal echo."""
     cells: list[Cell] = []
     inproc = InProcessReader(Applet(FileStore(cards["in-process"])))
     stack.callback(inproc.close)
     cells += nettx_cells("in-process", inproc, args.seconds)
 
-    def embedded(card: str, start: Callable[[int], object], make: Callable) -> list[Cell]:
+    def embedded(card: str, start: Callable[[int], Started], make: Callable) -> list[Cell]:
         reader = EmbeddedReader("127.0.0.1", 0, card_timeout=15)
         stack.callback(reader.close)
-        start(reader.port)
+        proc = start(reader.port)
         reader.wait_for_card(timeout=15)
         reader.power_on()
-        return make("embedded", reader)
+        return with_pid(make("embedded", reader), proc.pid)
 
     s, vs = args.seconds, args.vicc_seconds
-    cells += guarded(lambda: embedded(
+    local: list[Cell] = []
+    local += guarded(lambda: embedded(
         "nettx", lambda p: card_process(stack, cards["embedded"], p, tmp / "card-embedded.log"),
         lambda kind, r: nettx_cells(kind, r, s)), na_cells("embedded", ["nettx"], "", s),
         "embedded nettx")
-    cells += guarded(lambda: embedded(
+    floors = guarded(lambda: embedded(
+        "minimal", lambda p: minimal_process(stack, p, tmp / "minimal-embedded.log"),
+        lambda kind, r: plain_cells(kind, "minimal", r, s)),
+        na_cells("embedded", ["minimal"], "", s), "embedded minimal echo")
+    local += floors
+    local += guarded(lambda: embedded(
         "echo", lambda p: echo_process(stack, p, tmp / "echo-embedded.log"),
-        lambda kind, r: echo_cells(kind, r, s)), na_cells("embedded", ["echo"], "", s),
+        lambda kind, r: plain_cells(kind, "echo", r, s)), na_cells("embedded", ["echo"], "", s),
         "embedded echo")
     missing = vicc_missing()
     if missing:
-        cells += na_cells("embedded", ["vicc"], f"n/a: {missing}", vs)
+        local += na_cells("embedded", ["vicc"], f"n/a: {missing}", vs)
     else:
-        cells += guarded(lambda: embedded(
+        local += guarded(lambda: embedded(
             "vicc", lambda p: vicc_process(stack, p, tmp / "vicc-embedded.log"),
-            lambda kind, r: [vicc_cell(kind, r, vs)]), na_cells("embedded", ["vicc"], "", vs),
-            "embedded vicc")
+            lambda kind, r: plain_cells(kind, "vicc", r, vs, ("challenge",))),
+            na_cells("embedded", ["vicc"], "", vs), "embedded vicc")
+    floor_of = {c.workload: c for c in floors}
+    floor_of["challenge"] = floor_of["short"]  # both 5-byte case-2 commands
+    for cell in local:
+        if cell.card != "minimal":
+            cell.floor = floor_of[cell.workload]
+    cells += local
     if shutil.which("socat") is None:
         cells += na_cells("serial", ["nettx"], "n/a: socat not installed", s)
     else:
@@ -394,7 +456,7 @@ def serial_cells(stack: contextlib.ExitStack, state: Path, tmp: Path,
     reader = SerialReader(str(reader_tty))
     stack.callback(reader.close)
     reader.wait_for_card(15)
-    cells = nettx_cells("serial", reader, seconds)
+    cells = with_pid(nettx_cells("serial", reader, seconds), card.pid)
     for cell in cells:
         before = reader.stats.bytes_sent + reader.stats.bytes_received
         if cell.transmit is None or cell.transmit(cell.apdu)[-2:] != OK:
@@ -403,17 +465,27 @@ def serial_cells(stack: contextlib.ExitStack, state: Path, tmp: Path,
     return cells
 
 
+# PC/SC: who takes slot 00, in turn, against the minimal echo in slot 01, and with what
+PCSC_SEATS = (("nettx", ("short", "encipher")), ("echo", ("short", "encipher")),
+              ("vicc", ("challenge",)), ("minimal", ("short",)))
+
+
+def pcsc_na(reason: str, seconds: float, vicc_seconds: float) -> list[Cell]:
+    return [Cell("pcsc", card, workload, vicc_seconds if card == "vicc" else seconds,
+                 na=reason, slot=0) for card, workloads in PCSC_SEATS for workload in workloads]
+
+
 def phase_pcsc(stack: contextlib.ExitStack, cards: dict[str, Path], tmp: Path,
                args: argparse.Namespace) -> list[Cell]:
-    """pcscd + vpcd: nettx on slot 00 (port P), the echo card on slot 01 (P+1), measured
-    interleaved; then the echo card leaves and vicc takes slot 01."""
+    """pcscd + vpcd: the minimal echo sits in slot 01 (port P+1) throughout; nettx, the echo
+    card, vicc and a second minimal echo take slot 00 (port P) in turn, and each is measured
+    in alternating rounds with the slot 01 echo (its floor) before it leaves."""
     from terminal.pcsc import wait_for_card, wait_until_card_gone  # pyscard: only here
 
     s, vs = args.seconds, args.vicc_seconds
     missing = pcsc_missing()
     if missing:
-        reason = f"n/a: {missing}"
-        return na_cells("pcsc", ["nettx", "echo", "vicc"], reason, s)
+        return pcsc_na(f"n/a: {missing}", s, vs)
 
     pcscd = Pcscd(free_vpcd_port(), tmp / "pcscd")
     pcscd.run_dir.mkdir()
@@ -423,38 +495,62 @@ def phase_pcsc(stack: contextlib.ExitStack, cards: dict[str, Path], tmp: Path,
         pcscd.start()
     except BenchError as exc:
         err.print(f"[red]{exc}")
-        return na_cells("pcsc", ["nettx", "echo", "vicc"], f"n/a: {exc}", s)
+        return pcsc_na(f"n/a: {exc}", s, vs)
     err.print(f"pcscd pid {pcscd.pid}")
 
-    def on_slot(slot: int, start: Callable[[int], object], make: Callable) -> list[Cell]:
-        start(pcscd.port + slot)
-        reader = wait_for_card(SLOT[slot])
-        stack.callback(reader.close)
-        return make("pcsc", reader)
+    try:
+        floor_pid = minimal_process(stack, pcscd.port + 1, tmp / "minimal-pcsc-01.log").pid
+        floor_reader = wait_for_card(SLOT[1])
+        stack.callback(floor_reader.close)
+    except Exception as exc:
+        err.print(f"[red]PC/SC minimal echo (slot 01): {exc}")
+        return pcsc_na(f"setup failed: minimal echo in slot 01: {exc}", s, vs)
+
+    def start(card: str, seat: contextlib.ExitStack) -> Started:
+        port, log = pcscd.port, tmp / f"{card}-pcsc-00.log"
+        if card == "nettx":
+            return card_process(seat, cards["pcsc"], port, log)
+        if card == "echo":
+            return echo_process(seat, port, log)
+        if card == "vicc":
+            return vicc_process(seat, port, log)
+        return minimal_process(seat, port, log)
 
     cells: list[Cell] = []
-    cells += guarded(lambda: on_slot(
-        0, lambda p: card_process(stack, cards["pcsc"], p, tmp / "card-pcsc.log"),
-        lambda kind, r: nettx_cells(kind, r, s)), na_cells("pcsc", ["nettx"], "", s),
-        "PC/SC nettx")
-    echo_stack = contextlib.ExitStack()
-    stack.callback(echo_stack.close)
-    cells += guarded(lambda: on_slot(
-        1, lambda p: echo_process(echo_stack, p, tmp / "echo-pcsc.log"),
-        lambda kind, r: echo_cells(kind, r, s)), na_cells("pcsc", ["echo"], "", s),
-        "PC/SC echo")
-    measure(cells, args.runs, "PC/SC")
+    for card, workloads in PCSC_SEATS:
+        seconds = vs if card == "vicc" else s
+        fallback = [Cell("pcsc", card, w, seconds, slot=0) for w in workloads]
+        missing = vicc_missing() if card == "vicc" else None
+        if missing:
+            cells += [Cell("pcsc", card, w, seconds, na=f"n/a: {missing}", slot=0)
+                      for w in workloads]
+            continue
+        with contextlib.ExitStack() as seat:  # the slot 00 card and its handle leave after
+            stack.callback(close_quietly, seat)
 
-    missing = vicc_missing()
-    if missing:
-        return cells + na_cells("pcsc", ["vicc"], f"n/a: {missing}", vs)
-    echo_stack.close()  # reader handle and echo process: slot 01 is free again
-    vicc = guarded(lambda: (wait_until_card_gone(SLOT[1]), on_slot(
-        1, lambda p: vicc_process(stack, p, tmp / "vicc-pcsc.log"),
-        lambda kind, r: [vicc_cell(kind, r, vs)]))[1], na_cells("pcsc", ["vicc"], "", vs),
-        "PC/SC vicc")
-    measure(vicc, args.runs, "PC/SC vicc")
-    return cells + vicc
+            def seated(card: str = card, workloads: tuple[str, ...] = workloads,
+                       seconds: float = seconds, seat: contextlib.ExitStack = seat
+                       ) -> list[Cell]:
+                pid = start(card, seat).pid
+                reader = wait_for_card(SLOT[0])
+                seat.callback(reader.close)
+                if card == "nettx":
+                    return with_pid(nettx_cells("pcsc", reader, seconds, slot=0), pid)
+                return with_pid(plain_cells("pcsc", card, reader, seconds, workloads, slot=0),
+                                pid)
+
+            pair = guarded(seated, fallback, f"PC/SC {CARD_LABEL[card]} (slot 00)")
+            rounds: list[Cell] = []
+            for cell in pair:
+                if cell.na is None:
+                    cell.floor = Cell("pcsc", "minimal", cell.workload, seconds,
+                                      cell.apdu, floor_reader.transmit, slot=1, pid=floor_pid)
+                    rounds += [cell, cell.floor]
+            measure(rounds, args.runs, f"PC/SC {CARD_LABEL[card]} vs minimal echo")
+            cells += pair
+        with contextlib.suppress(Exception):  # the next card must not be taken for this one
+            wait_until_card_gone(SLOT[0])
+    return cells
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -478,38 +574,76 @@ def environment(tmp: Path) -> str:
             f"card EEPROM on {fs} ({tmp})")
 
 
+def round_ratios(cell: Cell) -> list[float]:
+    """Run i of the cell over run i of its floor: the two ran one right after the other, so
+    a burst of background load that slows one round slows both sides of its ratio."""
+    if cell.floor is None:
+        return []
+    return [a / b for a, b in zip(cell.rates, cell.floor.rates, strict=False) if b]
+
+
+def ratio(cell: Cell | None) -> float | None:
+    """The median of the cell's per-round ratios to its floor (the minimal echo)."""
+    ratios = round_ratios(cell) if cell is not None else []
+    return statistics.median(ratios) if ratios else None
+
+
+def own_loop_ratio(cell: Cell, cells: list[Cell]) -> str:
+    """nettx against the echo card (our own loop), each taken over its minimal echo: where
+    the two were measured in different rounds (PC/SC), the floor evens out the load."""
+    echo = next((c for c in cells if c.reader == cell.reader and c.card == "echo"
+                 and c.workload == cell.workload), None)
+    ours, theirs = ratio(cell), ratio(echo)
+    return f"{ours / theirs:.2f}" if ours and theirs else "n/a"
+
+
 def render(cells: list[Cell], args: argparse.Namespace) -> Table:
-    floors = {(c.reader, c.workload): statistics.median(c.rates)
-              for c in cells if c.card == "echo" and c.rates}
     table = results_table(
-                  "nettx APDU throughput and latency",
-                  ("reader", "card", "command", "APDUs/s", "runs min–max", "median ms",
-                   "p99 ms", "% of echo floor", "samples"),
-                  left=("reader", "card", "command"),
-                  caption=(
-                      f"APDUs/s: median of the runs ({args.runs} × {args.seconds:g} s; vicc "
-                      f"{args.runs} × {args.vicc_seconds:g} s), min–max beside it; latency: "
-                      "median and p99 over every APDU of every run.\n"
-                      "echo = bench/echo_card.py, 90 00 to everything over our vpcd socket "
-                      "loop (TCP_QUICKACK): the floor. For ENCIPHER (1,037-byte extended command) "
-                      "its answer is 2 bytes, ours 1,059, so that floor is a little kind.\n"
-                      "% of echo floor: this card's median APDUs/s over the echo card's, same "
-                      "reader and command (vicc: its GET CHALLENGE against the echo's GET "
-                      "DATA, both 5-byte case-2 commands).\n"
-                      "vicc cannot SELECT with FCI (Python 3 bug in Debian's vsmartcard 0.8), "
-                      "so its short command is GET CHALLENGE; it has no ENCIPHER.\n"
-                      "PC/SC: nettx in slot 00 (vpcd port P), echo then vicc in slot 01 (P+1)."))
+        "nettx APDU throughput and latency",
+        ("reader", "card", "command", "APDUs/s", "runs min–max", "median ms", "p99 ms",
+         "card CPU µs/APDU", "minimal echo APDUs/s", "× minimal echo", "rounds p25–p75",
+         "× own loop", "samples"),
+        left=("reader", "card", "command"),
+        caption=(
+            f"APDUs/s: median of the runs ({args.runs} × {args.seconds:g} s; vicc "
+            f"{args.runs} × {args.vicc_seconds:g} s), min–max beside it; latency: median and "
+            "p99 over every APDU of every run. card CPU: the card process's time on a CPU "
+            "(/proc schedstat, all its threads) over the APDUs it answered in the runs.\n"
+            "minimal echo = bench/minimal_echo.py: a socket loop that imports nothing from "
+            "nettx (vpcd framing, TCP_NODELAY, TCP_QUICKACK before each recv) and answers "
+            "90 00: the floor. Its APDUs/s are those measured in the same alternating rounds "
+            "as the row: embedded, the embedded minimal echo (all embedded cells alternate); "
+            "PC/SC, the minimal echo in slot 01 while the row's card sat in slot 00.\n"
+            "× minimal echo: the median over the rounds of the row's APDUs/s in a round over "
+            "the floor's in the same round (a run of the card, then one of the echo, or the "
+            "reverse); rounds p25–p75: the quartiles of those per-round ratios.\n"
+            "echo (own loop) = bench/echo_card.py: 90 00 over card_applet.vpcd's socket loop, "
+            "the floor of our own loop. × own loop: nettx's × minimal echo over the echo "
+            "card's.\n"
+            "For ENCIPHER (1,037-byte extended command) an echo answers 2 bytes, nettx "
+            "1,059, so that floor is a little kind.\n"
+            "vicc cannot SELECT with FCI (Python 3 bug in Debian's vsmartcard 0.8), so its "
+            "short command is GET CHALLENGE (embedded: against the echo's GET DATA, both "
+            "5-byte case-2 commands); it has no ENCIPHER.\n"
+            "PC/SC: every row's card sat in slot 00, its floor in slot 01; minimal echo (00) "
+            "against minimal echo (01) shows how even the two slots are."))
     for c in in_sections(table, cells, lambda c: c.reader):
-        row = [READER_LABEL[c.reader], c.card, c.workload_label]
+        row = [READER_LABEL[c.reader], c.card_label, c.workload_label]
         if c.na is not None or not c.rates:
-            table.add_row(*row, c.na or "n/a", *[""] * 5)
+            table.add_row(*row, c.na or "n/a", *[""] * 9)
             continue
         ns = sorted(c.samples)
-        rate = statistics.median(c.rates)
-        floor = floors.get((c.reader, c.workload))
-        pct = "—" if c.card == "echo" else (f"{100 * rate / floor:.1f} %" if floor else "n/a")
+        r, per_round = ratio(c), round_ratios(c)
+        floor_rate = (f"{statistics.median(c.floor.rates):,.0f}"
+                      if c.floor is not None and c.floor.rates else "—")
+        cpu = c.card_cpu_us
         table.add_row(*row, *spread(c.rates), f"{percentile_ms(ns, 0.5):.3f}",
-                      f"{percentile_ms(ns, 0.99):.3f}", pct, f"{len(ns):,}")
+                      f"{percentile_ms(ns, 0.99):.3f}", f"{cpu:.1f}" if cpu else "—", floor_rate,
+                      f"{r:.2f}" if r is not None else "—",
+                      (f"{percentile(per_round, 0.25):.2f}–{percentile(per_round, 0.75):.2f}"
+                       if per_round else ""),
+                      own_loop_ratio(c, cells) if c.card == "nettx" and c.floor else "",
+                      f"{len(ns):,}")
     return table
 
 
@@ -538,14 +672,10 @@ def render_serial(cells: list[Cell]) -> Table | None:
     return table
 
 
-ORDER = {("in-process", "nettx"): 0, ("embedded", "nettx"): 1, ("embedded", "echo"): 2,
-         ("embedded", "vicc"): 3, ("pcsc", "nettx"): 4, ("pcsc", "echo"): 5,
-         ("pcsc", "vicc"): 6, ("serial", "nettx"): 7}
-
-
 def sort_key(c: Cell) -> tuple[int, int, int]:
     reader = ["in-process", "embedded", "pcsc", "serial"].index(c.reader)
-    return reader, ["short", "encipher"].index(c.workload), ORDER[(c.reader, c.card)]
+    return (reader, ["short", "challenge", "encipher"].index(c.workload),
+            ["nettx", "echo", "minimal", "vicc"].index(c.card))
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -554,18 +684,23 @@ def sort_key(c: Cell) -> tuple[int, int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of one run (2)")
-    parser.add_argument("--runs", type=int, default=5, help="runs per cell (5)")
+    parser.add_argument("--seconds", type=float, default=0.5, help="length of one run (0.5)")
+    parser.add_argument("--runs", type=int, default=20,
+                        help="runs (rounds) per cell (20): many short rounds pair a card "
+                             "with its floor more closely than a few long ones")
     parser.add_argument("--vicc-seconds", type=float, default=None,
-                        help="length of one vicc run (default: half of --seconds, >= 0.5)")
-    parser.add_argument("--no-pcsc", action="store_true", help="skip the PC/SC phase")
+                        help="length of one vicc run (default: --seconds)")
+    phases = parser.add_mutually_exclusive_group()
+    phases.add_argument("--no-pcsc", action="store_true", help="skip the PC/SC phase")
+    phases.add_argument("--pcsc-only", action="store_true",
+                        help="only the PC/SC phase (no in-process, embedded or serial rows)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (card files, process logs)")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.runs < 1:
         parser.error("--seconds must be > 0 and --runs >= 1")
     if args.vicc_seconds is None:
-        args.vicc_seconds = max(0.5, args.seconds / 2)
+        args.vicc_seconds = args.seconds
 
     with stopping_everything(err.print) as bench_run:
         stack = bench_run.stack
@@ -573,17 +708,18 @@ def main(argv: list[str] | None = None) -> int:
         env_line = environment(tmp)
         err.print(f"personalising {len(HOLDERS)} cards (k = {K}) in {tmp}")
         cards = personalise_cards(tmp)
-        with contextlib.ExitStack() as local:  # its processes end before PC/SC starts
-            stack.callback(close_quietly, local)
-            cells = phase_local(local, cards, tmp, args)
+        cells: list[Cell] = []
+        if not args.pcsc_only:
+            with contextlib.ExitStack() as local:  # its processes end before PC/SC starts
+                stack.callback(close_quietly, local)
+                cells += phase_local(local, cards, tmp, args)
         if args.no_pcsc:
-            cells += na_cells("pcsc", ["nettx", "echo", "vicc"], "n/a: --no-pcsc",
-                              args.seconds)
+            cells += pcsc_na("n/a: --no-pcsc", args.seconds, args.vicc_seconds)
         else:
             cells += phase_pcsc(stack, cards, tmp, args)
     if bench_run.interrupted:
         return 130
-    out = results_console(150)
+    out = results_console(200)
     out.print(env_line, soft_wrap=True)
     out.print(render(sorted(cells, key=sort_key), args))
     serial_table = render_serial(cells)
