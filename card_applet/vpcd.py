@@ -5,10 +5,16 @@ control code; anything longer is a command APDU, answered with a response APDU.
 
 `FrameBuffer` is sans-IO (bytes in, whole frames out) and shared with the terminal's
 embedded reader; `VpcdCard` is the thin socket loop the card process runs.
+
+The loop is on every APDU's path, so it does what a minimal echo card does and no more
+(bench/minimal_echo.py, bench/README.md): a blocking recv (no poll before it: `stop` is
+served by a watcher thread that shuts the socket down), TCP_QUICKACK re-armed without
+asking the socket its family each time, one sendall per reply, no log line per frame.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -44,6 +50,12 @@ class FrameBuffer:
     _buf: bytearray = field(default_factory=bytearray)
 
     def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        if not buf and len(data) >= 2 and len(data) == 2 + ((data[0] << 8) | data[1]):
+            return [data[2:]]  # the usual read: exactly one whole frame
+        if len(buf) == 2 and len(data) == (buf[0] << 8) | buf[1]:
+            buf.clear()  # vpcd sends a frame's length and its body in two writes
+            return [bytes(data)]
         self._buf += data
         frames = []
         while len(self._buf) >= 2:
@@ -98,12 +110,14 @@ def _is_tcp(sock: socket.socket) -> bool:
     return sock.family in (socket.AF_INET, socket.AF_INET6)
 
 
+# Linux re-arms delayed ACKs after every read; without TCP_QUICKACK before each one, a
+# reader that writes a frame's length and body separately (vpcd 0.8) waits 40 ms per APDU.
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
 def set_quickack(sock: socket.socket) -> None:
-    # Linux re-arms delayed ACKs after every read; without this a reader that writes a
-    # frame's length and body separately (vpcd 0.8) waits 40 ms per APDU.
-    quickack = getattr(socket, "TCP_QUICKACK", None)
-    if quickack is not None and _is_tcp(sock):
-        sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+    if _QUICKACK is not None and _is_tcp(sock):
+        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
 def tune(sock: socket.socket) -> None:
@@ -112,22 +126,63 @@ def tune(sock: socket.socket) -> None:
     set_quickack(sock)
 
 
-def serve_connection(sock: socket.socket, card: CardSide, stop: threading.Event) -> None:
-    """Serve one reader connection until it closes or `stop` is set."""
+def serve_connection(sock: socket.socket, card: CardSide) -> None:
+    """Serve one reader connection until it closes (or is shut down: see `StopWatch`).
+
+    A blocking socket: a timeout would put a poll() before every recv and every send."""
+    sock.settimeout(None)
     frames = FrameBuffer()
-    sock.settimeout(0.5)
-    while not stop.is_set():
-        set_quickack(sock)
-        try:
-            data = sock.recv(65536)
-        except TimeoutError:
-            continue
+    recv, sendall, handle = sock.recv, sock.sendall, card.handle
+    quickack = _QUICKACK if _is_tcp(sock) else None
+    setsockopt, tcp = sock.setsockopt, socket.IPPROTO_TCP
+    while True:
+        if quickack is not None:
+            setsockopt(tcp, quickack, 1)
+        data = recv(65536)
         if not data:
             raise ConnectionResetError("reader closed the connection")
         for frame in frames.feed(data):
-            reply = card.handle(frame)
+            reply = handle(frame)
             if reply is not None:
-                sock.sendall(encode_frame(reply))
+                sendall(encode_frame(reply))
+
+
+class StopWatch:
+    """Ends the connection being served once `stop` is set: the serving thread sits in a
+    blocking recv, which a shutdown() from here wakes with end-of-stream."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="vpcd-stop", daemon=True)
+        self._thread.start()
+
+    def serving(self, sock: socket.socket | None) -> None:
+        """The socket to shut down on stop (None: between connections)."""
+        with self._lock:
+            self._sock = sock
+        if sock is not None and self._stop.is_set():
+            self._shutdown()
+
+    def close(self) -> None:
+        """The card is no longer served: the watcher ends within a second, unwaited for."""
+        self._done.set()
+
+    def _watch(self) -> None:
+        # wakes once a second while idle, only to notice close(); never on an APDU's path
+        while not self._stop.wait(1.0):
+            if self._done.is_set():
+                return
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                # already closed by the reader: nothing to wake
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass
@@ -147,8 +202,16 @@ class VpcdCard:
     # a private, already connected channel (a socketpair end from the terminal that
     # started us): served once, no reconnecting; when it closes, the card's life ends
     channel: socket.socket | None = None
+    _watch: StopWatch | None = field(default=None, init=False, repr=False)
 
     def run(self) -> None:
+        self._watch = StopWatch(self.stop)
+        try:
+            self._run()
+        finally:
+            self._watch.close()
+
+    def _run(self) -> None:
         if self.channel is not None:
             self._serve(self.channel)
             return
@@ -184,15 +247,20 @@ class VpcdCard:
         log.info("reader connected (%s)", self.where)
         tune(sock)
         self.connected.set()
+        assert self._watch is not None  # run() made it
+        self._watch.serving(sock)
         try:
-            serve_connection(sock, self.card, self.stop)
+            serve_connection(sock, self.card)
         except OSError as exc:
-            if self.channel is not None:
+            if self.stop.is_set():
+                log.info("stopped: the reader connection is closed")
+            elif self.channel is not None:
                 log.info("the private channel closed (%s): the card's session is over", exc)
             else:
                 log.info("reader connection lost (%s); waiting for it again", exc)
             self.card.card.power_off()  # the card lost power with its reader
         finally:
+            self._watch.serving(None)
             self.connected.clear()
             sock.close()
 
