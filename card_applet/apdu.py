@@ -7,7 +7,7 @@ a terminal (an APDU script, the conformance CLI) says which case the bytes miss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from card_applet.errors import NettxError
 
@@ -77,20 +77,21 @@ class CommandApdu:
         body = raw[4:]
         n = len(body)
         if n == 0:  # case 1
-            return cls(cla, ins, p1, p2)
+            return _decoded(cla, ins, p1, p2, b"", None, False)
         if n == 1:  # case 2S
-            return cls(cla, ins, p1, p2, le=body[0] or SHORT_MAX_LE)
+            return _decoded(cla, ins, p1, p2, b"", body[0] or SHORT_MAX_LE, False)
         if body[0] != 0:  # short Lc
             lc = body[0]
             if n == 1 + lc:  # case 3S
-                return cls(cla, ins, p1, p2, data=bytes(body[1:]))
+                return _decoded(cla, ins, p1, p2, bytes(body[1:]), None, False)
             if n == 2 + lc:  # case 4S
-                return cls(cla, ins, p1, p2, data=bytes(body[1:-1]), le=body[-1] or SHORT_MAX_LE)
+                return _decoded(cla, ins, p1, p2, bytes(body[1:-1]), body[-1] or SHORT_MAX_LE,
+                                False)
             raise ApduFormatError(f"short Lc says {lc} data bytes, so the body after the "
                                   f"header is {1 + lc} bytes (or {2 + lc} with Le), not {n}")
         # body[0] == 0 and n >= 2: extended
         if n == 3:  # case 2E
-            return cls(cla, ins, p1, p2, le=_ext_le(body[1:3]), extended=True)
+            return _decoded(cla, ins, p1, p2, b"", _ext_le(body[1:3]), True)
         if n < 3:
             raise ApduFormatError("a body starting 00 is extended length: 00 and two length "
                                   f"bytes, but only {n} bytes follow the header")
@@ -99,13 +100,36 @@ class CommandApdu:
             raise ApduFormatError("extended Lc of 0000: an extended body with data needs Lc "
                                   "of 1..65535")
         if n == 3 + lc:  # case 3E
-            return cls(cla, ins, p1, p2, data=bytes(body[3:]), extended=True)
+            return _decoded(cla, ins, p1, p2, bytes(body[3:]), None, True)
         if n == 5 + lc:  # case 4E
-            return cls(
-                cla, ins, p1, p2, data=bytes(body[3:-2]), le=_ext_le(body[-2:]), extended=True
-            )
+            return _decoded(cla, ins, p1, p2, bytes(body[3:-2]), _ext_le(body[-2:]), True)
         raise ApduFormatError(f"extended Lc says {lc} data bytes, so the body after the header "
                               f"is {3 + lc} bytes (or {5 + lc} with a 2-byte Le), not {n}")
+
+
+# The card decodes every command it receives, so decoding skips the dataclass constructor:
+# what it would check (each header field a byte, data at most 65535 bytes, Le 1..65536)
+# holds by construction for fields read from bytes and length fields. The slots' own
+# setters fill the frozen instance, as the generated __init__ does.
+_new = object.__new__
+_DECODED_FIELDS = ("cla", "ins", "p1", "p2", "data", "le", "extended")
+if tuple(f.name for f in fields(CommandApdu)) != _DECODED_FIELDS:
+    raise RuntimeError("CommandApdu's fields changed: _decoded must set the new ones too")
+_SET = tuple(CommandApdu.__dict__[name].__set__ for name in _DECODED_FIELDS)
+
+
+def _decoded(cla: int, ins: int, p1: int, p2: int, data: bytes, le: int | None,
+             extended: bool) -> CommandApdu:
+    cmd = _new(CommandApdu)
+    set_cla, set_ins, set_p1, set_p2, set_data, set_le, set_extended = _SET
+    set_cla(cmd, cla)
+    set_ins(cmd, ins)
+    set_p1(cmd, p1)
+    set_p2(cmd, p2)
+    set_data(cmd, data)
+    set_le(cmd, le)
+    set_extended(cmd, extended)
+    return cmd
 
 
 def _ext_le(two: bytes) -> int:
