@@ -105,7 +105,13 @@ Handler = Callable[["Applet", CommandApdu], "bytes | Reply"]
 _INTER_INDUSTRY: dict[int, Handler] = {}
 _PROPRIETARY: dict[int, Handler] = {}
 # the file system belongs to the card, not to the application: usable with nothing selected
-_WITHOUT_APPLICATION = {Ins.SELECT, Ins.READ_BINARY}
+_WITHOUT_APPLICATION = frozenset({Ins.SELECT.value, Ins.READ_BINARY.value})
+
+
+# Plain ints for what every command is checked against: naming an IntEnum member costs a
+# class attribute lookup and a subclass comparison (~0.2 µs each in CPython 3.11).
+_GET_RESPONSE = Ins.GET_RESPONSE.value
+_GET_DATA_ALL = DataObject.ALL.value
 
 
 def command(ins: Ins) -> Callable[[Handler], Handler]:
@@ -165,7 +171,7 @@ class Applet:
         if len(cmd.data) > MAX_COMMAND_DATA:
             raise CardError(SW.WRONG_LENGTH)
         table = _PROPRIETARY if proprietary else _INTER_INDUSTRY
-        if not proprietary and cmd.ins == Ins.GET_RESPONSE:
+        if not proprietary and cmd.ins == _GET_RESPONSE:
             return self._get_response(cmd)
         self.v.pending_response = b""
         header = (cmd.cla & ~0x10, cmd.ins, cmd.p1, cmd.p2)
@@ -384,7 +390,7 @@ class Applet:
         if cmd.data:
             raise CardError(SW.WRONG_LENGTH)
         tag = (cmd.p1 << 8) | cmd.p2
-        if tag == DataObject.ALL:
+        if tag == _GET_DATA_ALL:
             return self._public_template()
         return self._data_object(tag)
 
