@@ -1,6 +1,7 @@
 """APDU throughput and latency of the nettx card through every reader, against two floors.
 
-    .venv/bin/python bench/apdu.py [--seconds S] [--runs N] [--vicc-seconds V] [--no-pcsc | --pcsc-only]
+    .venv/bin/python bench/apdu.py [--seconds S] [--runs N] [--vicc-seconds V]
+                                  [--no-pcsc | --pcsc-only] [--keep]
 
 Prints the environment and ONE table: APDUs/s (median of N runs of S seconds each) and the
 median / p99 latency over every sample of those runs, for
@@ -601,7 +602,7 @@ def render(cells: list[Cell], args: argparse.Namespace) -> Table:
     table = results_table(
         "nettx APDU throughput and latency",
         ("reader", "card", "command", "APDUs/s", "runs min–max", "median ms", "p99 ms",
-         "card CPU µs/APDU", "minimal echo APDUs/s", "× minimal echo", "rounds p25–p75",
+         "card CPU µs/APDU", "floor APDUs/s", "× minimal echo", "rounds p25–p75",
          "× own loop", "samples"),
         left=("reader", "card", "command"),
         caption=(
@@ -611,7 +612,7 @@ def render(cells: list[Cell], args: argparse.Namespace) -> Table:
             "(/proc schedstat, all its threads) over the APDUs it answered in the runs.\n"
             "minimal echo = bench/minimal_echo.py: a socket loop that imports nothing from "
             "nettx (vpcd framing, TCP_NODELAY, TCP_QUICKACK before each recv) and answers "
-            "90 00: the floor. Its APDUs/s are those measured in the same alternating rounds "
+            "90 00. floor APDUs/s: the minimal echo's, measured in the same alternating rounds "
             "as the row: embedded, the embedded minimal echo (all embedded cells alternate); "
             "PC/SC, the minimal echo in slot 01 while the row's card sat in slot 00.\n"
             "× minimal echo: the median over the rounds of the row's APDUs/s in a round over "
@@ -719,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
             cells += phase_pcsc(stack, cards, tmp, args)
     if bench_run.interrupted:
         return 130
-    out = results_console(200)
+    out = results_console(220)
     out.print(env_line, soft_wrap=True)
     out.print(render(sorted(cells, key=sort_key), args))
     serial_table = render_serial(cells)
