@@ -149,6 +149,7 @@ class Cell:
     rates: list[float] = field(default_factory=list)
     samples: list[int] = field(default_factory=list)  # ns per APDU, every run
     card_cpu: float = 0.0  # s the card process was on a CPU during the runs
+    terminal_cpu: float = 0.0  # s this thread (the reader's side: pyscard, ...) was
 
     @property
     def card_cpu_us(self) -> float | None:
@@ -156,6 +157,12 @@ class Cell:
         if self.pid is None or not self.samples or not self.card_cpu:
             return None
         return self.card_cpu / len(self.samples) * 1e6
+
+    @property
+    def terminal_cpu_us(self) -> float | None:
+        """The terminal's CPU time per APDU (this thread: the reader driver, and for
+        in-process the applet too), in µs."""
+        return self.terminal_cpu / len(self.samples) * 1e6 if self.samples else None
 
     @property
     def workload_label(self) -> str:
@@ -171,9 +178,11 @@ class Cell:
         """One timed run: APDUs back to back for `seconds`; each response must end 90 00."""
         assert self.transmit is not None
         cpu = sched_seconds(self.pid)[0] if self.pid is not None else 0.0
+        terminal = time.thread_time()
         run = back_to_back(self.transmit, self.apdu,
                            self.seconds if seconds is None else seconds, self.check)
         if seconds is None:  # a warm-up is not a run
+            self.terminal_cpu += time.thread_time() - terminal
             self.rates.append(run.rate)
             self.samples.extend(run.latencies)
             if self.pid is not None:
@@ -602,14 +611,19 @@ def render(cells: list[Cell], args: argparse.Namespace) -> Table:
     table = results_table(
         "nettx APDU throughput and latency",
         ("reader", "card", "command", "APDUs/s", "runs min–max", "median ms", "p99 ms",
-         "card CPU µs/APDU", "floor APDUs/s", "× minimal echo", "rounds p25–p75",
+         "card CPU µs/APDU", "terminal CPU µs/APDU", "floor APDUs/s", "× minimal echo",
+         "rounds p25–p75",
          "× own loop", "samples"),
         left=("reader", "card", "command"),
         caption=(
             f"APDUs/s: median of the runs ({args.runs} × {args.seconds:g} s; vicc "
             f"{args.runs} × {args.vicc_seconds:g} s), min–max beside it; latency: median and "
             "p99 over every APDU of every run. card CPU: the card process's time on a CPU "
-            "(/proc schedstat, all its threads) over the APDUs it answered in the runs.\n"
+            "(/proc schedstat, all its threads) over the APDUs it answered in the runs; "
+            "terminal CPU: the bench thread's (the reader driver: pyscard and libpcsclite "
+            "for PC/SC; in-process, the applet itself), the same way. Both together far "
+            "below 10^6 / APDUs/s: the round trip waits on the processes between them "
+            "(pcscd, vpcd, the relay), neither end is saturated.\n"
             "minimal echo = bench/minimal_echo.py: a socket loop that imports nothing from "
             "nettx (vpcd framing, TCP_NODELAY, TCP_QUICKACK before each recv) and answers "
             "90 00. floor APDUs/s: the minimal echo's, measured in the same alternating rounds "
@@ -631,15 +645,16 @@ def render(cells: list[Cell], args: argparse.Namespace) -> Table:
     for c in in_sections(table, cells, lambda c: c.reader):
         row = [READER_LABEL[c.reader], c.card_label, c.workload_label]
         if c.na is not None or not c.rates:
-            table.add_row(*row, c.na or "n/a", *[""] * 9)
+            table.add_row(*row, c.na or "n/a", *[""] * 10)
             continue
         ns = sorted(c.samples)
         r, per_round = ratio(c), round_ratios(c)
         floor_rate = (f"{statistics.median(c.floor.rates):,.0f}"
                       if c.floor is not None and c.floor.rates else "—")
-        cpu = c.card_cpu_us
+        cpu, terminal = c.card_cpu_us, c.terminal_cpu_us
         table.add_row(*row, *spread(c.rates), f"{percentile_ms(ns, 0.5):.3f}",
-                      f"{percentile_ms(ns, 0.99):.3f}", f"{cpu:.1f}" if cpu else "—", floor_rate,
+                      f"{percentile_ms(ns, 0.99):.3f}", f"{cpu:.1f}" if cpu else "—",
+                      f"{terminal:.1f}" if terminal else "—", floor_rate,
                       f"{r:.2f}" if r is not None else "—",
                       (f"{percentile(per_round, 0.25):.2f}–{percentile(per_round, 0.75):.2f}"
                        if per_round else ""),

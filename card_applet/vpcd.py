@@ -51,10 +51,14 @@ class FrameBuffer:
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf
-        if not buf and len(data) >= 2 and len(data) == 2 + ((data[0] << 8) | data[1]):
-            return [data[2:]]  # the usual read: exactly one whole frame
-        if len(buf) == 2 and len(data) == (buf[0] << 8) | buf[1]:
-            buf.clear()  # vpcd sends a frame's length and its body in two writes
+        if not buf:
+            if len(data) >= 2 and len(data) == 2 + ((data[0] << 8) | data[1]):
+                return [data[2:]]  # the usual read: exactly one whole frame
+            if len(data) == 2:  # vpcd writes a frame's length and its body separately
+                buf += data
+                return []
+        elif len(buf) == 2 and len(data) == (buf[0] << 8) | buf[1]:
+            buf.clear()  # ... and this is that body
             return [bytes(data)]
         self._buf += data
         frames = []
