@@ -201,15 +201,26 @@ class Cell:
 
 
 def measure(cells: list[Cell], runs: int, phase: str) -> None:
+    """The short commands' cells in rounds of their own, then ENCIPHER's: the EEPROM commits
+    (fsyncs, and the writeback they leave behind) must not land on the round of one short
+    cell and miss its floor's."""
+    for group, label in (({"short", "challenge"}, "short"), ({"encipher"}, "ENCIPHER")):
+        rounds([c for c in cells if c.workload in group], runs, f"{phase}, {label}")
+
+
+def rounds(cells: list[Cell], runs: int, phase: str) -> None:
     """A warm-up per cell, then `runs` rounds of one run per cell, every other round in
     reverse order, so a card and its floor take turns going first (drift in the background
     load then favours neither)."""
     live = [c for c in cells if c.na is None]
+    if not live:
+        return
     for cell in live:  # warm-up: connections, caches, the first fsyncs
         run_guarded(cell, min(0.2, cell.seconds))
     for r in range(runs):
-        err.print(f"{phase}: run {r + 1}/{runs} "
-                  f"({sum(c.seconds for c in live if c.na is None):.1f} s)")
+        if r % 10 == 0 or r == runs - 1:
+            err.print(f"{phase}: round {r + 1}/{runs} "
+                      f"({sum(c.seconds for c in live if c.na is None):.1f} s each)")
         for cell in (live if r % 2 == 0 else live[::-1]):
             run_guarded(cell)
 
@@ -700,9 +711,9 @@ def sort_key(c: Cell) -> tuple[int, int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=0.5, help="length of one run (0.5)")
-    parser.add_argument("--runs", type=int, default=20,
-                        help="runs (rounds) per cell (20): many short rounds pair a card "
+    parser.add_argument("--seconds", type=float, default=0.2, help="length of one run (0.2)")
+    parser.add_argument("--runs", type=int, default=50,
+                        help="runs (rounds) per cell (50): many short rounds pair a card "
                              "with its floor more closely than a few long ones")
     parser.add_argument("--vicc-seconds", type=float, default=None,
                         help="length of one vicc run (default: --seconds)")
