@@ -37,6 +37,7 @@ from bench.orders_pattern import (
 )
 from bench.runs import close_quietly
 from host.cli.partyproc import PartyProcess
+from host.parties.server import LOOP_ENV
 
 FLOOR = Path(__file__).resolve().parent / "floor_parties.py"
 LEAN = "floor-lean"  # the shop name of the floor with persistent connections and no fsync
@@ -183,9 +184,11 @@ def record_pattern(outer: contextlib.ExitStack, world: World, run_dir: Path, n: 
         outer.callback(close_quietly, stack)  # stopped on Ctrl-C too
         for role in ("issuer", "delivery", "seller"):
             inner = [sys.executable, str(wrapper), str(run_dir / f"{role}.events")]
+            # on asyncio's loop, whose sends strace sees as sendto (uvloop's are write)
             proc = PartyProcess(role, world.party_args(role, run_dir / f"{role}.sqlite", ports),
                                 run_dir / f"{role}.log",
-                                launcher=strace_launcher(run_dir / f"{role}.strace", inner))
+                                launcher=strace_launcher(run_dir / f"{role}.strace", inner),
+                                env={LOOP_ENV: "asyncio"})
             stack.callback(proc.stop)
             procs[role], ports[role] = proc, proc.port
         buyer = software_buyers(world, ports["seller"], 1)[0]
