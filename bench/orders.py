@@ -25,8 +25,9 @@ throughput run, interleaved with nettx, and in the latency blocks (one holder, b
 so is the lean floor (floor-lean: the same frames on persistent connections, no fsync), the
 floor of the project's next pattern.
 
-Prints the main table, then nettx beside its floor with the ratios, the pattern counted for
-each shop, and CPU ms per order per process:
+Prints the main table, then nettx beside its floors with the ratios (throughput, and one
+holder's p50 in the latency blocks), the pattern counted for each shop, and CPU ms per order
+per process:
 
   latency     one holder, orders back to back, its card a real card process on the embedded
               reader (terminal.cardproc + terminal.embedded, as `nettx buy --state` does), and
