@@ -52,7 +52,7 @@ class PersistentState:
     puk_tries: int = PUK_MAX_TRIES
     # the end of the transaction counter's reserved block: every value up to it may have been
     # used, and ENCIPHER uses no value above it before a new reservation is committed
-    # (applet.py `_spend_counter`, docs/apdu.md 7.3)
+    # (applet.py `_spend_counter`, docs/apdu.md 7.6)
     atc_reserved: int = 0
     card_auth_key: bytes | None = None  # 32 bytes, write-only: INTERNAL AUTHENTICATE key 81
 

@@ -120,7 +120,7 @@ class DataObject(IntEnum):
     VERSION = 0x00C7
 
 
-# -- the transaction counter (docs/apdu.md 3.7, 7.3) ------------------------------------------
+# -- the transaction counter (docs/apdu.md 3.7, 7.6) ------------------------------------------
 
 ATC_MAX = 0xFFFF_FFFF  # the last value a box carries (4 bytes); past it, ENCIPHER is refused
 # Counter values are reserved in EEPROM this many at a time: one commit per ATC_BLOCK
