@@ -4,8 +4,10 @@
 
 It reuses card_applet.vpcd (CardSide + VpcdCard), so it has exactly our card process's
 socket loop: TCP_NODELAY, TCP_QUICKACK before every recv, one sendall per reply. What it
-lacks is the applet (APDU parsing, dispatch, crypto, EEPROM writes): through the same
-reader it is the floor our card process can reach. SIGTERM / SIGINT stop it cleanly.
+lacks is the applet (APDU parsing, dispatch, crypto, EEPROM writes): through the same reader
+it is the floor of our own loop. bench/minimal_echo.py, which shares no code with the
+project, is the floor of any loop; the two side by side show what our loop costs.
+SIGTERM / SIGINT stop it cleanly.
 """
 
 from __future__ import annotations
