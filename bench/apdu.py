@@ -220,7 +220,7 @@ def rounds(cells: list[Cell], runs: int, phase: str) -> None:
     for r in range(runs):
         if r % 10 == 0 or r == runs - 1:
             err.print(f"{phase}: round {r + 1}/{runs} "
-                      f"({sum(c.seconds for c in live if c.na is None):.1f} s each)")
+                      f"({sum(c.seconds for c in live if c.na is None):.1f} s a round)")
         for cell in (live if r % 2 == 0 else live[::-1]):
             run_guarded(cell)
 
