@@ -49,6 +49,18 @@ def serve(sock: socket.socket) -> None:
                 sock.sendall(len(ATR).to_bytes(2, "big") + ATR)
 
 
+def main(argv: list[str]) -> int:
+    host, _, port = argv[0].rpartition(":") if len(argv) == 1 else ("", "", "")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        print("usage: python bench/minimal_echo.py HOST:PORT", file=sys.stderr)
+        return 2
+    try:
+        serve(connect(host or "127.0.0.1", int(port)))
+    except OSError as exc:  # no reader came, or it went away mid-frame
+        print(f"error: reader at {host or '127.0.0.1'}:{port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    host, _, port = sys.argv[1].rpartition(":")
-    serve(connect(host or "127.0.0.1", int(port)))
+    sys.exit(main(sys.argv[1:]))
