@@ -1,23 +1,32 @@
 """The trusted centre at large k: `authority init` and `authority issue` of 64 rows as whole
-commands, beside the floor of issuance, measured in the same run.
+commands, beside the floors of issuance, measured in the same run.
 
     .venv/bin/python bench/centre.py [--k 512 2048 4096] [--runs 3] [--runs-large 1]
                                      [--code DIR]
 
 For each k, in a temporary home (mode 0700):
 
-  init      `python -m host.cli authority init --k K --force` (fresh master, fsynced)
-  issue 64  `python -m host.cli authority issue` of 64 new identifiers (row files in a
-            temporary --out directory, removed after each run)
-  startup   `python -m host.cli --help`: the interpreter and the imports, in every command
-  floor     in this process: reading the master file's bytes (it is in the page cache, as
-            for the command) plus one python-flint product V D, V the 64 x k Vandermonde
-            rows and D the whole symmetric k x k master as a flint integer matrix (fmpz_mat:
-            building it is left out of the time, and is slower than the product)
+  init           `python -m host.cli authority init --k K --force` (fresh master, fsynced)
+  issue 64       `python -m host.cli authority issue` of 64 new identifiers (row files in a
+                 temporary --out directory, removed after each run)
+  python+flint   `python -c "import flint"`: what every process that issues rows pays
+  cli start      `python -m host.cli authority issue --help`: the interpreter and the
+                 imports on the command's path
+  floor, process bench/centre_floor.py, a standalone program (flint and the standard library
+                 only) that reads the master file, computes the same 64 rows the same way
+                 and writes the same 64 row files (checked byte for byte against the
+                 command's); timed as the command is
+  floor, in-process  in this process: reading the master file's bytes (in the page cache,
+                 as for the command) plus one python-flint product of the 64 x k
+                 Vandermonde rows V with D, the whole symmetric k x k master as a flint
+                 integer matrix, prebuilt (not timed); the faster of V D and (D V^T)^T
 
 Wall time is the median of the runs (--runs, or --runs-large for k >= 4096); peak RSS is the
-child's own ru_maxrss from wait4 (the largest over the runs). "x floor" = issue / floor; the
-goal is issue within 1.5x of the floor and memory under 3x the master file's size.
+child's own ru_maxrss from wait4 (the largest over the runs). The goal (issue within 1.5x of
+reading the master plus the flint product) is "/ in-process"; "/ process" compares the
+command with a process doing the same job and nothing else, so the interpreter, the import
+of flint, the conversion of the file's bytes into flint integers and the durable writes are
+on both sides. Memory's goal is "peak / file" under 3.
 --code DIR runs the commands from another checkout (PYTHONPATH=DIR), for a before/after.
 """
 
@@ -78,18 +87,26 @@ with open(sys.argv[1], "w") as out:
 """
 
 
-def command(code: Path, *args: str | Path) -> tuple[float, int]:
-    """Run `python -m host.cli ARGS` from `code`; (wall seconds, peak RSS KiB)."""
+FLOOR = Path(__file__).resolve().with_name("centre_floor.py")
+
+
+def timed(code: Path, *argv: str | Path) -> tuple[float, int]:
+    """Run `python ARGV` from `code` under the wrapper; (wall seconds, peak RSS KiB)."""
     env = {**os.environ, "PYTHONPATH": str(code)}
     with tempfile.NamedTemporaryFile("r", suffix=".usage") as report:
         child = subprocess.run([sys.executable, "-c", WRAPPER, report.name, sys.executable,
-                                "-m", "host.cli", *map(str, args)], cwd=code, env=env,
+                                *map(str, argv)], cwd=code, env=env,
                                capture_output=True, check=False)
         seconds, peak_kb, code_ = report.read().split()
     if int(code_) != 0 or child.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, args[:2]))} failed: "
+        raise RuntimeError(f"{' '.join(map(str, argv[:3]))} failed: "
                            f"{child.stderr.decode()[-500:]}{child.stdout.decode()[-200:]}")
     return float(seconds), int(peak_kb)
+
+
+def command(code: Path, *args: str | Path) -> tuple[float, int]:
+    """Run `python -m host.cli ARGS` from `code`; (wall seconds, peak RSS KiB)."""
+    return timed(code, "-m", "host.cli", *args)
 
 
 def master_file(home: Path) -> Path:
@@ -100,7 +117,9 @@ def master_file(home: Path) -> Path:
 
 
 def floor_product(master: Master, runs: int, path: Path) -> Measure:
-    """Read the file's bytes + one V D product, D prebuilt (not timed)."""
+    """Read the file's bytes + one product V D, D prebuilt (not timed). D is symmetric, so
+    V D = (D V^T)^T, which flint computes faster at large k: each run times both and keeps
+    the faster, so the floor is the least flint takes."""
     k = master.k
     d = flint.fmpz_mat(k, k, [master.entry(i, j) for i in range(k) for j in range(k)])
     out = Measure()
@@ -113,37 +132,54 @@ def floor_product(master: Master, runs: int, path: Path) -> Measure:
                 powers.append(acc)
                 acc = acc * x % blom.P
         v = flint.fmpz_mat(ROWS, k, powers)
-        start = time.perf_counter()
-        with open(path, "rb", buffering=0) as f:
-            data = f.read()
-        _ = v * d
-        out.add(time.perf_counter() - start, 0)
-        del data
+        vt = v.transpose()
+        best = []
+        for left, right in ((v, d), (d, vt)):
+            start = time.perf_counter()
+            with open(path, "rb", buffering=0) as f:
+                data = f.read()
+            product = left * right
+            if left is d:
+                product = product.transpose()
+            best.append(time.perf_counter() - start)
+            del data
+        out.add(min(best), 0)
     return out
+
+
+def same_files(a: Path, b: Path) -> None:
+    names = sorted(p.name for p in a.iterdir())
+    if names != sorted(p.name for p in b.iterdir()) or any(
+            (a / n).read_bytes() != (b / n).read_bytes() for n in names):
+        raise RuntimeError(f"the floor's row files ({b}) differ from the command's ({a})")
 
 
 def bench_k(k: int, runs: int, code: Path, tmp: Path, say) -> dict[str, object]:
     home = tmp / f"home-{k}"
     home.mkdir(mode=0o700)
-    init, issue, startup = Measure(), Measure(), Measure()
+    init, issue, python, cli, process = Measure(), Measure(), Measure(), Measure(), Measure()
     for _ in range(runs):
         say(f"k = {k}: init")
         init.add(*command(code, "authority", "init", "--home", home, "--k", str(k), "--force"))
-    for r in range(runs):
-        say(f"k = {k}: issue {ROWS} rows, run {r + 1}/{runs}")
-        out = tmp / f"rows-{k}-{r}"
+    path = master_file(home)
+    for r in range(runs):  # the command and the process floor alternate, run by run
+        say(f"k = {k}: issue {ROWS} rows and the process floor, run {r + 1}/{runs}")
+        out, floor_out = tmp / f"rows-{k}-{r}", tmp / f"floor-{k}-{r}"
         ids = [f"holder:{r}-{n}@bench.example" for n in range(ROWS)]
         issue.add(*command(code, "authority", "issue", "--home", home, "--out", out, *ids))
+        process.add(*timed(code, FLOOR, path, floor_out, *ids))
+        same_files(out, floor_out)
         shutil.rmtree(out)
-        startup.add(*command(code, "--help"))
-    path = master_file(home)
+        shutil.rmtree(floor_out)
+        python.add(*timed(code, "-c", "import flint"))
+        cli.add(*command(code, "authority", "issue", "--help"))
     size = path.stat().st_size
-    say(f"k = {k}: floor (building D as a flint matrix first)")
+    say(f"k = {k}: in-process floor (building D as a flint matrix first)")
     master = Master.read(path)
     floor = floor_product(master, runs, path)
     shutil.rmtree(home)
     return {"k": k, "runs": runs, "size": size, "init": init, "issue": issue,
-            "startup": startup, "floor": floor}
+            "python": python, "cli": cli, "process": process, "floor": floor}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,23 +198,29 @@ def main(argv: list[str] | None = None) -> int:
             runs = args.runs_large if k >= 4096 else args.runs
             results.append(bench_k(k, runs, args.code.resolve(), Path(tmp), say))
     table = results_table(
-        f"the centre: whole commands against the issuance floor ({args.code.resolve()})",
+        f"the centre: whole commands against the issuance floors ({args.code.resolve()})",
         ("k", "runs", "master file MB", "init s", "init peak MB", "issue 64 s",
-         "issue peak MB", "peak / file", "startup s", "floor s", "issue / floor",
-         "(issue - startup) / floor"),
-        caption="median wall time of the runs; peak = the child's max RSS (wait4). floor = "
-                "read the master file + one flint product V (64 x k) D (k x k), D prebuilt. "
-                "startup = `python -m host.cli --help`, part of every command.")
+         "issue peak MB", "peak / file", "python + flint s", "cli start s",
+         "floor, process s", "floor, process peak MB", "floor, in-process s",
+         "issue / process floor", "issue / in-process floor"),
+        caption="median wall time of the runs; peak = the child's max RSS (wait4). floor, "
+                "in-process = read the master file + one flint product V (64 x k) D (k x k), D "
+                "prebuilt: the goal's floor. floor, process = bench/centre_floor.py, the same "
+                "job (read, convert, product, 64 durable row files) with nothing else. python "
+                "+ flint = `python -c 'import flint'`; cli start = `python -m host.cli "
+                "authority issue --help`.")
     for r in results:
-        init, issue, startup, floor = r["init"], r["issue"], r["startup"], r["floor"]
+        init, issue, floor = r["init"], r["issue"], r["floor"]
+        python, cli, process = r["python"], r["cli"], r["process"]
         mb = r["size"] / 2**20  # type: ignore[operator]
         table.add_row(str(r["k"]), str(r["runs"]), f"{mb:,.1f}", f"{init.median:.2f}",
                       f"{init.peak_kb / 1024:,.0f}", f"{issue.median:.2f}",
                       f"{issue.peak_kb / 1024:,.0f}", f"{issue.peak_kb / 1024 / mb:.1f}",
-                      f"{startup.median:.2f}", f"{floor.median:.2f}",
-                      f"{issue.median / floor.median:.2f}",
-                      f"{(issue.median - startup.median) / floor.median:.2f}")
-    out = results_console(150)
+                      f"{python.median:.3f}", f"{cli.median:.3f}", f"{process.median:.2f}",
+                      f"{process.peak_kb / 1024:,.0f}", f"{floor.median:.2f}",
+                      f"{issue.median / process.median:.2f}",
+                      f"{issue.median / floor.median:.2f}")
+    out = results_console(190)
     out.print(python_line())
     out.print(machine_line(" ".join(Path("/proc/loadavg").read_text().split()[:3])))
     out.print(table)
