@@ -65,6 +65,7 @@ def rows(body: bytes, k: int, xs: list[int]) -> list[list[int]]:
             products.append((a, (u * vt[c]).transpose()))
             for target, product in products:
                 acc[target] = product if acc[target] is None else acc[target] + product
+            del u, products  # before the next block is built: one block at a time
     out: list[list[int]] = [[] for _ in xs]
     for part in acc:
         width, entries = part.ncols(), part.entries()
