@@ -133,10 +133,10 @@ def test_authority_list_shows_identifiers_and_card_serials(home: Path, card: Pat
 # What only talking to a card, serving a party or a database needs: a command that does none of
 # that (the centre's) must not import it. Start-up is every command's cost, and the centre's
 # issuance is measured against its floor (bench/centre.py).
-NOT_FOR_THE_CENTRE = ("smartcard", "serial", "asyncio", "cbor2", "psycopg", "psycopg_pool",
-                      "Crypto", "host.parties", "host.protocol", "host.storage",
-                      "host.cli.card", "terminal.readers", "terminal.pcsc", "terminal.trace",
-                      "card_applet.applet")
+NOT_FOR_THE_CENTRE = ("smartcard", "serial", "asyncio", "uvloop", "cbor2", "psycopg",
+                      "psycopg_pool", "Crypto", "cryptography", "host.parties", "host.protocol",
+                      "host.storage", "host.cli.card", "terminal.readers", "terminal.pcsc",
+                      "terminal.trace", "card_applet.applet")
 IMPORTED_BY = """
 import sys
 from host.cli.main import main
