@@ -23,7 +23,6 @@ from typing import TypeVar
 
 from host.errors import ConnectionFailed, EnvelopeError, ErrorCode, Refused, TransactionError
 from host.parties import lifecycle
-from host.parties.connection import AsyncConnection
 from host.parties.keymodule import KeyModule
 from host.parties.lifecycle import (
     Answered,
@@ -40,11 +39,11 @@ from host.parties.lifecycle import (
 from host.parties.server import (
     PartyServer,
     ServerConfig,
-    confirm_peer,
     open_part,
     our_header,
     request_digest,
 )
+from host.parties.session import POOL_SIZE, SessionPool
 from host.protocol import codec, envelope
 from host.protocol.envelope import (
     Envelope,
@@ -99,6 +98,7 @@ FINAL_REFUSALS = frozenset({E.FORGED, E.REPLAY, E.MALFORMED, E.COMMITMENT, E.WRO
 UPSTREAM_FAILURES = frozenset({E.CONNECTION_LOST, E.TIMEOUT, E.TRUNCATED})
 
 A = TypeVar("A", Authorisation, Reversed, Delivery)
+R = TypeVar("R", Authorisation, Reversed, Delivery, Confirmed)
 Opened = OpenedPart[SellerPart]
 
 
@@ -145,6 +145,7 @@ class SellerConfig:
     orders_path: Path
     retry_every: float = 2.0  # seconds between attempts to drive pending orders
     give_up_after: float = 600.0  # an order not completed by then is voided
+    pool_size: int = POOL_SIZE  # sessions kept open to each of the two parties
 
 
 class SellerServer(PartyServer):
@@ -161,6 +162,11 @@ class SellerServer(PartyServer):
         self._form_bytes = codec.encode(seller.form.to_cbor())  # the bytes its MACs cover
         self.orders: OrderStore = open_order_book(seller.orders_path)
         self._driving: set[bytes] = set()
+        # one pool of confirmed sessions per party, reused across orders (host.parties.session)
+        self._pools = {party: SessionPool(
+            keys, self._endpoint(party).host, self._endpoint(party).port,
+            self.form.party_id(party), party.value, timeout=config.read_timeout,
+            size=seller.pool_size) for party in ARROW}
         self._retry_task: asyncio.Task[None] | None = None
         self.handlers.update({
             MessageType.FORM_REQUEST: self.on_form_request,
@@ -179,6 +185,8 @@ class SellerServer(PartyServer):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry_task
         await super().close()
+        for pool in self._pools.values():
+            await pool.close()
         self.orders.close()
 
     def _endpoint(self, party: Party) -> Endpoint:
@@ -215,16 +223,13 @@ class SellerServer(PartyServer):
         # relay: we carry the challenge and the answer but hold neither key
         flow("x", "holder", "seller", f"confirm challenge for the {target} (to relay)")
         flow(ARROW[target], "seller", target.value, "relayed challenge")
-        conn = await self._open(target)
         try:
-            reply = await conn.request(message, Confirmed)
+            reply = await self._request(target, message, Confirmed)
         except TransactionError as exc:
             if exc.code in UPSTREAM_FAILURES:
                 # the upstream party failed, not the holder's connection: say so to the holder
                 raise ConnectionFailed(E.UNREACHABLE, f"the {target}: {exc.reason}") from exc
             raise
-        finally:
-            await conn.close()
         flow(ARROW[target], target.value, "seller", f"answer under {target} -> holder key")
         flow("x", "seller", "holder", f"relayed {target} answer (the seller cannot forge it)")
         return Confirmed(reply.response).to_frame()
@@ -418,28 +423,32 @@ class SellerServer(PartyServer):
         except EnvelopeError as exc:
             raise Unfinishable(exc.code, exc.reason) from exc
 
-    async def _open(self, party: Party) -> AsyncConnection:
-        endpoint = self._endpoint(party)
+    async def _request(self, party: Party, request: Message, answer: type[R], *,
+                       before_send: Callable[[], None] | None = None) -> R:
+        """One request over a pooled session with `party`: confirmed by the handshake when
+        the session opened (claim 7), so an unconfirmed party gets nothing."""
+        pool = self._pools[party]
+        opened = pool.opened
         try:
-            return await AsyncConnection.open(endpoint.host, endpoint.port,
-                                              timeout=self.config.read_timeout)
-        except TransactionError as exc:
-            raise ConnectionFailed(E.UNREACHABLE, f"the {party}: {exc.reason}") from exc
+            reply = await pool.request(request, answer, before_send=before_send)
+        except ConnectionFailed as exc:
+            if exc.code is E.UNREACHABLE:
+                raise ConnectionFailed(E.UNREACHABLE, f"the {party}: {exc.reason}") from exc
+            raise
+        if pool.opened != opened:
+            arrow = ARROW[party]
+            flow(arrow, "seller", party.value, "hello: session handshake (claim 7, both ways)")
+            flow(arrow, party.value, "seller", "proof verified by the seller's key module")
+        return reply
 
     async def _exchange(self, party: Party, request: Message, answer: type[A], *,
                         before_send: Callable[[], None] | None = None) -> A:
-        """Confirm `party` (claim 7), then send it one request: an unconfirmed party gets
-        nothing. A final refusal becomes Unfinishable; anything else stays retryable."""
+        """Send `party` one request in a confirmed session. A final refusal becomes
+        Unfinishable; anything else stays retryable."""
         arrow = ARROW[party]
-        conn = await self._open(party)
         try:
-            flow(arrow, "seller", party.value, "confirm challenge (claim 7)")
-            await confirm_peer(self.keys, self.form.party_id(party), party.value, conn)
-            flow(arrow, party.value, "seller", "answer verified by the seller's key module")
-            if before_send is not None:
-                before_send()
+            reply = await self._request(party, request, answer, before_send=before_send)
             flow(arrow, "seller", party.value, f"{request.TYPE}: sealed data + seller's MAC")
-            reply = await conn.request(request, answer)
             said = reply.tracking if isinstance(reply, Delivery) else reply.code
             flow(arrow, party.value, "seller", f"{answer.TYPE}: {said or '?'}")
             return reply
@@ -447,8 +456,6 @@ class SellerServer(PartyServer):
             if exc.code in FINAL_REFUSALS and not isinstance(exc, Unfinishable):
                 raise Unfinishable(exc.code, f"the {party}: {exc.reason}") from exc
             raise
-        finally:
-            await conn.close()
 
     async def _drive_pending(self) -> None:
         """Resume orders a crash or an unreachable party left unfinished; void those that
