@@ -5,12 +5,14 @@ party's recorded pattern says and nothing else.
                                   [--peer issuer=PORT] [--peer delivery=PORT]
                                   --listen 127.0.0.1:0
 
-P.json is a bench.orders_pattern.Pattern recorded from a real nettx order. Each accepted
-connection's first frame names the script to follow (its first body byte); the server then
-reads each request frame whole, answers with a frame of the recorded size, opens a new TCP
-connection wherever the real party opened one (to the floor peer given by --peer), and where
-the real party committed, appends 64 bytes to its own file and fdatasyncs it, on the event
-loop, as the real party's SQLite commit does. No CBOR, no crypto, no logging.
+P.json is a bench.orders_pattern.Pattern recorded from a real nettx order. Each request frame
+names the script that serves it (its first body byte); the server reads each request frame
+whole, answers with a frame of the recorded size, opens a new TCP connection wherever the real
+party opened one (to the floor peer given by --peer) and reuses one it kept open wherever the
+real party reused one (its pooled sessions: a connection a script leaves open goes back to
+this party's idle list for that peer), and where the real party committed, appends 64 bytes
+to its own file and fdatasyncs it, on the event loop, as the real party's SQLite commit does.
+No CBOR, no crypto, no logging.
 
 The arguments have `nettx serve`'s shape, so host.cli.partyproc.PartyProcess starts and stops
 it (it prints "listening on HOST:PORT" first).
@@ -47,51 +49,62 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(n)
 
 
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
 class Floor:
     def __init__(self, role: str, pattern: Pattern, peers: dict[str, int], log: Path) -> None:
         self.scripts = pattern.scripts[role]
         self.peers = peers
         self.fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.idle: dict[str, list[Conn]] = {}  # connections kept open, per peer
 
     def commit(self) -> None:
         os.write(self.fd, RECORD)
         os.fdatasync(self.fd)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conns: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {
-            0: (reader, writer)}
         try:
-            first = await read_frame(reader)
-            await self.run(self.scripts[first[0]], conns, first_read=True)
-            await reader.read()  # until the peer closes
+            while True:  # one script per request, as long as the peer keeps the connection
+                first = await read_frame(reader)
+                await self.run(self.scripts[first[0]], (reader, writer))
         except (asyncio.IncompleteReadError, ConnectionError, IndexError):
             pass
         finally:
-            for _r, w in conns.values():
-                w.close()
+            writer.close()
 
-    async def run(self, script: tuple[Step, ...],
-                  conns: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]],
-                  first_read: bool) -> None:
-        tags: dict[int, int] = {}  # opened conn -> the peer's script, sent in its first frame
-        for step in script:
-            if step.op is Op.RECV:
-                if first_read and step.conn == 0:
-                    first_read = False  # already read: it named this script
-                    continue
-                await read_frame(conns[step.conn][0])
-            elif step.op is Op.SEND:
-                w = conns[step.conn][1]
-                w.write(filler(step.size, tags.pop(step.conn, 0)))
-                await w.drain()
-            elif step.op is Op.OPEN:
-                conns[step.conn] = await asyncio.open_connection("127.0.0.1",
-                                                                 self.peers[step.peer])
-                tags[step.conn] = step.script
-            elif step.op is Op.CLOSE:
-                conns.pop(step.conn)[1].close()
-            elif step.op is Op.COMMIT:
-                self.commit()
+    async def _connect(self, peer: str) -> Conn:
+        return await asyncio.open_connection("127.0.0.1", self.peers[peer])
+
+    async def run(self, script: tuple[Step, ...], accepted: Conn) -> None:
+        conns: dict[int, Conn] = {0: accepted}
+        peers: dict[int, str] = {}
+        try:
+            for step in script[1:]:  # the first step is the request, already read
+                if step.op is Op.RECV:
+                    await read_frame(conns[step.conn][0])
+                elif step.op is Op.SEND:
+                    w = conns[step.conn][1]
+                    w.write(filler(step.size, step.script if step.conn else 0))
+                    await w.drain()
+                elif step.op is Op.OPEN:
+                    conns[step.conn], peers[step.conn] = await self._connect(step.peer), step.peer
+                elif step.op is Op.USE:
+                    idle = self.idle.get(step.peer)
+                    conns[step.conn] = idle.pop() if idle else await self._connect(step.peer)
+                    peers[step.conn] = step.peer
+                elif step.op is Op.CLOSE:
+                    conns.pop(step.conn)[1].close()
+                    peers.pop(step.conn, None)
+                elif step.op is Op.COMMIT:
+                    self.commit()
+        except BaseException:
+            for n, (_r, w) in conns.items():
+                if n:
+                    w.close()
+            raise
+        for n, peer in peers.items():  # left open: kept for the next script, as a pool does
+            self.idle.setdefault(peer, []).append(conns[n])
 
 
 def main(argv: list[str] | None = None) -> int:

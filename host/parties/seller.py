@@ -163,7 +163,7 @@ class SellerServer(PartyServer):
         self.orders: OrderStore = open_order_book(seller.orders_path)
         self._driving: set[bytes] = set()
         # one pool of confirmed sessions per party, reused across orders (host.parties.session)
-        self._pools = {party: SessionPool(
+        self.pools = {party: SessionPool(
             keys, self._endpoint(party).host, self._endpoint(party).port,
             self.form.party_id(party), party.value, timeout=config.read_timeout,
             size=seller.pool_size) for party in ARROW}
@@ -185,7 +185,7 @@ class SellerServer(PartyServer):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry_task
         await super().close()
-        for pool in self._pools.values():
+        for pool in self.pools.values():
             await pool.close()
         self.orders.close()
 
@@ -427,7 +427,7 @@ class SellerServer(PartyServer):
                        before_send: Callable[[], None] | None = None) -> R:
         """One request over a pooled session with `party`: confirmed by the handshake when
         the session opened (claim 7), so an unconfirmed party gets nothing."""
-        pool = self._pools[party]
+        pool = self.pools[party]
         opened = pool.opened
         try:
             reply = await pool.request(request, answer, before_send=before_send)

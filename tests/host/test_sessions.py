@@ -17,6 +17,7 @@ from host.errors import ErrorCode, PeerRefused, TransactionError, WireError
 from host.parties.admission import Limits
 from host.parties.connection import AsyncConnection
 from host.parties.keymodule import KeyModule
+from host.parties.seller import SellerServer
 from host.parties.server import ServerConfig
 from host.parties.session import Session, SessionPool
 from host.protocol import messages
@@ -349,7 +350,8 @@ def test_a_channel_refuses_replay_reflection_and_plain_frames(initiator_sends: b
 
 def pools(market: Market) -> dict[str, SessionPool]:
     seller = market.servers["seller"]
-    return {party.value: pool for party, pool in seller._pools.items()}  # noqa: SLF001
+    assert isinstance(seller, SellerServer)
+    return {party.value: pool for party, pool in seller.pools.items()}
 
 
 def test_orders_reuse_the_sellers_sessions(market: Market, holder_card: CardSession) -> None:
