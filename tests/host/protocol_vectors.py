@@ -20,8 +20,6 @@ from host.parties.issuer import DECLINED, padded
 from host.parties.server import request_digest
 from host.protocol import codec, envelope
 from host.protocol.messages import Confirm, Confirmed, Hello, HelloAck, HelloDone
-from host.protocol.session import Channel, Direction, SessionKeys, frame_mac
-from host.protocol.wire import LENGTH
 from host.protocol.order import (
     DEFAULT_GRANTS,
     CatalogueItem,
@@ -32,6 +30,8 @@ from host.protocol.order import (
     Party,
     split,
 )
+from host.protocol.session import Channel, Direction, SessionKeys, frame_mac
+from host.protocol.wire import LENGTH
 
 SHARED = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "blom-v1.json"
 HOLDER = "holder:alice@example.org"
