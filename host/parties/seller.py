@@ -95,7 +95,9 @@ E = ErrorCode
 FINAL_REFUSALS = frozenset({E.FORGED, E.REPLAY, E.MALFORMED, E.COMMITMENT, E.WRONG_PARTY,
                             E.STALE, E.UNCONFIRMED, E.VERSION, E.UNEXPECTED, E.AMOUNT})
 #: a relayed confirmation that failed on the way to the party, not on the holder's connection
-UPSTREAM_FAILURES = frozenset({E.CONNECTION_LOST, E.TIMEOUT, E.TRUNCATED})
+#: (a session the party broke off, or one a frame on the way broke, included)
+UPSTREAM_FAILURES = frozenset({E.CONNECTION_LOST, E.TIMEOUT, E.TRUNCATED, E.NO_SESSION,
+                               E.UNAUTHENTICATED, E.BAD_MAC, E.SEQUENCE})
 
 A = TypeVar("A", Authorisation, Reversed, Delivery)
 R = TypeVar("R", Authorisation, Reversed, Delivery, Confirmed)

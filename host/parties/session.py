@@ -76,8 +76,13 @@ class Session:
         """Send `message` in the session; its `answer`, or the peer's refusal (PeerRefused,
         authenticated: it came in the session). A frame that fails the session closes it."""
         self.requests += 1
-        await self.conn.send_raw(self.channel.seal(message.to_frame()))
-        data = await self.conn.receive_frame()
+        try:
+            await self.conn.send_raw(self.channel.seal(message.to_frame()))
+            data = await self.conn.receive_frame()
+        except ConnectionFailed as exc:  # a reset: answered, or not, no byte of it came
+            if self.conn.decoder.mid_frame:
+                raise
+            raise NoAnswer(exc.code, exc.reason) from exc
         if data is None:
             raise NoAnswer(ErrorCode.CONNECTION_LOST, "the peer closed the connection")
         return messages.expect(messages.parse(self.channel.open(data)), answer)
