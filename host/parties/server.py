@@ -110,6 +110,7 @@ class PartyServer:
         self.server: asyncio.Server | None = None
         self.table = ConnectionTable(config.limits)
         self._pressure: Counter[str] = Counter()  # shed / refused since the last warning
+        self._open: set[AsyncConnection] = set()  # every connection being served
         self._pressure_logged = -PRESSURE_LOG_EVERY
 
     @property
@@ -133,6 +134,10 @@ class PartyServer:
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
+            # and the connections it serves: a peer keeping one open (the seller's pooled
+            # sessions) must not go on talking to a party that has stopped
+            for conn in list(self._open):
+                conn.writer.transport.abort()
             await self.server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader,
@@ -166,6 +171,7 @@ class PartyServer:
             conn.refuse(error_frame(Refused(ErrorCode.BUSY, why)))
             await conn.close()
             return
+        self._open.add(conn)
         try:
             await self._serve(conn, slot, peer, link)
         except asyncio.CancelledError:
@@ -176,6 +182,7 @@ class PartyServer:
                            peer)
             self._note_pressure("shed", loop.time())
         finally:
+            self._open.discard(conn)
             self.table.release(slot)
             await conn.close()
 
