@@ -3,7 +3,7 @@ party's recorded pattern says and nothing else.
 
     python bench/floor_parties.py -v ROLE serve --pattern P.json --dir DIR
                                   [--peer issuer=PORT] [--peer delivery=PORT]
-                                  --listen 127.0.0.1:0
+                                  [--persistent] [--no-fsync] --listen 127.0.0.1:0
 
 P.json is a bench.orders_pattern.Pattern recorded from a real nettx order. Each request frame
 names the script that serves it (its first body byte); the server reads each request frame
@@ -13,6 +13,10 @@ real party reused one (its pooled sessions: a connection a script leaves open go
 this party's idle list for that peer), and where the real party committed, appends 64 bytes
 to its own file and fdatasyncs it, on the event loop, as the real party's SQLite commit does.
 No CBOR, no crypto, no logging.
+
+The other floor (--persistent --no-fsync): a connection the script opens to a peer is taken
+from the idle ones too, and goes back to them where the real party closed it, and a commit
+writes nothing.
 
 The arguments have `nettx serve`'s shape, so host.cli.partyproc.PartyProcess starts and stops
 it (it prints "listening on HOST:PORT" first).
@@ -49,19 +53,38 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(n)
 
 
-Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class Floor:
-    def __init__(self, role: str, pattern: Pattern, peers: dict[str, int], log: Path) -> None:
+    def __init__(self, role: str, pattern: Pattern, peers: dict[str, int], log: Path,
+                 persistent: bool = False, fsync: bool = True) -> None:
         self.scripts = pattern.scripts[role]
         self.peers = peers
         self.fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self.idle: dict[str, list[Conn]] = {}  # connections kept open, per peer
+        self.persistent, self.fsync = persistent, fsync
+        self.idle: dict[str, list[Streams]] = {}  # connections kept open, per peer
 
     def commit(self) -> None:
+        if not self.fsync:
+            return
         os.write(self.fd, RECORD)
         os.fdatasync(self.fd)
+
+    async def connect(self, peer: str, *, kept: bool) -> Streams:
+        """A connection to `peer`: one kept open if the real party reused one (`kept`: USE)
+        or if this floor keeps every connection (--persistent), else a new one."""
+        idle = self.idle.get(peer)
+        if (kept or self.persistent) and idle:
+            return idle.pop()
+        return await asyncio.open_connection("127.0.0.1", self.peers[peer])
+
+    def release(self, peer: str, conn: Streams) -> None:
+        """Where the real party closed a connection: closed, or kept (--persistent)."""
+        if self.persistent:
+            self.idle.setdefault(peer, []).append(conn)
+        else:
+            conn[1].close()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -73,11 +96,8 @@ class Floor:
         finally:
             writer.close()
 
-    async def _connect(self, peer: str) -> Conn:
-        return await asyncio.open_connection("127.0.0.1", self.peers[peer])
-
-    async def run(self, script: tuple[Step, ...], accepted: Conn) -> None:
-        conns: dict[int, Conn] = {0: accepted}
+    async def run(self, script: tuple[Step, ...], accepted: Streams) -> None:
+        conns: dict[int, Streams] = {0: accepted}
         peers: dict[int, str] = {}
         try:
             for step in script[1:]:  # the first step is the request, already read
@@ -87,15 +107,11 @@ class Floor:
                     w = conns[step.conn][1]
                     w.write(filler(step.size, step.script if step.conn else 0))
                     await w.drain()
-                elif step.op is Op.OPEN:
-                    conns[step.conn], peers[step.conn] = await self._connect(step.peer), step.peer
-                elif step.op is Op.USE:
-                    idle = self.idle.get(step.peer)
-                    conns[step.conn] = idle.pop() if idle else await self._connect(step.peer)
+                elif step.op in (Op.OPEN, Op.USE):
+                    conns[step.conn] = await self.connect(step.peer, kept=step.op is Op.USE)
                     peers[step.conn] = step.peer
                 elif step.op is Op.CLOSE:
-                    conns.pop(step.conn)[1].close()
-                    peers.pop(step.conn, None)
+                    self.release(peers.pop(step.conn), conns.pop(step.conn))
                 elif step.op is Op.COMMIT:
                     self.commit()
         except BaseException:
@@ -116,12 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pattern", type=Path, required=True)
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--peer", action="append", default=[], help="ROLE=PORT")
+    parser.add_argument("--persistent", action="store_true",
+                        help="keep connections: accepted ones serve script after script, "
+                             "opened ones are pooled")
+    parser.add_argument("--no-fsync", action="store_true", help="commits write nothing")
     parser.add_argument("--listen", required=True, help="HOST:PORT")
     args = parser.parse_args(argv)
     peers = {r: int(p) for r, p in (x.split("=", 1) for x in args.peer)}
     host, port = args.listen.rsplit(":", 1)
     floor = Floor(args.role, Pattern.from_json(args.pattern.read_text()), peers,
-                  args.dir / f"{args.role}.floor.log")
+                  args.dir / f"{args.role}.floor.log", args.persistent, not args.no_fsync)
 
     async def serve() -> None:
         server = await asyncio.start_server(floor.serve, host, int(port))
