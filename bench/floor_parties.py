@@ -5,17 +5,18 @@ party's recorded pattern says and nothing else.
                                   [--peer issuer=PORT] [--peer delivery=PORT]
                                   [--persistent] [--no-fsync] --listen 127.0.0.1:0
 
-P.json is a bench.orders_pattern.Pattern recorded from a real nettx order. Each accepted
-connection's first frame names the script to follow (its first body byte); the server then
-reads each request frame whole, answers with a frame of the recorded size, opens a new TCP
-connection wherever the real party opened one (to the floor peer given by --peer), and where
-the real party committed, appends 64 bytes to its own file and fdatasyncs it, on the event
-loop, as the real party's SQLite commit does. No CBOR, no crypto, no logging.
+P.json is a bench.orders_pattern.Pattern recorded from a real nettx order. Each request frame
+names the script that serves it (its first body byte); the server reads each request frame
+whole, answers with a frame of the recorded size, opens a new TCP connection wherever the real
+party opened one (to the floor peer given by --peer) and reuses one it kept open wherever the
+real party reused one (its pooled sessions: a connection a script leaves open goes back to
+this party's idle list for that peer), and where the real party committed, appends 64 bytes
+to its own file and fdatasyncs it, on the event loop, as the real party's SQLite commit does.
+No CBOR, no crypto, no logging.
 
-The other floor (--persistent --no-fsync): an accepted connection serves one script after
-another (each script's first frame names it), a connection the script opens to a peer is
-taken from a pool of idle ones and goes back to it where the real party closed it, and a
-commit writes nothing.
+The other floor (--persistent --no-fsync): a connection the script opens to a peer is taken
+from the idle ones too, and goes back to them where the real party closed it, and a commit
+writes nothing.
 
 The arguments have `nettx serve`'s shape, so host.cli.partyproc.PartyProcess starts and stops
 it (it prints "listening on HOST:PORT" first).
@@ -62,7 +63,7 @@ class Floor:
         self.peers = peers
         self.fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.persistent, self.fsync = persistent, fsync
-        self.idle: dict[str, list[Streams]] = {}  # persistent: open connections by peer
+        self.idle: dict[str, list[Streams]] = {}  # connections kept open, per peer
 
     def commit(self) -> None:
         if not self.fsync:
@@ -70,56 +71,56 @@ class Floor:
         os.write(self.fd, RECORD)
         os.fdatasync(self.fd)
 
-    async def connect(self, peer: str) -> Streams:
+    async def connect(self, peer: str, *, kept: bool) -> Streams:
+        """A connection to `peer`: one kept open if the real party reused one (`kept`: USE)
+        or if this floor keeps every connection (--persistent), else a new one."""
         idle = self.idle.get(peer)
-        if self.persistent and idle:
+        if (kept or self.persistent) and idle:
             return idle.pop()
         return await asyncio.open_connection("127.0.0.1", self.peers[peer])
 
     def release(self, peer: str, conn: Streams) -> None:
+        """Where the real party closed a connection: closed, or kept (--persistent)."""
         if self.persistent:
             self.idle.setdefault(peer, []).append(conn)
         else:
             conn[1].close()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conns: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {
-            0: (reader, writer)}
         try:
-            while True:
+            while True:  # one script per request, as long as the peer keeps the connection
                 first = await read_frame(reader)
-                await self.run(self.scripts[first[0]], conns, first_read=True)
-                if not self.persistent:
-                    await reader.read()  # until the peer closes
-                    return
+                await self.run(self.scripts[first[0]], (reader, writer))
         except (asyncio.IncompleteReadError, ConnectionError, IndexError):
             pass
         finally:
-            for _r, w in conns.values():
-                w.close()
+            writer.close()
 
-    async def run(self, script: tuple[Step, ...],
-                  conns: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]],
-                  first_read: bool) -> None:
-        tags: dict[int, int] = {}  # opened conn -> the peer's script, sent in its first frame
-        peers: dict[int, str] = {}  # opened conn -> its peer
-        for step in script:
-            if step.op is Op.RECV:
-                if first_read and step.conn == 0:
-                    first_read = False  # already read: it named this script
-                    continue
-                await read_frame(conns[step.conn][0])
-            elif step.op is Op.SEND:
-                w = conns[step.conn][1]
-                w.write(filler(step.size, tags.pop(step.conn, 0)))
-                await w.drain()
-            elif step.op is Op.OPEN:
-                conns[step.conn] = await self.connect(step.peer)
-                tags[step.conn], peers[step.conn] = step.script, step.peer
-            elif step.op is Op.CLOSE:
-                self.release(peers.pop(step.conn), conns.pop(step.conn))
-            elif step.op is Op.COMMIT:
-                self.commit()
+    async def run(self, script: tuple[Step, ...], accepted: Streams) -> None:
+        conns: dict[int, Streams] = {0: accepted}
+        peers: dict[int, str] = {}
+        try:
+            for step in script[1:]:  # the first step is the request, already read
+                if step.op is Op.RECV:
+                    await read_frame(conns[step.conn][0])
+                elif step.op is Op.SEND:
+                    w = conns[step.conn][1]
+                    w.write(filler(step.size, step.script if step.conn else 0))
+                    await w.drain()
+                elif step.op in (Op.OPEN, Op.USE):
+                    conns[step.conn] = await self.connect(step.peer, kept=step.op is Op.USE)
+                    peers[step.conn] = step.peer
+                elif step.op is Op.CLOSE:
+                    self.release(peers.pop(step.conn), conns.pop(step.conn))
+                elif step.op is Op.COMMIT:
+                    self.commit()
+        except BaseException:
+            for n, (_r, w) in conns.items():
+                if n:
+                    w.close()
+            raise
+        for n, peer in peers.items():  # left open: kept for the next script, as a pool does
+            self.idle.setdefault(peer, []).append(conns[n])
 
 
 def main(argv: list[str] | None = None) -> int:

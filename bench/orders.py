@@ -13,7 +13,10 @@ The three parties run as real processes (`nettx -v <role> serve --key ROW --db D
 nettx applet in-process) and a durable SQLite database (WAL, synchronous=FULL). The holder is
 HolderClient.buy in this process. One order is: form request, three confirmations (claim 7;
 the card manager's and the delivery company's relayed by the seller), three parts sealed on
-the holder's card, the envelope, and the two receipts opened on the card.
+the holder's card, the envelope, and the two receipts opened on the card. The seller's
+requests to the card manager and the delivery company (the two relayed confirmations, the
+authorisation, the delivery) travel on sessions it keeps open and reuses across orders
+(docs/protocol.md 12), so an order opens one new connection, the holder's.
 
 First, the pattern of an order, counted (bench/orders_pattern.py, bench/orders_floor.py):
 fresh parties under a recorder (wrapping AsyncConnection and the SQLite commit path) and

@@ -53,23 +53,22 @@ class FloorBuyer:
     def buy(self) -> tuple[str, str]:
         t = time.perf_counter_ns()
         try:
-            for index in self.pattern.holder:
-                self._connection(index)
+            for connection in self.pattern.holder:
+                self._connection(connection)
         finally:
             TALLY.add("wire ns", time.perf_counter_ns() - t)
         return "completed", ""
 
-    def _connection(self, index: int) -> None:
+    def _connection(self, requests: tuple[int, ...]) -> None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
-            first = True
-            for step in self.pattern.scripts["seller"][index]:
-                if step.conn != 0:
-                    continue
-                if step.op is Op.RECV:  # the seller receives: the holder sends
-                    sock.sendall(filler(step.size, index if first else 0))
-                    first = False
-                elif step.op is Op.SEND:
-                    _read_frame(sock)
+            for index in requests:  # each request names the seller's script for it
+                for step in self.pattern.scripts["seller"][index]:
+                    if step.conn != 0:
+                        continue
+                    if step.op is Op.RECV:  # the seller receives: the holder sends
+                        sock.sendall(filler(step.size, index))
+                    elif step.op is Op.SEND:
+                        _read_frame(sock)
 
 
 class KeptFloorBuyer:
@@ -85,14 +84,12 @@ class KeptFloorBuyer:
         try:
             if self.sock is None:
                 self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
-            for index in self.pattern.holder:
-                first = True
+            for index in (i for connection in self.pattern.holder for i in connection):
                 for step in self.pattern.scripts["seller"][index]:
                     if step.conn != 0:
                         continue
-                    if step.op is Op.RECV:
-                        self.sock.sendall(filler(step.size, index if first else 0))
-                        first = False
+                    if step.op is Op.RECV:  # each request names the seller's script for it
+                        self.sock.sendall(filler(step.size, index))
                     elif step.op is Op.SEND:
                         _read_frame(self.sock)
         except OSError:

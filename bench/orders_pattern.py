@@ -14,7 +14,10 @@ Two instruments, both on the party processes:
   floor's processes the same way.
 
 `compile_pattern` turns the recorded events of one order into the `Pattern` the floor
-(bench/floor_parties.py) replays: per party, one script per connection it accepts.
+(bench/floor_parties.py) replays: per party, one script per request it receives, from that
+request to the next one. A script may open a new connection to a peer (OPEN) or take one the
+party keeps open from an earlier order (USE: the seller's pooled sessions), and a connection
+a script does not close stays open for the next script that uses one to the same peer.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ def note(**event):
     out.write(json.dumps({"t": time.time(), **event}) + "\\n")
 def label(body):
     try:
-        return str(RawMessage.parse(body).type)
+        raw = RawMessage.parse(body)
+        if raw.type == "frame":  # a session's frame: name what it carries
+            return "frame/" + str(RawMessage.parse(raw.body.map["body"]).type)
+        return str(raw.type)
     except Exception:
         return "?"
 init, opener, send_raw, receive_frame = (c.AsyncConnection.__init__, c.AsyncConnection.open,
@@ -124,16 +130,17 @@ def strace_counts(path: Path, start: float, end: float) -> Counter[str]:
 class Op(enum.StrEnum):
     RECV = "recv"
     SEND = "send"
-    OPEN = "open"
+    OPEN = "open"  # a new connection to `peer`
+    USE = "use"  # a connection to `peer` kept open from an earlier request (a pooled one)
     CLOSE = "close"
     COMMIT = "commit"
 
 
 @dataclass(frozen=True)
 class Step:
-    """One thing a party does while serving one accepted connection, in order. conn 0 is
-    the accepted connection; others are connections it opens to `peer`, whose script
-    there is number `script`."""
+    """One thing a party does while serving one request, in order. conn 0 is the connection
+    the request came on; others are connections to `peer` (OPEN: new, USE: kept open), and a
+    SEND on one of them is a request the peer serves with its script number `script`."""
 
     op: Op
     conn: int = 0
@@ -145,9 +152,10 @@ class Step:
 
 @dataclass(frozen=True)
 class Pattern:
-    """One order: the seller scripts the holder opens, in order, and each party's scripts."""
+    """One order: the holder's connections to the seller, each the seller scripts of the
+    requests the holder sends on it, in order; and each party's scripts."""
 
-    holder: tuple[int, ...]  # indexes into scripts["seller"], one per holder connection
+    holder: tuple[tuple[int, ...], ...]  # per holder connection, indexes into scripts["seller"]
     scripts: dict[str, tuple[tuple[Step, ...], ...]]
 
     def to_json(self) -> str:
@@ -158,18 +166,19 @@ class Pattern:
     @classmethod
     def from_json(cls, text: str) -> Pattern:
         data = json.loads(text)
-        return cls(tuple(data["holder"]),
+        return cls(tuple(tuple(c) for c in data["holder"]),
                    {r: tuple(tuple(Step(**{**s, "op": Op(s["op"])}) for s in sc)
                            for sc in scs)
                     for r, scs in data["scripts"].items()})
 
     def round_trips(self) -> int:
         """Requests answered, over every connection of the order (each answer is one send on
-        an accepted connection)."""
+        the connection its request came on)."""
         return sum(1 for scs in self.scripts.values() for sc in scs for s in sc
                    if s.op == Op.SEND and s.conn == 0)
 
     def connections(self) -> int:
+        """New TCP connections: the holder's, and every OPEN (a USE is an old one)."""
         return len(self.holder) + sum(1 for scs in self.scripts.values() for sc in scs
                                       for s in sc if s.op == Op.OPEN)
 
@@ -179,18 +188,21 @@ class Pattern:
 
     def frames(self) -> list[str]:
         """The order's frames as the seller saw them, for the report: who to whom (H the
-        holder, S the seller, I the card manager, D the delivery company), type, bytes."""
+        holder, S the seller, I the card manager, D the delivery company), type, bytes;
+        `+` marks a new connection to a party, `=` a kept one."""
         out = []
-        for i in self.holder:
-            peers = {0: "H"}
-            for s in self.scripts["seller"][i]:
-                if s.op == Op.OPEN:
-                    peers[s.conn] = {"issuer": "I", "delivery": "D"}.get(s.peer, "?")
-                elif s.op in (Op.RECV, Op.SEND):
-                    way = f"{peers[s.conn]}→S" if s.op is Op.RECV else f"S→{peers[s.conn]}"
-                    out.append(f"{way} {s.label}:{s.size}")
-                elif s.op == Op.COMMIT:
-                    out.append("S commit")
+        for connection in self.holder:
+            for i in connection:
+                peers = {0: "H"}
+                for s in self.scripts["seller"][i]:
+                    if s.op in (Op.OPEN, Op.USE):
+                        peers[s.conn] = {"issuer": "I", "delivery": "D"}.get(s.peer, "?")
+                        out.append(f"S{'+' if s.op is Op.OPEN else '='}{peers[s.conn]}")
+                    elif s.op in (Op.RECV, Op.SEND):
+                        way = f"{peers[s.conn]}→S" if s.op is Op.RECV else f"S→{peers[s.conn]}"
+                        out.append(f"{way} {s.label}:{s.size}")
+                    elif s.op == Op.COMMIT:
+                        out.append("S commit")
         return out
 
 
@@ -199,54 +211,79 @@ def read_events(path: Path) -> list[dict[str, object]]:
 
 
 def compile_pattern(events: dict[str, list[dict]], start: float, end: float) -> Pattern:
-    """The pattern of the one order whose events fall in [start, end), every party's."""
-    window = {r: [e for e in evs if start <= e["t"] < end] for r, evs in events.items()}
-    # which (role, local conn id) is opened, to whom, and the peer's accepted conn id
-    by_local_port = {}  # port -> (role, conn id): the accepted side is named by its peer port
-    opened: dict[tuple[str, int], int] = {}
-    ports: dict[tuple[str, int], tuple[int, int]] = {}
-    for role, evs in window.items():
+    """The pattern of the one order whose events fall in [start, end), every party's. Each
+    request a party receives on a connection it accepted starts a script, which runs until
+    the next such request (the recording has one holder: nothing else interleaves). Which
+    connection is whose is taken from the whole recording: a pooled connection was opened
+    in an earlier order."""
+    opened: set[tuple[str, int]] = set()
+    ports: dict[tuple[str, int], tuple[int, int]] = {}  # (role, conn) -> (local, peer) port
+    for role, evs in events.items():
         for e in evs:
             if e["ev"] == "conn":
                 ports[(role, e["conn"])] = (e["local"], e["peer"])
             elif e["ev"] == "open":
-                opened[(role, e["conn"])] = 1
-    for (role, cid), (_local, peer) in ports.items():
-        if (role, cid) not in opened:
-            by_local_port[peer] = (role, cid)
+                opened.add((role, e["conn"]))
+    accepted_from = {peer: key for key, (_local, peer) in ports.items() if key not in opened}
+    # an opened connection's far end: the accepted connection whose peer port is our port
+    far = {key: accepted_from[ports[key][0]] for key in opened
+           if ports.get(key, (0, 0))[0] in accepted_from}
+    window = {r: [e for e in evs if start <= e["t"] < end] for r, evs in events.items()}
     scripts: dict[str, list[list[Step]]] = {r: [] for r in ROLES}
-    index: dict[tuple[str, int], int] = {}  # accepted (role, conn) -> its script number
-    # scripts are numbered in the order their connections were accepted, every party
-    for role, evs in window.items():
-        for e in evs:
-            if e["ev"] == "conn" and (role, e["conn"]) not in opened:
-                index[(role, e["conn"])] = len(scripts[role])
-                scripts[role].append([])
-    for role, evs in window.items():
-        current: int | None = None  # the accepted connection being served
+    # (role, accepted conn, n-th request on it in the window) -> its script number
+    request_script: dict[tuple[str, int, int], int] = {}
+    # a SEND to a peer, to be told the peer's script: (role, script, step) -> (far, n-th)
+    pending: dict[tuple[str, int, int], tuple[tuple[str, int], int]] = {}
+    holder: dict[int, list[int]] = {}  # the seller's accepted conns from the holder
+    for role in ROLES:
+        requests: dict[int, int] = {}  # accepted conn -> requests seen on it
+        sends: dict[int, int] = {}  # opened conn -> requests sent on it
+        current: list[Step] | None = None
+        conn0 = -1
         local: dict[int, int] = {}  # conn id -> its number in the current script
-        for e in evs:
+        for e in window.get(role, []):
             ev, cid = e["ev"], e.get("conn")
-            if ev == "conn" and (role, cid) in index:
-                current, local = index[(role, cid)], {cid: 0}
+            accepted = cid is not None and (role, cid) not in opened
+            if ev == "recv" and accepted:
+                n = requests.get(cid, 0)
+                requests[cid] = n + 1
+                request_script[(role, cid, n)] = len(scripts[role])
+                if role == "seller":  # only holders connect to the seller
+                    holder.setdefault(cid, []).append(len(scripts[role]))
+                current, conn0, local = [], cid, {cid: 0}
+                scripts[role].append(current)
+                current.append(Step(Op.RECV, 0, e["size"], e["label"]))
                 continue
             if current is None:
                 continue
-            script = scripts[role][current]
-            if ev == "open":
+            if ev == "commit":
+                current.append(Step(Op.COMMIT))
+            elif ev == "send" and cid == conn0:
+                current.append(Step(Op.SEND, 0, e["size"], e["label"]))
+            elif accepted:
+                continue  # another accepted connection (an idle one closed, say)
+            elif ev == "open":
                 local[cid] = len(local)
-                peer_role, peer_cid = by_local_port[ports[(role, cid)][0]]
-                script.append(Step(Op.OPEN, local[cid], peer=peer_role,
-                                   script=index[(peer_role, peer_cid)]))
-            elif ev in ("send", "recv") and cid in local:
-                script.append(Step(Op(ev), local[cid], e["size"], e["label"]))
-            elif ev == "close" and cid in local and local[cid] != 0:
-                script.append(Step(Op.CLOSE, local[cid]))
-            elif ev == "commit":
-                script.append(Step(Op.COMMIT))
-    holder = tuple(index[key] for key in sorted(
-        (k for k in index if k[0] == "seller"), key=lambda k: index[k]))
-    return Pattern(holder, {r: tuple(tuple(sc) for sc in scs) for r, scs in scripts.items()})
+                peer = far[(role, cid)][0] if (role, cid) in far else "?"
+                current.append(Step(Op.OPEN, local[cid], peer=peer))
+            elif ev in ("send", "recv"):
+                if cid not in local:  # kept open from an earlier request
+                    local[cid] = len(local)
+                    peer = far[(role, cid)][0] if (role, cid) in far else "?"
+                    current.append(Step(Op.USE, local[cid], peer=peer))
+                if ev == "send" and (role, cid) in far:
+                    n = sends.get(cid, 0)
+                    sends[cid] = n + 1
+                    pending[(role, len(scripts[role]) - 1, len(current))] = (far[(role, cid)], n)
+                current.append(Step(Op(ev), local[cid], e["size"], e["label"]))
+            elif ev == "close" and cid in local:
+                current.append(Step(Op.CLOSE, local[cid]))
+    for (role, index, at), ((peer, peer_cid), n) in pending.items():
+        step = scripts[role][index][at]
+        scripts[role][index][at] = Step(step.op, step.conn, step.size, step.label, step.peer,
+                                        request_script.get((peer, peer_cid, n), 0))
+    return Pattern(tuple(tuple(c) for c in holder.values()),
+                   {r: tuple(tuple(sc) for sc in scs) for r, scs in scripts.items()})
 
 
 @dataclass(frozen=True)

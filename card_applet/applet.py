@@ -41,8 +41,16 @@ from card_applet.vocabulary import (
     TAG_AAD,
     TAG_CONTEXT,
     TAG_CRYPTOGRAM,
+    TAG_DYNAMIC_AUTH,
+    TAG_INITIATOR_NONCE,
     TAG_KEY_REFERENCE,
+    TAG_OWN_PROOF,
+    TAG_PEER_PROOF,
     TAG_PLAIN,
+    TAG_RECEIVE_KEY,
+    TAG_RESPONDER_NONCE,
+    TAG_SEND_KEY,
+    TAG_SESSION_ROLE,
     DataObject,
     Fci,
     Ins,
@@ -576,6 +584,46 @@ class Applet:
             raise CardError(SW.AUTHENTICATION_FAILED)
         peer.authenticated = True
         return b""
+
+    @command(Ins.GENERAL_AUTHENTICATE_BER)
+    def general_authenticate(self, cmd: CommandApdu) -> bytes:
+        """A session handshake with the peer (docs/apdu.md 3.20): this card's proof over both
+        nonces and, only once the peer's proof over them checked, the two session keys.
+        Stateless, so a server answering a stranger's handshake holds no card session while
+        the stranger takes its time; the pair key and the row stay here."""
+        self._require_p1p2(cmd, 0, KeyReference.PEER)
+        try:
+            items = parse_unique(cmd.data, {TAG_DYNAMIC_AUTH})
+            fields = parse_unique(items[TAG_DYNAMIC_AUTH], {
+                TAG_SESSION_ROLE, TAG_INITIATOR_NONCE, TAG_RESPONDER_NONCE, TAG_PEER_PROOF})
+            role = fields[TAG_SESSION_ROLE]
+            initiator, responder = fields[TAG_INITIATOR_NONCE], fields[TAG_RESPONDER_NONCE]
+        except (TlvError, KeyError) as exc:
+            raise CardError(SW.WRONG_DATA) from exc
+        ours = role[0] if len(role) == 1 else None
+        if ours not in (keys.SESSION_INITIATOR, keys.SESSION_RESPONDER) \
+                or len(initiator) != keys.SESSION_NONCE_SIZE \
+                or len(responder) != keys.SESSION_NONCE_SIZE:
+            raise CardError(SW.WRONG_DATA)
+        self._require_pin()
+        peer = self._require_peer()
+        own = self.state.holder_id
+        assert own is not None and ours is not None
+        theirs = keys.SESSION_INITIATOR + keys.SESSION_RESPONDER - ours
+        proof = keys.session_proof(keys.session_proof_key(peer.pair_key, own, peer.identifier),
+                                   ours, initiator, responder)
+        answer = tlv(TAG_OWN_PROOF, proof)
+        if TAG_PEER_PROOF in fields:
+            expected = keys.session_proof(
+                keys.session_proof_key(peer.pair_key, peer.identifier, own), theirs,
+                initiator, responder)
+            if not hmac.compare_digest(expected, fields[TAG_PEER_PROOF]):
+                raise CardError(SW.AUTHENTICATION_FAILED)
+            answer += tlv(TAG_SEND_KEY, keys.session_frame_key(
+                peer.pair_key, own, peer.identifier, initiator, responder))
+            answer += tlv(TAG_RECEIVE_KEY, keys.session_frame_key(
+                peer.pair_key, peer.identifier, own, initiator, responder))
+        return tlv(TAG_DYNAMIC_AUTH, answer)
 
     # -- personalisation (CLA 80) -----------------------------------------------------------
 

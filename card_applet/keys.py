@@ -16,6 +16,7 @@ from card_applet.kdf import hkdf_sha256
 
 SEAL_SALT = b"EP0791901/card/v1/seal"
 CONFIRM_SALT = b"EP0791901/card/v1/confirm"
+SESSION_SALT = b"EP0791901/card/v1/session"
 TRANSPORT_SALT = b"EP0791901/transport/v1"
 PERSO_SALT = b"EP0791901/perso/v1"
 CARD_AUTH_LABEL = b"EP0791901/card-auth/v1"
@@ -30,6 +31,10 @@ SEAL_OVERHEAD = HEADER_SIZE + NONCE_SIZE + TAG_SIZE
 CONFIRM_SIZE = 16
 MAC_SIZE = 16
 CARD_AUTH_KEY_SIZE = 32
+SESSION_NONCE_SIZE = 32
+SESSION_KEY_SIZE = 32
+#: GENERAL AUTHENTICATE's role byte (docs/apdu.md 3.20): who drew the first nonce
+SESSION_INITIATOR, SESSION_RESPONDER = 0x01, 0x02
 CARD_AUTH_SIZE = 32
 
 
@@ -56,6 +61,25 @@ def confirm_key(pair_key: bytes, sender: bytes, receiver: bytes) -> bytes:
 
 def confirm_mac(key: bytes, challenge: bytes) -> bytes:
     return hmac.digest(key, b"confirm" + challenge, "sha256")[:CONFIRM_SIZE]
+
+
+def session_proof_key(pair_key: bytes, sender: bytes, receiver: bytes) -> bytes:
+    return hkdf_sha256(pair_key, SESSION_SALT, directed_info(b"session-proof", sender, receiver))
+
+
+def session_proof(key: bytes, role: int, initiator_nonce: bytes, responder_nonce: bytes) -> bytes:
+    """A session handshake's proof (docs/apdu.md 5.8): the sender's role is in it, so an
+    initiator's proof never passes as a responder's, and both nonces, so it is fresh for
+    each side."""
+    body = b"session-proof" + bytes((role,)) + initiator_nonce + responder_nonce
+    return hmac.digest(key, body, "sha256")[:CONFIRM_SIZE]
+
+
+def session_frame_key(pair_key: bytes, sender: bytes, receiver: bytes,
+                      initiator_nonce: bytes, responder_nonce: bytes) -> bytes:
+    """The key of one direction of one session: both nonces make it this session's alone."""
+    info = directed_info(b"session-frame", sender, receiver, initiator_nonce + responder_nonce)
+    return hkdf_sha256(pair_key, SESSION_SALT, info)
 
 
 def card_auth_input(serial: bytes, holder_id: bytes, challenge: bytes) -> bytes:

@@ -63,9 +63,10 @@ class Ins(IntEnum):
     EXTERNAL_AUTHENTICATE = 0x82, SECRET
     GET_RESPONSE = 0xC0  # as secret as the answer it continues (card_applet/secrecy.py)
     READ_BINARY = 0xB0  # the card's public files (card_applet/files.py)
-    # not implemented by this card (6D00), named so that a trace of another card redacts them
+    # odd INS, BER-TLV data field: a party's session handshake (3.20)
+    GENERAL_AUTHENTICATE_BER = 0x87, SECRET
+    # not implemented by this card (6D00), named so that a trace of another card redacts it
     GENERAL_AUTHENTICATE = 0x86, SECRET
-    GENERAL_AUTHENTICATE_BER = 0x87, SECRET  # odd INS: BER-TLV data field
     # proprietary (CLA 80), personalisation only
     INITIALIZE_UPDATE = 0x50, PROPRIETARY, SECRET
     STORE_DATA = 0xE2, PROPRIETARY, SECRET
@@ -177,6 +178,16 @@ MSE_SET_P1 = frozenset({0x41, 0x81, 0xC1, 0xF1})  # SET, for any of the operatio
 MSE_SET_INTERNAL = 0x41  # SET for computation, decipherment, internal authentication
 MSE_TEMPLATES = frozenset({0xA4, 0xB8})  # control reference templates AT and CT
 MSE_TEMPLATE_AT = 0xA4
+
+# GENERAL AUTHENTICATE (3.20, 4.9): a session handshake between two parties
+TAG_DYNAMIC_AUTH = 0x7C  # the template around the data field and the response
+TAG_SESSION_ROLE = 0x80  # 01: this card initiated the session, 02: it responds
+TAG_INITIATOR_NONCE = 0x81
+TAG_RESPONDER_NONCE = 0x82
+TAG_PEER_PROOF = 0x83  # the peer's proof, checked before any session key is given out
+TAG_OWN_PROOF = 0x84
+TAG_SEND_KEY = 0x85  # this card -> peer
+TAG_RECEIVE_KEY = 0x86  # peer -> this card
 
 
 # -- files (docs/apdu.md 3.17-3.19, 4.7): the MF, its EFs, SELECT's P1/P2, FCP and EF.DIR --

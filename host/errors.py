@@ -54,6 +54,11 @@ class ErrorCode(enum.StrEnum):
     REPLAY = "replay"
     UNCONFIRMED = "unconfirmed"
     UNKNOWN_ORDER = "unknown-order"
+    # a session between two parties (docs/protocol.md, "Sessions")
+    NO_SESSION = "no-session"
+    UNAUTHENTICATED = "unauthenticated"
+    BAD_MAC = "bad-mac"
+    SEQUENCE = "sequence"
     # the key module
     NO_KEY = "no-key"
     BAD_PEER = "bad-peer"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from card_applet.apdu import EXTENDED_MAX_LE, SHORT_MAX_LE
 from card_applet.sw import SW
-from card_applet.tlv import TlvError, parse, tlv
+from card_applet.tlv import TlvError, parse, parse_unique, tlv
 from card_applet.vocabulary import (
     AID,
     MSE_SET_INTERNAL,
@@ -20,8 +20,16 @@ from card_applet.vocabulary import (
     TAG_AAD,
     TAG_CONTEXT,
     TAG_CRYPTOGRAM,
+    TAG_DYNAMIC_AUTH,
+    TAG_INITIATOR_NONCE,
     TAG_KEY_REFERENCE,
+    TAG_OWN_PROOF,
+    TAG_PEER_PROOF,
     TAG_PLAIN,
+    TAG_RECEIVE_KEY,
+    TAG_RESPONDER_NONCE,
+    TAG_SEND_KEY,
+    TAG_SESSION_ROLE,
     DataObject,
     Fci,
     Ins,
@@ -47,6 +55,16 @@ CARD_AUTH_CHALLENGE = 32
 
 class CardDataError(NettxError):
     """The card answered 9000 with data this terminal cannot parse."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeAnswer:
+    """GENERAL AUTHENTICATE's answer (docs/apdu.md 3.20): the card's proof, and the session
+    keys once the card has checked the peer's proof (None before)."""
+
+    proof: bytes
+    send_key: bytes | None = None
+    receive_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +260,27 @@ class CardSession:
 
     def external_authenticate(self, response: bytes) -> None:
         self.protocol.send_apdu(0x00, Ins.EXTERNAL_AUTHENTICATE, 0, 0, response)
+
+    def general_authenticate(self, initiator: bool, initiator_nonce: bytes,
+                             responder_nonce: bytes,
+                             peer_proof: bytes | None = None) -> HandshakeAnswer:
+        """A session handshake with the peer set by set_peer(): this card's proof over both
+        nonces, and with `peer_proof` (checked on the card: 6300 if wrong) the session keys."""
+        self._still_the_proved_card()
+        body = (tlv(TAG_SESSION_ROLE, b"\x01" if initiator else b"\x02")
+                + tlv(TAG_INITIATOR_NONCE, initiator_nonce)
+                + tlv(TAG_RESPONDER_NONCE, responder_nonce))
+        if peer_proof is not None:
+            body += tlv(TAG_PEER_PROOF, peer_proof)
+        data = self.protocol.send_apdu(0x00, Ins.GENERAL_AUTHENTICATE_BER, 0, KeyReference.PEER,
+                                       tlv(TAG_DYNAMIC_AUTH, body), SHORT_MAX_LE)
+        try:
+            fields = parse_unique(parse_unique(data, {TAG_DYNAMIC_AUTH})[TAG_DYNAMIC_AUTH],
+                                  {TAG_OWN_PROOF, TAG_SEND_KEY, TAG_RECEIVE_KEY})
+            return HandshakeAnswer(fields[TAG_OWN_PROOF], fields.get(TAG_SEND_KEY),
+                                   fields.get(TAG_RECEIVE_KEY))
+        except (TlvError, KeyError) as exc:
+            raise CardDataError(f"GENERAL AUTHENTICATE answer: {exc}") from exc
 
     def prove_to(self, verifier: CardSession) -> None:
         """Challenge-response: `verifier` challenges, this card answers under the

@@ -23,6 +23,7 @@ from host.storage.shipments import ShipmentStore
 
 class DeliveryServer(PartyServer):
     role = Party.DELIVERY.value
+    sessions = True  # the seller opens a session first (docs/protocol.md, "Sessions")
 
     def __init__(self, keys: KeyModule, config: ServerConfig, db_path: Path) -> None:
         super().__init__(keys, config)

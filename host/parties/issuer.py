@@ -71,6 +71,7 @@ def authorisation_request(opened: OpenedPart[IssuerPart],
 
 class IssuerServer(PartyServer):
     role = Party.ISSUER.value
+    sessions = True  # the seller opens a session first (docs/protocol.md, "Sessions")
 
     def __init__(self, keys: KeyModule, config: ServerConfig, ledger_path: Path) -> None:
         super().__init__(keys, config)

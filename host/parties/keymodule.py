@@ -23,7 +23,7 @@ from card_applet.sw import SW
 from host.errors import EnvelopeError, ErrorCode, Refused
 from host.parties.softcard import software_card
 from terminal.errors import ApduError
-from terminal.session import CardSession
+from terminal.session import CardSession, HandshakeAnswer
 
 DEFAULT_POOL = 32  # confirmations hold a session across a network round trip
 # peers whose pair keys a software module keeps: a server meets every holder, and an LRU
@@ -138,3 +138,22 @@ class KeyModule:
                 raise Refused(ErrorCode.UNCONFIRMED, f"{peer} failed confirmation: it does "
                                        f"not hold the row for its identifier") from exc
 
+
+    async def handshake(self, peer: str, *, initiator: bool, initiator_nonce: bytes,
+                        responder_nonce: bytes,
+                        peer_proof: bytes | None = None) -> HandshakeAnswer:
+        """One step of a session handshake with `peer` (docs/protocol.md, "Sessions"): our
+        proof over both nonces, and with `peer_proof` (checked inside the applet) the two
+        session keys. The pair key and the row stay in the applet; the session keys come
+        out, as the host side of any secure channel holds its session keys."""
+        async with self.session(peer) as card:
+            try:
+                return card.general_authenticate(initiator, initiator_nonce, responder_nonce,
+                                                 peer_proof)
+            except ApduError as exc:
+                if exc.sw == SW.AUTHENTICATION_FAILED:
+                    raise Refused(ErrorCode.UNCONFIRMED, f"{peer} failed the session "
+                                  f"handshake: it does not hold the row for its identifier") \
+                        from exc
+                raise Refused(ErrorCode.KEY_MODULE, f"session handshake with {peer}: {exc}") \
+                    from exc

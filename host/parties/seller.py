@@ -23,7 +23,6 @@ from typing import TypeVar
 
 from host.errors import ConnectionFailed, EnvelopeError, ErrorCode, Refused, TransactionError
 from host.parties import lifecycle
-from host.parties.connection import AsyncConnection
 from host.parties.keymodule import KeyModule
 from host.parties.lifecycle import (
     Answered,
@@ -40,11 +39,11 @@ from host.parties.lifecycle import (
 from host.parties.server import (
     PartyServer,
     ServerConfig,
-    confirm_peer,
     open_part,
     our_header,
     request_digest,
 )
+from host.parties.session import POOL_SIZE, SessionPool
 from host.protocol import codec, envelope
 from host.protocol.envelope import (
     Envelope,
@@ -99,9 +98,12 @@ E = ErrorCode
 FINAL_REFUSALS = frozenset({E.FORGED, E.REPLAY, E.MALFORMED, E.COMMITMENT, E.WRONG_PARTY,
                             E.STALE, E.UNCONFIRMED, E.VERSION, E.UNEXPECTED, E.AMOUNT})
 #: a relayed confirmation that failed on the way to the party, not on the holder's connection
-UPSTREAM_FAILURES = frozenset({E.CONNECTION_LOST, E.TIMEOUT, E.TRUNCATED})
+#: (a session the party broke off, or one a frame on the way broke, included)
+UPSTREAM_FAILURES = frozenset({E.CONNECTION_LOST, E.TIMEOUT, E.TRUNCATED, E.NO_SESSION,
+                               E.UNAUTHENTICATED, E.BAD_MAC, E.SEQUENCE})
 
 A = TypeVar("A", Authorisation, Reversed, Delivery)
+R = TypeVar("R", Authorisation, Reversed, Delivery, Confirmed)
 Opened = OpenedPart[SellerPart]
 
 
@@ -148,6 +150,7 @@ class SellerConfig:
     orders_path: Path
     retry_every: float = 2.0  # seconds between attempts to drive pending orders
     give_up_after: float = 600.0  # an order not completed by then is voided
+    pool_size: int = POOL_SIZE  # sessions kept open to each of the two parties
 
 
 class SellerServer(PartyServer):
@@ -164,6 +167,11 @@ class SellerServer(PartyServer):
         self._form_bytes = codec.encode(seller.form.to_cbor())  # the bytes its MACs cover
         self.orders: OrderStore = open_order_book(seller.orders_path)
         self._driving: set[bytes] = set()
+        # one pool of confirmed sessions per party, reused across orders (host.parties.session)
+        self.pools = {party: SessionPool(
+            keys, self._endpoint(party).host, self._endpoint(party).port,
+            self.form.party_id(party), party.value, timeout=config.read_timeout,
+            size=seller.pool_size) for party in ARROW}
         self._retry_task: asyncio.Task[None] | None = None
         self.handlers.update({
             MessageType.FORM_REQUEST: self.on_form_request,
@@ -182,6 +190,8 @@ class SellerServer(PartyServer):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry_task
         await super().close()
+        for pool in self.pools.values():
+            await pool.close()
         self.orders.close()
 
     def _endpoint(self, party: Party) -> Endpoint:
@@ -218,16 +228,13 @@ class SellerServer(PartyServer):
         # relay: we carry the challenge and the answer but hold neither key
         flow("x", "holder", "seller", "confirm challenge for the %s (to relay)", target)
         flow(ARROW[target], "seller", target.value, "relayed challenge")
-        conn = await self._open(target)
         try:
-            reply = await conn.request(message, Confirmed)
+            reply = await self._request(target, message, Confirmed)
         except TransactionError as exc:
             if exc.code in UPSTREAM_FAILURES:
                 # the upstream party failed, not the holder's connection: say so to the holder
                 raise ConnectionFailed(E.UNREACHABLE, f"the {target}: {exc.reason}") from exc
             raise
-        finally:
-            await conn.close()
         flow(ARROW[target], target.value, "seller", "answer under %s -> holder key", target)
         flow("x", "seller", "holder", "relayed %s answer (the seller cannot forge it)", target)
         return Confirmed(reply.response).to_frame()
@@ -426,28 +433,32 @@ class SellerServer(PartyServer):
         except EnvelopeError as exc:
             raise Unfinishable(exc.code, exc.reason) from exc
 
-    async def _open(self, party: Party) -> AsyncConnection:
-        endpoint = self._endpoint(party)
+    async def _request(self, party: Party, request: Message, answer: type[R], *,
+                       before_send: Callable[[], None] | None = None) -> R:
+        """One request over a pooled session with `party`: confirmed by the handshake when
+        the session opened (claim 7), so an unconfirmed party gets nothing."""
+        pool = self.pools[party]
+        opened = pool.opened
         try:
-            return await AsyncConnection.open(endpoint.host, endpoint.port,
-                                              timeout=self.config.read_timeout)
-        except TransactionError as exc:
-            raise ConnectionFailed(E.UNREACHABLE, f"the {party}: {exc.reason}") from exc
+            reply = await pool.request(request, answer, before_send=before_send)
+        except ConnectionFailed as exc:
+            if exc.code is E.UNREACHABLE:
+                raise ConnectionFailed(E.UNREACHABLE, f"the {party}: {exc.reason}") from exc
+            raise
+        if pool.opened != opened:
+            arrow = ARROW[party]
+            flow(arrow, "seller", party.value, "hello: session handshake (claim 7, both ways)")
+            flow(arrow, party.value, "seller", "proof verified by the seller's key module")
+        return reply
 
     async def _exchange(self, party: Party, request: Message, answer: type[A], *,
                         before_send: Callable[[], None] | None = None) -> A:
-        """Confirm `party` (claim 7), then send it one request: an unconfirmed party gets
-        nothing. A final refusal becomes Unfinishable; anything else stays retryable."""
+        """Send `party` one request in a confirmed session. A final refusal becomes
+        Unfinishable; anything else stays retryable."""
         arrow = ARROW[party]
-        conn = await self._open(party)
         try:
-            flow(arrow, "seller", party.value, "confirm challenge (claim 7)")
-            await confirm_peer(self.keys, self.form.party_id(party), party.value, conn)
-            flow(arrow, party.value, "seller", "answer verified by the seller's key module")
-            if before_send is not None:
-                before_send()
+            reply = await self._request(party, request, answer, before_send=before_send)
             flow(arrow, "seller", party.value, "%s: sealed data + seller's MAC", request.TYPE)
-            reply = await conn.request(request, answer)
             flow(arrow, party.value, "seller", "%s: %s", answer.TYPE,
                  (reply.tracking if isinstance(reply, Delivery) else reply.code) or "?")
             return reply
@@ -455,8 +466,6 @@ class SellerServer(PartyServer):
             if exc.code in FINAL_REFUSALS and not isinstance(exc, Unfinishable):
                 raise Unfinishable(exc.code, f"the {party}: {exc.reason}") from exc
             raise
-        finally:
-            await conn.close()
 
     async def _drive_pending(self) -> None:
         """Resume orders a crash or an unreachable party left unfinished; void those that

@@ -8,6 +8,12 @@ stays open for the next request. A malformed frame
 be trusted to be in step. Anything else is a bug: it is logged with its traceback, the peer
 gets `internal`, and the server carries on.
 
+A server that takes sessions (`sessions`: the card manager and the delivery company) serves a
+connection only once its peer has run the handshake (host.protocol.session, docs/protocol.md
+"Sessions"): the peer is confirmed by our key module, and every later frame on the connection,
+both ways, carries a sequence number and a MAC. A request before the handshake, a plain frame
+after it, or a frame that fails its MAC or number closes the connection.
+
 Slow peers cannot hold the server: a request's first byte and its whole have separate
 deadlines, and when the connection table is full a newcomer sheds the connection that has kept
 the server waiting longest (host.parties.admission, docs/protocol.md "Wire").
@@ -20,6 +26,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -33,8 +40,18 @@ from host.parties.durability import Halt, halt_process
 from host.parties.keymodule import KeyModule
 from host.protocol import codec, envelope, messages
 from host.protocol.envelope import Header, OpenedPart, PartReader
-from host.protocol.messages import Confirm, Confirmed, Forwarded, error_frame
+from host.protocol.messages import (
+    SESSION_NONCE,
+    Confirm,
+    Confirmed,
+    Forwarded,
+    Hello,
+    HelloAck,
+    HelloDone,
+    error_frame,
+)
 from host.protocol.order import Party
+from host.protocol.session import Channel, SessionKeys
 from host.protocol.wire import MessageType, RawMessage
 from host.storage.sqlite import StorageLost
 
@@ -60,8 +77,28 @@ class ServerConfig:
         return self.read_timeout if self.idle_timeout is None else self.idle_timeout
 
 
+HANDSHAKE = frozenset({MessageType.HELLO, MessageType.HELLO_ACK, MessageType.HELLO_DONE})
+
+
+@dataclass(slots=True)
+class Link:
+    """One connection's session, as the responder sees it: nothing yet, a `hello` answered
+    (the peer and both nonces kept for its `hello-done`), or open (`channel`)."""
+
+    hello: tuple[str, bytes, bytes] | None = None
+    channel: Channel | None = None
+    peer: str | None = None
+
+    def wrap(self, frame: bytes) -> bytes:
+        """A frame as it leaves: in the session once there is one."""
+        return frame if self.channel is None else self.channel.seal(frame)
+
+
 class PartyServer:
     role = "party"
+    #: whether peers must open a session before any request (the card manager and the
+    #: delivery company; the seller's peers are holders, who have no session)
+    sessions = False
 
     def __init__(self, keys: KeyModule, config: ServerConfig) -> None:
         self.keys = keys
@@ -73,6 +110,7 @@ class PartyServer:
         self.server: asyncio.Server | None = None
         self.table = ConnectionTable(config.limits)
         self._pressure: Counter[str] = Counter()  # shed / refused since the last warning
+        self._open: set[AsyncConnection] = set()  # every connection being served
         self._pressure_logged = -PRESSURE_LOG_EVERY
 
     @property
@@ -96,6 +134,10 @@ class PartyServer:
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
+            # and the connections it serves: a peer keeping one open (the seller's pooled
+            # sessions) must not go on talking to a party that has stopped
+            for conn in list(self._open):
+                conn.writer.transport.abort()
             await self.server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader,
@@ -106,13 +148,17 @@ class PartyServer:
         task = asyncio.current_task()
         assert task is not None
         shed = False
+        link = Link()
 
         def shed_me() -> None:
             # only ever a connection waiting on its peer (admission), never mid-handler
             nonlocal shed
             shed = True
-            conn.refuse(error_frame(Refused(
-                ErrorCode.BUSY, "the server is full and this connection waited longest")))
+            if link.channel is None:
+                conn.refuse(error_frame(Refused(
+                    ErrorCode.BUSY, "the server is full and this connection waited longest")))
+            else:  # an idle session: its pool reconnects; a plain frame it would refuse
+                conn.writer.close()
             task.cancel()
 
         address = str(peer[0]) if peer else "?"
@@ -125,8 +171,9 @@ class PartyServer:
             conn.refuse(error_frame(Refused(ErrorCode.BUSY, why)))
             await conn.close()
             return
+        self._open.add(conn)
         try:
-            await self._serve(conn, slot, peer)
+            await self._serve(conn, slot, peer, link)
         except asyncio.CancelledError:
             if not shed:
                 raise
@@ -135,6 +182,7 @@ class PartyServer:
                            peer)
             self._note_pressure("shed", loop.time())
         finally:
+            self._open.discard(conn)
             self.table.release(slot)
             await conn.close()
 
@@ -150,7 +198,7 @@ class PartyServer:
             self._pressure.clear()
             self._pressure_logged = now
 
-    async def _serve(self, conn: AsyncConnection, slot: Slot, peer: object) -> None:
+    async def _serve(self, conn: AsyncConnection, slot: Slot, peer: object, link: Link) -> None:
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -159,33 +207,80 @@ class PartyServer:
                     if data is None:
                         return
                     slot.serving()
+                    if link.channel is not None:
+                        data = link.channel.open(data)
                     raw = RawMessage.parse(data)
-                    handler = self.handlers.get(raw.type)
-                    if handler is None:  # said before the body is read: it is not ours to read
-                        raise WireError(f"a {self.role} does not take {raw.type} messages",
-                                        code=ErrorCode.UNEXPECTED)
-                    reply = await self._handle(handler, messages.from_raw(raw))
+                    if self.sessions and raw.type in HANDSHAKE:
+                        reply = await self._handshake(link, messages.from_raw(raw))
+                    else:
+                        if self.sessions and link.channel is None:
+                            raise WireError(f"a {raw.type} message before the session "
+                                            f"handshake (hello)", code=ErrorCode.NO_SESSION)
+                        handler = self.handlers.get(raw.type)
+                        if handler is None:  # said before the body is read: not ours to read
+                            raise WireError(f"a {self.role} does not take {raw.type} messages",
+                                            code=ErrorCode.UNEXPECTED)
+                        reply = await self._handle(handler, messages.from_raw(raw))
                     slot.waiting(loop.time())  # from here on, the peer keeps us waiting
-                    await conn.send_raw(reply)
+                    if reply:
+                        await conn.send_raw(link.wrap(reply))
                 except WireError as exc:
-                    self.log.info("%s: %s; closing", peer, exc)
                     slot.waiting(loop.time())
+                    if link.channel is not None and exc.code is ErrorCode.TIMEOUT \
+                            and not conn.decoder.mid_frame:
+                        self.log.debug("%s: session idle; closing", peer)
+                        return  # an idle pooled connection: its pool reconnects
+                    self.log.info("%s: %s; closing", peer, exc)
                     with contextlib.suppress(TransactionError):
-                        await conn.send_raw(error_frame(exc))
+                        await conn.send_raw(link.wrap(error_frame(exc)))
                     return
                 except TransactionError as exc:
                     if exc.code is ErrorCode.CONNECTION_LOST:
                         return
                     self.log.info("%s: refused: %s", peer, exc)
                     slot.waiting(loop.time())
-                    await conn.send_raw(error_frame(exc))
+                    await conn.send_raw(link.wrap(error_frame(exc)))
         except TransactionError:
             return  # the peer went away while we answered
         except Exception:
             self.log.exception("%s: internal error", peer)
             slot.waiting(loop.time())
             with contextlib.suppress(Exception):
-                await conn.send_raw(error_frame(Refused(ErrorCode.INTERNAL, "internal error")))
+                await conn.send_raw(link.wrap(error_frame(Refused(ErrorCode.INTERNAL,
+                                                                  "internal error"))))
+
+    async def _handshake(self, link: Link, message: messages.Message) -> bytes:
+        """The responder's side of the session handshake; any failure closes the connection.
+        Our key module keeps nothing between `hello` and `hello-done` (both are stateless
+        GENERAL AUTHENTICATEs), so a peer that never finishes holds no key session."""
+        try:
+            if isinstance(message, Hello) and link.hello is None:
+                if message.party != self.role:
+                    raise Refused(ErrorCode.WRONG_PARTY, f"this is the {self.role}, not the "
+                                                         f"{message.party}")
+                ours = secrets.token_bytes(SESSION_NONCE)
+                answer = await self.keys.handshake(message.peer, initiator=False,
+                                                   initiator_nonce=message.nonce,
+                                                   responder_nonce=ours)
+                link.hello = (message.peer, message.nonce, ours)
+                return HelloAck(ours, answer.proof).to_frame()
+            if isinstance(message, HelloDone) and link.hello is not None \
+                    and link.channel is None:
+                peer, theirs, ours = link.hello
+                answer = await self.keys.handshake(peer, initiator=False, initiator_nonce=theirs,
+                                                   responder_nonce=ours,
+                                                   peer_proof=message.proof)
+                assert answer.send_key is not None and answer.receive_key is not None
+                link.channel = Channel(SessionKeys(answer.send_key, answer.receive_key),
+                                       initiator=False)
+                link.peer = peer
+                self.log.debug("session open with %s", peer)
+                return b""  # the peer's next frame is its first request, in the session
+        except WireError:
+            raise
+        except TransactionError as exc:
+            raise WireError(exc.reason, code=exc.code) from exc
+        raise WireError(f"{message.TYPE} out of the handshake's order", code=ErrorCode.UNEXPECTED)
 
     async def _handle(self, handler: Handler, message: messages.Message) -> bytes:
         """`handler`'s answer; a lost storage stops the party, whichever handler met it."""

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from host.errors import ErrorCode, PeerRefused, TransactionError, WireError
 from host.protocol.codec import Fields
 from host.protocol.envelope import DIGEST_SIZE, FORM_NONCE_SIZE, MAX_PART, ORDER_ID_SIZE, Envelope
-from host.protocol.wire import MessageType, RawMessage, frame
+from host.protocol.wire import MAX_FRAME, MessageType, RawMessage, frame
 
 MAX_IDENTIFIER = 64  # a party's identifier (the card holds at most this many bytes)
 MAX_MAC = 64  # a MAC or a confirmation answer
@@ -258,13 +258,60 @@ class ErrorMessage(_Message):
         return PeerRefused(self.code, self.message)
 
 
+# -- a session between two parties (docs/protocol.md, "Sessions"; host.protocol.session) ------
+
+SESSION_NONCE = 32
+SESSION_PROOF = 16
+FRAME_MAC = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(_Message):
+    """initiator -> responder: open a session. `party` is the role asked (as in `confirm`),
+    `peer` the initiator's identifier, `nonce` its fresh contribution."""
+
+    TYPE: ClassVar[MessageType] = MessageType.HELLO
+    party: str = _wire(str, max_size=16)
+    peer: str = _wire(str, min_size=1, max_size=MAX_IDENTIFIER)
+    nonce: bytes = _wire(bytes, min_size=SESSION_NONCE, max_size=SESSION_NONCE)
+
+
+@dataclass(frozen=True, slots=True)
+class HelloAck(_Message):
+    """responder -> initiator: its nonce, and its proof over both nonces."""
+
+    TYPE: ClassVar[MessageType] = MessageType.HELLO_ACK
+    nonce: bytes = _wire(bytes, min_size=SESSION_NONCE, max_size=SESSION_NONCE)
+    proof: bytes = _wire(bytes, min_size=SESSION_PROOF, max_size=SESSION_PROOF)
+
+
+@dataclass(frozen=True, slots=True)
+class HelloDone(_Message):
+    """initiator -> responder: its proof over both nonces; the session is open."""
+
+    TYPE: ClassVar[MessageType] = MessageType.HELLO_DONE
+    proof: bytes = _wire(bytes, min_size=SESSION_PROOF, max_size=SESSION_PROOF)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFrame(_Message):
+    """Any frame after the handshake, either way: `body` is the carried frame's CBOR (its
+    length prefix dropped), `seq` its number in this direction, `mac` over both."""
+
+    TYPE: ClassVar[MessageType] = MessageType.FRAME
+    seq: int = _wire(int)
+    body: bytes = _wire(bytes, max_size=MAX_FRAME - 64)
+    mac: bytes = _wire(bytes, min_size=FRAME_MAC, max_size=FRAME_MAC)
+
+
 Message = (FormRequest | Form | Confirm | Confirmed | OrderSubmission | OrderOutcome
            | StatusQuery | Authorise | Authorisation | Reverse | Reversed | Deliver | Delivery
-           | ErrorMessage)
+           | ErrorMessage | Hello | HelloAck | HelloDone | SessionFrame)
 
 CLASSES: dict[MessageType, type[Message]] = {cls.TYPE: cls for cls in (
     FormRequest, Form, Confirm, Confirmed, OrderSubmission, OrderOutcome, StatusQuery,
-    Authorise, Authorisation, Reverse, Reversed, Deliver, Delivery, ErrorMessage)}
+    Authorise, Authorisation, Reverse, Reversed, Deliver, Delivery, ErrorMessage,
+    Hello, HelloAck, HelloDone, SessionFrame)}
 
 
 def from_raw(raw: RawMessage) -> Message:

@@ -40,6 +40,11 @@ class MessageType(enum.StrEnum):
     DELIVER = "deliver"  # seller -> delivery
     DELIVERY = "delivery"
     ERROR = "error"
+    # a session between two parties (docs/protocol.md, "Sessions")
+    HELLO = "hello"  # initiator -> responder: its identifier and nonce
+    HELLO_ACK = "hello-ack"  # the responder's nonce and proof
+    HELLO_DONE = "hello-done"  # the initiator's proof
+    FRAME = "frame"  # every frame after the handshake: sequence number and MAC around it
 
 
 @dataclass(frozen=True, slots=True)

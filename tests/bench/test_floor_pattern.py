@@ -37,8 +37,8 @@ EVENTS = {
     "delivery": [],
 }
 
-SELLER = (Step(Op.RECV, 0, 81, "form-request"), Step(Op.OPEN, 1, peer="issuer", script=0),
-          Step(Op.SEND, 1, 699, "authorise"), Step(Op.RECV, 1, 444, "authorisation"),
+SELLER = (Step(Op.RECV, 0, 81, "form-request"), Step(Op.OPEN, 1, peer="issuer"),
+          Step(Op.SEND, 1, 699, "authorise", script=0), Step(Op.RECV, 1, 444, "authorisation"),
           Step(Op.CLOSE, 1), Step(Op.COMMIT), Step(Op.SEND, 0, 549, "outcome"))
 ISSUER = (Step(Op.RECV, 0, 699, "authorise"), Step(Op.COMMIT),
           Step(Op.SEND, 0, 444, "authorisation"))
@@ -46,12 +46,66 @@ ISSUER = (Step(Op.RECV, 0, 699, "authorise"), Step(Op.COMMIT),
 
 def test_compile_pattern_follows_each_connection_to_its_peer() -> None:
     pattern = compile_pattern(EVENTS, 0.5, 5.0)
-    assert pattern.holder == (0,)
+    assert pattern.holder == ((0,),)
     assert pattern.scripts == {"seller": (SELLER,), "issuer": (ISSUER,), "delivery": ()}
     assert (pattern.round_trips(), pattern.connections()) == (2, 2)
     assert pattern.commits() == {"seller": 1, "issuer": 1, "delivery": 0}
-    assert pattern.frames() == ["H→S form-request:81", "S→I authorise:699",
+    assert pattern.frames() == ["H→S form-request:81", "S+I", "S→I authorise:699",
                                 "I→S authorisation:444", "S commit", "S→H outcome:549"]
+    assert Pattern.from_json(pattern.to_json()) == pattern
+
+
+# pooled sessions: the seller's connection to the card manager (port 5001 -> 8000) was opened
+# and its session handshake made in an earlier order (before t = 1.0); this order's holder
+# sends two requests on one connection, and the seller reuses its session for both
+POOLED = {
+    "seller": [
+        {"t": 0.1, "ev": "conn", "conn": 1, "local": 5001, "peer": 8000},
+        {"t": 0.1, "ev": "open", "conn": 1},
+        {"t": 0.2, "ev": "send", "conn": 1, "size": 70, "label": "hello"},
+        {"t": 1.0, "ev": "conn", "conn": 2, "local": 7000, "peer": 5000},
+        {"t": 1.1, "ev": "recv", "conn": 2, "size": 90, "label": "confirm"},
+        {"t": 1.2, "ev": "send", "conn": 1, "size": 130, "label": "frame/confirm"},
+        {"t": 1.3, "ev": "recv", "conn": 1, "size": 80, "label": "frame/confirmed"},
+        {"t": 1.4, "ev": "send", "conn": 2, "size": 40, "label": "confirmed"},
+        {"t": 1.5, "ev": "recv", "conn": 2, "size": 900, "label": "order"},
+        {"t": 1.6, "ev": "send", "conn": 1, "size": 760, "label": "frame/authorise"},
+        {"t": 1.7, "ev": "recv", "conn": 1, "size": 480, "label": "frame/authorisation"},
+        {"t": 1.8, "ev": "commit"},
+        {"t": 1.9, "ev": "send", "conn": 2, "size": 549, "label": "outcome"},
+        {"t": 2.0, "ev": "eof", "conn": 2},
+        {"t": 2.0, "ev": "close", "conn": 2},
+    ],
+    "issuer": [
+        {"t": 0.15, "ev": "conn", "conn": 4, "local": 8000, "peer": 5001},
+        {"t": 0.2, "ev": "recv", "conn": 4, "size": 70, "label": "hello"},
+        {"t": 1.2, "ev": "recv", "conn": 4, "size": 130, "label": "frame/confirm"},
+        {"t": 1.25, "ev": "send", "conn": 4, "size": 80, "label": "frame/confirmed"},
+        {"t": 1.6, "ev": "recv", "conn": 4, "size": 760, "label": "frame/authorise"},
+        {"t": 1.65, "ev": "commit"},
+        {"t": 1.7, "ev": "send", "conn": 4, "size": 480, "label": "frame/authorisation"},
+    ],
+    "delivery": [],
+}
+
+
+def test_compile_pattern_reuses_a_connection_kept_from_an_earlier_order() -> None:
+    pattern = compile_pattern(POOLED, 1.0, 5.0)
+    assert pattern.holder == ((0, 1),)  # one holder connection, two requests on it
+    assert pattern.scripts["seller"] == (
+        (Step(Op.RECV, 0, 90, "confirm"), Step(Op.USE, 1, peer="issuer"),
+         Step(Op.SEND, 1, 130, "frame/confirm", script=0),
+         Step(Op.RECV, 1, 80, "frame/confirmed"), Step(Op.SEND, 0, 40, "confirmed")),
+        (Step(Op.RECV, 0, 900, "order"), Step(Op.USE, 1, peer="issuer"),
+         Step(Op.SEND, 1, 760, "frame/authorise", script=1),
+         Step(Op.RECV, 1, 480, "frame/authorisation"), Step(Op.COMMIT),
+         Step(Op.SEND, 0, 549, "outcome")))
+    assert pattern.scripts["issuer"] == (
+        (Step(Op.RECV, 0, 130, "frame/confirm"), Step(Op.SEND, 0, 80, "frame/confirmed")),
+        (Step(Op.RECV, 0, 760, "frame/authorise"), Step(Op.COMMIT),
+         Step(Op.SEND, 0, 480, "frame/authorisation")))
+    # four answers; one new connection (the holder's): the seller's is kept from before
+    assert (pattern.round_trips(), pattern.connections()) == (4, 1)
     assert Pattern.from_json(pattern.to_json()) == pattern
 
 
@@ -86,6 +140,19 @@ def test_the_floor_replays_the_pattern_and_commits_where_it_says(tmp_path: Path)
     assert (tmp_path / "seller.floor.log").stat().st_size == 3 * 64
     assert (tmp_path / "issuer.floor.log").stat().st_size == 3 * 64
     assert (tmp_path / "delivery.floor.log").stat().st_size == 0
+
+
+def test_the_floor_keeps_a_pooled_connection_open_across_orders(tmp_path: Path) -> None:
+    """Three orders of the pooled pattern: the floor seller opens one connection to the floor
+    card manager, the first time it needs one, and uses it for every later request."""
+    pattern = compile_pattern(POOLED, 1.0, 5.0)
+    with contextlib.ExitStack() as stack:
+        procs = start_floor(stack, pattern, tmp_path, traced=tmp_path)
+        buyer = FloorBuyer(pattern, procs["seller"].port)
+        assert [buyer.buy() for _ in range(3)] == [("completed", "")] * 3
+    assert (tmp_path / "issuer.floor.log").stat().st_size == 3 * 64
+    accepted = strace_counts(tmp_path / "issuer.strace", 0, float("inf"))["accept"]
+    assert accepted == 1
 
 
 def sockets(pid: int) -> int:

@@ -19,6 +19,7 @@ from card_applet import keys
 from host.parties.issuer import DECLINED, padded
 from host.parties.server import request_digest
 from host.protocol import codec, envelope
+from host.protocol.messages import Confirm, Confirmed, Hello, HelloAck, HelloDone
 from host.protocol.order import (
     DEFAULT_GRANTS,
     CatalogueItem,
@@ -29,6 +30,8 @@ from host.protocol.order import (
     Party,
     split,
 )
+from host.protocol.session import Channel, Direction, SessionKeys, frame_mac
+from host.protocol.wire import LENGTH
 
 SHARED = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "blom-v1.json"
 HOLDER = "holder:alice@example.org"
@@ -46,6 +49,8 @@ RECEIPT_NONCE = b"\xee" * keys.NONCE_SIZE
 TRACKING = "TRK-0123456789AB"
 REVERSE_REASON = "the delivery company refused: unreachable"
 CHALLENGE = bytes(range(0x30, 0x40))  # a confirmation challenge (16 bytes)
+INITIATOR_NONCE = bytes(range(0x40, 0x60))  # a session's nonces (32 bytes each)
+RESPONDER_NONCE = bytes(range(0x60, 0x80))
 
 
 def gcm_aad(atc: int, aad: bytes) -> bytes:
@@ -137,6 +142,54 @@ def confirm_vector(vectors: dict[str, Any], responder: str, challenger: str,
         "request_cbor_hex": codec.encode({"type": "confirm", "party": asked,
                                           "peer": challenger, "challenge": CHALLENGE}).hex(),
         "key_hex": key.hex(), "response_hex": keys.confirm_mac(key, CHALLENGE).hex(),
+    }
+
+
+def session_vector(vectors: dict[str, Any], initiator: str, responder: str,
+                   role: str) -> dict[str, Any]:
+    """A session (docs/protocol.md 12): the handshake's three messages, both proofs, both
+    frame keys, and one authenticated frame each way: the holder's confirmation of
+    `responder` relayed in it, and its answer."""
+    pk = pair_key(vectors, initiator, responder)
+    i, r = initiator.encode(), responder.encode()
+    ni, nr = INITIATOR_NONCE, RESPONDER_NONCE
+    i_proof_key, r_proof_key = keys.session_proof_key(pk, i, r), keys.session_proof_key(pk, r, i)
+    i_proof = keys.session_proof(i_proof_key, keys.SESSION_INITIATOR, ni, nr)
+    r_proof = keys.session_proof(r_proof_key, keys.SESSION_RESPONDER, ni, nr)
+    forward = keys.session_frame_key(pk, i, r, ni, nr)
+    back = keys.session_frame_key(pk, r, i, ni, nr)
+    ours = Channel(SessionKeys(forward, back), initiator=True)
+    theirs = Channel(SessionKeys(back, forward), initiator=False)
+    request = Confirm(role, HOLDER, CHALLENGE).to_frame()
+    answer_key = keys.confirm_key(pair_key(vectors, responder, HOLDER), r, HOLDER.encode())
+    answer = Confirmed(keys.confirm_mac(answer_key, CHALLENGE)).to_frame()
+
+    def framed(channel: Channel, direction: Direction, key: bytes,
+               carried: bytes) -> dict[str, Any]:
+        body = carried[LENGTH.size:]
+        return {"seq": 0, "direction": int(direction), "body_cbor_hex": body.hex(),
+                "mac_input_hex": (b"nettx/session/v1/frame" + bytes((direction,))
+                                  + bytes(8) + body).hex(),
+                "mac_hex": frame_mac(key, direction, 0, body).hex(),
+                "frame_cbor_hex": channel.seal(carried)[LENGTH.size:].hex()}
+
+    return {
+        "initiator": initiator, "responder": responder,
+        "pair_key_hex": pk.hex(),
+        "initiator_nonce_hex": ni.hex(), "responder_nonce_hex": nr.hex(),
+        "hello_cbor_hex": Hello(role, initiator, ni).to_frame()[LENGTH.size:].hex(),
+        "proof_key_initiator_hex": i_proof_key.hex(),
+        "proof_key_responder_hex": r_proof_key.hex(),
+        "responder_proof_hex": r_proof.hex(),
+        "hello_ack_cbor_hex": HelloAck(nr, r_proof).to_frame()[LENGTH.size:].hex(),
+        "initiator_proof_hex": i_proof.hex(),
+        "hello_done_cbor_hex": HelloDone(i_proof).to_frame()[LENGTH.size:].hex(),
+        "frame_key_initiator_to_responder_hex": forward.hex(),
+        "frame_key_responder_to_initiator_hex": back.hex(),
+        "initiator_to_responder": framed(ours, Direction.INITIATOR_TO_RESPONDER, forward,
+                                         request),
+        "responder_to_initiator": framed(theirs, Direction.RESPONDER_TO_INITIATOR, back,
+                                         answer),
     }
 
 
@@ -247,6 +300,7 @@ def compute() -> dict[str, Any]:
             confirm_vector(vectors, issuer, seller, "issuer"),
             confirm_vector(vectors, delivery, seller, "delivery"),
         ],
+        "session": session_vector(vectors, seller, issuer, "issuer"),
     }
 
 

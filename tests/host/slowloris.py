@@ -31,12 +31,15 @@ class Kind(enum.Enum):
 
 
 def cheap_request(role: str) -> bytes:
-    """A request any party answers at once: the seller its form, anyone else a refusal (a
-    refused request leaves the connection open)."""
+    """A request a party answers at once: the seller its form (a well-formed form request:
+    it MACs its form for this holder and nonce), the card manager and the delivery company
+    the first step of a session handshake (a `hello`: one key operation, then it waits for
+    `hello-done`). Those two take nothing else from a stranger without the seller's row, and
+    a second `hello` closes the connection, so against them the cheap attack sends its hello
+    once per connection and then holds it."""
     if role == "seller":
-        # a well-formed form request: the seller MACs its form for this holder and nonce
         return frame(MessageType.FORM_REQUEST, holder="holder:x", nonce=bytes(16))
-    return frame(MessageType.CONFIRM, party="nobody", peer="holder:x", challenge=b"\x00" * 8)
+    return frame(MessageType.HELLO, party=role, peer="seller:x", nonce=bytes(32))
 
 
 @dataclass
@@ -145,7 +148,7 @@ class Slowloris:
                     if self.kind is Kind.TRICKLE and sent < len(body):
                         writer.write(body[sent:sent + 1])
                         sent += 1
-                    elif self.kind is Kind.CHEAP:
+                    elif self.kind is Kind.CHEAP and self.role == "seller":
                         writer.write(request)
             except OSError:
                 pass

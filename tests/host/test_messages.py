@@ -34,12 +34,16 @@ from host.protocol.messages import (
     ErrorMessage,
     Form,
     FormRequest,
+    Hello,
+    HelloAck,
+    HelloDone,
     Message,
     OrderOutcome,
     OrderSubmission,
     OutcomeStatus,
     Reverse,
     Reversed,
+    SessionFrame,
     StatusQuery,
     error_frame,
     expect,
@@ -72,6 +76,10 @@ EXAMPLES: dict[MessageType, Message] = {m.TYPE: m for m in (
     Deliver(HEADER, BOX, bytes(33), approval=bytes(33)),
     Delivery("TRK-1", bytes(33), b"receipt"),
     ErrorMessage("replay", "order 00 was already seen"),
+    Hello("issuer", "seller:shop.example", bytes(32)),
+    HelloAck(bytes(32), bytes(16)),
+    HelloDone(bytes(16)),
+    SessionFrame(0, b"\xa0", bytes(16)),
 )}
 
 

@@ -15,10 +15,11 @@ import pytest
 from host.parties.holder import HolderClient
 from host.parties.seller import SellerServer
 from host.parties.server import request_digest
+from host.parties.session import Session
 from host.protocol import codec, envelope
 from host.protocol.envelope import Envelope, context
 from host.protocol.order import Party
-from host.protocol.wire import MessageType, frame
+from host.protocol.wire import LENGTH, MessageType, frame
 from host.storage.order_book import (
     TRANSITIONS,
     IllegalTransition,
@@ -138,6 +139,27 @@ def raw_request(port: int, message: bytes) -> bytes:
         return data
 
 
+def party_request(market: Market, role: str, message: bytes) -> bytes:
+    """Send one frame to the card manager or the delivery company in a session of the
+    seller's, as the seller does; return the exact bytes of the answer frame it carries."""
+    seller = seller_of(market)
+    peer = seller.form.issuer if role == "issuer" else seller.form.delivery
+
+    async def exchange() -> bytes:
+        session = await Session.open(seller.keys, "127.0.0.1", market.ports[role], peer, role,
+                                     30)
+        try:
+            await session.conn.send_raw(session.channel.seal(message))
+            data = await session.conn.receive_frame()
+            assert data is not None, "the party closed the connection"
+            body = session.channel.open(data)
+            return LENGTH.pack(len(body)) + body
+        finally:
+            await session.close()
+
+    return market.run(exchange())
+
+
 def status_bytes(market: Market, order_id: bytes) -> bytes:
     return raw_request(market.ports["seller"], frame(MessageType.STATUS, order=order_id))
 
@@ -211,8 +233,8 @@ def test_a_retransmitted_authorisation_gets_byte_identical_bytes(
         market: Market, holder_card: CardSession) -> None:
     _client, order_id = completed_order(market, holder_card)
     env = recorded_envelope(market, order_id)
-    first = raw_request(market.ports["issuer"], authorise_frame(market, env))
-    second = raw_request(market.ports["issuer"], authorise_frame(market, env))
+    first = party_request(market, "issuer", authorise_frame(market, env))
+    second = party_request(market, "issuer", authorise_frame(market, env))
     assert first == second
     # and they are the bytes the seller verified and recorded: the same authorisation MAC
     approval, _receipt = seller_of(market).orders.approval(order_id)
@@ -225,8 +247,8 @@ def test_a_retransmitted_delivery_request_gets_byte_identical_bytes(
     _client, order_id = completed_order(market, holder_card)
     env = recorded_envelope(market, order_id)
     approval, _receipt = seller_of(market).orders.approval(order_id)
-    first = raw_request(market.ports["delivery"], deliver_frame(market, env, approval))
-    second = raw_request(market.ports["delivery"], deliver_frame(market, env, approval))
+    first = party_request(market, "delivery", deliver_frame(market, env, approval))
+    second = party_request(market, "delivery", deliver_frame(market, env, approval))
     assert first == second
     assert shipments(market) == 1
 
@@ -247,8 +269,8 @@ def test_a_retransmitted_reversal_gets_byte_identical_bytes(
         return frame(MessageType.REVERSE, header=env.header, digest=record.digest,
                      reason="test", mac=mac)
 
-    first = raw_request(market.ports["issuer"], reverse_frame())
-    second = raw_request(market.ports["issuer"], reverse_frame())
+    first = party_request(market, "issuer", reverse_frame())
+    second = party_request(market, "issuer", reverse_frame())
     assert first == second
     assert balance(market) == 100_000  # credited back once, not twice
 

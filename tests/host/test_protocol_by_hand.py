@@ -256,6 +256,52 @@ def test_confirmations(v: dict[str, Any], blom: dict[str, Any]) -> None:
             "challenge": challenge}
 
 
+def test_a_session(v: dict[str, Any], blom: dict[str, Any]) -> None:
+    """Section 12: the handshake, its proofs and keys, one frame each way, from the text."""
+    vec = v["session"]
+    i, r = vec["initiator"], vec["responder"]
+    pk = pair_key(blom, i, r)
+    assert vec["pair_key_hex"] == pk.hex()
+    ni, nr = h(vec["initiator_nonce_hex"]), h(vec["responder_nonce_hex"])
+    salt = b"EP0791901/card/v1/session"
+
+    def info(label: bytes, sender: str, receiver: str, context: bytes = b"") -> bytes:
+        return lv(label) + lv(sender.encode()) + lv(receiver.encode()) + lv(context)
+
+    proof_keys = {i: hkdf(pk, salt, info(b"session-proof", i, r)),
+                  r: hkdf(pk, salt, info(b"session-proof", r, i))}
+    assert vec["proof_key_initiator_hex"] == proof_keys[i].hex()
+    assert vec["proof_key_responder_hex"] == proof_keys[r].hex()
+
+    def proof(sender: str, role: int) -> bytes:
+        body = b"session-proof" + bytes((role,)) + ni + nr
+        return hmac.new(proof_keys[sender], body, hashlib.sha256).digest()[:16]
+
+    assert vec["initiator_proof_hex"] == proof(i, 1).hex()
+    assert vec["responder_proof_hex"] == proof(r, 2).hex()
+    assert cbor2.loads(h(vec["hello_cbor_hex"])) == {"type": "hello", "party": r.split(":")[0],
+                                                     "peer": i, "nonce": ni}
+    assert cbor2.loads(h(vec["hello_ack_cbor_hex"])) == {"type": "hello-ack", "nonce": nr,
+                                                         "proof": proof(r, 2)}
+    assert cbor2.loads(h(vec["hello_done_cbor_hex"])) == {"type": "hello-done",
+                                                          "proof": proof(i, 1)}
+    frame_keys = {1: hkdf(pk, salt, info(b"session-frame", i, r, ni + nr)),
+                  2: hkdf(pk, salt, info(b"session-frame", r, i, ni + nr))}
+    assert vec["frame_key_initiator_to_responder_hex"] == frame_keys[1].hex()
+    assert vec["frame_key_responder_to_initiator_hex"] == frame_keys[2].hex()
+    for name, direction in (("initiator_to_responder", 1), ("responder_to_initiator", 2)):
+        framed = vec[name]
+        body = h(framed["body_cbor_hex"])
+        mac_input = b"nettx/session/v1/frame" + bytes((direction,)) + (0).to_bytes(8, "big") + body
+        assert framed["mac_input_hex"] == mac_input.hex()
+        mac = hmac.new(frame_keys[direction], mac_input, hashlib.sha256).digest()[:16]
+        assert framed["mac_hex"] == mac.hex()
+        assert h(framed["frame_cbor_hex"]) == cbor({"type": "frame", "seq": 0, "body": body,
+                                                    "mac": mac})
+    request = cbor2.loads(h(vec["initiator_to_responder"]["body_cbor_hex"]))
+    assert request["type"] == "confirm" and request["peer"] == v["holder"]
+
+
 def test_the_values_quoted_in_the_document_are_the_files(v: dict[str, Any]) -> None:
     """protocol.md 8.4 quotes values: each must be (part of) a value of the file."""
     text = (VECTORS.parent / "protocol.md").read_text()

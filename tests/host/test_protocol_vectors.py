@@ -174,3 +174,35 @@ def test_every_mac_and_receipt_opens_on_its_receivers_applet(committed: dict) ->
         aad = bytes.fromhex(vec.get("aad_hex") or vec["body_hex"])
         opened = card.decrypt(sealed, aad, bytes.fromhex(vec["context_hex"]))
         assert opened.hex() == vec.get("plaintext_hex", ""), path
+
+
+def test_a_session_handshake_on_the_parties_applets_gives_the_vectors_keys(
+        committed: dict) -> None:
+    """The two parties' applets (GENERAL AUTHENTICATE) make the proofs of the vectors, each
+    checks the other's, and the frames of the vectors open in the channels they key."""
+    from host.protocol.session import Channel, SessionKeys
+
+    vec = committed["session"]
+    ni, nr = bytes.fromhex(vec["initiator_nonce_hex"]), bytes.fromhex(vec["responder_nonce_hex"])
+    initiator, responder = party_card(vec["initiator"]), party_card(vec["responder"])
+    initiator.set_peer(vec["responder"])
+    responder.set_peer(vec["initiator"])
+    ack = responder.general_authenticate(False, ni, nr)
+    assert ack.proof.hex() == vec["responder_proof_hex"] and ack.send_key is None
+    done = initiator.general_authenticate(True, ni, nr, ack.proof)
+    assert done.proof.hex() == vec["initiator_proof_hex"]
+    opened = responder.general_authenticate(False, ni, nr, done.proof)
+    assert done.send_key == opened.receive_key == bytes.fromhex(
+        vec["frame_key_initiator_to_responder_hex"])
+    assert done.receive_key == opened.send_key == bytes.fromhex(
+        vec["frame_key_responder_to_initiator_hex"])
+    assert done.send_key is not None and done.receive_key is not None
+    assert opened.send_key is not None and opened.receive_key is not None
+    ours = Channel(SessionKeys(done.send_key, done.receive_key), initiator=True)
+    theirs = Channel(SessionKeys(opened.send_key, opened.receive_key), initiator=False)
+    forward, back = vec["initiator_to_responder"], vec["responder_to_initiator"]
+    assert theirs.open(bytes.fromhex(forward["frame_cbor_hex"])).hex() == forward["body_cbor_hex"]
+    assert ours.open(bytes.fromhex(back["frame_cbor_hex"])).hex() == back["body_cbor_hex"]
+    with pytest.raises(ApduError) as info:  # a proof made for the other role does not pass
+        initiator.general_authenticate(True, ni, nr, done.proof)
+    assert info.value.sw == 0x6300
