@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -24,6 +24,7 @@ from typing import TypeVar
 from host.errors import ConnectionFailed, EnvelopeError, ErrorCode, Refused, TransactionError
 from host.parties import lifecycle
 from host.parties.connection import AsyncConnection
+from host.parties.durability import crash_in_batch
 from host.parties.keymodule import KeyModule
 from host.parties.lifecycle import (
     Answered,
@@ -159,7 +160,8 @@ class SellerServer(PartyServer):
         self.form = seller.form
         self._read = SellerPart.reader(seller.form)
         self._form_bytes = codec.encode(seller.form.to_cbor())  # the bytes its MACs cover
-        self.orders: OrderStore = open_order_book(seller.orders_path)
+        self.orders: OrderStore = open_order_book(
+            seller.orders_path, batch_hook=crash_in_batch(config.crash_at, self.crash_point))
         self._driving: set[bytes] = set()
         self._retry_task: asyncio.Task[None] | None = None
         self.handlers.update({
@@ -234,8 +236,8 @@ class SellerServer(PartyServer):
         flow("x", "holder", "seller", "envelope: header + 3 parts sealed by the card")
         opened = await self._open_seller_part(env)
         header, part = opened.header, opened.part
-        self.orders.receive(header.order_id, codec.encode(env.to_cbor()), header.holder,
-                            part.amount, opened.digest, part.names)
+        await self.orders.receive(header.order_id, codec.encode(env.to_cbor()),
+                                  header.holder, part.amount, opened.digest, part.names)
         self.log.info("order %s from %s: %s", header.order_id.hex(), header.holder,
                       ", ".join(map(str, part.items)))
         self.crash_point("after-receive")
@@ -288,7 +290,7 @@ class SellerServer(PartyServer):
         if order_id in self._driving:
             return OrderOutcome(order_id, OutcomeStatus.PENDING, "being processed")
         try:
-            claimed = self.orders.claim(order_id)
+            claimed = await self.orders.claim(order_id)
         except TransactionError as exc:  # storage full or unreachable: the order waits
             self.log.warning("order %s pending: %s", order_id.hex(), exc)
             return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
@@ -300,7 +302,7 @@ class SellerServer(PartyServer):
         finally:
             self._driving.discard(order_id)
             with contextlib.suppress(TransactionError):  # unreleased, the claim expires
-                self.orders.release(order_id)
+                await self.orders.release(order_id)
 
     async def _drive_now(self, order_id: bytes, opened: Opened | None,
                          overdue: bool) -> OrderOutcome:
@@ -329,7 +331,7 @@ class SellerServer(PartyServer):
                     self.log.warning("order %s will not complete (%s): voiding",
                                      order_id.hex(), event.reason)
                 step = after
-            return self._finish(OrderOutcome(
+            return await self._finish(OrderOutcome(
                 order_id, OutcomeStatus(step.status.value), step.reason, evidence.amount,
                 evidence.tracking, evidence.issuer_receipt, evidence.delivery_receipt))
         except TransactionError as exc:
@@ -342,9 +344,9 @@ class SellerServer(PartyServer):
             raise Refused(E.UNKNOWN_ORDER, f"no order {order_id.hex()}")
         return record.status
 
-    def _finish(self, outcome: OrderOutcome) -> OrderOutcome:
+    async def _finish(self, outcome: OrderOutcome) -> OrderOutcome:
         """Record a final outcome with the exact frame the holder gets for it."""
-        self.orders.move(outcome.order, OrderStatus(outcome.status.value),
+        await self.orders.move(outcome.order, OrderStatus(outcome.status.value),
                          outcome=codec.encode(outcome.to_cbor()), answer=outcome.to_frame())
         return outcome
 
@@ -352,7 +354,7 @@ class SellerServer(PartyServer):
         """One step on the network: the event it brought and the outcome fields it gives."""
         if isinstance(step, Void):
             if step.mark:
-                self.orders.move(order.order_id, OrderStatus.VOIDING, note=step.reason)
+                await self.orders.move(order.order_id, OrderStatus.VOIDING, note=step.reason)
             return await self._void(order, step.reason)
         if order.opened is None:  # no freshness: it was fresh when received
             order.opened = await open_part(self.keys, Party.SELLER, order.header,
@@ -361,7 +363,8 @@ class SellerServer(PartyServer):
         if isinstance(step, lifecycle.Authorise):
             return await self._authorise(order, order.opened, step.mark)
         if step.approval is not None:
-            self.orders.move(order.order_id, OrderStatus.APPROVED, approval=step.approval)
+            await self.orders.move(order.order_id, OrderStatus.APPROVED,
+                                   approval=step.approval)
             self.crash_point("after-approval")
             mac, receipt = step.approval
         else:  # approved before a crash or a failed delivery attempt: its record has the MAC
@@ -427,7 +430,7 @@ class SellerServer(PartyServer):
             raise ConnectionFailed(E.UNREACHABLE, f"the {party}: {exc.reason}") from exc
 
     async def _exchange(self, party: Party, request: Message, answer: type[A], *,
-                        before_send: Callable[[], None] | None = None) -> A:
+                        before_send: Callable[[], Awaitable[None]] | None = None) -> A:
         """Confirm `party` (claim 7), then send it one request: an unconfirmed party gets
         nothing. A final refusal becomes Unfinishable; anything else stays retryable."""
         arrow = ARROW[party]
@@ -437,7 +440,7 @@ class SellerServer(PartyServer):
             await confirm_peer(self.keys, self.form.party_id(party), party.value, conn)
             flow(arrow, party.value, "seller", "answer verified by the seller's key module")
             if before_send is not None:
-                before_send()
+                await before_send()
             flow(arrow, "seller", party.value, f"{request.TYPE}: sealed data + seller's MAC")
             reply = await conn.request(request, answer)
             said = reply.tracking if isinstance(reply, Delivery) else reply.code
