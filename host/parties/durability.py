@@ -44,12 +44,15 @@ GROUP_COMMIT_POINTS = {"group-commit-written": CommitPoint.WRITTEN,
 CRASH_BATCH = 3
 #: how long a smaller batch is held at the point, so that decisions queue up behind it
 HOLD = 0.02
+#: how long the committer pauses inside the chosen batch before the kill: time enough for any
+#: answer released too early to reach its peer, so a test would see it
+PAUSE = 0.2
 
 
 def crash_in_batch(crash_at: str | None, crash: Callable[[str], None]) -> BatchHook | None:
     """Tests: the batch hook that takes `crash_at` (`crash`: kill -9 this process, as the
-    party's crash points do) in a group commit of several decisions; None (no hook at all)
-    unless `crash_at` names a group commit point."""
+    party's crash points do) in a group commit of several decisions, after pausing there;
+    None (no hook at all) unless `crash_at` names a group commit point."""
     point = GROUP_COMMIT_POINTS.get(crash_at or "")
     if point is None:
         return None
@@ -64,6 +67,7 @@ def crash_in_batch(crash_at: str | None, crash: Callable[[str], None]) -> BatchH
             return
         log.warning("group commit of %d decisions, %s: crash point %s", decisions,
                     point.value, name)
+        time.sleep(PAUSE)
         crash(name)
 
     return hook
