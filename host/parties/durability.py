@@ -7,7 +7,8 @@ success (PostgreSQL's lesson of 2018), so nothing the process holds can be trust
 disk. The party stops at once, with one line saying why and a non-zero exit, and recovers on
 restart from its database and write-ahead log, which hold only what was really committed.
 
-And where the kill tests kill a party inside a group commit (host.storage.group_commit).
+The kill tests' crash points inside a group commit (host.storage.group_commit) are here too:
+they are about what a kill there loses.
 """
 
 from __future__ import annotations
