@@ -104,7 +104,10 @@ def strace_launcher(out: Path, inner: list[str]) -> list[str]:
 
 def strace_counts(path: Path, start: float, end: float) -> Counter[str]:
     """Successful calls by name in [start, end) (wall clock); accept and accept4 as accept,
-    fsync and fdatasync as fsync. An unfinished call counts when it resumes."""
+    fsync and fdatasync as fsync, and a one-byte send as `wakeup`, not a frame (an event
+    loop woken from another thread: asyncio writes one byte to its self-pipe, a socket
+    pair, when a group commit releases its answers). An unfinished call counts when it
+    resumes."""
     counts: Counter[str] = Counter()
     for line in path.read_bytes().splitlines():
         if b"unfinished" in line:
@@ -116,8 +119,10 @@ def strace_counts(path: Path, start: float, end: float) -> Counter[str]:
         if int(m.group(3)) < 0 and b"EINPROGRESS" not in m.group(4):
             continue
         name = m.group(2).decode()
-        counts[{"accept4": "accept", "fdatasync": "fsync", "sendmsg": "sendto"}.get(name, name)
-               ] += 1
+        name = {"accept4": "accept", "fdatasync": "fsync", "sendmsg": "sendto"}.get(name, name)
+        if name == "sendto" and int(m.group(3)) == 1:
+            name = "wakeup"
+        counts[name] += 1
     return counts
 
 
