@@ -5,7 +5,9 @@ The ledger stores; it does not judge. For a new authorisation request it gathers
 card manager's rules read (the account claimed, the holder's counter history, its recent
 declines) and applies the Decision those rules return, all in one transaction: two requests
 for one account can never both read the balance before either debits it. The decisions are
-awaited (`Engine.decide`): they run off the event loop and return once committed."""
+awaited (`Engine.decide`): they run off the event loop and return once committed. A decision
+(and a reversal) is made durable by the record of its answer, which precedes the answer on
+the wire: so it does not wait for the disk itself (docs/protocol.md section 7)."""
 
 from __future__ import annotations
 
@@ -207,7 +209,9 @@ class LedgerStore(Protocol):
 
     async def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
         """Keep the authorisation frame before it is sent; returns the one to send (an
-        earlier one, if a concurrent retransmission recorded its own first)."""
+        earlier one, if a concurrent retransmission recorded its own first). Its commit is
+        what makes the decision durable: `authorise` and `reverse` do not wait for the disk,
+        since nothing may be sent on their strength before their answer is recorded."""
         ...
 
     async def record_reversal(self, order_id: bytes, answer: bytes) -> bytes:
@@ -264,7 +268,10 @@ class Ledger:
         """Decide with `rules` and debit in one transaction. A retransmission gets the
         recorded decision at any age; a new request must be fresh (`stale` says why it is
         not)."""
-        return await self.db.decide(lambda tx: self._authorise(tx, request, rules, stale))
+        # made durable by the record of its answer, which comes before the answer is sent
+        # (`record_answer`, durable): nothing rests on it until then
+        return await self.db.decide(lambda tx: self._authorise(tx, request, rules, stale),
+                                    durable=False)
 
     def _authorise(self, tx: Tx, request: AuthorisationRequest, rules: Rules,
                    stale: str | None) -> tuple[Decision, Seen]:
@@ -315,7 +322,9 @@ class Ledger:
         """Undo an approval the seller could not complete (or void an order it never will):
         credit the debit back once; an order never seen is voided, so a late authorisation
         request for it is refused as a replay."""
-        return await self.db.decide(lambda tx: self._reverse(tx, order_id, seller, digest))
+        # made durable by the record of its answer (`record_reversal`), as `authorise`
+        return await self.db.decide(lambda tx: self._reverse(tx, order_id, seller, digest),
+                                    durable=False)
 
     @staticmethod
     def _reverse(tx: Tx, order_id: bytes, seller: str, digest: bytes) -> Decision:

@@ -63,7 +63,9 @@ class ShipmentStore(Protocol):
         ...
 
     async def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
-        """Keep the delivery frame before it is sent; returns the one to send."""
+        """Keep the delivery frame before it is sent; returns the one to send. Its commit
+        makes the shipment durable (`ship` does not wait for the disk: nothing may be sent
+        on its strength before its answer is recorded)."""
         ...
 
     def close(self) -> None: ...
@@ -100,7 +102,8 @@ class Shipments:
             record_view(tx, order_id, fields)
             return tracking, Seen.NEW, None
 
-        return await self.db.decide(ship)
+        # made durable by the record of its answer (`record_answer`, before it is sent)
+        return await self.db.decide(ship, durable=False)
 
     async def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
         """Keep the delivery frame before it is sent; returns the frame to send (an earlier

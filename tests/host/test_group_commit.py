@@ -20,8 +20,11 @@ import pytest
 from host.errors import TransactionError
 from host.storage.base import Schema, Tx
 from host.storage.group_commit import CommitPoint
+from host.storage.ledger import Ledger
 from host.storage.order_book import IllegalTransition, OrderStatus
 from host.storage.sqlite import Database, StorageFull, StorageLost
+from tests.host.stores import decided
+from tests.host.test_ledger import ACCOUNT, APPROVE, Rules, order
 from tests.host.test_storage_faults import FULL, IOERR, inject
 
 TABLE = Schema("t", "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT NOT NULL);",
@@ -218,6 +221,7 @@ CHILD = r"""
 import os, sys, threading, time
 from pathlib import Path
 from host.storage.group_commit import CommitPoint
+from host.storage.ledger import Ledger
 from host.storage.base import Schema
 from host.storage.sqlite import Database
 TABLE = Schema("t", "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT NOT NULL);", ())
@@ -271,3 +275,31 @@ def test_a_kill_inside_a_group_commit(tmp_path: Path, point: CommitPoint) -> Non
         assert keys(db) == expected
     finally:
         db.close()
+
+
+def test_the_card_managers_decision_is_made_durable_by_the_record_of_its_answer(
+        tmp_path: Path) -> None:
+    """The authorisation commits without waiting for the disk; the record of its answer,
+    which comes before the answer is sent, waits, and its fsync covers both."""
+    modes: list[int] = []
+    stores: list[Ledger] = []
+
+    def hook(at: CommitPoint, _decisions: int) -> None:
+        if at is CommitPoint.WRITTEN:
+            db = stores[0].db
+            assert isinstance(db, Database)
+            modes.append(db.conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    stores.append(Ledger(tmp_path / "ledger.sqlite", batch_hook=hook))
+    ledger = stores[0]
+    try:
+        ledger.add_account(ACCOUNT)
+        decision, _seen = decided(ledger.authorise(order(1), Rules(APPROVE)))
+        assert decided(ledger.record_answer(order(1).order_id, b"frame")) == b"frame"
+        assert decided(ledger.reverse(order(1).order_id, "seller:shop.example",
+                                      decision.digest)).code == "reversed"
+        assert decided(ledger.record_reversal(order(1).order_id, b"rev")) == b"rev"
+        # FULL (2) for the account, NORMAL (1) for the decision, FULL for its answer's record
+        assert modes == [2, 1, 2, 1, 2]
+    finally:
+        ledger.close()
