@@ -11,7 +11,9 @@ bytes out; no I/O happens here but `CardStore.commit`. `process` runs three smal
 
 Each handler states its preconditions first and raises `CardError(SW.X)` before touching
 anything, so a rejected command leaves both persistent and volatile state as they were.
-Persistent changes are whole-state commits (see state.py).
+Persistent changes are whole-state commits (see state.py). The transaction counter is the
+one value kept in RAM between commits: the EEPROM holds the end of a reserved block of
+counter values, and ENCIPHER commits only to reserve the next block (`_spend_counter`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from card_applet.sw import SW, CardError, verify_failed
 from card_applet.tlv import TlvError, parse_unique, tlv
 from card_applet.vocabulary import (
     AID,
+    ATC_BLOCK,
+    ATC_MAX,
     MSE_SET_P1,
     MSE_TEMPLATES,
     PIN_BLOCK_SIZE,
@@ -61,7 +65,6 @@ MIN_PARTIAL_AID = 5
 MIN_CHALLENGE, MAX_CHALLENGE = 8, 256
 MAX_AUTH_CHALLENGE = 64
 MIN_CARD_AUTH_CHALLENGE = 16  # card authentication: too short a challenge could be tabled
-ATC_MAX = 0xFFFF_FFFF
 MAX_CONTEXT = 64
 
 
@@ -121,6 +124,10 @@ class Applet:
         self.store = store
         self.state: PersistentState = store.load()
         self.v = Volatile()
+        # RAM, lost on reset but kept across SELECT (a card's clear-on-reset memory): the
+        # highest transaction counter value spent, by a box or skipped; never above the
+        # reservation in EEPROM. A new card process starts from the reservation.
+        self.atc = self.state.atc_reserved
         # RAM, as Volatile, and cleared with it (pairkeys.py says why that is safe); a
         # software key module passes one cache to all the applets of its pool
         self.pair_keys = pair_keys if pair_keys is not None else PairKeyCache()
@@ -131,6 +138,9 @@ class Applet:
     # -- power ------------------------------------------------------------------------------
 
     def power_on(self) -> None:
+        # what RAM held of the counter's block is gone: the rest of the block is skipped,
+        # never reused, and the next ENCIPHER reserves a new one
+        self.atc = self.state.atc_reserved
         self._new_session(Volatile())
 
     power_off = power_on
@@ -307,6 +317,21 @@ class Applet:
             raise CardError(verify_failed(tries - 1))
         self._commit(self.state.with_(**{tries_field: max_tries}))
 
+    def _spend_counter(self) -> int:
+        """The next transaction counter value, spent before the cryptogram exists.
+
+        Anti-tearing: a value above the EEPROM's reservation is used only after the next
+        reservation (the old one + ATC_BLOCK, capped at ATC_MAX) is committed, so whenever
+        power goes the EEPROM covers every value any box carried, and the card starts again
+        above it: a tear, a kill or a reset skips the rest of a block and never reuses a
+        value. A failed commit (6581) spends nothing."""
+        value = self.atc + 1
+        if value > self.state.atc_reserved:
+            reserved = min(self.state.atc_reserved + ATC_BLOCK, ATC_MAX)
+            self._commit(self.state.with_(atc_reserved=reserved))
+        self.atc = value
+        return value
+
     # -- public data ------------------------------------------------------------------------
 
     def _data_object(self, tag: int) -> bytes:
@@ -324,7 +349,7 @@ class Applet:
         if tag == DataObject.LIFECYCLE:
             return bytes((s.lifecycle,))
         if tag == DataObject.ATC:
-            return s.atc.to_bytes(4, "big")
+            return self.atc.to_bytes(4, "big")  # the next box carries this + 1
         if tag == DataObject.VERSION:
             return bytes(APPLET_VERSION)
         raise CardError(SW.REFERENCED_DATA_NOT_FOUND)
@@ -477,12 +502,10 @@ class Applet:
             raise CardError(SW.WRONG_DATA)
         aad, context = fields.get(TAG_AAD, b""), fields.get(TAG_CONTEXT, b"")
         if operation == Pso.ENCIPHER:
-            if self.state.atc >= ATC_MAX:
+            if self.atc >= ATC_MAX:
                 raise CardError(SW.CONDITIONS_NOT_SATISFIED)
             key = keys.seal_key(peer.pair_key, own, peer.identifier, context)
-            # the counter is spent before the cryptogram exists, so no two cryptograms share it
-            self._commit(self.state.with_(atc=self.state.atc + 1))
-            return keys.seal(key, self.state.atc, fields[main_tag], aad)
+            return keys.seal(key, self._spend_counter(), fields[main_tag], aad)
         key = keys.seal_key(peer.pair_key, peer.identifier, own, context)
         try:
             _, plaintext = keys.open_sealed(key, fields[main_tag], aad)
@@ -624,6 +647,7 @@ class Applet:
         if None in (s.holder_id, s.row, s.pin_hash, s.puk_hash, s.card_auth_key):
             raise CardError(SW.CONDITIONS_NOT_SATISFIED)
         self._commit(s.with_(lifecycle=Lifecycle.OPERATIONAL, pin_tries=PIN_MAX_TRIES,
-                             puk_tries=PUK_MAX_TRIES, atc=0))
+                             puk_tries=PUK_MAX_TRIES, atc_reserved=0))
+        self.atc = 0
         self.v.perso = None
         return b""

@@ -26,11 +26,16 @@ from card_applet.durable import write_atomic
 from card_applet.lockfile import StateLock
 from card_applet.sealing import StateKey, is_sealed, seal, unseal
 from card_applet.store_errors import StateFormatError, StateKeyError
-from card_applet.vocabulary import Lifecycle
+from card_applet.vocabulary import ATC_MAX, Lifecycle
 
 PIN_MAX_TRIES = 3
 PUK_MAX_TRIES = 3
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+# the transaction counter's key in each format this card reads. Format 1 (before counters
+# were reserved in blocks) wrote `atc`, the value of the last box: every value up to it is
+# spent, which is exactly what `atc_reserved` says, so it loads unchanged as the reservation
+# and goes back to disk as format 2 at the next commit
+_COUNTER_KEY = {1: "atc", STATE_FORMAT: "atc_reserved"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +50,10 @@ class PersistentState:
     puk_hash: bytes | None = None
     pin_tries: int = PIN_MAX_TRIES
     puk_tries: int = PUK_MAX_TRIES
-    atc: int = 0  # application transaction counter, +1 before every ENCIPHER
+    # the end of the transaction counter's reserved block: every value up to it may have been
+    # used, and ENCIPHER uses no value above it before a new reservation is committed
+    # (applet.py `_spend_counter`, docs/apdu.md 7.6)
+    atc_reserved: int = 0
     card_auth_key: bytes | None = None  # 32 bytes, write-only: INTERNAL AUTHENTICATE key 81
 
     def with_(self, **changes: object) -> PersistentState:
@@ -73,9 +81,13 @@ class PersistentState:
             raise StateFormatError(f"not JSON ({exc})") from exc
         if not isinstance(doc, dict):
             raise StateFormatError(f"expected a JSON object, found {type(doc).__name__}")
-        if doc.get("format") != STATE_FORMAT:
+        version = doc.get("format")
+        # bool is an int in Python: true would read as format 1
+        if not isinstance(version, int) or isinstance(version, bool) \
+                or version not in _COUNTER_KEY:
             raise StateFormatError("unknown card state format")
-        unknown = set(doc) - {"format", *_FIELDS}
+        counter = _COUNTER_KEY[version]
+        unknown = set(doc) - {"format", counter, *_FIELDS}
         if unknown:
             raise StateFormatError(f"unknown field {sorted(unknown)[0]!r}")
         kwargs: dict[str, object] = {}
@@ -93,14 +105,13 @@ class PersistentState:
                                    "knows") from None
         kwargs["pin_tries"] = _int_field(doc, "pin_tries", 0, PIN_MAX_TRIES)
         kwargs["puk_tries"] = _int_field(doc, "puk_tries", 0, PUK_MAX_TRIES)
-        kwargs["atc"] = _int_field(doc, "atc", 0, ATC_LIMIT)
+        kwargs["atc_reserved"] = _int_field(doc, counter, 0, ATC_MAX)
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
 # what from_json accepts: byte fields as hex (lengths allowed, None allowed), integers in range
 MAX_SERIAL_BYTES = 32
 MAX_ROW_BYTES = 4096 * 32
-ATC_LIMIT = 0xFFFF_FFFF
 _BYTE_FIELDS: dict[str, tuple[range, bool]] = {
     "serial": (range(1, MAX_SERIAL_BYTES + 1), False),
     "transport_key": (range(16, 65), False),
@@ -111,7 +122,7 @@ _BYTE_FIELDS: dict[str, tuple[range, bool]] = {
     "puk_hash": (range(32, 33), True),
     "card_auth_key": (range(32, 33), True),
 }
-_FIELDS = {*_BYTE_FIELDS, "lifecycle", "pin_tries", "puk_tries", "atc"}
+_FIELDS = {*_BYTE_FIELDS, "lifecycle", "pin_tries", "puk_tries"}  # and the counter's key
 
 
 def _hex_field(doc: dict[str, object], name: str, sizes: range,

@@ -120,6 +120,18 @@ class DataObject(IntEnum):
     VERSION = 0x00C7
 
 
+# -- the transaction counter (docs/apdu.md 3.7, 7.6) ------------------------------------------
+
+ATC_MAX = 0xFFFF_FFFF  # the last value a box carries (4 bytes); past it, ENCIPHER is refused
+# Counter values are reserved in EEPROM this many at a time: one commit per ATC_BLOCK
+# ENCIPHERs (0.85 ms spread over 32 boxes: under 30 us each), and at most ATC_BLOCK - 1
+# values skipped by a reset or a kill (2^32 values last 134 million card sessions even
+# when every session seals one box). The card manager tolerates counters that arrive out
+# of order ATC_WINDOW = 8 blocks below the highest (host/parties/authorisation.py), so an
+# order overtaken by orders sealed across up to 7 card restarts is not taken for a clone.
+ATC_BLOCK = 32
+
+
 class SchemeTag(IntEnum):
     """Inside DataObject.SCHEME (4.1)."""
 

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from card_applet.vocabulary import ATC_BLOCK
 from host.storage.ledger import AuthorisationRequest, Decision, Facts
 
 MAX_AMOUNT = 2**53  # minor units; beyond any order, and exact in every peer's numbers
 
 # Counters may arrive out of order (two sellers, a pending order retried after a newer one);
-# a value seen twice, or far below the highest seen, is what a cloned card produces.
-ATC_WINDOW = 256
+# a value seen twice, or far below the highest seen, is what a cloned card produces. A card
+# reserves its counter in blocks of ATC_BLOCK and skips the rest of a block when it restarts,
+# so a jump up is no sign of a clone, and two boxes sealed one after the other across a restart
+# are at most ATC_BLOCK apart: the window is 8 blocks (256), so an order overtaken by orders
+# sealed across up to 7 restarts of the card still passes. A clone is caught as before: a
+# copy of the card's state starts from the same reservation as the card, and repeats its values.
+ATC_WINDOW = 8 * ATC_BLOCK
 
 # Declines per holder identifier before the card manager stops evaluating (an enumeration of
 # card numbers, expiry dates or names costs one decline per guess): at most MAX_DECLINES

@@ -73,8 +73,9 @@ def unselected_card() -> CardDriver:
 
 
 def assert_unchanged(card: CardDriver, before: tuple) -> None:
-    assert (card.state, card.store.writes) == before
+    assert snapshot(card) == before
 
 
 def snapshot(card: CardDriver) -> tuple:
-    return card.state, card.store.writes
+    """The EEPROM, its write count and the transaction counter in RAM."""
+    return card.state, card.store.writes, card.applet.atc

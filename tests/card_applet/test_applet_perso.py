@@ -50,7 +50,7 @@ def test_personalisation_result(blank: CardDriver) -> None:
     state = blank.state
     assert (state.lifecycle, state.holder_id, state.row) == (
         Lifecycle.OPERATIONAL, HOLDER.encode(), blom.row_to_bytes(row_of(HOLDER)))
-    assert (state.pin_tries, state.puk_tries, state.atc) == (3, 3, 0)
+    assert (state.pin_tries, state.puk_tries, state.atc_reserved) == (3, 3, 0)
     assert state.pin_hash == pin_block.pin_hash(state.pin_salt, PIN_BLOCK)
     assert state.puk_hash == pin_block.pin_hash(state.pin_salt, PUK_BLOCK)
     assert state.card_auth_key == CARD_AUTH_KEY

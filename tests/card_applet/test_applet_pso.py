@@ -154,7 +154,7 @@ def test_atc_increments_by_one_per_encipher(ready_card: CardDriver) -> None:
     for expected in range(1, 6):
         box = encipher(ready_card, b"part %d" % expected)
         assert box[1:5] == expected.to_bytes(4, "big")
-        assert ready_card.state.atc == expected
+        assert ready_card.applet.atc == expected
         assert ready_card.get_data(0xC6).data == expected.to_bytes(4, "big")
         assert open_as_seller(box) == (expected, b"part %d" % expected)
 
@@ -168,7 +168,7 @@ def test_atc_untouched_by_failures_and_decipher(ready_card: CardDriver) -> None:
 
 
 def test_atc_exhausted() -> None:
-    card = driver_for(personalised_state().with_(atc=0xFFFF_FFFE))
+    card = driver_for(personalised_state().with_(atc_reserved=0xFFFF_FFFE))
     for apdu in (card.select(), card.verify(), card.set_peer(SELLER)):
         assert apdu.sw == OK
     assert encipher(card, b"last")[1:5] == h("FF FF FF FF")

@@ -112,7 +112,7 @@ def test_atc_counts_chained_and_extended_commands_once(holder_reader: RecordingR
     card = holder_session(holder_reader)
     for atc in range(1, 4):
         assert card.encrypt(plaintext(1000))[1:5] == atc.to_bytes(4, "big")
-    assert holder_reader.applet.state.atc == 3
+    assert holder_reader.applet.atc == 3
 
 
 # -- command chaining, raw --------------------------------------------------------------------
@@ -128,7 +128,7 @@ def test_chained_encipher_raw(ready_card: CardDriver) -> None:
     assert ready_card.cmd(0x10, 0x2A, 0x86, 0x80, first) == Reply(b"", OK)
     for part in middle:
         assert ready_card.cmd(0x10, 0x2A, 0x86, 0x80, part) == Reply(b"", OK)
-    assert ready_card.state.atc == 0  # nothing executes before the last command
+    assert ready_card.applet.atc == 0  # nothing executes before the last command
     reply = ready_card.cmd(0x00, 0x2A, 0x86, 0x80, last, 65536)
     assert reply.sw == OK
     assert open_as_seller(reply.data) == (1, b"abcdefgh" * 40)
@@ -155,7 +155,7 @@ def test_chain_interrupted_by_another_instruction(ready_card: CardDriver) -> Non
     # the chain is gone: the same GET DATA now runs, and the tail alone is malformed
     assert ready_card.send("00 CA 00 C2 00") == Reply(SERIAL, OK)
     assert ready_card.cmd(0x00, 0x2A, 0x86, 0x80, data[3:], 256) == Reply(b"", 0x6A80)
-    assert ready_card.state.atc == 0
+    assert ready_card.applet.atc == 0
 
 
 @pytest.mark.parametrize("other", ["00 2A 80 86 02 61 62 00", "80 2A 86 80 02 61 62 00",

@@ -17,6 +17,7 @@ from card_applet.applet import Applet
 from card_applet.sealing import HEADER_SIZE, MAGIC, StateKey, is_sealed
 from card_applet.state import FileStore, PersistentState, read_state
 from card_applet.store_errors import StateFormatError, StateKeyError
+from card_applet.vocabulary import ATC_BLOCK
 from host.centre.personalisation import personalise
 from terminal.errors import ApduError, WrongPinError
 from terminal.inprocess import InProcessReader
@@ -54,9 +55,9 @@ def test_a_planted_tmp_file_never_becomes_the_card_file(card_state: Path) -> Non
     planted = card_state.with_name(card_state.name + ".tmp")
     other_users_file(planted)
     with FileStore(card_state) as store:
-        store.commit(before.with_(atc=before.atc + 1))
+        store.commit(before.with_(atc_reserved=before.atc_reserved + 1))
     assert_ours_0600(card_state)
-    assert read_state(card_state) == before.with_(atc=before.atc + 1)
+    assert read_state(card_state) == before.with_(atc_reserved=before.atc_reserved + 1)
     assert planted.read_bytes() == b"planted" and planted.stat().st_uid == NOBODY
 
 
@@ -68,9 +69,9 @@ def test_a_planted_tmp_symlink_is_never_written_through(card_state: Path,
     other_users_file(victim, b"someone else's file")
     card_state.with_name(card_state.name + ".tmp").symlink_to(victim)
     with FileStore(card_state) as store:
-        store.commit(before.with_(atc=7))
+        store.commit(before.with_(atc_reserved=7))
     assert_ours_0600(card_state)
-    assert read_state(card_state).atc == 7
+    assert read_state(card_state).atc_reserved == 7
     assert victim.read_bytes() == b"someone else's file"  # not written through the link
     assert stat.S_IMODE(victim.stat().st_mode) == 0o666
 
@@ -79,7 +80,7 @@ def test_every_file_store_write_is_0600_whatever_the_umask(card_state: Path) -> 
     old = os.umask(0)
     try:
         with FileStore(card_state) as store:
-            store.commit(read_state(card_state).with_(atc=3))
+            store.commit(read_state(card_state).with_(atc_reserved=3))
     finally:
         os.umask(old)
     assert_ours_0600(card_state)
@@ -145,7 +146,9 @@ def test_a_full_disk_answers_6581_and_keeps_the_card(operational: tuple[CardSess
     assert read_state(card_state).pin_tries == committed.pin_tries
     session.set_peer(SELLER)
     session.encrypt(b"4970101234567890")
-    assert read_state(card_state).atc == committed.atc + 1
+    # the first box after the failure reserved a block: counters start above the old mark
+    assert read_state(card_state).atc_reserved == committed.atc_reserved + ATC_BLOCK
+    assert applet.atc == committed.atc_reserved + 1
     with pytest.raises(WrongPinError) as wrong:
         session.verify_pin("9999")
     assert wrong.value.tries_left == committed.pin_tries - 1
@@ -157,7 +160,7 @@ def test_a_write_of_zero_bytes_is_a_failure_not_a_loop(card_state: Path, tmp_pat
     disk = ShortThenZero(tmp_path, 10)
     monkeypatch.setattr(os, "write", disk)
     with FileStore(card_state) as store, pytest.raises(OSError) as err:
-        store.commit(committed.with_(atc=9))
+        store.commit(committed.with_(atc_reserved=9))
     assert err.value.errno == errno.ENOSPC
     monkeypatch.undo()
     assert read_state(card_state) == committed
@@ -173,7 +176,7 @@ def test_a_failed_fsync_keeps_the_old_file(card_state: Path,
 
     monkeypatch.setattr(durable_module.os, "fsync", eio)
     with FileStore(card_state) as store, pytest.raises(OSError):
-        store.commit(committed.with_(atc=5))
+        store.commit(committed.with_(atc_reserved=5))
     monkeypatch.undo()
     assert read_state(card_state) == committed
     assert no_temporaries(card_state.parent) == []

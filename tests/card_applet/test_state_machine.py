@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from card_applet.applet import Applet
 from card_applet.state import PIN_MAX_TRIES, PUK_MAX_TRIES, MemoryStore
 from card_applet.tlv import tlv
-from card_applet.vocabulary import encode_pin
+from card_applet.vocabulary import ATC_BLOCK, encode_pin
 from tests.fuzz.harness import MSE, OPERATIONAL, PUK, SELECT, VERIFY
 
 H = bytes.fromhex
@@ -41,10 +41,12 @@ class CardModel(RuleBasedStateMachine):
         self.applet = Applet(self.store)
         self.selected = self.verified = self.peer = False
         self.tries = PIN_MAX_TRIES
-        self.atc = 0
+        self.atc = 0  # the last counter value spent (GET DATA ATC)
+        self.reserved = 0  # the end of the block reserved in EEPROM
+        self.boxes: set[int] = set()  # every counter value a box carried
         self.chain: tuple[int, int, int, int] | None = None
         self.links = 0  # links of the open chain
-        self.highest_atc = 0
+        self.highest_reserved = 0
 
     # -- the one way commands go out ----------------------------------------------------------
 
@@ -68,6 +70,7 @@ class CardModel(RuleBasedStateMachine):
     @rule()
     def reset(self) -> None:
         self.applet.reset()
+        self.atc = self.reserved  # RAM is gone: the rest of the block is skipped
         self.power_reset()
 
     @rule()
@@ -152,7 +155,11 @@ class CardModel(RuleBasedStateMachine):
     def _check_box(self, response: bytes) -> None:
         assert sw(response) == 0x9000, response.hex()
         self.atc += 1
+        if self.atc > self.reserved:
+            self.reserved += ATC_BLOCK
         assert int.from_bytes(response[1:5], "big") == self.atc  # the counter is in the box
+        assert self.atc not in self.boxes
+        self.boxes.add(self.atc)
 
     @precondition(lambda self: self.chain is None)  # else it would be the chain's last link
     @rule(plain=st.binary(max_size=300), aad=st.binary(max_size=40))
@@ -215,9 +222,10 @@ class CardModel(RuleBasedStateMachine):
         state = self.store.state
         assert state.pin_tries == self.tries
         assert state.puk_tries == PUK_MAX_TRIES
-        assert state.atc == self.atc
-        assert state.atc >= self.highest_atc  # monotonic, whatever happened
-        self.highest_atc = state.atc
+        assert state.atc_reserved == self.reserved
+        assert self.applet.atc == self.atc <= state.atc_reserved  # no box beyond the block
+        assert state.atc_reserved >= self.highest_reserved  # monotonic, whatever happened
+        self.highest_reserved = state.atc_reserved
         assert (state.holder_id, state.row, state.pin_hash) == (
             OPERATIONAL.holder_id, OPERATIONAL.row, OPERATIONAL.pin_hash)
 

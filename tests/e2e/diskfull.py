@@ -115,7 +115,7 @@ def main(directory: Path) -> dict[str, object]:
     facts["after_wrong_verify"] = sw(lambda: session.verify_pin("9999"))
     facts["after_change_pin"] = sw(lambda: session.change_pin(PIN, NEW_PIN))
     after = read_state(card)
-    facts["after_atc"] = [before.atc, after.atc]
+    facts["after_atc"] = [before.atc_reserved, after.atc_reserved]
     facts["after_issue"] = outcome(lambda: centre.issue(["delivery:post.example"]))
     with contextlib.suppress(OSError):
         store.close()

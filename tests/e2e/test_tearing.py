@@ -1,9 +1,11 @@
-"""Card tearing: power cut (SIGKILL) in the middle of VERIFY never yields a free PIN guess.
+"""Card tearing: power cut (SIGKILL) in the middle of VERIFY never yields a free PIN guess,
+and in the middle of ENCIPHER never a counter value twice.
 
 The applet decrements and persists the try counter *before* comparing the PIN, and restores
 it only after a match; FileStore writes are atomic (rename). So whenever the card process
 dies, the EEPROM file on disk is whole, and every wrong try the terminal saw answered is
-already counted there.
+already counted there. Likewise the transaction counter's next block is reserved on disk
+before a value in it is used: a card killed after the reservation starts above it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from card_applet import keys
 from card_applet.state import PIN_MAX_TRIES, read_state
+from card_applet.vocabulary import ATC_BLOCK
 from terminal.errors import CardRemovedError, ReaderError, WrongPinError
 from terminal.session import CardSession
-from tests.e2e.support import PIN, PUK, WRONG_PIN, card_on_embedded_reader
+from tests.e2e.support import PIN, PUK, SELLER, WRONG_PIN, card_on_embedded_reader
 
 TEAR = ["--tear-after-writes", "1"]
 
@@ -61,6 +65,40 @@ def test_after_a_torn_verify_the_right_pin_restores_the_counter(card_file: Path)
         assert session.select().pin_tries == PIN_MAX_TRIES - 1
         session.verify_pin(PIN)
     assert pin_tries_on_disk(card_file) == PIN_MAX_TRIES
+
+
+def test_torn_encipher_skips_the_reserved_block_and_never_reuses_a_value(
+        card_file: Path) -> None:
+    """The card dies right after writing the reservation of its first block, before the box
+    exists (VERIFY's two writes, then the reservation: the third). The restarted card goes on
+    above the reservation: the values of the torn block are skipped, none is used twice."""
+    with card_on_embedded_reader(card_file) as (reader, _card):
+        session = CardSession(reader)
+        session.select()
+        session.verify_pin(PIN)
+        session.set_peer(SELLER)
+        first = keys.box_counter(session.encrypt(b"before the tear"))
+    assert read_state(card_file).atc_reserved == ATC_BLOCK >= first == 1
+
+    with card_on_embedded_reader(card_file, extra=["--tear-after-writes", "3"]) as (reader,
+                                                                                    card):
+        session = CardSession(reader)
+        assert session.select().atc == ATC_BLOCK  # a new process: the first block is spent
+        session.verify_pin(PIN)
+        session.set_peer(SELLER)
+        with pytest.raises(CardRemovedError):
+            session.encrypt(b"torn")
+        assert card.proc.wait(timeout=10) == -signal.SIGKILL
+    assert read_state(card_file).atc_reserved == 2 * ATC_BLOCK  # reserved, never used
+
+    with card_on_embedded_reader(card_file) as (reader, _card):
+        session = CardSession(reader)
+        assert session.select().atc == 2 * ATC_BLOCK
+        session.verify_pin(PIN)
+        session.set_peer(SELLER)
+        after = [keys.box_counter(session.encrypt(b"after")) for _ in range(2)]
+    assert after == [2 * ATC_BLOCK + 1, 2 * ATC_BLOCK + 2]
+    assert read_state(card_file).atc_reserved == 3 * ATC_BLOCK
 
 
 @dataclass

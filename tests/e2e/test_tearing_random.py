@@ -1,5 +1,6 @@
 """Card tearing at random instants: hundreds of seeded SIGKILLs of a card process during
-personalisation, PIN change and PIN verification.
+personalisation, PIN change, PIN verification and sealing (the transaction counter's
+reservations), and kills at each step of the reservation's write.
 
 Each round forks a card process (the applet over its EEPROM file, driven through an
 in-process reader by the terminal code that does the job for real), and kills it with SIGKILL
@@ -15,25 +16,27 @@ the embedded reader.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from card_applet import blom
+from card_applet import blom, durable, keys
 from card_applet.applet import Applet
 from card_applet.state import PIN_MAX_TRIES, FileStore, MemoryStore, PersistentState
+from card_applet.vocabulary import ATC_BLOCK
 from host.centre.authority import Authority
 from host.centre.personalisation import personalise
 from terminal.errors import ApduError
 from terminal.inprocess import InProcessReader
 from terminal.session import CardSession
-from tests.e2e.support import HOLDER, PIN, PUK, WRONG_PIN
+from tests.e2e.support import HOLDER, PIN, PUK, SELLER, WRONG_PIN
 
 NEW_PIN = "86420"
 KILLS = int(os.environ.get("NETTX_TEARING_KILLS", "150"))  # per operation
@@ -201,3 +204,144 @@ def test_torn_verify_never_raises_the_try_counter(operational: Path, tmp_path: P
     assert killed >= KILLS // 3 and decrements > 0
     print(f"VERIFY: {KILLS} rounds, {killed} killed, {decrements} tries spent on disk, "
           f"{unblocks} unblocks, never a try back")
+
+
+# -- the transaction counter: no value twice, whatever the kills ----------------------------------
+
+
+def drain(fd: int) -> list[int]:
+    """The counters a card process reported on its pipe (4 bytes each, big-endian)."""
+    raw = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 4096):
+            raw += chunk
+    assert len(raw) % 4 == 0
+    return [int.from_bytes(raw[i : i + 4], "big") for i in range(0, len(raw), 4)]
+
+
+def sealing(report: int, boxes: int, armed: Callable[[], None] = lambda: None,
+            after: int = 0, linger: float = 0.0) -> Job:
+    """Seal `boxes` boxes, writing each one's counter to `report` once the terminal has the
+    box; `armed` runs (in the card process) after the first `after` boxes; then wait
+    `linger` seconds (a kill that comes late still finds the process)."""
+
+    def job(session: CardSession) -> None:
+        session.select()
+        session.verify_pin(PIN)
+        session.set_peer(SELLER)
+        for n in range(boxes):
+            if n == after:
+                armed()
+            os.write(report, keys.box_counter(session.encrypt(b"part")).to_bytes(4, "big"))
+        time.sleep(linger)
+
+    return job
+
+
+@pytest.fixture
+def report() -> Iterator[tuple[int, int]]:
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    yield r, w
+    os.close(r)
+    os.close(w)
+
+
+def test_torn_sealing_never_repeats_a_counter(operational: Path, tmp_path: Path,
+                                              report: tuple[int, int]) -> None:
+    """Rounds on the same file: a card process seals more than a block of boxes and is killed
+    at a random instant (in VERIFY's writes, a reservation's, or between). Across every round
+    the counters the terminal received strictly increase: none is ever used twice, and the
+    reservation on disk covers every one."""
+    r, w = report
+    boxes = 2 * ATC_BLOCK + 8  # a round that is killed late has crossed two block boundaries
+    span = duration(operational, sealing(w, boxes), tmp_path / "timing.json")
+    drain(r)
+    job = sealing(w, boxes, linger=60)  # every round is killed, however slow the disk
+    rnd = random.Random(0xA7C)
+    received: list[int] = []
+    killed = 0
+    for _ in range(KILLS):
+        killed += kill_after(operational, job, rnd.uniform(0, span))
+        got = drain(r)
+        if got:  # one process's values: one by one, above every earlier process's
+            assert got == list(range(got[0], got[0] + len(got))), got
+            assert not received or got[0] > received[-1], (received[-5:], got[:5])
+        received += got
+        reserved = on_disk(operational).atc_reserved
+        assert not received or received[-1] <= reserved  # every box's value was reserved
+    assert killed == KILLS and len(received) > ATC_BLOCK
+    restarts = sum(1 for a, b in itertools.pairwise(received) if b - a > 1)
+    print(f"sealing: {KILLS} rounds, {killed} killed, {len(received)} boxes received, "
+          f"{restarts} jumps over a skipped block, highest {received[-1]}")
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def dying(point: str) -> tuple[str, Callable[..., object]]:
+    """The durable.py function to replace, and its replacement that kills the card process
+    at `point` of the reservation's write (durable.write_atomic_all)."""
+    if point == "mid-write":  # half the temporary file written
+        real_write = durable.write_all
+
+        def write_half(fd: int, data: bytes) -> None:
+            real_write(fd, data[: len(data) // 2])
+            die()
+
+        return "write_all", write_half
+    if point == "before-rename":  # the temporary file whole and fsynced, not renamed
+        real_stage = durable._stage
+
+        def stage_only(path: Path, data: bytes) -> Path:
+            real_stage(path, data)
+            die()
+            raise AssertionError("unreachable")
+
+        return "_stage", stage_only
+    assert point == "after-rename"  # the new file in place, its directory not fsynced
+
+    def no_fsync(directory: Path) -> None:
+        die()
+
+    return "fsync_directory", no_fsync
+
+
+# whether the new reservation is on disk after a kill at each point
+KILL_POINTS = {"mid-write": False, "before-rename": False, "after-rename": True}
+
+
+@pytest.mark.parametrize("after", [0, ATC_BLOCK], ids=["first-block", "next-block"])
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_kill_inside_the_reservation_write(operational: Path, report: tuple[int, int],
+                                             point: str, after: int) -> None:
+    """A card process seals `after` boxes, then dies inside the write of its next
+    reservation; the file is the old reservation or the new one, and a restarted card seals
+    above every value it ever gave out. Three kills in a row, then a clean run."""
+    r, w = report
+    lands = KILL_POINTS[point]
+
+    def arm() -> None:  # in the card process only: the test's own process is untouched
+        setattr(durable, *dying(point))
+
+    received: list[int] = []
+    for _ in range(3):
+        before = on_disk(operational).atc_reserved
+        pid = fork_card(operational, sealing(w, after + 1, arm, after))
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
+        got = drain(r)
+        assert len(got) == after  # the box whose reservation tore never came out
+        assert not received or not got or got[0] > received[-1]
+        received += got
+        reserved = on_disk(operational).atc_reserved  # whole, never a torn file
+        block = before + (after > 0) * ATC_BLOCK  # what the first boxes reserved
+        assert reserved == (block + ATC_BLOCK if lands else block), (point, before, reserved)
+    pid = fork_card(operational, sealing(w, 3))
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    clean = drain(r)
+    assert clean[0] == on_disk(operational).atc_reserved - ATC_BLOCK + 1
+    assert not received or clean[0] > received[-1]
+    assert clean == list(range(clean[0], clean[0] + 3))

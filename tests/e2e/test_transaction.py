@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -19,8 +20,8 @@ import pytest
 
 from card_applet import blom
 from card_applet.applet import Applet
-from card_applet.state import FileStore
-from card_applet.vocabulary import encode_pin
+from card_applet.state import FileStore, read_state
+from card_applet.vocabulary import ATC_BLOCK, encode_pin
 from host.centre.authority import Authority, write_row_file
 from host.centre.pairing import CardExpectation, Keyring, authenticated_session
 from host.centre.personalisation import personalise
@@ -230,10 +231,11 @@ def test_card_manager_with_its_row_on_a_card(parties: Parties) -> None:
     assert parties.balance() == BALANCE - PRICE
     issuer.stop()  # one card, one process: its card process lets the card go first
     info = nettx("card", "info", "--state", str(parties.home / "issuer.card.json"))
-    # the card manager's card sealed the authorisation MAC and the holder's receipt
+    # the card manager's card sealed the authorisation MAC and the holder's receipt, from its
+    # first block of counter values: this new card process starts above that block
     counter = re.search(r"transaction counter\W+(\d+)", info.stdout)
     assert counter is not None, info.stdout
-    assert int(counter.group(1)) == 2
+    assert int(counter.group(1)) == ATC_BLOCK
 
 
 def test_declined_order_exits_3(parties: Parties) -> None:
@@ -242,6 +244,43 @@ def test_declined_order_exits_3(parties: Parties) -> None:
     assert "declined" in run.stdout and "wrong expiry" in run.stdout
     assert parties.balance() == BALANCE
     assert parties.count("delivery.sqlite", "shipments") == 0
+
+
+def counters_seen(p: Parties) -> list[int]:
+    conn = sqlite3.connect(p.home / "issuer.sqlite")
+    try:
+        return [atc for (atc,) in conn.execute(
+            "SELECT atc FROM counters WHERE holder = ? ORDER BY atc", (HOLDER,))]
+    finally:
+        conn.close()
+
+
+def test_a_restarted_card_skips_its_block_and_a_repeated_counter_is_declined(
+        parties: Parties, tmp_path: Path) -> None:
+    """Every `nettx buy --state` runs the card in a process of its own: between two orders
+    the card restarts and skips the rest of its counter block. The card manager approves the
+    jump; a copy of the card's state taken between the orders (a clone) seals with the
+    counters the card went on to use, and is declined."""
+    first = nettx(*buy_args(parties, "--state", str(parties.card)))
+    assert first.returncode == 0, first.stdout + first.stderr
+    (one,) = counters_seen(parties)
+    reserved = read_state(parties.card).atc_reserved
+    assert one <= reserved == ATC_BLOCK  # the first order's boxes came from the first block
+    clone = tmp_path / "clone.card.json"
+    shutil.copy(parties.card, clone)
+
+    second = nettx(*buy_args(parties, "--state", str(parties.card)))
+    assert second.returncode == 0 and "completed" in second.stdout, second.stdout + second.stderr
+    assert counters_seen(parties) == [one, one + ATC_BLOCK]  # the jump of one block: approved
+    assert parties.balance() == BALANCE - 2 * PRICE
+
+    # the clone restarts from the same reservation, so its boxes repeat the second order's
+    replayed = nettx(*buy_args(parties, "--state", str(clone)))
+    assert replayed.returncode == 3, replayed.stdout + replayed.stderr
+    assert f"card transaction counter {one + ATC_BLOCK} seen before: a cloned card" in \
+        replayed.stdout.replace("\n", " "), replayed.stdout
+    assert parties.balance() == BALANCE - 2 * PRICE
+    assert parties.count("delivery.sqlite", "shipments") == 2
 
 
 def test_buy_off_a_terminal_needs_a_ceiling_and_keeps_to_it(parties: Parties) -> None:

@@ -280,7 +280,7 @@ class KeyHolder:
                                            aad)
         except ValueError as exc:
             raise Finding(f"ENCIPHER: the peer cannot open the box ({exc})") from exc
-        if opened != text or atc != self.applet.state.atc:
+        if opened != text or atc != self.applet.atc:
             raise Finding("ENCIPHER: the box holds another plaintext or counter")
 
 

@@ -60,7 +60,7 @@ def test_harness_reports_an_internal_error(monkeypatch: pytest.MonkeyPatch) -> N
 def test_harness_reports_state_changed_by_a_rejected_command(
         monkeypatch: pytest.MonkeyPatch) -> None:
     def half_done(self: applet_module.Applet, cmd: object) -> bytes:
-        self._commit(self.state.with_(atc=self.state.atc + 1))
+        self._commit(self.state.with_(atc_reserved=self.state.atc_reserved + 1))
         raise CardError(SW.WRONG_DATA)
 
     monkeypatch.setitem(applet_module._INTER_INDUSTRY, 0xCA, half_done)

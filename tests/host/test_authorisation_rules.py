@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from card_applet.vocabulary import ATC_BLOCK
 from host.parties.authorisation import (
     ATC_WINDOW,
     INVALID,
@@ -108,6 +109,38 @@ def test_the_limits_are_parameters() -> None:
     assert decide(small, replace(FACTS, declines=1), strict).reason == RATE_LIMITED
     assert decide(small, replace(FACTS, counters=CounterHistory(False, 102)),
                   strict).reason == "card transaction counter 100 far below 102: a cloned card"
+
+
+def counters_decision(atc: int, seen: set[int]) -> Decision:
+    """The rules on a request with counter `atc`, from a holder whose counters `seen` are
+    on the ledger (as host.storage.ledger gathers them)."""
+    facts = replace(FACTS, counters=CounterHistory(atc in seen, max(seen, default=None)))
+    return decide(replace(REQUEST, atc=atc), facts)
+
+
+def test_a_card_restarting_between_orders_is_approved_and_a_repeat_is_not() -> None:
+    """The card reserves its counter in blocks and skips the rest of a block when it
+    restarts: one restart per order, 3 boxes sealed per order, the card manager's part the
+    second. Every jump is approved; a counter seen before is still a clone."""
+    seen: set[int] = set()
+    for restart in range(20):
+        atc = restart * ATC_BLOCK + 2  # the reservation is restart * BLOCK, boxes +1, +2, +3
+        assert counters_decision(atc, seen).approved, (restart, atc)
+        seen.add(atc)
+    for old in (2, ATC_BLOCK + 2, max(seen)):
+        assert counters_decision(old, seen).reason == \
+            f"card transaction counter {old} seen before: a cloned card"
+
+
+@pytest.mark.parametrize(("restarts", "approved"), [(1, True), (7, True), (8, False)])
+def test_an_order_overtaken_across_restarts(restarts: int, approved: bool) -> None:
+    """Sealed, then overtaken by orders sealed across `restarts` restarts of the card, each a
+    jump of up to a block: the window (8 blocks) lets up to 7 through. Two boxes in a row
+    are never further apart than a block: the first value of a block, then a restart."""
+    late = 1  # the first value of the first block
+    seen = {late + restarts * ATC_BLOCK}  # each restart: up to one block further
+    assert ATC_WINDOW == 8 * ATC_BLOCK
+    assert counters_decision(late, seen).approved is approved
 
 
 # Each rule, in the order the card manager checks it, as a way to break it alone. Breaking any

@@ -340,7 +340,8 @@ def spoilt_state(w: World, d: Path, **changes: object) -> Path:
     ({"serial": "zz"}, "'serial' is not hex"),
     ({"pin_tries": "x"}, "'pin_tries' must be an integer"),
     ({"pin_tries": 99}, "'pin_tries' is 99, expected 0..3"),
-    ({"atc": True}, "'atc' must be an integer"),
+    ({"atc_reserved": True}, "'atc_reserved' must be an integer"),
+    ({"atc": 5}, "unknown field 'atc'"),  # format 1's name, in a format 2 file
     ({"row": "00" * 33}, "'row' must be a multiple of 32 bytes"),
     ({"lifecycle": 9}, "'lifecycle' 9 is not a life cycle"),
     ({"card_auth_key": "00"}, "'card_auth_key' has 1 bytes"),

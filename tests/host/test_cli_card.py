@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from card_applet import keys
 from card_applet.atr import ATR
 from card_applet.state import read_state
+from card_applet.vocabulary import ATC_BLOCK
 from host.centre.authority import Authority
 from host.parties.softcard import software_card
 from tests.host.cli_helpers import (
@@ -68,7 +70,8 @@ def test_card_encrypt_opens_in_the_sellers_software_card(home: Path, card: Path)
     seller = software_card(SELLER, Authority(home).issue([SELLER])[SELLER])
     seller.set_peer(HOLDER)
     assert seller.decrypt(sealed, aad=b"h", context=b"c") == b"hi"
-    assert read_state(card).atc == 1
+    assert keys.box_counter(sealed) == 1
+    assert read_state(card).atc_reserved == ATC_BLOCK  # its block, reserved before the box
 
 
 def test_card_decrypt_on_a_second_card_playing_the_seller(home: Path, card: Path,

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from card_applet.state import FileStore
+from card_applet.vocabulary import ATC_BLOCK
 from host.centre.authority import Authority
 from tests.procwatch import REPO, Watched, run_watched
 
@@ -305,7 +306,7 @@ def test_prompt_for_the_pin_of_a_purchase_style_command(card: Path) -> None:
     term.type(PIN)
     assert term.finish() == 0, term.seen
     assert PIN.encode() not in term.seen
-    assert FileStore(card).load().atc == 1
+    assert FileStore(card).load().atc_reserved == ATC_BLOCK  # one box: one block reserved
 
 
 # -- file modes -------------------------------------------------------------------------------
