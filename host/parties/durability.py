@@ -41,8 +41,10 @@ def halt_process(role: str) -> Halt:
 #: committed, no answer released
 GROUP_COMMIT_POINTS = {"group-commit-written": CommitPoint.WRITTEN,
                        "group-commit-durable": CommitPoint.DURABLE}
-#: a group commit crash point is taken in the first batch of at least this many decisions
-CRASH_BATCH = 3
+#: a group commit crash point is taken in the first batch of at least CRASH_BATCH decisions
+#: after the first CRASH_AFTER batches (those after a start are mostly the holders' new orders
+#: arriving together; later batches mix every kind of decision)
+CRASH_BATCH, CRASH_AFTER = 5, 40
 #: how long a smaller batch is held at the point, so that decisions queue up behind it
 HOLD = 0.02
 #: how long the committer pauses inside the chosen batch before the kill: time enough for any
@@ -59,9 +61,14 @@ def crash_in_batch(crash_at: str | None, crash: Callable[[str], None]) -> BatchH
         return None
     name = crash_at or ""
     log = logging.getLogger("nettx.durability")
+    seen = 0
 
     def hook(at: CommitPoint, decisions: int) -> None:
+        nonlocal seen
         if at is not point:
+            return
+        seen += 1
+        if seen <= CRASH_AFTER:
             return
         if decisions < CRASH_BATCH:
             time.sleep(HOLD)

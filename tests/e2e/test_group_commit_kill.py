@@ -5,20 +5,22 @@ holder was told of is lost and nothing undecided is half-written.
 Eight holders buy at once (the chaos run's machinery, tests/e2e/chaos.py), so the parties'
 decisions queue together into group commits (host.storage.group_commit). The seller and the
 card manager are started with a crash point inside the group commit
-(host.parties.durability.crash_in_batch): each kills itself with SIGKILL in its first batch
-of at least CRASH_BATCH decisions, either with every decision written and COMMIT not yet run
-(`group-commit-written`: the batch must vanish whole, none of it answered) or with COMMIT
-done and no answer released yet (`group-commit-durable`: the batch must stand whole, its
-peers' retries answered from the record). Decisions of one order are made one after another,
-so a batch's decisions are those of as many different orders. The crash points are armed
-(a plain restart) once holders have been told outcomes. Each victim is restarted on its port
-without the crash point while the holders keep buying, but first, before anything can
-repair it, its database is read as the kill left it: every outcome a holder had been told
-stands there. Then, everything settled, the three
-databases are read directly and checked as after a chaos run: every outcome a holder was told
-(by `order` or by `status`) agrees with the card manager's ledger, the shipments and the
-seller's record; no debit without the seller's order; balances are the initial ones minus the
-debits that stand; nothing is left unfinished.
+(host.parties.durability.crash_in_batch): each pauses, then kills itself with SIGKILL, in its
+first batch of at least CRASH_BATCH decisions once its first batches are past, either with
+every decision written and COMMIT not yet run (`group-commit-written`: the batch must vanish
+whole, none of it answered) or with COMMIT done and no answer released yet
+(`group-commit-durable`: the batch must stand whole, its peers' retries answered from the
+record). Decisions of one order are made one after another, so a batch's decisions are those
+of as many different orders. The crash points are armed (a plain restart) once holders have
+been told outcomes. Each victim is restarted on its port without the crash point while the
+holders keep buying, but first, before anything can repair it, its database is read as the
+kill left it: every outcome a holder had been told stands there, and (the seller's) every
+request the card manager and the delivery company acted on rests on a move the seller had
+made durable. Then, everything settled, the three databases are read directly and checked as
+after a chaos run: every outcome a holder was told (by `order` or by `status`) agrees with
+the card manager's ledger, the shipments and the seller's record; no debit without the
+seller's order; balances are the initial ones minus the debits that stand; nothing is left
+unfinished.
 """
 
 from __future__ import annotations
@@ -56,6 +58,27 @@ LEDGER_CODE = {"completed": "approved", "declined": "declined"}
 def told_so_far(holders: Holders) -> int:
     with holders.lock:
         return sum(1 for r in holders.records if r.status in FINAL)
+
+
+#: where an order must stand at the seller for the card manager to hold a decision on it, and
+#: for the delivery company to hold a shipment: the request left only once this was durable
+SENT_AFTER = {"issuer": ("authorising", "approved", "voiding", "completed", "declined",
+                         "failed"),
+              "delivery": ("approved", "voiding", "completed", "failed")}
+LANDED = 0.5  # seconds for requests the seller sent before its death to reach the others
+
+
+def sent_too_early(home: Path, config: ChaosConfig) -> list[str]:
+    """The requests the card manager and the delivery company acted on that the seller's
+    database, as its kill left it, does not account for: a request sent before the move that
+    records it (AUTHORISING, APPROVED) was durable. A seller that resumed such an order from
+    RECEIVED could fail it, overdue, with a debit standing."""
+    status = dict(rows(config, home, "seller", "SELECT order_id, status FROM orders"))
+    acted = {"issuer": rows(config, home, "issuer", "SELECT order_id FROM authorisations"),
+             "delivery": rows(config, home, "delivery", "SELECT order_id FROM shipments")}
+    return [f"{oid.hex()}: the {role} acted on it, the seller has {status.get(oid)}"
+            for role, found in acted.items() for (oid,) in found
+            if status.get(oid) not in SENT_AFTER[role]]
 
 
 def lost_outcomes(home: Path, config: ChaosConfig, role: str,
@@ -102,6 +125,9 @@ def test_kill_9_inside_a_group_commit_loses_no_acknowledged_decision(
                         told = [r for r in holders.records if r.status in FINAL]
                     told_before[name] = len(told)
                     lost += lost_outcomes(tmp_path, config, name, told)
+                    if name == "seller":
+                        time.sleep(LANDED)
+                        lost += sent_too_early(tmp_path, config)
                     parties.start(name)  # as it was, without the crash point
             time.sleep(0.02)
         time.sleep(AFTER)
