@@ -3,7 +3,7 @@ party's recorded pattern says and nothing else.
 
     python bench/floor_parties.py -v ROLE serve --pattern P.json --dir DIR
                                   [--peer issuer=PORT] [--peer delivery=PORT]
-                                  --listen 127.0.0.1:0
+                                  [--persistent] [--no-fsync] --listen 127.0.0.1:0
 
 P.json is a bench.orders_pattern.Pattern recorded from a real nettx order. Each accepted
 connection's first frame names the script to follow (its first body byte); the server then
@@ -11,6 +11,11 @@ reads each request frame whole, answers with a frame of the recorded size, opens
 connection wherever the real party opened one (to the floor peer given by --peer), and where
 the real party committed, appends 64 bytes to its own file and fdatasyncs it, on the event
 loop, as the real party's SQLite commit does. No CBOR, no crypto, no logging.
+
+The other floor (--persistent --no-fsync): an accepted connection serves one script after
+another (each script's first frame names it), a connection the script opens to a peer is
+taken from a pool of idle ones and goes back to it where the real party closed it, and a
+commit writes nothing.
 
 The arguments have `nettx serve`'s shape, so host.cli.partyproc.PartyProcess starts and stops
 it (it prints "listening on HOST:PORT" first).
@@ -47,23 +52,46 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(n)
 
 
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
 class Floor:
-    def __init__(self, role: str, pattern: Pattern, peers: dict[str, int], log: Path) -> None:
+    def __init__(self, role: str, pattern: Pattern, peers: dict[str, int], log: Path,
+                 persistent: bool = False, fsync: bool = True) -> None:
         self.scripts = pattern.scripts[role]
         self.peers = peers
         self.fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.persistent, self.fsync = persistent, fsync
+        self.idle: dict[str, list[Streams]] = {}  # persistent: open connections by peer
 
     def commit(self) -> None:
+        if not self.fsync:
+            return
         os.write(self.fd, RECORD)
         os.fdatasync(self.fd)
+
+    async def connect(self, peer: str) -> Streams:
+        idle = self.idle.get(peer)
+        if self.persistent and idle:
+            return idle.pop()
+        return await asyncio.open_connection("127.0.0.1", self.peers[peer])
+
+    def release(self, peer: str, conn: Streams) -> None:
+        if self.persistent:
+            self.idle.setdefault(peer, []).append(conn)
+        else:
+            conn[1].close()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conns: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {
             0: (reader, writer)}
         try:
-            first = await read_frame(reader)
-            await self.run(self.scripts[first[0]], conns, first_read=True)
-            await reader.read()  # until the peer closes
+            while True:
+                first = await read_frame(reader)
+                await self.run(self.scripts[first[0]], conns, first_read=True)
+                if not self.persistent:
+                    await reader.read()  # until the peer closes
+                    return
         except (asyncio.IncompleteReadError, ConnectionError, IndexError):
             pass
         finally:
@@ -74,6 +102,7 @@ class Floor:
                   conns: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]],
                   first_read: bool) -> None:
         tags: dict[int, int] = {}  # opened conn -> the peer's script, sent in its first frame
+        peers: dict[int, str] = {}  # opened conn -> its peer
         for step in script:
             if step.op is Op.RECV:
                 if first_read and step.conn == 0:
@@ -85,11 +114,10 @@ class Floor:
                 w.write(filler(step.size, tags.pop(step.conn, 0)))
                 await w.drain()
             elif step.op is Op.OPEN:
-                conns[step.conn] = await asyncio.open_connection("127.0.0.1",
-                                                                 self.peers[step.peer])
-                tags[step.conn] = step.script
+                conns[step.conn] = await self.connect(step.peer)
+                tags[step.conn], peers[step.conn] = step.script, step.peer
             elif step.op is Op.CLOSE:
-                conns.pop(step.conn)[1].close()
+                self.release(peers.pop(step.conn), conns.pop(step.conn))
             elif step.op is Op.COMMIT:
                 self.commit()
 
@@ -103,12 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pattern", type=Path, required=True)
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--peer", action="append", default=[], help="ROLE=PORT")
+    parser.add_argument("--persistent", action="store_true",
+                        help="keep connections: accepted ones serve script after script, "
+                             "opened ones are pooled")
+    parser.add_argument("--no-fsync", action="store_true", help="commits write nothing")
     parser.add_argument("--listen", required=True, help="HOST:PORT")
     args = parser.parse_args(argv)
     peers = {r: int(p) for r, p in (x.split("=", 1) for x in args.peer)}
     host, port = args.listen.rsplit(":", 1)
     floor = Floor(args.role, Pattern.from_json(args.pattern.read_text()), peers,
-                  args.dir / f"{args.role}.floor.log")
+                  args.dir / f"{args.role}.floor.log", args.persistent, not args.no_fsync)
 
     async def serve() -> None:
         server = await asyncio.start_server(floor.serve, host, int(port))

@@ -4,6 +4,7 @@
                                      [--levels 1 8 64] [--profile [--profile-holders 8]]
                                      [--pattern-orders 10] [--no-floor]
                                      [--no-latency] [--no-throughput] [--keep]
+                                     [--loops uvloop asyncio]
     .venv/bin/python bench/orders.py --engine sqlite postgresql [--instances 1 2]
                                      [--levels 8] [--seconds 5] [--repeats 3]
 
@@ -22,10 +23,13 @@ holders (8) buy at once, --pattern-orders orders each, on fresh parties under st
 same counts with concurrent orders (the parties' group commits share fsyncs). The floor
 (bench/floor_parties.py: the same processes, connections, round trips, frame sizes and
 fdatasyncs, no work) is then counted the same way, and measured as a second shop in every
-throughput run, interleaved with nettx.
+throughput run, interleaved with nettx, and in the latency blocks (one holder, back to back);
+so is the lean floor (floor-lean: the same frames on persistent connections, no fsync), the
+floor of the project's next pattern.
 
-Prints the main table, then nettx beside its floor with the ratios, the pattern counted for
-each shop, and CPU ms per order per process:
+Prints the main table, then nettx beside its floors with the ratios (throughput, and one
+holder's p50 in the latency blocks), the pattern counted for each shop, and CPU ms per order
+per process:
 
   latency     one holder, orders back to back, its card a real card process on the embedded
               reader (terminal.cardproc + terminal.embedded, as `nettx buy --state` does), and
@@ -88,6 +92,7 @@ import host.parties.holder  # noqa: E402
 from bench.meters import results_console  # noqa: E402
 from bench.orders_engines import engines_phase, render_engines  # noqa: E402
 from bench.orders_floor import (  # noqa: E402
+    LEAN,
     FloorShop,
     count_concurrent,
     count_floor,
@@ -116,11 +121,13 @@ from bench.orders_table import (  # noqa: E402
     render,
     render_cpu,
     render_floor,
+    render_latency_floor,
     render_pattern,
     render_profile,
     render_top,
 )
 from bench.runs import close_quietly, stopping_everything, work_dir  # noqa: E402
+from host.parties.server import LOOP_ENV  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 2],
                         help="with --engine postgresql: instances of the seller and of the "
                              "card manager on one database (1 2)")
+    parser.add_argument("--loops", nargs="+", choices=["uvloop", "asyncio"],
+                        help="run nettx's parties on each of these event loops (NETTX_LOOP), "
+                             "each as a shop of its own in the same throughput runs; the "
+                             "first is \"nettx\" (latency, floor), the others \"nettx/LOOP\" "
+                             "(default: one shop on the parties' default loop)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (databases, logs)")
     args = parser.parse_args(argv)
@@ -202,12 +214,21 @@ def main(argv: list[str] | None = None) -> int:
         stack.enter_context(mock.patch.object(host.parties.holder, "Connection", TimedConnection))
         with contextlib.ExitStack() as parties:
             stack.callback(close_quietly, parties)
-            nettx = NettxShop(world, start_parties(parties, world, tmp / "run"))
+            loops = args.loops or [None]
+            nettx = NettxShop(world, start_parties(parties, world, tmp / "run",
+                                                   loop_env(loops[0])))
             shops: list[Shop] = [nettx]
+            for loop in loops[1:]:  # the same parties on another event loop, side by side
+                shops.append(NettxShop(world, start_parties(parties, world, tmp / f"run-{loop}",
+                                                            loop_env(loop)), f"nettx/{loop}"))
+            floors: list[Shop] = []
             if pattern is not None:
-                shops.append(FloorShop(pattern, start_floor(parties, pattern, tmp / "floor")))
+                floors = [FloorShop(pattern, start_floor(parties, pattern, tmp / "floor")),
+                          FloorShop(pattern, start_floor(parties, pattern, tmp / LEAN, lean=True),
+                                    LEAN, persistent=True)]
+                shops += floors
             if not args.no_latency:
-                guarded(rows, "latency", lambda: latency_phase(nettx, args, tmp))
+                guarded(rows, "latency", lambda: latency_phase(nettx, args, tmp, floors))
             if not args.no_throughput:
                 guarded(rows, "throughput", lambda: throughput_phase(shops, args))
         if args.profile:
@@ -221,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         out.print(line)
     if pattern is not None:
         out.print(render_floor(rows))
+        out.print(render_latency_floor(rows))
         out.print(render_pattern(counted, pattern))
     out.print(render_cpu(rows))
     for row in rows:
@@ -231,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         out.print(render_profile(profiles, args.profile_holders))
         out.print(render_top(profiles))
     return 0 if all(not r.declined and not r.failed for r in rows) else 1
+
+
+def loop_env(loop: str | None) -> dict[str, str] | None:
+    return None if loop is None else {LOOP_ENV: loop}
 
 
 def engines_main(args: argparse.Namespace) -> int:

@@ -7,6 +7,9 @@ orders' window, divided by N, are nettx's connections and fsyncs per order.
 count_floor: fresh floor parties under strace, the same N orders of the floor's holder.
 count_concurrent: fresh nettx parties under strace, C holders buying at once, N orders each:
 what the parties share between concurrent orders (the group commit's fsyncs) shows here.
+
+LEAN is the other floor: the same frames with persistent connections and no fsync
+(`floor_parties.py --persistent --no-fsync`), its holder keeping one connection to the seller.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ from bench.orders_pattern import (
 )
 from bench.runs import close_quietly
 from host.cli.partyproc import PartyProcess
+from host.parties.server import LOOP_ENV
 
 FLOOR = Path(__file__).resolve().parent / "floor_parties.py"
+LEAN = "floor-lean"  # the shop name of the floor with persistent connections and no fsync
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,39 @@ class FloorBuyer:
                     _read_frame(sock)
 
 
+class KeptFloorBuyer:
+    """The lean floor's holder: one connection to the seller, kept across orders, on which
+    each of the order's seller scripts runs in turn (its first frame names it)."""
+
+    def __init__(self, pattern: Pattern, port: int) -> None:
+        self.pattern, self.port = pattern, port
+        self.sock: socket.socket | None = None
+
+    def buy(self) -> tuple[str, str]:
+        t = time.perf_counter_ns()
+        try:
+            if self.sock is None:
+                self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+            for index in self.pattern.holder:
+                first = True
+                for step in self.pattern.scripts["seller"][index]:
+                    if step.conn != 0:
+                        continue
+                    if step.op is Op.RECV:
+                        self.sock.sendall(filler(step.size, index if first else 0))
+                        first = False
+                    elif step.op is Op.SEND:
+                        _read_frame(self.sock)
+        except OSError:
+            if self.sock is not None:
+                self.sock.close()
+            self.sock = None  # the next order connects again
+            raise
+        finally:
+            TALLY.add("wire ns", time.perf_counter_ns() - t)
+        return "completed", ""
+
+
 def _read_frame(sock: socket.socket) -> None:
     """One whole frame (request and answer alternate: nothing follows it)."""
     got = b""
@@ -91,14 +129,18 @@ class FloorShop(PartyProcesses):
     procs: dict[str, PartyProcess]
     name: str = "floor"
     holder_card: str = "none (no work)"
+    persistent: bool = False  # LEAN: kept connections (and its parties do not fsync)
 
     def buyers(self, n: int) -> list[Buyer]:
+        if self.persistent:
+            return [KeptFloorBuyer(self.pattern, self.port) for _ in range(n)]
         return [FloorBuyer(self.pattern, self.port) for _ in range(n)]
 
 
 def start_floor(stack: contextlib.ExitStack, pattern: Pattern, run_dir: Path,
-                traced: Path | None = None) -> dict[str, PartyProcess]:
-    """issuer, delivery, then seller, each stopped by PID; under strace into `traced`/ROLE."""
+                traced: Path | None = None, lean: bool = False) -> dict[str, PartyProcess]:
+    """issuer, delivery, then seller, each stopped by PID; under strace into `traced`/ROLE.
+    `lean`: persistent connections and no fsync (the LEAN floor)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "pattern.json").write_text(pattern.to_json())
     procs: dict[str, PartyProcess] = {}
@@ -106,12 +148,14 @@ def start_floor(stack: contextlib.ExitStack, pattern: Pattern, run_dir: Path,
         inner = [sys.executable, str(FLOOR)]
         launcher = inner if traced is None else strace_launcher(traced / f"{role}.strace", inner)
         args = ["--pattern", str(run_dir / "pattern.json"), "--dir", str(run_dir)]
+        if lean:
+            args += ["--persistent", "--no-fsync"]
         if role == "seller":
             args += [f"--peer={r}={procs[r].port}" for r in ("issuer", "delivery")]
         proc = PartyProcess(role, args, run_dir / f"{role}.floor.stdout", launcher=launcher)
         stack.callback(proc.stop)
         procs[role] = proc
-        err.print(f"floor {role} pid {proc.pid} on port {proc.port}")
+        err.print(f"{LEAN if lean else 'floor'} {role} pid {proc.pid} on port {proc.port}")
     return procs
 
 
@@ -143,9 +187,11 @@ def record_pattern(outer: contextlib.ExitStack, world: World, run_dir: Path, n: 
         outer.callback(close_quietly, stack)  # stopped on Ctrl-C too
         for role in ("issuer", "delivery", "seller"):
             inner = [sys.executable, str(wrapper), str(run_dir / f"{role}.events")]
+            # on asyncio's loop, whose sends strace sees as sendto (uvloop's are write)
             proc = PartyProcess(role, world.party_args(role, run_dir / f"{role}.sqlite", ports),
                                 run_dir / f"{role}.log",
-                                launcher=strace_launcher(run_dir / f"{role}.strace", inner))
+                                launcher=strace_launcher(run_dir / f"{role}.strace", inner),
+                                env={LOOP_ENV: "asyncio"})
             stack.callback(proc.stop)
             procs[role], ports[role] = proc, proc.port
         buyer = software_buyers(world, ports["seller"], 1)[0]

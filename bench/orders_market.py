@@ -161,16 +161,17 @@ def make_world(home: Path, k: int, holders: int) -> World:
     return world
 
 
-def start_parties(stack: contextlib.ExitStack, world: World, run_dir: Path
-                  ) -> dict[str, PartyProcess]:
-    """issuer, delivery, then seller (it needs their ports); each stopped by PID."""
+def start_parties(stack: contextlib.ExitStack, world: World, run_dir: Path,
+                  env: dict[str, str] | None = None) -> dict[str, PartyProcess]:
+    """issuer, delivery, then seller (it needs their ports); each stopped by PID. `env`:
+    more of their environment (NETTX_LOOP=uvloop|asyncio, the event loop)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     world.seed_ledger(run_dir / "issuer.sqlite")
     procs: dict[str, PartyProcess] = {}
     ports: dict[str, int] = {}
     for role in ("issuer", "delivery", "seller"):
         proc = PartyProcess(role, world.party_args(role, run_dir / f"{role}.sqlite", ports),
-                            run_dir / f"{role}.log")
+                            run_dir / f"{role}.log", env=env)
         stack.callback(proc.stop)
         procs[role], ports[role] = proc, proc.port
         err.print(f"{role} pid {proc.pid} on port {proc.port}")

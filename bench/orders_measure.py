@@ -26,12 +26,16 @@ from terminal.inprocess import InProcessReader
 # -- latency: one holder, the card on the embedded reader vs in-process -----------------------
 
 
-def latency_phase(shop: NettxShop, args: argparse.Namespace, log_dir: Path) -> list[Row]:
+def latency_phase(shop: NettxShop, args: argparse.Namespace, log_dir: Path,
+                  floors: Sequence[Shop] = ()) -> list[Row]:
     """One holder, orders back to back, its card a card process on the embedded reader
-    and, alternating in blocks, the same EEPROM file in-process."""
+    and, alternating in blocks, the same EEPROM file in-process; then each floor's holder,
+    a block each in the same rounds."""
     world = shop.world
     embedded = Row("latency", "card process, embedded", 1)
     inproc = Row("latency", "same file, in-process", 1)
+    floor_rows = [Row("latency", f.holder_card, 1, f.name) for f in floors]
+    floor_buyers = [f.buyers(1)[0] for f in floors]
     number = card_number(999999)
     per_block = max(1, math.ceil(args.orders / args.repeats))
     for block in range(args.repeats):
@@ -55,7 +59,9 @@ def latency_phase(shop: NettxShop, args: argparse.Namespace, log_dir: Path) -> l
             inproc.error(exc)
         finally:
             reader.close()
-    return [embedded, inproc]
+        for floor, row, floor_buyer in zip(floors, floor_rows, floor_buyers, strict=True):
+            buy_block(row, floor_buyer, per_block, meter_for(floor))
+    return [embedded, inproc, *floor_rows]
 
 
 def _card_pid(state: Path) -> int | None:

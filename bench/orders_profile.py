@@ -19,6 +19,7 @@ from rich.markup import escape
 from bench.orders_load import WARMUP_SECONDS, Row, run_level
 from bench.orders_market import ROLES, World, err, software_buyers
 from host.cli.partyproc import PartyProcess
+from host.parties.server import LOOP_ENV
 
 PROFILE_WRAPPER = """\
 import cProfile, runpy, signal, sys
@@ -39,7 +40,9 @@ class ProfiledParty(PartyProcess):
 
     def __init__(self, wrapper: Path, out: Path, role: str, args: list[str], log: Path) -> None:
         self.out = out
-        super().__init__(role, args, log, launcher=[sys.executable, str(wrapper), str(out)])
+        # asyncio's loop: cProfile sees its epoll wait and its Python (uvloop's are C)
+        super().__init__(role, args, log, launcher=[sys.executable, str(wrapper), str(out)],
+                         env={LOOP_ENV: "asyncio"})
 
     def signal(self, signum: int) -> None:
         if self.proc.poll() is None:
@@ -64,7 +67,8 @@ def kind_of(file: str, func: str) -> str:
         if "cbor2" in func or "_cbor2" in func:
             return KINDS[3]
         return KINDS[6]
-    if "/card_applet/" in file or "/Crypto/" in file or "hmac" in file or "hashlib" in file:
+    if "/card_applet/" in file or "/Crypto/" in file or "/cryptography/" in file \
+            or "hmac" in file or "hashlib" in file:
         return KINDS[2]
     if "/cbor2/" in file or file.endswith(("host/protocol/codec.py", "host/protocol/wire.py")):
         return KINDS[3]

@@ -154,24 +154,63 @@ def _p50(row: Row) -> float:
     return median_ms([s.total for s in row.samples])
 
 
+FLOORS = ("floor", "floor-lean")  # bench/orders_floor.py: today's pattern, and LEAN
+
+
+def _ratio(a: float, b: float, fmt: str = ".2f") -> str:
+    return f"{a / b:{fmt}}" if b else ""
+
+
 def render_floor(rows: list[Row]) -> Table:
-    """nettx beside its floor, level by level: rates, p50 and the ratios."""
+    """nettx beside its two floors, level by level: rates, p50 and the ratios."""
     table = results_table(
-        "nettx and its no-work floor, same run (throughput rows, runs interleaved)",
-        ("holders", "nettx orders/s", "floor orders/s", "nettx ÷ floor", "nettx p50 ms",
-         "floor p50 ms", "p50 nettx ÷ floor"), left=(),
+        "nettx and its no-work floors, same run (throughput rows, runs interleaved)",
+        ("holders", "nettx\norders/s", "floor\norders/s", "nettx ÷\nfloor",
+         "floor-lean\norders/s", "nettx ÷\nfloor-lean", "nettx\np50 ms", "floor\np50 ms",
+         "p50 nettx\n÷ floor", "floor-lean\np50 ms", "p50 nettx ÷\nfloor-lean"), left=(),
         caption=("floor: bench/floor_parties.py, the same processes, connections, round trips, "
                  "frame sizes and fsyncs per order at the same parties as nettx's recorded "
-                 "order, and no work. orders/s: the median run."))
+                 "order, and no work. floor-lean: the same frames on persistent connections "
+                 "(the holder keeps one to the seller, the seller pools its own) and no fsync. "
+                 "orders/s: the median run."))
     by = {(r.shop, r.holders): r for r in rows if r.kind == "throughput" and r.samples}
-    for (shop, c), ours in sorted(by.items(), key=lambda kv: kv[0][1]):
-        floor = by.get(("floor", c))
-        if shop != "nettx" or floor is None:
+    for c in sorted({c for shop, c in by if shop == "nettx"}):
+        ours = by[("nettx", c)]
+        a = statistics.median(ours.rates)
+        cells = []
+        for name in FLOORS:
+            floor = by.get((name, c))
+            b = statistics.median(floor.rates) if floor else 0.0
+            cells.append((f"{b:,.1f}" if floor else "-", _ratio(a, b) if floor else "-",
+                          f"{_p50(floor):.2f}" if floor else "-",
+                          _ratio(_p50(ours), _p50(floor), ".1f") if floor else "-"))
+        (f_rate, f_ratio, f_p50, f_p50r), (l_rate, l_ratio, l_p50, l_p50r) = cells
+        table.add_row(str(c), f"{a:,.1f}", f_rate, f_ratio, l_rate, l_ratio,
+                      f"{_p50(ours):.2f}", f_p50, f_p50r, l_p50, l_p50r)
+    return table
+
+
+def render_latency_floor(rows: list[Row]) -> Table:
+    """One holder, orders back to back: nettx's p50 (each of its cards) beside each floor's."""
+    lat = [r for r in rows if r.kind == "latency" and r.samples]
+    floors = {r.shop: r for r in lat if r.shop in FLOORS}
+    table = results_table(
+        "one holder, orders back to back: nettx's p50 and its floors' (latency blocks, "
+        "alternating)",
+        ("nettx's holder card", "nettx p50 ms",
+         *(h for name in FLOORS for h in (f"{name}\np50 ms", f"nettx ÷\n{name}"))),
+        left=("nettx's holder card",),
+        caption=("The floors' holders have no card: \"card\" in the main table is the part "
+                 "of nettx's p50 that no floor has."))
+    for row in lat:
+        if row.shop != "nettx":
             continue
-        a, b = statistics.median(ours.rates), statistics.median(floor.rates)
-        table.add_row(str(c), f"{a:,.1f}", f"{b:,.1f}", f"{a / b:.2f}" if b else "",
-                      f"{_p50(ours):.2f}", f"{_p50(floor):.2f}",
-                      f"{_p50(ours) / _p50(floor):.1f}" if _p50(floor) else "")
+        cells = []
+        for name in FLOORS:
+            floor = floors.get(name)
+            cells += ([f"{_p50(floor):.2f}", _ratio(_p50(row), _p50(floor), ".1f")]
+                      if floor else ["-", "-"])
+        table.add_row(row.card, f"{_p50(row):.2f}", *cells)
     return table
 
 

@@ -9,6 +9,8 @@ import secrets
 
 from Crypto.Cipher import AES
 from Crypto.Hash import CMAC
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from card_applet.kdf import hkdf_sha256
 
@@ -74,10 +76,9 @@ def seal(key: bytes, atc: int, plaintext: bytes, aad: bytes, nonce: bytes | None
     authenticated with the caller's associated data."""
     nonce = nonce if nonce is not None else secrets.token_bytes(NONCE_SIZE)
     header = bytes((SEAL_VERSION,)) + atc.to_bytes(ATC_SIZE, "big")
-    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
-    cipher.update(header + aad)
-    ciphertext, tag = cipher.encrypt_and_digest(plaintext)
-    return header + nonce + ciphertext + tag
+    # AES-GCM from `cryptography` (OpenSSL): the same bytes as pycryptodome's, whose GCM
+    # object costs ~60-130 us to build, at ~2-4 us; every part, receipt and box passes here
+    return header + nonce + AESGCM(key).encrypt(nonce, plaintext, header + aad)
 
 
 def open_sealed(key: bytes, sealed: bytes, aad: bytes) -> tuple[int, bytes]:
@@ -86,12 +87,9 @@ def open_sealed(key: bytes, sealed: bytes, aad: bytes) -> tuple[int, bytes]:
     if len(sealed) < SEAL_OVERHEAD or sealed[0] != SEAL_VERSION:
         raise ValueError("not a v1 sealed box")
     header, nonce = sealed[:HEADER_SIZE], sealed[HEADER_SIZE : HEADER_SIZE + NONCE_SIZE]
-    ciphertext, tag = sealed[HEADER_SIZE + NONCE_SIZE : -TAG_SIZE], sealed[-TAG_SIZE:]
-    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
-    cipher.update(header + aad)
-    try:
-        plaintext = cipher.decrypt_and_verify(ciphertext, tag)
-    except ValueError as exc:
+    try:  # the ciphertext and its 16-byte tag, as AESGCM takes them
+        plaintext = AESGCM(key).decrypt(nonce, sealed[HEADER_SIZE + NONCE_SIZE :], header + aad)
+    except InvalidTag as exc:
         raise IntegrityError("authentication tag mismatch") from exc
     return box_counter(header), plaintext
 

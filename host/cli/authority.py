@@ -1,18 +1,26 @@
-"""`nettx authority ...`: the trusted centre's master, rows and personalisation."""
+"""`nettx authority ...`: the trusted centre's master, rows and personalisation.
+
+What only one command needs (the card session for `personalise`, rich's tables for `list`,
+its progress bar for `issue` on a terminal) is imported inside that command: `authority
+issue` at large k is timed against its floor (bench/centre.py), and every import is start-up
+time each command pays."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
-from rich.progress import Progress
-from rich.table import Table
-from rich.text import Text
 
-from host.centre.authority import ROWS_DIR, Authority, Master, row_file_name, write_row_file
-from host.centre.pairing import Keyring
-from host.centre.personalisation import issue_onto_card
+from host.centre.authority import (
+    ROWS_DIR,
+    Authority,
+    Master,
+    row_file_name,
+    write_row_files,
+)
 from host.cli.cardaccess import current_state_key, open_card
 from host.cli.kit import (
     CliFail,
@@ -26,7 +34,6 @@ from host.cli.kit import (
     reader_options,
 )
 from host.cli.secretopts import PIN, PUK, secret_options
-from terminal.session import CardSession
 
 
 @click.group()
@@ -69,15 +76,26 @@ def authority_issue(home: Path, identifiers: tuple[str, ...], out: Path | None) 
         if path.exists() or path in seen:
             raise CliFail(f"row file {path} exists or is shared by two identifiers")
         seen.add(path)
-    # no progress bar unless stderr is a terminal: a non-interactive one still writes a
-    # blank line, which breaks the output for whatever reads it
-    with Progress(console=err_console, transient=True,
-                  disable=not err_console.is_terminal) as progress:
-        task = progress.add_task("issuing rows", total=len(identifiers))
-        rows = centre.issue(list(identifiers), lambda n: progress.advance(task, n))
+    with _progress("issuing rows", len(identifiers)) as advance:
+        rows = centre.issue(list(identifiers), advance)
+    # all the files or none (and one fsync of the directory, not one per file)
+    write_row_files([(paths[ident], ident, row) for ident, row in rows.items()])
     for ident, row in rows.items():
-        write_row_file(paths[ident], ident, row)
         click.echo(f"{ident}: row of k = {len(row)} written to {paths[ident]}")
+
+
+@contextlib.contextmanager
+def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr if it is a terminal; else nothing (a non-interactive bar
+    still writes a blank line, which breaks the output for whatever reads it)."""
+    if not err_console.is_terminal:
+        yield lambda _n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda n: progress.advance(task, n)
 
 
 @authority.command("pair-key")
@@ -96,6 +114,9 @@ def authority_pair_key(home: Path, id_a: str, id_b: str) -> None:
 @fails_cleanly
 def authority_list(home: Path, as_json: bool) -> None:
     """List every identifier the centre has issued."""
+    from rich.table import Table
+    from rich.text import Text
+
     registered = Authority(home).registered()
     if as_json:
         print_json({"identifiers": [{"identifier": ident, "x": x, "card_serial": serial,
@@ -121,6 +142,10 @@ def authority_personalise(home: Path, reader_spec: str | None, state: Path | Non
     HOME/cards/SERIAL.pairing.json: commands that send the card a secret check it first.
     The PIN and PUK come from NETTX_PIN / NETTX_PUK, --pin-file / --puk-file, --pin-fd /
     --puk-fd, or are asked twice at a hidden prompt."""
+    from host.centre.pairing import Keyring
+    from host.centre.personalisation import issue_onto_card
+    from terminal.session import CardSession
+
     centre = Authority(home)
     if reader_spec is None and state is not None and not state.exists():
         centre.manufacture_card(state, current_state_key())

@@ -15,17 +15,21 @@ import contextlib
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from card_applet.sealing import StateKey
 from card_applet.store_errors import StateError
-from terminal.cardproc import CardProcess
-from terminal.embedded import EmbeddedReader
 from terminal.errors import ReaderError
 from terminal.reader import Reader
-from terminal.readers import open_reader
+
+# The readers, the card process and the state key's cipher load when a card is opened, not
+# when a command that takes these options is defined: every command module imports this one,
+# and `nettx authority issue` (say) must not pay for what only talking to a card needs.
+if TYPE_CHECKING:
+    from card_applet.sealing import StateKey
+    from terminal.cardproc import CardProcess
+    from terminal.embedded import EmbeddedReader
 
 CONNECT_TIMEOUT = 15.0
 STATE_KEY_META = "nettx.state_key"
@@ -39,6 +43,8 @@ def _load_key(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         return
     if STATE_KEY_META in ctx.meta:
         raise click.UsageError("give the state key once: --state-key-file or --state-key-fd")
+    from card_applet.sealing import StateKey
+
     try:
         key = StateKey.from_file(value) if param.name == "state_key_file" else \
             StateKey.from_fd(value)
@@ -66,6 +72,8 @@ def current_state_key() -> StateKey | None:
     if ctx is None:
         return None
     key = ctx.meta.get(STATE_KEY_META)
+    from card_applet.sealing import StateKey
+
     return key if isinstance(key, StateKey) else None
 
 
@@ -83,6 +91,10 @@ FROM_CLI = _FromCli()
 def open_card(reader_spec: str | None, state: Path | None,
               log_path: Path | None = None,
               key: StateKey | _FromCli | None = FROM_CLI) -> Iterator[Reader]:
+    from terminal.cardproc import CardProcess
+    from terminal.embedded import EmbeddedReader
+    from terminal.readers import open_reader
+
     state_key = current_state_key() if isinstance(key, _FromCli) else key
     if reader_spec is not None:
         try:

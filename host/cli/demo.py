@@ -220,7 +220,7 @@ class Demo:
         return sellers[0].port
 
     def seller_args(self, issuer_port: int, catalogue: str = "catalogue.json") -> list[str]:
-        return ["--catalogue", str(self.home / catalogue),
+        return ["--flow", "--catalogue", str(self.home / catalogue),  # show_flow reads it
                 "--issuer", f"127.0.0.1:{issuer_port}", "--issuer-id", ISSUER,
                 "--delivery", f"127.0.0.1:{self.delivery_port}", "--delivery-id", DELIVERY]
 

@@ -18,7 +18,6 @@ from rich.console import Console, ConsoleDimensions
 from card_applet import blom
 from card_applet.store_errors import StateError
 from card_applet.sw import CardError
-from host.centre.pairing import CardExpectation
 from host.cli.cardaccess import state_key_options
 from terminal.errors import NettxError
 
@@ -206,6 +205,10 @@ def card_auth_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, home: Path, pairing_file: Path | None, holder_id: str | None,
                 **kwargs: Any) -> Any:
+        # here, not at the top: the card authentication code (AES) loads for the commands
+        # that talk to a card, not for every command
+        from host.centre.pairing import CardExpectation
+
         return fn(*args, card=CardExpectation(home, pairing_file, holder_id), **kwargs)
 
     wrapper = click.option("--holder-id", callback=identifier,

@@ -6,7 +6,8 @@ taken by someone else.
 
 A secret the server needs (the PIN of its card) goes in `secrets`, which become its
 environment (NETTX_PIN), never its argv: every local user reads /proc/PID/cmdline. The child
-runs with umask 077, so its database, -wal, -shm and log are its owner's alone."""
+runs with umask 077, so its database, -wal, -shm and log are its owner's alone. `env` adds
+settings that are not secrets (NETTX_LOOP, the event loop: host.parties.server)."""
 
 from __future__ import annotations
 
@@ -30,22 +31,25 @@ class PartyProcess:
     def __init__(self, role: str, args: list[str], log_path: Path, *,
                  host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0,
                  launcher: list[str] | None = None,
-                 secrets: dict[str, str] | None = None) -> None:
+                 secrets: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.role, self.log_path, self.host = role, log_path, host
         unknown = set(secrets or {}) - set(SECRET_ENVS)
         if unknown:
             raise ValueError(f"not a secret's environment variable: {sorted(unknown)}")
+        if set(env or {}) & set(SECRET_ENVS):
+            raise ValueError("a secret goes in `secrets`, not `env`")
         self._log = open(  # noqa: SIM115 - closed in stop()
             os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
         self._log_start = self._log.tell()  # a restart appends: read only what it writes
         # only the secrets asked for: none inherited from whoever started this process
-        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENVS}
+        inherited = {k: v for k, v in os.environ.items() if k not in SECRET_ENVS}
         # stdout goes to the log too: a pipe nobody reads would block the server once full
         self.proc = subprocess.Popen(
             [*(launcher or [sys.executable, "-m", "host.cli"]), "-v", role, "serve", *args,
              "--listen", f"{host}:{port}"],
             stdout=self._log, stderr=self._log, start_new_session=True,
-            env={**env, **(secrets or {})}, umask=PRIVATE_UMASK,
+            env={**inherited, **(env or {}), **(secrets or {})}, umask=PRIVATE_UMASK,
         )
         try:
             self.port = self._wait_ready(timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import click
@@ -14,7 +15,7 @@ from host.cli.kit import (
 )
 from host.cli.partyopts import config_of, endpoint, key_module, party_db, serve, server_options
 from host.errors import PolicyError
-from host.parties.seller import Endpoint, SellerConfig, SellerServer
+from host.parties.seller import Endpoint, SellerConfig, SellerServer, flow_log
 from host.protocol.order import (
     DEFAULT_POLICY,
     OrderForm,
@@ -52,14 +53,20 @@ def read_form_file(path: Path, seller_id: str, issuer_id: str, delivery_id: str)
 @click.option("--issuer-id", required=True, callback=identifier)
 @click.option("--delivery", "delivery_at", required=True, callback=endpoint, metavar="HOST:PORT")
 @click.option("--delivery-id", required=True, callback=identifier)
+@click.option("--flow", is_flag=True,
+              help="Log every message of an order as FIG. 1 draws it (FLOW lines, which "
+                   "`nettx demo` shows). Off by default: at ~20 lines an order it is a "
+                   "noticeable part of the seller's work.")
 @fails_cleanly
 def seller_serve(key_file: Path | None, reader_spec: str | None, state: Path | None,
                  card: CardExpectation, pin: str | None,
                  listen: Endpoint, db: Location | None, window: int, crash_at: str | None,
                  catalogue: Path, issuer_at: Endpoint, issuer_id: str, delivery_at: Endpoint,
-                 delivery_id: str) -> None:
+                 delivery_id: str, flow: bool) -> None:
     """Serve the order form; forward each order's parts to the card manager and, once it
     approves, to the delivery company."""
+    if flow:  # its lines are DEBUG records: this logger alone lets them through
+        flow_log.setLevel(logging.DEBUG)
     with key_module(key_file, reader_spec, state, pin, card) as keys:
         form = read_form_file(catalogue, keys.identifier, issuer_id, delivery_id)
         serve(SellerServer(keys, config_of(listen, window, crash_at),

@@ -34,7 +34,8 @@ class AsyncConnection:
     @classmethod
     async def open(cls, host: str, port: int, timeout: float = READ_TIMEOUT) -> AsyncConnection:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port)
         except (OSError, TimeoutError) as exc:
             raise ConnectionFailed(ErrorCode.UNREACHABLE,
                                    f"{host}:{port}: {exc or 'timeout'}") from exc
@@ -50,32 +51,34 @@ class AsyncConnection:
         bounds the whole message, so a peer trickling one byte at a time cannot hold it.
         With `idle_timeout` (a server between requests), the wait for the first byte has its
         own bound, and the timeout runs from that byte to the last."""
+        if self._frames:  # already read with an earlier frame: no wait, no deadline
+            return self._frames.pop(0)
         loop = asyncio.get_running_loop()
         idle = None if self.decoder.mid_frame else idle_timeout
         started = idle is None
-        deadline = loop.time() + (self.timeout if idle is None else idle)
-        while not self._frames:
-            remaining = deadline - loop.time()
-            try:
-                if remaining <= 0:
-                    raise TimeoutError
-                data = await asyncio.wait_for(self.reader.read(65536), remaining)
-            except TimeoutError:
-                if started:
-                    raise WireError(f"no whole message within {self.timeout:g} s",
-                                    code=ErrorCode.TIMEOUT) from None
-                raise WireError(f"no request within {idle:g} s",
+        # one deadline for the whole message, moved once at its first byte: a timer per
+        # message, where a wait_for per read cost a task and a timer per read
+        deadline = asyncio.timeout_at(loop.time() + (self.timeout if idle is None else idle))
+        try:
+            async with deadline:
+                while not self._frames:
+                    data = await self.reader.read(65536)
+                    if not data:
+                        if self.decoder.mid_frame:
+                            raise WireError("connection closed in the middle of a frame",
+                                            code=ErrorCode.TRUNCATED)
+                        return None
+                    if not started:
+                        started = True
+                        deadline.reschedule(loop.time() + self.timeout)
+                    self._frames.extend(self.decoder.feed(data))
+        except TimeoutError:
+            if started:
+                raise WireError(f"no whole message within {self.timeout:g} s",
                                 code=ErrorCode.TIMEOUT) from None
-            except OSError as exc:
-                raise ConnectionFailed(LOST, str(exc)) from exc
-            if not data:
-                if self.decoder.mid_frame:
-                    raise WireError("connection closed in the middle of a frame",
-                                    code=ErrorCode.TRUNCATED)
-                return None
-            if not started:
-                started, deadline = True, loop.time() + self.timeout
-            self._frames.extend(self.decoder.feed(data))
+            raise WireError(f"no request within {idle:g} s", code=ErrorCode.TIMEOUT) from None
+        except OSError as exc:
+            raise ConnectionFailed(LOST, str(exc)) from exc
         return self._frames.pop(0)
 
     async def send(self, message: Message) -> None:
@@ -84,7 +87,13 @@ class AsyncConnection:
     async def send_raw(self, data: bytes) -> None:
         try:
             self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), self.timeout)
+            if not self.writer.transport.get_write_buffer_size():
+                # all of it went to the kernel: drain cannot wait, only report a lost peer,
+                # so the common case arms no timer
+                await self.writer.drain()
+                return
+            async with asyncio.timeout(self.timeout):  # the peer is behind: bound its reading
+                await self.writer.drain()
         except (OSError, TimeoutError) as exc:
             raise ConnectionFailed(LOST, str(exc) or "send timed out") from exc
 
@@ -106,7 +115,8 @@ class AsyncConnection:
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(self.writer.wait_closed(), 2)
+            async with asyncio.timeout(2):
+                await self.writer.wait_closed()
         # a peer that reads nothing would keep our unsent bytes, and the socket, forever
         self.writer.transport.abort()
 

@@ -65,7 +65,11 @@ class KeyModule:
     async def session(self, peer: str) -> AsyncIterator[CardSession]:
         """A session whose peer is set to `peer`, for this caller alone."""
         try:
-            card = await asyncio.wait_for(self._idle.get(), SESSION_WAIT)
+            if self._idle.empty():  # all busy: wait, bounded
+                async with asyncio.timeout(SESSION_WAIT):
+                    card = await self._idle.get()
+            else:  # the common case takes one at once: no timer (wait_for made a task a call)
+                card = self._idle.get_nowait()
         except TimeoutError:
             raise Refused(ErrorCode.BUSY, f"no key session free within {SESSION_WAIT:g} s") \
                 from None

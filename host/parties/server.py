@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from host.errors import EnvelopeError, ErrorCode, Refused, TransactionError, WireError
+from host.errors import EnvelopeError, ErrorCode, NettxError, Refused, TransactionError, WireError
 from host.parties.admission import ConnectionTable, Limits, Slot
 from host.parties.connection import AsyncConnection
 from host.parties.durability import Halt, halt_process
@@ -256,7 +256,29 @@ def run_until_signalled(server: PartyServer, ready: Callable[[int], None] | None
         await stop.wait()
         await server.close()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(main())
+
+
+LOOP_ENV = "NETTX_LOOP"  # uvloop | asyncio: which event loop a party's server runs on
+
+
+def event_loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The party servers' event loop: uvloop where it is installed (it carries more orders
+    per CPU second; bench/orders.py --loops measures both), asyncio's own otherwise, or the
+    one NETTX_LOOP names."""
+    choice = choice or os.environ.get(LOOP_ENV) or "auto"
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise NettxError(f"{LOOP_ENV}={choice}: expected uvloop or asyncio")
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise NettxError(f"{LOOP_ENV}=uvloop, but uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return asyncio.new_event_loop
 
 
 def our_header(keys: KeyModule, party: Party, header_bytes: bytes) -> Header:

@@ -23,6 +23,7 @@ def encode(obj: Any) -> bytes:
 
 MAX_DEPTH = 16
 INT_RANGE = range(-(2**63), 2**63)  # what SQLite and every peer can hold
+_LEAVES = frozenset({str, bytes, bool, type(None)})  # exactly these types: nothing to walk
 
 
 def decode(data: bytes, what: str = "message") -> Any:
@@ -41,6 +42,8 @@ def check_plain(value: Any, what: str, depth: int = 0) -> None:
     belongs in a message, and a cycle would never re-encode."""
     if depth > MAX_DEPTH:
         raise WireError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+    if type(value) in _LEAVES:  # most of a message, settled by one lookup
+        return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):

@@ -5,9 +5,10 @@ bench/orders_floor.py, bench/floor_parties.py)."""
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
-from bench.orders_floor import FloorBuyer, start_floor
+from bench.orders_floor import FloorBuyer, FloorShop, KeptFloorBuyer, start_floor
 from bench.orders_pattern import Op, Pattern, Step, compile_pattern, strace_counts
 
 # one order: the holder (port 5000) asks the seller (listening 7000), which opens a connection
@@ -85,3 +86,29 @@ def test_the_floor_replays_the_pattern_and_commits_where_it_says(tmp_path: Path)
     assert (tmp_path / "seller.floor.log").stat().st_size == 3 * 64
     assert (tmp_path / "issuer.floor.log").stat().st_size == 3 * 64
     assert (tmp_path / "delivery.floor.log").stat().st_size == 0
+
+
+def sockets(pid: int) -> int:
+    """Open sockets of a process (its listener and its event loop's self-pipe included)."""
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+
+
+def test_the_lean_floor_keeps_its_connections_and_never_fsyncs(tmp_path: Path) -> None:
+    pattern = compile_pattern(EVENTS, 0.5, 5.0)
+    with contextlib.ExitStack() as stack:
+        procs = start_floor(stack, pattern, tmp_path, lean=True)
+        idle = {role: sockets(p.pid) for role, p in procs.items()}
+        shop = FloorShop(pattern, procs, "floor-lean", persistent=True)
+        [buyer] = shop.buyers(1)
+        assert isinstance(buyer, KeptFloorBuyer)
+        assert [buyer.buy() for _ in range(3)] == [("completed", "")] * 3
+        held = buyer.sock
+        assert held is not None and buyer.buy() == ("completed", "") and buyer.sock is held
+        # one connection the seller keeps to the card manager for all four orders (the floor
+        # of today's pattern opens one per order, and closes it), and the holder's
+        assert sockets(procs["issuer"].pid) == idle["issuer"] + 1
+        assert sockets(procs["seller"].pid) == idle["seller"] + 2
+        held.close()
+    for role in ("seller", "issuer", "delivery"):
+        assert (tmp_path / f"{role}.floor.log").stat().st_size == 0

@@ -14,6 +14,7 @@ from card_applet import blom
 from card_applet.keys import diversify_transport_key
 from card_applet.state import read_state
 from card_applet.vocabulary import Lifecycle
+from host.centre import issuance
 from host.centre.authority import (
     BATCH,
     ROWS_DIR,
@@ -22,6 +23,7 @@ from host.centre.authority import (
     read_row_file,
     row_file_name,
     write_row_file,
+    write_row_files,
 )
 from host.cli.main import main
 from host.errors import AuthorityError
@@ -175,6 +177,31 @@ def test_batch_issuance_equals_reference_rows(tmp_path: Path, k: int, count: int
     for ident in ids:
         assert rows[ident] == blom.row_for(matrix, blom.x_of(ident)), ident
     assert {r[0] for r in authority.registered()} == set(ids)
+
+
+@pytest.mark.parametrize(("k", "block"), [(1, 1), (5, 1), (9, 2), (17, 4), (37, 8), (40, 8),
+                                          (64, 63), (70, 70)])
+def test_blockwise_issuance_equals_reference_rows(k: int, block: int) -> None:
+    # the default block is 256 elements a side, so the small centres of the other tests
+    # are one block: here blocks that divide k, that do not, of one element, and the whole
+    master = seeded_master(k, seed=k * 7 + block)
+    xs = [blom.x_of(f"holder:{n}@blocks.example") for n in range(5)]
+    matrix = master.matrix()
+    assert issuance.rows_for(master, xs, block) == [blom.row_for(matrix, x) for x in xs]
+
+
+def test_row_files_are_json_as_json_writes_it(tmp_path: Path) -> None:
+    # the row file is built without json's (slow, indented) encoder: it must still be
+    # exactly what json.dumps(indent=1) writes, escapes included
+    rows = {"holder:zoë@example.org": [0, 1, blom.P - 1], 'seller:"q"\\x': [7],
+            "issuer:\u4e2d\u6587/\t": list(range(40))}
+    paths = [(tmp_path / row_file_name(i), i, row) for i, row in rows.items()]
+    write_row_files(paths)
+    for path, ident, row in paths:
+        doc = {"format": 1, "id": ident, "k": len(row), "row_hex": [f"{v:064x}" for v in row]}
+        assert path.read_bytes() == json.dumps(doc, indent=1).encode()
+        assert read_row_file(path) == (ident, row)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_issued_rows_agree_on_pair_keys(centre: Authority) -> None:

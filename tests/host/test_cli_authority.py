@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from host.centre.authority import BATCH, Authority, read_row_file
 from host.cli import authority as authority_cli
 from tests.host.cli_helpers import (
     HOLDER,
+    REPO,
     SELLER,
     VECTORS_PATH,
     assert_one_error_line,
@@ -123,3 +127,36 @@ def test_authority_list_shows_identifiers_and_card_serials(home: Path, card: Pat
     assert blom.x_of(HOLDER).to_bytes(32, "big").hex()[:16] in holder_line
     (seller_line,) = [line for line in out.splitlines() if SELLER in line]
     assert " - " in seller_line
+
+
+
+# What only talking to a card, serving a party or a database needs: a command that does none of
+# that (the centre's) must not import it. Start-up is every command's cost, and the centre's
+# issuance is measured against its floor (bench/centre.py).
+NOT_FOR_THE_CENTRE = ("smartcard", "serial", "asyncio", "uvloop", "cbor2", "psycopg",
+                      "psycopg_pool", "Crypto", "cryptography", "host.parties", "host.protocol",
+                      "host.storage", "host.cli.card", "terminal.readers", "terminal.pcsc",
+                      "terminal.trace", "card_applet.applet")
+IMPORTED_BY = """
+import sys
+from host.cli.main import main
+main(sys.argv[1:], standalone_mode=False)
+print("\\n".join(sys.modules), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [("authority", "issue", HOLDER, SELLER),
+                                  ("authority", "issue", "--help")], ids=["issue", "help"])
+def test_the_centre_imports_no_card_party_or_database_code(tmp_path: Path,
+                                                           args: tuple[str, ...]) -> None:
+    home = tmp_path / "home"
+    ok(nettx("authority", "init", "--home", home, "--k", "4"))
+    run = subprocess.run([sys.executable, "-c", IMPORTED_BY, "--home", str(home), *args],
+                         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr
+    modules = run.stderr.split()
+    assert {"host.cli.main", "host.cli.authority", "host.centre.authority"} <= set(modules)
+    loaded = [m for m in modules for name in NOT_FOR_THE_CENTRE
+              if m == name or m.startswith(name + ".")]
+    assert loaded == [], loaded

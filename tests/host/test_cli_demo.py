@@ -29,6 +29,8 @@ def test_demo_runs_to_completion(tmp_path: Path) -> None:
                    "the order form is not seller:shop.example's"):
         assert reason in out, reason
     assert "none of the attacks moved it" in out
+    # the flow of FIG. 1, from the seller's log (the demo runs it with --flow)
+    assert "relayed challenge" in out and "authorise: sealed data + seller's MAC" in out
 
 
 def test_demo_can_run_again_in_a_kept_home(tmp_path: Path) -> None:
