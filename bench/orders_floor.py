@@ -237,9 +237,11 @@ def count_concurrent(outer: contextlib.ExitStack, world: World, run_dir: Path, n
         outer.callback(close_quietly, stack)  # stopped on Ctrl-C too
         for role in ("issuer", "delivery", "seller"):
             inner = [sys.executable, "-m", "host.cli"]
+            # on asyncio's loop, as record_pattern: its sends are what strace counts as frames
             proc = PartyProcess(role, world.party_args(role, run_dir / f"{role}.sqlite", ports),
                                 run_dir / f"{role}.log",
-                                launcher=strace_launcher(run_dir / f"{role}.strace", inner))
+                                launcher=strace_launcher(run_dir / f"{role}.strace", inner),
+                                env={LOOP_ENV: "asyncio"})
             stack.callback(proc.stop)
             ports[role] = proc.port
         buyers = software_buyers(world, ports["seller"], holders)
