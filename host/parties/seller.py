@@ -297,20 +297,24 @@ class SellerServer(PartyServer):
         # this process apart from every other instance of the seller on the same database
         if order_id in self._driving:
             return OrderOutcome(order_id, OutcomeStatus.PENDING, "being processed")
-        try:
-            claimed = await self.orders.claim(order_id)
-        except TransactionError as exc:  # storage full or unreachable: the order waits
-            self.log.warning("order %s pending: %s", order_id.hex(), exc)
-            return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
-        if not claimed:
-            return OrderOutcome(order_id, OutcomeStatus.PENDING, "being processed")
+        # taken before the claim is awaited, and kept until the release is: a task of this
+        # process that looks meanwhile finds the order being driven
         self._driving.add(order_id)
         try:
-            return await self._drive_now(order_id, opened, overdue)
+            try:
+                claimed = await self.orders.claim(order_id)
+            except TransactionError as exc:  # storage full or unreachable: the order waits
+                self.log.warning("order %s pending: %s", order_id.hex(), exc)
+                return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
+            if not claimed:
+                return OrderOutcome(order_id, OutcomeStatus.PENDING, "being processed")
+            try:
+                return await self._drive_now(order_id, opened, overdue)
+            finally:
+                with contextlib.suppress(TransactionError):  # unreleased, the claim expires
+                    await self.orders.release(order_id)
         finally:
             self._driving.discard(order_id)
-            with contextlib.suppress(TransactionError):  # unreleased, the claim expires
-                await self.orders.release(order_id)
 
     async def _drive_now(self, order_id: bytes, opened: Opened | None,
                          overdue: bool) -> OrderOutcome:

@@ -18,11 +18,14 @@ from pathlib import Path
 import pytest
 
 from host.errors import TransactionError
+from host.parties.seller import SellerServer
+from host.protocol.messages import OrderOutcome, OutcomeStatus
 from host.storage.base import Schema, Tx
 from host.storage.group_commit import CommitPoint
 from host.storage.ledger import Ledger
 from host.storage.order_book import IllegalTransition, OrderStatus
 from host.storage.sqlite import Database, StorageFull, StorageLost
+from tests.host.market import Market
 from tests.host.stores import decided
 from tests.host.test_ledger import ACCOUNT, APPROVE, Rules, order
 from tests.host.test_storage_faults import FULL, IOERR, inject
@@ -303,3 +306,29 @@ def test_the_card_managers_decision_is_made_durable_by_the_record_of_its_answer(
         assert modes == [2, 1, 2, 1, 2]
     finally:
         ledger.close()
+
+
+def test_two_tasks_of_one_seller_never_drive_one_order_at_once(market: Market) -> None:
+    """The claim is awaited now (a decision): a second task that looks while the first
+    awaits it must find the order taken, not drive it too (two drives would both record
+    AUTHORISING, and one would fail on the other's move)."""
+    seller = market.servers["seller"]
+    assert isinstance(seller, SellerServer)
+    order_id = bytes(range(16))
+    driving: list[int] = []
+
+    async def drive_now(oid: bytes, _opened: object, _overdue: bool) -> OrderOutcome:
+        driving.append(1)
+        assert len(driving) == 1, "two drives of one order at once"
+        await asyncio.sleep(0.05)
+        driving.pop()
+        return OrderOutcome(oid, OutcomeStatus.PENDING, "driven")
+
+    async def both() -> list[OrderOutcome]:
+        await seller.orders.receive(order_id, b"envelope", "holder:a@example.org", 100,
+                                    bytes(32), ["amount"])
+        seller._drive_now = drive_now  # type: ignore[method-assign]
+        return list(await asyncio.gather(seller._drive(order_id), seller._drive(order_id)))
+
+    outcomes = market.run(both())
+    assert sorted(o.reason for o in outcomes) == ["being processed", "driven"]
