@@ -239,8 +239,16 @@ class SellerServer(PartyServer):
         flow("x", "holder", "seller", "envelope: header + 3 parts sealed by the card")
         opened = await self._open_seller_part(env)
         header, part = opened.header, opened.part
-        await self.orders.receive(header.order_id, codec.encode(env.to_cbor()),
-                                  header.holder, part.amount, opened.digest, part.names)
+        # held while the receive is awaited: the resuming loop must not take up an order
+        # between its record and this drive (an id already held is a replay: refused below)
+        held = header.order_id not in self._driving
+        self._driving.add(header.order_id)
+        try:
+            await self.orders.receive(header.order_id, codec.encode(env.to_cbor()),
+                                      header.holder, part.amount, opened.digest, part.names)
+        finally:
+            if held:
+                self._driving.discard(header.order_id)
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("order %s from %s: %s", header.order_id.hex(), header.holder,
                            ", ".join(map(str, part.items)))
