@@ -21,7 +21,9 @@ authorisation, the delivery) travel on sessions it keeps open and reuses across 
 First, the pattern of an order, counted (bench/orders_pattern.py, bench/orders_floor.py):
 fresh parties under a recorder (wrapping AsyncConnection and the SQLite commit path) and
 strace, --pattern-orders orders; the last one's connections, frames and commits become the
-floor's script, and strace gives connections and fsyncs per order. The floor
+floor's script, and strace gives connections and fsyncs per order; then --count-holders
+holders (8) buy at once, --pattern-orders orders each, on fresh parties under strace, for the
+same counts with concurrent orders (the parties' group commits share fsyncs). The floor
 (bench/floor_parties.py: the same processes, connections, round trips, frame sizes and
 fdatasyncs, no work) is then counted the same way, and measured as a second shop in every
 throughput run, interleaved with nettx, and in the latency blocks (one holder, back to back);
@@ -95,6 +97,7 @@ from bench.orders_engines import engines_phase, render_engines  # noqa: E402
 from bench.orders_floor import (  # noqa: E402
     LEAN,
     FloorShop,
+    count_concurrent,
     count_floor,
     record_pattern,
     start_floor,
@@ -153,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                              "the seller, few enough that queueing does not dominate)")
     parser.add_argument("--pattern-orders", type=int, default=10,
                         help="orders recorded and counted for each shop's pattern (10)")
+    parser.add_argument("--count-holders", type=int, default=8,
+                        help="concurrent holders whose orders are counted under strace too "
+                             "(8; 1 or less: one holder only)")
     parser.add_argument("--no-floor", action="store_true",
                         help="measure nettx alone: no recorded pattern, no floor")
     parser.add_argument("--engine", nargs="+", choices=["sqlite", "postgresql"],
@@ -193,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         env_line = environment(tmp, commit_ms)
         err.print(f"centre k = {args.k}: rows for 3 parties, 1 card and "
                   f"{max(args.levels)} software holders in {tmp}")
-        world = make_world(tmp, args.k, max(*args.levels, args.profile_holders))
+        world = make_world(tmp, args.k, max(*args.levels, args.profile_holders,
+                                            args.count_holders))
         pattern = None
         if not args.no_floor:
             err.print(f"pattern: {args.pattern_orders} orders of nettx under strace and the "
@@ -202,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
                                                     args.pattern_orders)
             counted = [nettx_counted,
                        count_floor(stack, pattern, tmp / "floor-count", args.pattern_orders)]
+            if args.count_holders > 1:
+                err.print(f"pattern: {args.count_holders} holders at once, "
+                          f"{args.pattern_orders} orders each, under strace")
+                counted.append(count_concurrent(stack, world, tmp / "concurrent-count",
+                                                args.pattern_orders, args.count_holders))
         stack.enter_context(mock.patch.object(host.parties.holder, "Connection", TimedConnection))
         with contextlib.ExitStack() as parties:
             stack.callback(close_quietly, parties)

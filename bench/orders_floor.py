@@ -5,6 +5,8 @@ record_pattern: fresh nettx parties under strace and the recorder, one holder, w
 N orders back to back; the last order's events become the Pattern; strace's calls in the N
 orders' window, divided by N, are nettx's connections and fsyncs per order.
 count_floor: fresh floor parties under strace, the same N orders of the floor's holder.
+count_concurrent: fresh nettx parties under strace, C holders buying at once, N orders each:
+what the parties share between concurrent orders (the group commit's fsyncs) shows here.
 
 LEAN is the other floor: the same frames with persistent connections and no fsync
 (`floor_parties.py --persistent --no-fsync`), its holder keeping one connection to the seller.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,3 +221,48 @@ def count_floor(outer: contextlib.ExitStack, pattern: Pattern, run_dir: Path, n:
         start, _last, end, done = _timed_orders(FloorBuyer(pattern, procs["seller"].port), n)
     counts = {r: strace_counts(run_dir / f"{r}.strace", start, end) for r in ROLES}
     return per_order(counts, done, "floor", pattern.round_trips())
+
+
+def count_concurrent(outer: contextlib.ExitStack, world: World, run_dir: Path, n: int,
+                     holders: int) -> Counted:
+    """nettx's connections, frames and fsyncs per order with `holders` holders buying at
+    once, n orders each after their warm-ups, counted by strace as for one holder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    world.seed_ledger(run_dir / "issuer.sqlite")
+    ports: dict[str, int] = {}
+    with contextlib.ExitStack() as stack:
+        outer.callback(close_quietly, stack)  # stopped on Ctrl-C too
+        for role in ("issuer", "delivery", "seller"):
+            inner = [sys.executable, "-m", "host.cli"]
+            # on asyncio's loop, as record_pattern: its sends are what strace counts as frames
+            proc = PartyProcess(role, world.party_args(role, run_dir / f"{role}.sqlite", ports),
+                                run_dir / f"{role}.log",
+                                launcher=strace_launcher(run_dir / f"{role}.strace", inner),
+                                env={LOOP_ENV: "asyncio"})
+            stack.callback(proc.stop)
+            ports[role] = proc.port
+        buyers = software_buyers(world, ports["seller"], holders)
+        for buyer in buyers:
+            for _ in range(WARMUP_ORDERS):
+                buyer.buy()
+        done: list[int] = []
+        go = threading.Barrier(holders + 1)
+
+        def orders(buyer: Buyer) -> None:
+            go.wait()
+            done.append(sum(buyer.buy()[0] == "completed" for _ in range(n)))
+
+        threads = [threading.Thread(target=orders, args=(b,)) for b in buyers]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)  # the warm-ups' last calls land before the window
+        start = now()
+        go.wait()
+        for t in threads:
+            t.join()
+        time.sleep(0.2)  # the parties' last calls (a close after the answer) land in it
+        end = now()
+    counts = {r: strace_counts(run_dir / f"{r}.strace", start, end) for r in ROLES}
+    total = sum(done)
+    return per_order(counts, total, f"nettx, {holders} holders",
+                     counts["seller"]["sendto"] / max(1, total))

@@ -239,7 +239,7 @@ def render_cpu(rows: list[Row]) -> Table:
 def render_pattern(counted: list[Counted], pattern: Pattern) -> Table:
     """Round trips, connections and fsyncs per order, counted for each shop."""
     table = results_table(
-        "an order's pattern, counted (one holder, orders back to back)",
+        "an order's pattern, counted (one holder, orders back to back; and several at once)",
         ("shop", "orders", "round trips\n(strace)", "round trips\n(recorded)",
          "new TCP\nconnections", "connect()\nsel/iss/del", "fsyncs\nsel/iss/del",
          "frames sent\nsel/iss/del"), left=("shop",),
@@ -251,10 +251,12 @@ def render_pattern(counted: list[Counted], pattern: Pattern) -> Table:
                  "answers one, so round trips (strace) = the seller's frames sent. round trips "
                  "(recorded): answers on accepted connections, nettx from the recorder wrapping "
                  "host.parties.connection.AsyncConnection in each party, the floor from the "
-                 "script it replays.\n"
+                 "script it replays; with several holders, the seller's frames sent. With "
+                 "several holders at once, a party's group commit covers several orders' "
+                 "decisions with one fsync.\n"
                  "nettx's recorded order as the seller saw it (type:bytes): "
                  + ", ".join(pattern.frames())
-                 + "\nrecorded commits (host.storage.sqlite.transaction): "
+                 + "\nrecorded durable commits (host.storage.sqlite.transaction): "
                  + ", ".join(f"{r} {n}" for r, n in pattern.commits().items())))
     for c in counted:
         table.add_row(c.shop, str(c.orders), f"{c.sends.get('seller', 0):g}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+from host.parties.durability import crash_in_batch
 from host.parties.keymodule import KeyModule
 from host.parties.server import PartyServer, ServerConfig, staleness
 from host.protocol.envelope import context, delivery_answer_body
@@ -27,7 +28,8 @@ class DeliveryServer(PartyServer):
 
     def __init__(self, keys: KeyModule, config: ServerConfig, db_path: Path) -> None:
         super().__init__(keys, config)
-        self.shipments: ShipmentStore = open_shipments(db_path)
+        self.shipments: ShipmentStore = open_shipments(
+            db_path, batch_hook=crash_in_batch(config.crash_at, self.crash_point))
         self.handlers[MessageType.DELIVER] = self.on_deliver
 
     async def close(self) -> None:
@@ -39,7 +41,7 @@ class DeliveryServer(PartyServer):
         request, opened = await self.open_request(message, "delivery-request", DeliveryPart.read,
                                                   message.approval)
         header, part = opened.header, opened.part
-        tracking, seen, answer = self.shipments.ship(
+        tracking, seen, answer = await self.shipments.ship(
             header.order_id, request, header.seller, part.recipient, part.destination,
             "TRK-" + secrets.token_hex(6).upper(), part.names,
             stale=staleness(header, self.config.window))
@@ -54,5 +56,5 @@ class DeliveryServer(PartyServer):
         receipt = await self.receipt(header, opened.header_bytes, opened.digest,
                                      tracking=tracking)
         # recorded before it is sent: whatever reaches the seller is what it will get again
-        return self.shipments.record_answer(
+        return await self.shipments.record_answer(
             header.order_id, Delivery(tracking, mac, receipt).to_frame())

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from host.parties.authorisation import decide
+from host.parties.durability import crash_in_batch
 from host.parties.keymodule import KeyModule
 from host.parties.server import PartyServer, ServerConfig, our_header, staleness
 from host.protocol import codec
@@ -75,7 +76,8 @@ class IssuerServer(PartyServer):
 
     def __init__(self, keys: KeyModule, config: ServerConfig, ledger_path: Path) -> None:
         super().__init__(keys, config)
-        self.ledger: LedgerStore = open_ledger(ledger_path)
+        self.ledger: LedgerStore = open_ledger(
+            ledger_path, batch_hook=crash_in_batch(config.crash_at, self.crash_point))
         self.handlers[MessageType.AUTHORISE] = self.on_authorise
         self.handlers[MessageType.REVERSE] = self.on_reverse
 
@@ -86,8 +88,9 @@ class IssuerServer(PartyServer):
     async def on_authorise(self, message: Authorise) -> bytes:
         request, opened = await self.open_request(message, "authorise", IssuerPart.read)
         header = opened.header
-        decision, seen = self.ledger.authorise(authorisation_request(opened, request), decide,
-                                               stale=staleness(header, self.config.window))
+        decision, seen = await self.ledger.authorise(
+            authorisation_request(opened, request), decide,
+            stale=staleness(header, self.config.window))
         self.log.info("order %s: %s (%s)%s", header.order_id.hex(), decision.code,
                       decision.reason, " again" if seen is Seen.RETRANSMISSION else "")
         self.crash_point("after-commit")
@@ -103,7 +106,7 @@ class IssuerServer(PartyServer):
             "digest": decision.digest, "code": decision.code, "reason": decision.reason,
             "amount": decision.amount}))
         # recorded before it is sent: whatever reaches the seller is what it will get again
-        return self.ledger.record_answer(header.order_id, Authorisation(
+        return await self.ledger.record_answer(header.order_id, Authorisation(
             decision.code, said, decision.amount, decision.digest, mac, receipt).to_frame())
 
     async def on_reverse(self, message: Reverse) -> bytes:
@@ -112,7 +115,7 @@ class IssuerServer(PartyServer):
         await self.keys.check_mac(header.seller, reverse_body(header.order_id, digest, reason),
                                   message.mac, context("reverse", header.order_id),
                                   "reversal request")
-        decision = self.ledger.reverse(header.order_id, header.seller, digest)
+        decision = await self.ledger.reverse(header.order_id, header.seller, digest)
         self.log.info("order %s: %s at the seller's request (%s)", header.order_id.hex(),
                       decision.code, reason)
         if decision.answer is not None:
@@ -122,5 +125,5 @@ class IssuerServer(PartyServer):
                                   context("reversed", header.order_id))
         receipt = await self.receipt(header, message.header, digest, code=decision.code,
                                      reason=reason, amount=decision.amount)
-        return self.ledger.record_reversal(header.order_id, Reversed(
+        return await self.ledger.record_reversal(header.order_id, Reversed(
             decision.code, decision.amount, mac, receipt).to_frame())

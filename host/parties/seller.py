@@ -16,13 +16,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from host.errors import ConnectionFailed, EnvelopeError, ErrorCode, Refused, TransactionError
 from host.parties import lifecycle
+from host.parties.durability import crash_in_batch
 from host.parties.keymodule import KeyModule
 from host.parties.lifecycle import (
     Answered,
@@ -165,7 +166,8 @@ class SellerServer(PartyServer):
         self.form = seller.form
         self._read = SellerPart.reader(seller.form)
         self._form_bytes = codec.encode(seller.form.to_cbor())  # the bytes its MACs cover
-        self.orders: OrderStore = open_order_book(seller.orders_path)
+        self.orders: OrderStore = open_order_book(
+            seller.orders_path, batch_hook=crash_in_batch(config.crash_at, self.crash_point))
         self._driving: set[bytes] = set()
         # one pool of confirmed sessions per party, reused across orders (host.parties.session)
         self.pools = {party: SessionPool(
@@ -244,8 +246,16 @@ class SellerServer(PartyServer):
         flow("x", "holder", "seller", "envelope: header + 3 parts sealed by the card")
         opened = await self._open_seller_part(env)
         header, part = opened.header, opened.part
-        self.orders.receive(header.order_id, codec.encode(env.to_cbor()), header.holder,
-                            part.amount, opened.digest, part.names)
+        # held while the receive is awaited: the resuming loop must not take up an order
+        # between its record and this drive (an id already held is a replay: refused below)
+        held = header.order_id not in self._driving
+        self._driving.add(header.order_id)
+        try:
+            await self.orders.receive(header.order_id, codec.encode(env.to_cbor()),
+                                      header.holder, part.amount, opened.digest, part.names)
+        finally:
+            if held:
+                self._driving.discard(header.order_id)
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("order %s from %s: %s", header.order_id.hex(), header.holder,
                            ", ".join(map(str, part.items)))
@@ -302,20 +312,24 @@ class SellerServer(PartyServer):
         # this process apart from every other instance of the seller on the same database
         if order_id in self._driving:
             return OrderOutcome(order_id, OutcomeStatus.PENDING, "being processed")
-        try:
-            claimed = self.orders.claim(order_id)
-        except TransactionError as exc:  # storage full or unreachable: the order waits
-            self.log.warning("order %s pending: %s", order_id.hex(), exc)
-            return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
-        if not claimed:
-            return OrderOutcome(order_id, OutcomeStatus.PENDING, "being processed")
+        # taken before the claim is awaited, and kept until the release is: a task of this
+        # process that looks meanwhile finds the order being driven
         self._driving.add(order_id)
         try:
-            return await self._drive_now(order_id, opened, overdue)
+            try:
+                claimed = await self.orders.claim(order_id)
+            except TransactionError as exc:  # storage full or unreachable: the order waits
+                self.log.warning("order %s pending: %s", order_id.hex(), exc)
+                return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
+            if not claimed:
+                return OrderOutcome(order_id, OutcomeStatus.PENDING, "being processed")
+            try:
+                return await self._drive_now(order_id, opened, overdue)
+            finally:
+                with contextlib.suppress(TransactionError):  # unreleased, the claim expires
+                    await self.orders.release(order_id)
         finally:
             self._driving.discard(order_id)
-            with contextlib.suppress(TransactionError):  # unreleased, the claim expires
-                self.orders.release(order_id)
 
     async def _drive_now(self, order_id: bytes, opened: Opened | None,
                          overdue: bool) -> OrderOutcome:
@@ -344,7 +358,7 @@ class SellerServer(PartyServer):
                     self.log.warning("order %s will not complete (%s): voiding",
                                      order_id.hex(), event.reason)
                 step = after
-            return self._finish(OrderOutcome(
+            return await self._finish(OrderOutcome(
                 order_id, OutcomeStatus(step.status.value), step.reason, evidence.amount,
                 evidence.tracking, evidence.issuer_receipt, evidence.delivery_receipt))
         except TransactionError as exc:
@@ -357,9 +371,9 @@ class SellerServer(PartyServer):
             raise Refused(E.UNKNOWN_ORDER, f"no order {order_id.hex()}")
         return record.status
 
-    def _finish(self, outcome: OrderOutcome) -> OrderOutcome:
+    async def _finish(self, outcome: OrderOutcome) -> OrderOutcome:
         """Record a final outcome with the exact frame the holder gets for it."""
-        self.orders.move(outcome.order, OrderStatus(outcome.status.value),
+        await self.orders.move(outcome.order, OrderStatus(outcome.status.value),
                          outcome=codec.encode(outcome.to_cbor()), answer=outcome.to_frame())
         return outcome
 
@@ -367,7 +381,7 @@ class SellerServer(PartyServer):
         """One step on the network: the event it brought and the outcome fields it gives."""
         if isinstance(step, Void):
             if step.mark:
-                self.orders.move(order.order_id, OrderStatus.VOIDING, note=step.reason)
+                await self.orders.move(order.order_id, OrderStatus.VOIDING, note=step.reason)
             return await self._void(order, step.reason)
         if order.opened is None:  # no freshness: it was fresh when received
             order.opened = await open_part(self.keys, Party.SELLER, order.header,
@@ -376,7 +390,8 @@ class SellerServer(PartyServer):
         if isinstance(step, lifecycle.Authorise):
             return await self._authorise(order, order.opened, step.mark)
         if step.approval is not None:
-            self.orders.move(order.order_id, OrderStatus.APPROVED, approval=step.approval)
+            await self.orders.move(order.order_id, OrderStatus.APPROVED,
+                                   approval=step.approval)
             self.crash_point("after-approval")
             mac, receipt = step.approval
         else:  # approved before a crash or a failed delivery attempt: its record has the MAC
@@ -434,7 +449,7 @@ class SellerServer(PartyServer):
             raise Unfinishable(exc.code, exc.reason) from exc
 
     async def _request(self, party: Party, request: Message, answer: type[R], *,
-                       before_send: Callable[[], None] | None = None) -> R:
+                       before_send: Callable[[], Awaitable[None]] | None = None) -> R:
         """One request over a pooled session with `party`: confirmed by the handshake when
         the session opened (claim 7), so an unconfirmed party gets nothing."""
         pool = self.pools[party]
@@ -452,7 +467,7 @@ class SellerServer(PartyServer):
         return reply
 
     async def _exchange(self, party: Party, request: Message, answer: type[A], *,
-                        before_send: Callable[[], None] | None = None) -> A:
+                        before_send: Callable[[], Awaitable[None]] | None = None) -> A:
         """Send `party` one request in a confirmed session. A final refusal becomes
         Unfinishable; anything else stays retryable."""
         arrow = ARROW[party]

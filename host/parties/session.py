@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from host.errors import ConnectionFailed, ErrorCode, PeerRefused, TransactionError
@@ -118,7 +118,7 @@ class SessionPool:
         return None
 
     async def request(self, message: Message, answer: type[M], *,
-                      before_send: Callable[[], None] | None = None) -> M:
+                      before_send: Callable[[], Awaitable[None]] | None = None) -> M:
         """`message`'s answer over a pooled session. The session is open (the party
         confirmed) before `before_send` runs and before anything of `message` leaves."""
         async with self._slots:
@@ -127,7 +127,7 @@ class SessionPool:
             if session is None:
                 session = await self._fresh()
             if before_send is not None:
-                before_send()
+                await before_send()
             try:
                 try:
                     reply = await session.request(message, answer)

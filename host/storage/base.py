@@ -7,11 +7,12 @@ The stores' public surfaces are the Protocols beside their record types
 `host.storage.shipments.ShipmentStore`); the parties hold a store by that type only, and get it
 from host.storage.engine. A store's code is written once, against `Engine` and `Tx` below, and
 runs on either engine (host.storage.sqlite, host.storage.postgresql; host.storage.location
-picks one from where the store lives). Every engine keeps every decision one transaction that
-commits all of it or nothing, isolated from every other decision (SQLite: one writer at a
-time; PostgreSQL: SERIALIZABLE, retried on a serialisation failure), the order id unique in
-every store, and raises StorageFull, StorageUnavailable or StorageLost, never its driver's own
-errors, for a storage fault.
+picks one from where the store lives). Every engine commits every decision all of it or
+nothing, isolated from every other decision (SQLite: one writer at a time, a savepoint per
+decision in a group commit; PostgreSQL: SERIALIZABLE, retried on a serialisation failure),
+keeps the event loop out of its transactions (`Engine.decide`), tells a caller its decision
+only once it is committed, keeps the order id unique in every store, and raises StorageFull,
+StorageUnavailable or StorageLost, never its driver's own errors, for a storage fault.
 """
 
 from __future__ import annotations
@@ -104,11 +105,23 @@ class Engine(Protocol):
     def run(self, body: Callable[[Tx], T]) -> T:
         """`body` in one transaction: all of it commits, or none of it. `body` may run more
         than once (an engine retries a transaction that lost a race), so it must do nothing
-        but read and write through its Tx, and decide from what it reads."""
+        but read and write through its Tx, and decide from what it reads. Blocks its
+        caller: for set-up and tools, never on a party's event loop."""
+        ...
+
+    async def decide(self, body: Callable[[Tx], T], *, durable: bool = True) -> T:
+        """`body` as `run` takes it, off the event loop; returns (or raises the body's own
+        exception) only once the transaction that holds it committed, so whatever the
+        caller then sends rests on durable data. The engine may commit it together with
+        other decisions (SQLite: host.storage.group_commit), each isolated from the others.
+        `durable=False`: the store says losing this decision in a crash of the machine does
+        no harm (never in a kill of the process, never torn), so its commit need not wait
+        for the disk."""
         ...
 
     def read(self, body: Callable[[Tx], T]) -> T:
-        """`body`'s reads, outside any write transaction (each sees committed data)."""
+        """`body`'s reads, outside any write transaction: it sees committed data only, and
+        every decision whose `decide` returned before the read began."""
         ...
 
     def close(self) -> None: ...

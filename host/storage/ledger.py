@@ -4,7 +4,10 @@ card transaction counters seen, and the declines that rate-limit a holder.
 The ledger stores; it does not judge. For a new authorisation request it gathers the facts the
 card manager's rules read (the account claimed, the holder's counter history, its recent
 declines) and applies the Decision those rules return, all in one transaction: two requests
-for one account can never both read the balance before either debits it."""
+for one account can never both read the balance before either debits it. The decisions are
+awaited (`Engine.decide`): they run off the event loop and return once committed. A decision
+(and a reversal) is made durable by the record of its answer, which precedes the answer on
+the wire: so it does not wait for the disk itself (docs/protocol.md section 7)."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from host.storage.base import (
     record_view,
     replay_error,
 )
+from host.storage.group_commit import BatchHook
 from host.storage.location import Location, open_database
 
 LEDGER_SCHEMA = """
@@ -190,25 +194,27 @@ class LedgerStore(Protocol):
         """How many approved debits the order has (0 or 1)."""
         ...
 
-    def authorise(self, request: AuthorisationRequest, rules: Rules,
-                  stale: str | None = None) -> tuple[Decision, Seen]:
+    async def authorise(self, request: AuthorisationRequest, rules: Rules,
+                        stale: str | None = None) -> tuple[Decision, Seen]:
         """Decide a new request with `rules` and apply the decision, or return the one
         recorded for a retransmission; a replay raises `replay`, a stale new request
         `stale`."""
         ...
 
-    def reverse(self, order_id: bytes, seller: str, digest: bytes) -> Decision:
+    async def reverse(self, order_id: bytes, seller: str, digest: bytes) -> Decision:
         """Credit an approved debit back once, or void an order never seen."""
         ...
 
     def declines(self, holder: str, now: int | None = None) -> int: ...
 
-    def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
+    async def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
         """Keep the authorisation frame before it is sent; returns the one to send (an
-        earlier one, if a concurrent retransmission recorded its own first)."""
+        earlier one, if a concurrent retransmission recorded its own first). Its commit is
+        what makes the decision durable: `authorise` and `reverse` do not wait for the disk,
+        since nothing may be sent on their strength before their answer is recorded."""
         ...
 
-    def record_reversal(self, order_id: bytes, answer: bytes) -> bytes:
+    async def record_reversal(self, order_id: bytes, answer: bytes) -> bytes:
         """The same for the reversed frame."""
         ...
 
@@ -222,8 +228,9 @@ def _account(row: Row) -> Account:
 class Ledger:
     """The ledger on either engine (`location`: a SQLite file, or a PostgreSQL URL)."""
 
-    def __init__(self, location: Location, *, decline_window: int = DECLINE_WINDOW) -> None:
-        self.db = open_database(location, LEDGER)
+    def __init__(self, location: Location, *, decline_window: int = DECLINE_WINDOW,
+                 batch_hook: BatchHook | None = None) -> None:
+        self.db = open_database(location, LEDGER, batch_hook=batch_hook)
         self.decline_window = decline_window
 
     def close(self) -> None:
@@ -256,12 +263,15 @@ class Ledger:
         assert row is not None
         return int(row[0])
 
-    def authorise(self, request: AuthorisationRequest, rules: Rules,
-                  stale: str | None = None) -> tuple[Decision, Seen]:
+    async def authorise(self, request: AuthorisationRequest, rules: Rules,
+                        stale: str | None = None) -> tuple[Decision, Seen]:
         """Decide with `rules` and debit in one transaction. A retransmission gets the
         recorded decision at any age; a new request must be fresh (`stale` says why it is
         not)."""
-        return self.db.run(lambda tx: self._authorise(tx, request, rules, stale))
+        # made durable by the record of its answer, which comes before the answer is sent
+        # (`record_answer`, durable): nothing rests on it until then
+        return await self.db.decide(lambda tx: self._authorise(tx, request, rules, stale),
+                                    durable=False)
 
     def _authorise(self, tx: Tx, request: AuthorisationRequest, rules: Rules,
                    stale: str | None) -> tuple[Decision, Seen]:
@@ -308,11 +318,13 @@ class Ledger:
         return Facts(account, CounterHistory(bool(seen), highest),
                      self._declines(tx, request.holder, now))
 
-    def reverse(self, order_id: bytes, seller: str, digest: bytes) -> Decision:
+    async def reverse(self, order_id: bytes, seller: str, digest: bytes) -> Decision:
         """Undo an approval the seller could not complete (or void an order it never will):
         credit the debit back once; an order never seen is voided, so a late authorisation
         request for it is refused as a replay."""
-        return self.db.run(lambda tx: self._reverse(tx, order_id, seller, digest))
+        # made durable by the record of its answer (`record_reversal`), as `authorise`
+        return await self.db.decide(lambda tx: self._reverse(tx, order_id, seller, digest),
+                                    durable=False)
 
     @staticmethod
     def _reverse(tx: Tx, order_id: bytes, seller: str, digest: bytes) -> Decision:
@@ -352,10 +364,10 @@ class Ledger:
         assert row is not None
         return int(row[0])
 
-    def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
-        return self.db.run(
+    async def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
+        return await self.db.decide(
             lambda tx: keep_first(tx, "authorisations", "answer", order_id, answer))
 
-    def record_reversal(self, order_id: bytes, answer: bytes) -> bytes:
-        return self.db.run(
+    async def record_reversal(self, order_id: bytes, answer: bytes) -> bytes:
+        return await self.db.decide(
             lambda tx: keep_first(tx, "authorisations", "reversal", order_id, answer))

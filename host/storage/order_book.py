@@ -8,7 +8,8 @@ at the card manager because of it. Only the seller's driver (host.parties.seller
 steps in host.parties.lifecycle) moves an order, one driver per order at a time, and only
 along TRANSITIONS: `move` re-reads the status inside its own transaction and refuses any other
 move (IllegalTransition, nothing written), so a driver acting on a stale view cannot undo what
-another path recorded. Every move is one transaction: a seller killed at any instant leaves
+another path recorded. Every move is one decision (committed alone, or with others in a group
+commit, each isolated: host.storage.group_commit): a seller killed at any instant leaves
 the order at exactly one status, and on restart (and every few seconds) it drives every
 unfinished order again from that status.
 
@@ -39,7 +40,9 @@ claim is a row's (driver, lease) pair, taken in a transaction, so the database, 
 process's memory, says who drives it. A claim lasts CLAIM_LEASE seconds and every move by its
 holder renews it; a seller killed mid-drive leaves a claim that expires, and another instance
 (or the same one restarted) takes the order over. A SQLite order book belongs to one seller
-process, so a seller opening one drops every claim in it at once. A move by an instance
+process, so a seller opening one drops every claim in it at once; for the same reason a
+claim there, and its release, need not wait for the disk (`durable=False`: a crash of the
+machine may lose it, and the next process drops it anyway). A move by an instance
 whose claim was taken over is refused (IllegalTransition): the late driver cannot overwrite
 what the new one recorded. The lease outlasts any one step of a drive (each exchange with a
 peer is bounded by its read timeout).
@@ -63,6 +66,7 @@ from typing import Protocol, runtime_checkable
 
 from host.errors import TransactionError
 from host.storage.base import VIEWS_POSTGRESQL, Row, Schema, Tx, record_view, replay_error
+from host.storage.group_commit import BatchHook
 from host.storage.location import Location, open_database
 
 ORDERS_SCHEMA = """
@@ -175,23 +179,23 @@ class OrderRecord:
 class OrderStore(Protocol):
     """The seller's store, whatever engine holds it."""
 
-    def receive(self, order_id: bytes, envelope: bytes, holder: str, amount: int,
-                digest: bytes, fields: Iterable[str]) -> None:
+    async def receive(self, order_id: bytes, envelope: bytes, holder: str, amount: int,
+                      digest: bytes, fields: Iterable[str]) -> None:
         """Record a new order as RECEIVED; an order id seen before raises `replay`."""
         ...
 
-    def move(self, order_id: bytes, new: OrderStatus, *, outcome: bytes | None = None,
-             answer: bytes | None = None, note: str | None = None,
-             approval: tuple[bytes, bytes] | None = None) -> None:
+    async def move(self, order_id: bytes, new: OrderStatus, *, outcome: bytes | None = None,
+                   answer: bytes | None = None, note: str | None = None,
+                   approval: tuple[bytes, bytes] | None = None) -> None:
         """Move the order along TRANSITIONS, or raise IllegalTransition and write nothing."""
         ...
 
-    def claim(self, order_id: bytes) -> bool:
+    async def claim(self, order_id: bytes) -> bool:
         """Take the order to drive it, or renew this instance's claim; False while another
         instance's claim holds."""
         ...
 
-    def release(self, order_id: bytes) -> None:
+    async def release(self, order_id: bytes) -> None:
         """Give up this instance's claim (the drive stopped: final, or pending for later)."""
         ...
 
@@ -209,8 +213,9 @@ class OrderStore(Protocol):
 class OrderBook:
     """The order book on either engine (`location`: a SQLite file, or a PostgreSQL URL)."""
 
-    def __init__(self, location: Location, *, lease: float = CLAIM_LEASE) -> None:
-        self.db = open_database(location, ORDERS)
+    def __init__(self, location: Location, *, lease: float = CLAIM_LEASE,
+                 batch_hook: BatchHook | None = None) -> None:
+        self.db = open_database(location, ORDERS, batch_hook=batch_hook)
         # this instance, as its claims name it: new with every process (and every book)
         self.instance = secrets.token_hex(8)
         self.lease = lease
@@ -223,8 +228,8 @@ class OrderBook:
     def close(self) -> None:
         self.db.close()
 
-    def receive(self, order_id: bytes, envelope: bytes, holder: str, amount: int,
-                digest: bytes, fields: Iterable[str]) -> None:
+    async def receive(self, order_id: bytes, envelope: bytes, holder: str, amount: int,
+                      digest: bytes, fields: Iterable[str]) -> None:
         now = int(time.time())
 
         def receive(tx: Tx) -> None:
@@ -238,11 +243,11 @@ class OrderBook:
                 (order_id, envelope, holder, amount, digest, now, now))
             record_view(tx, order_id, fields)
 
-        self.db.run(receive)
+        await self.db.decide(receive)
 
-    def move(self, order_id: bytes, new: OrderStatus, *, outcome: bytes | None = None,
-             answer: bytes | None = None, note: str | None = None,
-             approval: tuple[bytes, bytes] | None = None) -> None:
+    async def move(self, order_id: bytes, new: OrderStatus, *, outcome: bytes | None = None,
+                   answer: bytes | None = None, note: str | None = None,
+                   approval: tuple[bytes, bytes] | None = None) -> None:
         """Move the order to `new`, re-reading its status inside the transaction: a move the
         table forbids raises IllegalTransition and writes nothing. A final status carries the
         outcome and the answer frame; APPROVED carries (authorisation MAC, receipt)."""
@@ -268,14 +273,14 @@ class OrderBook:
                 (new.value, outcome, answer, note, mac, receipt, int(now), self.instance,
                  now + self.lease, order_id))
 
-        self.db.run(move)
+        await self.db.decide(move)
 
     def _held_elsewhere(self, row: Row | None, now: float) -> bool:
         """Another instance's claim on the order (driver, lease in row[1:3]) still holds."""
         return row is not None and row[1] is not None and row[1] != self.instance \
             and row[2] is not None and row[2] > now
 
-    def claim(self, order_id: bytes) -> bool:
+    async def claim(self, order_id: bytes) -> bool:
         def claim(tx: Tx) -> bool:
             row = tx.one("SELECT status, driver, lease FROM orders WHERE order_id = ?",
                          (order_id,))
@@ -286,12 +291,13 @@ class OrderBook:
                        (self.instance, now + self.lease, order_id))
             return True
 
-        return self.db.run(claim)
+        # durable only where other instances read it (see the theory of operation)
+        return await self.db.decide(claim, durable=self.db.shared)
 
-    def release(self, order_id: bytes) -> None:
-        self.db.run(lambda tx: tx.execute(
+    async def release(self, order_id: bytes) -> None:
+        await self.db.decide(lambda tx: tx.execute(
             "UPDATE orders SET driver = NULL, lease = NULL WHERE order_id = ? AND driver = ?",
-            (order_id, self.instance)))
+            (order_id, self.instance)), durable=self.db.shared)
 
     def approval(self, order_id: bytes) -> tuple[bytes, bytes]:
         """The authorisation MAC and the holder's receipt of an approved order."""

@@ -21,6 +21,18 @@ recorded (a retransmission, answered from the record).
 The primary keys (the order id in every store), `CHECK (balance >= 0)` and the status and
 code checks are the database's own, a second line behind the code.
 
+Off the event loop, one decision per transaction
+------------------------------------------------
+A party's decisions (`decide`) run on a small thread pool of their own, POOL_SIZE threads
+each holding a pooled connection while its transaction runs, so several decisions are in
+flight at once and the party's event loop never waits on the server. Their COMMITs overlap
+on the server, and PostgreSQL's own group commit lets one WAL flush cover every commit
+waiting for it. Decisions are not batched into one transaction here, as the SQLite engine
+does: under SERIALIZABLE one decision's serialisation failure aborts the whole transaction,
+so a batch would retry every decision in it, and a batch holds its predicate locks longer,
+making conflicts with other instances likelier. One more pooled connection serves the
+party's reads, which stay on its event loop.
+
 Faults
 ------
 - a lost connection, an administrator's or a crash shutdown (SQLSTATE classes 08 and 57P),
@@ -48,6 +60,7 @@ waits and finds it done), and refuses, with one line, a schema newer than it kno
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -55,6 +68,7 @@ import random
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
@@ -76,7 +90,7 @@ T = TypeVar("T")
 
 ATTEMPTS = 30  # tries of one decision that keeps losing races, before `internal`
 POOL_WAIT = 5.0  # seconds to wait for a connection (the server may be restarting)
-POOL_SIZE = 4  # connections per store per process: a party serves few requests at once
+POOL_SIZE = 4  # decisions in flight per store per process (and one connection more: reads)
 RETRY_FAULTS = (errors.SerializationFailure, errors.DeadlockDetected)
 
 
@@ -137,7 +151,7 @@ class Database:
             raise StorageUnavailable("not a valid PostgreSQL URL (postgresql://USER@HOST:PORT/"
                                      "DATABASE)") from None
         self.pool = ConnectionPool(
-            url, min_size=1, max_size=pool_size, open=False, timeout=wait,
+            url, min_size=1, max_size=pool_size + 1, open=False, timeout=wait,
             name=f"nettx-{schema.name}", check=ConnectionPool.check_connection,
             kwargs={"autocommit": True,
                     "options": f"-c search_path={namespace(schema)}"},
@@ -153,6 +167,8 @@ class Database:
         except BaseException:
             self.pool.close()
             raise
+        self.deciding = ThreadPoolExecutor(max_workers=pool_size,
+                                           thread_name_prefix=f"nettx-{schema.name}")
 
     def _migrate(self) -> None:
         steps = self.schema.postgresql
@@ -200,6 +216,11 @@ class Database:
         raise StorageUnavailable(f"the {self.schema.name} database kept refusing this "
                                  f"decision as conflicting ({self.attempts} attempts)")
 
+    async def decide(self, body: Callable[[Tx], T], *, durable: bool = True) -> T:
+        # every commit here waits for the server's WAL flush (`durable` is SQLite's to use)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.deciding, self.run, body)
+
     def _attempt(self, body: Callable[[PgTx], T], *, serializable: bool) -> T:
         with self._faults(keep_lost=True), self.pool.connection(timeout=self.wait) as conn, \
                 conn.transaction():
@@ -230,6 +251,7 @@ class Database:
             raise fault from exc
 
     def close(self) -> None:
+        self.deciding.shutdown(wait=True)
         self.pool.close()
 
 

@@ -16,6 +16,7 @@ from host.storage.base import (
     record_view,
     replay_error,
 )
+from host.storage.group_commit import BatchHook
 from host.storage.location import Location, open_database
 
 SHIPMENTS_SCHEMA = """
@@ -53,16 +54,18 @@ SHIPMENTS = Schema("shipments", SHIPMENTS_SCHEMA, SHIPMENTS_POSTGRESQL,
 class ShipmentStore(Protocol):
     """The delivery company's store, whatever engine holds it."""
 
-    def ship(self, order_id: bytes, request_digest: bytes, seller: str, recipient: str,
-             destination: str, tracking: str, fields: Iterable[str],
-             stale: str | None = None) -> tuple[str, Seen, bytes | None]:
+    async def ship(self, order_id: bytes, request_digest: bytes, seller: str, recipient: str,
+                   destination: str, tracking: str, fields: Iterable[str],
+                   stale: str | None = None) -> tuple[str, Seen, bytes | None]:
         """Record the shipment once (`tracking` is used for a new one); returns its tracking
         reference, whether it was new, and the answer already sent for it. A replay raises
         `replay`, a stale new request `stale`."""
         ...
 
-    def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
-        """Keep the delivery frame before it is sent; returns the one to send."""
+    async def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
+        """Keep the delivery frame before it is sent; returns the one to send. Its commit
+        makes the shipment durable (`ship` does not wait for the disk: nothing may be sent
+        on its strength before its answer is recorded)."""
         ...
 
     def close(self) -> None: ...
@@ -71,15 +74,15 @@ class ShipmentStore(Protocol):
 class Shipments:
     """The shipments on either engine (`location`: a SQLite file, or a PostgreSQL URL)."""
 
-    def __init__(self, location: Location) -> None:
-        self.db = open_database(location, SHIPMENTS)
+    def __init__(self, location: Location, *, batch_hook: BatchHook | None = None) -> None:
+        self.db = open_database(location, SHIPMENTS, batch_hook=batch_hook)
 
     def close(self) -> None:
         self.db.close()
 
-    def ship(self, order_id: bytes, request_digest: bytes, seller: str, recipient: str,
-             destination: str, tracking: str, fields: Iterable[str],
-             stale: str | None = None) -> tuple[str, Seen, bytes | None]:
+    async def ship(self, order_id: bytes, request_digest: bytes, seller: str, recipient: str,
+                   destination: str, tracking: str, fields: Iterable[str],
+                   stale: str | None = None) -> tuple[str, Seen, bytes | None]:
         """Record the shipment once; returns its tracking reference, whether it was new, and
         the answer frame already sent for it (if any)."""
 
@@ -99,9 +102,11 @@ class Shipments:
             record_view(tx, order_id, fields)
             return tracking, Seen.NEW, None
 
-        return self.db.run(ship)
+        # made durable by the record of its answer (`record_answer`, before it is sent)
+        return await self.db.decide(ship, durable=False)
 
-    def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
+    async def record_answer(self, order_id: bytes, answer: bytes) -> bytes:
         """Keep the delivery frame before it is sent; returns the frame to send (an earlier
         one, if a concurrent retransmission recorded its own first)."""
-        return self.db.run(lambda tx: keep_first(tx, "shipments", "answer", order_id, answer))
+        return await self.db.decide(
+            lambda tx: keep_first(tx, "shipments", "answer", order_id, answer))

@@ -3,11 +3,13 @@ stores built on it are host.storage.ledger (the card manager), host.storage.orde
 seller) and host.storage.shipments (the delivery company), each doubling as that party's replay
 cache (host.storage.base says what an engine promises).
 
-Every database runs in WAL mode with synchronous=FULL, and every decision is one
-`BEGIN IMMEDIATE` transaction, so a party killed at any instant has either recorded an order
-completely or not at all, and two decisions never interleave (one writer at a time). The
-order id is a primary key everywhere: a second debit for the same order is a constraint
-violation, not a code path.
+Every database runs in WAL mode with synchronous=FULL. Its decisions are committed by one
+thread of its own (host.storage.group_commit): the decisions queued together run one after
+another, each inside a savepoint, in one `BEGIN IMMEDIATE` transaction, so a party killed at
+any instant has either recorded a decision completely or not at all, two decisions never
+interleave (one writer at a time), and one fsync covers the batch. Reads use a second
+connection, which sees only what was committed. The order id is a primary key everywhere: a
+second debit for the same order is a constraint violation, not a code path.
 
 Idempotency vs replay: a request whose order id is known *with the same request digest* is a
 retransmission (a peer retrying after a crash) and gets the recorded answer again; the same
@@ -16,9 +18,11 @@ order id with anything else is a replay and is refused.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +37,7 @@ from host.storage.base import (
     StorageLost,
     Tx,
 )
+from host.storage.group_commit import BatchHook, GroupCommitter
 
 __all__ = ["Database", "StorageFull", "StorageLost", "dump", "read_views"]
 
@@ -53,6 +58,14 @@ def connect(path: Path, schema: str,
         for name, declaration in wanted.items():
             if name not in have:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+    return conn
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A second connection to a party's database, for reads only: in WAL mode it reads the
+    last committed state while the writer's transaction runs."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA query_only=ON")
     return conn
 
 
@@ -122,10 +135,15 @@ class Database:
 
     shared = False  # one party process per file
 
-    def __init__(self, path: Path, schema: Schema) -> None:
+    def __init__(self, path: Path, schema: Schema, *, batch_hook: BatchHook | None = None
+                 ) -> None:
         self.path = path
-        self.conn = connect(path, schema.sqlite, schema.sqlite_columns)
+        self.conn = connect(path, schema.sqlite, schema.sqlite_columns)  # the committer's
+        self.reader = connect_reader(path)
+        self._reading = threading.Lock()  # the reader connection, one body at a time
         self.lost: StorageLost | None = None
+        self.committer = GroupCommitter(self._batch, _is_fault, name=path.name,
+                                        hook=batch_hook)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -138,16 +156,47 @@ class Database:
             self.lost = exc
             raise
 
+    @contextmanager
+    def _batch(self, durable: bool) -> Iterator[Tx]:
+        """One group commit's transaction. Not durable: in WAL mode with synchronous=NORMAL
+        the COMMIT is written to the log but not fsynced; the next durable COMMIT's fsync
+        covers it, and a kill of the process loses nothing (the kernel holds it)."""
+        if not durable:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self.transaction() as conn:
+                yield SqliteTx(conn)
+        finally:
+            if not durable:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("PRAGMA synchronous=FULL")
+
     def run(self, body: Callable[[Tx], T]) -> T:
         # BEGIN IMMEDIATE takes the write lock first: nothing to race, so nothing to retry
-        with self.transaction() as conn:
-            return body(SqliteTx(conn))
+        return self.committer.submit(body).result()
+
+    async def decide(self, body: Callable[[Tx], T], *, durable: bool = True) -> T:
+        return await asyncio.wrap_future(self.committer.submit(body, durable=durable))
 
     def read(self, body: Callable[[Tx], T]) -> T:
-        return body(SqliteTx(self.conn))
+        # one read transaction: the body sees one committed state, and the next read a
+        # newer one (a statement left open would pin this connection to an old snapshot)
+        with self._reading:
+            self.reader.execute("BEGIN")
+            try:
+                return body(SqliteTx(self.reader))
+            finally:
+                if self.reader.in_transaction:
+                    self.reader.execute("ROLLBACK")
 
     def close(self) -> None:
+        self.committer.close()
         self.conn.close()
+        self.reader.close()
+
+
+def _is_fault(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error) and storage_fault(exc) is not None
 
 
 def read_views(path: Path) -> dict[bytes, list[str]]:

@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,13 +168,14 @@ class Parties:
                      "--delivery-id", DELIVERY]
         return args
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, extra: Sequence[str] = ()) -> None:
+        """Start `name` (again, on its port); `extra`: more options, such as a crash point."""
         port = self.ports.get(name, 0)
         role, _j = role_of(name)
         for attempt in range(50):  # the port may take a moment to be free again
             try:
-                proc = PartyProcess(role, self.args(name), self.home / f"{name}.log",
-                                    port=port)
+                proc = PartyProcess(role, [*self.args(name), *extra],
+                                    self.home / f"{name}.log", port=port)
                 break
             except TransactionError:
                 if attempt == 49:

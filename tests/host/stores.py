@@ -1,12 +1,21 @@
 """Looking into a store from a test, on either engine: its rows through the store's own
-engine (the same `?` SQL on SQLite and PostgreSQL), and whether it left a transaction open."""
+engine (the same `?` SQL on SQLite and PostgreSQL), whether it left a transaction open, and
+a store's decision awaited from a test that runs no event loop."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import asyncio
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from host.storage import postgresql, sqlite
+
+T = TypeVar("T")
+
+
+def decided(decision: Coroutine[Any, Any, T]) -> T:
+    """A store's decision (`await store.move(...)` in a party), run to its commit."""
+    return asyncio.run(decision)
 
 
 def query(store: Any, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
@@ -26,7 +35,7 @@ def idle(store: Any) -> bool:
     every connection back (the pool rolls back one returned inside a transaction)."""
     db = store.db
     if isinstance(db, sqlite.Database):
-        return not db.conn.in_transaction
+        return not db.conn.in_transaction and not db.reader.in_transaction
     assert isinstance(db, postgresql.Database)
     stats = db.pool.get_stats()
     return stats.get("pool_available", 0) == stats.get("pool_size", -1)

@@ -13,7 +13,7 @@ import pytest
 from host.errors import TransactionError
 from host.storage.base import Seen
 from host.storage.ledger import Account, AuthorisationRequest, Decision, Facts, Ledger
-from tests.host.stores import count, idle, query
+from tests.host.stores import count, decided, idle, query
 
 HOLDER = "holder:alice@example.org"
 CARD = "4000123412341234"
@@ -57,10 +57,10 @@ def rows(ledger: Ledger, table: str) -> int:
 
 def test_the_rules_see_the_facts_the_ledger_holds(ledger: Ledger) -> None:
     rules = Rules(DECLINE)
-    ledger.authorise(order(1), rules)
-    ledger.authorise(order(2, atc=9), rules)
-    ledger.authorise(order(3, card_number="4999"), rules)
-    ledger.authorise(order(4, card_number=None), rules)
+    decided(ledger.authorise(order(1), rules))
+    decided(ledger.authorise(order(2, atc=9), rules))
+    decided(ledger.authorise(order(3, card_number="4999"), rules))
+    decided(ledger.authorise(order(4, card_number=None), rules))
     first, second, third, fourth = rules.seen
     assert first.account == ACCOUNT and first.declines == 0
     assert (first.counters.seen, first.counters.highest) == (False, None)
@@ -69,26 +69,26 @@ def test_the_rules_see_the_facts_the_ledger_holds(ledger: Ledger) -> None:
     assert third.account is None and third.declines == 2
     assert (third.counters.seen, third.counters.highest) == (True, 9)
     assert fourth.account is None and fourth.declines == 3
-    ledger.authorise(order(5, atc=10), rules)
+    decided(ledger.authorise(order(5, atc=10), rules))
     assert (rules.seen[-1].counters.seen, rules.seen[-1].counters.highest) == (False, 9)
 
 
 def test_an_approval_debits_once_and_a_retransmission_is_not_decided_again(
         ledger: Ledger) -> None:
-    decision, seen = ledger.authorise(order(1), Rules(APPROVE))
+    decision, seen = decided(ledger.authorise(order(1), Rules(APPROVE)))
     assert decision == APPROVE and seen is Seen.NEW
     assert ledger.account(CARD) == replace(ACCOUNT, balance=10_000 - 4_900)
     again = Rules(DECLINE)
-    decision, seen = ledger.authorise(order(1), again)
+    decision, seen = decided(ledger.authorise(order(1), again))
     assert seen is Seen.RETRANSMISSION and decision.approved and again.seen == []
     assert ledger.debits(order(1).order_id) == 1
     assert ledger.account(CARD) == replace(ACCOUNT, balance=10_000 - 4_900)
 
 
 def test_only_an_evaluated_decline_counts(ledger: Ledger) -> None:
-    ledger.authorise(order(1), Rules(DECLINE))
+    decided(ledger.authorise(order(1), Rules(DECLINE)))
     assert ledger.declines(HOLDER) == 1
-    ledger.authorise(order(2), Rules(replace(DECLINE, card_number=None, evaluated=False)))
+    decided(ledger.authorise(order(2), Rules(replace(DECLINE, card_number=None, evaluated=False))))
     assert ledger.declines(HOLDER) == 1
     assert ledger.account(CARD) == ACCOUNT
     recorded = query(ledger, "SELECT order_id, card_number FROM authorisations "
@@ -99,7 +99,7 @@ def test_only_an_evaluated_decline_counts(ledger: Ledger) -> None:
 def test_a_stale_new_request_is_not_decided(ledger: Ledger) -> None:
     rules = Rules(APPROVE)
     with pytest.raises(TransactionError, match="stale"):
-        ledger.authorise(order(1), rules, stale="too old")
+        decided(ledger.authorise(order(1), rules, stale="too old"))
     assert rules.seen == [] and rows(ledger, "authorisations") == 0
 
 
@@ -108,7 +108,7 @@ def test_a_stale_new_request_is_not_decided(ledger: Ledger) -> None:
     lambda request, facts: 1 / 0])
 def test_rules_that_fail_leave_nothing_written(ledger: Ledger, rules: object) -> None:
     with pytest.raises((ValueError, ZeroDivisionError)):
-        ledger.authorise(order(1), rules)  # type: ignore[arg-type]
+        decided(ledger.authorise(order(1), rules))  # type: ignore[arg-type]
     for table in ("authorisations", "counters", "declines", "views"):
         assert rows(ledger, table) == 0, table
     assert ledger.account(CARD) == ACCOUNT and idle(ledger)

@@ -13,6 +13,7 @@ import pytest
 
 from host.storage.order_book import ORDERS, IllegalTransition, OrderBook, OrderStatus
 from host.storage.postgresql import Database
+from tests.host.stores import decided
 
 S = OrderStatus
 ORDER = bytes(16)
@@ -24,7 +25,7 @@ def books(store_engine: Callable[[str], Path | str]) -> Iterator[tuple[OrderBook
     """Two instances of the seller on one order book, holding one received order."""
     location = store_engine("orders")
     first, second = OrderBook(location, lease=LEASE), OrderBook(location, lease=LEASE)
-    first.receive(ORDER, b"envelope", "holder:a@example.org", 100, bytes(32), ["amount"])
+    decided(first.receive(ORDER, b"envelope", "holder:a@example.org", 100, bytes(32), ["amount"]))
     yield first, second
     first.close()
     second.close()
@@ -32,32 +33,32 @@ def books(store_engine: Callable[[str], Path | str]) -> Iterator[tuple[OrderBook
 
 def test_one_instance_drives_an_order_at_a_time(books: tuple[OrderBook, OrderBook]) -> None:
     first, second = books
-    assert first.claim(ORDER)
-    assert not second.claim(ORDER)
-    assert first.claim(ORDER)  # its own claim, renewed
-    first.release(ORDER)
-    assert second.claim(ORDER) and not first.claim(ORDER)
-    assert not first.claim(bytes(range(16)))  # no such order
+    assert decided(first.claim(ORDER))
+    assert not decided(second.claim(ORDER))
+    assert decided(first.claim(ORDER))  # its own claim, renewed
+    decided(first.release(ORDER))
+    assert decided(second.claim(ORDER)) and not decided(first.claim(ORDER))
+    assert not decided(first.claim(bytes(range(16))))  # no such order
 
 
 def test_a_claim_left_by_a_dead_instance_expires(books: tuple[OrderBook, OrderBook]) -> None:
     first, second = books
-    assert first.claim(ORDER)
-    first.move(ORDER, S.AUTHORISING)  # renews the lease
-    assert not second.claim(ORDER)
+    assert decided(first.claim(ORDER))
+    decided(first.move(ORDER, S.AUTHORISING))  # renews the lease
+    assert not decided(second.claim(ORDER))
     time.sleep(LEASE + 0.3)  # first stops renewing: killed, or stuck
-    assert second.claim(ORDER)
+    assert decided(second.claim(ORDER))
     # the late driver is fenced off: it cannot overwrite what the new one records
     with pytest.raises(IllegalTransition):
-        first.move(ORDER, S.VOIDING, note="late")
-    second.move(ORDER, S.APPROVED, approval=(b"mac", b"receipt"))
+        decided(first.move(ORDER, S.VOIDING, note="late"))
+    decided(second.move(ORDER, S.APPROVED, approval=(b"mac", b"receipt")))
     record = second.get(ORDER)
     assert record is not None and record.status is S.APPROVED and record.note is None
 
 
 def test_a_move_without_a_claim_is_not_refused(books: tuple[OrderBook, OrderBook]) -> None:
     first, _second = books
-    first.move(ORDER, S.AUTHORISING)  # nobody claimed it: a single seller as before
+    decided(first.move(ORDER, S.AUTHORISING))  # nobody claimed it: a single seller as before
 
 
 def test_the_claim_came_as_a_second_schema_version(pg_url: str) -> None:
@@ -73,7 +74,7 @@ def test_the_claim_came_as_a_second_schema_version(pg_url: str) -> None:
     book = OrderBook(pg_url)
     try:
         assert isinstance(book.db, Database) and book.db.version == len(ORDERS.postgresql) == 2
-        assert book.claim(ORDER)
+        assert decided(book.claim(ORDER))
         assert [r.order_id for r in book.unfinished()] == [ORDER]
     finally:
         book.close()

@@ -29,7 +29,7 @@ from host.storage.order_book import (
 )
 from terminal.session import CardSession
 from tests.host.market import Market, order
-from tests.host.stores import execute, idle, query
+from tests.host.stores import decided, execute, idle, query
 from tests.host.test_transaction import balance, client_for, shipments
 
 S = OrderStatus
@@ -42,7 +42,7 @@ def book_at(location: Path | str, status: OrderStatus) -> tuple[OrderBook, bytes
     """A book holding one order, put at `status` by writing the row directly."""
     book = OrderBook(location)
     order_id = bytes(16)
-    book.receive(order_id, b"envelope", "holder:a@example.org", 100, bytes(32), ["amount"])
+    decided(book.receive(order_id, b"envelope", "holder:a@example.org", 100, bytes(32), ["amount"]))
     execute(book, "UPDATE orders SET status = ? WHERE order_id = ?", (status.value, order_id))
     return book, order_id
 
@@ -62,13 +62,13 @@ def test_the_order_book_enforces_the_transition_table(
     book, order_id = book_at(store_engine("orders"), old)
     try:
         if new in TRANSITIONS[old]:
-            book.move(order_id, new, **move_args(new))  # type: ignore[arg-type]
+            decided(book.move(order_id, new, **move_args(new)))  # type: ignore[arg-type]
             record = book.get(order_id)
             assert record is not None and record.status is new
         else:
             before = query(book, "SELECT * FROM orders")
             with pytest.raises(IllegalTransition):
-                book.move(order_id, new, **move_args(new))  # type: ignore[arg-type]
+                decided(book.move(order_id, new, **move_args(new)))  # type: ignore[arg-type]
             assert query(book, "SELECT * FROM orders") == before
             assert idle(book)
     finally:
@@ -93,11 +93,11 @@ def test_a_final_move_records_its_outcome_and_only_it(
     book, order_id = book_at(store_engine("orders"), S.APPROVED)
     try:
         with pytest.raises(ValueError, match="outcome"):
-            book.move(order_id, S.COMPLETED)
+            decided(book.move(order_id, S.COMPLETED))
         with pytest.raises(ValueError, match="outcome"):
-            book.move(order_id, S.VOIDING, outcome=b"\xa0", answer=b"x")
+            decided(book.move(order_id, S.VOIDING, outcome=b"\xa0", answer=b"x"))
         with pytest.raises(IllegalTransition):
-            book.move(bytes(range(16)), S.VOIDING)  # an order the book never received
+            decided(book.move(bytes(range(16)), S.VOIDING))  # an order the book never received
     finally:
         book.close()
 
@@ -294,8 +294,8 @@ def test_an_order_book_from_before_recorded_answers_is_upgraded(tmp_path: Path) 
     conn.close()
     book = OrderBook(path)
     try:
-        book.receive(bytes(16), b"e", "holder:a@example.org", 1, bytes(32), [])
-        book.move(bytes(16), S.FAILED, outcome=b"\xa0", answer=b"frame")
+        decided(book.receive(bytes(16), b"e", "holder:a@example.org", 1, bytes(32), []))
+        decided(book.move(bytes(16), S.FAILED, outcome=b"\xa0", answer=b"frame"))
         record = book.get(bytes(16))
         assert record is not None and record.answer == b"frame"
     finally:

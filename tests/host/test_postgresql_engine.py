@@ -18,6 +18,7 @@ from host.storage.base import SchemaTooNew, Seen, StorageFull, StorageLost, Stor
 from host.storage.ledger import LEDGER, Account, AuthorisationRequest, Decision, Facts, Ledger
 from host.storage.order_book import OrderBook
 from host.storage.postgresql import Database, storage_fault
+from tests.host.stores import decided
 from tests.host.test_ledger import ACCOUNT, CARD, HOLDER, REQUEST
 from tests.pg import PostgresServer
 
@@ -80,8 +81,8 @@ def test_stores_of_several_parties_share_a_database(pg_url: str) -> None:
     ledger, book = Ledger(pg_url), OrderBook(pg_url)
     try:
         ledger.add_account(ACCOUNT)
-        ledger.authorise(order(1), funded)
-        book.receive(order(1).order_id, b"e", HOLDER, AMOUNT, bytes(32), ["amount"])
+        decided(ledger.authorise(order(1), funded))
+        decided(book.receive(order(1).order_id, b"e", HOLDER, AMOUNT, bytes(32), ["amount"]))
         assert ledger.debits(order(1).order_id) == 1
         assert [r.order_id for r in book.unfinished()] == [order(1).order_id]
     finally:
@@ -112,17 +113,17 @@ def test_instances_racing_on_one_account_never_overdraw_it(pg_url: str) -> None:
     instances = [Ledger(pg_url) for _ in range(4)]
     try:
         instances[0].add_account(replace(ACCOUNT, balance=7 * AMOUNT + 500))
-        decided: dict[int, str] = {}
+        codes: dict[int, str] = {}
 
         def buy(i: int) -> None:
             for n in range(i, 20, 4):
-                decision, seen = instances[i].authorise(order(n), funded)
+                decision, seen = decided(instances[i].authorise(order(n), funded))
                 assert seen is Seen.NEW
-                decided[n] = decision.code
+                codes[n] = decision.code
 
         in_threads(4, buy)
-        assert sorted(decided) == list(range(20))
-        assert list(decided.values()).count("approved") == 7
+        assert sorted(codes) == list(range(20))
+        assert list(codes.values()).count("approved") == 7
         assert instances[1].account(CARD).balance == 500  # type: ignore[union-attr]
         assert sum(instances[2].debits(order(n).order_id) for n in range(20)) == 7
     finally:
@@ -135,14 +136,14 @@ def test_one_order_sent_to_every_instance_is_decided_once(pg_url: str) -> None:
     try:
         instances[0].add_account(ACCOUNT)
         seen: list[Seen] = []
-        in_threads(4, lambda i: seen.append(instances[i].authorise(order(1), funded)[1]))
+        in_threads(4, lambda i: seen.append(decided(instances[i].authorise(order(1), funded))[1]))
         assert seen.count(Seen.NEW) == 1 and seen.count(Seen.RETRANSMISSION) == 3
         assert instances[0].debits(order(1).order_id) == 1
         assert instances[0].account(CARD).balance == ACCOUNT.balance - AMOUNT  # type: ignore
         # and a replay (the same order id, another request) is refused by every instance
         for ledger in instances:
             with pytest.raises(TransactionError, match="replay"):
-                ledger.authorise(replace(order(1), request_digest=b"x" * 32), funded)
+                decided(ledger.authorise(replace(order(1), request_digest=b"x" * 32), funded))
     finally:
         for ledger in instances:
             ledger.close()
@@ -155,7 +156,7 @@ def test_one_order_received_by_two_sellers_is_recorded_once(pg_url: str) -> None
 
         def receive(i: int) -> None:
             try:
-                books[i].receive(bytes(16), b"e", HOLDER, AMOUNT, bytes(32), ["amount"])
+                decided(books[i].receive(bytes(16), b"e", HOLDER, AMOUNT, bytes(32), ["amount"]))
                 outcomes.append("recorded")
             except TransactionError as exc:
                 outcomes.append(exc.code)
@@ -198,7 +199,7 @@ def test_a_killed_connection_is_replaced(pg_url: str) -> None:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
         # the pool checks a connection before lending it: the next decision just works
-        decision, _seen = ledger.authorise(order(1), funded)
+        decision, _seen = decided(ledger.authorise(order(1), funded))
         assert decision.approved and ledger.debits(order(1).order_id) == 1
     finally:
         ledger.close()
@@ -210,14 +211,14 @@ def test_a_restarted_server_is_rejoined_and_nothing_acknowledged_is_lost(
     ledger = Ledger(url)
     try:
         ledger.add_account(ACCOUNT)
-        ledger.authorise(order(1), funded)
+        decided(ledger.authorise(order(1), funded))
         private_postgres.stop()
         with pytest.raises(StorageUnavailable) as down:
-            ledger.authorise(order(2), funded)
+            decided(ledger.authorise(order(2), funded))
         assert down.value.code == "internal"
         private_postgres.start()
-        assert ledger.authorise(order(1), funded)[1] is Seen.RETRANSMISSION
-        assert ledger.authorise(order(2), funded)[1] is Seen.NEW
+        assert decided(ledger.authorise(order(1), funded))[1] is Seen.RETRANSMISSION
+        assert decided(ledger.authorise(order(2), funded))[1] is Seen.NEW
         assert ledger.account(CARD).balance == ACCOUNT.balance - 2 * AMOUNT  # type: ignore
         private_postgres.kill()  # and a crash, then recovery from the WAL
         private_postgres.start()

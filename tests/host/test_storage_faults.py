@@ -33,6 +33,7 @@ from host.storage.shipments import Shipments
 from host.storage.sqlite import Database, StorageFull, StorageLost
 from terminal.session import CardSession
 from tests.host.market import DELIVERY, ISSUER, SELLER, Market, form, order
+from tests.host.stores import decided
 from tests.host.test_transaction import balance, client_for, shipments
 
 FULL = "database or disk is full"
@@ -74,8 +75,8 @@ def inject(store: Any, error: str, matching: Callable[[str], bool] = lambda _sql
 
 
 def ship(shipments: Shipments, order_id: bytes = bytes(16)) -> object:
-    return shipments.ship(order_id, b"request", SELLER, "A", "somewhere", f"T{order_id.hex()}",
-                          ["destination"])
+    return decided(shipments.ship(order_id, b"request", SELLER, "A", "somewhere",
+                                  f"T{order_id.hex()}", ["destination"]))
 
 
 # -- the transaction helper ---------------------------------------------------------------------

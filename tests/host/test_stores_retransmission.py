@@ -15,7 +15,7 @@ from host.storage.base import Seen
 from host.storage.ledger import Ledger
 from host.storage.order_book import OrderBook
 from host.storage.shipments import Shipments
-from tests.host.stores import count
+from tests.host.stores import count, decided
 from tests.host.test_ledger import ACCOUNT, APPROVE, CARD, DECLINE, Rules, order
 
 Location = Callable[[str], Path | str]
@@ -25,8 +25,8 @@ ORDER = bytes(range(16))
 
 def ship(store: Shipments, digest: bytes = b"r" * 32, stale: str | None = None,
          tracking: str = "T-1") -> tuple[str, Seen, bytes | None]:
-    return store.ship(ORDER, digest, SELLER, "Alice", "5 avenue Foch", tracking,
-                      ["destination"], stale)
+    return decided(store.ship(ORDER, digest, SELLER, "Alice", "5 avenue Foch", tracking,
+                              ["destination"], stale))
 
 
 def test_a_shipment_is_made_once_and_answered_with_its_first_frame(
@@ -38,8 +38,8 @@ def test_a_shipment_is_made_once_and_answered_with_its_first_frame(
         assert count(store, "shipments") == 0
         assert ship(store) == ("T-1", Seen.NEW, None)
         assert ship(store, tracking="T-2") == ("T-1", Seen.RETRANSMISSION, None)
-        assert store.record_answer(ORDER, b"first") == b"first"
-        assert store.record_answer(ORDER, b"second") == b"first"  # a concurrent retry lost
+        assert decided(store.record_answer(ORDER, b"first")) == b"first"
+        assert decided(store.record_answer(ORDER, b"second")) == b"first"  # a concurrent retry lost
         # a retransmission is answered at any age, with the frame sent
         assert ship(store, stale="too old") == ("T-1", Seen.RETRANSMISSION, b"first")
         with pytest.raises(TransactionError, match="replay"):
@@ -53,13 +53,13 @@ def test_a_decision_keeps_the_frame_sent_for_it(store_engine: Location) -> None:
     ledger = Ledger(store_engine("ledger"))
     try:
         ledger.add_account(ACCOUNT)
-        ledger.authorise(order(1), Rules(APPROVE))
-        assert ledger.record_answer(order(1).order_id, b"auth") == b"auth"
-        assert ledger.record_answer(order(1).order_id, b"other") == b"auth"
-        decision, seen = ledger.authorise(order(1), Rules(DECLINE), stale="late")
+        decided(ledger.authorise(order(1), Rules(APPROVE)))
+        assert decided(ledger.record_answer(order(1).order_id, b"auth")) == b"auth"
+        assert decided(ledger.record_answer(order(1).order_id, b"other")) == b"auth"
+        decision, seen = decided(ledger.authorise(order(1), Rules(DECLINE), stale="late"))
         assert seen is Seen.RETRANSMISSION and decision.answer == b"auth"
         with pytest.raises(TransactionError, match="replay"):
-            ledger.authorise(replace(order(1), request_digest=b"x" * 32), Rules(APPROVE))
+            decided(ledger.authorise(replace(order(1), request_digest=b"x" * 32), Rules(APPROVE)))
     finally:
         ledger.close()
 
@@ -68,20 +68,20 @@ def test_a_reversal_credits_once(store_engine: Location) -> None:
     ledger = Ledger(store_engine("ledger"))
     try:
         ledger.add_account(ACCOUNT)
-        ledger.authorise(order(1), Rules(APPROVE))
+        decided(ledger.authorise(order(1), Rules(APPROVE)))
         digest = order(1).digest
         with pytest.raises(TransactionError, match="replay"):  # not this seller's order
-            ledger.reverse(order(1).order_id, "seller:other.example", digest)
-        first = ledger.reverse(order(1).order_id, SELLER, digest)
+            decided(ledger.reverse(order(1).order_id, "seller:other.example", digest))
+        first = decided(ledger.reverse(order(1).order_id, SELLER, digest))
         assert (first.code, first.amount) == ("reversed", APPROVE.amount)
         assert ledger.account(CARD) == ACCOUNT and ledger.debits(order(1).order_id) == 0
-        assert ledger.record_reversal(order(1).order_id, b"rev") == b"rev"
-        again = ledger.reverse(order(1).order_id, SELLER, digest)
+        assert decided(ledger.record_reversal(order(1).order_id, b"rev")) == b"rev"
+        again = decided(ledger.reverse(order(1).order_id, SELLER, digest))
         assert (again.code, again.answer) == ("reversed", b"rev")
         assert ledger.account(CARD) == ACCOUNT  # credited once
         # a declined order: nothing to credit
-        ledger.authorise(order(2), Rules(DECLINE))
-        assert ledger.reverse(order(2).order_id, SELLER, digest).code == "declined"
+        decided(ledger.authorise(order(2), Rules(DECLINE)))
+        assert decided(ledger.reverse(order(2).order_id, SELLER, digest)).code == "declined"
         assert ledger.account(CARD) == ACCOUNT
     finally:
         ledger.close()
@@ -91,10 +91,10 @@ def test_an_order_voided_before_its_request_is_never_decided(store_engine: Locat
     ledger = Ledger(store_engine("ledger"))
     try:
         ledger.add_account(ACCOUNT)
-        voided = ledger.reverse(order(3).order_id, SELLER, order(3).digest)
+        voided = decided(ledger.reverse(order(3).order_id, SELLER, order(3).digest))
         assert (voided.code, voided.amount) == ("voided", 0)
         with pytest.raises(TransactionError, match="replay"):  # the late request
-            ledger.authorise(order(3), Rules(APPROVE))
+            decided(ledger.authorise(order(3), Rules(APPROVE)))
         assert ledger.account(CARD) == ACCOUNT
     finally:
         ledger.close()
@@ -103,9 +103,11 @@ def test_an_order_voided_before_its_request_is_never_decided(store_engine: Locat
 def test_the_seller_records_an_order_id_once(store_engine: Location) -> None:
     book = OrderBook(store_engine("orders"))
     try:
-        book.receive(ORDER, b"envelope", "holder:a@example.org", 100, bytes(32), ["amount"])
+        decided(book.receive(ORDER, b"envelope", "holder:a@example.org", 100, bytes(32),
+                             ["amount"]))
         with pytest.raises(TransactionError, match="replay"):
-            book.receive(ORDER, b"other", "holder:a@example.org", 100, bytes(32), ["amount"])
+            decided(book.receive(ORDER, b"other", "holder:a@example.org", 100, bytes(32),
+                                 ["amount"]))
         record = book.get(ORDER)
         assert record is not None and record.envelope == b"envelope"
         assert count(book, "orders") == 1
