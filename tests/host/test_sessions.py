@@ -143,9 +143,13 @@ def test_a_fake_party_without_the_pair_key_gets_no_order_data(market: Market) ->
         pool = SessionPool(market.servers["seller"].keys, LOOPBACK, port, ISSUER, "issuer",
                            timeout=WAIT)
         sent = []
+
+        async def mark_sent() -> None:
+            sent.append(1)
+
         try:
             with pytest.raises(TransactionError) as info:
-                await pool.request(confirm(), Confirmed, before_send=lambda: sent.append(1))
+                await pool.request(confirm(), Confirmed, before_send=mark_sent)
         finally:
             await pool.close()
             server.close()
