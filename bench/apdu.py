@@ -9,7 +9,8 @@ median / p99 latency over every sample of those runs, for
   workloads  GET DATA 00 CA 00 C2 (the card serial, short Le) and PSO ENCIPHER of 1 KiB
              (SELECT, VERIFY and MSE SET peer once in setup, then only ENCIPHER);
   readers    in-process (the applet object over its FileStore: one ENCIPHER in 32 writes
-             and fsyncs the next block of the transaction counter), embedded vpcd (terminal.embedded + a card process), and
+             and fsyncs the next block of the transaction counter), embedded vpcd
+             (terminal.embedded + a card process), and
              PC/SC (pcscd + vsmartcard's vpcd, started on free ports by
              vpcd_config/pcscd-vpcd, + a card process + terminal.pcsc);
   cards      nettx (card_applet.serve); the minimal echo (bench/minimal_echo.py: a socket
