@@ -64,14 +64,8 @@ class FloorBuyer:
 
     def _connection(self, requests: tuple[int, ...]) -> None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
-            for index in requests:  # each request names the seller's script for it
-                for step in self.pattern.scripts["seller"][index]:
-                    if step.conn != 0:
-                        continue
-                    if step.op is Op.RECV:  # the seller receives: the holder sends
-                        sock.sendall(filler(step.size, index))
-                    elif step.op is Op.SEND:
-                        _read_frame(sock)
+            for index in requests:
+                _holder_side(sock, self.pattern, index)
 
 
 class KeptFloorBuyer:
@@ -88,13 +82,7 @@ class KeptFloorBuyer:
             if self.sock is None:
                 self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
             for index in (i for connection in self.pattern.holder for i in connection):
-                for step in self.pattern.scripts["seller"][index]:
-                    if step.conn != 0:
-                        continue
-                    if step.op is Op.RECV:  # each request names the seller's script for it
-                        self.sock.sendall(filler(step.size, index))
-                    elif step.op is Op.SEND:
-                        _read_frame(self.sock)
+                _holder_side(self.sock, self.pattern, index)
         except OSError:
             if self.sock is not None:
                 self.sock.close()
@@ -103,6 +91,19 @@ class KeptFloorBuyer:
         finally:
             TALLY.add("wire ns", time.perf_counter_ns() - t)
         return "completed", ""
+
+
+def _holder_side(sock: socket.socket, pattern: Pattern, index: int) -> None:
+    """The holder's half of the seller's script `index` on the holder's connection (conn 0):
+    what the seller receives the holder sends (its first frame names the script), what the
+    seller sends the holder reads."""
+    for step in pattern.scripts["seller"][index]:
+        if step.conn != 0:
+            continue
+        if step.op is Op.RECV:
+            sock.sendall(filler(step.size, index))
+        elif step.op is Op.SEND:
+            _read_frame(sock)
 
 
 def _read_frame(sock: socket.socket) -> None:
