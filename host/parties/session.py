@@ -45,7 +45,6 @@ class Session:
     def __init__(self, conn: AsyncConnection, channel: Channel, peer: str) -> None:
         self.conn, self.channel, self.peer = conn, channel, peer
         self.idle_since = asyncio.get_running_loop().time()
-        self.requests = 0
 
     @classmethod
     async def open(cls, keys: KeyModule, host: str, port: int, peer: str, role: str,
@@ -75,7 +74,6 @@ class Session:
     async def request(self, message: Message, answer: type[M]) -> M:
         """Send `message` in the session; its `answer`, or the peer's refusal (PeerRefused,
         authenticated: it came in the session). A frame that fails the session closes it."""
-        self.requests += 1
         try:
             await self.conn.send_raw(self.channel.seal(message.to_frame()))
             data = await self.conn.receive_frame()
