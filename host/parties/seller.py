@@ -251,8 +251,10 @@ class SellerServer(PartyServer):
         held = header.order_id not in self._driving
         self._driving.add(header.order_id)
         try:
+            # claimed as it is recorded: this drive takes it up next
             await self.orders.receive(header.order_id, codec.encode(env.to_cbor()),
-                                      header.holder, part.amount, opened.digest, part.names)
+                                      header.holder, part.amount, opened.digest, part.names,
+                                      claim=True)
         finally:
             if held:
                 self._driving.discard(header.order_id)
@@ -260,7 +262,7 @@ class SellerServer(PartyServer):
             self.log.debug("order %s from %s: %s", header.order_id.hex(), header.holder,
                            ", ".join(map(str, part.items)))
         self.crash_point("after-receive")
-        outcome = await self._drive(header.order_id, opened=opened)
+        outcome = await self._drive(header.order_id, opened=opened, claimed=True)
         flow("x", "seller", "holder", "outcome: %s", outcome.status)
         # the one line an order leaves at INFO (a pending one is logged where it stopped)
         if outcome.final:
@@ -304,10 +306,11 @@ class SellerServer(PartyServer):
     # -- driving an order: card manager, then delivery ------------------------------------------
 
     async def _drive(self, order_id: bytes, *, opened: Opened | None = None,
-                     overdue: bool = False) -> OrderOutcome:
+                     overdue: bool = False, claimed: bool = False) -> OrderOutcome:
         """Take the order as far as it goes now; record and return the outcome if final.
         Whatever the caller saw of the order may be stale: its status is read here, once no
-        one else is driving it, and moved only along the order book's transitions."""
+        one else is driving it, and moved only along the order book's transitions.
+        `claimed`: this instance claimed the order as it recorded it (a new one)."""
         # `_driving` keeps two tasks of this process apart; the order book's claim keeps
         # this process apart from every other instance of the seller on the same database
         if order_id in self._driving:
@@ -316,18 +319,23 @@ class SellerServer(PartyServer):
         # process that looks meanwhile finds the order being driven
         self._driving.add(order_id)
         try:
-            try:
-                claimed = await self.orders.claim(order_id)
-            except TransactionError as exc:  # storage full or unreachable: the order waits
-                self.log.warning("order %s pending: %s", order_id.hex(), exc)
-                return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
             if not claimed:
-                return OrderOutcome(order_id, OutcomeStatus.PENDING, "being processed")
+                try:
+                    claimed = await self.orders.claim(order_id)
+                except TransactionError as exc:  # storage full or unreachable: the order waits
+                    self.log.warning("order %s pending: %s", order_id.hex(), exc)
+                    return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
+                if not claimed:
+                    return OrderOutcome(order_id, OutcomeStatus.PENDING, "being processed")
+            outcome: OrderOutcome | None = None
             try:
-                return await self._drive_now(order_id, opened, overdue)
+                outcome = await self._drive_now(order_id, opened, overdue)
+                return outcome
             finally:
-                with contextlib.suppress(TransactionError):  # unreleased, the claim expires
-                    await self.orders.release(order_id)
+                # the move that made the order final released the claim with it
+                if outcome is None or not outcome.final:
+                    with contextlib.suppress(TransactionError):  # unreleased, it expires
+                        await self.orders.release(order_id)
         finally:
             self._driving.discard(order_id)
 
@@ -340,6 +348,8 @@ class SellerServer(PartyServer):
             raise Refused(E.UNKNOWN_ORDER, f"no order {order_id.hex()}")
         step = next_step(record.status, overdue=overdue, note=record.note)
         if isinstance(step, Answered):  # finished since the caller looked: nothing to redo
+            with contextlib.suppress(TransactionError):  # the claim just taken; or it expires
+                await self.orders.release(order_id)
             return self._recorded(record)
         env = Envelope.from_cbor(codec.decode(record.envelope))
         # parsed once: the header of the part just opened, or of the recorded envelope
@@ -366,10 +376,10 @@ class SellerServer(PartyServer):
             return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
 
     def _status(self, order_id: bytes) -> OrderStatus:
-        record = self.orders.get(order_id)
-        if record is None:
+        status = self.orders.status(order_id)
+        if status is None:
             raise Refused(E.UNKNOWN_ORDER, f"no order {order_id.hex()}")
-        return record.status
+        return status[0]
 
     async def _finish(self, outcome: OrderOutcome) -> OrderOutcome:
         """Record a final outcome with the exact frame the holder gets for it."""
