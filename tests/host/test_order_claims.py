@@ -103,7 +103,7 @@ def test_the_claim_came_as_a_second_schema_version(pg_url: str) -> None:
     db.close()
     book = OrderBook(pg_url)
     try:
-        assert isinstance(book.db, Database) and book.db.version == len(ORDERS.postgresql) == 2
+        assert isinstance(book.db, Database) and book.db.version == len(ORDERS.postgresql) == 3
         assert decided(book.claim(ORDER))
         assert [r.order_id for r in book.unfinished()] == [ORDER]
     finally:
