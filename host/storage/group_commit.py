@@ -153,7 +153,9 @@ class GroupCommitter:
         decision: _Decision[T] = _Decision(body, durable, loop.create_future(), loop)
         with self._changed:
             self._queue(decision)
-            schedule = not self._busy and self._flusher is None
+            # another loop's flush may never run (that loop stopped, or closed, first): one
+            # scheduled here as well finds the connection taken, or nothing left, and returns
+            schedule = not self._busy and self._flusher is not loop
             if schedule:
                 self._flusher = loop
         if schedule:

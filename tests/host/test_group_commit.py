@@ -178,6 +178,26 @@ def test_a_blocking_decision_on_the_loop_while_its_batch_waits_to_be_written(
         db.close()
 
 
+def test_a_loop_gone_with_its_batch_unwritten_does_not_stall_the_next(tmp_path: Path) -> None:
+    """A loop that stopped (and closed) before running the batch one of its tasks scheduled:
+    the next loop's decision is written and committed, and the orphaned one with it."""
+    db = Database(tmp_path / "t.sqlite", TABLE)
+    try:
+        gone = asyncio.new_event_loop()
+        orphan = gone.create_task(db.decide(put(1)))
+        gone.call_soon(gone.stop)  # after the task's first step: its batch never runs there
+        gone.run_forever()
+        gone.close()
+        assert not orphan.done()
+
+        async def next_one() -> int:
+            return await asyncio.wait_for(db.decide(put(2)), 10)
+
+        assert asyncio.run(next_one()) == 2 and keys(db) == [1, 2]
+    finally:
+        db.close()
+
+
 def test_closing_while_the_loop_is_blocked_commits_what_it_queued(tmp_path: Path) -> None:
     db = Database(tmp_path / "t.sqlite", TABLE)
 
