@@ -13,7 +13,9 @@ every statement, every socket send, every HMAC). With the decisions run on the c
 thread, a loaded party spent more CPU passing the GIL back and forth than in SQLite. Now a
 batch costs two hand-offs (the loop wakes the thread, the thread wakes the loop), and the
 thread runs almost no Python: it waits in COMMIT (in its fsync, the GIL released) for nearly
-all of its time.
+all of its time. (What the loop can still wait for: another process's write transaction on
+the same file, a tool adding an account say, which BEGIN IMMEDIATE waits out; the checkpoints
+that copy the log into the database run inside COMMIT, on the thread.)
 
 Theory of operation
 -------------------
