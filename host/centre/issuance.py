@@ -1,37 +1,111 @@
-"""Rows from the packed master, as one matrix product R = V D per batch, block by block.
+"""Rows from the packed master: R = V D mod p for a batch, in floating-point BLAS products.
 
-V holds the batch's Vandermonde rows [x^0 .. x^(k-1)]; D = U + U^T - diag(U) for the upper
-triangle U the master file packs. Square blocks of U are turned into python-flint integer
-matrices one at a time, and each serves both halves of the symmetric product:
-R[c] += V[a] U[a][c] and R[a] += (U[a][c] V[c]^T)^T. A diagonal block (a = c) has its
-diagonal cleared between the two products, so D's diagonal is counted once. So each element
-of the file is converted once, memory stays at the master's bytes plus one block (never k^2
-flint integers), and the multiplications add up to the same work as the one product V D.
-Sums are kept over the integers and reduced mod p at the end.
+V holds the batch's Vandermonde rows [x^0 .. x^(k-1)] mod p; D = U + U^T - diag(U) for the
+upper triangle U that the master file packs. R is computed exactly over the integers by the
+Chinese remainder theorem, then reduced mod p:
 
-Where the time goes (bench/centre.py): the products, and turning the file's bytes into flint
-integers, about half a product's time. python-flint builds an fmpz_mat one Python object an
-element (a 255-bit integer goes through its hexadecimal text), so the one conversion an
-element is as cheap as it gets here: int.from_bytes on each 32-byte slice, then fmpz_mat.
-Splitting elements into word-size limbs, or building flint polynomials first, costs more;
-nmod_mat needs a word-size modulus and p is 255 bits.
+- Every element below p is < 2^255, so every entry of V D is below k p^2 < 2^522 (k <= 4096).
+  PRIMES, 25 primes just below 2^21, multiply to M > 2^524: R is known once it is known mod
+  each prime.
+- Mod a prime q below 2^21, an element is a balanced residue, |r| <= q/2 + 8 < 2^20 + 8, so a
+  product of two is below 2^40.01 and a sum of 4,608 such products below 2^52.2: float64 holds
+  every partial sum of a dot product exactly, in any order, so a float64 GEMM (numpy's
+  OpenBLAS) is an exact integer product. That is the floor's work (64 x k x k multiply-adds,
+  255-bit) done as 25 products of 21-bit numbers at the machine's float speed.
+- Residues come straight from the file's bytes, with no Python integer per element: an element
+  is 16 big-endian 16-bit limbs, and r = sum_j limb_j (2^(16 (15 - j)) mod q) is one small
+  GEMM (each term < 2^37, the sum < 2^41, exact) for every prime at once.
+- The triangle is read in square blocks b x b: each serves both halves of the symmetric
+  product, R[c] += V[a] U[a][c] and R[a] += V[c] U[a][c]^T (a diagonal block's diagonal
+  cleared for the second), so each element is converted once and memory stays at the master's
+  bytes plus one block's limbs and residues (block_size).
+- At the end, R mod p = sum_i y_i (M/q_i mod p) - t (M mod p) (y_i the CRT digits, t the
+  whole part of sum_i y_i / q_i, exact because R < M/8): one more small GEMM in 16-bit limbs,
+  a carry propagation and two folds by 2^255 = 19 (mod p), all vectorised, giving each element
+  as its 32 big-endian bytes: the row files are hex of those bytes, with no Python integer per
+  element either.
+
+Exactness holds for any k <= 4096 (MAX_INNER below); tests compare every block shape with the
+reference evaluation (card_applet.blom.row_for).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
-import flint
+# One BLAS thread (unless the caller chose): the products are small enough that a second
+# thread buys little wall time on a shared machine and costs CPU in spinning (one run at
+# k = 2048 took 15 s instead of 1 s with two). Read by OpenBLAS when numpy loads it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
 
 from card_applet import blom
-from host.centre.master import SIZE, Master, row_offsets
+from host.centre.master import MAX_K, SIZE, Master, row_offsets
+
+# the 25 largest primes below 2^21 (tests check that they are prime and that M > MAX_K p^2)
+PRIMES = (2097143, 2097133, 2097131, 2097097, 2097091, 2097083, 2097047, 2097041, 2097031,
+          2097023, 2097013, 2096993, 2096987, 2096971, 2096959, 2096957, 2096947, 2096923,
+          2096911, 2096909, 2096893, 2096881, 2096873, 2096867, 2096851)
+LIMBS = SIZE // 2  # 16-bit limbs an element
+# the most terms an accumulated entry sums before it is reduced: every block of a column of
+# blocks adds one product of at most MAX_K terms in all, plus a diagonal block's second one
+MAX_INNER = MAX_K + 512
+_Q = np.array(PRIMES, dtype=np.float64)[:, None]
+_INV_Q = 1.0 / _Q
 
 
 def block_size(k: int) -> int:
-    """Elements a side of a block: larger blocks make flint's products and conversions
-    faster, smaller ones keep memory near the master's size (a block of b^2 elements costs
-    about 140 b^2 bytes while it is converted: 150 MB at b = 1024, for a 256 MB master)."""
-    return max(256, min(1024, k // 4))
+    """Elements a side of a block: larger blocks make the products faster, smaller ones keep
+    memory near the master's size (a block costs about 240 b^2 bytes while it is turned into
+    residues: 60 MB at b = 512)."""
+    return max(64, min(512, k // 8))
+
+
+def _limb_weights(values: Sequence[int]) -> np.ndarray:
+    """(len(values) x 16): each value's 2^(16 (15 - j)) for limb j, mod each prime (rows)."""
+    return np.array([[pow(2, 16 * (LIMBS - 1 - j), q) * v % q for j in range(LIMBS)]
+                     for v, q in zip(values, PRIMES, strict=True)], dtype=np.float64)
+
+
+_WEIGHTS = _limb_weights([1] * len(PRIMES))
+
+
+def _reduce(x: np.ndarray) -> np.ndarray:
+    """x (primes x n, exact integers < 2^53) to balanced residues, in place: x - q rint(x / q).
+    x / q is off by at most 2^-18 from the exact quotient, so rint may miss by one only at
+    .5, leaving |r| <= q/2 + 8."""
+    t = x * _INV_Q
+    np.rint(t, out=t)
+    t *= _Q
+    x -= t
+    return x
+
+
+def _residues(limbs: np.ndarray) -> np.ndarray:
+    """Elements as (n x 16) big-endian 16-bit limbs -> (primes x n) balanced residues."""
+    return _reduce(_WEIGHTS @ limbs.astype(np.float64).T)
+
+
+def _limb_view(packed: bytes) -> np.ndarray:
+    return np.frombuffer(packed, dtype=">u2").reshape(-1, LIMBS)
+
+
+def _block_limbs(limbs: np.ndarray, offsets: list[int], r0: int, r1: int, c0: int,
+                 c1: int) -> np.ndarray:
+    """U[r0:r1][c0:c1]'s limbs, (b x w x 16), zeros below the diagonal."""
+    rows = np.arange(r0, r1)
+    first = np.asarray(offsets[r0:r1], dtype=np.int64) - rows  # index of D[i][0] if stored
+    cols = np.arange(c0, c1)
+    index = first[:, None] + cols[None, :]
+    below = cols[None, :] < rows[:, None]
+    if below.any():
+        index = np.where(below, 0, index)
+    block = limbs[index]
+    if below.any():
+        block[below] = 0
+    return block
 
 
 def vandermonde(xs: Sequence[int], k: int) -> list[list[int]]:
@@ -46,58 +120,81 @@ def vandermonde(xs: Sequence[int], k: int) -> list[list[int]]:
     return out
 
 
-def _block(master: Master, offsets: list[int], r0: int, r1: int, c0: int, c1: int,
-           ) -> flint.fmpz_mat:
-    """U[r0:r1][c0:c1] as a flint matrix, zeros below the diagonal."""
-    packed = master.packed
-    element = int.from_bytes  # big-endian, the default: no keyword to parse per element
-    entries: list[int] = []
-    width = c1 - c0
-    for i in range(r0, r1):
-        first = max(c0, i)
-        if first > c0:
-            entries.extend((0,) * (first - c0))
-        start = (offsets[i] + first - i) * SIZE
-        entries += [element(packed[o : o + SIZE])
-                    for o in range(start, start + (c1 - first) * SIZE, SIZE)]
-    matrix = flint.fmpz_mat(r1 - r0, width, entries)
-    del entries  # before the products: one block's integers at a time
-    return matrix
+def _crt_mod_p(acc: np.ndarray) -> bytes:
+    """(primes x n) balanced residues of integers 0 <= R < M/8 -> R mod p, 32 bytes each,
+    big-endian, concatenated."""
+    p = blom.P
+    m = 1
+    for q in PRIMES:
+        m *= q
+    # y_i = R (M/q_i)^-1 mod q_i, in [0, q_i)
+    inverse = np.array([[pow(m // q % q, -1, q)] for q in PRIMES], dtype=np.float64)
+    y = acc * inverse
+    t = np.floor(y * _INV_Q)
+    y -= t * _Q
+    y[y < 0] += np.broadcast_to(_Q, y.shape)[y < 0]
+    y[y >= _Q] -= np.broadcast_to(_Q, y.shape)[y >= _Q]
+    # t = floor(sum y_i / q_i) = floor(t + R / M), R / M in [0, 1/8): a quarter added keeps
+    # the float sum's rounding (about 2^-48) off both integers
+    whole = np.floor((y * _INV_Q).sum(axis=0) + 0.25)
+    digits = np.vstack([y, whole[None, :]])
+    # R = sum y_i M/q_i - t M: mod p, with -M as p - (M mod p) so every term is >= 0
+    factors = [m // q % p for q in PRIMES] + [(p - m % p) % p]
+    weights = np.array([[(f >> (16 * j)) & 0xFFFF for j in range(LIMBS)] for f in factors],
+                       dtype=np.float64)  # little-endian 16-bit limbs
+    limbs = (digits.T @ weights).astype(np.int64)  # each < 26 * 2^21 * 2^16 < 2^42
+    _carry(limbs)
+    for _ in range(2):  # 2^255 = 19 (mod p): the value drops below 2^255 in two folds
+        high = limbs[:, -1] >> 15
+        limbs[:, -1] &= 0x7FFF
+        limbs[:, 0] += 19 * high
+        _carry(limbs)
+    # v >= p exactly when v + 19 >= 2^255: then v - p = v + 19 - 2^255
+    plus = limbs.copy()
+    plus[:, 0] += 19
+    _carry(plus)
+    over = plus[:, -1] >> 15 != 0
+    plus[:, -1] &= 0x7FFF
+    limbs[over] = plus[over]
+    return limbs[:, ::-1].astype(">u2").tobytes()
 
 
-def rows_for(master: Master, xs: Sequence[int], block: int | None = None) -> list[list[int]]:
-    k, p = master.k, blom.P
+def _carry(limbs: np.ndarray) -> None:
+    """Normalise little-endian 16-bit limbs (int64, >= 0) in place; the top one keeps the rest."""
+    for j in range(LIMBS - 1):
+        limbs[:, j + 1] += limbs[:, j] >> 16
+        limbs[:, j] &= 0xFFFF
+
+
+def packed_rows(master: Master, xs: Sequence[int], block: int | None = None) -> list[bytes]:
+    """The rows for points xs: each k elements of 32 big-endian bytes."""
+    k = master.k
     if not xs:
         return []
     block = block or block_size(k)
     powers = vandermonde(xs, k)
-    bounds = [(s, min(k, s + block)) for s in range(0, k, block)]
-    v = [flint.fmpz_mat(len(xs), e - s, [value for row in powers for value in row[s:e]])
-         for s, e in bounds]
+    v = _residues(_limb_view(b"".join(
+        value.to_bytes(SIZE, "big") for row in powers for value in row)))
     del powers
-    vt = [part.transpose() for part in v]
-    acc: list[flint.fmpz_mat | None] = [None] * len(bounds)
+    v = v.reshape(len(PRIMES), len(xs), k)
+    acc = np.zeros((len(PRIMES), len(xs), k))
+    limbs = _limb_view(master.packed)
     offsets = row_offsets(k)
-
-    def add(target: int, product: flint.fmpz_mat) -> None:
-        current = acc[target]
-        acc[target] = product if current is None else current + product
-
+    bounds = [(s, min(k, s + block)) for s in range(0, k, block)]
     for a, (r0, r1) in enumerate(bounds):
-        for c in range(a, len(bounds)):
-            c0, c1 = bounds[c]
-            u = _block(master, offsets, r0, r1, c0, c1)
-            add(c, v[a] * u)
-            if a == c:  # U^T's diagonal is U's: counted once already
-                for i in range(r1 - r0):
-                    u[i, i] = 0
-            add(a, (u * vt[c]).transpose())
+        for c0, c1 in bounds[a:]:
+            u = _residues(_block_limbs(limbs, offsets, r0, r1, c0, c1).reshape(-1, LIMBS))
+            u = u.reshape(len(PRIMES), r1 - r0, c1 - c0)
+            acc[:, :, c0:c1] += v[:, :, r0:r1] @ u
+            if r0 == c0:  # U^T's diagonal is U's: counted once already
+                u[:, np.arange(r1 - r0), np.arange(r1 - r0)] = 0
+            acc[:, :, r0:r1] += v[:, :, c0:c1] @ u.transpose(0, 2, 1)
             del u
-    out: list[list[int]] = [[] for _ in xs]
-    for part in acc:
-        assert part is not None
-        width = part.ncols()
-        entries = part.entries()
-        for r in range(len(xs)):
-            out[r] += [int(value) % p for value in entries[r * width : (r + 1) * width]]
-    return out
+    _reduce(acc.reshape(len(PRIMES), -1))
+    data = _crt_mod_p(acc.reshape(len(PRIMES), -1))
+    width = k * SIZE
+    return [data[r * width : (r + 1) * width] for r in range(len(xs))]
+
+
+def rows_for(master: Master, xs: Sequence[int], block: int | None = None) -> list[list[int]]:
+    return [blom.row_from_bytes(row) for row in packed_rows(master, xs, block)]
