@@ -8,19 +8,22 @@ Chinese remainder theorem, then reduced mod p:
   PRIMES, 25 primes just below 2^21, multiply to M > 2^524: R is known once it is known mod
   each prime.
 - Mod a prime q below 2^21, an element is a balanced residue, |r| <= q/2 + 8 < 2^20 + 8, so a
-  product of two is below 2^40.01 and a sum of 4,608 such products below 2^52.2: float64 holds
-  every partial sum of a dot product exactly, in any order, so a float64 GEMM (numpy's
-  OpenBLAS) is an exact integer product. That is the floor's work (64 x k x k multiply-adds,
-  255-bit) done as 25 products of 21-bit numbers at the machine's float speed.
+  product of two is below 2^40.0001 and an entry of V D, k <= 4096 such products, below
+  2^52.0001: float64 holds every partial sum of a dot product exactly, in any order, so a
+  float64 GEMM (numpy's OpenBLAS) is an exact integer product. That is the floor's work
+  (64 x k x k multiply-adds, 255-bit) done as 25 products of 21-bit numbers at the machine's
+  float speed.
 - Residues come straight from the file's bytes, with no Python integer per element: an element
   is 16 big-endian 16-bit limbs, and r = sum_j limb_j (2^(16 (15 - j)) mod q) is one small
   GEMM (each term < 2^37, the sum < 2^41, exact) for every prime at once.
-- The triangle is read in square blocks b x b: each serves both halves of the symmetric
-  product, R[c] += V[a] U[a][c] and R[a] += V[c] U[a][c]^T (a diagonal block's diagonal
-  cleared for the second), so each element is converted once and memory stays at the master's
-  bytes plus one block's limbs and residues (block_size).
+- D is read in square blocks b x b of the triangle, each gathered from the file's bytes once:
+  one above the diagonal serves both halves of the symmetric product, R[c] += V[a] D[a][c]
+  and R[a] += V[c] D[a][c]^T; one on the diagonal is gathered whole (D[i][j] from U[min][max])
+  for one product. So the products add up to exactly V D, and memory stays at the master's
+  bytes plus one block's limbs and residues (block_size) and the batch's V and R mod each
+  prime.
 - At the end, R mod p = sum_i y_i (M/q_i mod p) - t (M mod p) (y_i the CRT digits, t the
-  whole part of sum_i y_i / q_i, exact because R < M/8): one more small GEMM in 16-bit limbs,
+  whole part of sum_i y_i / q_i, exact because R < M/4): one more small GEMM in 16-bit limbs,
   a carry propagation and two folds by 2^255 = 19 (mod p), all vectorised, giving each element
   as its 32 big-endian bytes: the row files are hex of those bytes, with no Python integer per
   element either.
@@ -49,9 +52,9 @@ PRIMES = (2097143, 2097133, 2097131, 2097097, 2097091, 2097083, 2097047, 2097041
           2097023, 2097013, 2096993, 2096987, 2096971, 2096959, 2096957, 2096947, 2096923,
           2096911, 2096909, 2096893, 2096881, 2096873, 2096867, 2096851)
 LIMBS = SIZE // 2  # 16-bit limbs an element
-# the most terms an accumulated entry sums before it is reduced: every block of a column of
-# blocks adds one product of at most MAX_K terms in all, plus a diagonal block's second one
-MAX_INNER = MAX_K + 512
+# the most terms an accumulated entry sums before it is reduced: an entry of V D is a dot
+# product of length k, whichever blocks its terms come from
+MAX_INNER = MAX_K
 CHUNK = 4096  # elements turned into residues at a time
 _Q = np.array(PRIMES, dtype=np.float64)[:, None]
 _INV_Q = 1.0 / _Q
@@ -111,7 +114,7 @@ def _block_limbs(limbs: np.ndarray, offsets: np.ndarray, r0: int, r1: int, c0: i
 
 
 def _crt_mod_p(acc: np.ndarray) -> bytes:
-    """(primes x n) residues (|r| < 2^21) of integers 0 <= R < M/8 -> R mod p, 32 bytes each,
+    """(primes x n) residues (|r| < 2^21) of integers 0 <= R < M/4 -> R mod p, 32 bytes each,
     big-endian, concatenated."""
     # y_i = R (M/q_i)^-1 mod q_i, in [0, 2 q_i): |y| < 2^41, so y / q is within 2^-32 of
     # y * (1 / q), and the floor of that less 2^-20 is floor(y / q) or one below it
@@ -121,7 +124,7 @@ def _crt_mod_p(acc: np.ndarray) -> bytes:
     np.floor(t, out=t)
     t *= _Q
     y -= t
-    # t = floor(sum y_i / q_i) = floor(t + R / M), R / M in [0, 1/8): a quarter added keeps
+    # t = floor(sum y_i / q_i) = floor(t + R / M), R / M in [0, 1/4): a quarter added keeps
     # the float sum's rounding (about 2^-48) off both integers
     whole = np.floor((y * _INV_Q).sum(axis=0) + 0.25)
     # R = sum y_i M/q_i - t M, mod p: one product with the factors' 16-bit limbs (each term
