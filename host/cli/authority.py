@@ -32,6 +32,7 @@ from host.cli.kit import (
     json_option,
     print_json,
     reader_options,
+    rich_console,
 )
 from host.cli.secretopts import PIN, PUK, secret_options
 
@@ -93,7 +94,7 @@ def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
         return
     from rich.progress import Progress
 
-    with Progress(console=err_console, transient=True) as progress:
+    with Progress(console=rich_console(err_console), transient=True) as progress:
         task = progress.add_task(what, total=total)
         yield lambda n: progress.advance(task, n)
 

@@ -160,3 +160,5 @@ def test_the_centre_imports_no_card_party_or_database_code(tmp_path: Path,
     loaded = [m for m in modules for name in NOT_FOR_THE_CENTRE
               if m == name or m.startswith(name + ".")]
     assert loaded == [], loaded
+    # numpy (about 70 ms of start-up) is for computing rows only
+    assert ("numpy" in modules) == (args[-1] != "--help")
