@@ -28,8 +28,11 @@ Chinese remainder theorem, then reduced mod p:
   as its 32 big-endian bytes: the row files are hex of those bytes, with no Python integer per
   element either.
 
-Exactness holds for any k <= 4096 (MAX_INNER below); tests compare every block shape with the
-reference evaluation (card_applet.blom.row_for).
+Exactness holds for any k <= 4096 (MAX_INNER below) and any BLAS whose DGEMM sums products
+(OpenBLAS, which numpy's wheels ship, does; a Strassen-like DGEMM would not be exact here).
+Tests compare every block shape, and masters at the bounds, with the reference evaluation
+(card_applet.blom.row_for); bench/centre.py compares every run's row files, byte for byte, with
+those of an independent flint program.
 """
 
 from __future__ import annotations
