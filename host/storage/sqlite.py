@@ -150,6 +150,9 @@ class Database:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         if self.lost is not None:
             raise StorageLost(f"storage was lost earlier: {self.lost}")
+        if not self._full:  # left so by a batch of undurable decisions: this one is durable
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self._full = True
         try:
             with transaction(self.conn) as conn:
                 yield conn
