@@ -1,7 +1,8 @@
 """End-to-end order latency and throughput: holder -> seller -> card manager -> delivery.
 
     .venv/bin/python bench/orders.py [--k 64] [--orders 40] [--seconds 5] [--repeats 3]
-                                     [--levels 1 8 64] [--profile [--profile-holders 8]]
+                                     [--levels 1 8 64] [--profile [--profile-holders 8]
+                                      [--profile-clock cpu]]
                                      [--pattern-orders 10] [--no-floor]
                                      [--no-latency] [--no-throughput] [--keep]
                                      [--loops uvloop asyncio]
@@ -61,8 +62,10 @@ server and of the parties, all from the same run.
 
 --profile then runs the three parties once more, fresh databases, under cProfile (a wrapper
 script enables it on SIGUSR1 and dumps on SIGUSR2, so only the load window of
---profile-holders holders is profiled) and prints, per party, its event loop's wall time
-per completed order by kind (idle, SQLite, applet + crypto, ...) and its top functions.
+--profile-holders holders is profiled) and prints, per party, its event loop's time per
+completed order by kind (idle, SQLite, applet + crypto, ...) and its top functions; the time
+is the loop thread's CPU (--profile-clock cpu, the default: preemption after waking a peer is
+not charged to the call that woke it) or wall-clock time (--profile-clock wall).
 
 The code, by job: bench/orders_market.py sets up the centre, the rows, the parties and the
 holders, and offers nettx as a Shop; bench/orders_load.py is the holders' load on any Shop
@@ -154,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-holders", type=int, default=8,
                         help="concurrent holders during --profile (8: enough to saturate "
                              "the seller, few enough that queueing does not dominate)")
+    parser.add_argument("--profile-clock", choices=["cpu", "wall"], default="cpu",
+                        help="cProfile's timer: the event-loop thread's CPU time (cpu, the "
+                             "default) or wall-clock time, preemption included (wall)")
     parser.add_argument("--pattern-orders", type=int, default=10,
                         help="orders recorded and counted for each shop's pattern (10)")
     parser.add_argument("--count-holders", type=int, default=8,

@@ -22,9 +22,12 @@ from host.cli.partyproc import PartyProcess
 from host.parties.server import LOOP_ENV
 
 PROFILE_WRAPPER = """\
-import cProfile, runpy, signal, sys
+import cProfile, runpy, signal, sys, time
 out = sys.argv.pop(1)
-prof = cProfile.Profile()
+clock = sys.argv.pop(1)
+# cpu: the event-loop thread's own CPU time, so a call that wakes a peer and is preempted is
+# not charged the time the peer ran; wall: cProfile's default timer
+prof = cProfile.Profile(time.thread_time) if clock == "cpu" else cProfile.Profile()
 signal.signal(signal.SIGUSR1, lambda *_: prof.enable())
 def dump(*_):
     prof.disable()
@@ -38,10 +41,12 @@ runpy.run_module("host.cli", run_name="__main__")
 class ProfiledParty(PartyProcess):
     """`nettx -v ROLE serve ...` under a cProfile that SIGUSR1 starts and SIGUSR2 dumps."""
 
-    def __init__(self, wrapper: Path, out: Path, role: str, args: list[str], log: Path) -> None:
+    def __init__(self, wrapper: Path, out: Path, clock: str, role: str, args: list[str],
+                 log: Path) -> None:
         self.out = out
         # asyncio's loop: cProfile sees its epoll wait and its Python (uvloop's are C)
-        super().__init__(role, args, log, launcher=[sys.executable, str(wrapper), str(out)],
+        super().__init__(role, args, log,
+                         launcher=[sys.executable, str(wrapper), str(out), clock],
                          env={LOOP_ENV: "asyncio"})
 
     def signal(self, signum: int) -> None:
@@ -52,7 +57,7 @@ class ProfiledParty(PartyProcess):
         return super().stop(timeout)
 
 
-KINDS = ("idle: epoll wait", "SQLite (COMMIT = WAL fsync)", "applet + crypto", "CBOR + wire",
+KINDS = ("idle: epoll wait", "SQLite (on the loop)", "applet + crypto", "CBOR + wire",
          "logging", "asyncio + sockets", "other Python")
 
 
@@ -82,13 +87,14 @@ def kind_of(file: str, func: str) -> str:
 @dataclass
 class Profile:
     role: str
+    clock: str
     orders: int
     seconds: float
     by_kind: dict[str, float]
     top: list[tuple[str, float]]
 
 
-def read_profile(role: str, path: Path, orders: int, seconds: float) -> Profile:
+def read_profile(role: str, clock: str, path: Path, orders: int, seconds: float) -> Profile:
     stats = pstats.Stats(str(path))
     by_kind = dict.fromkeys(KINDS, 0.0)
     funcs: list[tuple[str, float]] = []
@@ -98,7 +104,7 @@ def read_profile(role: str, path: Path, orders: int, seconds: float) -> Profile:
                                          f"{func}"
         funcs.append((where, tt))
     funcs.sort(key=lambda f: -f[1])
-    return Profile(role, orders, seconds, by_kind, funcs[:8])
+    return Profile(role, clock, orders, seconds, by_kind, funcs[:8])
 
 
 def profile_phase(world: World, args: argparse.Namespace, tmp: Path) -> list[Profile]:
@@ -112,7 +118,7 @@ def profile_phase(world: World, args: argparse.Namespace, tmp: Path) -> list[Pro
         parties: dict[str, ProfiledParty] = {}
         ports: dict[str, int] = {}
         for role in ("issuer", "delivery", "seller"):
-            party = ProfiledParty(wrapper, run_dir / f"{role}.prof", role,
+            party = ProfiledParty(wrapper, run_dir / f"{role}.prof", args.profile_clock, role,
                                   world.party_args(role, run_dir / f"{role}.sqlite", ports),
                                   run_dir / f"{role}.log")
             stack.callback(party.stop)
@@ -133,7 +139,7 @@ def profile_phase(world: World, args: argparse.Namespace, tmp: Path) -> list[Pro
             err.print(escape(f"profile run: {row.declined} declined, {row.failed} failed: "
                              f"{row.errors[:2]}"), style="red")
         n = len(row.samples)
-        return [read_profile(role, run_dir / f"{role}.prof", n, args.seconds)
+        return [read_profile(role, args.profile_clock, run_dir / f"{role}.prof", n, args.seconds)
                 for role in ROLES if (run_dir / f"{role}.prof").exists()]
 
 

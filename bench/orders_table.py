@@ -267,15 +267,22 @@ def render_pattern(counted: list[Counted], pattern: Pattern) -> Table:
 
 
 def render_profile(profiles: list[Profile], level: int) -> Table:
+    cpu = profiles[0].clock == "cpu"
+    if cpu:
+        clock = ("CPU time of the event-loop thread (cProfile on time.thread_time): the idle "
+                 "row is epoll's own CPU, not its wait, and a call that wakes a peer is not "
+                 "charged the time the peer ran. SQLite on the loop is its statements; the "
+                 "COMMIT and its fsync run on the database's thread, not counted here. ")
+    else:
+        clock = ("Wall-clock own time (cProfile's default timer), so a kind also holds the "
+                 "time the process was preempted there: mostly in socket send/connect, which "
+                 "wake a peer on this small machine. ")
     table = results_table(
         f"where the parties' time goes: cProfile, {level} holders "
-        "(ms of the party's one event-loop thread per completed order)",
+        f"(ms of {'CPU of ' if cpu else ''}the party's one event-loop thread per completed "
+        "order)",
         ["kind", *(p.role for p in profiles)], left=("kind",),
-        caption=("Wall-clock own time (cProfile's default timer), so a kind also holds the "
-                 "time the process was preempted there: mostly in socket send/connect, which "
-                 "wake a peer on this small machine. SQLite is mostly its COMMIT (WAL fsync, "
-                 "synchronous=FULL). cProfile's overhead inflates the Python kinds (roughly "
-                 "×1.5–2).\n"
+        caption=(clock + "cProfile's overhead inflates the Python kinds (roughly ×1.5–2).\n"
                  "busy = all but idle; 1000 ÷ busy ≈ orders/s that party's one thread could "
                  "carry under the profiler."))
     for kind in KINDS:
