@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 import time
 from typing import TypeVar
@@ -68,10 +69,11 @@ class AsyncConnection:
                             raise WireError("connection closed in the middle of a frame",
                                             code=ErrorCode.TRUNCATED)
                         return None
+                    self._frames.extend(self.decoder.feed(data))
                     if not started:
                         started = True
-                        deadline.reschedule(loop.time() + self.timeout)
-                    self._frames.extend(self.decoder.feed(data))
+                        if not self._frames:  # more to wait for: from here, the whole bound
+                            deadline.reschedule(loop.time() + self.timeout)
         except TimeoutError:
             if started:
                 raise WireError(f"no whole message within {self.timeout:g} s",
@@ -132,6 +134,18 @@ class Connection:
             raise ConnectionFailed(ErrorCode.UNREACHABLE, f"{host}:{port}: {exc}") from exc
         self.decoder = FrameDecoder()
         self._frames: list[bytes] = []
+
+    def quiet(self) -> bool:
+        """Whether the peer has sent nothing since its last answer, not even a close: a
+        connection kept between requests is worth reusing only then."""
+        if self._frames or self.decoder.mid_frame:
+            return False
+        poll = select.poll()
+        try:
+            poll.register(self.sock, select.POLLIN)
+        except (OSError, ValueError):  # closed under us
+            return False
+        return not poll.poll(0)  # readable: a byte waits, or the end of the stream
 
     def send_raw(self, data: bytes) -> None:
         try:

@@ -164,13 +164,14 @@ def build(order: Order, form: OrderForm, header: Header, seal: Seal,
           salts: Mapping[Party, bytes] | None = None) -> SealedOrder:
     """Split the order by the form's policy and seal each part through `seal`."""
     header_bytes = header.to_bytes()
-    fields = {p: codec.encode(f) for p, f in split(order, form).items()}
+    values = split(order, form)
+    fields = {p: codec.encode(f) for p, f in values.items()}
     salts = salts or {p: secrets.token_bytes(SALT_SIZE) for p in Party}
     commitments = {p: commitment(salts[p], fields[p]) for p in Party}
     parts = {}
     for party in Party:
         plaintext = codec.encode({
-            "fields": codec.decode(fields[party]), "salt": salts[party],
+            "fields": values[party], "salt": salts[party],
             "commitments": {p.value: c for p, c in commitments.items()},
         })
         parts[party] = seal(party, plaintext, part_aad(party, header_bytes),
