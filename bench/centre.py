@@ -9,14 +9,17 @@ For each k, in a temporary home (mode 0700):
   init           `python -m host.cli authority init --k K --force` (fresh master, fsynced)
   issue 64       `python -m host.cli authority issue` of 64 new identifiers (row files in a
                  temporary --out directory, removed after each run)
-  python+flint   `python -c "import flint"`: what every process that issues rows pays
-                 (CPU time)
+  python+flint   `python -c "import flint"`: what a process that issues rows with flint pays
+                 (CPU time, peak RSS)
+  python+numpy   `python -c "import numpy"` (one BLAS thread, as the command loads it): what
+                 the command's issuance pays before any work (CPU time, peak RSS)
   cli start      `python -m host.cli authority issue --help`: the interpreter and the
                  imports on the command's path (CPU time)
   floor, process bench/centre_floor.py, a standalone program (flint and the standard library
-                 only) that reads the master file, computes the same 64 rows the same way
-                 and writes the same 64 row files (checked byte for byte against the
-                 command's); timed as the command is
+                 only) that reads the master file, computes the same 64 rows with flint
+                 (each element converted to a flint integer once) and writes the same 64 row
+                 files (checked byte for byte against the command's, an independent check
+                 of its arithmetic); timed as the command is
   floor, in-process  in this process: reading the master file's bytes (in the page cache,
                  as for the command) plus one python-flint product of the 64 x k
                  Vandermonde rows V with D, the whole symmetric k x k master as a flint
@@ -29,7 +32,9 @@ CPU time much less, so the ratios are given in both. The goal (issue within 1.5x
 reading the master plus the flint product) is "/ in-process"; "/ process" compares the
 command with a process doing the same job and nothing else, so the interpreter, the import
 of flint, the conversion of the file's bytes into flint integers and the durable writes are
-on both sides. Memory's goal is "peak / file" under 3.
+on both sides. Memory's goal is "peak / file" under 3. Peak RSS includes the interpreter and
+its libraries (python + numpy alone is about 31 MB, more than a k = 512 master's 4 MB), so
+"(peak - python+numpy) / file" gives the command's own increment over that baseline.
 --code DIR runs the commands from another checkout (PYTHONPATH=DIR); --baseline DIR adds a
 second checkout, its commands alternating with --code's run by run on the same master, so a
 before/after sees the same load.
@@ -99,6 +104,8 @@ with open(sys.argv[1], "w") as out:
 
 
 FLOOR = Path(__file__).resolve().with_name("centre_floor.py")
+# numpy as host.centre.issuance loads it: one BLAS thread
+IMPORT_NUMPY = "import os; os.environ.setdefault('OPENBLAS_NUM_THREADS', '1'); import numpy"
 
 
 def timed(code: Path, *argv: str | Path) -> tuple[float, float, int]:
@@ -183,7 +190,7 @@ def bench_k(k: int, runs: int, checkouts: list[Checkout], tmp: Path, say,
     run (the machine's load falls on all of them alike), on one master."""
     home = tmp / f"home-{k}"
     home.mkdir(mode=0o700)
-    python, process = Measure(), Measure()
+    python, numpy, process = Measure(), Measure(), Measure()
     for r in range(runs):
         for c in checkouts:
             say(f"k = {k}: init ({c.name}), run {r + 1}/{runs}")
@@ -205,13 +212,14 @@ def bench_k(k: int, runs: int, checkouts: list[Checkout], tmp: Path, say,
             shutil.rmtree(out)
             c.cli.add(*command(c.code, "authority", "issue", "--help"))
         python.add(*timed(checkouts[0].code, "-c", "import flint"))
+        numpy.add(*timed(checkouts[0].code, "-c", IMPORT_NUMPY))
     size = path.stat().st_size
     say(f"k = {k}: in-process floor (building D as a flint matrix first)")
     master = Master.read(path)
     floor = floor_product(master, runs, path)
     shutil.rmtree(home)
     return {"k": k, "runs": runs, "size": size, "checkouts": checkouts, "python": python,
-            "process": process, "floor": floor}
+            "numpy": numpy, "process": process, "floor": floor}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     table = results_table(
         title,
         ("k", "code", "runs", "master MB", "init s", "issue 64 s", "issue CPU s",
-         "issue peak MB", "peak / file", "python + flint CPU s", "cli start CPU s",
+         "issue peak MB", "peak / file", "(peak - python+numpy) / file",
+         "python + flint CPU s", "python + flint peak MB", "python + numpy CPU s",
+         "python + numpy peak MB", "cli start CPU s",
          "floor, process s", "floor, process CPU s", "floor, process peak MB",
          "floor, in-process s", "issue / process floor", "issue / in-process floor",
          "CPU: issue / process floor", "CPU: issue / in-process floor"),
@@ -249,18 +259,23 @@ def main(argv: list[str] | None = None) -> int:
                 "(wait4). floor, in-process = read the master file + one flint product V (64 x "
                 "k) D (k x k), D prebuilt: the goal's floor. floor, process = "
                 "bench/centre_floor.py, the same job (read, convert, product, 64 durable row "
-                "files) with nothing else. python + flint = `python -c 'import flint'`; cli "
-                "start = `python -m host.cli authority issue --help`. Floors and python + "
-                "flint are measured once for all checkouts.")
+                "files, flint's way) with nothing else. python + flint = `python -c 'import "
+                "flint'`, python + numpy = `python -c 'import numpy'` (their peak RSS is the "
+                "interpreter's baseline in every peak); cli start = `python -m host.cli "
+                "authority issue --help`. Floors and python + flint / numpy are measured once "
+                "for all checkouts.")
     for r in results:
-        floor, python, process = r["floor"], r["python"], r["process"]
+        floor, python, numpy, process = r["floor"], r["python"], r["numpy"], r["process"]
         mb = r["size"] / 2**20  # type: ignore[operator]
         for c in r["checkouts"]:  # type: ignore[attr-defined]
             issue = c.issue
             table.add_row(str(r["k"]), c.name, str(r["runs"]), f"{mb:,.1f}",
                           f"{c.init.median:.2f}", f"{issue.median:.2f}",
                           f"{issue.cpu_median:.2f}", f"{issue.peak_kb / 1024:,.0f}",
-                          f"{issue.peak_kb / 1024 / mb:.1f}", f"{python.cpu_median:.3f}",
+                          f"{issue.peak_kb / 1024 / mb:.1f}",
+                          f"{(issue.peak_kb - numpy.peak_kb) / 1024 / mb:.1f}",
+                          f"{python.cpu_median:.3f}", f"{python.peak_kb / 1024:,.0f}",
+                          f"{numpy.cpu_median:.3f}", f"{numpy.peak_kb / 1024:,.0f}",
                           f"{c.cli.cpu_median:.3f}", f"{process.median:.2f}",
                           f"{process.cpu_median:.2f}", f"{process.peak_kb / 1024:,.0f}",
                           f"{floor.median:.2f}", f"{issue.median / process.median:.2f}",

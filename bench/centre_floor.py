@@ -4,12 +4,14 @@ to issue rows from the master file with python-flint, and nothing else.
     python bench/centre_floor.py MASTER_BIN OUT_DIR IDENTIFIER...
 
 It imports only flint and the standard library, reads the master file (its header for k, then
-the packed upper triangle; no checksum, no range check, no registry), computes the rows as the
-command does (R = V D, each element of the file turned into a flint integer once, square
-blocks of the triangle serving both halves of the symmetric product), and writes one row file
-an identifier, byte for byte what the command writes, each fsynced, renamed into place, the
+the packed upper triangle; no checksum, no range check, no registry), computes the rows with
+python-flint (R = V D, each element of the file turned into a flint integer once, square
+blocks of the triangle serving both halves of the symmetric product: how the command computed
+them before it moved to exact float64 products mod small primes), and writes one row file an
+identifier, byte for byte what the command writes, each fsynced, renamed into place, the
 directory fsynced once. bench/centre.py times it exactly as it times the command (same
-wrapper, same peak RSS) and checks that the two wrote the same bytes.
+wrapper, same peak RSS) and checks that the two wrote the same bytes: an independent check of
+the command's arithmetic on every run.
 """
 
 import hashlib

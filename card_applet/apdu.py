@@ -34,9 +34,11 @@ class CommandApdu:
     extended: bool = False  # how it travelled (parse) or must travel (build)
 
     def __post_init__(self) -> None:
-        for name in ("cla", "ins", "p1", "p2"):
-            if not 0 <= getattr(self, name) <= 0xFF:
-                raise ValueError(f"{name} out of range")
+        if not (0 <= self.cla <= 0xFF and 0 <= self.ins <= 0xFF and 0 <= self.p1 <= 0xFF
+                and 0 <= self.p2 <= 0xFF):
+            for name in ("cla", "ins", "p1", "p2"):
+                if not 0 <= getattr(self, name) <= 0xFF:
+                    raise ValueError(f"{name} out of range")
         if len(self.data) > EXTENDED_MAX_DATA:
             raise ValueError("command data longer than 65535 bytes")
         if self.le is not None and not 1 <= self.le <= EXTENDED_MAX_LE:
@@ -51,21 +53,25 @@ class CommandApdu:
         return self.cla != 0xFF and bool(self.cla & CLA_CHAINING)
 
     def to_bytes(self) -> bytes:
-        header = bytes((self.cla, self.ins, self.p1, self.p2))
-        extended = self.extended or self.needs_extended
-        body = b""
-        if extended:
-            if self.data:
-                body += b"\x00" + len(self.data).to_bytes(2, "big") + self.data
-            if self.le is not None:
-                le = (self.le % EXTENDED_MAX_LE).to_bytes(2, "big")
-                body += le if self.data else b"\x00" + le
-        else:
-            if self.data:
-                body += bytes((len(self.data),)) + self.data
-            if self.le is not None:
-                body += bytes((self.le % SHORT_MAX_LE,))
-        return header + body
+        data, le = self.data, self.le
+        n = len(data)
+        if self.extended or n > SHORT_MAX_DATA or (le is not None and le > SHORT_MAX_LE):
+            header = bytes((self.cla, self.ins, self.p1, self.p2))
+            body = b""
+            if data:
+                body += b"\x00" + n.to_bytes(2, "big") + data
+            if le is not None:
+                two = (le % EXTENDED_MAX_LE).to_bytes(2, "big")
+                body += two if data else b"\x00" + two
+            return header + body
+        if data:
+            if le is None:
+                return bytes((self.cla, self.ins, self.p1, self.p2, n)) + data
+            return (bytes((self.cla, self.ins, self.p1, self.p2, n)) + data
+                    + bytes((le % SHORT_MAX_LE,)))
+        if le is None:
+            return bytes((self.cla, self.ins, self.p1, self.p2))
+        return bytes((self.cla, self.ins, self.p1, self.p2, le % SHORT_MAX_LE))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CommandApdu:
@@ -156,4 +162,18 @@ class ResponseApdu:
     def from_bytes(cls, raw: bytes) -> ResponseApdu:
         if len(raw) < 2:
             raise ValueError(f"response APDU of {len(raw)} bytes has no status word")
-        return cls(bytes(raw[:-2]), int.from_bytes(raw[-2:], "big"))
+        return _response(bytes(raw[:-2]), (raw[-2] << 8) | raw[-1])
+
+
+# The terminal decodes every response: as for commands, the slots' setters fill the frozen
+# instance without the dataclass constructor (nothing to check for fields read from bytes).
+if tuple(f.name for f in fields(ResponseApdu)) != ("data", "sw"):
+    raise RuntimeError("ResponseApdu's fields changed: _response must set the new ones too")
+_SET_DATA, _SET_SW = ResponseApdu.__dict__["data"].__set__, ResponseApdu.__dict__["sw"].__set__
+
+
+def _response(data: bytes, sw: int) -> ResponseApdu:
+    resp = _new(ResponseApdu)
+    _SET_DATA(resp, data)
+    _SET_SW(resp, sw)
+    return resp

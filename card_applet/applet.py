@@ -25,7 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from card_applet import blom, files, keys, pin
-from card_applet.apdu import EXTENDED_MAX_LE, SHORT_MAX_LE, ApduFormatError, CommandApdu
+from card_applet.apdu import (
+    CLA_CHAINING,
+    EXTENDED_MAX_LE,
+    SHORT_MAX_LE,
+    ApduFormatError,
+    CommandApdu,
+)
 from card_applet.pairkeys import PairKeyCache
 from card_applet.state import PIN_MAX_TRIES, PUK_MAX_TRIES, CardStore, PersistentState
 from card_applet.sw import SW, CardError, verify_failed
@@ -123,6 +129,16 @@ _WITHOUT_APPLICATION = frozenset({Ins.SELECT.value, Ins.READ_BINARY.value})
 # class attribute lookup and a subclass comparison (~0.2 µs each in CPython 3.11).
 _GET_RESPONSE = Ins.GET_RESPONSE.value
 _GET_DATA_ALL = DataObject.ALL.value
+_OPERATIONAL = Lifecycle.OPERATIONAL.value
+_ENCIPHER, _DECIPHER = Pso.ENCIPHER.value, Pso.DECIPHER.value
+_OK = b"\x90\x00"
+# what each command's data field may hold, built once
+_MSE_FIELDS = frozenset({TAG_KEY_REFERENCE})
+_ENCIPHER_FIELDS = frozenset({TAG_PLAIN, TAG_AAD, TAG_CONTEXT})
+_DECIPHER_FIELDS = frozenset({TAG_CRYPTOGRAM, TAG_AAD, TAG_CONTEXT})
+_DYNAMIC_AUTH = frozenset({TAG_DYNAMIC_AUTH})
+_HANDSHAKE_FIELDS = frozenset({TAG_SESSION_ROLE, TAG_INITIATOR_NONCE, TAG_RESPONDER_NONCE,
+                               TAG_PEER_PROOF})
 
 
 def command(ins: Ins) -> Callable[[Handler], Handler]:
@@ -181,38 +197,41 @@ class Applet:
     def _process(self, raw: bytes) -> bytes:
         if not raw:
             raise CardError(SW.WRONG_LENGTH)
-        proprietary = self._check_class(raw[0])
+        cla = raw[0]
+        # CLA 00, what almost every command carries, passes every class check
+        proprietary = self._check_class(cla) if cla else False
         try:
             cmd = CommandApdu.from_bytes(raw)
         except ApduFormatError as exc:  # the terminal's mistake: ISO's answer is 6700
             raise CardError(SW.WRONG_LENGTH) from exc
         if len(cmd.data) > MAX_COMMAND_DATA:
             raise CardError(SW.WRONG_LENGTH)
-        table = _PROPRIETARY if proprietary else _INTER_INDUSTRY
-        if not proprietary and cmd.ins == _GET_RESPONSE:
+        ins = cmd.ins
+        if not proprietary and ins == _GET_RESPONSE:
             return self._get_response(cmd)
-        self.v.pending_response = b""
-        header = (cmd.cla & ~0x10, cmd.ins, cmd.p1, cmd.p2)
-        if self.v.chain_header is not None and self.v.chain_header != header:
+        v = self.v
+        v.pending_response = b""
+        chain_header = v.chain_header
+        if chain_header is not None and chain_header != (cla & ~0x10, ins, cmd.p1, cmd.p2):
             raise CardError(SW.LAST_COMMAND_EXPECTED)
-        handler = table.get(cmd.ins)
+        handler = (_PROPRIETARY if proprietary else _INTER_INDUSTRY).get(ins)
         if handler is None:
             raise CardError(SW.INS_NOT_SUPPORTED)
         # before buffering a chain part: an unselected applet refuses the first part at once
-        if cmd.ins not in _WITHOUT_APPLICATION and not self.v.selected:
+        if not v.selected and ins not in _WITHOUT_APPLICATION:
             raise CardError(SW.CONDITIONS_NOT_SATISFIED)
-        if cmd.is_chained:
-            if len(self.v.chain_data) + len(cmd.data) > MAX_COMMAND_DATA:
+        if cla & CLA_CHAINING:  # the class check refused CLA FF, the one exception
+            if len(v.chain_data) + len(cmd.data) > MAX_COMMAND_DATA:
                 raise CardError(SW.NOT_ENOUGH_MEMORY)
-            self.v.chain_header = header
-            self.v.chain_data += cmd.data
-            return SW.OK.to_bytes(2, "big")
-        if self.v.chain_header is not None:
-            whole = bytes(self.v.chain_data) + cmd.data
+            v.chain_header = (cla & ~0x10, ins, cmd.p1, cmd.p2)
+            v.chain_data += cmd.data
+            return _OK
+        if chain_header is not None:
+            whole = bytes(v.chain_data) + cmd.data
             self._drop_chain()
             if len(whole) > MAX_COMMAND_DATA:
                 raise CardError(SW.NOT_ENOUGH_MEMORY)
-            cmd = CommandApdu(header[0], cmd.ins, cmd.p1, cmd.p2, whole, cmd.le, True)
+            cmd = CommandApdu(chain_header[0], ins, cmd.p1, cmd.p2, whole, cmd.le, True)
         self.executed += 1
         return self._respond(handler(self, cmd), cmd.le)
 
@@ -233,11 +252,11 @@ class Applet:
 
     def _respond(self, data: bytes | Reply, le: int | None) -> bytes:
         limit = le or 0
-        if isinstance(data, Reply):
+        if data.__class__ is Reply:
             assert len(data.data) <= limit
             return data.data + data.sw.to_bytes(2, "big")
         if len(data) <= limit:
-            return data + b"\x90\x00"
+            return data + _OK
         self.v.pending_response = data[limit:]
         return data[:limit] + self._more_bytes()
 
@@ -275,7 +294,8 @@ class Applet:
             raise CardError(SW.CONDITIONS_NOT_SATISFIED)
 
     def _require_pin(self) -> None:
-        self._require_lifecycle(Lifecycle.OPERATIONAL)
+        if self.state.lifecycle != _OPERATIONAL:
+            raise CardError(SW.CONDITIONS_NOT_SATISFIED)
         if not self.v.pin_verified:
             raise CardError(SW.SECURITY_STATUS_NOT_SATISFIED)
 
@@ -305,16 +325,20 @@ class Applet:
             self._row_cache = (raw, blom.row_from_bytes(raw))
         return self._row_cache[1]
 
-    def _pair_key(self, peer_id: bytes, x: int) -> bytes:
-        """The pair key with `peer_id`: from the RAM cache, or by Horner over the row."""
+    def _cached_pair_key(self, peer_id: bytes) -> bytes | None:
+        """The pair key with `peer_id` if the RAM cache holds it (then `peer_id` passed MSE's
+        checks when it was derived: the cache keeps only keys of identifiers MSE accepted)."""
         raw = self.state.row
-        assert raw is not None and self.state.holder_id is not None
+        assert raw is not None
         self.pair_keys.bind(raw)
-        key = self.pair_keys.get(peer_id)
-        if key is None:
-            element = blom.shared_element(self._row(), x)
-            key = blom.pair_key(element, self.state.holder_id, peer_id)
-            self.pair_keys.put(peer_id, key)
+        return self.pair_keys.get(peer_id)
+
+    def _pair_key(self, peer_id: bytes, x: int) -> bytes:
+        """The pair key with `peer_id`, by Horner over the row; kept in the RAM cache."""
+        assert self.state.holder_id is not None
+        element = blom.shared_element(self._row(), x)
+        key = blom.pair_key(element, self.state.holder_id, peer_id)
+        self.pair_keys.put(peer_id, key)
         return key
 
     def _check_reference(self, block: bytes, stored_field: str, tries_field: str,
@@ -483,39 +507,51 @@ class Applet:
 
     @command(Ins.MANAGE_SECURITY_ENVIRONMENT)
     def manage_security_environment(self, cmd: CommandApdu) -> bytes:
-        self._require_lifecycle(Lifecycle.OPERATIONAL)
+        if self.state.lifecycle != _OPERATIONAL:
+            raise CardError(SW.CONDITIONS_NOT_SATISFIED)
         if cmd.p1 not in MSE_SET_P1 or cmd.p2 not in MSE_TEMPLATES:
             raise CardError(SW.INCORRECT_P1P2)
         try:
-            peer_id = parse_unique(cmd.data, {TAG_KEY_REFERENCE})[TAG_KEY_REFERENCE]
-            x = blom.x_of(peer_id)
-        except (TlvError, KeyError, blom.IdentifierError) as exc:
+            peer_id = parse_unique(cmd.data, _MSE_FIELDS)[TAG_KEY_REFERENCE]
+        except (TlvError, KeyError) as exc:
             raise CardError(SW.WRONG_DATA) from exc
-        if peer_id == self.state.holder_id or x == 0:
+        if peer_id == self.state.holder_id:
             raise CardError(SW.WRONG_DATA)
-        assert self.state.holder_id is not None
-        self.v.peer = Peer(peer_id, self._pair_key(peer_id, x))
+        # a peer in the RAM cache passed the identifier checks below when it was derived
+        key = self._cached_pair_key(peer_id)
+        if key is None:
+            try:
+                x = blom.x_of(peer_id)
+            except blom.IdentifierError as exc:
+                raise CardError(SW.WRONG_DATA) from exc
+            if x == 0:
+                raise CardError(SW.WRONG_DATA)
+            key = self._pair_key(peer_id, x)
+        self.v.peer = Peer(peer_id, key)
         self.v.challenge = None
         return b""
 
     @command(Ins.PERFORM_SECURITY_OPERATION)
     def perform_security_operation(self, cmd: CommandApdu) -> bytes:
         operation = (cmd.p1 << 8) | cmd.p2
-        if operation not in (Pso.ENCIPHER, Pso.DECIPHER):
+        if operation != _ENCIPHER and operation != _DECIPHER:
             raise CardError(SW.INCORRECT_P1P2)
         self._require_pin()
         peer = self._require_peer()
         own = self.state.holder_id
         assert own is not None
-        main_tag = TAG_PLAIN if operation == Pso.ENCIPHER else TAG_CRYPTOGRAM
+        enciphering = operation == _ENCIPHER
+        main_tag = TAG_PLAIN if enciphering else TAG_CRYPTOGRAM
         try:
-            fields = parse_unique(cmd.data, {main_tag, TAG_AAD, TAG_CONTEXT})
+            fields = parse_unique(cmd.data, _ENCIPHER_FIELDS if enciphering
+                                  else _DECIPHER_FIELDS)
         except TlvError as exc:
             raise CardError(SW.WRONG_DATA) from exc
-        if main_tag not in fields or len(fields.get(TAG_CONTEXT, b"")) > MAX_CONTEXT:
+        context = fields.get(TAG_CONTEXT, b"")
+        if main_tag not in fields or len(context) > MAX_CONTEXT:
             raise CardError(SW.WRONG_DATA)
-        aad, context = fields.get(TAG_AAD, b""), fields.get(TAG_CONTEXT, b"")
-        if operation == Pso.ENCIPHER:
+        aad = fields.get(TAG_AAD, b"")
+        if enciphering:
             if self.atc >= ATC_MAX:
                 raise CardError(SW.CONDITIONS_NOT_SATISFIED)
             key = keys.seal_key(peer.pair_key, own, peer.identifier, context)
@@ -593,9 +629,8 @@ class Applet:
         the stranger takes its time; the pair key and the row stay here."""
         self._require_p1p2(cmd, 0, KeyReference.PEER)
         try:
-            items = parse_unique(cmd.data, {TAG_DYNAMIC_AUTH})
-            fields = parse_unique(items[TAG_DYNAMIC_AUTH], {
-                TAG_SESSION_ROLE, TAG_INITIATOR_NONCE, TAG_RESPONDER_NONCE, TAG_PEER_PROOF})
+            items = parse_unique(cmd.data, _DYNAMIC_AUTH)
+            fields = parse_unique(items[TAG_DYNAMIC_AUTH], _HANDSHAKE_FIELDS)
             role = fields[TAG_SESSION_ROLE]
             initiator, responder = fields[TAG_INITIATOR_NONCE], fields[TAG_RESPONDER_NONCE]
         except (TlvError, KeyError) as exc:

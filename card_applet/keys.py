@@ -4,7 +4,6 @@ names its purpose and its direction (sender -> receiver), which stops reflection
 
 from __future__ import annotations
 
-import hmac
 import secrets
 
 from Crypto.Cipher import AES
@@ -12,7 +11,7 @@ from Crypto.Hash import CMAC
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from card_applet.kdf import hkdf_sha256
+from card_applet.kdf import Hkdf, hkdf_sha256, hmac_sha256
 
 SEAL_SALT = b"EP0791901/card/v1/seal"
 CONFIRM_SALT = b"EP0791901/card/v1/confirm"
@@ -20,6 +19,10 @@ SESSION_SALT = b"EP0791901/card/v1/session"
 TRANSPORT_SALT = b"EP0791901/transport/v1"
 PERSO_SALT = b"EP0791901/perso/v1"
 CARD_AUTH_LABEL = b"EP0791901/card-auth/v1"
+# the salts' HMAC blocks prepared once: every PSO and authentication derives a key
+_SEAL = Hkdf(SEAL_SALT)
+_CONFIRM = Hkdf(CONFIRM_SALT)
+_SESSION = Hkdf(SESSION_SALT)
 
 # the sealed box: version(1) || atc(4) || nonce(12) || ciphertext || tag(16) (docs/apdu.md 5.3)
 SEAL_VERSION = 0x01
@@ -51,20 +54,19 @@ def directed_info(label: bytes, sender: bytes, receiver: bytes, context: bytes =
 
 
 def seal_key(pair_key: bytes, sender: bytes, receiver: bytes, context: bytes) -> bytes:
-    info = directed_info(b"seal", sender, receiver, context)
-    return hkdf_sha256(pair_key, SEAL_SALT, info)
+    return _SEAL.derive(pair_key, directed_info(b"seal", sender, receiver, context))
 
 
 def confirm_key(pair_key: bytes, sender: bytes, receiver: bytes) -> bytes:
-    return hkdf_sha256(pair_key, CONFIRM_SALT, directed_info(b"confirm", sender, receiver))
+    return _CONFIRM.derive(pair_key, directed_info(b"confirm", sender, receiver))
 
 
 def confirm_mac(key: bytes, challenge: bytes) -> bytes:
-    return hmac.digest(key, b"confirm" + challenge, "sha256")[:CONFIRM_SIZE]
+    return hmac_sha256(key, b"confirm" + challenge)[:CONFIRM_SIZE]
 
 
 def session_proof_key(pair_key: bytes, sender: bytes, receiver: bytes) -> bytes:
-    return hkdf_sha256(pair_key, SESSION_SALT, directed_info(b"session-proof", sender, receiver))
+    return _SESSION.derive(pair_key, directed_info(b"session-proof", sender, receiver))
 
 
 def session_proof(key: bytes, role: int, initiator_nonce: bytes, responder_nonce: bytes) -> bytes:
@@ -72,14 +74,14 @@ def session_proof(key: bytes, role: int, initiator_nonce: bytes, responder_nonce
     initiator's proof never passes as a responder's, and both nonces, so it is fresh for
     each side."""
     body = b"session-proof" + bytes((role,)) + initiator_nonce + responder_nonce
-    return hmac.digest(key, body, "sha256")[:CONFIRM_SIZE]
+    return hmac_sha256(key, body)[:CONFIRM_SIZE]
 
 
 def session_frame_key(pair_key: bytes, sender: bytes, receiver: bytes,
                       initiator_nonce: bytes, responder_nonce: bytes) -> bytes:
     """The key of one direction of one session: both nonces make it this session's alone."""
     info = directed_info(b"session-frame", sender, receiver, initiator_nonce + responder_nonce)
-    return hkdf_sha256(pair_key, SESSION_SALT, info)
+    return _SESSION.derive(pair_key, info)
 
 
 def card_auth_input(serial: bytes, holder_id: bytes, challenge: bytes) -> bytes:
@@ -92,7 +94,7 @@ def card_auth_input(serial: bytes, holder_id: bytes, challenge: bytes) -> bytes:
 
 
 def card_auth_mac(key: bytes, serial: bytes, holder_id: bytes, challenge: bytes) -> bytes:
-    return hmac.digest(key, card_auth_input(serial, holder_id, challenge), "sha256")
+    return hmac_sha256(key, card_auth_input(serial, holder_id, challenge))
 
 
 def seal(key: bytes, atc: int, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> bytes:

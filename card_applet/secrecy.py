@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from card_applet.apdu import CommandApdu, ResponseApdu
-from card_applet.vocabulary import Ins, instruction, is_secret_command
+from card_applet.vocabulary import Ins, is_proprietary, is_secret_command
 
 
 def is_secret(cmd: CommandApdu) -> bool:
@@ -29,9 +29,12 @@ def is_secret(cmd: CommandApdu) -> bool:
     return is_secret_command(cmd.cla, cmd.ins)
 
 
+_GET_RESPONSE = Ins.GET_RESPONSE.value
+
+
 def is_get_response(cmd: CommandApdu) -> bool:
     # GET RESPONSE is inter-industry (ISO 7816-4 11.4.1): 80 C0 is some other command
-    return instruction(cmd.cla, cmd.ins) == Ins.GET_RESPONSE
+    return cmd.ins == _GET_RESPONSE and not is_proprietary(cmd.cla)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +71,11 @@ class Secrecy:
         self._command_secret = False
         self._fetching = False  # the current command is a GET RESPONSE
         self._pending_secret = False  # the data still waiting behind the last 61xx
+
+    def lose_track(self) -> None:
+        """Exchanges went by unseen (a trace switched off for a while): until a command
+        answered 61xx says again what is pending, whatever a GET RESPONSE fetches is
+        treated as secret, and so is the answer to a command not seen."""
+        self._command_secret = True
+        self._fetching = False
+        self._pending_secret = True

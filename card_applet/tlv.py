@@ -3,6 +3,7 @@ definite lengths up to 65535. Parsing failures are the caller's `WRONG_DATA`."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 
@@ -34,46 +35,53 @@ def encode_length(n: int) -> bytes:
 
 
 def tlv(tag: int, value: bytes) -> bytes:
-    return Tlv(tag, value).to_bytes()
+    # every command and answer builds a few of these: the common one-byte tag and short
+    # length are written without the helpers (the same bytes as Tlv(tag, value).to_bytes())
+    n = len(value)
+    if tag <= 0xFF and n < 0x80:
+        return bytes((tag, n)) + value
+    return encode_tag(tag) + encode_length(n) + value
 
 
-def parse(data: bytes) -> list[Tlv]:
-    out: list[Tlv] = []
+def _items(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(tag, value) for each data object of a flat list, in order."""
+    end = len(data)
     i = 0
-    while i < len(data):
+    while i < end:
         tag = data[i]
         i += 1
         if tag & 0x1F == 0x1F:  # two-byte tag
-            if i >= len(data) or data[i] & 0x80:
+            if i >= end or data[i] & 0x80:
                 raise TlvError("unsupported tag")
             tag = (tag << 8) | data[i]
             i += 1
-        if i >= len(data):
+        if i >= end:
             raise TlvError("missing length")
-        first = data[i]
+        length = data[i]
         i += 1
-        if first < 0x80:
-            length = first
-        elif first in (0x81, 0x82):
-            n = first - 0x80
-            if i + n > len(data):
+        if length >= 0x80:
+            if length not in (0x81, 0x82):
+                raise TlvError("unsupported length form")
+            n = length - 0x80
+            if i + n > end:
                 raise TlvError("truncated length")
             length = int.from_bytes(data[i : i + n], "big")
             i += n
-        else:
-            raise TlvError("unsupported length form")
-        if i + length > len(data):
+        if i + length > end:
             raise TlvError("value runs past the end")
-        out.append(Tlv(tag, bytes(data[i : i + length])))
+        yield tag, bytes(data[i : i + length])
         i += length
-    return out
 
 
-def parse_unique(data: bytes, allowed: set[int]) -> dict[int, bytes]:
+def parse(data: bytes) -> list[Tlv]:
+    return [Tlv(tag, value) for tag, value in _items(data)]
+
+
+def parse_unique(data: bytes, allowed: Collection[int]) -> dict[int, bytes]:
     """Parse a flat list of distinct tags, every one of them in `allowed`."""
     found: dict[int, bytes] = {}
-    for item in parse(data):
-        if item.tag not in allowed or item.tag in found:
-            raise TlvError(f"unexpected or repeated tag {item.tag:02X}")
-        found[item.tag] = item.value
+    for tag, value in _items(data):
+        if tag not in allowed or tag in found:
+            raise TlvError(f"unexpected or repeated tag {tag:02X}")
+        found[tag] = value
     return found

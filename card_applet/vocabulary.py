@@ -92,10 +92,13 @@ def command_name(cla: int, ins: int) -> str:
     return known.title if known is not None else f"INS {ins:02X}"
 
 
+# what is_secret_command answers, by (proprietary class, INS): traces ask on every exchange
+_SECRET_COMMANDS = frozenset((known.proprietary, known.value) for known in Ins if known.secret)
+
+
 def is_secret_command(cla: int, ins: int) -> bool:
     """Whether a command's data, and its response's, are secret (docs/apdu.md 10)."""
-    known = instruction(cla, ins)
-    return known is not None and known.secret
+    return (bool(cla & 0x80), ins) in _SECRET_COMMANDS
 
 
 class KeyReference(IntEnum):

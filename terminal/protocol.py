@@ -45,25 +45,30 @@ class ApduProtocol:
 
     def exchange(self, cmd: CommandApdu) -> ResponseApdu:
         """One command APDU as it is, one response APDU as the card gave it; traced."""
-        trace_command(self.reader.name, cmd)
+        reader = self.reader
+        trace_command(reader.name, cmd)
         try:
-            raw = self.reader.transmit(cmd.to_bytes())
+            raw = reader.transmit(cmd.to_bytes())
         except ReaderError:
             self.card_lost = True
             raise
         resp = ResponseApdu.from_bytes(raw)
-        trace_response(self.reader.name, resp)
+        trace_response(reader.name, resp)
         return resp
 
     def send(self, cmd: CommandApdu) -> ResponseApdu:
         """Send one logical command; returns the whole response with its final SW."""
-        if self.chaining and cmd.needs_extended and not self.extended:
+        if self.chaining and not self.extended and cmd.needs_extended:
             resp = self._send_chained(cmd)
         else:
             resp = self.exchange(cmd)
-        if resp.sw1 == 0x6C:  # ISO 7816-3 T=0 rule, also seen on T=1 cards: re-issue with Le
+        sw1 = resp.sw >> 8
+        if sw1 == 0x6C:  # ISO 7816-3 T=0 rule, also seen on T=1 cards: re-issue with Le
             resp = self.exchange(CommandApdu(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data,
                                              resp.sw2 or SHORT_MAX_LE, cmd.extended))
+            sw1 = resp.sw >> 8
+        if sw1 != 0x61:  # the whole answer came at once: nothing to collect
+            return resp
         return self._collect(channel_class(cmd.cla), resp)
 
     def _collect(self, cla: int, resp: ResponseApdu) -> ResponseApdu:

@@ -51,6 +51,7 @@ from terminal.protocol import ApduProtocol
 from terminal.reader import Reader
 
 CARD_AUTH_CHALLENGE = 32
+_PSO_NAMES = {operation: f"PSO {operation.name}" for operation in Pso}  # error messages
 
 
 class CardDataError(NettxError):
@@ -239,7 +240,7 @@ class CardSession:
             data += tlv(TAG_CONTEXT, context)
         return self.protocol.send_apdu(0x00, Ins.PERFORM_SECURITY_OPERATION, operation >> 8,
                                        operation & 0xFF, data, self._max_le,
-                                       name=f"PSO {operation.name}")
+                                       name=_PSO_NAMES[operation])
 
     def encrypt(self, plaintext: bytes, aad: bytes = b"", context: bytes = b"") -> bytes:
         """Seal for the peer set by set_peer(); see docs/apdu.md for the box format."""

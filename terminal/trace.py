@@ -42,12 +42,39 @@ class _Channel:
     secrecy: Secrecy = field(default_factory=Secrecy)
     command: CommandApdu | None = None
     command_secret: bool = False
+    epoch: int = 0  # the `_epoch` its secrecy has followed since
 
 
 _style = TraceStyle()
 _sink: ExchangeSink | None = None
 _channels: dict[str, _Channel] = {}  # by reader name: a reader's secrecy is not another's
 _lock = threading.Lock()
+# Nothing logged and nothing recorded: an exchange costs the trace one level check and no
+# secrecy bookkeeping. Each stretch of exchanges gone by untraced starts a new epoch, and a
+# channel (a reader) from an earlier epoch has lost track of what a 61xx left pending: its
+# secrecy then assumes the worst until the card says again (Secrecy.lose_track), so turning
+# a trace on in the middle of a response chain never shows the rest of a secret.
+_untraced = False
+_epoch = 0
+
+
+def _idle() -> bool:
+    return _sink is None and not log.isEnabledFor(TRAFFIC)
+
+
+def _channel(reader: str) -> _Channel:
+    """The reader's channel, its secrecy brought up to the current epoch (under _lock)."""
+    global _untraced, _epoch
+    if _untraced:
+        _untraced = False
+        _epoch += 1
+    channel = _channels.get(reader)
+    if channel is None:
+        channel = _channels[reader] = _Channel()
+    if channel.epoch != _epoch:
+        channel.secrecy.lose_track()
+        channel.command, channel.epoch = None, _epoch
+    return channel
 
 
 def show_secrets(enabled: bool) -> None:
@@ -79,8 +106,12 @@ def recording() -> ExchangeSink | None:
 
 
 def trace_command(reader: str, cmd: CommandApdu) -> None:
+    global _untraced
+    if _idle():
+        _untraced = True
+        return
     with _lock:
-        channel = _channels.setdefault(reader, _Channel())
+        channel = _channel(reader)
         secret = channel.secrecy.command(cmd)
         channel.command, channel.command_secret = cmd, secret
     if log.isEnabledFor(TRAFFIC):
@@ -88,9 +119,12 @@ def trace_command(reader: str, cmd: CommandApdu) -> None:
 
 
 def trace_response(reader: str, resp: ResponseApdu) -> None:
-    global _sink
+    global _sink, _untraced
+    if _idle():
+        _untraced = True
+        return
     with _lock:
-        channel = _channels.setdefault(reader, _Channel())
+        channel = _channel(reader)
         redaction = channel.secrecy.response(resp)
         cmd, channel.command = channel.command, None
         if _sink is not None and cmd is not None:

@@ -10,8 +10,9 @@ A centre made before master.bin has master.json (the vectors' JSON format): it i
 converted to master.bin (written atomically, then the JSON removed) the first time a command
 reads it, so the next command reads the master at disk speed.
 
-Issuance is O(k^2) per row; a batch is one matrix product R = V * D in python-flint, V the
-Vandermonde rows [x^0 .. x^(k-1)] of the batch, done block by block (host/centre/issuance.py).
+Issuance is O(k^2) per row; a batch is one matrix product R = V * D, V the Vandermonde rows
+[x^0 .. x^(k-1)] of the batch, done block by block and exactly in float64 BLAS products mod
+25 small primes (host/centre/issuance.py).
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from typing import TYPE_CHECKING
 
 from card_applet import blom
 from card_applet.durable import fsync_directory
-from host.centre import issuance
 from host.centre.files import write_secret, write_secrets
 from host.centre.master import Master
 from host.errors import AuthorityError
 
 # the card's state and keys (AES) are needed to manufacture a card only: imported there, so
-# that issuing rows does not load them
+# that issuing rows does not load them; numpy (host.centre.issuance) likewise is imported by
+# the commands that compute rows only
 if TYPE_CHECKING:
     from card_applet.sealing import StateKey
 
@@ -202,11 +203,19 @@ class Authority:
     def rows_for(self, xs: Sequence[int],
                  progress: Callable[[int], None] | None = None) -> list[list[int]]:
         """Rows for points xs, BATCH at a time, as V * D (D symmetric, so row = v^T D)."""
+        return [blom.row_from_bytes(row) for row in self.packed_rows(xs, progress)]
+
+    def packed_rows(self, xs: Sequence[int],
+                    progress: Callable[[int], None] | None = None) -> list[bytes]:
+        """rows_for's rows as their elements' bytes (k x 32, big-endian), which the row
+        files are written from without a Python integer per element."""
+        from host.centre import issuance
+
         master = self.master
-        rows: list[list[int]] = []
+        rows: list[bytes] = []
         for start in range(0, len(xs), BATCH):
             chunk = xs[start : start + BATCH]
-            rows.extend(issuance.rows_for(master, chunk))
+            rows.extend(issuance.packed_rows(master, chunk))
             if progress:
                 progress(len(chunk))
         return rows
@@ -224,8 +233,14 @@ class Authority:
     def issue(self, identifiers: Sequence[str],
               progress: Callable[[int], None] | None = None) -> dict[str, list[int]]:
         """Issue and register rows; nothing is registered unless every row is computed."""
+        return {identifier: blom.row_from_bytes(row)
+                for identifier, row in self.issue_packed(identifiers, progress).items()}
+
+    def issue_packed(self, identifiers: Sequence[str],
+                     progress: Callable[[int], None] | None = None) -> dict[str, bytes]:
+        """issue, each row as its elements' bytes (k x 32, big-endian)."""
         xs = self.check_new(identifiers)
-        rows = self.rows_for(xs, progress)
+        rows = self.packed_rows(xs, progress)
         self.register(identifiers)
         return dict(zip(identifiers, rows, strict=True))
 
@@ -260,12 +275,18 @@ def row_file_name(identifier: str) -> str:
     return f"{identifier.replace('/', '_').replace(':', '_')}.row.json"
 
 
-def row_file_bytes(identifier: str, row: Sequence[int]) -> bytes:
+def row_file_bytes(identifier: str, row: Sequence[int] | bytes) -> bytes:
     """The row file: {"format": 1, "id": ..., "k": ..., "row_hex": [...]} as json.dumps
     writes it with indent=1, byte for byte, built directly: json's indented encoder is pure
-    Python, about 1 us an element, a third of a second for 64 rows at k = 4096."""
-    hexed = '",\n  "'.join([f"{v:064x}" for v in row])
-    return (f'{{\n "format": 1,\n "id": {json.dumps(identifier)},\n "k": {len(row)},\n'
+    Python, about 1 us an element, a third of a second for 64 rows at k = 4096. A row given
+    as bytes (k x 32, big-endian: Authority.packed_rows) is hexed in one call."""
+    if isinstance(row, bytes):
+        whole, step = row.hex(), 2 * blom.ELEMENT_SIZE
+        hexes = [whole[at : at + step] for at in range(0, len(whole), step)]
+    else:
+        hexes = [f"{v:064x}" for v in row]
+    hexed = '",\n  "'.join(hexes)
+    return (f'{{\n "format": 1,\n "id": {json.dumps(identifier)},\n "k": {len(hexes)},\n'
             f' "row_hex": [\n  "{hexed}"\n ]\n}}').encode()
 
 
@@ -273,7 +294,7 @@ def write_row_file(path: Path, identifier: str, row: Sequence[int]) -> None:
     write_secret(path, row_file_bytes(identifier, row))
 
 
-def write_row_files(files: Sequence[tuple[Path, str, Sequence[int]]]) -> None:
+def write_row_files(files: Sequence[tuple[Path, str, Sequence[int] | bytes]]) -> None:
     """Several row files together (path, identifier, row): none is replaced unless all of
     them were written, and their directory is fsynced once, not once per file."""
     write_secrets([(path, row_file_bytes(identifier, row)) for path, identifier, row in files])

@@ -32,6 +32,7 @@ from host.cli.kit import (
     json_option,
     print_json,
     reader_options,
+    rich_console,
 )
 from host.cli.secretopts import PIN, PUK, secret_options
 
@@ -77,11 +78,11 @@ def authority_issue(home: Path, identifiers: tuple[str, ...], out: Path | None) 
             raise CliFail(f"row file {path} exists or is shared by two identifiers")
         seen.add(path)
     with _progress("issuing rows", len(identifiers)) as advance:
-        rows = centre.issue(list(identifiers), advance)
+        rows = centre.issue_packed(list(identifiers), advance)
     # all the files or none (and one fsync of the directory, not one per file)
     write_row_files([(paths[ident], ident, row) for ident, row in rows.items()])
-    for ident, row in rows.items():
-        click.echo(f"{ident}: row of k = {len(row)} written to {paths[ident]}")
+    for ident in rows:
+        click.echo(f"{ident}: row of k = {centre.master.k} written to {paths[ident]}")
 
 
 @contextlib.contextmanager
@@ -93,7 +94,7 @@ def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
         return
     from rich.progress import Progress
 
-    with Progress(console=err_console, transient=True) as progress:
+    with Progress(console=rich_console(err_console), transient=True) as progress:
         task = progress.add_task(what, total=total)
         yield lambda n: progress.advance(task, n)
 

@@ -8,12 +8,12 @@ import json
 import os
 import sqlite3
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console, ConsoleDimensions
 
 from card_applet import blom
 from card_applet.store_errors import StateError
@@ -26,21 +26,63 @@ from terminal.errors import NettxError
 PIPE_WIDTH = 10_000
 
 
-class WholeConsole(Console):
+# rich.console costs about 50 ms of CPU to import, more than some commands' own work (`authority
+# issue` at k = 512 is measured against its floor): the consoles are made on first use.
+_TERMINAL_ENV = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+
+def _whole_console(stderr: bool) -> Any:
     """A rich Console as wide as the text when its output is not a terminal."""
+    from rich.console import Console, ConsoleDimensions
+
+    class WholeConsole(Console):
+        @property
+        def size(self) -> ConsoleDimensions:
+            size = super().size
+            return size if self.is_terminal else ConsoleDimensions(PIPE_WIDTH, size.height)
+
+        @size.setter
+        def size(self, new_size: tuple[int, int]) -> None:
+            Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+    return WholeConsole(stderr=stderr)
+
+
+class LazyConsole:
+    """rich's Console (WholeConsole), made when first used. `is_terminal` on a stream that is
+    no terminal, with none of the variables that make rich treat it as one, answers False
+    without making it."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Any = None
 
     @property
-    def size(self) -> ConsoleDimensions:
-        size = super().size
-        return size if self.is_terminal else ConsoleDimensions(PIPE_WIDTH, size.height)
+    def is_terminal(self) -> bool:
+        if self._console is None and not any(os.environ.get(name) for name in _TERMINAL_ENV):
+            stream = sys.stderr if self._stderr else sys.stdout
+            isatty = getattr(stream, "isatty", None)
+            if isatty is None or not isatty():
+                return False
+        return bool(self._made().is_terminal)
 
-    @size.setter
-    def size(self, new_size: tuple[int, int]) -> None:
-        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+    def _made(self) -> Any:
+        if self._console is None:
+            self._console = _whole_console(self._stderr)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
 
 
-console = WholeConsole()
-err_console = WholeConsole(stderr=True)
+console = LazyConsole()
+err_console = LazyConsole(stderr=True)
+
+
+def rich_console(made: Any) -> Any:
+    """The rich Console behind `console` or `err_console` (or `made` itself if it is one), for
+    rich's own objects (Progress, Live) that take it."""
+    return made._made() if isinstance(made, LazyConsole) else made
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:

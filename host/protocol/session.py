@@ -18,10 +18,13 @@ Each of these is a `WireError`: the connection is closed, since its stream can n
 trusted. The per-order MACs inside the frames stay what they were: they are the end-to-end
 evidence a party keeps; the session authenticates the connection, it replaces none of them.
 
-Why HMAC-SHA256 truncated to 16 bytes: the standard library's HMAC costs about 2 us a frame
-where a pycryptodome CMAC or GMAC costs tens (object set-up); 128 bits is the tag length of
-the project's other MACs (GCM tags, confirmation answers), and a forger gets one try per
-connection, since the first bad MAC closes it.
+Why HMAC-SHA256 truncated to 16 bytes: on hashlib with the key's blocks prepared once per
+session (card_applet.kdf.HmacKey) it costs about 1 us a frame where a pycryptodome CMAC or
+GMAC costs tens (object set-up), and unlike the standard library's `hmac.digest` it keeps the
+interpreter lock (that one lets go of it on every call, and a party with a commit thread then
+waits for it back); 128 bits is the tag length of the project's other MACs (GCM tags,
+confirmation answers), and a forger gets one try per connection, since the first bad MAC
+closes it.
 
 Sans-IO: `Channel` turns frames into frames; the connections are host.parties.session.
 """
@@ -29,10 +32,10 @@ Sans-IO: `Channel` turns frames into frames; the connections are host.parties.se
 from __future__ import annotations
 
 import enum
-import hashlib
 import hmac
 from dataclasses import dataclass, field
 
+from card_applet.kdf import HmacKey
 from host.errors import ErrorCode, WireError
 from host.protocol.messages import FRAME_MAC, SessionFrame
 from host.protocol.wire import LENGTH, MessageType, RawMessage
@@ -48,49 +51,11 @@ class Direction(enum.IntEnum):
     RESPONDER_TO_INITIATOR = 0x02
 
 
-def frame_mac(key: bytes, direction: Direction, seq: int, body: bytes) -> bytes:
+def frame_mac(key: bytes | HmacKey, direction: Direction, seq: int, body: bytes) -> bytes:
     """HMAC-SHA256(key, "nettx/session/v1/frame" || direction || seq (8, BE) || body)[:16]."""
     data = FRAME_LABEL + bytes((direction,)) + seq.to_bytes(8, "big") + body
-    return hmac.digest(key, data, "sha256")[:FRAME_MAC]
-
-
-#: hashlib releases the GIL while it hashes this much or more in one update; below it, the
-#: thread keeps the GIL (see FrameMac)
-_GIL_FREE = 2048
-_BLOCK = 64  # SHA-256's block: HMAC's pads are this long
-
-
-class FrameMac:
-    """`frame_mac` under one key and direction, computed as RFC 2104 spells HMAC out: the key's
-    inner and outer pads are hashed once, and each frame copies those two states.
-
-    Why not `hmac.digest`: it always releases the GIL, so in a party whose other thread (the
-    group commit) holds it, each MAC waits for that thread's switch interval; and it sets up
-    the key's pads anew every call. The body goes in pieces below the size at which hashlib
-    releases the GIL: a frame's MAC never waits for another thread."""
-
-    __slots__ = ("_inner", "_outer", "_prefix")
-
-    def __init__(self, key: bytes, direction: Direction) -> None:
-        if len(key) > _BLOCK:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(_BLOCK, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-        self._prefix = FRAME_LABEL + bytes((direction,))
-
-    def __call__(self, seq: int, body: bytes) -> bytes:
-        inner = self._inner.copy()
-        inner.update(self._prefix + seq.to_bytes(8, "big"))
-        if len(body) < _GIL_FREE:
-            inner.update(body)
-        else:
-            view = memoryview(body)
-            for at in range(0, len(body), _GIL_FREE - 1):
-                inner.update(view[at:at + _GIL_FREE - 1])
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()[:FRAME_MAC]
+    prepared = key if isinstance(key, HmacKey) else HmacKey(key)
+    return prepared.digest(data)[:FRAME_MAC]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +71,10 @@ class Channel:
     """One open session's frame authentication, for one side."""
 
     def __init__(self, keys: SessionKeys, *, initiator: bool) -> None:
+        self._keys = keys
+        self._send_key, self._receive_key = HmacKey(keys.send), HmacKey(keys.receive)
         forward, back = Direction.INITIATOR_TO_RESPONDER, Direction.RESPONDER_TO_INITIATOR
         self.sending, self.receiving = (forward, back) if initiator else (back, forward)
-        self._seal_mac = FrameMac(keys.send, self.sending)
-        self._open_mac = FrameMac(keys.receive, self.receiving)
         self.sent = 0  # the number of the next frame we send
         self.received = 0  # the number of the next frame we accept
 
@@ -117,7 +82,8 @@ class Channel:
         """A whole frame (length prefix included) -> the whole `frame` message carrying it."""
         body = frame[LENGTH.size:]
         seq, self.sent = self.sent, self.sent + 1
-        return SessionFrame(seq, body, self._seal_mac(seq, body)).to_frame()
+        return SessionFrame(seq, body, frame_mac(self._send_key, self.sending, seq,
+                                                 body)).to_frame()
 
     def open(self, data: bytes) -> bytes:
         """A received frame's bytes (no length prefix) -> the carried frame's bytes (no length
@@ -133,7 +99,7 @@ class Channel:
         if message.seq < 0:  # no MAC covers it (the number is 8 unsigned bytes): never due
             raise WireError(f"frame number {message.seq} where {self.received} was due",
                             code=ErrorCode.SEQUENCE)
-        expected = self._open_mac(message.seq, message.body)
+        expected = frame_mac(self._receive_key, self.receiving, message.seq, message.body)
         if not hmac.compare_digest(expected, message.mac):
             raise WireError("the frame's MAC does not verify (altered, sent back, or from "
                             "another session)", code=ErrorCode.BAD_MAC)

@@ -1,15 +1,17 @@
-"""card_applet.kdf: HKDF-SHA256 on the standard library gives RFC 5869's bytes and the same
-bytes as pycryptodome's HKDF, which the card used before (and the vectors were made with)."""
+"""card_applet.kdf: HMAC-SHA256 on hashlib gives the standard library's bytes; HKDF-SHA256
+gives RFC 5869's bytes and the same bytes as pycryptodome's HKDF, which the card used before
+(and the vectors were made with)."""
 
 from __future__ import annotations
 
+import hmac
 import secrets
 
 import pytest
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 
-from card_applet.kdf import hkdf_sha256
+from card_applet.kdf import Hkdf, HmacKey, hkdf_sha256, hmac_sha256
 
 
 @pytest.mark.parametrize(("ikm", "salt", "info", "okm"), [
@@ -38,3 +40,21 @@ def test_same_bytes_as_pycryptodome(length: int) -> None:
 def test_length_bounds(length: int) -> None:
     with pytest.raises(ValueError):
         hkdf_sha256(b"k", b"s", b"i", length)
+
+
+@pytest.mark.parametrize("key_size", [0, 1, 22, 32, 63, 64, 65, 200])
+def test_hmac_same_bytes_as_the_standard_library(key_size: int) -> None:
+    for message_size in (0, 1, 55, 56, 64, 119, 1000):
+        key, message = secrets.token_bytes(key_size), secrets.token_bytes(message_size)
+        expected = hmac.digest(key, message, "sha256")
+        assert hmac_sha256(key, message) == expected
+        prepared = HmacKey(key)
+        assert prepared.digest(message) == expected
+        assert prepared.digest(message) == expected  # a prepared key serves again
+
+
+@pytest.mark.parametrize("length", [1, 32, 33, 100])
+def test_hkdf_with_a_prepared_salt_is_hkdf(length: int) -> None:
+    for salt in (b"", b"EP0791901/card/v1/seal", secrets.token_bytes(80)):
+        ikm, info = secrets.token_bytes(32), secrets.token_bytes(40)
+        assert Hkdf(salt).derive(ikm, info, length) == hkdf_sha256(ikm, salt, info, length)

@@ -75,9 +75,9 @@ def test_module_cache_is_bounded(horners: list[int]) -> None:
 def test_software_pool_shares_one_cache() -> None:
     module = KeyModule.software(SELLER, row_of(SELLER), pool=3)
     caches = {id(card.reader.applet.pair_keys)  # type: ignore[attr-defined]
-              for card in module._idle._queue}  # type: ignore[attr-defined]
-    assert len(caches) == 1
-    assert isinstance(next(iter(module._idle._queue)).reader.applet.pair_keys,  # type: ignore[attr-defined]
+              for card in module.sessions}
+    assert len(module.sessions) == 3 and len(caches) == 1
+    assert isinstance(module.sessions[0].reader.applet.pair_keys,  # type: ignore[attr-defined]
                       PairKeyCache)
 
 

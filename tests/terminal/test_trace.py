@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,3 +177,26 @@ def test_terminal_and_card_redact_the_same_exchanges(centre: Centre, tmp_path: P
     assert seen(recorder.rows) == seen(card_side.rows)
     hidden = {c.ins for c, _, hc, _ in recorder.rows if hc}
     assert hidden == {0x50, 0xE2, 0xF0, 0x88, 0x20, 0x2A}
+
+
+@pytest.mark.parametrize("seen_before", [False, True])
+def test_a_trace_turned_on_inside_a_secret_chain_does_not_show_its_rest(
+        caplog: pytest.LogCaptureFixture, seen_before: bool) -> None:
+    """While nothing traces, exchanges cost the trace nothing, not even its secrecy
+    bookkeeping; a trace switched on after DECIPHER left its plaintext behind 61xx must still
+    redact what GET RESPONSE fetches, on a reader it followed before and on a new one."""
+    reader = f"late-{seen_before}"
+    caplog.set_level(trace.TRAFFIC, logger="nettx.apdu")
+    if seen_before:
+        exchange(CommandApdu(0x00, 0xCA, 0, 0xC2, le=256), b"\x0a", reader=reader)
+    caplog.set_level(logging.WARNING, logger="nettx.apdu")  # nothing traces now
+    trace.trace_command(reader, CommandApdu(0x00, 0x2A, 0x80, 0x86, b"\x03" * 16, 16))
+    trace.trace_response(reader, ResponseApdu(PLAIN[:16], 0x6100 | len(PLAIN) - 16))
+    caplog.set_level(trace.TRAFFIC, logger="nettx.apdu")
+    trace.trace_command(reader, CommandApdu(0x00, 0xC0, 0x00, 0x00, le=256))
+    trace.trace_response(reader, ResponseApdu(PLAIN[16:], 0x9000))
+    exchange(CommandApdu(0x00, 0xCA, 0, 0xC2, le=256), b"\x0b\x0c", reader=reader)
+
+    assert PLAIN[16:32].hex(" ").upper() not in caplog.text
+    assert f"{reader} RECV <{len(PLAIN) - 16} bytes redacted> SW=9000" in caplog.text
+    assert f"{reader} RECV 0B 0C SW=9000" in caplog.text  # the next public answer: shown
