@@ -67,7 +67,7 @@ class Header:
                 Party.DELIVERY: self.delivery}[party]
 
     def to_bytes(self) -> bytes:
-        return codec.encode({
+        return codec.encode_map({
             "v": self.version, "order": self.order_id, "holder": self.holder,
             "seller": self.seller, "issuer": self.issuer, "delivery": self.delivery,
             "ts": self.timestamp, "currency": self.currency, "policy": self.policy_digest,
