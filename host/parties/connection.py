@@ -133,10 +133,13 @@ class AsyncConnection:
     async def send_raw(self, data: bytes) -> None:
         try:
             self.writer.write(data)
-            if not self.writer.transport.get_write_buffer_size():
+            transport = self.writer.transport
+            if not transport.get_write_buffer_size():
                 # all of it went to the kernel: drain cannot wait, only report a lost peer,
-                # so the common case arms no timer
-                await self.writer.drain()
+                # which a closing transport says (the common case neither awaits nor arms a
+                # timer; a peer lost unseen here is met by the next read)
+                if transport.is_closing():
+                    await self.writer.drain()
                 return
             async with asyncio.timeout(self.timeout):  # the peer is behind: bound its reading
                 await self.writer.drain()
