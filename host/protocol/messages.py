@@ -73,9 +73,11 @@ class _Message:
             specs = tuple(_Spec(f.name, f.metadata["kind"], f.metadata["min"], f.metadata["max"],
                                 f.metadata["optional"], issubclass(f.metadata["kind"], _SIZED))
                           for f in fields(cls))  # type: ignore[arg-type]
-            cls._SPECS = specs
+            own_decode = cls._decode.__func__  # type: ignore[attr-defined]
+            base_decode = _Message._decode.__func__  # type: ignore[attr-defined]
             cls._CUSTOM_ENCODE = cls._encode is not _Message._encode
-            cls._CUSTOM_DECODE = cls._decode.__func__ is not _Message._decode.__func__  # type: ignore[attr-defined]
+            cls._CUSTOM_DECODE = own_decode is not base_decode
+            cls._SPECS = specs  # last: a thread that finds it finds the flags set
         return specs
 
     def to_frame(self) -> bytes:
@@ -360,6 +362,10 @@ CLASSES: dict[MessageType, type[Message]] = {cls.TYPE: cls for cls in (
     FormRequest, Form, Confirm, Confirmed, OrderSubmission, OrderOutcome, StatusQuery,
     Authorise, Authorisation, Reverse, Reversed, Deliver, Delivery, ErrorMessage,
     Hello, HelloAck, HelloDone, SessionFrame)}
+
+
+for _cls in CLASSES.values():  # every table built at import, before any thread uses one
+    _cls._specs()
 
 
 def from_raw(raw: RawMessage) -> Message:
