@@ -124,6 +124,17 @@ class Unfinishable(TransactionError):
 
 
 @dataclass(slots=True)
+class _Received:
+    """A new order as the holder's `order` hands it to its drive: the envelope and the seller
+    part already parsed and opened (not read back from the record and parsed again), and the
+    frame the drive recorded for the holder, once final (not read back either)."""
+
+    env: Envelope
+    opened: Opened
+    answer: bytes | None = None
+
+
+@dataclass(slots=True)
 class _Order:
     """An order being driven: what its record holds, and its seller part once opened."""
 
@@ -251,8 +262,10 @@ class SellerServer(PartyServer):
         held = header.order_id not in self._driving
         self._driving.add(header.order_id)
         try:
+            # claimed as it is recorded: this drive takes it up next
             await self.orders.receive(header.order_id, codec.encode(env.to_cbor()),
-                                      header.holder, part.amount, opened.digest, part.names)
+                                      header.holder, part.amount, opened.digest, part.names,
+                                      claim=True)
         finally:
             if held:
                 self._driving.discard(header.order_id)
@@ -260,12 +273,15 @@ class SellerServer(PartyServer):
             self.log.debug("order %s from %s: %s", header.order_id.hex(), header.holder,
                            ", ".join(map(str, part.items)))
         self.crash_point("after-receive")
-        outcome = await self._drive(header.order_id, opened=opened)
+        received = _Received(env, opened)
+        outcome = await self._drive(header.order_id, received=received, claimed=True)
         flow("x", "seller", "holder", "outcome: %s", outcome.status)
         # the one line an order leaves at INFO (a pending one is logged where it stopped)
         if outcome.final:
             self.log.info("order %s from %s: %s", header.order_id.hex(), header.holder,
                           outcome.status)
+        if received.answer is not None:  # the frame this drive just recorded
+            return received.answer
         return self._answer(header.order_id, outcome)
 
     async def on_status(self, query: StatusQuery) -> bytes:
@@ -303,11 +319,12 @@ class SellerServer(PartyServer):
 
     # -- driving an order: card manager, then delivery ------------------------------------------
 
-    async def _drive(self, order_id: bytes, *, opened: Opened | None = None,
-                     overdue: bool = False) -> OrderOutcome:
+    async def _drive(self, order_id: bytes, *, received: _Received | None = None,
+                     overdue: bool = False, claimed: bool = False) -> OrderOutcome:
         """Take the order as far as it goes now; record and return the outcome if final.
         Whatever the caller saw of the order may be stale: its status is read here, once no
-        one else is driving it, and moved only along the order book's transitions."""
+        one else is driving it, and moved only along the order book's transitions.
+        `claimed`: this instance claimed the order as it recorded it (a new one)."""
         # `_driving` keeps two tasks of this process apart; the order book's claim keeps
         # this process apart from every other instance of the seller on the same database
         if order_id in self._driving:
@@ -316,22 +333,27 @@ class SellerServer(PartyServer):
         # process that looks meanwhile finds the order being driven
         self._driving.add(order_id)
         try:
-            try:
-                claimed = await self.orders.claim(order_id)
-            except TransactionError as exc:  # storage full or unreachable: the order waits
-                self.log.warning("order %s pending: %s", order_id.hex(), exc)
-                return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
             if not claimed:
-                return OrderOutcome(order_id, OutcomeStatus.PENDING, "being processed")
+                try:
+                    claimed = await self.orders.claim(order_id)
+                except TransactionError as exc:  # storage full or unreachable: the order waits
+                    self.log.warning("order %s pending: %s", order_id.hex(), exc)
+                    return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
+                if not claimed:
+                    return OrderOutcome(order_id, OutcomeStatus.PENDING, "being processed")
+            outcome: OrderOutcome | None = None
             try:
-                return await self._drive_now(order_id, opened, overdue)
+                outcome = await self._drive_now(order_id, received, overdue)
+                return outcome
             finally:
-                with contextlib.suppress(TransactionError):  # unreleased, the claim expires
-                    await self.orders.release(order_id)
+                # the move that made the order final released the claim with it
+                if outcome is None or not outcome.final:
+                    with contextlib.suppress(TransactionError):  # unreleased, it expires
+                        await self.orders.release(order_id)
         finally:
             self._driving.discard(order_id)
 
-    async def _drive_now(self, order_id: bytes, opened: Opened | None,
+    async def _drive_now(self, order_id: bytes, received: _Received | None,
                          overdue: bool) -> OrderOutcome:
         """Perform the steps host.parties.lifecycle chooses until the order is final, or a
         peer cannot be reached (the order then stays where it is, pending)."""
@@ -340,11 +362,15 @@ class SellerServer(PartyServer):
             raise Refused(E.UNKNOWN_ORDER, f"no order {order_id.hex()}")
         step = next_step(record.status, overdue=overdue, note=record.note)
         if isinstance(step, Answered):  # finished since the caller looked: nothing to redo
+            with contextlib.suppress(TransactionError):  # the claim just taken; or it expires
+                await self.orders.release(order_id)
             return self._recorded(record)
-        env = Envelope.from_cbor(codec.decode(record.envelope))
-        # parsed once: the header of the part just opened, or of the recorded envelope
-        header = opened.header if opened is not None else \
-            our_header(self.keys, Party.SELLER, env.header)
+        if received is not None:  # a new order: parsed and opened by the holder's `order`
+            env, opened = received.env, received.opened
+            header = opened.header
+        else:
+            env, opened = Envelope.from_cbor(codec.decode(record.envelope)), None
+            header = our_header(self.keys, Party.SELLER, env.header)
         order = _Order(order_id, env, header, record.digest, opened)
         evidence = Evidence()  # from the last answer
         try:
@@ -358,24 +384,30 @@ class SellerServer(PartyServer):
                     self.log.warning("order %s will not complete (%s): voiding",
                                      order_id.hex(), event.reason)
                 step = after
-            return await self._finish(OrderOutcome(
+            outcome = OrderOutcome(
                 order_id, OutcomeStatus(step.status.value), step.reason, evidence.amount,
-                evidence.tracking, evidence.issuer_receipt, evidence.delivery_receipt))
+                evidence.tracking, evidence.issuer_receipt, evidence.delivery_receipt)
+            answer = await self._finish(outcome)
+            if received is not None:
+                received.answer = answer
+            return outcome
         except TransactionError as exc:
             self.log.warning("order %s pending: %s", order_id.hex(), exc)
             return OrderOutcome(order_id, OutcomeStatus.PENDING, str(exc))
 
     def _status(self, order_id: bytes) -> OrderStatus:
-        record = self.orders.get(order_id)
-        if record is None:
+        status = self.orders.status(order_id)
+        if status is None:
             raise Refused(E.UNKNOWN_ORDER, f"no order {order_id.hex()}")
-        return record.status
+        return status[0]
 
-    async def _finish(self, outcome: OrderOutcome) -> OrderOutcome:
-        """Record a final outcome with the exact frame the holder gets for it."""
+    async def _finish(self, outcome: OrderOutcome) -> bytes:
+        """Record a final outcome with the exact frame the holder gets for it; returns the
+        frame."""
+        answer = outcome.to_frame()
         await self.orders.move(outcome.order, OrderStatus(outcome.status.value),
-                         outcome=codec.encode(outcome.to_cbor()), answer=outcome.to_frame())
-        return outcome
+                               outcome=codec.encode(outcome.to_cbor()), answer=answer)
+        return answer
 
     async def _perform(self, step: Sent, order: _Order) -> tuple[Event, Evidence]:
         """One step on the network: the event it brought and the outcome fields it gives."""

@@ -10,9 +10,10 @@ runs on either engine (host.storage.sqlite, host.storage.postgresql; host.storag
 picks one from where the store lives). Every engine commits every decision all of it or
 nothing, isolated from every other decision (SQLite: one writer at a time, a savepoint per
 decision in a group commit; PostgreSQL: SERIALIZABLE, retried on a serialisation failure),
-keeps the event loop out of its transactions (`Engine.decide`), tells a caller its decision
-only once it is committed, keeps the order id unique in every store, and raises StorageFull,
-StorageUnavailable or StorageLost, never its driver's own errors, for a storage fault.
+keeps its waits for the disk or the server off the event loop (`Engine.decide`), tells a
+caller its decision only once it is committed, keeps the order id unique in every store, and
+raises StorageFull, StorageUnavailable or StorageLost, never its driver's own errors, for a
+storage fault.
 """
 
 from __future__ import annotations
@@ -110,9 +111,11 @@ class Engine(Protocol):
         ...
 
     async def decide(self, body: Callable[[Tx], T], *, durable: bool = True) -> T:
-        """`body` as `run` takes it, off the event loop; returns (or raises the body's own
-        exception) only once the transaction that holds it committed, so whatever the
-        caller then sends rests on durable data. The engine may commit it together with
+        """`body` as `run` takes it, never waiting for the disk on the event loop (SQLite
+        runs the body on the loop and its COMMIT on a thread; PostgreSQL all of it on a
+        thread pool); returns (or raises the body's own exception) only once the
+        transaction that holds it committed, so whatever the caller then sends rests on
+        durable data. The engine may commit it together with
         other decisions (SQLite: host.storage.group_commit), each isolated from the others.
         `durable=False`: the store says losing this decision in a crash of the machine does
         no harm (never in a kill of the process, never torn), so its commit need not wait

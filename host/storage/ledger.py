@@ -5,9 +5,9 @@ The ledger stores; it does not judge. For a new authorisation request it gathers
 card manager's rules read (the account claimed, the holder's counter history, its recent
 declines) and applies the Decision those rules return, all in one transaction: two requests
 for one account can never both read the balance before either debits it. The decisions are
-awaited (`Engine.decide`): they run off the event loop and return once committed. A decision
-(and a reversal) is made durable by the record of its answer, which precedes the answer on
-the wire: so it does not wait for the disk itself (docs/protocol.md section 7)."""
+awaited (`Engine.decide`): they return once committed, the loop never waiting for the disk.
+A decision (and a reversal) is made durable by the record of its answer, which precedes the
+answer on the wire: so it does not wait for the disk itself (docs/protocol.md section 7)."""
 
 from __future__ import annotations
 
@@ -311,11 +311,13 @@ class Ledger:
     def _facts(self, tx: Tx, request: AuthorisationRequest, now: int) -> Facts:
         account = None if request.card_number is None \
             else self._account(tx, request.card_number)
-        row = tx.one("SELECT count(*) FILTER (WHERE atc = ?), max(atc) FROM counters "
-                     "WHERE holder = ?", (request.atc, request.holder))
+        # two lookups in the (holder, atc) key, not a scan of the holder's every counter
+        row = tx.one("SELECT (SELECT 1 FROM counters WHERE holder = ? AND atc = ?), "
+                     "(SELECT max(atc) FROM counters WHERE holder = ?)",
+                     (request.holder, request.atc, request.holder))
         assert row is not None
         seen, highest = row
-        return Facts(account, CounterHistory(bool(seen), highest),
+        return Facts(account, CounterHistory(seen is not None, highest),
                      self._declines(tx, request.holder, now))
 
     async def reverse(self, order_id: bytes, seller: str, digest: bytes) -> Decision:

@@ -37,9 +37,12 @@ unfinished order again from that status.
 One driver per order, across instances: several seller processes may share one order book
 (on PostgreSQL), each resuming unfinished orders. A driver first `claim`s the order: the
 claim is a row's (driver, lease) pair, taken in a transaction, so the database, not any
-process's memory, says who drives it. A claim lasts CLAIM_LEASE seconds and every move by its
-holder renews it; a seller killed mid-drive leaves a claim that expires, and another instance
-(or the same one restarted) takes the order over. A SQLite order book belongs to one seller
+process's memory, says who drives it. A new order is claimed in the decision that records
+it (no other instance can hold it yet), and the move that makes an order final releases
+the claim, so a drive that completes costs no decision of its own for the claim. A claim
+lasts CLAIM_LEASE seconds and every move by its holder renews it; a seller killed mid-drive
+leaves a claim that expires, and another instance (or the same one restarted) takes the
+order over. A SQLite order book belongs to one seller
 process, so a seller opening one drops every claim in it at once; for the same reason a
 claim there, and its release, need not wait for the disk (`durable=False`: a crash of the
 machine may lose it, and the next process drops it anyway). A move by an instance
@@ -69,6 +72,11 @@ from host.storage.base import VIEWS_POSTGRESQL, Row, Schema, Tx, record_view, re
 from host.storage.group_commit import BatchHook
 from host.storage.location import Location, open_database
 
+# the orders not final: what the seller resumes every few seconds, through an index of them
+# alone rather than a scan of every order it ever took (the planner uses a partial index for
+# a query whose WHERE holds the index's own)
+UNFINISHED = "status IN ('received', 'authorising', 'approved', 'voiding')"
+
 ORDERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
     order_id BLOB PRIMARY KEY,        -- the seller's replay cache
@@ -87,7 +95,7 @@ CREATE TABLE IF NOT EXISTS orders (
     driver   TEXT,                    -- the seller instance driving it (see `claim`)
     lease    REAL                     -- and until when its claim holds
 );
-"""
+""" + f"CREATE INDEX IF NOT EXISTS orders_unfinished ON orders (status) WHERE {UNFINISHED};"
 
 # how long a claim on an order holds without a move by its holder, in seconds
 CLAIM_LEASE = 45.0
@@ -112,6 +120,9 @@ CREATE TABLE orders (
 );
 """ + VIEWS_POSTGRESQL, """
 ALTER TABLE orders ADD COLUMN driver text, ADD COLUMN lease double precision;
+""", """
+CREATE INDEX orders_unfinished ON orders (status)
+    WHERE status IN ('received', 'authorising', 'approved', 'voiding');
 """)
 
 ORDERS = Schema("orders", ORDERS_SCHEMA, ORDERS_POSTGRESQL,
@@ -180,14 +191,17 @@ class OrderStore(Protocol):
     """The seller's store, whatever engine holds it."""
 
     async def receive(self, order_id: bytes, envelope: bytes, holder: str, amount: int,
-                      digest: bytes, fields: Iterable[str]) -> None:
-        """Record a new order as RECEIVED; an order id seen before raises `replay`."""
+                      digest: bytes, fields: Iterable[str], *, claim: bool = False) -> None:
+        """Record a new order as RECEIVED; an order id seen before raises `replay`.
+        `claim`: this instance claims it in the same decision (it drives it next)."""
         ...
 
     async def move(self, order_id: bytes, new: OrderStatus, *, outcome: bytes | None = None,
                    answer: bytes | None = None, note: str | None = None,
                    approval: tuple[bytes, bytes] | None = None) -> None:
-        """Move the order along TRANSITIONS, or raise IllegalTransition and write nothing."""
+        """Move the order along TRANSITIONS, or raise IllegalTransition and write nothing. A
+        move renews this instance's claim on the order; a move to a final status releases
+        it."""
         ...
 
     async def claim(self, order_id: bytes) -> bool:
@@ -210,6 +224,16 @@ class OrderStore(Protocol):
     def close(self) -> None: ...
 
 
+_MOVE = ("UPDATE orders SET status = ?, outcome = coalesce(?, outcome), "
+         "answer = coalesce(?, answer), note = coalesce(?, note), "
+         "approval = coalesce(?, approval), receipt = coalesce(?, receipt), at = ?, ")
+# then the mover's claim: renewed (driver, lease), or released by a final move (driver,
+# driver); every expression of a SET reads the row as it was, the driver not yet cleared
+_RENEW = _MOVE + "lease = CASE WHEN driver = ? THEN ? ELSE lease END WHERE order_id = ?"
+_RELEASE = _MOVE + ("lease = CASE WHEN driver = ? THEN NULL ELSE lease END, "
+                    "driver = CASE WHEN driver = ? THEN NULL ELSE driver END WHERE order_id = ?")
+
+
 class OrderBook:
     """The order book on either engine (`location`: a SQLite file, or a PostgreSQL URL)."""
 
@@ -229,8 +253,11 @@ class OrderBook:
         self.db.close()
 
     async def receive(self, order_id: bytes, envelope: bytes, holder: str, amount: int,
-                      digest: bytes, fields: Iterable[str]) -> None:
-        now = int(time.time())
+                      digest: bytes, fields: Iterable[str], *, claim: bool = False) -> None:
+        now = time.time()
+        # a new order: no other instance can hold a claim on it, so the claim is taken here,
+        # in the same decision, rather than in one more
+        driver, lease = (self.instance, now + self.lease) if claim else (None, None)
 
         def receive(tx: Tx) -> None:
             # looked up, not caught as a key violation: under concurrency PostgreSQL refuses
@@ -239,8 +266,8 @@ class OrderBook:
                 raise replay_error(order_id)
             tx.execute(
                 "INSERT INTO orders (order_id, envelope, holder, amount, digest, status, "
-                "since, at) VALUES (?, ?, ?, ?, ?, 'received', ?, ?)",
-                (order_id, envelope, holder, amount, digest, now, now))
+                "since, at, driver, lease) VALUES (?, ?, ?, ?, ?, 'received', ?, ?, ?, ?)",
+                (order_id, envelope, holder, amount, digest, int(now), int(now), driver, lease))
             record_view(tx, order_id, fields)
 
         await self.db.decide(receive)
@@ -250,7 +277,9 @@ class OrderBook:
                    approval: tuple[bytes, bytes] | None = None) -> None:
         """Move the order to `new`, re-reading its status inside the transaction: a move the
         table forbids raises IllegalTransition and writes nothing. A final status carries the
-        outcome and the answer frame; APPROVED carries (authorisation MAC, receipt)."""
+        outcome and the answer frame; APPROVED carries (authorisation MAC, receipt). The move
+        renews this instance's claim, if it holds one; a final one releases it (nothing
+        moves the order again), so the drive that finishes an order needs no `release`."""
         if new.final != (outcome is not None and answer is not None):
             raise ValueError("a final status, and only a final one, records its outcome")
         if (new is OrderStatus.APPROVED) != (approval is not None):
@@ -264,14 +293,10 @@ class OrderBook:
             now = time.time()
             if old is None or not legal(old, new) or self._held_elsewhere(row, now):
                 raise IllegalTransition(order_id, old, new)
-            # the move renews this instance's claim, if it holds one
-            tx.execute(
-                "UPDATE orders SET status = ?, outcome = coalesce(?, outcome), "
-                "answer = coalesce(?, answer), note = coalesce(?, note), "
-                "approval = coalesce(?, approval), receipt = coalesce(?, receipt), at = ?, "
-                "lease = CASE WHEN driver = ? THEN ? ELSE lease END WHERE order_id = ?",
-                (new.value, outcome, answer, note, mac, receipt, int(now), self.instance,
-                 now + self.lease, order_id))
+            statement, claim = (_RELEASE, (self.instance, self.instance)) if new.final \
+                else (_RENEW, (self.instance, now + self.lease))
+            tx.execute(statement, (new.value, outcome, answer, note, mac, receipt, int(now),
+                                   *claim, order_id))
 
         await self.db.decide(move)
 
@@ -319,10 +344,11 @@ class OrderBook:
         return None if row is None else self._record(row)
 
     def status(self, order_id: bytes) -> tuple[OrderStatus, bytes | None] | None:
-        record = self.get(order_id)
-        return (record.status, record.outcome) if record else None
+        # not the whole record: the envelope is the largest thing in it
+        row = self.db.read(lambda tx: tx.one(
+            "SELECT status, outcome FROM orders WHERE order_id = ?", (order_id,)))
+        return None if row is None else (OrderStatus(row[0]), row[1])
 
     def unfinished(self) -> list[OrderRecord]:
         return [self._record(row) for row in self.db.read(lambda tx: tx.all(
-            f"{self._RECORD} WHERE status IN ('received', 'authorising', 'approved', "
-            "'voiding')"))]
+            f"{self._RECORD} WHERE {UNFINISHED}"))]

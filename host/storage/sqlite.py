@@ -3,10 +3,11 @@ stores built on it are host.storage.ledger (the card manager), host.storage.orde
 seller) and host.storage.shipments (the delivery company), each doubling as that party's replay
 cache (host.storage.base says what an engine promises).
 
-Every database runs in WAL mode with synchronous=FULL. Its decisions are committed by one
-thread of its own (host.storage.group_commit): the decisions queued together run one after
-another, each inside a savepoint, in one `BEGIN IMMEDIATE` transaction, so a party killed at
-any instant has either recorded a decision completely or not at all, two decisions never
+Every database runs in WAL mode with synchronous=FULL. Its decisions are group-committed
+(host.storage.group_commit): the decisions queued together run one after another, each
+inside a savepoint, in one `BEGIN IMMEDIATE` transaction whose COMMIT runs on a thread of
+the database's own (the event loop never waits for an fsync), so a party killed at any
+instant has either recorded a decision completely or not at all, two decisions never
 interleave (one writer at a time), and one fsync covers the batch. Reads use a second
 connection, which sees only what was committed. The order id is a primary key everywhere: a
 second debit for the same order is a constraint violation, not a code path.
@@ -18,7 +19,6 @@ order id with anything else is a replay and is refused.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sqlite3
@@ -141,14 +141,18 @@ class Database:
         self.conn = connect(path, schema.sqlite, schema.sqlite_columns)  # the committer's
         self.reader = connect_reader(path)
         self._reading = threading.Lock()  # the reader connection, one body at a time
+        self._full = True  # the write connection's synchronous mode is FULL
+        self._open = self.conn  # the connection the open batch began on
         self.lost: StorageLost | None = None
-        self.committer = GroupCommitter(self._batch, _is_fault, name=path.name,
-                                        hook=batch_hook)
+        self.committer = GroupCommitter(self, name=path.name, hook=batch_hook)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         if self.lost is not None:
             raise StorageLost(f"storage was lost earlier: {self.lost}")
+        if not self._full:  # left so by a batch of undurable decisions: this one is durable
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self._full = True
         try:
             with transaction(self.conn) as conn:
                 yield conn
@@ -156,27 +160,52 @@ class Database:
             self.lost = exc
             raise
 
-    @contextmanager
-    def _batch(self, durable: bool) -> Iterator[Tx]:
+    # -- the committer's side (host.storage.group_commit.Journal) ---------------------------
+
+    def begin(self, durable: bool) -> Tx:
         """One group commit's transaction. Not durable: in WAL mode with synchronous=NORMAL
         the COMMIT is written to the log but not fsynced; the next durable COMMIT's fsync
-        covers it, and a kill of the process loses nothing (the kernel holds it)."""
-        if not durable:
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self.transaction() as conn:
-                yield SqliteTx(conn)
-        finally:
-            if not durable:
-                with contextlib.suppress(sqlite3.Error):
-                    self.conn.execute("PRAGMA synchronous=FULL")
+        covers it, and a kill of the process loses nothing (the kernel holds it). The mode
+        is switched only when a batch needs the other one."""
+        if self.lost is not None:
+            raise StorageLost(f"storage was lost earlier: {self.lost}")
+        if durable != self._full:
+            self.conn.execute("PRAGMA synchronous=FULL" if durable
+                              else "PRAGMA synchronous=NORMAL")
+            self._full = durable
+        self._open = self.conn
+        self._open.execute("BEGIN IMMEDIATE")
+        return SqliteTx(self._open)
+
+    def commit(self) -> None:
+        self._open.execute("COMMIT")
+
+    def abort(self, error: BaseException) -> BaseException:
+        """Roll back whatever is open, a failed COMMIT's transaction included: SQLite says a
+        failed COMMIT "may or may not" have rolled it back, and one left open would be
+        committed, unseen, by the next batch. A full disk becomes StorageFull; an I/O error
+        (a failed write or fsync) StorageLost, and every later transaction is refused."""
+        _rollback(self._open)
+        if isinstance(error, sqlite3.Error):
+            fault = storage_fault(error)
+            if fault is not None:
+                fault.__cause__ = error
+                error = fault
+        if isinstance(error, StorageLost):
+            self.lost = error
+        return error
+
+    def is_fault(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.Error) and storage_fault(error) is not None
+
+    # -- the engine -------------------------------------------------------------------------
 
     def run(self, body: Callable[[Tx], T]) -> T:
         # BEGIN IMMEDIATE takes the write lock first: nothing to race, so nothing to retry
         return self.committer.submit(body).result()
 
     async def decide(self, body: Callable[[Tx], T], *, durable: bool = True) -> T:
-        return await asyncio.wrap_future(self.committer.submit(body, durable=durable))
+        return await self.committer.decide(body, durable=durable)
 
     def read(self, body: Callable[[Tx], T]) -> T:
         # one read transaction: the body sees one committed state, and the next read a
@@ -193,10 +222,6 @@ class Database:
         self.committer.close()
         self.conn.close()
         self.reader.close()
-
-
-def _is_fault(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.Error) and storage_fault(exc) is not None
 
 
 def read_views(path: Path) -> dict[bytes, list[str]]:

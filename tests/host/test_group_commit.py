@@ -140,7 +140,8 @@ def test_no_one_hears_of_a_decision_before_its_commit(tmp_path: Path) -> None:
             db.close()
 
 
-def test_an_awaited_decision_returns_after_its_commit_and_off_the_loop(tmp_path: Path) -> None:
+def test_an_awaited_decision_returns_after_its_commit_which_runs_off_the_loop(
+        tmp_path: Path) -> None:
     seen: list[str] = []
 
     def hook(at: CommitPoint, _decisions: int) -> None:
@@ -155,6 +156,65 @@ def test_an_awaited_decision_returns_after_its_commit_and_off_the_loop(tmp_path:
         assert keys(db) == list(range(20))  # every one readable once awaited
         assert seen and all(name.startswith("nettx-commit-") for name in seen)
         assert db.committer.batches < 20  # the gathered decisions shared commits
+    finally:
+        db.close()
+
+
+def test_a_blocking_decision_on_the_loop_while_its_batch_waits_to_be_written(
+        tmp_path: Path) -> None:
+    """`run` blocks its caller; called on the loop itself while a decision of the loop waits
+    for the loop to write its batch, the committer thread takes both up (no deadlock)."""
+    db = Database(tmp_path / "t.sqlite", TABLE)
+    try:
+        async def both() -> int:
+            queued = asyncio.ensure_future(db.decide(put(1)))
+            await asyncio.sleep(0)  # queued, its batch scheduled on this loop
+            # as `run` does, blocking the loop: the thread must not wait for the loop
+            assert db.committer.submit(put(2)).result(10) == 2
+            return await queued
+
+        assert asyncio.run(both()) == 1 and keys(db) == [1, 2]
+    finally:
+        db.close()
+
+
+def test_a_loop_gone_with_its_batch_unwritten_does_not_stall_the_next(tmp_path: Path) -> None:
+    """A loop that stopped (and closed) before running the batch one of its tasks scheduled:
+    the next loop's decision is written and committed, and the orphaned one with it."""
+    db = Database(tmp_path / "t.sqlite", TABLE)
+    try:
+        gone = asyncio.new_event_loop()
+        orphan = gone.create_task(db.decide(put(1)))
+        gone.call_soon(gone.stop)  # after the task's first step: its batch never runs there
+        gone.run_forever()
+        gone.close()
+        assert not orphan.done()
+
+        async def next_one() -> int:
+            return await asyncio.wait_for(db.decide(put(2)), 10)
+
+        assert asyncio.run(next_one()) == 2 and keys(db) == [1, 2]
+    finally:
+        db.close()
+
+
+def test_closing_while_the_loop_is_blocked_commits_what_it_queued(tmp_path: Path) -> None:
+    db = Database(tmp_path / "t.sqlite", TABLE)
+
+    async def close_with_one_queued() -> int:
+        queued = asyncio.ensure_future(db.decide(put(7)))
+        await asyncio.sleep(0)
+        # closed while the loop is blocked, its batch not yet written: the thread commits it
+        closing = threading.Thread(target=db.close, daemon=True)
+        closing.start()
+        closing.join(10)
+        assert not closing.is_alive(), "close waited for the blocked loop"
+        return await queued
+
+    assert asyncio.run(close_with_one_queued()) == 7
+    db = Database(tmp_path / "t.sqlite", TABLE)
+    try:
+        assert keys(db) == [7]
     finally:
         db.close()
 

@@ -56,6 +56,36 @@ def test_a_claim_left_by_a_dead_instance_expires(books: tuple[OrderBook, OrderBo
     assert record is not None and record.status is S.APPROVED and record.note is None
 
 
+def test_a_new_order_is_claimed_as_recorded_and_released_by_its_final_move(
+        store_engine: Callable[[str], Path | str]) -> None:
+    """The seller claims a new order in the decision that records it, and the move that
+    makes it final gives the claim up: two decisions fewer per order, the same exclusion."""
+    location = store_engine("orders")
+    first, second = OrderBook(location, lease=LEASE), OrderBook(location, lease=LEASE)
+    try:
+        decided(first.receive(ORDER, b"envelope", "holder:a@example.org", 100, bytes(32),
+                              ["amount"], claim=True))
+        assert not decided(second.claim(ORDER))  # first's from its record on
+        decided(first.move(ORDER, S.AUTHORISING))
+        assert not decided(second.claim(ORDER))
+        decided(first.move(ORDER, S.DECLINED, outcome=b"outcome", answer=b"frame"))
+        assert decided(second.claim(ORDER))  # released with the final move
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_final_move_releases_its_own_claim_only(books: tuple[OrderBook, OrderBook]) -> None:
+    first, second = books
+    decided(first.move(ORDER, S.AUTHORISING))  # nobody's claim
+    assert decided(second.claim(ORDER))
+    with pytest.raises(IllegalTransition):  # second's claim holds: first cannot finish it
+        decided(first.move(ORDER, S.DECLINED, outcome=b"outcome", answer=b"frame"))
+    assert not decided(first.claim(ORDER))  # and its refused move released nothing
+    decided(second.move(ORDER, S.DECLINED, outcome=b"outcome", answer=b"frame"))
+    assert decided(first.claim(ORDER))
+
+
 def test_a_move_without_a_claim_is_not_refused(books: tuple[OrderBook, OrderBook]) -> None:
     first, _second = books
     decided(first.move(ORDER, S.AUTHORISING))  # nobody claimed it: a single seller as before
@@ -73,7 +103,7 @@ def test_the_claim_came_as_a_second_schema_version(pg_url: str) -> None:
     db.close()
     book = OrderBook(pg_url)
     try:
-        assert isinstance(book.db, Database) and book.db.version == len(ORDERS.postgresql) == 2
+        assert isinstance(book.db, Database) and book.db.version == len(ORDERS.postgresql) == 3
         assert decided(book.claim(ORDER))
         assert [r.order_id for r in book.unfinished()] == [ORDER]
     finally:

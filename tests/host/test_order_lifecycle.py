@@ -22,11 +22,13 @@ from host.protocol.order import Party
 from host.protocol.wire import LENGTH, MessageType, frame
 from host.storage.order_book import (
     TRANSITIONS,
+    UNFINISHED,
     IllegalTransition,
     OrderBook,
     OrderRecord,
     OrderStatus,
 )
+from host.storage.sqlite import Database
 from terminal.session import CardSession
 from tests.host.market import Market, order
 from tests.host.stores import decided, execute, idle, query
@@ -298,5 +300,25 @@ def test_an_order_book_from_before_recorded_answers_is_upgraded(tmp_path: Path) 
         decided(book.move(bytes(16), S.FAILED, outcome=b"\xa0", answer=b"frame"))
         record = book.get(bytes(16))
         assert record is not None and record.answer == b"frame"
+    finally:
+        book.close()
+
+
+def test_the_unfinished_orders_are_found_without_reading_every_order(tmp_path: Path) -> None:
+    """The seller looks them up every few seconds, for as long as it runs: through an index
+    of them alone, not a scan of every order it ever took."""
+    book = OrderBook(tmp_path / "orders.sqlite")
+    try:
+        db = book.db
+        assert isinstance(db, Database)
+        plan = db.reader.execute(f"EXPLAIN QUERY PLAN SELECT order_id FROM orders "
+                                 f"WHERE {UNFINISHED}").fetchall()
+        assert "USING INDEX orders_unfinished" in " ".join(row[-1] for row in plan), plan
+        for n, final in enumerate([False, True, False]):
+            order_id = bytes([n]) * 16
+            decided(book.receive(order_id, b"e", "holder:a@example.org", 1, bytes(32), []))
+            if final:
+                decided(book.move(order_id, S.FAILED, outcome=b"o", answer=b"a"))
+        assert sorted(o.order_id for o in book.unfinished()) == [bytes(16), bytes([2]) * 16]
     finally:
         book.close()
