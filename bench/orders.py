@@ -180,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: one shop on the parties' default loop)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (databases, logs)")
+    parser.add_argument("--holders-keep-connections", action="store_true",
+                        help="nettx's throughput holders keep their connection to the seller "
+                             "between orders (HolderClient keep_connection); the latency "
+                             "holder, the pattern and the floor still connect per order")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.repeats < 1 or args.orders < 1 or min(args.levels) < 1 \
             or args.pattern_orders < 1 \
@@ -224,12 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as parties:
             stack.callback(close_quietly, parties)
             loops = args.loops or [None]
+            keep = args.holders_keep_connections
             nettx = NettxShop(world, start_parties(parties, world, tmp / "run",
-                                                   loop_env(loops[0])))
+                                                   loop_env(loops[0])), keep_connections=keep)
             shops: list[Shop] = [nettx]
             for loop in loops[1:]:  # the same parties on another event loop, side by side
                 shops.append(NettxShop(world, start_parties(parties, world, tmp / f"run-{loop}",
-                                                            loop_env(loop)), f"nettx/{loop}"))
+                                                            loop_env(loop)), f"nettx/{loop}",
+                                       keep_connections=keep))
             floors: list[Shop] = []
             if pattern is not None:
                 floors = [FloorShop(pattern, start_floor(parties, pattern, tmp / "floor")),

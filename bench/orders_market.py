@@ -193,9 +193,11 @@ class NettxBuyer:
         return outcome.status, outcome.reason
 
 
-def buyer(session: CardSession, pin: str, port: int, number: str) -> NettxBuyer:
+def buyer(session: CardSession, pin: str, port: int, number: str,
+          keep_connection: bool = False) -> NettxBuyer:
     return NettxBuyer(HolderClient(timed_session(session), pin, "127.0.0.1", port,
-                                   seller=SELLER, max_amount=CEILING), an_order(number))
+                                   seller=SELLER, max_amount=CEILING,
+                                   keep_connection=keep_connection), an_order(number))
 
 
 class PartyProcesses:
@@ -220,11 +222,14 @@ class NettxShop(PartyProcesses):
     procs: dict[str, PartyProcess]
     name: str = "nettx"
     holder_card: str = "software, MemoryStore"
+    #: the throughput holders keep their connection to the seller between orders
+    keep_connections: bool = False
 
     def buyers(self, n: int) -> list[Buyer]:
-        return software_buyers(self.world, self.port, n)
+        return software_buyers(self.world, self.port, n, self.keep_connections)
 
 
-def software_buyers(world: World, port: int, n: int) -> list[Buyer]:
+def software_buyers(world: World, port: int, n: int,
+                    keep_connections: bool = False) -> list[Buyer]:
     return [buyer(software_card(holder_id(i), world.rows[holder_id(i)]), SOFT_PIN, port,
-                  card_number(i)) for i in range(n)]
+                  card_number(i), keep_connections) for i in range(n)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 import time
 from typing import TypeVar
@@ -30,6 +31,12 @@ class AsyncConnection:
         self.reader, self.writer, self.timeout = reader, writer, timeout
         self.decoder = FrameDecoder(max_frame)
         self._frames: list[bytes] = []
+        # the read deadline (see _wait_until)
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiter: asyncio.Task[object] | None = None  # the task a read waits in
+        self._fired = False  # the deadline cancelled that task
+        self._cancelling = 0  # its cancel requests from outside when the read began
 
     @classmethod
     async def open(cls, host: str, port: int, timeout: float = READ_TIMEOUT) -> AsyncConnection:
@@ -56,30 +63,69 @@ class AsyncConnection:
         loop = asyncio.get_running_loop()
         idle = None if self.decoder.mid_frame else idle_timeout
         started = idle is None
-        # one deadline for the whole message, moved once at its first byte: a timer per
-        # message, where a wait_for per read cost a task and a timer per read
-        deadline = asyncio.timeout_at(loop.time() + (self.timeout if idle is None else idle))
+        self._wait_until(loop, loop.time() + (self.timeout if idle is None else idle))
         try:
-            async with deadline:
-                while not self._frames:
-                    data = await self.reader.read(65536)
-                    if not data:
-                        if self.decoder.mid_frame:
-                            raise WireError("connection closed in the middle of a frame",
-                                            code=ErrorCode.TRUNCATED)
-                        return None
-                    if not started:
-                        started = True
-                        deadline.reschedule(loop.time() + self.timeout)
-                    self._frames.extend(self.decoder.feed(data))
-        except TimeoutError:
+            while not self._frames:
+                data = await self.reader.read(65536)
+                if not data:
+                    if self.decoder.mid_frame:
+                        raise WireError("connection closed in the middle of a frame",
+                                        code=ErrorCode.TRUNCATED)
+                    return None
+                self._frames.extend(self.decoder.feed(data))
+                if not started:
+                    started = True
+                    if not self._frames:  # more to wait for: from here, the whole bound
+                        self._wait_until(loop, loop.time() + self.timeout)
+        except asyncio.CancelledError:
+            if not self._expired(loop):
+                raise
             if started:
                 raise WireError(f"no whole message within {self.timeout:g} s",
                                 code=ErrorCode.TIMEOUT) from None
             raise WireError(f"no request within {idle:g} s", code=ErrorCode.TIMEOUT) from None
         except OSError as exc:
             raise ConnectionFailed(LOST, str(exc)) from exc
+        finally:
+            self._waiter = None
         return self._frames.pop(0)
+
+    # A read's deadline is kept lazily: one timer per connection, moved by storing a time, not
+    # by a timer per read (asyncio.timeout arms one and cancels it every time, which costs
+    # more than reading a small frame). The timer, when it fires, checks the deadline then:
+    # passed, it cancels the waiting task, as asyncio.timeout would; not yet, it re-arms for
+    # it; no read waiting, it lapses.
+
+    def _wait_until(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadline, self._waiter, self._fired = deadline, task, False
+        self._cancelling = task.cancelling()
+        if self._timer is None or self._timer.when() > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer, loop)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # no read is waiting: the next one arms its own
+        # within a millisecond counts as reached: uvloop's timers and clock tick in
+        # milliseconds, and re-arming for less would fire again on the same tick
+        if loop.time() < self._deadline - 0.001:
+            self._timer = loop.call_at(self._deadline, self._on_timer, loop)
+            return
+        self._fired = True
+        self._waiter.cancel()
+
+    def _expired(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the CancelledError being handled is our deadline's (then consumed), not
+        a cancellation from outside, which the caller re-raises."""
+        task = self._waiter
+        if not self._fired or task is None:
+            return False
+        self._fired = False
+        return task.uncancel() <= self._cancelling
 
     async def send(self, message: Message) -> None:
         await self.send_raw(message.to_frame())
@@ -87,10 +133,13 @@ class AsyncConnection:
     async def send_raw(self, data: bytes) -> None:
         try:
             self.writer.write(data)
-            if not self.writer.transport.get_write_buffer_size():
+            transport = self.writer.transport
+            if not transport.get_write_buffer_size():
                 # all of it went to the kernel: drain cannot wait, only report a lost peer,
-                # so the common case arms no timer
-                await self.writer.drain()
+                # which a closing transport says (the common case neither awaits nor arms a
+                # timer; a peer lost unseen here is met by the next read)
+                if transport.is_closing():
+                    await self.writer.drain()
                 return
             async with asyncio.timeout(self.timeout):  # the peer is behind: bound its reading
                 await self.writer.drain()
@@ -113,6 +162,9 @@ class AsyncConnection:
         self.writer.close()
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.writer.close()
         with contextlib.suppress(OSError, TimeoutError):
             async with asyncio.timeout(2):
@@ -132,6 +184,18 @@ class Connection:
             raise ConnectionFailed(ErrorCode.UNREACHABLE, f"{host}:{port}: {exc}") from exc
         self.decoder = FrameDecoder()
         self._frames: list[bytes] = []
+
+    def quiet(self) -> bool:
+        """Whether the peer has sent nothing since its last answer, not even a close: a
+        connection kept between requests is worth reusing only then."""
+        if self._frames or self.decoder.mid_frame:
+            return False
+        poll = select.poll()
+        try:
+            poll.register(self.sock, select.POLLIN)
+        except (OSError, ValueError):  # closed under us
+            return False
+        return not poll.poll(0)  # readable: a byte waits, or the end of the stream
 
     def send_raw(self, data: bytes) -> None:
         try:

@@ -96,18 +96,26 @@ CARD_MANAGER_SAID: dict[OutcomeStatus, frozenset[str | None]] = {
 }
 
 
+#: what a seller tells a connection it closes while idle (host.parties.server): on a kept
+#: connection, a reason to ask again on a new one
+CLOSED_WHILE_IDLE = frozenset({ErrorCode.CONNECTION_LOST, ErrorCode.TIMEOUT, ErrorCode.BUSY})
+
+
 class HolderClient:
     def __init__(self, card: CardSession, pin: str, host: str, port: int,
                  narrate: Step | None = None, *, seller: str, issuer: str | None = None,
                  accept: frozenset[tuple[OrderField, Party]] = frozenset(),
-                 max_amount: str | None = None, approve: Approve | None = None) -> None:
+                 max_amount: str | None = None, approve: Approve | None = None,
+                 keep_connection: bool = False) -> None:
         """`card`: a session that passed authenticate_card() (host.centre.pairing opens one).
         `seller`: the seller the holder means to pay; a form that is not that seller's
         (by its content or by its MAC) is refused. `issuer`: the holder's own card manager;
         a form naming another is refused. `accept`: the policy exposures (field, party) the
         holder agrees to; any other makes the form refused. `max_amount` ("27.90", in the
         form's currency) is a ceiling; `approve` asks the holder. A purchase needs at least
-        one of the two, and passes every one given."""
+        one of the two, and passes every one given. `keep_connection`: a holder buying
+        again and again (a load test) keeps its connection to the seller open between
+        orders (close() ends it); each order still confirms every party on the card."""
         self.card = card
         self.host, self.port = host, port
         self.seller, self.issuer, self.accept = seller, issuer, accept
@@ -118,6 +126,13 @@ class HolderClient:
             raise Refused(ErrorCode.NO_KEY, "the card is not personalised")
         self.holder = info.holder_id
         self.last_sealed: SealedOrder | None = None
+        self.keep_connection = keep_connection
+        self._conn: Connection | None = None  # kept between orders (keep_connection)
+        self.opened = 0  # connections opened to the seller with keep_connection (tests)
+        #: the last form's exact bytes and their parse: a seller sends the same form to
+        #: every request, and its bytes decide everything read from them (its MAC is still
+        #: checked by the card, per order, for that order's nonce)
+        self._form: tuple[bytes, OrderForm] | None = None
         card.verify_pin(pin)
 
     def fetch_form(self, conn: Connection) -> OrderForm:
@@ -125,9 +140,16 @@ class HolderClient:
         the seller -> holder key of the seller the holder named, over the exact form bytes."""
         nonce = secrets.token_bytes(envelope.FORM_NONCE_SIZE)
         reply = conn.request(FormRequest(self.holder, nonce), Form)
-        form = OrderForm.from_cbor(codec.decode(reply.form, "order form"))
+        form = self.read_form(reply.form)
         self.check_seller(form)
         self.verify_form(reply.form, reply.mac, nonce)
+        return form
+
+    def read_form(self, raw: bytes) -> OrderForm:
+        if self._form is not None and self._form[0] == raw:
+            return self._form[1]
+        form = OrderForm.from_cbor(codec.decode(raw, "order form"))
+        self._form = (raw, form)
         return form
 
     def check_seller(self, form: OrderForm) -> None:
@@ -199,6 +221,11 @@ class HolderClient:
 
     def prepare(self, conn: Connection, order: Order) -> tuple[OrderForm, SealedOrder]:
         form = self.fetch_form(conn)
+        return form, self.seal_order(conn, form, order)
+
+    def seal_order(self, conn: Connection, form: OrderForm, order: Order) -> SealedOrder:
+        """Everything after the verified form: the holder's checks, every party confirmed
+        by the card, then the card seals the parts."""
         self.check_form(form)
         self.narrate(f"form from {form.seller}: {len(form.catalogue)} items, policy ok; "
                      f"amount due {Money(order.amount(form), form.currency)}")
@@ -210,12 +237,49 @@ class HolderClient:
                                 lambda p, pt, aad, ctx: self.seal(p, pt, aad, ctx, form))
         self.narrate(f"card sealed 3 parts for order {header.order_id.hex()}")
         self.last_sealed = sealed
-        return form, sealed
+        return sealed
 
     def buy(self, order: Order) -> Outcome:
-        with Connection(self.host, self.port) as conn:
-            _form, sealed = self.prepare(conn, order)
-            return self.send(conn, sealed)
+        if not self.keep_connection:
+            with Connection(self.host, self.port) as conn:
+                _form, sealed = self.prepare(conn, order)
+                return self.send(conn, sealed)
+        conn, reused = self._connection()
+        try:
+            try:
+                form = self.fetch_form(conn)
+            except TransactionError as exc:
+                if not reused or exc.code not in CLOSED_WHILE_IDLE:
+                    raise
+                # the seller closed our idle connection as we reused it (its idle timeout,
+                # or shed from a full table): asking for a form changes nothing, so ask on a
+                # fresh one
+                conn.close()
+                self._conn = None
+                conn, _ = self._connection()
+                form = self.fetch_form(conn)
+            sealed = self.seal_order(conn, form, order)
+            outcome = self.send(conn, sealed)
+        except BaseException:
+            self.close()  # the stream's state is unknown: the next order starts afresh
+            raise
+        return outcome
+
+    def _connection(self) -> tuple[Connection, bool]:
+        """The kept connection (reused: True), or a new one."""
+        if self._conn is not None:
+            if self._conn.quiet():
+                return self._conn, True
+            self.close()  # the seller said something unasked (why it closes) or closed it
+        self._conn = Connection(self.host, self.port)
+        self.opened += 1
+        return self._conn, False
+
+    def close(self) -> None:
+        """End the connection kept between orders, if any."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def send(self, conn: Connection, sealed: SealedOrder) -> Outcome:
         try:

@@ -21,6 +21,34 @@ def encode(obj: Any) -> bytes:
     return cbor2.dumps(obj, canonical=True)
 
 
+#: what cbor2 encodes the same way whether or not it is asked for canonical output (its
+#: canonical mode differs only in sorting map keys and sets and in shrinking floats)
+_FLAT = frozenset({str, bytes, int, bool, type(None)})
+_KEY_ORDERS: dict[tuple[str, ...], tuple[str, ...]] = {}  # a message's keys -> sorted
+
+
+def encode_map(body: dict[str, Any]) -> bytes:
+    """`encode(body)`, byte for byte, for a map with text keys (a message): when every value
+    is text, bytes, an integer, a boolean or null, the map's keys are put in deterministic
+    order here (by length, then bytewise: RFC 8949 §4.2.1 for text keys) and cbor2 encodes
+    it as it stands, which costs a quarter of its canonical mode's sorting; any other value
+    goes through `encode`."""
+    for value in body.values():
+        if type(value) not in _FLAT:
+            return encode(body)
+    keys = tuple(body)
+    order = _KEY_ORDERS.get(keys)
+    if order is None:
+        if not all(type(key) is str for key in keys):
+            return encode(body)
+        order = tuple(sorted(keys, key=lambda key: (len(key.encode()), key.encode())))
+        if len(_KEY_ORDERS) < 1024:  # the messages' few key sets; never a peer's
+            _KEY_ORDERS[keys] = order
+    if order != keys:
+        body = {key: body[key] for key in order}
+    return cbor2.dumps(body)
+
+
 MAX_DEPTH = 16
 INT_RANGE = range(-(2**63), 2**63)  # what SQLite and every peer can hold
 _LEAVES = frozenset({str, bytes, bool, type(None)})  # exactly these types: nothing to walk
@@ -42,16 +70,32 @@ def check_plain(value: Any, what: str, depth: int = 0) -> None:
     belongs in a message, and a cycle would never re-encode."""
     if depth > MAX_DEPTH:
         raise WireError(f"{what} is nested deeper than {MAX_DEPTH} levels")
-    if type(value) in _LEAVES:  # most of a message, settled by one lookup
+    if type(value) in _LEAVES:
         return
+    _check_value(value, what, depth)
+
+
+def _check_value(value: Any, what: str, depth: int) -> None:
+    """`check_plain` of a value that is not a leaf, at `depth` (already within bounds).
+    A container's leaves are settled in its own loop, one type lookup each: one call per
+    container rather than per value (a message is mostly leaves), in the same order and
+    with the same errors as a call per value."""
     if isinstance(value, dict):
+        inner = depth + 1
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str and not isinstance(key, str):
                 raise WireError(f"{what} has a map key that is not text")
-            check_plain(item, what, depth + 1)
+            if inner > MAX_DEPTH:
+                raise WireError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+            if type(item) not in _LEAVES:
+                _check_value(item, what, inner)
     elif isinstance(value, list):
+        inner = depth + 1
         for item in value:
-            check_plain(item, what, depth + 1)
+            if inner > MAX_DEPTH:
+                raise WireError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+            if type(item) not in _LEAVES:
+                _check_value(item, what, inner)
     elif isinstance(value, int) and not isinstance(value, bool):
         if value not in INT_RANGE:
             raise WireError(f"{what} has an integer outside 64 bits")

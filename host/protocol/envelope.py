@@ -43,6 +43,12 @@ SEAL_OVERHEAD = keys.SEAL_OVERHEAD
 
 Seal = Callable[[Party, bytes, bytes, bytes], bytes]  # (party, plaintext, aad, context) -> box
 
+#: the parties in their order, and the names a part may carry: iterating an enum costs more
+#: than the rest of a part's checks
+PARTIES = tuple(Party)
+PART_NAMES = frozenset(p.value for p in Party)
+FIELD_NAMES = frozenset(f.value for f in OrderField)
+
 
 @dataclass(frozen=True, slots=True)
 class Header:
@@ -61,7 +67,7 @@ class Header:
                 Party.DELIVERY: self.delivery}[party]
 
     def to_bytes(self) -> bytes:
-        return codec.encode({
+        return codec.encode_map({
             "v": self.version, "order": self.order_id, "holder": self.holder,
             "seller": self.seller, "issuer": self.issuer, "delivery": self.delivery,
             "ts": self.timestamp, "currency": self.currency, "policy": self.policy_digest,
@@ -113,13 +119,13 @@ class Envelope:
     def from_cbor(cls, value: Any) -> Envelope:
         m = Fields(value, "envelope")
         parts = m.sub("parts")
-        if set(parts.map) != {p.value for p in Party}:
+        if parts.map.keys() != PART_NAMES:
             raise EnvelopeError(ErrorCode.MALFORMED, "an envelope has exactly the seller, "
                                                      "issuer and delivery parts")
         return cls(
             header=m.get("header", bytes, max_size=1024),
             parts={p: parts.get(p.value, bytes, min_size=SEAL_OVERHEAD, max_size=MAX_PART)
-                   for p in Party},
+                   for p in PARTIES},
         )
 
 
@@ -129,7 +135,7 @@ def commitment(salt: bytes, fields_bytes: bytes) -> bytes:
 
 def order_digest(header: bytes, commitments: Mapping[Party, bytes]) -> bytes:
     return hashlib.sha256(b"nettx/order/v1" + header
-                          + b"".join(commitments[p] for p in Party)).digest()
+                          + b"".join(commitments[p] for p in PARTIES)).digest()
 
 
 def part_aad(party: Party, header: bytes) -> bytes:
@@ -164,13 +170,14 @@ def build(order: Order, form: OrderForm, header: Header, seal: Seal,
           salts: Mapping[Party, bytes] | None = None) -> SealedOrder:
     """Split the order by the form's policy and seal each part through `seal`."""
     header_bytes = header.to_bytes()
-    fields = {p: codec.encode(f) for p, f in split(order, form).items()}
+    values = split(order, form)
+    fields = {p: codec.encode(f) for p, f in values.items()}
     salts = salts or {p: secrets.token_bytes(SALT_SIZE) for p in Party}
     commitments = {p: commitment(salts[p], fields[p]) for p in Party}
     parts = {}
     for party in Party:
         plaintext = codec.encode({
-            "fields": codec.decode(fields[party]), "salt": salts[party],
+            "fields": values[party], "salt": salts[party],
             "commitments": {p.value: c for p, c in commitments.items()},
         })
         parts[party] = seal(party, plaintext, part_aad(party, header_bytes),
@@ -206,13 +213,12 @@ def parse_part(header: Header, header_bytes: bytes, party: Party, box: bytes,
         salt = m.get("salt", bytes, min_size=SALT_SIZE, max_size=SALT_SIZE)
         cm = m.sub("commitments")
         commitments = {p: cm.get(p.value, bytes, min_size=DIGEST_SIZE, max_size=DIGEST_SIZE)
-                       for p in Party}
+                       for p in PARTIES}
     except WireError as exc:
         raise EnvelopeError(ErrorCode.MALFORMED, str(exc)) from exc
     if len(cm.map) != len(Party):
         raise EnvelopeError(ErrorCode.MALFORMED, "part commits to other parts than the three")
-    known = {f.value for f in OrderField}
-    if not all(isinstance(name, str) and name in known for name in fields):
+    if not all(isinstance(name, str) and name in FIELD_NAMES for name in fields):
         raise EnvelopeError(ErrorCode.MALFORMED,
                             "the part names a field that is not an order field")
     if commitment(salt, codec.encode(fields)) != commitments[party]:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from host.errors import ErrorCode, PeerRefused, TransactionError, WireError
 from host.protocol.codec import Fields
 from host.protocol.envelope import DIGEST_SIZE, FORM_NONCE_SIZE, MAX_PART, ORDER_ID_SIZE, Envelope
-from host.protocol.wire import MAX_FRAME, MessageType, RawMessage, frame
+from host.protocol.wire import MAX_FRAME, MessageType, RawMessage, frame_of
 
 MAX_IDENTIFIER = 64  # a party's identifier (the card holds at most this many bytes)
 MAX_MAC = 64  # a MAC or a confirmation answer
@@ -37,23 +37,61 @@ def _wire(kind: type, *, min_size: int = 0, max_size: int | None = None,
                  metadata={"kind": kind, "min": min_size, "max": max_size, "optional": optional})
 
 
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """One field of a message class, read once from its dataclass field: what `from_fields`
+    and `to_cbor` walk, instead of `dataclasses.fields` and its metadata per message."""
+
+    name: str
+    kind: type
+    min: int
+    max: int | None
+    optional: bool
+    sized: bool  # bytes, text, array or map: a size to check
+
+
+_SIZED = (bytes, str, list, dict)
+
+
 class _Message:
     """Encoding and parsing from each dataclass field's declared kind and bounds; a class
     whose fields are not plain CBOR values overrides `_decode` / `_encode` for them."""
 
     __slots__ = ()
     TYPE: ClassVar[MessageType]
+    #: the class's fields as `_Spec`s, built on first use (the dataclass decorator runs
+    #: after __init_subclass__, so its fields are not known any earlier)
+    _SPECS: ClassVar[tuple[_Spec, ...]]
+    #: whether the class overrides `_encode` / `_decode` (most do not: no call per field)
+    _CUSTOM_ENCODE: ClassVar[bool]
+    _CUSTOM_DECODE: ClassVar[bool]
+
+    @classmethod
+    def _specs(cls) -> tuple[_Spec, ...]:
+        specs = cls.__dict__.get("_SPECS")
+        if specs is None:
+            specs = tuple(_Spec(f.name, f.metadata["kind"], f.metadata["min"], f.metadata["max"],
+                                f.metadata["optional"], issubclass(f.metadata["kind"], _SIZED))
+                          for f in fields(cls))  # type: ignore[arg-type]
+            own_decode = cls._decode.__func__  # type: ignore[attr-defined]
+            base_decode = _Message._decode.__func__  # type: ignore[attr-defined]
+            cls._CUSTOM_ENCODE = cls._encode is not _Message._encode
+            cls._CUSTOM_DECODE = own_decode is not base_decode
+            cls._SPECS = specs  # last: a thread that finds it finds the flags set
+        return specs
 
     def to_frame(self) -> bytes:
-        return frame(self.TYPE, **self.to_cbor())
+        return frame_of(self.TYPE, self.to_cbor())
 
     def to_cbor(self) -> dict[str, object]:
         """The message's fields, as its frame carries them (without `type`)."""
+        specs = self._specs()
         body = {}
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if value is not None or not f.metadata["optional"]:
-                body[f.name] = self._encode(f.name, value)
+        custom = self._CUSTOM_ENCODE
+        for spec in specs:
+            value = getattr(self, spec.name)
+            if value is not None or not spec.optional:
+                body[spec.name] = self._encode(spec.name, value) if custom else value
         return body
 
     def _encode(self, name: str, value: Any) -> object:
@@ -66,17 +104,29 @@ class _Message:
 
     @classmethod
     def from_fields(cls, body: Fields) -> Self:
-        values = {}
-        for f in fields(cls):  # type: ignore[arg-type]
-            m = f.metadata
-            raw = body.get(f.name, m["kind"], min_size=m["min"], max_size=m["max"],
-                           optional=m["optional"])
-            values[f.name] = raw if raw is None else cls._decode(f.name, raw)
-        return cls(**values)
+        specs = cls._specs()
+        custom = cls._CUSTOM_DECODE
+        found = body.map
+        values = []
+        for spec in specs:
+            raw = found.get(spec.name, _ABSENT)
+            # the common case settled here: present, of exactly its kind, within its bounds;
+            # anything else goes through Fields.get, which accepts it or says what is wrong
+            if type(raw) is not spec.kind or (spec.sized and (
+                    len(raw) < spec.min or (spec.max is not None and len(raw) > spec.max))):
+                raw = body.get(spec.name, spec.kind, min_size=spec.min, max_size=spec.max,
+                               optional=spec.optional)
+            if custom and raw is not None:
+                raw = cls._decode(spec.name, raw)
+            values.append(raw)
+        return cls(*values)
 
     @classmethod
     def _decode(cls, name: str, value: Any) -> Any:
         return value
+
+
+_ABSENT = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +362,10 @@ CLASSES: dict[MessageType, type[Message]] = {cls.TYPE: cls for cls in (
     FormRequest, Form, Confirm, Confirmed, OrderSubmission, OrderOutcome, StatusQuery,
     Authorise, Authorisation, Reverse, Reversed, Deliver, Delivery, ErrorMessage,
     Hello, HelloAck, HelloDone, SessionFrame)}
+
+
+for _cls in CLASSES.values():  # every table built at import, before any thread uses one
+    _cls._specs()
 
 
 def from_raw(raw: RawMessage) -> Message:

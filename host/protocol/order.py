@@ -13,7 +13,7 @@ import enum
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from card_applet import blom
@@ -74,9 +74,14 @@ class PartitionPolicy:
     grants: Mapping[Party, frozenset[OrderField]]
     #: (field, party) grants of a sensitive field outside its owner, accepted knowingly
     exposures: frozenset[tuple[OrderField, Party]] = frozenset()
+    #: `digest()`, computed once: every order's header carries it, and both the holder and
+    #: the seller compare it per order
+    _digest: bytes = field(init=False, repr=False, compare=False, default=b"")
 
     def __post_init__(self) -> None:
         self.validate()
+        object.__setattr__(self, "_digest", hashlib.sha256(
+            b"nettx/policy/v1" + codec.encode(self.to_cbor())).digest())
 
     def validate(self) -> None:
         if set(self.grants) != set(Party):
@@ -117,7 +122,7 @@ class PartitionPolicy:
         return cls(grants, exposures)
 
     def digest(self) -> bytes:
-        return hashlib.sha256(b"nettx/policy/v1" + codec.encode(self.to_cbor())).digest()
+        return self._digest
 
 
 DEFAULT_POLICY = PartitionPolicy(DEFAULT_GRANTS)

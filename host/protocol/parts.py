@@ -65,7 +65,8 @@ class SellerPart:
                 or header.policy_digest != form.policy.digest():
             raise EnvelopeError(ErrorCode.WRONG_FORM,
                                 "the order was not made on this seller's form")
-        if set(fields) != {f.value for f in form.policy.fields_for(Party.SELLER)}:
+        # OrderField is a StrEnum: its members are the very strings a part's keys are
+        if fields.keys() != form.policy.fields_for(Party.SELLER):
             raise EnvelopeError(ErrorCode.POLICY, "the seller part carries other fields than "
                                                   "the policy grants")
         items, claimed = fields[F.ITEMS.value], _integer(fields[F.AMOUNT.value])

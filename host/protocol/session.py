@@ -96,6 +96,9 @@ class Channel:
             raise WireError(f"a {raw.type} message without the session's MAC{said}",
                             code=ErrorCode.UNAUTHENTICATED)
         message = SessionFrame.from_fields(raw.body)
+        if message.seq < 0:  # no MAC covers it (the number is 8 unsigned bytes): never due
+            raise WireError(f"frame number {message.seq} where {self.received} was due",
+                            code=ErrorCode.SEQUENCE)
         expected = frame_mac(self._receive_key, self.receiving, message.seq, message.body)
         if not hmac.compare_digest(expected, message.mac):
             raise WireError("the frame's MAC does not verify (altered, sent back, or from "

@@ -58,17 +58,27 @@ class RawMessage:
     @classmethod
     def parse(cls, frame: bytes) -> RawMessage:
         body = Fields(codec.decode(frame), "message")
-        name = body.get("type", str, max_size=32)
-        try:
-            kind = MessageType(name)
-        except ValueError:
-            raise WireError(f"unknown message type {name!r}", code=ErrorCode.UNKNOWN_TYPE) from None
+        name = body.map.get("type")
+        kind = _TYPES.get(name) if type(name) is str and len(name) <= 32 else None
+        if kind is None:
+            name = body.get("type", str, max_size=32)  # raises what is wrong with it
+            raise WireError(f"unknown message type {name!r}", code=ErrorCode.UNKNOWN_TYPE)
         body.what = name
         return cls(kind, body)
 
 
+#: every type by its name: a dict lookup, where MessageType(name) costs an enum call
+_TYPES: dict[str, MessageType] = {kind.value: kind for kind in MessageType}
+
+
 def frame(kind: MessageType, **body: Any) -> bytes:
-    payload = codec.encode({"type": kind.value, **body})
+    return frame_of(kind, body)
+
+
+def frame_of(kind: MessageType, body: dict[str, Any]) -> bytes:
+    """`frame` of a body already in a dict (which gains its "type")."""
+    body["type"] = kind.value
+    payload = codec.encode_map(body)
     if len(payload) > MAX_FRAME:
         raise WireError(f"{kind} message of {len(payload)} bytes exceeds {MAX_FRAME}",
                         code=ErrorCode.TOO_LARGE)
@@ -83,6 +93,11 @@ class FrameDecoder:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
+        if not self._buffer and len(data) >= LENGTH.size:
+            # the common case, one whole frame in one read: no copy through the buffer
+            (length,) = LENGTH.unpack_from(data)
+            if len(data) == LENGTH.size + length and length <= self.max_frame:
+                return [data[LENGTH.size:]]
         self._buffer += data
         frames = []
         while len(self._buffer) >= LENGTH.size:

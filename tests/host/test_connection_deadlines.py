@@ -97,6 +97,42 @@ def test_a_send_to_a_peer_that_does_not_read_gives_up_at_the_timeout(loop: str) 
     assert 0.3 < run(loop, test) < 3
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+def test_each_request_has_its_own_deadline_on_a_long_lived_connection(loop: str) -> None:
+    """Requests that each arrive within the bound keep a connection alive for several times
+    the bound (one timer per connection, moved by each read), and the wait after them is
+    still cut at its own bound."""
+
+    async def test(conn: AsyncConnection, peer: socket.socket) -> float:
+        for _ in range(6):  # 6 x 0.15 s: more than twice the 0.4 s bound in all
+            await asyncio.sleep(0.15)
+            peer.sendall(REQUEST)
+            assert await conn.receive_frame(idle_timeout=0.4) == REQUEST[4:]
+        started = time.monotonic()
+        with pytest.raises(WireError, match=r"no request within 0\.4 s"):
+            await conn.receive_frame(idle_timeout=0.4)
+        return time.monotonic() - started
+
+    assert 0.3 < run(loop, test) < 2
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_read_cancelled_from_outside_is_cancelled_not_timed_out(loop: str) -> None:
+    """What cancels a waiting read from outside (a server shedding the connection) stays a
+    cancellation, and a later read on the connection still gets its own deadline."""
+
+    async def test(conn: AsyncConnection, peer: socket.socket) -> None:
+        reading = asyncio.create_task(conn.receive_frame(idle_timeout=5))
+        await asyncio.sleep(0.05)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        with pytest.raises(WireError, match=r"no request within 0\.2 s"):
+            await conn.receive_frame(idle_timeout=0.2)
+
+    run(loop, test)
+
+
 def test_the_event_loop_is_named_or_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(LOOP_ENV, "asyncio")
     assert event_loop_factory() is asyncio.new_event_loop

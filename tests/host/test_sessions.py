@@ -266,6 +266,17 @@ def test_a_frame_with_an_altered_body_is_refused(market: Market) -> None:
     assert mount(market, attack) == ErrorCode.BAD_MAC
 
 
+def test_a_frame_with_a_negative_number_is_refused(market: Market) -> None:
+    """A number no MAC can cover (it is 8 unsigned bytes in the MAC): refused as out of
+    sequence, not met as an internal error."""
+    async def attack(session: Session, _other: Session) -> bytes:
+        sealed = messages.parse(session.channel.seal(confirm().to_frame())[LENGTH.size:])
+        assert isinstance(sealed, SessionFrame)
+        return SessionFrame(-1, sealed.body, sealed.mac).to_frame()
+
+    assert mount(market, attack) == ErrorCode.SEQUENCE
+
+
 def test_a_plain_frame_after_the_handshake_is_refused(market: Market) -> None:
     async def attack(session: Session, _other: Session) -> bytes:
         await answered(session)

@@ -515,3 +515,29 @@ def test_an_absurd_amount_in_the_card_managers_part_is_refused(
     assert outcome["status"] == "failed" and "malformed" in outcome["reason"]
     assert "internal" not in outcome["reason"]
     assert balance(market) == 100_000
+
+
+def test_a_holder_that_keeps_its_connection_reopens_it_when_the_seller_closed_it(
+        make_market: Callable[..., Market], holder_card: CardSession,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """keep_connection: orders back to back share one connection, each confirming every
+    party on the card; once the seller has closed it (idle for 0.3 s here), the next order
+    asks for its form on a new one and completes."""
+    m = make_market(config=ServerConfig(idle_timeout=0.3))
+    client = HolderClient(holder_card, PIN, "127.0.0.1", m.ports["seller"], seller=SELLER,
+                          max_amount=CEILING, keep_connection=True)
+    try:
+        for _ in range(2):
+            assert client.buy(order()).approved
+        assert client.opened == 1
+        time.sleep(0.8)  # the seller closes the idle connection
+        assert client.buy(order()).approved
+        assert client.opened == 2
+        # the same close, unseen before the form request goes (the seller closing it just
+        # then): the request fails on the old connection and is asked again on a new one
+        time.sleep(0.8)
+        monkeypatch.setattr(Connection, "quiet", lambda self: True)
+        assert client.buy(order()).approved
+        assert client.opened == 3
+    finally:
+        client.close()
