@@ -4,7 +4,8 @@ Two instruments, both on the party processes:
 
 - a recorder (RECORDER, a launcher in front of `nettx serve`) that wraps the connection class
   (host.parties.connection.AsyncConnection: opened, sent, received, closed) and the SQLite
-  commit path (host.storage.sqlite.transaction: the durable commits, each one fsync) and
+  commit paths (host.storage.sqlite.transaction, and Database.commit, a group commit's
+  COMMIT on the database's thread: the durable commits, each one fsync) and
   writes one line per event, with
   time.time(), to a file. Every frame of an order passes the seller (the holder talks only
   to it, the card manager and the delivery company only answer it), so the three files give
@@ -88,6 +89,13 @@ def _transaction(conn):
     # a commit that does not wait for the disk (synchronous=NORMAL) costs no fsync
     if conn.execute("PRAGMA synchronous").fetchone()[0] >= 2:
         note(ev="commit")
+# a group commit's COMMIT, on the database's committer thread
+group_commit = s.Database.commit
+def _group_commit(self):
+    group_commit(self)
+    if self._full:
+        note(ev="commit")
+s.Database.commit = _group_commit
 c.AsyncConnection.__init__, c.AsyncConnection.open = _init, classmethod(_open)
 c.AsyncConnection.send_raw, c.AsyncConnection.receive_frame = _send_raw, _receive_frame
 c.AsyncConnection.close, c.AsyncConnection.refuse = _close, _refuse

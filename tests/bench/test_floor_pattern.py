@@ -5,11 +5,14 @@ bench/orders_floor.py, bench/floor_parties.py)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from bench.orders_floor import FloorBuyer, FloorShop, KeptFloorBuyer, start_floor
-from bench.orders_pattern import Op, Pattern, Step, compile_pattern, strace_counts
+from bench.orders_pattern import RECORDER, Op, Pattern, Step, compile_pattern, strace_counts
 
 # one order: the holder (port 5000) asks the seller (listening 7000), which opens a connection
 # to the card manager (listening 8000) from port 5001, commits, and answers
@@ -128,6 +131,24 @@ def test_strace_counts_only_successful_calls_inside_the_window(tmp_path: Path) -
     trace.write_bytes(STRACE)
     counts = strace_counts(trace, 1.0, 2.0)
     assert dict(counts) == {"accept": 1, "connect": 1, "fsync": 2, "sendto": 1}
+
+
+def test_the_recorder_sees_a_group_commit_s_durable_commit(tmp_path: Path) -> None:
+    """A party's durable writes go through the group commit (its COMMIT on the database's
+    thread): the recorder must note each, or the floor would copy an order without fsyncs."""
+    launcher = tmp_path / "recorder.py"
+    launcher.write_text(RECORDER)
+    events = tmp_path / "events.jsonl"
+    env = {**os.environ, "NETTX_CARD_NUMBER": "4000123412341234"}
+    done = subprocess.run(
+        [sys.executable, str(launcher), str(events), "issuer", "add-account",
+         "--db", str(tmp_path / "issuer.sqlite"), "--home", str(tmp_path / "home"),
+         "--expiry", "09/29", "--holder", "holder:alice@example.org", "--name", "Alice",
+         "--balance", "100"],
+        env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    noted = [json.loads(line)["ev"] for line in events.read_text().splitlines()]
+    assert noted.count("commit") == 1
 
 
 def test_the_floor_replays_the_pattern_and_commits_where_it_says(tmp_path: Path) -> None:
