@@ -256,7 +256,7 @@ def render_pattern(counted: list[Counted], pattern: Pattern) -> Table:
                  "decisions with one fsync.\n"
                  "nettx's recorded order as the seller saw it (type:bytes): "
                  + ", ".join(pattern.frames())
-                 + "\nrecorded durable commits (host.storage.sqlite.transaction): "
+                 + "\nrecorded durable commits (host.storage.sqlite, both commit paths): "
                  + ", ".join(f"{r} {n}" for r, n in pattern.commits().items())))
     for c in counted:
         table.add_row(c.shop, str(c.orders), f"{c.sends.get('seller', 0):g}",
