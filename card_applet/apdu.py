@@ -7,7 +7,9 @@ a terminal (an APDU script, the conformance CLI) says which case the bytes miss.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 from card_applet.errors import NettxError
 
@@ -53,25 +55,20 @@ class CommandApdu:
         return self.cla != 0xFF and bool(self.cla & CLA_CHAINING)
 
     def to_bytes(self) -> bytes:
-        data, le = self.data, self.le
-        n = len(data)
-        if self.extended or n > SHORT_MAX_DATA or (le is not None and le > SHORT_MAX_LE):
-            header = bytes((self.cla, self.ins, self.p1, self.p2))
-            body = b""
-            if data:
-                body += b"\x00" + n.to_bytes(2, "big") + data
-            if le is not None:
-                two = (le % EXTENDED_MAX_LE).to_bytes(2, "big")
-                body += two if data else b"\x00" + two
-            return header + body
-        if data:
-            if le is None:
-                return bytes((self.cla, self.ins, self.p1, self.p2, n)) + data
-            return (bytes((self.cla, self.ins, self.p1, self.p2, n)) + data
-                    + bytes((le % SHORT_MAX_LE,)))
-        if le is None:
-            return bytes((self.cla, self.ins, self.p1, self.p2))
-        return bytes((self.cla, self.ins, self.p1, self.p2, le % SHORT_MAX_LE))
+        header = bytes((self.cla, self.ins, self.p1, self.p2))
+        body = b""
+        if self.extended or self.needs_extended:
+            if self.data:
+                body += b"\x00" + len(self.data).to_bytes(2, "big") + self.data
+            if self.le is not None:
+                le = (self.le % EXTENDED_MAX_LE).to_bytes(2, "big")
+                body += le if self.data else b"\x00" + le
+        else:
+            if self.data:
+                body += bytes((len(self.data),)) + self.data
+            if self.le is not None:
+                body += bytes((self.le % SHORT_MAX_LE,))
+        return header + body
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CommandApdu:
@@ -118,10 +115,17 @@ class CommandApdu:
 # holds by construction for fields read from bytes and length fields. The slots' own
 # setters fill the frozen instance, as the generated __init__ does.
 _new = object.__new__
-_DECODED_FIELDS = ("cla", "ins", "p1", "p2", "data", "le", "extended")
-if tuple(f.name for f in fields(CommandApdu)) != _DECODED_FIELDS:
-    raise RuntimeError("CommandApdu's fields changed: _decoded must set the new ones too")
-_SET = tuple(CommandApdu.__dict__[name].__set__ for name in _DECODED_FIELDS)
+
+
+def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Callable[[Any, Any], None], ...]:
+    """The slots' setters of `cls`'s fields, which must be exactly `names`: a decoder that
+    fills an instance through them would leave a new field unset."""
+    if tuple(f.name for f in fields(cls)) != names:
+        raise RuntimeError(f"{cls.__name__}'s fields changed: its decoder must set them all")
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+_SET = _slot_setters(CommandApdu, ("cla", "ins", "p1", "p2", "data", "le", "extended"))
 
 
 def _decoded(cla: int, ins: int, p1: int, p2: int, data: bytes, le: int | None,
@@ -167,9 +171,7 @@ class ResponseApdu:
 
 # The terminal decodes every response: as for commands, the slots' setters fill the frozen
 # instance without the dataclass constructor (nothing to check for fields read from bytes).
-if tuple(f.name for f in fields(ResponseApdu)) != ("data", "sw"):
-    raise RuntimeError("ResponseApdu's fields changed: _response must set the new ones too")
-_SET_DATA, _SET_SW = ResponseApdu.__dict__["data"].__set__, ResponseApdu.__dict__["sw"].__set__
+_SET_DATA, _SET_SW = _slot_setters(ResponseApdu, ("data", "sw"))
 
 
 def _response(data: bytes, sw: int) -> ResponseApdu:

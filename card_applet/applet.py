@@ -129,7 +129,6 @@ _WITHOUT_APPLICATION = frozenset({Ins.SELECT.value, Ins.READ_BINARY.value})
 # class attribute lookup and a subclass comparison (~0.2 µs each in CPython 3.11).
 _GET_RESPONSE = Ins.GET_RESPONSE.value
 _GET_DATA_ALL = DataObject.ALL.value
-_OPERATIONAL = Lifecycle.OPERATIONAL.value
 _ENCIPHER, _DECIPHER = Pso.ENCIPHER.value, Pso.DECIPHER.value
 _OK = b"\x90\x00"
 # what each command's data field may hold, built once
@@ -294,8 +293,7 @@ class Applet:
             raise CardError(SW.CONDITIONS_NOT_SATISFIED)
 
     def _require_pin(self) -> None:
-        if self.state.lifecycle != _OPERATIONAL:
-            raise CardError(SW.CONDITIONS_NOT_SATISFIED)
+        self._require_lifecycle(Lifecycle.OPERATIONAL)
         if not self.v.pin_verified:
             raise CardError(SW.SECURITY_STATUS_NOT_SATISFIED)
 
@@ -507,8 +505,7 @@ class Applet:
 
     @command(Ins.MANAGE_SECURITY_ENVIRONMENT)
     def manage_security_environment(self, cmd: CommandApdu) -> bytes:
-        if self.state.lifecycle != _OPERATIONAL:
-            raise CardError(SW.CONDITIONS_NOT_SATISFIED)
+        self._require_lifecycle(Lifecycle.OPERATIONAL)
         if cmd.p1 not in MSE_SET_P1 or cmd.p2 not in MSE_TEMPLATES:
             raise CardError(SW.INCORRECT_P1P2)
         try:

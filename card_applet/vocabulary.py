@@ -98,7 +98,7 @@ _SECRET_COMMANDS = frozenset((known.proprietary, known.value) for known in Ins i
 
 def is_secret_command(cla: int, ins: int) -> bool:
     """Whether a command's data, and its response's, are secret (docs/apdu.md 10)."""
-    return (bool(cla & 0x80), ins) in _SECRET_COMMANDS
+    return (is_proprietary(cla), ins) in _SECRET_COMMANDS
 
 
 class KeyReference(IntEnum):

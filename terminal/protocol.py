@@ -62,12 +62,10 @@ class ApduProtocol:
             resp = self._send_chained(cmd)
         else:
             resp = self.exchange(cmd)
-        sw1 = resp.sw >> 8
-        if sw1 == 0x6C:  # ISO 7816-3 T=0 rule, also seen on T=1 cards: re-issue with Le
+        if resp.sw1 == 0x6C:  # ISO 7816-3 T=0 rule, also seen on T=1 cards: re-issue with Le
             resp = self.exchange(CommandApdu(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data,
                                              resp.sw2 or SHORT_MAX_LE, cmd.extended))
-            sw1 = resp.sw >> 8
-        if sw1 != 0x61:  # the whole answer came at once: nothing to collect
+        if resp.sw1 != 0x61:  # the whole answer came at once: nothing to collect
             return resp
         return self._collect(channel_class(cmd.cla), resp)
 
