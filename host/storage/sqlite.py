@@ -142,17 +142,16 @@ class Database:
         self.reader = connect_reader(path)
         self._reading = threading.Lock()  # the reader connection, one body at a time
         self._full = True  # the write connection's synchronous mode is FULL
-        self._open = self.conn  # the connection the open batch began on
+        # the connection the open batch began on: its COMMIT or ROLLBACK goes there, even if
+        # `conn` was swapped meanwhile (the storage-fault tests wrap it while a batch is open)
+        self._open = self.conn
         self.lost: StorageLost | None = None
         self.committer = GroupCommitter(self, name=path.name, hook=batch_hook)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        if self.lost is not None:
-            raise StorageLost(f"storage was lost earlier: {self.lost}")
-        if not self._full:  # left so by a batch of undurable decisions: this one is durable
-            self.conn.execute("PRAGMA synchronous=FULL")
-            self._full = True
+        # durable, even after a batch of undurable decisions left the connection otherwise
+        self._prepare(durable=True)
         try:
             with transaction(self.conn) as conn:
                 yield conn
@@ -167,15 +166,20 @@ class Database:
         the COMMIT is written to the log but not fsynced; the next durable COMMIT's fsync
         covers it, and a kill of the process loses nothing (the kernel holds it). The mode
         is switched only when a batch needs the other one."""
+        self._prepare(durable)
+        self._open = self.conn
+        self._open.execute("BEGIN IMMEDIATE")
+        return SqliteTx(self._open)
+
+    def _prepare(self, durable: bool) -> None:
+        """Before a write transaction: refused once storage was lost; the connection's
+        synchronous mode switched to what the transaction needs, if it is not so already."""
         if self.lost is not None:
             raise StorageLost(f"storage was lost earlier: {self.lost}")
         if durable != self._full:
             self.conn.execute("PRAGMA synchronous=FULL" if durable
                               else "PRAGMA synchronous=NORMAL")
             self._full = durable
-        self._open = self.conn
-        self._open.execute("BEGIN IMMEDIATE")
-        return SqliteTx(self._open)
 
     def commit(self) -> None:
         self._open.execute("COMMIT")
