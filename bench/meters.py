@@ -109,22 +109,40 @@ TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 CPUS = os.cpu_count() or 1
 
 
-def sched_seconds(pid: int) -> tuple[float, float]:
-    """(on CPU, runnable but waiting for a CPU) in seconds, summed over the threads of `pid`
-    that are alive now (/proc/PID/task/*/schedstat); (0, 0) where /proc has no schedstat."""
-    on_cpu = waiting = 0
+def thread_ns(pid: int) -> dict[int, tuple[int, int]]:
+    """(on CPU, runnable but waiting for a CPU) in nanoseconds, per thread id, for the
+    threads of `pid` alive now (/proc/PID/task/*/schedstat); {} where /proc has none."""
+    out: dict[int, tuple[int, int]] = {}
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
-        return 0.0, 0.0
+        return out
     for task in tasks:
         try:
             run, wait, _slices = (task / "schedstat").read_text().split()
         except (OSError, ValueError):
             continue
-        on_cpu += int(run)
-        waiting += int(wait)
-    return on_cpu / 1e9, waiting / 1e9
+        out[int(task.name)] = (int(run), int(wait))
+    return out
+
+
+def sched_seconds(pid: int) -> tuple[float, float]:
+    """(on CPU, runnable but waiting for a CPU) in seconds, summed over the threads of `pid`
+    that are alive now; (0, 0) where /proc has no schedstat."""
+    threads = thread_ns(pid).values()
+    return sum(run for run, _ in threads) / 1e9, sum(wait for _, wait in threads) / 1e9
+
+
+def cpu_us_samples(operation: Callable[[], object], iterations: int, runs: int) -> list[float]:
+    """CPU µs per call of `operation`, one sample per run of `iterations` calls
+    (time.process_time: this process's CPU, whatever else the machine runs)."""
+    samples = []
+    for _ in range(runs):
+        started = time.process_time()
+        for _ in range(iterations):
+            operation()
+        samples.append((time.process_time() - started) / iterations * 1e6)
+    return samples
 
 
 def children(pid: int) -> list[int]:

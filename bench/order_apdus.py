@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.meters import results_console, results_table  # noqa: E402
+from bench.meters import cpu_us_samples, results_console, results_table  # noqa: E402
 from card_applet import blom  # noqa: E402
 from host.centre.authority import Master  # noqa: E402
 from host.parties.keymodule import KeyModule  # noqa: E402
@@ -45,13 +45,7 @@ AAD, CONTEXT, PLAIN = bytes(200), bytes(20), bytes(300)
 def cpu_us(operation: Callable[[], object], iterations: int, runs: int) -> float:
     for _ in range(iterations // 10):  # warm-up
         operation()
-    samples = []
-    for _ in range(runs):
-        start = time.process_time()
-        for _ in range(iterations):
-            operation()
-        samples.append((time.process_time() - start) / iterations * 1e6)
-    return statistics.median(samples)
+    return statistics.median(cpu_us_samples(operation, iterations, runs))
 
 
 def main() -> None:

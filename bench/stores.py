@@ -35,6 +35,7 @@ if str(REPO) not in sys.path:
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.meters import thread_ns  # noqa: E402
 from host.storage.ledger import (  # noqa: E402
     Account,
     AuthorisationRequest,
@@ -97,15 +98,8 @@ class Result:
 
 
 def thread_cpu() -> dict[int, float]:
-    """CPU seconds on a CPU per thread of this process (/proc/self/task/*/schedstat)."""
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/schedstat") as f:
-                out[int(tid)] = int(f.read().split()[0]) / 1e9
-        except OSError:
-            continue
-    return out
+    """CPU seconds on a CPU per thread of this process."""
+    return {tid: run / 1e9 for tid, (run, _wait) in thread_ns(os.getpid()).items()}
 
 
 def run(make: Callable[[Path], object], order: Callable[[object, int], Awaitable[None]],

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rich.console import Console
 from rich.table import Table
 
+from bench.meters import cpu_us_samples
 from host.protocol import messages
 from host.protocol.envelope import Envelope
 from host.protocol.messages import (
@@ -64,13 +64,7 @@ def samples() -> list[Message]:
 
 
 def per_call(fn: Callable[[], object], n: int, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.process_time()
-        for _ in range(n):
-            fn()
-        best = min(best, time.process_time() - started)
-    return best / n * 1e6
+    return min(cpu_us_samples(fn, n, rounds))  # the best round: the least disturbed
 
 
 def row(message: Message, keys: SessionKeys, n: int, rounds: int) -> list[str]:
